@@ -1,0 +1,375 @@
+"""The crowd side of crowdloop: vocabulary, items, Zooniverse mirror, raw votes, clean labels."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Concept(models.Model):
+    """One entry of the vocabulary volunteers tag images with."""
+
+    key = models.SlugField(max_length=64, unique=True)
+    label = models.CharField(max_length=200)
+    uri = models.URLField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    position = models.PositiveIntegerField(default=0, help_text="Order in the vocabulary.")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "key"]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Item(models.Model):
+    """A digitised object with one image: the unit volunteers classify and the model learns."""
+
+    class ImageState(models.TextChoices):
+        PENDING = "pending", "not checked yet"
+        OK = "ok", "ok"
+        CORRUPT = "corrupt", "corrupt or truncated"
+        INVALID = "invalid", "not an image"
+        REFUSED = "refused", "format not allowed"
+        TOO_LARGE = "too_large", "too large"
+        MISSING = "missing", "file missing"
+        UNREACHABLE = "unreachable", "download failed"
+
+    class ReviewState(models.TextChoices):
+        UNREVIEWED = "unreviewed", "not reviewed"
+        ACCEPTED = "accepted", "accepted"
+        EDITED = "edited", "edited"
+        REJECTED = "rejected", "rejected"
+
+    class Consensus(models.TextChoices):
+        NONE = "none", "no votes"
+        UNCERTAIN = "uncertain", "uncertain"
+        CONFIDENT = "confident", "confident"
+
+    external_id = models.CharField(max_length=255, unique=True)
+    image_url = models.URLField(max_length=2000, blank=True)
+    image_file = models.CharField(
+        max_length=500, blank=True, help_text="Path under MEDIA_ROOT of the local copy."
+    )
+    image_sha256 = models.CharField(max_length=64, blank=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    image_state = models.CharField(
+        max_length=16, choices=ImageState.choices, default=ImageState.PENDING, db_index=True
+    )
+    image_error = models.CharField(max_length=500, blank=True)
+    thumbnail = models.CharField(max_length=500, blank=True, help_text="Path under MEDIA_ROOT.")
+    title = models.CharField(max_length=1000, blank=True)
+    provider = models.CharField(max_length=500, blank=True)
+    rights = models.CharField(max_length=500, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    # Derived by the aggregation and review services, kept here so lists need no joins.
+    n_classifications = models.PositiveIntegerField(default=0)
+    consensus = models.CharField(
+        max_length=12, choices=Consensus.choices, default=Consensus.NONE, db_index=True
+    )
+    uncertainty = models.FloatField(
+        default=0.0, db_index=True, help_text="Largest per-concept uncertainty, 0 to 1."
+    )
+    contradicts_prior = models.BooleanField(default=False, db_index=True)
+    review_state = models.CharField(
+        max_length=12, choices=ReviewState.choices, default=ReviewState.UNREVIEWED, db_index=True
+    )
+    curated_concepts = models.JSONField(
+        default=list, blank=True, help_text="Concept keys a curator set; the final label when reviewed."
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["review_state", "-uncertainty"])]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class PriorLabel(models.Model):
+    """A label from an earlier enrichment: a noisy prior, never the truth."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="prior_labels")
+    concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=100, default="manifest")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "concept", "source"], name="prior_label_unique"
+            )
+        ]
+
+
+class Workflow(models.Model):
+    """A Zooniverse workflow asking volunteers which concepts apply."""
+
+    zooniverse_id = models.PositiveBigIntegerField(unique=True)
+    project_id = models.PositiveBigIntegerField(null=True, blank=True)
+    display_name = models.CharField(max_length=500, blank=True)
+    task_key = models.CharField(max_length=32, default="T0")
+    task_type = models.CharField(max_length=32, default="multiple")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.display_name or f"workflow {self.zooniverse_id}"
+
+
+class WorkflowVersion(models.Model):
+    """The answers of one workflow version, each mapped to a concept (or to none).
+
+    ``answers`` is a list ordered by answer index: ``[{"label": "painting", "concept": "painting"}]``.
+    The API gives answer indices and exports give labels; both resolve through this map.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    version = models.CharField(max_length=32, help_text="major.minor as Zooniverse writes it.")
+    task_key = models.CharField(max_length=32, default="T0")
+    task_type = models.CharField(max_length=32, default="multiple")
+    answers = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "version"], name="workflow_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} v{self.version}"
+
+
+class Round(models.Model):
+    """A batch of items pushed to Zooniverse as one subject set."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "draft"
+        PUSHED = "pushed", "pushed"
+        CLOSED = "closed", "closed"
+
+    number = models.PositiveIntegerField(unique=True)
+    name = models.CharField(max_length=200)
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, null=True, blank=True)
+    strategy = models.CharField(max_length=64, default="manual")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    subject_set_id = models.PositiveBigIntegerField(null=True, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subject(models.Model):
+    """A Zooniverse subject and the item it shows."""
+
+    class Upstream(models.TextChoices):
+        ACTIVE = "active", "active"
+        DELETED = "deleted", "deleted upstream"
+
+    zooniverse_id = models.PositiveBigIntegerField(unique=True)
+    item = models.ForeignKey(
+        Item, on_delete=models.SET_NULL, null=True, blank=True, related_name="subjects"
+    )
+    round = models.ForeignKey(
+        Round, on_delete=models.SET_NULL, null=True, blank=True, related_name="subjects"
+    )
+    priority = models.FloatField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retirement_reason = models.CharField(max_length=32, blank=True)
+    upstream_state = models.CharField(
+        max_length=12, choices=Upstream.choices, default=Upstream.ACTIVE
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"subject {self.zooniverse_id}"
+
+
+class Volunteer(models.Model):
+    """A Zooniverse volunteer; logged-out volunteers are keyed by their stable anonymous name."""
+
+    key = models.CharField(max_length=255, unique=True)
+    zooniverse_user_id = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
+    user_name = models.CharField(max_length=255, blank=True)
+    logged_in = models.BooleanField(default=True)
+    n_classifications = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.user_name or self.key
+
+
+class Classification(models.Model):
+    """One volunteer's answer on one subject: the raw vote, append-only."""
+
+    zooniverse_id = models.PositiveBigIntegerField(unique=True)
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="+")
+    workflow_version = models.CharField(max_length=32)
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="classifications")
+    item = models.ForeignKey(
+        Item, on_delete=models.SET_NULL, null=True, blank=True, related_name="classifications"
+    )
+    volunteer = models.ForeignKey(
+        Volunteer, on_delete=models.PROTECT, related_name="classifications"
+    )
+    created_at = models.DateTimeField(db_index=True)
+    concept_ids = models.JSONField(
+        default=list, help_text="Ids of the concepts ticked; [] when none was ticked."
+    )
+    invalid_answers = models.JSONField(
+        default=list, blank=True, help_text="Answers that map to no concept; not aggregated."
+    )
+    is_duplicate = models.BooleanField(
+        default=False, help_text="A later repeat by the same volunteer on the same subject."
+    )
+    gold_standard = models.BooleanField(default=False)
+    expert = models.BooleanField(default=False)
+    source = models.CharField(max_length=8, default="api")
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["volunteer", "subject", "created_at"]),
+            models.Index(fields=["item", "is_duplicate"]),
+        ]
+
+
+class SyncCursor(models.Model):
+    """The largest classification id committed for a workflow, written with each batch."""
+
+    workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, related_name="cursor")
+    last_id = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class ImportReport(models.Model):
+    """What one import or sync did: counts, and the rows it set aside."""
+
+    class Kind(models.TextChoices):
+        ITEMS = "items", "items"
+        CLASSIFICATIONS = "classifications", "classification export"
+        SYNC = "sync", "Zooniverse sync"
+        HARVEST = "harvest", "Europeana harvest"
+        VOCABULARY = "vocabulary", "vocabulary"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    source = models.CharField(max_length=1000, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    total = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.source}"
+
+
+class QuarantinedRow(models.Model):
+    """A bad input record, kept with where it came from and why it was refused."""
+
+    report = models.ForeignKey(ImportReport, on_delete=models.CASCADE, related_name="rows")
+    line = models.PositiveIntegerField(null=True, blank=True)
+    record_id = models.CharField(max_length=255, blank=True)
+    field = models.CharField(max_length=100, blank=True)
+    reason = models.CharField(max_length=1000)
+    raw = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["report", "line"]
+
+
+class AggregatedLabel(models.Model):
+    """The crowd's label for one item and concept, from the aggregation model."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="aggregated_labels")
+    concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="+")
+    posterior = models.FloatField()
+    votes_for = models.PositiveIntegerField(default=0)
+    votes_against = models.PositiveIntegerField(default=0)
+    method = models.CharField(max_length=32)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["item", "concept"], name="aggregated_label_unique")
+        ]
+
+
+class VolunteerSkill(models.Model):
+    """A volunteer's sensitivity and specificity on one concept."""
+
+    volunteer = models.ForeignKey(Volunteer, on_delete=models.CASCADE, related_name="skills")
+    concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="+")
+    sensitivity = models.FloatField()
+    specificity = models.FloatField()
+    n_votes = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["volunteer", "concept"], name="volunteer_skill_unique")
+        ]
+
+
+class AppendOnlyError(Exception):
+    """Raised when code tries to change or delete an audit record."""
+
+
+class Review(models.Model):
+    """A curator's decision on an item: append-only audit of who, when, before, after and why."""
+
+    class Action(models.TextChoices):
+        ACCEPT = "accept", "accept"
+        EDIT = "edit", "edit"
+        REJECT = "reject", "reject"
+        SKIP = "skip", "skip"
+
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="reviews")
+    curator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    action = models.CharField(max_length=8, choices=Action.choices)
+    before = models.JSONField(default=list, help_text="Concept keys before the decision.")
+    after = models.JSONField(default=list, help_text="Concept keys after the decision.")
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=["accept", "edit", "reject", "skip"]),
+                name="review_action_valid",
+            )
+        ]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("Reviews are append-only: write a new review instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Reviews are append-only and cannot be deleted.")

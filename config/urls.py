@@ -1,0 +1,21 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import path, re_path
+from django.views.static import serve
+
+from annotate import views as annotate_views
+
+admin.site.site_header = "crowdloop"
+admin.site.site_title = "crowdloop"
+admin.site.index_title = "Crowd labels and model training"
+
+urlpatterns = [
+    path("healthz", annotate_views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("", annotate_views.home, name="home"),
+]
+
+if settings.SERVE_MEDIA:
+    urlpatterns += [
+        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
+    ]

@@ -1,0 +1,1 @@
+"""The model side of crowdloop: training runs, model versions, predictions, round selections."""
