@@ -237,6 +237,9 @@ class Classification(models.Model):
     )
     gold_standard = models.BooleanField(default=False)
     expert = models.BooleanField(default=False)
+    # Logged-out volunteers are keyed by a hashed IP, which a classroom shares: repeats among them
+    # are only flagged within one browser session (reliability B7), so the session is kept.
+    session = models.CharField(max_length=128, blank=True)
     source = models.CharField(max_length=8, default="api")
     imported_at = models.DateTimeField(auto_now_add=True)
 
