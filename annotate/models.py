@@ -79,7 +79,9 @@ class Item(models.Model):
         max_length=12, choices=ReviewState.choices, default=ReviewState.UNREVIEWED, db_index=True
     )
     curated_concepts = models.JSONField(
-        default=list, blank=True, help_text="Concept keys a curator set; the final label when reviewed."
+        default=list,
+        blank=True,
+        help_text="Concept keys a curator set; the final label when reviewed.",
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -102,10 +104,11 @@ class PriorLabel(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["item", "concept", "source"], name="prior_label_unique"
-            )
+            models.UniqueConstraint(fields=["item", "concept", "source"], name="prior_label_unique")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.concept_id} ({self.source})"
 
 
 class Workflow(models.Model):
@@ -126,7 +129,8 @@ class Workflow(models.Model):
 class WorkflowVersion(models.Model):
     """The answers of one workflow version, each mapped to a concept (or to none).
 
-    ``answers`` is a list ordered by answer index: ``[{"label": "painting", "concept": "painting"}]``.
+    ``answers`` is a list ordered by answer index,
+    ``[{"label": "painting", "concept": "painting"}]``.
     The API gives answer indices and exports give labels; both resolve through this map.
     """
 
@@ -249,6 +253,9 @@ class Classification(models.Model):
             models.Index(fields=["item", "is_duplicate"]),
         ]
 
+    def __str__(self) -> str:
+        return f"classification {self.zooniverse_id}"
+
 
 class SyncCursor(models.Model):
     """The largest classification id committed for a workflow, written with each batch."""
@@ -256,6 +263,9 @@ class SyncCursor(models.Model):
     workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, related_name="cursor")
     last_id = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"cursor at {self.last_id}"
 
 
 class ImportReport(models.Model):
@@ -305,6 +315,9 @@ class QuarantinedRow(models.Model):
     class Meta:
         ordering = ["report", "line"]
 
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
 
 class AggregatedLabel(models.Model):
     """The crowd's label for one item and concept, from the aggregation model."""
@@ -322,6 +335,9 @@ class AggregatedLabel(models.Model):
             models.UniqueConstraint(fields=["item", "concept"], name="aggregated_label_unique")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.posterior:.2f}"
+
 
 class VolunteerSkill(models.Model):
     """A volunteer's sensitivity and specificity on one concept."""
@@ -337,6 +353,9 @@ class VolunteerSkill(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["volunteer", "concept"], name="volunteer_skill_unique")
         ]
+
+    def __str__(self) -> str:
+        return f"se {self.sensitivity:.2f} / sp {self.specificity:.2f}"
 
 
 class AppendOnlyError(Exception):
@@ -368,6 +387,9 @@ class Review(models.Model):
                 name="review_action_valid",
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.curator_id}"
 
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None:

@@ -75,7 +75,9 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def read_bytes(source: str | Path | bytes | BinaryIO, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def read_bytes(
+    source: str | Path | bytes | BinaryIO, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
     """Read an image source into memory, refusing anything over ``max_bytes``."""
     if isinstance(source, bytes):
         data = source

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 DIGIT_KEYS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 
 
@@ -28,8 +37,18 @@ class Mosaics:
 
 def digit_vocabulary() -> list[dict[str, str]]:
     """The digits as a vocabulary: key, label and a Wikidata-style URI."""
-    wikidata = ["Q204", "Q199", "Q200", "Q201", "Q202", "Q203", "Q23350", "Q23351", "Q23355",
-                "Q19108"]
+    wikidata = [
+        "Q204",
+        "Q199",
+        "Q200",
+        "Q201",
+        "Q202",
+        "Q203",
+        "Q23350",
+        "Q23351",
+        "Q23355",
+        "Q19108",
+    ]
     return [
         {"key": key, "label": f"digit {i} ({key})", "uri": f"http://www.wikidata.org/entity/{q}"}
         for i, (key, q) in enumerate(zip(DIGIT_KEYS, wikidata, strict=True))

@@ -1,1 +1,1 @@
-"""Business logic of the crowd side, one module per concern. Views, commands and tasks call these."""
+"""Business logic of the crowd side, one module per concern; views, commands and tasks call it."""
