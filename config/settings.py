@@ -222,3 +222,6 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# The port `make demo` serves on (PORT in the environment).
+DEMO_PORT = env_int("PORT", 8000)

@@ -1,0 +1,372 @@
+"""The curator's web admin for the crowd side: lists that load in a few queries, images inline."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+
+from annotate.models import (
+    AggregatedLabel,
+    Classification,
+    Concept,
+    ImportReport,
+    Item,
+    PriorLabel,
+    QuarantinedRow,
+    Review,
+    Round,
+    Subject,
+    SyncCursor,
+    Volunteer,
+    VolunteerSkill,
+    Workflow,
+    WorkflowVersion,
+)
+
+
+def media_url(relative: str) -> str:
+    # Django prefixes a relative MEDIA_URL with the script name at run time ("/media/").
+    return f"{settings.MEDIA_URL}{relative}"
+
+
+def image_src(item: Item, *, large: bool = False) -> str:
+    """The URL to show an item's image with: our stored copy, else its http(s) source."""
+    if large and item.image_file:
+        return media_url(item.image_file)
+    if item.thumbnail:
+        return media_url(item.thumbnail)
+    if item.image_url.startswith(("https://", "http://")):
+        return item.image_url
+    return ""
+
+
+def thumbnail_html(item: Item, *, size: int = 64) -> str:
+    src = image_src(item)
+    if not src:
+        return format_html('<span class="cl-noimage" title="{}">no image</span>', item.image_state)
+    return format_html(
+        '<img src="{}" alt="" loading="lazy" referrerpolicy="no-referrer" '
+        'style="width:{}px;height:{}px;object-fit:cover;border-radius:3px">',
+        src,
+        size,
+        size,
+    )
+
+
+class ReadOnlyAdminMixin:
+    """For records written by imports and services only: viewable, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Concept)
+class ConceptAdmin(admin.ModelAdmin):
+    list_display = ("key", "label", "uri_link", "position", "active")
+    list_editable = ("position", "active")
+    list_filter = ("active",)
+    search_fields = ("key", "label", "uri")
+    ordering = ("position", "key")
+
+    @admin.display(description="URI")
+    def uri_link(self, concept: Concept) -> str:
+        if not concept.uri.startswith(("http://", "https://")):
+            return concept.uri
+        return format_html(
+            '<a href="{}" rel="noopener noreferrer">{}</a>', concept.uri, concept.uri
+        )
+
+
+class PriorLabelInline(admin.TabularInline):
+    model = PriorLabel
+    extra = 0
+    autocomplete_fields = ("concept",)
+
+
+class AggregatedLabelInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = AggregatedLabel
+    extra = 0
+    fields = ("concept", "posterior", "votes_for", "votes_against", "method", "updated_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("concept").order_by("concept__position")
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = (
+        "thumb",
+        "external_id",
+        "short_title",
+        "image_state",
+        "n_classifications",
+        "consensus",
+        "review_state",
+        "contradicts_prior",
+    )
+    list_display_links = ("thumb", "external_id")
+    list_filter = ("image_state", "consensus", "review_state", "contradicts_prior", "provider")
+    search_fields = ("external_id", "title", "provider")
+    readonly_fields = (
+        "image_preview",
+        "image_sha256",
+        "image_width",
+        "image_height",
+        "thumbnail",
+        "image_file",
+        "n_classifications",
+        "consensus",
+        "uncertainty",
+        "contradicts_prior",
+        "review_state",
+        "curated_concepts",
+        "created_at",
+        "updated_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("image_preview", "external_id", "title", "provider", "rights")}),
+        (
+            "Image",
+            {
+                "fields": (
+                    "image_url",
+                    "image_file",
+                    "thumbnail",
+                    "image_state",
+                    "image_error",
+                    ("image_width", "image_height"),
+                    "image_sha256",
+                )
+            },
+        ),
+        (
+            "Crowd",
+            {
+                "fields": (
+                    "n_classifications",
+                    "consensus",
+                    "uncertainty",
+                    "contradicts_prior",
+                    "review_state",
+                    "curated_concepts",
+                )
+            },
+        ),
+        (
+            "Metadata",
+            {"fields": ("metadata", "created_at", "updated_at"), "classes": ("collapse",)},
+        ),
+    )
+    inlines = (PriorLabelInline, AggregatedLabelInline)
+    list_per_page = 50
+    show_full_result_count = False
+
+    @admin.display(description="")
+    def thumb(self, item: Item) -> str:
+        return thumbnail_html(item)
+
+    @admin.display(description="title", ordering="title")
+    def short_title(self, item: Item) -> str:
+        return item.title if len(item.title) <= 80 else item.title[:79] + "…"
+
+    @admin.display(description="image")
+    def image_preview(self, item: Item) -> str:
+        src = image_src(item, large=True)
+        if not src:
+            return format_html("no image ({})", item.get_image_state_display())
+        return format_html(
+            '<img src="{}" alt="" referrerpolicy="no-referrer" '
+            'style="max-width:512px;max-height:512px;image-rendering:pixelated">',
+            src,
+        )
+
+
+class WorkflowVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = WorkflowVersion
+    extra = 0
+    fields = ("version", "task_key", "task_type", "answer_map", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="answers")
+    def answer_map(self, version: WorkflowVersion) -> str:
+        return format_html_join(
+            ", ",
+            "{}: {} → {}",
+            (
+                (i, a.get("label", ""), a.get("concept") or "—")
+                for i, a in enumerate(version.answers or [])
+            ),
+        )
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = (
+        "zooniverse_id",
+        "display_name",
+        "project_id",
+        "task_key",
+        "task_type",
+        "active",
+    )
+    list_filter = ("active", "task_type")
+    search_fields = ("display_name", "=zooniverse_id")
+    inlines = (WorkflowVersionInline,)
+
+
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    list_display = (
+        "number",
+        "name",
+        "workflow",
+        "strategy",
+        "status",
+        "subject_set_id",
+        "created_at",
+    )
+    list_filter = ("status", "strategy")
+    list_select_related = ("workflow",)
+    search_fields = ("name",)
+
+
+@admin.register(Subject)
+class SubjectAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("zooniverse_id", "item", "round", "priority", "retired_at", "upstream_state")
+    list_filter = ("upstream_state", "retirement_reason", "round")
+    list_select_related = ("item", "round")
+    search_fields = ("=zooniverse_id", "item__external_id")
+    raw_id_fields = ("item", "round")
+    show_full_result_count = False
+
+
+class VolunteerSkillInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = VolunteerSkill
+    extra = 0
+    fields = ("concept", "sensitivity", "specificity", "n_votes")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("concept").order_by("concept__position")
+
+
+@admin.register(Volunteer)
+class VolunteerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("key", "user_name", "logged_in", "n_classifications", "created_at")
+    list_filter = ("logged_in",)
+    search_fields = ("key", "user_name", "=zooniverse_user_id")
+    inlines = (VolunteerSkillInline,)
+    show_full_result_count = False
+
+
+@admin.register(Classification)
+class ClassificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "zooniverse_id",
+        "created_at",
+        "volunteer",
+        "subject",
+        "item",
+        "ticked",
+        "is_duplicate",
+        "gold_standard",
+        "source",
+    )
+    list_filter = ("is_duplicate", "gold_standard", "expert", "source", "workflow")
+    list_select_related = ("volunteer", "subject", "item")
+    search_fields = ("=zooniverse_id", "volunteer__user_name", "item__external_id")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # One query for the vocabulary, so the concept column costs nothing per row.
+        self._concept_keys = dict(Concept.objects.values_list("id", "key"))
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="concepts ticked")
+    def ticked(self, classification: Classification) -> str:
+        keys = getattr(self, "_concept_keys", None)
+        if keys is None:
+            keys = self._concept_keys = dict(Concept.objects.values_list("id", "key"))
+        names = [keys.get(cid, f"#{cid}") for cid in classification.concept_ids or []]
+        return ", ".join(names) or "none"
+
+
+@admin.register(SyncCursor)
+class SyncCursorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("workflow", "last_id", "updated_at")
+    list_select_related = ("workflow",)
+
+
+class QuarantinedRowInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = QuarantinedRow
+    extra = 0
+    fields = ("line", "record_id", "field", "reason", "raw")
+    readonly_fields = fields
+    max_num = 0
+
+
+@admin.register(ImportReport)
+class ImportReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "started_at",
+        "kind",
+        "source",
+        "status",
+        "total",
+        "created",
+        "updated",
+        "unchanged",
+        "quarantined",
+    )
+    list_filter = ("kind", "status")
+    search_fields = ("source",)
+    inlines = (QuarantinedRowInline,)
+
+
+@admin.register(QuarantinedRow)
+class QuarantinedRowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("report", "line", "record_id", "field", "reason")
+    list_filter = ("report__kind", "field")
+    list_select_related = ("report",)
+    search_fields = ("reason", "record_id")
+    show_full_result_count = False
+
+
+@admin.register(AggregatedLabel)
+class AggregatedLabelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("item", "concept", "posterior", "votes_for", "votes_against", "method")
+    list_filter = ("method", "concept")
+    list_select_related = ("item", "concept")
+    search_fields = ("item__external_id",)
+    show_full_result_count = False
+
+
+@admin.register(VolunteerSkill)
+class VolunteerSkillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("volunteer", "concept", "sensitivity", "specificity", "n_votes")
+    list_filter = ("concept",)
+    list_select_related = ("volunteer", "concept")
+    search_fields = ("volunteer__user_name", "volunteer__key")
+    show_full_result_count = False
+
+
+@admin.register(Review)
+class ReviewAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The audit: every curator decision, as it was made. Nobody edits or deletes it here."""
+
+    list_display = ("created_at", "item", "curator", "action", "before", "after", "comment")
+    list_filter = ("action", "curator")
+    list_select_related = ("item", "curator")
+    search_fields = ("item__external_id", "comment")
+    date_hierarchy = "created_at"
