@@ -18,17 +18,11 @@ def reference_path(*parts: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_media(request, tmp_path_factory):
-    """Every Django test writes images and artifacts under its own temporary folder."""
-    if "settings" not in request.fixturenames and not request.node.get_closest_marker("django_db"):
-        if "db" not in request.fixturenames and "transactional_db" not in request.fixturenames:
-            yield
-            return
-    settings = request.getfixturevalue("settings")
+def _isolated_media(settings, tmp_path_factory):
+    """Every test writes images and artifacts under its own temporary folder."""
     root = tmp_path_factory.mktemp("var")
     settings.MEDIA_ROOT = root / "media"
     settings.ARTIFACT_ROOT = root / "artifacts"
-    yield
 
 
 @pytest.fixture
