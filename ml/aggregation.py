@@ -1,0 +1,934 @@
+"""Vote aggregation (truth inference): turn volunteers' votes into posteriors per item and concept.
+
+Volunteers answer a multiple-answer question ("which of these concepts apply?"), so one
+classification is one row of 0/1 flags, one per concept: a ticked concept is a vote *for*, an
+unticked one a vote *against*. Several volunteers see each item. This module turns such votes into
+a posterior probability per item x concept, and estimates each volunteer's skill on the way.
+
+Methods (see ``../shared/docs/aggregation.md``):
+
+- ``majority_vote``: the vote fraction per item x concept, the baseline.
+- ``dawid_skene_binary``: a two-coin Dawid-Skene model per concept. Each volunteer has a
+  sensitivity (P(tick | concept applies)) and a specificity (P(no tick | it does not)) per concept,
+  shrunk towards the crowd's average by a Beta prior, so that a volunteer with few votes behaves
+  like an average volunteer. Volunteers with very few classifications, and any volunteers the
+  caller marks (anonymous ``not-logged-in-*`` sessions), can be pooled into one shared "rare"
+  volunteer. Two coins matter because tagging errors are asymmetric: volunteers miss concepts far
+  more often than they invent them.
+- ``majority_vote_categorical`` / ``dawid_skene_categorical``: the single-answer (one-of-K)
+  counterparts, used on the public reference datasets and for single-choice questions.
+
+Every EM step is a handful of sparse matrix products over all votes and all concepts at once; the
+only Python loop is over EM iterations. Votes are assumed deduplicated upstream (crowdloop keeps a
+volunteer's earliest classification of an item).
+
+This module is plain numpy/scipy: it must never import django, ``annotate`` or ``training``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
+from scipy.special import expit, logsumexp
+
+FloatArray: TypeAlias = NDArray[np.float64]
+IntArray: TypeAlias = NDArray[np.int64]
+BoolArray: TypeAlias = NDArray[np.bool_]
+
+# Probabilities are clipped away from 0 and 1 before taking logs: one volunteer who has never
+# disagreed with the crowd must not be able to veto an item with log(0).
+_PROB_CLIP = 1e-6
+
+AnchorsLike: TypeAlias = (
+    Mapping[tuple[int, int], "float | bool | int"]
+    | tuple[ArrayLike, ArrayLike, ArrayLike]
+    | NDArray[Any]
+    | None
+)
+"""Known labels for (item, concept) pairs, from curator decisions or gold-standard items.
+
+Accepted forms: a mapping ``{(item, concept): 0 or 1}``; a tuple of three equal-length arrays
+``(item_idx, concept_idx, value)``; or a dense ``(n_items, n_concepts)`` float array holding 0 or 1
+where known and NaN where not.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _as_index(values: ArrayLike, name: str) -> IntArray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got {array.dtype}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} must be non-negative")
+    return array
+
+
+def _infer_size(index: IntArray, given: int | None, name: str) -> int:
+    needed = int(index.max()) + 1 if index.size else 0
+    if given is None:
+        return needed
+    if given < needed:
+        raise ValueError(f"{name}={given} but an index refers to {needed - 1}")
+    return int(given)
+
+
+@dataclass(frozen=True, eq=False)
+class VoteMatrix:
+    """Multi-label votes: one row per classification, one 0/1 column per concept.
+
+    Attributes:
+        item_idx: ``(n_votes,)`` item of each classification, in ``[0, n_items)``.
+        worker_idx: ``(n_votes,)`` volunteer of each classification, in ``[0, n_workers)``.
+        labels: ``(n_votes, n_concepts)`` uint8, 1 where the concept was ticked.
+        n_items: number of items, including items nobody has classified yet.
+        n_workers: number of volunteers.
+    """
+
+    item_idx: IntArray
+    worker_idx: IntArray
+    labels: NDArray[np.uint8]
+    n_items: int
+    n_workers: int
+
+    @classmethod
+    def from_arrays(
+        cls,
+        item_idx: ArrayLike,
+        worker_idx: ArrayLike,
+        labels: ArrayLike,
+        *,
+        n_items: int | None = None,
+        n_workers: int | None = None,
+    ) -> VoteMatrix:
+        """Build and validate a vote matrix from plain arrays.
+
+        Args:
+            item_idx: ``(n_votes,)`` integer item index of each classification.
+            worker_idx: ``(n_votes,)`` integer volunteer index of each classification.
+            labels: ``(n_votes, n_concepts)`` bool or 0/1 ticks; a 1-D array is read as one concept.
+            n_items: total number of items (default: largest index + 1). Items without votes are
+                allowed and receive the prior.
+            n_workers: total number of volunteers (default: largest index + 1).
+
+        Returns:
+            The validated ``VoteMatrix``.
+
+        Raises:
+            ValueError: on mismatched lengths, negative indices or labels other than 0/1.
+        """
+        items = _as_index(item_idx, "item_idx")
+        workers = _as_index(worker_idx, "worker_idx")
+        ticks = np.asarray(labels)
+        if ticks.ndim == 1:
+            ticks = ticks[:, None]
+        if ticks.ndim != 2:
+            raise ValueError(f"labels must be (n_votes, n_concepts), got shape {ticks.shape}")
+        if not (len(items) == len(workers) == len(ticks)):
+            raise ValueError(
+                f"item_idx, worker_idx and labels differ in length: "
+                f"{len(items)}, {len(workers)}, {len(ticks)}"
+            )
+        if ticks.dtype != np.bool_ and ticks.size and not np.isin(ticks, (0, 1)).all():
+            raise ValueError("labels must be 0/1 (ticked or not)")
+        return cls(
+            item_idx=items,
+            worker_idx=workers,
+            labels=ticks.astype(np.uint8, copy=False),
+            n_items=_infer_size(items, n_items, "n_items"),
+            n_workers=_infer_size(workers, n_workers, "n_workers"),
+        )
+
+    @property
+    def n_votes(self) -> int:
+        return int(self.item_idx.shape[0])
+
+    @property
+    def n_concepts(self) -> int:
+        return int(self.labels.shape[1])
+
+    def item_vote_counts(self) -> IntArray:
+        """Number of classifications of each item, ``(n_items,)``."""
+        return np.bincount(self.item_idx, minlength=self.n_items).astype(np.int64)
+
+    def worker_vote_counts(self) -> IntArray:
+        """Number of classifications by each volunteer, ``(n_workers,)``."""
+        return np.bincount(self.worker_idx, minlength=self.n_workers).astype(np.int64)
+
+    def positive_counts(self) -> IntArray:
+        """Number of ticks per item and concept, ``(n_items, n_concepts)``."""
+        rows, concepts = np.nonzero(self.labels)
+        flat = self.item_idx[rows] * self.n_concepts + concepts
+        counts = np.bincount(flat, minlength=self.n_items * self.n_concepts)
+        return counts.reshape(self.n_items, self.n_concepts).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalVotes:
+    """Single-answer votes: each classification picks one of ``n_classes`` answers.
+
+    Attributes:
+        item_idx: ``(n_votes,)`` item of each vote.
+        worker_idx: ``(n_votes,)`` volunteer of each vote.
+        label: ``(n_votes,)`` chosen answer in ``[0, n_classes)``.
+        n_items: number of items.
+        n_workers: number of volunteers.
+        n_classes: number of possible answers.
+    """
+
+    item_idx: IntArray
+    worker_idx: IntArray
+    label: IntArray
+    n_items: int
+    n_workers: int
+    n_classes: int
+
+    @classmethod
+    def from_arrays(
+        cls,
+        item_idx: ArrayLike,
+        worker_idx: ArrayLike,
+        label: ArrayLike,
+        *,
+        n_items: int | None = None,
+        n_workers: int | None = None,
+        n_classes: int | None = None,
+    ) -> CategoricalVotes:
+        """Build and validate categorical votes from plain arrays.
+
+        Args:
+            item_idx: ``(n_votes,)`` integer item index of each vote.
+            worker_idx: ``(n_votes,)`` integer volunteer index of each vote.
+            label: ``(n_votes,)`` integer answer in ``[0, n_classes)``.
+            n_items: total number of items (default: largest index + 1).
+            n_workers: total number of volunteers (default: largest index + 1).
+            n_classes: number of answers (default: largest label + 1).
+
+        Returns:
+            The validated ``CategoricalVotes``.
+        """
+        items = _as_index(item_idx, "item_idx")
+        workers = _as_index(worker_idx, "worker_idx")
+        answers = _as_index(label, "label")
+        if not (len(items) == len(workers) == len(answers)):
+            raise ValueError(
+                f"item_idx, worker_idx and label differ in length: "
+                f"{len(items)}, {len(workers)}, {len(answers)}"
+            )
+        return cls(
+            item_idx=items,
+            worker_idx=workers,
+            label=answers,
+            n_items=_infer_size(items, n_items, "n_items"),
+            n_workers=_infer_size(workers, n_workers, "n_workers"),
+            n_classes=max(_infer_size(answers, n_classes, "n_classes"), 1),
+        )
+
+    @property
+    def n_votes(self) -> int:
+        return int(self.item_idx.shape[0])
+
+    def to_vote_matrix(self) -> VoteMatrix:
+        """Recast as multi-label votes for the two-coin model.
+
+        With two classes the result has one concept, "answer 1"; with more it is one-vs-rest, one
+        concept per class.
+        """
+        if self.n_classes <= 2:
+            ticks = (self.label == 1)[:, None]
+        else:
+            ticks = self.label[:, None] == np.arange(self.n_classes)[None, :]
+        return VoteMatrix(
+            item_idx=self.item_idx,
+            worker_idx=self.worker_idx,
+            labels=ticks.astype(np.uint8),
+            n_items=self.n_items,
+            n_workers=self.n_workers,
+        )
+
+
+def anchors_to_array(anchors: AnchorsLike, n_items: int, n_concepts: int) -> FloatArray:
+    """Normalise anchors to a dense ``(n_items, n_concepts)`` array: 0/1 where known, NaN elsewhere.
+
+    Args:
+        anchors: known labels in any ``AnchorsLike`` form, or None.
+        n_items: number of items.
+        n_concepts: number of concepts.
+
+    Returns:
+        Dense float array with NaN for free (item, concept) pairs.
+
+    Raises:
+        ValueError: on out-of-range indices, a wrong dense shape, or values other than 0/1.
+    """
+    dense = np.full((n_items, n_concepts), np.nan)
+    if anchors is None:
+        return dense
+    if isinstance(anchors, Mapping):
+        if not anchors:
+            return dense
+        keys = np.asarray(list(anchors.keys()), dtype=np.int64).reshape(-1, 2)
+        values = np.asarray(list(anchors.values()), dtype=np.float64)
+        items, concepts = keys[:, 0], keys[:, 1]
+    elif isinstance(anchors, tuple):
+        items = _as_index(anchors[0], "anchor item_idx")
+        concepts = _as_index(anchors[1], "anchor concept_idx")
+        values = np.asarray(anchors[2], dtype=np.float64)
+    else:
+        given = np.asarray(anchors, dtype=np.float64)
+        if given.shape != (n_items, n_concepts):
+            raise ValueError(f"dense anchors must be {(n_items, n_concepts)}, got {given.shape}")
+        known = ~np.isnan(given)
+        if not np.isin(given[known], (0.0, 1.0)).all():
+            raise ValueError("anchor values must be 0 or 1")
+        return given.copy()
+    if not (len(items) == len(concepts) == len(values)):
+        raise ValueError("anchor arrays differ in length")
+    if items.size and (items.min() < 0 or items.max() >= n_items):
+        raise ValueError("anchor item index out of range")
+    if concepts.size and (concepts.min() < 0 or concepts.max() >= n_concepts):
+        raise ValueError("anchor concept index out of range")
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError("anchor values must be 0 or 1")
+    dense[items, concepts] = values
+    return dense
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class AggregationResult:
+    """Aggregated multi-label votes.
+
+    Attributes:
+        method: registry name of the method that produced this result.
+        posteriors: ``(n_items, n_concepts)`` P(concept applies), in [0, 1].
+        sensitivity: ``(n_workers, n_concepts)`` P(tick | applies) per volunteer.
+        specificity: ``(n_workers, n_concepts)`` P(no tick | does not apply) per volunteer.
+        worker_votes: ``(n_workers, n_concepts)`` number of votes each volunteer cast per concept.
+        item_votes: ``(n_items,)`` number of classifications of each item.
+        priors: ``(n_concepts,)`` estimated share of items to which each concept applies.
+        iterations: EM iterations run (0 for majority vote).
+        log_likelihood: marginal log-likelihood of the votes after each iteration.
+        converged: whether the log-likelihood change fell below the tolerance.
+        pooled: ``(n_workers,)`` True where the volunteer shares the pooled "rare" skill.
+    """
+
+    method: str
+    posteriors: FloatArray
+    sensitivity: FloatArray
+    specificity: FloatArray
+    worker_votes: IntArray
+    item_votes: IntArray
+    priors: FloatArray
+    iterations: int
+    log_likelihood: list[float]
+    converged: bool
+    pooled: BoolArray
+
+    @property
+    def labels(self) -> BoolArray:
+        """Hard decisions at 0.5: ``(n_items, n_concepts)`` bool (a tie counts as absent)."""
+        return self.posteriors > 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalResult:
+    """Aggregated single-answer votes.
+
+    Attributes:
+        method: name of the method.
+        posteriors: ``(n_items, n_classes)`` probability of each answer; rows sum to 1.
+        labels: ``(n_items,)`` most probable answer; ties go to the lowest answer index.
+        priors: ``(n_classes,)`` class prior.
+        errors: ``(n_workers, n_classes, n_classes)`` confusion matrices,
+            ``errors[w, observed, true]`` = P(worker w answers ``observed`` | truth is ``true``).
+        iterations: EM iterations run (0 for majority vote).
+        log_likelihood: marginal log-likelihood of the votes after each iteration.
+        converged: whether the log-likelihood change fell below the tolerance.
+    """
+
+    method: str
+    posteriors: FloatArray
+    labels: IntArray
+    priors: FloatArray
+    errors: FloatArray
+    iterations: int
+    log_likelihood: list[float]
+    converged: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Majority vote
+# --------------------------------------------------------------------------------------------
+
+
+def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> AggregationResult:
+    """Vote fraction per item x concept: ticks / classifications.
+
+    Items nobody has classified get the overall tick rate of each concept. Each volunteer's
+    sensitivity and specificity are measured against the majority decision (posterior > 0.5),
+    with add-one smoothing, so that the output has the same shape as Dawid-Skene's.
+
+    Args:
+        votes: the multi-label votes.
+        anchors: known labels; anchored pairs are fixed to 0/1.
+
+    Returns:
+        An ``AggregationResult`` with ``method="majority"``.
+    """
+    n_votes_per_item = votes.item_vote_counts()
+    positives = votes.positive_counts().astype(np.float64)
+    total = positives.sum(axis=0)
+    overall = total / votes.n_votes if votes.n_votes else np.full(votes.n_concepts, 0.5)
+    posteriors = np.empty_like(positives)
+    seen = n_votes_per_item > 0
+    posteriors[seen] = positives[seen] / n_votes_per_item[seen, None]
+    posteriors[~seen] = overall
+    fixed = anchors_to_array(anchors, votes.n_items, votes.n_concepts)
+    known = ~np.isnan(fixed)
+    posteriors[known] = fixed[known]
+
+    # Skill against the majority decision: one pass of the two-coin M-step with hard labels.
+    design = _Design.build(votes, np.arange(votes.n_workers), votes.n_workers)
+    decided = (posteriors > 0.5).astype(np.float64)
+    stats = design.skill_counts(decided)
+    sensitivity = (stats.true_pos + 1.0) / (stats.mass_pos + 2.0)
+    specificity = (stats.true_neg + 1.0) / (stats.mass_neg + 2.0)
+    worker_counts = votes.worker_vote_counts()
+    return AggregationResult(
+        method="majority",
+        posteriors=posteriors,
+        sensitivity=sensitivity,
+        specificity=specificity,
+        worker_votes=np.repeat(worker_counts[:, None], votes.n_concepts, axis=1),
+        item_votes=n_votes_per_item,
+        priors=posteriors[seen | known.any(axis=1)].mean(axis=0)
+        if (seen | known.any(axis=1)).any()
+        else overall,
+        iterations=0,
+        log_likelihood=[],
+        converged=True,
+        pooled=np.zeros(votes.n_workers, dtype=bool),
+    )
+
+
+def _categorical_counts(votes: CategoricalVotes) -> FloatArray:
+    flat = votes.item_idx * votes.n_classes + votes.label
+    counts = np.bincount(flat, minlength=votes.n_items * votes.n_classes)
+    return counts.reshape(votes.n_items, votes.n_classes).astype(np.float64)
+
+
+def _vote_fractions(votes: CategoricalVotes) -> FloatArray:
+    counts = _categorical_counts(votes)
+    per_item = counts.sum(axis=1, keepdims=True)
+    overall = counts.sum(axis=0)
+    overall = (
+        overall / overall.sum() if overall.sum() else np.full(votes.n_classes, 1 / votes.n_classes)
+    )
+    # Items without votes get the overall answer distribution instead of 0/0.
+    return np.where(per_item > 0, counts / np.maximum(per_item, 1), overall[None, :])
+
+
+def majority_vote_categorical(votes: CategoricalVotes) -> CategoricalResult:
+    """Plurality vote for single-answer questions.
+
+    Ties go to the lowest answer index, as in crowd-kit's ``MajorityVote`` (its ``idxmax`` over
+    label columns sorted ascending returns the first maximum).
+
+    Args:
+        votes: the categorical votes.
+
+    Returns:
+        A ``CategoricalResult`` whose posteriors are vote fractions and whose confusion matrices
+        are one M-step against those fractions.
+    """
+    posteriors = _vote_fractions(votes)
+    design = _CategoricalDesign.build(votes)
+    errors = design.confusion(posteriors, smoothing=0.0)
+    return CategoricalResult(
+        method="majority",
+        posteriors=posteriors,
+        labels=np.argmax(posteriors, axis=1).astype(np.int64),
+        priors=posteriors.mean(axis=0) if votes.n_items else np.zeros(votes.n_classes),
+        errors=errors,
+        iterations=0,
+        log_likelihood=[],
+        converged=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Two-coin Dawid-Skene, per concept, vectorised over votes and concepts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SkillCounts:
+    true_pos: FloatArray  # (n_groups, C): sum over votes of tick * P(applies)
+    mass_pos: FloatArray  # (n_groups, C): sum over votes of P(applies)
+    true_neg: FloatArray  # (n_groups, C): sum over votes of (1 - tick) * P(does not apply)
+    mass_neg: FloatArray  # (n_groups, C): sum over votes of P(does not apply)
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Sparse incidence matrices that turn each EM step into a few matrix products.
+
+    ``ticks`` is block-diagonal over concepts: row ``item * C + c``, column ``group * C + c``,
+    value = number of ticks of concept c on that item by that group. ``seen`` is
+    ``(n_items, n_groups)`` = number of classifications of the item by the group. Ticks are
+    sparse (most concepts are absent from most images), so ``ticks`` stays small, and ``seen``
+    serves every concept at once because every classification votes on every concept.
+    """
+
+    ticks: sparse.csr_matrix
+    ticks_t: sparse.csr_matrix
+    seen: sparse.csr_matrix
+    seen_t: sparse.csr_matrix
+    group_ticks: FloatArray  # (n_groups, C) total ticks per group
+    group_votes: FloatArray  # (n_groups,) total classifications per group
+    n_items: int
+    n_groups: int
+    n_concepts: int
+
+    @classmethod
+    def build(cls, votes: VoteMatrix, group_of_worker: IntArray, n_groups: int) -> _Design:
+        n_concepts = votes.n_concepts
+        group = group_of_worker[votes.worker_idx]
+        rows, concepts = np.nonzero(votes.labels)
+        tick_rows = votes.item_idx[rows] * n_concepts + concepts
+        tick_cols = group[rows] * n_concepts + concepts
+        ticks = sparse.csr_matrix(
+            (np.ones(len(rows)), (tick_rows, tick_cols)),
+            shape=(votes.n_items * n_concepts, n_groups * n_concepts),
+        )
+        seen = sparse.csr_matrix(
+            (np.ones(votes.n_votes), (votes.item_idx, group)),
+            shape=(votes.n_items, n_groups),
+        )
+        group_ticks = np.bincount(tick_cols, minlength=n_groups * n_concepts).astype(np.float64)
+        return cls(
+            ticks=ticks,
+            ticks_t=ticks.T.tocsr(),
+            seen=seen,
+            seen_t=seen.T.tocsr(),
+            group_ticks=group_ticks.reshape(n_groups, n_concepts),
+            group_votes=np.bincount(group, minlength=n_groups).astype(np.float64),
+            n_items=votes.n_items,
+            n_groups=n_groups,
+            n_concepts=n_concepts,
+        )
+
+    def skill_counts(self, posteriors: FloatArray) -> _SkillCounts:
+        """Expected confusion counts per group and concept given item posteriors."""
+        shape = (self.n_groups, self.n_concepts)
+        true_pos = (self.ticks_t @ posteriors.ravel()).reshape(shape)
+        mass_pos = np.asarray(self.seen_t @ posteriors)
+        false_pos = self.group_ticks - true_pos
+        mass_neg = self.group_votes[:, None] - mass_pos
+        true_neg = mass_neg - false_pos
+        return _SkillCounts(true_pos, mass_pos, np.maximum(true_neg, 0.0), mass_neg)
+
+    def log_evidence(
+        self, sensitivity: FloatArray, specificity: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Log-likelihood of each item's votes if the concept applies / does not apply.
+
+        Returns:
+            ``(log_if_present, log_if_absent)``, each ``(n_items, n_concepts)``.
+        """
+        log_sens, log_miss = np.log(sensitivity), np.log1p(-sensitivity)
+        log_spec, log_false = np.log(specificity), np.log1p(-specificity)
+        # Every vote contributes its "no tick" term; ticks then swap it for the "tick" term.
+        per_tick = np.stack([(log_sens - log_miss).ravel(), (log_false - log_spec).ravel()], 1)
+        from_ticks = np.asarray(self.ticks @ per_tick)  # (n_items * C, 2)
+        from_votes = np.asarray(self.seen @ np.hstack([log_miss, log_spec]))  # (n_items, 2C)
+        c = self.n_concepts
+        present = from_votes[:, :c] + from_ticks[:, 0].reshape(self.n_items, c)
+        absent = from_votes[:, c:] + from_ticks[:, 1].reshape(self.n_items, c)
+        return present, absent
+
+
+def _worker_groups(
+    votes: VoteMatrix, pool_below: int | None, pool_workers: ArrayLike | None
+) -> tuple[IntArray, int, BoolArray]:
+    """Map volunteers to skill groups; pooled volunteers share the last group.
+
+    Returns:
+        ``(group_of_worker, n_groups, pooled)``.
+    """
+    counts = votes.worker_vote_counts()
+    pooled = np.zeros(votes.n_workers, dtype=bool)
+    if pool_below:
+        pooled |= counts < pool_below
+    if pool_workers is not None:
+        marked = np.asarray(pool_workers)
+        if marked.dtype == np.bool_:
+            if marked.shape != (votes.n_workers,):
+                raise ValueError("a boolean pool_workers must have shape (n_workers,)")
+            pooled |= marked
+        else:
+            pooled[_as_index(marked, "pool_workers")] = True
+    # Keep the original order among individual volunteers so the output is order-independent.
+    group = np.empty(votes.n_workers, dtype=np.int64)
+    n_individual = int((~pooled).sum())
+    group[~pooled] = np.arange(n_individual)
+    group[pooled] = n_individual
+    n_groups = n_individual + int(pooled.any())
+    return group, n_groups, pooled
+
+
+def _shrink(
+    hits: FloatArray,
+    mass: FloatArray,
+    strength: FloatArray,
+    sharing: float | None,
+    floor: float = _PROB_CLIP,
+) -> FloatArray:
+    """MAP rate per group and concept under a Beta prior of ``strength`` pseudo-votes.
+
+    The prior is placed on the error rate (1 - rate). Its mean is the crowd's pooled error rate
+    for the concept, scaled by how error-prone this group is across *all* concepts compared with
+    the crowd (``sharing`` pseudo-errors keep that factor near 1 for sparse volunteers), because
+    carefulness is a trait of the volunteer more than of the concept: a volunteer who misses
+    "bridge" tends to miss "boat" too, which per-concept models (crowd-kit's BinaryRelevance)
+    cannot use.
+    """
+    errors = np.maximum(mass - hits, 0.0)
+    crowd = errors.sum(axis=0) / np.maximum(mass.sum(axis=0), 1e-12)
+    crowd = np.clip(crowd, floor, 1 - floor)
+    prior = np.broadcast_to(crowd[None, :], errors.shape)
+    if sharing is not None:
+        expected = (mass * crowd[None, :]).sum(axis=1, keepdims=True)
+        factor = (errors.sum(axis=1, keepdims=True) + sharing) / (expected + sharing)
+        # A prior error rate above 0.5 would mean "worse than a coin"; leave that to the data.
+        prior = np.clip(crowd[None, :] * factor, floor, 0.5)
+    denominator = mass + strength
+    # A group with no mass at all (no votes, or a zero prior strength) falls back to the prior.
+    error = np.where(
+        denominator > 1e-12,
+        (errors + strength * prior) / np.maximum(denominator, 1e-12),
+        prior,
+    )
+    return np.clip(1.0 - error, floor, 1 - floor)
+
+
+def dawid_skene_binary(
+    votes: VoteMatrix,
+    anchors: AnchorsLike = None,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    prior_strength: float = 2.0,
+    sharing_strength: float | None = 5.0,
+    pool_below: int | None = 0,
+    pool_workers: ArrayLike | None = None,
+) -> AggregationResult:
+    """Two-coin Dawid-Skene per concept, fitted by EM over all votes and concepts at once.
+
+    Model, for item i and concept c: the concept applies with prior probability ``prior[c]``;
+    volunteer w ticks it with probability ``sensitivity[w, c]`` if it applies and
+    ``1 - specificity[w, c]`` if not, independently across volunteers. The M-step is a MAP
+    estimate under Beta priors centred on the crowd's pooled rate (``prior_strength``
+    pseudo-votes), so a volunteer with three votes stays close to the average volunteer.
+
+    Anchored (item, concept) pairs have their posterior fixed at 0/1 throughout EM, so curator
+    decisions and gold-standard items teach the model how reliable each volunteer is.
+
+    Args:
+        votes: the multi-label votes.
+        anchors: known labels (curator decisions, gold standard).
+        max_iter: upper bound on EM iterations.
+        tol: stop when the log-likelihood changes by less than ``tol`` per vote and concept.
+        prior_strength: pseudo-votes of the Beta prior towards the crowd's average skill.
+        sharing_strength: pseudo-errors behind each volunteer's cross-concept error factor;
+            None uses the plain per-concept crowd average as the prior mean.
+        pool_below: volunteers with fewer classifications share one pooled skill
+            (0 or None disables it).
+        pool_workers: volunteers always pooled (boolean mask or indices), e.g. anonymous
+            ``not-logged-in-*`` sessions.
+
+    Returns:
+        An ``AggregationResult`` with ``method="dawid_skene"``.
+    """
+    n_items, n_concepts = votes.n_items, votes.n_concepts
+    fixed = anchors_to_array(anchors, n_items, n_concepts)
+    known = ~np.isnan(fixed)
+    item_votes = votes.item_vote_counts()
+    # The class prior is estimated from items that carry information; unseen items would only
+    # drag it towards itself.
+    informative = (item_votes > 0)[:, None] | known
+    n_informative = np.maximum(informative.sum(axis=0), 1)
+
+    group, n_groups, pooled = _worker_groups(votes, pool_below, pool_workers)
+    design = _Design.build(votes, group, n_groups)
+    # The pooled group is already a crowd average; shrinking it again would make the result
+    # depend on how many volunteers happen to be pooled.
+    strength = np.full((n_groups, 1), float(prior_strength))
+    if pooled.any():
+        strength[-1] = 0.0
+
+    def m_step(post: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        stats = design.skill_counts(post)
+        sensitivity = _shrink(stats.true_pos, stats.mass_pos, strength, sharing_strength)
+        specificity = _shrink(stats.true_neg, stats.mass_neg, strength, sharing_strength)
+        prior = np.where(informative, post, 0.0).sum(axis=0) / n_informative
+        return sensitivity, specificity, np.clip(prior, _PROB_CLIP, 1 - _PROB_CLIP)
+
+    # Initialise from the vote fractions, like crowd-kit's DawidSkene.
+    posteriors = majority_vote(votes, fixed).posteriors
+    sensitivity, specificity, prior = m_step(posteriors)
+    trace: list[float] = []
+    converged = False
+    scale = max(votes.n_votes * n_concepts, 1)
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
+        present, absent = design.log_evidence(sensitivity, specificity)
+        log_present = np.log(prior)[None, :] + present
+        log_absent = np.log1p(-prior)[None, :] + absent
+        posteriors = expit(log_present - log_absent)
+        posteriors[known] = fixed[known]
+        # Marginal log-likelihood of the votes; anchored pairs contribute their known branch.
+        per_pair = np.logaddexp(log_present, log_absent)
+        per_pair[known] = np.where(fixed[known] == 1.0, log_present[known], log_absent[known])
+        trace.append(float(per_pair.sum()))
+        sensitivity, specificity, prior = m_step(posteriors)
+        if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * scale:
+            converged = True
+            break
+
+    worker_counts = votes.worker_vote_counts()
+    return AggregationResult(
+        method="dawid_skene",
+        posteriors=posteriors,
+        sensitivity=sensitivity[group],
+        specificity=specificity[group],
+        worker_votes=np.repeat(worker_counts[:, None], n_concepts, axis=1),
+        item_votes=item_votes,
+        priors=prior,
+        iterations=iterations,
+        log_likelihood=trace,
+        converged=converged,
+        pooled=pooled,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Classic (full confusion matrix) Dawid-Skene for single-answer questions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CategoricalDesign:
+    """``votes``: ``(n_items, n_workers * K)`` sparse, 1 where item got answer k from worker w."""
+
+    votes: sparse.csr_matrix
+    votes_t: sparse.csr_matrix
+    n_workers: int
+    n_classes: int
+
+    @classmethod
+    def build(cls, votes: CategoricalVotes) -> _CategoricalDesign:
+        k = votes.n_classes
+        matrix = sparse.csr_matrix(
+            (np.ones(votes.n_votes), (votes.item_idx, votes.worker_idx * k + votes.label)),
+            shape=(votes.n_items, votes.n_workers * k),
+        )
+        return cls(matrix, matrix.T.tocsr(), votes.n_workers, k)
+
+    def confusion(self, posteriors: FloatArray, smoothing: float) -> FloatArray:
+        """``errors[w, observed, true]`` from expected counts plus Dirichlet pseudo-counts."""
+        k = self.n_classes
+        counts = np.asarray(self.votes_t @ posteriors).reshape(self.n_workers, k, k) + smoothing
+        totals = counts.sum(axis=1, keepdims=True)
+        # A worker who never saw an item of some true class gets a uniform column, not 0/0.
+        return np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), 1.0 / k)
+
+    def log_evidence(self, errors: FloatArray) -> FloatArray:
+        log_errors = np.log(np.clip(errors, 1e-10, 1.0)).reshape(-1, self.n_classes)
+        return np.asarray(self.votes @ log_errors)  # (n_items, K)
+
+
+def dawid_skene_categorical(
+    votes: CategoricalVotes,
+    true_labels: Mapping[int, int] | ArrayLike | None = None,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+    smoothing: float = 0.01,
+) -> CategoricalResult:
+    """Classic Dawid-Skene: one full confusion matrix per volunteer, fitted by EM.
+
+    Initialised from the vote fractions (as crowd-kit does). The confusion matrices get
+    ``smoothing`` Dirichlet pseudo-counts per cell, which keeps log(0) out of the E-step.
+
+    Args:
+        votes: the categorical votes.
+        true_labels: known answers (gold standard / curator), as ``{item: label}`` or an
+            ``(n_items,)`` array with -1 for unknown; those items are fixed throughout EM.
+        max_iter: upper bound on EM iterations.
+        tol: stop when the log-likelihood changes by less than ``tol`` per vote.
+        smoothing: Dirichlet pseudo-count added to every confusion-matrix cell.
+
+    Returns:
+        A ``CategoricalResult`` with ``method="dawid_skene"``.
+    """
+    k = votes.n_classes
+    gold = np.full(votes.n_items, -1, dtype=np.int64)
+    if isinstance(true_labels, Mapping):
+        for item, answer in true_labels.items():
+            gold[int(item)] = int(answer)
+    elif true_labels is not None:
+        gold = np.asarray(true_labels, dtype=np.int64)
+        if gold.shape != (votes.n_items,):
+            raise ValueError(f"true_labels must have shape ({votes.n_items},)")
+    if (gold >= k).any():
+        raise ValueError("a true label is out of range")
+    known = gold >= 0
+    gold_onehot = np.eye(k)[gold[known]]
+    informative = (np.bincount(votes.item_idx, minlength=votes.n_items) > 0) | known
+
+    design = _CategoricalDesign.build(votes)
+
+    def m_step(post: FloatArray) -> tuple[FloatArray, FloatArray]:
+        errors = design.confusion(post, smoothing)
+        prior = post[informative].mean(axis=0) if informative.any() else np.full(k, 1 / k)
+        return errors, np.clip(prior, 1e-10, 1.0)
+
+    posteriors = _vote_fractions(votes)
+    posteriors[known] = gold_onehot
+    errors, prior = m_step(posteriors)
+    trace: list[float] = []
+    converged = False
+    iterations = 0
+    scale = max(votes.n_votes, 1)
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
+        log_joint = np.log(prior)[None, :] + design.log_evidence(errors)
+        norm = logsumexp(log_joint, axis=1, keepdims=True)
+        posteriors = np.exp(log_joint - norm)
+        posteriors[known] = gold_onehot
+        ll = np.where(known, log_joint[np.arange(votes.n_items), np.maximum(gold, 0)], norm[:, 0])
+        trace.append(float(ll[informative].sum()))
+        errors, prior = m_step(posteriors)
+        if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * scale:
+            converged = True
+            break
+
+    return CategoricalResult(
+        method="dawid_skene",
+        posteriors=posteriors,
+        labels=np.argmax(posteriors, axis=1).astype(np.int64),
+        priors=prior,
+        errors=errors,
+        iterations=iterations,
+        log_likelihood=trace,
+        converged=converged,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Retirement and registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RetirementDecision:
+    """Per-item verdict of ``retirement_decide``.
+
+    Attributes:
+        settled: ``(n_items,)`` every concept's posterior is confidently near 0 or 1.
+        retire: ``(n_items,)`` stop collecting votes (settled with enough votes, or capped).
+        unsettled_concepts: ``(n_items,)`` number of concepts still in the uncertain band.
+    """
+
+    settled: BoolArray
+    retire: BoolArray
+    unsettled_concepts: IntArray
+
+
+def retirement_decide(
+    posteriors: ArrayLike,
+    *,
+    confidence: float | ArrayLike = 0.95,
+    vote_counts: ArrayLike | None = None,
+    min_votes: int = 0,
+    max_votes: int | None = None,
+) -> RetirementDecision:
+    """Decide which items are done: every concept settled at ``>= c`` or ``<= 1 - c``.
+
+    Args:
+        posteriors: ``(n_items, n_concepts)`` posteriors.
+        confidence: required confidence ``c`` in (0.5, 1], a scalar or one per concept.
+        vote_counts: ``(n_items,)`` classifications so far; needed for ``min_votes``/``max_votes``.
+        min_votes: an item is never retired with fewer votes, however settled it looks.
+        max_votes: an item with this many votes is retired even if unsettled (a budget cap).
+
+    Returns:
+        A ``RetirementDecision``.
+    """
+    post = np.asarray(posteriors, dtype=np.float64)
+    if post.ndim == 1:
+        post = post[:, None]
+    threshold = np.broadcast_to(np.asarray(confidence, dtype=np.float64), post.shape[1:])
+    if ((threshold <= 0.5) | (threshold > 1.0)).any():
+        raise ValueError("confidence must be in (0.5, 1]")
+    confident = (post >= threshold) | (post <= 1.0 - threshold)
+    unsettled = (~confident).sum(axis=1).astype(np.int64)
+    settled = unsettled == 0
+    retire = settled.copy()
+    if vote_counts is not None:
+        counts = np.asarray(vote_counts)
+        retire &= counts >= min_votes
+        if max_votes is not None:
+            retire |= counts >= max_votes
+    elif min_votes > 0 or max_votes is not None:
+        raise ValueError("min_votes and max_votes need vote_counts")
+    return RetirementDecision(settled=settled, retire=retire, unsettled_concepts=unsettled)
+
+
+Aggregator: TypeAlias = Callable[..., AggregationResult]
+
+AGGREGATORS: dict[str, Aggregator] = {
+    "majority": majority_vote,
+    "dawid_skene": dawid_skene_binary,
+}
+
+
+def aggregate(
+    method: str, votes: VoteMatrix, anchors: AnchorsLike = None, **opts: Any
+) -> AggregationResult:
+    """Run a registered multi-label aggregator by name.
+
+    Args:
+        method: a key of ``AGGREGATORS`` ("majority", "dawid_skene").
+        votes: the multi-label votes.
+        anchors: known labels, fixed in the output and used to learn skills.
+        **opts: keyword options of the chosen method (e.g. ``max_iter``, ``pool_below``).
+
+    Returns:
+        The method's ``AggregationResult``.
+
+    Raises:
+        ValueError: for an unknown method name.
+    """
+    try:
+        aggregator = AGGREGATORS[method]
+    except KeyError:
+        known = ", ".join(sorted(AGGREGATORS))
+        raise ValueError(f"unknown aggregation method {method!r}; choose one of: {known}") from None
+    return aggregator(votes, anchors, **opts)
