@@ -1,0 +1,345 @@
+"""Classifications go in once, map to concepts, and repeats keep the earliest vote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from annotate.models import (
+    Classification,
+    ImportReport,
+    Item,
+    QuarantinedRow,
+    Subject,
+    SyncCursor,
+    Volunteer,
+    Workflow,
+    WorkflowVersion,
+)
+from annotate.services.classifications import (
+    ClassificationRecord,
+    QuarantineEntry,
+    classifications_ingest,
+    volunteer_key,
+)
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2024, 2, 23, 16, 0, tzinfo=UTC)
+ANSWERS = ["painting", "drawing", "map", "photograph"]
+HEADER = (
+    "classification_id,user_name,user_id,user_ip,workflow_id,workflow_name,workflow_version,"
+    "created_at,gold_standard,expert,metadata,annotations,subject_data,subject_ids"
+)
+
+
+@pytest.fixture
+def workflow(concepts) -> Workflow:
+    """Workflow 7, version 3.1: a multiple-answer task over four pilot concepts."""
+    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
+    WorkflowVersion.objects.create(
+        workflow=workflow,
+        version="3.1",
+        task_type="multiple",
+        answers=[{"label": label.title(), "concept": label} for label in ANSWERS],
+    )
+    return workflow
+
+
+def report_new() -> ImportReport:
+    return ImportReport.objects.create(kind=ImportReport.Kind.CLASSIFICATIONS, source="test")
+
+
+def record(cid: int, **overrides) -> ClassificationRecord:
+    fields = {
+        "zooniverse_id": cid,
+        "workflow_id": 7,
+        "workflow_version": "3.1",
+        "subject_ids": [500 + cid % 5],
+        "user_id": 40 + cid % 3,
+        "user_name": f"volunteer{40 + cid % 3}",
+        "created_at": T0 + timedelta(minutes=cid),
+        "answers": ["Painting"],
+        "source": "export",
+    }
+    fields.update(overrides)
+    return ClassificationRecord(**fields)
+
+
+def ingest(workflow: Workflow, records, **kwargs):
+    return classifications_ingest(records=records, workflow=workflow, report=report_new(), **kwargs)
+
+
+def keys_of(classification: Classification, concepts) -> set[str]:
+    by_id = {c.id: key for key, c in concepts.items()}
+    return {by_id[i] for i in classification.concept_ids}
+
+
+# --- the ingestion core -----------------------------------------------------------------------
+
+
+def test_export_labels_map_to_concepts_case_insensitively(workflow, concepts):
+    ingest(workflow, [record(1, answers=["PAINTING", "drawing ", "Map"])])
+    stored = Classification.objects.get(zooniverse_id=1)
+    assert keys_of(stored, concepts) == {"painting", "drawing", "map"}
+    assert stored.invalid_answers == []
+
+
+def test_api_answer_indices_map_through_the_version(workflow, concepts):
+    ingest(workflow, [record(1, answers=[1, 3], source="api")])
+    assert keys_of(Classification.objects.get(zooniverse_id=1), concepts) == {
+        "drawing",
+        "photograph",
+    }
+
+
+def test_an_empty_answer_is_a_vote_for_no_concept(workflow):
+    counts = ingest(workflow, [record(1, answers=[]), record(2, answers=None)])
+    assert counts.created == 2
+    assert list(Classification.objects.values_list("concept_ids", flat=True)) == [[], []]
+
+
+def test_an_unknown_label_or_index_is_kept_invalid_and_counted_b4(workflow, concepts):
+    counts = ingest(
+        workflow,
+        [
+            record(1, answers=["Painting", "unknown answer label"]),
+            record(2, answers=[0, 9], source="api"),
+        ],
+    )
+    first = Classification.objects.get(zooniverse_id=1)
+    assert keys_of(first, concepts) == {"painting"}
+    assert first.invalid_answers == ["unknown answer label"]
+    assert Classification.objects.get(zooniverse_id=2).invalid_answers == [9]
+    assert counts.invalid_answers == 2
+
+
+def test_an_unknown_version_is_quarantined_once_per_row_and_alerted_once_b3(workflow, caplog):
+    report = report_new()
+    counts = classifications_ingest(
+        records=[record(1, workflow_version="9.9"), record(2, workflow_version="9.9"), record(3)],
+        workflow=workflow,
+        report=report,
+    )
+    assert counts.created == 1
+    assert counts.unknown_versions == {"9.9": 2}
+    assert set(report.rows.values_list("reason", flat=True)) == {"unknown_workflow_version"}
+    assert report.rows.count() == 2
+    assert "9.9 (2 rows)" in report.message
+    assert len([r for r in caplog.records if "unknown versions" in r.getMessage()]) == 1
+
+
+def test_api_indices_of_an_unknown_version_never_use_the_wildcard(workflow):
+    WorkflowVersion.objects.create(
+        workflow=workflow,
+        version="*",
+        task_type="multiple",
+        answers=[{"label": "Painting", "concept": "painting"}],
+    )
+    counts = ingest(
+        workflow,
+        [
+            record(1, workflow_version="9.9", answers=[0], source="api"),
+            record(2, workflow_version="9.9", answers=["painting"]),
+        ],
+    )
+    assert counts.quarantined == 1
+    assert Classification.objects.get().zooniverse_id == 2
+
+
+def test_the_same_classification_twice_is_stored_once_b5(workflow):
+    counts = ingest(workflow, [record(1), record(1)])
+    assert (counts.created, counts.unchanged) == (1, 1)
+    again = ingest(workflow, [record(1)])
+    assert (again.created, again.unchanged) == (0, 1)
+    assert Classification.objects.count() == 1
+
+
+def test_a_repeat_by_the_same_volunteer_is_flagged_and_the_earliest_kept_b6(workflow):
+    later = record(1, subject_ids=[900], user_id=5, created_at=T0 + timedelta(hours=1))
+    earlier = record(2, subject_ids=[900], user_id=5, created_at=T0)
+    counts = ingest(workflow, [later, earlier])
+    assert counts.repeats_flagged == 1
+    assert Classification.objects.get(zooniverse_id=2).is_duplicate is False
+    assert Classification.objects.get(zooniverse_id=1).is_duplicate is True
+
+
+def test_repeats_keep_the_earliest_across_two_imports_in_reverse_order(workflow):
+    ingest(workflow, [record(1, subject_ids=[900], user_id=5, created_at=T0 + timedelta(hours=1))])
+    assert Classification.objects.get(zooniverse_id=1).is_duplicate is False
+    item_subject = Subject.objects.get(zooniverse_id=900)
+    counts = ingest(workflow, [record(2, subject_ids=[900], user_id=5, created_at=T0)])
+    assert counts.repeats_flagged == 1
+    assert Classification.objects.get(zooniverse_id=1).is_duplicate is True
+    assert Classification.objects.get(zooniverse_id=2).is_duplicate is False
+    assert item_subject.classifications.filter(is_duplicate=False).count() == 1
+
+
+def test_equal_times_keep_the_smaller_classification_id(workflow):
+    ingest(workflow, [record(9, subject_ids=[900], user_id=5, created_at=T0)])
+    ingest(workflow, [record(3, subject_ids=[900], user_id=5, created_at=T0)])
+    assert Classification.objects.get(zooniverse_id=3).is_duplicate is False
+    assert Classification.objects.get(zooniverse_id=9).is_duplicate is True
+
+
+def test_logged_out_repeats_are_flagged_per_session_never_by_hashed_ip_alone_b7(workflow):
+    anon = {"user_id": None, "user_name": "not-logged-in-abc", "subject_ids": [900]}
+    ingest(
+        workflow,
+        [
+            record(1, **anon, session="s1", created_at=T0),
+            record(2, **anon, session="s1", created_at=T0 + timedelta(minutes=1)),
+            record(3, **anon, session="s2", created_at=T0 + timedelta(minutes=2)),
+            record(4, **anon, session="", created_at=T0 + timedelta(minutes=3)),
+            record(5, **anon, session="", created_at=T0 + timedelta(minutes=4)),
+        ],
+    )
+    flags = dict(Classification.objects.values_list("zooniverse_id", "is_duplicate"))
+    assert flags == {1: False, 2: True, 3: False, 4: False, 5: False}
+    assert Volunteer.objects.get().key == "anon:not-logged-in-abc"
+
+
+def test_a_classification_of_two_subjects_is_quarantined_never_attributed_b9(workflow):
+    report = report_new()
+    classifications_ingest(
+        records=[record(1, subject_ids=[11, 12], line=2)], workflow=workflow, report=report
+    )
+    assert not Classification.objects.exists()
+    assert not Subject.objects.exists()
+    row = report.rows.get()
+    assert (row.line, row.record_id, row.field, row.reason) == (
+        2,
+        "1",
+        "subject_ids",
+        "multi_subject_unsupported",
+    )
+
+
+def test_a_classification_of_another_workflow_is_quarantined(workflow):
+    counts = ingest(workflow, [record(1, workflow_id=8)])
+    assert counts.quarantined == 1
+    assert QuarantinedRow.objects.get().reason.startswith("wrong_workflow")
+
+
+def test_parser_quarantine_entries_are_stored_with_the_batch(workflow):
+    report = report_new()
+    classifications_ingest(
+        records=[QuarantineEntry(5, "", "row", "column_count: 3 columns, expected 14", "a,b\x00")],
+        workflow=workflow,
+        report=report,
+    )
+    row = report.rows.get()
+    assert row.line == 5
+    assert row.reason == "column_count: 3 columns, expected 14"
+    assert row.raw == "a,b\\x00"  # NUL spelled out: PostgreSQL text cannot hold it
+    assert report.quarantined == 1
+    assert ImportReport.objects.get(pk=report.pk).quarantined == 1
+
+
+def test_an_unknown_subject_is_matched_to_its_item_by_external_id_then_europeana_id(workflow):
+    first = Item.objects.create(external_id="ext-1")
+    second = Item.objects.create(external_id="/2058612/abc")
+    third = Item.objects.create(external_id="ext-3")
+    metadata = {
+        901: {"external_id": "ext-1", "europeana_id": "/2058612/abc"},
+        902: {"external_id": "not-here", "europeana_id": "2058612/abc"},
+        903: {"crowdloop_id": str(third.pk)},
+        904: {"retired": None, "objectId": "ZTF"},
+    }
+    ingest(
+        workflow,
+        [
+            record(i, subject_ids=[zid], subject_metadata={zid: metadata[zid]})
+            for i, zid in enumerate(metadata, start=1)
+        ],
+    )
+    links = dict(Subject.objects.values_list("zooniverse_id", "item_id"))
+    assert links == {901: first.pk, 902: second.pk, 903: third.pk, 904: None}
+    assert Classification.objects.get(zooniverse_id=1).item_id == first.pk
+    assert Subject.objects.get(zooniverse_id=904).metadata == {"objectId": "ZTF"}
+
+
+def test_a_known_subject_without_item_is_linked_when_its_metadata_names_one(workflow):
+    ingest(workflow, [record(1, subject_ids=[901])])
+    item = Item.objects.create(external_id="ext-1")
+    named = {901: {"external_id": "ext-1"}}
+    ingest(workflow, [record(2, subject_ids=[901], subject_metadata=named)])
+    assert Subject.objects.get(zooniverse_id=901).item_id == item.pk
+    assert set(Classification.objects.values_list("item_id", flat=True)) == {item.pk}
+    item.refresh_from_db()
+    assert item.n_classifications == 2
+
+
+def test_counters_are_recomputed_from_the_rows(workflow):
+    item = Item.objects.create(external_id="ext-1", n_classifications=99)
+    meta = {900: {"external_id": "ext-1"}}
+    ingest(
+        workflow,
+        [
+            record(1, subject_ids=[900], user_id=5, subject_metadata=meta),
+            record(2, subject_ids=[900], user_id=5, subject_metadata=meta),
+            record(3, subject_ids=[900], user_id=6, subject_metadata=meta),
+        ],
+    )
+    item.refresh_from_db()
+    assert item.n_classifications == 2  # the repeat does not count
+    assert Volunteer.objects.get(key=volunteer_key(user_id=5, user_name="")).n_classifications == 2
+
+
+def test_the_cursor_moves_with_each_committed_batch(workflow):
+    seen: list[int | None] = []
+    ingest(
+        workflow,
+        [record(i) for i in (3, 1, 2, 7, 5)],
+        batch_size=2,
+        cursor=True,
+        on_batch_committed=lambda result: seen.append(SyncCursor.objects.get().last_id),
+    )
+    assert seen == [3, 7, 7]
+    ingest(workflow, [record(2)], cursor=True)
+    assert SyncCursor.objects.get().last_id == 7  # never backwards
+
+
+def test_a_failing_batch_rolls_back_with_its_cursor(workflow, monkeypatch):
+    from annotate.services import classifications
+
+    ingest(workflow, [record(1)], cursor=True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(classifications, "_counts_recompute", broken)
+    with pytest.raises(RuntimeError):
+        ingest(workflow, [record(2), record(3)], cursor=True)
+    assert SyncCursor.objects.get().last_id == 1
+    assert list(Classification.objects.values_list("zooniverse_id", flat=True)) == [1]
+
+
+def test_queries_per_batch_are_bounded_and_do_not_grow_with_the_batch_size(workflow):
+    def batch(offset: int, size: int) -> list[ClassificationRecord]:
+        return [
+            record(
+                offset + i,
+                subject_ids=[offset + i],
+                user_id=offset + i,
+                subject_metadata={offset + i: {"external_id": f"e{offset + i}"}},
+                answers=["Painting", "nope"],
+            )
+            for i in range(size)
+        ]
+
+    wanted = [*range(10_000, 10_010), *range(100_000, 100_060)]
+    Item.objects.bulk_create([Item(external_id=f"e{i}") for i in wanted])
+    used = {}
+    for size, offset in ((10, 10_000), (60, 100_000)):
+        with CaptureQueriesContext(connection) as queries:
+            ingest(workflow, batch(offset, size))
+        used[size] = len(queries.captured_queries)
+    # Per batch: known ids, volunteers x3, subjects x3, items, repeats, insert, recount x2,
+    # report, savepoint x2; plus the report and two cache reads per ingest. Sizes stay under
+    # SQLite's 999 parameters per statement, past which Django splits an INSERT (still a few).
+    assert used[10] == used[60] <= 20
+    assert Classification.objects.count() == 70
