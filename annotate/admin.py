@@ -184,10 +184,13 @@ class ItemAdmin(admin.ModelAdmin):
         src = image_src(item, large=True)
         if not src:
             return format_html("no image ({})", item.get_image_state_display())
+        # Small scans are scaled up with crisp pixels; photographs keep smooth scaling.
+        rendering = "pixelated" if (item.image_width or 0) and item.image_width < 256 else "auto"
         return format_html(
             '<img src="{}" alt="" referrerpolicy="no-referrer" '
-            'style="max-width:512px;max-height:512px;image-rendering:pixelated">',
+            'style="width:384px;max-width:100%;height:auto;image-rendering:{}">',
             src,
+            rendering,
         )
 
 
