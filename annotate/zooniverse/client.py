@@ -1,0 +1,999 @@
+"""Our wrapper over panoptes-client: what the library lacks, added at its HTTP seam.
+
+panoptes-client 1.7.1 sends every request through ``Panoptes.session.request`` with no timeout,
+retries only 5xx and only on some calls, never retries 429 or a paginator's next page, and wraps
+``Subject.save()`` in a retry of *any* API error that re-sends a POST the server may already have
+stored (``zooniverse.md`` §2.2). This module fixes that in one place:
+
+* :class:`ZooniverseClient` replaces the session's ``request`` with :meth:`ZooniverseClient._send`,
+  which adds connect/read timeouts to every request (log-in, token, API calls, each page, export
+  downloads) and retries 5xx, 429 (honouring ``Retry-After``) and connection/read-timeout errors
+  with jittered exponential backoff, inside a wall budget kept below the Celery visibility timeout.
+  Any other 4xx raises :class:`FatalError` at once. The library's own retry loop never sees a 5xx,
+  so the only retries are ours.
+* Creates that must not be repeated blindly (subjects, subject sets) go out as one attempt each;
+  on a transient failure the object is first looked up by the id crowdloop put in its metadata and
+  only re-sent when it is not there (:meth:`ZooniverseClient.subject_create`). ``Subject.save()``
+  is never used.
+* Classifications are paged by keyset from a ``last_id`` the caller stores
+  (:meth:`ZooniverseClient.classifications_page`), never through the library iterator.
+* Exports are read with an own deadline, refused when older than the request, capped in bytes,
+  streamed to a temporary file and discarded when cut short
+  (:meth:`ZooniverseClient.export_download`).
+
+Payloads are described by ``TypedDict``s; the client returns them as Panoptes sends them (string
+ids) and converts ids to ``int`` only where it says so.
+
+Tokens never reach a log: log lines name the method and the URL path only, never headers, bodies
+or query strings, and ``panoptes_client``'s DEBUG logging (which prints bodies) is left off by the
+settings.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import email.utils
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict
+from urllib.parse import urlsplit
+
+import requests
+from panoptes_client.panoptes import Panoptes, PanoptesAPIException
+
+logger = logging.getLogger(__name__)
+
+#: Panoptes' largest page for most resources (``zooniverse.md`` §2.1).
+PAGE_SIZE = 100
+#: Retire, unretire and link calls take at most this many ids each.
+ID_BATCH = 100
+#: Retirement reasons Panoptes accepts (``app/models/subject_workflow_status.rb``).
+RETIREMENT_REASONS = frozenset(
+    {"classification_count", "flagged", "nothing_here", "consensus", "other", "human"}
+)
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ZooniverseError(Exception):
+    """Base of every error this module raises."""
+
+
+class TransientError(ZooniverseError):
+    """A failure worth retrying later: network error, 5xx or 429 after our own retries ran out.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one, so a Celery retry
+    can wait at least that long.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(TransientError):
+    """The client's wall budget ran out; the work left is for the next run."""
+
+
+class FatalError(ZooniverseError):
+    """A 4xx other than 429 (or an error body on a 2xx): repeating the request cannot help."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(FatalError):
+    """404: the resource does not exist (or the account may not see it)."""
+
+
+class ExportError(ZooniverseError):
+    """An export that cannot be used; nothing of it is ingested."""
+
+
+class ExportNotReady(ExportError, TransientError):
+    """No export newer than the request became ready before our own deadline."""
+
+
+class ExportStale(ExportError, TransientError):
+    """Only an export older than the request is on offer (Panoptes-Front-End#1257)."""
+
+
+class ExportIncomplete(ExportError, TransientError):
+    """The download was cut before its end; the partial file was deleted."""
+
+
+class ExportTooLarge(ExportError, FatalError):
+    """The export is larger than the byte cap; the partial file was deleted."""
+
+
+# -- payloads ----------------------------------------------------------------------------------
+
+
+class PageMeta(TypedDict, total=False):
+    page: int
+    page_size: int
+    count: int
+    page_count: int
+    next_page: int | None
+    next_href: str | None
+
+
+class ClassificationLinks(TypedDict, total=False):
+    project: str
+    user: str | None
+    user_group: str | None
+    workflow: str
+    subjects: list[str]
+
+
+class AnnotationPayload(TypedDict, total=False):
+    task: str
+    value: Any
+
+
+class ClassificationPayload(TypedDict, total=False):
+    id: str
+    created_at: str
+    updated_at: str
+    metadata: dict[str, Any]
+    annotations: list[AnnotationPayload]
+    gold_standard: bool | None
+    expert_classifier: Any
+    links: ClassificationLinks
+
+
+class SubjectPayload(TypedDict, total=False):
+    id: str
+    locations: list[dict[str, str]]
+    metadata: dict[str, Any]
+    links: dict[str, Any]
+
+
+class SubjectSetPayload(TypedDict, total=False):
+    id: str
+    display_name: str
+    metadata: dict[str, Any]
+    set_member_subjects_count: int
+    links: dict[str, Any]
+
+
+class WorkflowPayload(TypedDict, total=False):
+    id: str
+    display_name: str
+    version: str
+    tasks: dict[str, Any]
+    links: dict[str, Any]
+
+
+class WorkflowVersionPayload(TypedDict, total=False):
+    id: str
+    major_number: int
+    minor_number: int
+    tasks: dict[str, Any]
+    strings: dict[str, str]
+    links: dict[str, Any]
+
+
+class SubjectWorkflowStatusPayload(TypedDict, total=False):
+    id: str
+    classifications_count: int
+    retired_at: str | None
+    retirement_reason: str | None
+    links: dict[str, Any]
+
+
+class ExportMediaPayload(TypedDict):
+    id: NotRequired[str]
+    src: str
+    content_type: NotRequired[str]
+    metadata: NotRequired[dict[str, Any]]
+    created_at: NotRequired[str]
+    updated_at: NotRequired[str]
+
+
+@dataclass(frozen=True)
+class ClassificationPage:
+    """One keyset page: the rows newer than ``after_id`` and the largest id among them."""
+
+    after_id: int
+    rows: list[ClassificationPayload]
+    last_id: int
+    #: Rows the server sent again although their id is not above ``after_id``; dropped.
+    repeated: int = 0
+
+
+# -- retry policy ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Timeouts and retries for every request; the defaults come from settings in ``connect``.
+
+    ``budget_s`` bounds the whole life of one client (one Celery task): no retry sleep is started
+    that would end past it, so a task gives up well before Redis would redeliver its message.
+    """
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    budget_s: float = 1800.0
+    #: The longest ``Retry-After`` we wait for inside a call; longer ones become a TransientError.
+    retry_after_max_s: float = 300.0
+
+
+# A create that must not be repeated blindly runs with this set: the session sends it once.
+_single_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "zooniverse_single_attempt", default=False
+)
+
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,  # includes ConnectTimeout
+    requests.Timeout,  # ReadTimeout
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+def _retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _error_message(response: requests.Response) -> str:
+    """The ``errors``/``error`` text of a Panoptes error body, else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        if isinstance(body.get("errors"), list):
+            return ", ".join(str(e.get("message", e)) for e in body["errors"] if e is not None)
+        if "error" in body:
+            return str(body["error"])
+    return str(body)[:200]
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _batches(ids: Sequence[int | str], size: int = ID_BATCH) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield [str(i) for i in ids[start : start + size]]
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+@dataclass
+class ZooniverseClient:
+    """A logged-in (or anonymous) Panoptes client with our timeouts, retries and operations.
+
+    Build it with :func:`connect`. ``sleep``, ``clock``, ``now`` and ``rng`` are injectable so
+    tests run without waiting; ``clock`` must advance with ``sleep`` for the budget to count the
+    waits (a fake clock whose ``sleep`` adds to it does).
+    """
+
+    panoptes: Panoptes
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    rng: random.Random = field(default_factory=random.Random)
+    started_at: float = field(init=False)
+    #: Counters for the summary line and the tests.
+    retries: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.started_at = self.clock()
+        session = self.panoptes.session
+        original = session.request
+        if getattr(original, "_crowdloop_wrapped", False):  # never wrap twice
+            original = original._crowdloop_original  # type: ignore[attr-defined]
+
+        def request(method: str, url: str, **kwargs: Any) -> requests.Response:
+            return self._send(original, method, url, **kwargs)
+
+        request._crowdloop_wrapped = True  # type: ignore[attr-defined]
+        request._crowdloop_original = original  # type: ignore[attr-defined]
+        session.request = request  # type: ignore[method-assign]
+
+    # -- budget ----------------------------------------------------------------------------
+
+    def time_left(self) -> float:
+        """Seconds left of the client's wall budget."""
+        return self.policy.budget_s - (self.clock() - self.started_at)
+
+    def _wait(self, seconds: float, *, why: str) -> None:
+        if seconds > self.time_left():
+            raise BudgetExceeded(f"{why}: waiting {seconds:.1f} s would pass the budget")
+        self.sleep(seconds)
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], never below 10 % of it."""
+        ceiling = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempt - 1))
+        return ceiling * (0.1 + 0.9 * self.rng.random())
+
+    # -- the HTTP seam ---------------------------------------------------------------------
+
+    def _send(
+        self,
+        original: Callable[..., requests.Response],
+        method: str,
+        url: str,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Every request of the session passes here: timeout, retries, 4xx made fatal."""
+        method = method.upper()
+        path = urlsplit(url).path  # never the query or body: they may hold credentials
+        attempts = 1 if _single_attempt.get() else max(1, self.policy.max_attempts)
+        last_problem = ""
+        retry_after: float | None = None
+        for attempt in range(1, attempts + 1):
+            left = self.time_left()
+            if left <= 0:
+                raise BudgetExceeded(f"{method} {path}: the client's budget is spent")
+            # A read may not outlast the budget either; a hang then ends as a read timeout.
+            read = max(0.1, min(self.policy.read_timeout_s, left))
+            kwargs["timeout"] = (min(self.policy.connect_timeout_s, read), read)
+            try:
+                response = original(method, url, **kwargs)
+            except _NETWORK_ERRORS as exc:
+                last_problem = f"{type(exc).__name__}"
+                retry_after = None
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status != 429 and status < 500:
+                    message = f"{method} {path}: HTTP {status}: {_error_message(response)}"
+                    error = NotFoundError if status == 404 else FatalError
+                    raise error(message, status=status)
+                last_problem = f"HTTP {status}"
+                retry_after = _retry_after_seconds(
+                    response.headers.get("Retry-After"), now=self.now()
+                )
+                response.close()
+            if attempt == attempts:
+                break
+            delay = self._backoff(attempt)
+            if retry_after is not None:
+                if retry_after > self.policy.retry_after_max_s:
+                    break
+                delay = max(delay, retry_after)
+            if delay >= self.time_left():
+                break
+            self.retries += 1
+            logger.warning(
+                "Zooniverse %s %s: %s (attempt %d of %d); retrying in %.1f s",
+                method,
+                path,
+                last_problem,
+                attempt,
+                attempts,
+                delay,
+            )
+            self.sleep(delay)
+        raise TransientError(
+            f"{method} {path}: {last_problem} after {attempt} attempt(s)", retry_after=retry_after
+        )
+
+    # -- JSON helpers ----------------------------------------------------------------------
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET an API path (``/subjects``) or a ``next_href``; the JSON body, ``{}`` when empty."""
+        try:
+            body, _ = self.panoptes.get(path, params=dict(params or {}))
+        except PanoptesAPIException as exc:  # an ``errors`` body on a 2xx
+            raise FatalError(f"GET {path}: {exc}") from exc
+        return body or {}
+
+    def post(self, path: str, json: dict[str, Any], *, once: bool = False) -> dict[str, Any]:
+        """POST JSON; ``once=True`` sends a non-idempotent create exactly once."""
+        token = _single_attempt.set(True) if once else None
+        try:
+            body, _ = self.panoptes.post(path, params={}, json=json)
+        except PanoptesAPIException as exc:
+            raise FatalError(f"POST {path}: {exc}") from exc
+        finally:
+            if token is not None:
+                _single_attempt.reset(token)
+        return body or {}
+
+    def pages(
+        self, path: str, slug: str, params: dict[str, Any] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """A page-numbered listing: every page fetched (and retried) by us via ``next_href``."""
+        query = {"page_size": PAGE_SIZE, **(params or {})}
+        body = self.get(path, query)
+        while True:
+            rows = body.get(slug) or []
+            if rows:
+                yield rows
+            next_href = ((body.get("meta") or {}).get(slug) or {}).get("next_href")
+            if not rows or not next_href:
+                return
+            body = self.get(next_href)
+
+    # -- classifications ---------------------------------------------------------------------
+
+    def classifications_page(
+        self, *, project_id: int, workflow_id: int, last_id: int, page_size: int = PAGE_SIZE
+    ) -> ClassificationPage | None:
+        """The classifications after ``last_id``, or ``None`` at the end.
+
+        ``GET /classifications/project?project_id=&workflow_id=&last_id=&page_size=`` directly,
+        not the library's paginator: every page is a request of its own, retried by ``_send``,
+        and the position is the caller's stored ``last_id`` rather than iterator state. Rows whose
+        id is not above ``last_id`` (a page repeating ids) are dropped; a page with nothing new
+        counts as the end, so a server repeating itself cannot loop us forever.
+        """
+        body = self.get(
+            "/classifications/project",
+            {
+                "project_id": project_id,
+                "workflow_id": workflow_id,
+                "last_id": last_id,
+                "page_size": page_size,
+            },
+        )
+        rows: list[ClassificationPayload] = body.get("classifications") or []
+        fresh: list[ClassificationPayload] = []
+        seen: set[int] = set()
+        for row in rows:
+            try:
+                row_id = int(row["id"])
+            except (KeyError, TypeError, ValueError):
+                fresh.append(row)  # the ingest quarantines it; it must not stop the page
+                continue
+            if row_id > last_id and row_id not in seen:
+                seen.add(row_id)
+                fresh.append(row)
+        if not seen:
+            if rows:
+                logger.warning(
+                    "Workflow %s: a page after id %s held no newer classification; stopping",
+                    workflow_id,
+                    last_id,
+                )
+            return None
+        return ClassificationPage(
+            after_id=last_id, rows=fresh, last_id=max(seen), repeated=len(rows) - len(fresh)
+        )
+
+    def classifications_pages(
+        self, *, project_id: int, workflow_id: int, last_id: int, page_size: int = PAGE_SIZE
+    ) -> Iterator[ClassificationPage]:
+        """Pages from ``last_id`` on, each starting after the previous page's largest id.
+
+        Convenience for read-only callers; a syncing caller should ask
+        :meth:`classifications_page` with the ``last_id`` it has committed.
+        """
+        while page := self.classifications_page(
+            project_id=project_id, workflow_id=workflow_id, last_id=last_id, page_size=page_size
+        ):
+            yield page
+            last_id = page.last_id
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    def workflow_get(self, workflow_id: int) -> WorkflowPayload:
+        body = self.get(f"/workflows/{workflow_id}")
+        rows = body.get("workflows") or []
+        if not rows:
+            raise NotFoundError(f"workflow {workflow_id} not found", status=404)
+        return rows[0]
+
+    def workflow_versions(self, workflow_id: int) -> list[WorkflowVersionPayload]:
+        """Every version of a workflow: ``GET /workflow_versions?workflow_id=``, all pages."""
+        versions: list[WorkflowVersionPayload] = []
+        params = {"workflow_id": workflow_id}
+        for rows in self.pages("/workflow_versions", "workflow_versions", params):
+            versions.extend(rows)  # type: ignore[arg-type]
+        return versions
+
+    def workflow_link_subject_set(self, *, workflow_id: int, subject_set_id: int) -> bool:
+        """Link a subject set to a workflow unless it already is; ``True`` when a link was made."""
+        linked = self.workflow_get(workflow_id).get("links", {}).get("subject_sets") or []
+        if str(subject_set_id) in {str(s) for s in linked}:
+            return False
+        self.post(
+            f"/workflows/{workflow_id}/links/subject_sets",
+            {"subject_sets": [str(subject_set_id)]},
+        )
+        return True
+
+    def subjects_retire(
+        self, *, workflow_id: int, subject_ids: Sequence[int], reason: str = "consensus"
+    ) -> int:
+        """Retire subjects in batches of 100 (idempotent upstream); the number sent."""
+        if reason not in RETIREMENT_REASONS:
+            raise ValueError(f"unknown retirement reason {reason!r}: use {RETIREMENT_REASONS}")
+        for batch in _batches(subject_ids):
+            self.post(
+                f"/workflows/{workflow_id}/retired_subjects",
+                {"subject_ids": batch, "retirement_reason": reason},
+            )
+        return len(subject_ids)
+
+    def subjects_unretire(self, *, workflow_id: int, subject_ids: Sequence[int]) -> int:
+        """Put subjects back in the workflow's queue, in batches of 100; the number sent."""
+        for batch in _batches(subject_ids):
+            self.post(f"/workflows/{workflow_id}/unretire_subjects", {"subject_ids": batch})
+        return len(subject_ids)
+
+    def subject_workflow_statuses(
+        self, *, workflow_id: int, subject_ids: Sequence[int]
+    ) -> list[SubjectWorkflowStatusPayload]:
+        """Retirement state and counts of subjects in a workflow, 100 subject ids per request."""
+        found: list[SubjectWorkflowStatusPayload] = []
+        for batch in _batches(subject_ids):
+            params = {"workflow_id": workflow_id, "subject_ids": ",".join(batch)}
+            for rows in self.pages(
+                "/subject_workflow_statuses", "subject_workflow_statuses", params
+            ):
+                found.extend(rows)  # type: ignore[arg-type]
+        return found
+
+    # -- subject sets and subjects -----------------------------------------------------------
+
+    def subject_sets(self, *, project_id: int) -> list[SubjectSetPayload]:
+        sets: list[SubjectSetPayload] = []
+        for rows in self.pages("/subject_sets", "subject_sets", {"project_id": project_id}):
+            sets.extend(rows)  # type: ignore[arg-type]
+        return sets
+
+    def subject_set_get(self, subject_set_id: int) -> SubjectSetPayload:
+        rows = self.get(f"/subject_sets/{subject_set_id}").get("subject_sets") or []
+        if not rows:
+            raise NotFoundError(f"subject set {subject_set_id} not found", status=404)
+        return rows[0]
+
+    def subject_set_find(
+        self, *, project_id: int, display_name: str, key: str | None = None
+    ) -> SubjectSetPayload | None:
+        """The project's subject set with this name (and ``metadata.crowdloop_key`` when given).
+
+        Panoptes has no search by name that we rely on, so the project's sets are listed; a
+        project holds tens of sets, not thousands.
+        """
+        for subject_set in self.subject_sets(project_id=project_id):
+            if subject_set.get("display_name") != display_name:
+                continue
+            if key is not None and (subject_set.get("metadata") or {}).get("crowdloop_key") != key:
+                continue
+            return subject_set
+        return None
+
+    def subject_set_ensure(
+        self, *, project_id: int, display_name: str, key: str
+    ) -> tuple[SubjectSetPayload, bool]:
+        """The subject set named ``display_name`` tagged ``key``, created once; (set, created)."""
+        existing = self.subject_set_find(project_id=project_id, display_name=display_name, key=key)
+        if existing is not None:
+            return existing, False
+        body = {
+            "subject_sets": {
+                "display_name": display_name,
+                "metadata": {"crowdloop_key": key},
+                "links": {"project": str(project_id)},
+            }
+        }
+        created = self._create_once(
+            "/subject_sets",
+            "subject_sets",
+            body,
+            lookup=lambda: self.subject_set_find(
+                project_id=project_id, display_name=display_name, key=key
+            ),
+            what=f"subject set {display_name!r}",
+        )
+        return created, True  # type: ignore[return-value]
+
+    def subjects_in_set(self, subject_set_id: int) -> list[SubjectPayload]:
+        """Every subject of a set: ``GET /subjects?subject_set_id=``, 100 a page."""
+        subjects: list[SubjectPayload] = []
+        for rows in self.pages("/subjects", "subjects", {"subject_set_id": subject_set_id}):
+            subjects.extend(rows)  # type: ignore[arg-type]
+        return subjects
+
+    def subjects_get(self, subject_ids: Sequence[int]) -> list[SubjectPayload]:
+        """Subjects by id, 100 ids per request (``GET /subjects?id=1,2,3``)."""
+        found: list[SubjectPayload] = []
+        for batch in _batches(subject_ids):
+            for rows in self.pages("/subjects", "subjects", {"id": ",".join(batch)}):
+                found.extend(rows)  # type: ignore[arg-type]
+        return found
+
+    def subject_find(
+        self, *, subject_set_id: int, external_id: str
+    ) -> SubjectPayload | None:
+        """The subject of the set whose ``metadata.external_id`` is ``external_id``, if any.
+
+        Real Panoptes cannot search metadata, so this lists the set (its subjects carry their
+        metadata) and matches; a round is hundreds of subjects, a few pages. Subjects are created
+        with their set link in the same POST, so a create that succeeded server-side is visible
+        here even when its response was lost.
+        """
+        for subject in self.subjects_in_set(subject_set_id):
+            if str((subject.get("metadata") or {}).get("external_id")) == external_id:
+                return subject
+        return None
+
+    def subject_create(
+        self,
+        *,
+        project_id: int,
+        subject_set_id: int,
+        external_id: str,
+        locations: list[dict[str, str]],
+        metadata: dict[str, Any],
+        lookup: Callable[[], SubjectPayload | None] | None = None,
+    ) -> SubjectPayload:
+        """Create one subject, linked to its project and subject set, never twice.
+
+        ``POST /subjects`` is sent once per attempt (the session does not repeat it, and the
+        library's ``Subject.save`` with its retry-on-any-error is not used). After a transient
+        failure the subject is looked up by ``external_id`` (``lookup``, by default
+        :meth:`subject_find` on the set) and re-sent only when it is not there.
+        """
+        body = {
+            "subjects": {
+                "locations": locations,
+                "metadata": {**metadata, "external_id": external_id},
+                "links": {"project": str(project_id), "subject_sets": [str(subject_set_id)]},
+            }
+        }
+        return self._create_once(  # type: ignore[return-value]
+            "/subjects",
+            "subjects",
+            body,
+            lookup=lookup
+            or (lambda: self.subject_find(subject_set_id=subject_set_id, external_id=external_id)),
+            what=f"subject {external_id!r}",
+        )
+
+    def subject_set_add(self, *, subject_set_id: int, subject_ids: Sequence[int]) -> int:
+        """Link subjects to a set in batches of 100, skipping members; the number linked.
+
+        ``POST /subject_sets/{id}/links/subjects`` directly: the library's ``add`` costs a GET
+        per subject.
+        """
+        members = {str(s.get("id")) for s in self.subjects_in_set(subject_set_id)}
+        missing = [str(i) for i in subject_ids if str(i) not in members]
+        for batch in _batches(missing):
+            self.post(f"/subject_sets/{subject_set_id}/links/subjects", {"subjects": batch})
+        return len(missing)
+
+    def _create_once(
+        self,
+        path: str,
+        slug: str,
+        body: dict[str, Any],
+        *,
+        lookup: Callable[[], dict[str, Any] | None],
+        what: str,
+    ) -> dict[str, Any]:
+        """POST a create; after a transient failure, look before re-sending."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > 1:
+                # The failed POST may have been stored with only its answer lost: find it first.
+                found = lookup()
+                if found is not None:
+                    logger.info("Zooniverse %s was created by an earlier attempt", what)
+                    return found
+            try:
+                rows = self.post(path, body, once=True).get(slug) or []
+            except TransientError as exc:
+                if attempt >= self.policy.max_attempts:
+                    raise
+                delay = max(self._backoff(attempt), exc.retry_after or 0.0)
+                self.retries += 1
+                logger.warning("Zooniverse create of %s failed (%s); checking before resending",
+                               what, exc)
+                self._wait(delay, why=f"create {what}")
+                continue
+            if not rows:
+                raise FatalError(f"POST {path}: the response held no {slug}")
+            return rows[0]
+
+    # -- exports -----------------------------------------------------------------------------
+
+    def export_describe(
+        self, *, resource: Literal["projects", "workflows"], resource_id: int, export_type: str
+    ) -> ExportMediaPayload | None:
+        media = self.get(f"/{resource}/{resource_id}/{export_type}_export").get("media") or []
+        return media[0] if media else None
+
+    def export_request(
+        self, *, resource: Literal["projects", "workflows"], resource_id: int, export_type: str
+    ) -> datetime:
+        """Ask Panoptes for a fresh export; the time an acceptable export must not predate.
+
+        The media's own ``updated_at`` is taken when the response carries one (server clock, so
+        no skew against the ``updated_at`` of the finished export); otherwise our clock.
+        """
+        requested_at = self.now()
+        body = self.post(
+            f"/{resource}/{resource_id}/{export_type}_export",
+            {"media": {"content_type": "text/csv"}},
+        )
+        media = body.get("media") or []
+        stamp = None
+        if media:
+            stamp = _parse_time(media[0].get("updated_at") or media[0].get("created_at"))
+        return stamp or requested_at
+
+    def export_wait(
+        self,
+        *,
+        resource: Literal["projects", "workflows"],
+        resource_id: int,
+        export_type: str,
+        not_before: datetime,
+        deadline_s: float = 3600.0,
+        poll_s: float = 15.0,
+    ) -> ExportMediaPayload:
+        """Poll until an export updated at or after ``not_before`` is ready, within our deadline.
+
+        Raises :class:`ExportNotReady` when none is ready in time (stuck in ``creating``) and
+        :class:`ExportStale` when only an older one is on offer.
+        """
+        deadline = self.clock() + deadline_s
+        stale: ExportMediaPayload | None = None
+        while True:
+            media = self.export_describe(
+                resource=resource, resource_id=resource_id, export_type=export_type
+            )
+            if media is not None:
+                state = (media.get("metadata") or {}).get("state", "")
+                updated = _parse_time(media.get("updated_at"))
+                fresh = updated is not None and updated >= not_before
+                if state in ("ready", "finished"):
+                    if fresh:
+                        return media
+                    stale = media
+            left = deadline - self.clock()
+            if left <= 0:
+                if stale is not None:
+                    raise ExportStale(
+                        f"{export_type} export of {resource} {resource_id}: only an export from "
+                        f"{stale.get('updated_at')} is ready, older than the request at "
+                        f"{not_before.isoformat()}"
+                    )
+                raise ExportNotReady(
+                    f"{export_type} export of {resource} {resource_id} not ready within "
+                    f"{deadline_s:.0f} s"
+                )
+            self._wait(min(poll_s, left), why="export wait")
+
+    def export_download(
+        self,
+        *,
+        media: ExportMediaPayload,
+        directory: Path,
+        max_bytes: int,
+        deadline_s: float = 1800.0,
+        chunk_size: int = 1 << 16,
+    ) -> Path:
+        """Stream the export file to a temporary file in ``directory``; its path.
+
+        The file is deleted on any failure: a cut body (``ExportIncomplete``), more bytes than
+        ``max_bytes`` (``ExportTooLarge``) or the deadline. The caller parses it and deletes it.
+        The download uses the same session (timeouts, retries of the initial response) but
+        carries no Panoptes token: ``src`` is a plain storage URL.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        deadline = self.clock() + deadline_s
+        handle = tempfile.NamedTemporaryFile(
+            dir=directory, prefix="export-", suffix=".part", delete=False
+        )
+        path = Path(handle.name)
+        try:
+            with handle:
+                response = self.panoptes.session.get(media["src"], stream=True)
+                with response:
+                    expected = response.headers.get("Content-Length")
+                    written = 0
+                    try:
+                        for chunk in response.iter_content(chunk_size=chunk_size):
+                            written += len(chunk)
+                            if written > max_bytes:
+                                raise ExportTooLarge(
+                                    f"export larger than the cap of {max_bytes} bytes"
+                                )
+                            if self.clock() > deadline:
+                                raise ExportNotReady(
+                                    f"export download passed its deadline of {deadline_s:.0f} s"
+                                )
+                            handle.write(chunk)
+                    except _NETWORK_ERRORS as exc:
+                        raise ExportIncomplete(
+                            f"export download cut after {written} bytes ({type(exc).__name__})"
+                        ) from exc
+                    if expected is not None and expected.isdigit() and written != int(expected):
+                        raise ExportIncomplete(
+                            f"export download ended at {written} of {expected} bytes"
+                        )
+            final = path.with_suffix(".csv")
+            path.replace(final)
+            return final
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def export_fetch(
+        self,
+        *,
+        resource: Literal["projects", "workflows"],
+        resource_id: int,
+        directory: Path,
+        max_bytes: int,
+        export_type: str = "classifications",
+        generate: bool = True,
+        not_before: datetime | None = None,
+        deadline_s: float = 3600.0,
+        poll_s: float = 15.0,
+    ) -> Path:
+        """Request (or reuse) an export, wait for one no older than the request, download it.
+
+        With ``generate=False`` the latest export is used if it is no older than ``not_before``.
+        """
+        if generate:
+            not_before = self.export_request(
+                resource=resource, resource_id=resource_id, export_type=export_type
+            )
+        elif not_before is None:
+            not_before = self.now() - timedelta(days=1)
+        started = self.clock()
+        media = self.export_wait(
+            resource=resource,
+            resource_id=resource_id,
+            export_type=export_type,
+            not_before=not_before,
+            deadline_s=deadline_s,
+            poll_s=poll_s,
+        )
+        left = max(1.0, deadline_s - (self.clock() - started))
+        return self.export_download(
+            media=media, directory=directory, max_bytes=max_bytes, deadline_s=left
+        )
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+
+def policy_from_settings() -> RetryPolicy:
+    """Timeouts and the wall budget from settings, the budget kept under the visibility timeout."""
+    from django.conf import settings
+
+    visibility = float(
+        getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("visibility_timeout", 3600)
+    )
+    budget = float(getattr(settings, "PANOPTES_BUDGET", 0) or 0) or 1800.0
+    # Half the visibility timeout: a task that gives up leaves room for its own Celery retry.
+    budget = min(budget, visibility / 2)
+    return RetryPolicy(
+        connect_timeout_s=float(getattr(settings, "PANOPTES_CONNECT_TIMEOUT", 5.0)),
+        read_timeout_s=float(getattr(settings, "PANOPTES_TIMEOUT", 30.0)),
+        max_attempts=int(getattr(settings, "PANOPTES_MAX_ATTEMPTS", 6)),
+        budget_s=budget,
+        backoff_max_s=min(60.0, budget / 10),
+    )
+
+
+def connect(
+    *,
+    endpoint: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> ZooniverseClient:
+    """A :class:`ZooniverseClient` from arguments, else from settings.
+
+    Client credentials when a secret is set (``grant_type=client_credentials``), else username
+    and password (the sign-in form, then ``grant_type=password``), else anonymous. The client is
+    not installed as the library's thread-local default: callers use it explicitly, so two tasks
+    in one process never share a login.
+
+    The library's constructor would log in at once, before our timeouts are mounted, and falls
+    back to ``PANOPTES_*`` environment variables for anything passed as ``None``; so it is built
+    with empty credentials, wrapped, and only then given the real ones and asked to log in.
+    """
+    from django.conf import settings
+
+    endpoint = (endpoint or settings.PANOPTES_ENDPOINT or "https://www.zooniverse.org").rstrip("/")
+    client_id = client_id if client_id is not None else settings.PANOPTES_CLIENT_ID
+    client_secret = client_secret if client_secret is not None else settings.PANOPTES_CLIENT_SECRET
+    username = username if username is not None else settings.PANOPTES_USERNAME
+    password = password if password is not None else settings.PANOPTES_PASSWORD
+
+    panoptes = Panoptes(endpoint=endpoint, username="", password="")
+    panoptes.client_secret = client_secret or None
+    if client_id:
+        panoptes.client_id = client_id
+    client = ZooniverseClient(
+        panoptes=panoptes,
+        policy=policy or policy_from_settings(),
+        sleep=sleep,
+        clock=clock,
+        rng=rng or random.Random(),
+    )
+    if client_secret:
+        auth = "client credentials"
+        # The token is fetched now, so bad credentials fail here and not mid-sync.
+        panoptes.get_bearer_token()
+    elif username and password:
+        auth = f"user {username}"
+        panoptes.username, panoptes.password = username, password
+        try:
+            panoptes.login()
+        except PanoptesAPIException as exc:
+            raise FatalError(f"Zooniverse log-in failed for {username}: {exc}") from exc
+    else:
+        auth = "anonymous"
+    logger.info("Connected to Zooniverse at %s (%s)", endpoint, auth)
+    return client
+
+
+def is_configured() -> bool:
+    """Whether settings name a Zooniverse endpoint and project to sync with."""
+    from django.conf import settings
+
+    return bool(settings.PANOPTES_ENDPOINT and settings.PANOPTES_PROJECT_ID)
+
+
+__all__ = [
+    "BudgetExceeded",
+    "ClassificationPage",
+    "ClassificationPayload",
+    "ExportError",
+    "ExportIncomplete",
+    "ExportNotReady",
+    "ExportStale",
+    "ExportTooLarge",
+    "FatalError",
+    "NotFoundError",
+    "RetryPolicy",
+    "SubjectPayload",
+    "TransientError",
+    "ZooniverseClient",
+    "ZooniverseError",
+    "connect",
+    "is_configured",
+    "policy_from_settings",
+]
