@@ -1,0 +1,486 @@
+"""Streaming parsers for Zooniverse's classification, subject and workflow export CSVs.
+
+Each parser reads a binary file handle one physical line at a time through the ``csv`` module, so
+memory stays flat whatever the file size, and yields either a parsed row or a
+:class:`QuarantineEntry` naming the physical line the bad row starts on, the field and the
+reason. A bad row never stops the rows after it. Formats: ``docs/zooniverse.md`` §5.
+
+Line numbers count physical lines from 1 (the header), so a quoted cell spanning several lines
+moves the next row's number on by as many lines. A broken quote can make the csv module swallow
+the lines after it; when a row comes out malformed its first line is refused and the lines it
+swallowed are parsed again, so the good rows behind it still arrive.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from annotate.services.classifications import ClassificationRecord, QuarantineEntry
+
+CLASSIFICATION_COLUMNS = (
+    "classification_id",
+    "user_name",
+    "user_id",
+    "user_ip",
+    "workflow_id",
+    "workflow_name",
+    "workflow_version",
+    "created_at",
+    "gold_standard",
+    "expert",
+    "metadata",
+    "annotations",
+    "subject_data",
+    "subject_ids",
+)
+SUBJECT_COLUMNS = (
+    "subject_id",
+    "project_id",
+    "workflow_id",
+    "subject_set_id",
+    "metadata",
+    "locations",
+    "classifications_count",
+    "retired_at",
+    "retirement_reason",
+    "created_at",
+    "updated_at",
+)
+WORKFLOW_COLUMNS = ("workflow_id", "display_name", "version", "tasks", "strings", "minor_version")
+
+#: Longest raw text kept with a refused row.
+RAW_LIMIT = 10_000
+
+
+class ExportFormatError(ValueError):
+    """The file as a whole is not the expected export (no header, required columns missing)."""
+
+
+class _Bad(Exception):
+    """One field of one row is wrong; becomes a quarantine entry."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field_name
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class ExportRow:
+    """One well-formed CSV row: the physical line it starts on, its cells by column, its text."""
+
+    line: int
+    cells: dict[str, str]
+    raw: str
+
+
+class _PhysicalLines:
+    """Physical lines of a binary file, decoded one by one, with push-back for resynchronising.
+
+    Decoding per line (not per file) lets one badly encoded line be refused on its own.
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._pending: deque[tuple[int, str, bool]] = deque()
+        self._count = 0
+        self.consumed: list[tuple[int, str, bool]] = []
+
+    def __iter__(self) -> _PhysicalLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._pending:
+            entry = self._pending.popleft()
+        else:
+            data = self._handle.readline()
+            if not data:
+                raise StopIteration
+            self._count += 1
+            try:
+                text, bad = data.decode("utf-8"), False
+            except UnicodeDecodeError:
+                text, bad = data.decode("utf-8", "replace"), True
+            if self._count == 1:
+                text = text.removeprefix("\ufeff")
+            entry = (self._count, text, bad)
+        self.consumed.append(entry)
+        return entry[1]
+
+    def take(self) -> list[tuple[int, str, bool]]:
+        taken, self.consumed = self.consumed, []
+        return taken
+
+    def push_back(self, entries: list[tuple[int, str, bool]]) -> None:
+        self._pending.extendleft(reversed(entries))
+
+
+def _clip(text: str) -> str:
+    return text[:RAW_LIMIT]
+
+
+def read_export_rows(
+    handle: IO[bytes], *, required: Sequence[str]
+) -> Iterator[ExportRow | QuarantineEntry]:
+    """Rows of a CSV export as dicts, or quarantine entries for rows that are not CSV.
+
+    Raises :class:`ExportFormatError` when the header lacks a required column.
+    """
+    lines = _PhysicalLines(handle)
+    # strict: a stray quote is an error here rather than a silently merged field.
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ExportFormatError("the file is empty: no header row")
+    except csv.Error as exc:
+        raise ExportFormatError(f"line 1: the header is not CSV ({exc})")
+    lines.take()
+    header = [name.strip() for name in header]
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise ExportFormatError(f"line 1: the header lacks column(s) {', '.join(missing)}")
+    width = len(header)
+
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            consumed = lines.take()
+            if not consumed:  # the error came with no line read: nothing to resume from
+                break
+            number, text, _ = consumed[0]
+            yield QuarantineEntry(number, "", "row", f"malformed_csv: {exc}", _clip(text))
+            lines.push_back(consumed[1:])
+            continue
+        consumed = lines.take()
+        if not cells:  # a blank line
+            continue
+        number = consumed[0][0]
+        if len(cells) != width:
+            reason = f"column_count: {len(cells)} columns, expected {width}"
+            record_id = cells[0] if cells[0].isdigit() else ""
+            yield QuarantineEntry(number, record_id, "row", reason, _clip(consumed[0][1]))
+            # The row may have swallowed good rows behind a broken quote: read them again.
+            lines.push_back(consumed[1:])
+            continue
+        raw = "".join(text for _, text, _ in consumed)
+        record_id = cells[0] if cells[0].isdigit() else ""
+        if any(bad for _, _, bad in consumed):
+            yield QuarantineEntry(number, record_id, "row", "invalid_utf8", _clip(raw))
+            continue
+        if "\x00" in raw:
+            yield QuarantineEntry(number, record_id, "row", "nul_byte", _clip(raw))
+            continue
+        yield ExportRow(number, dict(zip(header, cells, strict=True)), raw)
+
+
+# --- cell parsers: each raises _Bad naming the field ------------------------------------------
+
+
+def _int(cells: dict[str, str], name: str, *, optional: bool = False) -> int | None:
+    text = cells.get(name, "").strip()
+    if not text and optional:
+        return None
+    if not text.isdigit():  # also refuses "-1", "1.5", "abc" and "" when required
+        raise _Bad(name, f"not_an_id: {text[:40]!r}")
+    return int(text)
+
+
+def _required_int(cells: dict[str, str], name: str) -> int:
+    value = _int(cells, name)
+    assert value is not None
+    return value
+
+
+def _json(cells: dict[str, str], name: str, kind: type) -> Any:
+    text = cells.get(name, "")
+    if not text.strip():
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _Bad(name, f"invalid_json: {exc}")
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise _Bad(name, f"invalid_json: expected a JSON {kind.__name__}")
+    return value
+
+
+def parse_timestamp(text: str) -> datetime:
+    """``2024-02-23 16:17:42 UTC`` (exports) or ISO 8601 (API), as an aware UTC datetime."""
+    text = text.strip()
+    if text.endswith(" UTC"):
+        text = text[:-4]
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time(cells: dict[str, str], name: str, *, optional: bool = False) -> datetime | None:
+    text = cells.get(name, "").strip()
+    if not text and optional:
+        return None
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise _Bad(name, f"not_a_timestamp: {text[:40]!r}")
+
+
+def _flag(text: str) -> bool:
+    return text.strip().casefold() in {"true", "t", "1", "yes"}
+
+
+# --- classification export (§5.1) --------------------------------------------------------------
+
+
+def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str]:
+    """The answers given to ``task_key``: labels (or indices in old exports); ``[]`` if none."""
+    for annotation in annotations:
+        if not isinstance(annotation, dict) or annotation.get("task") != task_key:
+            continue
+        value = annotation.get("value")
+        if value is None:
+            return []
+        if isinstance(value, str):  # single-answer task
+            return [value]
+        if isinstance(value, int) and not isinstance(value, bool):  # single, older exports
+            return [value]
+        if isinstance(value, list):
+            if all(isinstance(v, str) for v in value):
+                return list(value)
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return list(value)
+            if value and all(isinstance(v, dict) and "choice" in v for v in value):
+                raise _Bad("annotations", "unsupported_task_type:survey")
+            if value and all(isinstance(v, dict) and "task" in v for v in value):
+                raise _Bad("annotations", "unsupported_task_type:combo")
+        raise _Bad("annotations", f"unsupported_task_type:{_guess_type(value)}")
+    return []
+
+
+def _guess_type(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        if {"x", "y"} & set(value[0]) or "tool" in value[0]:
+            return "drawing"
+    if isinstance(value, dict):
+        return "dropdown"
+    return "unknown"
+
+
+def classification_from_row(row: ExportRow, *, task_key: str) -> ClassificationRecord:
+    """One classification export row as a record; raises _Bad on the first bad field."""
+    cells = row.cells
+    zooniverse_id = _required_int(cells, "classification_id")
+    workflow_id = _required_int(cells, "workflow_id")
+    version = cells["workflow_version"].strip()
+    if not version:
+        raise _Bad("workflow_version", "missing_workflow_version")
+    created_at = _time(cells, "created_at")
+    assert created_at is not None
+    subject_text = cells["subject_ids"].strip()
+    parts = [p.strip() for p in subject_text.split(";") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise _Bad("subject_ids", f"not_an_id: {subject_text[:40]!r}")
+    metadata = _json(cells, "metadata", dict)
+    annotations = _json(cells, "annotations", list)
+    subject_data = _json(cells, "subject_data", dict)
+    subject_metadata: dict[int, dict[str, Any]] = {}
+    for key, value in subject_data.items():
+        if str(key).isdigit() and isinstance(value, dict):
+            subject_metadata[int(key)] = value
+    user_name = cells["user_name"].strip()
+    session = metadata.get("session")
+    return ClassificationRecord(
+        zooniverse_id=zooniverse_id,
+        workflow_id=workflow_id,
+        workflow_version=version,
+        subject_ids=[int(p) for p in parts],
+        user_id=_int(cells, "user_id", optional=True),
+        user_name=user_name,
+        created_at=created_at,
+        answers=_task_answers(annotations, task_key),
+        gold_standard=_flag(cells["gold_standard"]),
+        expert=_flag(cells["expert"]),
+        subject_metadata=subject_metadata,
+        session=session if isinstance(session, str) else "",
+        source="export",
+        line=row.line,
+    )
+
+
+def parse_classification_export(
+    handle: IO[bytes], *, task_key: str = "T0"
+) -> Iterator[ClassificationRecord | QuarantineEntry]:
+    """Records of a classification export, answers taken from task ``task_key``."""
+    for row in read_export_rows(handle, required=CLASSIFICATION_COLUMNS):
+        if isinstance(row, QuarantineEntry):
+            yield row
+            continue
+        try:
+            yield classification_from_row(row, task_key=task_key)
+        except _Bad as bad:
+            record_id = row.cells["classification_id"].strip()
+            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
+
+
+# --- subject export (§5.2) ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SubjectRow:
+    """One (subject, workflow, subject set) row of a subject export."""
+
+    line: int
+    subject_id: int
+    project_id: int | None
+    workflow_id: int | None
+    subject_set_id: int | None
+    metadata: dict[str, Any]
+    locations: list[str]
+    classifications_count: int | None
+    retired_at: datetime | None
+    retirement_reason: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+def _locations(cells: dict[str, str]) -> list[str]:
+    """``{"0": url, "1": url}`` in index order (older exports write a list of {mime: url})."""
+    text = cells.get("locations", "")
+    if not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _Bad("locations", f"invalid_json: {exc}")
+    if isinstance(value, dict):
+        keys = sorted(
+            value, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0)
+        )
+        return [str(value[k]) for k in keys]
+    if isinstance(value, list):
+        urls: list[str] = []
+        for entry in value:
+            if isinstance(entry, dict):
+                urls.extend(str(v) for v in entry.values())
+            else:
+                urls.append(str(entry))
+        return urls
+    raise _Bad("locations", "invalid_json: expected an object keyed by index")
+
+
+def parse_subject_export(handle: IO[bytes]) -> Iterator[SubjectRow | QuarantineEntry]:
+    """Rows of a subject export; workflow and status columns are ``None`` for unlinked sets."""
+    for row in read_export_rows(handle, required=SUBJECT_COLUMNS):
+        if isinstance(row, QuarantineEntry):
+            yield row
+            continue
+        cells = row.cells
+        try:
+            yield SubjectRow(
+                line=row.line,
+                subject_id=_required_int(cells, "subject_id"),
+                project_id=_int(cells, "project_id", optional=True),
+                workflow_id=_int(cells, "workflow_id", optional=True),
+                subject_set_id=_int(cells, "subject_set_id", optional=True),
+                metadata=_json(cells, "metadata", dict),
+                locations=_locations(cells),
+                classifications_count=_int(cells, "classifications_count", optional=True),
+                retired_at=_time(cells, "retired_at", optional=True),
+                retirement_reason=cells["retirement_reason"].strip(),
+                created_at=_time(cells, "created_at", optional=True),
+                updated_at=_time(cells, "updated_at", optional=True),
+            )
+        except _Bad as bad:
+            record_id = cells["subject_id"].strip()
+            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
+
+
+# --- workflow export (§5.3) --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TaskDefinition:
+    """One task of one workflow version: its type, question and answer labels by index."""
+
+    key: str
+    type: str
+    question: str
+    answers: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class WorkflowExportRow:
+    """One workflow version (``major.minor``) of a workflow export."""
+
+    line: int
+    workflow_id: int
+    display_name: str
+    version: str
+    first_task: str
+    tasks: dict[str, TaskDefinition]
+    retirement: dict[str, Any]
+
+
+def _text(strings: dict[str, Any], reference: Any) -> str:
+    """Project Builder keeps text in ``strings``; older workflows hold it inline."""
+    if reference is None:
+        return ""
+    reference = str(reference)
+    value = strings.get(reference, reference)
+    return str(value) if value is not None else ""
+
+
+def _tasks(raw_tasks: dict[str, Any], strings: dict[str, Any]) -> dict[str, TaskDefinition]:
+    tasks: dict[str, TaskDefinition] = {}
+    for key, task in raw_tasks.items():
+        if not isinstance(task, dict):
+            raise _Bad("tasks", f"invalid_task: {key!r} is not an object")
+        answers = task.get("answers") or []
+        if not isinstance(answers, list):
+            raise _Bad("tasks", f"invalid_task: {key!r} answers is not a list")
+        labels = [
+            _text(strings, answer.get("label")) if isinstance(answer, dict) else str(answer)
+            for answer in answers
+        ]
+        tasks[str(key)] = TaskDefinition(
+            key=str(key),
+            type=str(task.get("type") or "unknown"),
+            question=_text(strings, task.get("question") or task.get("instruction")),
+            answers=labels,
+        )
+    return tasks
+
+
+def parse_workflow_export(handle: IO[bytes]) -> Iterator[WorkflowExportRow | QuarantineEntry]:
+    """Workflow versions of a workflow export, one per row (``version.minor_version``)."""
+    for row in read_export_rows(handle, required=WORKFLOW_COLUMNS):
+        if isinstance(row, QuarantineEntry):
+            yield row
+            continue
+        cells = row.cells
+        try:
+            major = _required_int(cells, "version")
+            minor = _required_int(cells, "minor_version")
+            strings = _json(cells, "strings", dict)
+            yield WorkflowExportRow(
+                line=row.line,
+                workflow_id=_required_int(cells, "workflow_id"),
+                display_name=cells["display_name"].strip(),
+                version=f"{major}.{minor}",
+                first_task=cells.get("first_task", "").strip(),
+                tasks=_tasks(_json(cells, "tasks", dict), strings),
+                retirement=_json(cells, "retirement", dict) if "retirement" in cells else {},
+            )
+        except _Bad as bad:
+            record_id = cells["workflow_id"].strip()
+            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
