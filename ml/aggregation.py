@@ -392,16 +392,10 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
         An ``AggregationResult`` with ``method="majority"``.
     """
     n_votes_per_item = votes.item_vote_counts()
-    positives = votes.positive_counts().astype(np.float64)
-    total = positives.sum(axis=0)
-    overall = total / votes.n_votes if votes.n_votes else np.full(votes.n_concepts, 0.5)
-    posteriors = np.empty_like(positives)
-    seen = n_votes_per_item > 0
-    posteriors[seen] = positives[seen] / n_votes_per_item[seen, None]
-    posteriors[~seen] = overall
     fixed = anchors_to_array(anchors, votes.n_items, votes.n_concepts)
     known = ~np.isnan(fixed)
-    posteriors[known] = fixed[known]
+    seen = n_votes_per_item > 0
+    posteriors, overall = _tick_fractions(votes.positive_counts(), n_votes_per_item, fixed)
 
     # Skill against the majority decision: one pass of the two-coin M-step with hard labels.
     design = _Design.build(votes, np.arange(votes.n_workers), votes.n_workers)
@@ -417,14 +411,42 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
         specificity=specificity,
         worker_votes=np.repeat(worker_counts[:, None], votes.n_concepts, axis=1),
         item_votes=n_votes_per_item,
-        priors=posteriors[seen | known.any(axis=1)].mean(axis=0)
-        if (seen | known.any(axis=1)).any()
-        else overall,
+        priors=_informative_mean(posteriors, seen[:, None] | known, overall),
         iterations=0,
         log_likelihood=[],
         converged=True,
         pooled=np.zeros(votes.n_workers, dtype=bool),
     )
+
+
+def _tick_fractions(
+    positives: ArrayLike, per_item: IntArray, fixed: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Vote fractions with unseen items at the overall tick rate and anchors applied.
+
+    Returns:
+        ``(posteriors, overall)``: ``(n_items, n_concepts)`` fractions and ``(n_concepts,)``
+        overall tick rate (0.5 when there are no votes at all).
+    """
+    ticks = np.asarray(positives, dtype=np.float64).reshape(fixed.shape)
+    n_votes = per_item.sum()
+    overall = ticks.sum(axis=0) / n_votes if n_votes else np.full(fixed.shape[1], 0.5)
+    seen = per_item > 0
+    posteriors = np.empty_like(ticks)
+    posteriors[seen] = ticks[seen] / per_item[seen, None]
+    posteriors[~seen] = overall
+    known = ~np.isnan(fixed)
+    posteriors[known] = fixed[known]
+    return posteriors, overall
+
+
+def _informative_mean(
+    values: FloatArray, informative: BoolArray, fallback: FloatArray
+) -> FloatArray:
+    """Column means over informative rows; ``fallback`` for a column with none."""
+    count = informative.sum(axis=0)
+    total = np.where(informative, values, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), fallback)
 
 
 def _categorical_counts(votes: CategoricalVotes) -> FloatArray:
@@ -673,7 +695,6 @@ def dawid_skene_binary(
     # The class prior is estimated from items that carry information; unseen items would only
     # drag it towards itself.
     informative = (item_votes > 0)[:, None] | known
-    n_informative = np.maximum(informative.sum(axis=0), 1)
 
     group, n_groups, pooled = _worker_groups(votes, pool_below, pool_workers)
     design = _Design.build(votes, group, n_groups)
@@ -687,11 +708,13 @@ def dawid_skene_binary(
         stats = design.skill_counts(post)
         sensitivity = _shrink(stats.true_pos, stats.mass_pos, strength, sharing_strength)
         specificity = _shrink(stats.true_neg, stats.mass_neg, strength, sharing_strength)
-        prior = np.where(informative, post, 0.0).sum(axis=0) / n_informative
+        # With no information at all about a concept, the prior is an honest 0.5.
+        prior = _informative_mean(post, informative, np.full(n_concepts, 0.5))
         return sensitivity, specificity, np.clip(prior, _PROB_CLIP, 1 - _PROB_CLIP)
 
     # Initialise from the vote fractions, like crowd-kit's DawidSkene.
-    posteriors = majority_vote(votes, fixed).posteriors
+    posteriors, _ = _tick_fractions(design.ticks.sum(axis=1), item_votes, fixed)
+    anchored = bool(known.any())
     sensitivity, specificity, prior = m_step(posteriors)
     trace: list[float] = []
     converged = False
@@ -702,10 +725,11 @@ def dawid_skene_binary(
         log_present = np.log(prior)[None, :] + present
         log_absent = np.log1p(-prior)[None, :] + absent
         posteriors = expit(log_present - log_absent)
-        posteriors[known] = fixed[known]
         # Marginal log-likelihood of the votes; anchored pairs contribute their known branch.
         per_pair = np.logaddexp(log_present, log_absent)
-        per_pair[known] = np.where(fixed[known] == 1.0, log_present[known], log_absent[known])
+        if anchored:
+            posteriors[known] = fixed[known]
+            per_pair[known] = np.where(fixed[known] == 1.0, log_present[known], log_absent[known])
         trace.append(float(per_pair.sum()))
         sensitivity, specificity, prior = m_step(posteriors)
         if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * scale:
