@@ -1,0 +1,164 @@
+"""Workflow configuration: which concept each answer of each workflow version stands for.
+
+From a workflow export every (version, minor_version) row becomes one ``WorkflowVersion`` whose
+answers, in index order, are mapped to concepts by key or label, case-insensitively; answers that
+match no concept are kept with ``concept: null`` and reported. Without an export, a wildcard
+version ``*`` lists the active concepts in vocabulary order: export labels describe themselves, so
+the ingest may fall back to it for any version, while API answer indices never do (an index means
+nothing without its version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+
+from annotate.models import Concept, Workflow, WorkflowVersion
+from annotate.services.classifications import (
+    SUPPORTED_TASK_TYPES,
+    WILDCARD_VERSION,
+    QuarantineEntry,
+)
+from annotate.zooniverse.exports import ExportFormatError, WorkflowExportRow, parse_workflow_export
+
+
+class WorkflowConfigError(Exception):
+    """The workflow cannot be configured from what was given."""
+
+
+@dataclass(slots=True)
+class WorkflowConfigResult:
+    """What ``workflow_configure`` stored and what it could not map."""
+
+    workflow: Workflow
+    task_key: str
+    versions: list[str] = field(default_factory=list)
+    mapped: int = 0
+    unmapped: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    refused_rows: list[QuarantineEntry] = field(default_factory=list)
+    other_workflows: int = 0
+
+    def summary(self) -> str:
+        versions = (
+            ", ".join(self.versions)
+            if len(self.versions) <= 6
+            else (f"{self.versions[0]} ... {self.versions[-1]}")
+        )
+        text = (
+            f"workflow {self.workflow.zooniverse_id} task {self.task_key}: "
+            f"{len(self.versions)} version(s) ({versions}), {self.mapped} answer(s) mapped, "
+            f"{len(self.unmapped)} unmapped"
+        )
+        if self.unmapped:
+            text += f" ({', '.join(sorted(set(self.unmapped))[:10])})"
+        if self.unsupported:
+            text += f", unsupported task type in {', '.join(self.unsupported[:10])}"
+        if self.refused_rows:
+            text += f", {len(self.refused_rows)} bad export row(s)"
+        return text
+
+
+def _concept_index() -> dict[str, str]:
+    """Normalised key and label -> concept key. Keys win over labels on a clash."""
+    index: dict[str, str] = {}
+    concepts = list(Concept.objects.values_list("key", "label"))
+    for key, label in concepts:
+        index.setdefault(" ".join(label.split()).casefold(), key)
+    for key, _ in concepts:
+        index[key.casefold()] = key
+    return index
+
+
+def answers_map(labels: list[str], concepts: dict[str, str]) -> list[dict[str, str | None]]:
+    """``[{"label", "concept"}]`` in index order; ``concept`` is None where nothing matches."""
+    mapped: list[dict[str, str | None]] = []
+    for label in labels:
+        normal = " ".join(label.split()).casefold()
+        # Labels may be written as the key with spaces ("archaeological site").
+        concept = concepts.get(normal) or concepts.get(normal.replace(" ", "_"))
+        mapped.append({"label": label, "concept": concept})
+    return mapped
+
+
+def workflow_configure(
+    *, workflow_id: int, task_key: str | None = None, export_path: Path | None = None
+) -> WorkflowConfigResult:
+    """Create or update the workflow and its version answer maps; safe to run again.
+
+    ``task_key`` defaults to the workflow's first task in the export, else its stored task key.
+    """
+    workflow, _ = Workflow.objects.get_or_create(zooniverse_id=workflow_id)
+    if export_path is None:
+        return _configure_wildcard(workflow, task_key or workflow.task_key)
+    rows: list[WorkflowExportRow] = []
+    refused: list[QuarantineEntry] = []
+    others = 0
+    try:
+        with export_path.open("rb") as handle:
+            for row in parse_workflow_export(handle):
+                if isinstance(row, QuarantineEntry):
+                    refused.append(row)
+                elif row.workflow_id != workflow_id:
+                    others += 1
+                else:
+                    rows.append(row)
+    except OSError as exc:
+        raise WorkflowConfigError(f"{export_path}: cannot read the workflow export ({exc})")
+    except ExportFormatError as exc:
+        raise WorkflowConfigError(f"{export_path}: {exc}")
+    if not rows:
+        raise WorkflowConfigError(
+            f"{export_path}: no usable row for workflow {workflow_id} "
+            f"({others} row(s) of other workflows, {len(refused)} bad row(s))"
+        )
+    task_key = task_key or rows[-1].first_task or workflow.task_key
+    result = WorkflowConfigResult(
+        workflow=workflow, task_key=task_key, refused_rows=refused, other_workflows=others
+    )
+    concepts = _concept_index()
+    with transaction.atomic():
+        for row in rows:
+            task = row.tasks.get(task_key)
+            task_type = task.type if task else "absent"
+            answers = answers_map(task.answers, concepts) if task else []
+            if task_type not in SUPPORTED_TASK_TYPES:
+                # Survey, drawing, text ... are recognised and reported, not mapped: the
+                # ingest quarantines their classifications as unsupported_task_type.
+                result.unsupported.append(f"{row.version}:{task_type}")
+                answers = []
+            WorkflowVersion.objects.update_or_create(
+                workflow=workflow,
+                version=row.version,
+                defaults={"task_key": task_key, "task_type": task_type, "answers": answers},
+            )
+            result.versions.append(row.version)
+            result.mapped += sum(1 for a in answers if a["concept"])
+            result.unmapped += [f"{row.version}:{a['label']}" for a in answers if not a["concept"]]
+        latest = rows[-1]
+        workflow.task_key = task_key
+        latest_task = latest.tasks.get(task_key)
+        workflow.task_type = latest_task.type if latest_task else workflow.task_type
+        workflow.display_name = latest.display_name or workflow.display_name
+        workflow.save(update_fields=["task_key", "task_type", "display_name"])
+    return result
+
+
+def _configure_wildcard(workflow: Workflow, task_key: str) -> WorkflowConfigResult:
+    concepts = list(Concept.objects.filter(active=True).order_by("position", "key"))
+    if not concepts:
+        raise WorkflowConfigError("no active concepts: run load_vocabulary first")
+    answers = [{"label": c.label, "concept": c.key} for c in concepts]
+    with transaction.atomic():
+        WorkflowVersion.objects.update_or_create(
+            workflow=workflow,
+            version=WILDCARD_VERSION,
+            defaults={"task_key": task_key, "task_type": workflow.task_type, "answers": answers},
+        )
+        workflow.task_key = task_key
+        workflow.save(update_fields=["task_key"])
+    return WorkflowConfigResult(
+        workflow=workflow, task_key=task_key, versions=[WILDCARD_VERSION], mapped=len(answers)
+    )
