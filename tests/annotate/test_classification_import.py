@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from annotate.models import (
     Classification,
+    Concept,
     ImportReport,
     Item,
     QuarantinedRow,
@@ -25,6 +29,10 @@ from annotate.services.classifications import (
     classifications_ingest,
     volunteer_key,
 )
+from annotate.services.imports import classifications_import
+from annotate.services.workflows import workflow_configure
+from tests.annotate.test_export_parsers import export_row, write_export
+from tests.conftest import reference_path
 
 pytestmark = pytest.mark.django_db
 
@@ -343,3 +351,157 @@ def test_queries_per_batch_are_bounded_and_do_not_grow_with_the_batch_size(workf
     # SQLite's 999 parameters per statement, past which Django splits an INSERT (still a few).
     assert used[10] == used[60] <= 20
     assert Classification.objects.count() == 70
+
+
+# --- import_classifications: files end to end -----------------------------------------------
+
+
+def run_import(path: Path, *args: str) -> str:
+    out = io.StringIO()
+    call_command("import_classifications", str(path), *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue().strip()
+
+
+def test_the_reference_export_imports_through_its_workflow_export(db):
+    Concept.objects.create(key="yes", label="Yes")
+    workflow_configure(
+        workflow_id=10, task_key="T0", export_path=reference_path("zooniverse", "wf_export.csv")
+    )
+    path = reference_path("zooniverse", "cls_export.csv")
+    summary = run_import(path, "--workflow-id", "10")
+    assert "read 7, created 7, unchanged 0" in summary
+    yes = Concept.objects.get(key="yes").pk
+    stored = dict(Classification.objects.values_list("zooniverse_id", "concept_ids"))
+    assert stored[543695319] == [yes]
+    assert Classification.objects.get(zooniverse_id=543695340).invalid_answers == ["No"]
+    assert Subject.objects.count() == 7
+    volunteer = Volunteer.objects.get()
+    assert (volunteer.key, volunteer.logged_in) == (
+        "anon:not-logged-in-b644753d0e3948f81dc2",
+        False,
+    )
+    report = ImportReport.objects.get()
+    assert (report.status, report.total, report.created) == ("succeeded", 7, 7)
+
+
+def test_reimporting_the_same_export_changes_nothing(concepts, tmp_path):
+    workflow_configure(workflow_id=7)
+    path = write_export(tmp_path / "cls.csv", [export_row(i) for i in range(1, 30)])
+    run_import(path, "--workflow-id", "7")
+    before = list(Classification.objects.order_by("id").values())
+    counters = list(Item.objects.values_list("n_classifications", flat=True))
+    summary = run_import(path, "--workflow-id", "7", "--batch-size", "7")
+    assert "created 0, unchanged 29" in summary
+    assert list(Classification.objects.order_by("id").values()) == before
+    assert list(Item.objects.values_list("n_classifications", flat=True)) == counters
+
+
+def test_repeats_keep_the_earliest_when_two_exports_arrive_in_reverse_order(concepts, tmp_path):
+    workflow_configure(workflow_id=7)
+    late = export_row(2, subject="900", created_at="2024-03-01 10:00:00 UTC")
+    early = export_row(
+        5, subject="900", user_id=late["user_id"], created_at="2024-02-01 10:00:00 UTC"
+    )
+    run_import(write_export(tmp_path / "newer.csv", [late]), "--workflow-id", "7")
+    summary = run_import(write_export(tmp_path / "older.csv", [early]), "--workflow-id", "7")
+    assert "repeats flagged 1" in summary
+    flags = dict(Classification.objects.values_list("zooniverse_id", "is_duplicate"))
+    assert flags == {2: True, 5: False}
+
+
+def test_every_bad_input_is_quarantined_with_its_line_and_the_rest_imports(concepts, tmp_path):
+    """B1, B2, B3, B4, B5, B8, B9 in one file: the job succeeds and says what it set aside."""
+    workflow = Workflow.objects.create(zooniverse_id=7)
+    WorkflowVersion.objects.create(
+        workflow=workflow, version="3.1", answers=[{"label": "Painting", "concept": "painting"}]
+    )
+    rows = [
+        export_row(1),  # line 2: good ("drawing" is not in this version's answers: B4)
+        "2,too,few,columns",  # line 3: B1
+        export_row(3, annotations="[{oops"),  # line 4: B2
+        export_row(4, workflow_version="99.1"),  # line 5: B3
+        export_row(5, subject_ids="abc"),  # line 6: B8
+        export_row(6, created_at="yesterday"),  # line 7: B8
+        export_row(7, subject_ids="11;12"),  # line 8: B9
+        export_row(1),  # line 9: B5, the same id again
+        export_row(8),  # line 10: good
+    ]
+    path = write_export(tmp_path / "cls.csv", rows)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_classifications", str(path), "--workflow-id", "7", stdout=out, stderr=err)
+    quarantined = list(QuarantinedRow.objects.values_list("line", "field", "reason"))
+    assert [(line, field) for line, field, _ in quarantined] == [
+        (3, "row"),
+        (4, "annotations"),
+        (5, "workflow_version"),
+        (6, "subject_ids"),
+        (7, "created_at"),
+        (8, "subject_ids"),
+    ]
+    reasons = [reason for _, _, reason in quarantined]
+    assert reasons[2] == "unknown_workflow_version"
+    assert reasons[5] == "multi_subject_unsupported"
+    assert sorted(Classification.objects.values_list("zooniverse_id", flat=True)) == [1, 8]
+    assert Classification.objects.get(zooniverse_id=1).invalid_answers == ["drawing"]
+    report = ImportReport.objects.get()
+    assert (report.status, report.quarantined, report.total) == ("succeeded", 6, 9)
+    assert "unknown workflow versions: 99.1 (1 rows)" in report.message
+    assert (
+        f"{path}:5: classification 4 workflow_version: unknown_workflow_version" in err.getvalue()
+    )
+    assert out.getvalue().strip() == (
+        f"import_classifications {path}: read 9, created 2, unchanged 1, repeats flagged 0, "
+        f"invalid answers 2, quarantined 6 (import report {report.pk})"
+    )
+
+
+def test_wildcam_survey_rows_are_reported_not_imported(concepts):
+    workflow_configure(workflow_id=2649, task_key="T1")
+    path = reference_path("zooniverse", "wildcam_gorongosa_sample.csv")
+    summary = run_import(path, "--workflow-id", "2649")
+    assert "read 20, created 0" in summary and "quarantined 20" in summary
+    assert set(QuarantinedRow.objects.values_list("reason", flat=True)) == {
+        "unsupported_task_type:survey"
+    }
+
+
+def test_a_version_configured_as_unsupported_quarantines_its_rows(concepts, tmp_path):
+    workflow = Workflow.objects.create(zooniverse_id=7)
+    WorkflowVersion.objects.create(workflow=workflow, version="3.1", task_type="text")
+    run_import(write_export(tmp_path / "cls.csv", [export_row(1)]), "--workflow-id", "7")
+    assert QuarantinedRow.objects.get().reason == "unsupported_task_type:text"
+
+
+def test_an_unconfigured_workflow_or_missing_file_fails_the_command(concepts, tmp_path):
+    with pytest.raises(CommandError, match="configure_workflow"):
+        run_import(tmp_path / "cls.csv", "--workflow-id", "7")
+    workflow_configure(workflow_id=7)
+    with pytest.raises(CommandError, match="No such file"):
+        run_import(tmp_path / "missing.csv", "--workflow-id", "7")
+    assert ImportReport.objects.get().status == "failed"
+
+
+def test_a_file_that_is_not_a_classification_export_fails_the_command(concepts, tmp_path):
+    workflow_configure(workflow_id=7)
+    path = tmp_path / "subjects.csv"
+    path.write_text("subject_id,metadata\n1,{}\n")
+    with pytest.raises(CommandError, match="lacks column"):
+        run_import(path, "--workflow-id", "7")
+    assert ImportReport.objects.get().status == "failed"
+
+
+def test_a_database_error_marks_the_report_failed_and_reraises(concepts, tmp_path, monkeypatch):
+    from annotate.services import classifications
+
+    workflow_configure(workflow_id=7)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(classifications, "_counts_recompute", broken)
+    with pytest.raises(RuntimeError):
+        classifications_import(
+            path=write_export(tmp_path / "cls.csv", [export_row(1)]), workflow_id=7
+        )
+    report = ImportReport.objects.get()
+    assert (report.status, report.message) == ("failed", "RuntimeError: disk full")
