@@ -731,10 +731,13 @@ def dawid_skene_binary(
             posteriors[known] = fixed[known]
             per_pair[known] = np.where(fixed[known] == 1.0, log_present[known], log_absent[known])
         trace.append(float(per_pair.sum()))
-        sensitivity, specificity, prior = m_step(posteriors)
         if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * scale:
             converged = True
             break
+        # No M-step after the last E-step: the returned skills and priors are the ones that
+        # produced the returned posteriors (an unclassified item's posterior equals the prior).
+        if iterations < max_iter:
+            sensitivity, specificity, prior = m_step(posteriors)
 
     worker_counts = votes.worker_vote_counts()
     return AggregationResult(
@@ -848,10 +851,11 @@ def dawid_skene_categorical(
         posteriors[known] = gold_onehot
         ll = np.where(known, log_joint[np.arange(votes.n_items), np.maximum(gold, 0)], norm[:, 0])
         trace.append(float(ll[informative].sum()))
-        errors, prior = m_step(posteriors)
         if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * scale:
             converged = True
             break
+        if iterations < max_iter:  # keep the returned parameters those of the last E-step
+            errors, prior = m_step(posteriors)
 
     return CategoricalResult(
         method="dawid_skene",

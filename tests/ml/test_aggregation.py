@@ -1,0 +1,479 @@
+"""Vote aggregation: hand-checked EM steps, invariants, and reference-dataset regressions.
+
+Reference figures come from ``../shared/docs/aggregation.md`` (crowd-kit 1.4.2 on the zheng2017
+datasets). These tests need no Django settings.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml import aggregation as agg
+from ml.aggregation import CategoricalVotes, VoteMatrix
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = Path(
+    os.environ.get("CROWDLOOP_CROWD_REFERENCE", REPO.parent / "shared" / "reference" / "crowd")
+)
+
+# One iteration, no priors: the bare EM step that the hand-checked cases below follow.
+BARE = {"prior_strength": 0.0, "sharing_strength": None, "pool_below": 0}
+
+
+def simulate(
+    *,
+    n_items: int = 400,
+    n_concepts: int = 6,
+    votes_per_item: int = 5,
+    n_workers: int = 60,
+    spammer_share: float = 0.1,
+    seed: int = 0,
+) -> tuple[VoteMatrix, np.ndarray]:
+    """A small multi-label crowd: careful volunteers, careless ones, and spammers."""
+    rng = np.random.default_rng(seed)
+    prior = rng.uniform(0.05, 0.35, n_concepts)
+    truth = rng.random((n_items, n_concepts)) < prior
+    kind = rng.choice(3, n_workers, p=[0.6, 0.4 - spammer_share, spammer_share])
+    shape = (n_workers, n_concepts)
+    careful = kind[:, None] == 0
+    sensitivity = np.where(careful, rng.beta(8, 2, shape), rng.beta(4, 3, shape))
+    false_pos = np.where(careful, rng.beta(1, 12, shape), rng.beta(1, 6, shape))
+    rate = rng.uniform(0.05, 0.5, n_workers)
+    sensitivity[kind == 2] = rate[kind == 2, None]
+    false_pos[kind == 2] = rate[kind == 2, None]
+    activity = rng.lognormal(0.0, 1.0, n_workers)
+    chosen = np.stack(
+        [rng.choice(n_workers, votes_per_item, replace=False, p=activity / activity.sum())
+         for _ in range(n_items)]
+    )  # fmt: skip
+    item = np.repeat(np.arange(n_items), votes_per_item)
+    worker = chosen.ravel()
+    p_tick = np.where(truth[item], sensitivity[worker], false_pos[worker])
+    labels = rng.random(p_tick.shape) < p_tick
+    votes = VoteMatrix.from_arrays(item, worker, labels, n_items=n_items, n_workers=n_workers)
+    return votes, truth
+
+
+def micro_f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = (pred & truth).sum()
+    return float(2 * tp / (2 * tp + (pred & ~truth).sum() + (~pred & truth).sum()))
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_vote_matrix_counts_items_and_volunteers_from_the_largest_index():
+    votes = VoteMatrix.from_arrays([0, 2], [1, 0], [[1, 0, 1], [0, 0, 0]])
+    assert (votes.n_items, votes.n_workers, votes.n_votes, votes.n_concepts) == (3, 2, 2, 3)
+    assert votes.labels.dtype == np.uint8
+    assert votes.item_vote_counts().tolist() == [1, 0, 1]
+
+
+def test_a_vote_matrix_refuses_labels_other_than_zero_and_one():
+    with pytest.raises(ValueError, match="0/1"):
+        VoteMatrix.from_arrays([0], [0], [[2]])
+
+
+def test_a_vote_matrix_refuses_arrays_of_different_lengths():
+    with pytest.raises(ValueError, match="differ in length"):
+        VoteMatrix.from_arrays([0, 1], [0], [[1], [0]])
+
+
+def test_anchors_given_as_a_mapping_arrays_or_dense_matrix_agree():
+    as_mapping = agg.anchors_to_array({(0, 1): 1, (2, 0): 0}, 3, 2)
+    as_arrays = agg.anchors_to_array(([0, 2], [1, 0], [1, 0]), 3, 2)
+    as_dense = agg.anchors_to_array(as_mapping, 3, 2)
+    for other in (as_arrays, as_dense):
+        np.testing.assert_array_equal(as_mapping, other)
+    assert np.isnan(as_mapping).sum() == 4
+
+
+def test_an_anchor_outside_the_items_is_refused():
+    with pytest.raises(ValueError, match="out of range"):
+        agg.anchors_to_array({(5, 0): 1}, 3, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Majority vote
+# --------------------------------------------------------------------------------------------
+
+
+def test_majority_vote_is_the_share_of_classifications_that_ticked_the_concept():
+    votes = VoteMatrix.from_arrays(
+        [0, 0, 0, 1], [0, 1, 2, 0], [[1, 0], [1, 0], [0, 1], [0, 0]], n_items=3
+    )
+    result = agg.majority_vote(votes)
+    np.testing.assert_allclose(result.posteriors[:2], [[2 / 3, 1 / 3], [0, 0]])
+    # The unclassified item gets the overall tick rate instead of 0/0.
+    np.testing.assert_allclose(result.posteriors[2], [2 / 4, 1 / 4])
+    assert result.item_votes.tolist() == [3, 1, 0]
+
+
+def test_categorical_majority_vote_breaks_ties_towards_the_lowest_answer_like_crowd_kit():
+    votes = CategoricalVotes.from_arrays([0, 0, 1, 1, 1, 1], [0, 1, 0, 1, 2, 3], [2, 1, 3, 0, 3, 0])
+    result = agg.majority_vote_categorical(votes)
+    assert result.labels.tolist() == [1, 0]
+    np.testing.assert_allclose(result.posteriors.sum(axis=1), 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Two-coin Dawid-Skene, checked by hand
+# --------------------------------------------------------------------------------------------
+
+
+def two_volunteers_four_items() -> VoteMatrix:
+    # item 0: both tick; item 1: neither; item 2: only A; item 3: only B.
+    return VoteMatrix.from_arrays(
+        [0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 0, 1], [1, 1, 0, 0, 1, 0, 0, 1]
+    )
+
+
+def test_one_em_step_matches_the_hand_computation():
+    # Start: vote fractions (1, 0, .5, .5). M-step: each volunteer ticks 1.5 of the 2 expected
+    # positives and leaves 1.5 of the 2 expected negatives, so sensitivity = specificity = 0.75
+    # and the prior is 0.5. E-step: two agreeing ticks give odds 3 x 3 = 9, i.e. 0.9; split
+    # votes cancel out to 0.5.
+    result = agg.dawid_skene_binary(two_volunteers_four_items(), max_iter=1, **BARE)
+    np.testing.assert_allclose(result.posteriors[:, 0], [0.9, 0.1, 0.5, 0.5])
+    # Marginal likelihood per item: 0.5 * 0.75^2 + 0.5 * 0.25^2 = 0.3125 for the agreeing
+    # items, 0.75 * 0.25 = 0.1875 for the split ones.
+    expected = 2 * np.log(0.3125) + 2 * np.log(0.1875)
+    assert result.log_likelihood == pytest.approx([expected])
+    assert result.iterations == 1 and not result.converged
+
+
+def test_em_runs_on_until_the_log_likelihood_settles():
+    # Three volunteers who mostly agree: EM trusts them more with every step.
+    item = np.repeat(np.arange(6), 3)
+    worker = np.tile([0, 1, 2], 6)
+    ticks = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1]]).ravel()
+    votes = VoteMatrix.from_arrays(item, worker, ticks)
+    one_step = agg.dawid_skene_binary(votes, max_iter=1, **BARE)
+    result = agg.dawid_skene_binary(votes, **BARE)
+    assert result.converged and 1 < result.iterations < 100
+    assert abs(result.log_likelihood[-1] - result.log_likelihood[-2]) < 1e-6 * votes.n_votes
+    assert result.log_likelihood[-1] > result.log_likelihood[0]
+    assert result.posteriors[2, 0] > one_step.posteriors[2, 0] > 0.5
+    assert result.posteriors[5, 0] < one_step.posteriors[5, 0] < 0.5
+
+
+def test_without_priors_the_log_likelihood_never_decreases():
+    votes, _ = simulate(seed=3)
+    trace = np.array(agg.dawid_skene_binary(votes, tol=0.0, max_iter=30, **BARE).log_likelihood)
+    assert (np.diff(trace) >= -1e-6 * np.abs(trace[1:])).all()
+
+
+def test_with_two_classes_the_two_coin_model_is_classic_dawid_skene():
+    votes, _ = simulate(n_concepts=1, seed=4)
+    categorical = CategoricalVotes.from_arrays(
+        votes.item_idx, votes.worker_idx, votes.labels[:, 0], n_items=votes.n_items, n_classes=2
+    )
+    for max_iter in (1, 5):
+        two_coin = agg.dawid_skene_binary(votes, max_iter=max_iter, tol=0.0, **BARE)
+        classic = agg.dawid_skene_categorical(categorical, max_iter=max_iter, tol=0.0, smoothing=0)
+        np.testing.assert_allclose(two_coin.posteriors[:, 0], classic.posteriors[:, 1], atol=1e-6)
+
+
+def test_one_categorical_em_step_matches_the_hand_computation():
+    # Three volunteers, two items, three answers; A and B agree on item 0, all differ on item 1.
+    votes = CategoricalVotes.from_arrays([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], [0, 0, 1, 2, 1, 0])
+    first = agg.majority_vote_categorical(votes)  # vote fractions, and one M-step on them
+    np.testing.assert_allclose(first.posteriors, [[2 / 3, 1 / 3, 0], [1 / 3, 1 / 3, 1 / 3]])
+    prior = np.array([1 / 2, 1 / 3, 1 / 6])
+    np.testing.assert_allclose(first.priors, prior)
+    # Volunteer A answered 0 on item 0 and 2 on item 1. Truth-0 mass: 2/3 + 1/3 = 1, of which
+    # answer 0 takes 2/3 and answer 2 takes 1/3.
+    errors = first.errors
+    np.testing.assert_allclose(errors[0, :, 0], [2 / 3, 0, 1 / 3])
+    # E-step for item 0: prior x P(A says 0) x P(B says 0) x P(C says 1), per true answer.
+    joint = prior * errors[0, 0] * errors[1, 0] * errors[2, 1]
+    result = agg.dawid_skene_categorical(votes, max_iter=1, smoothing=0.0)
+    np.testing.assert_allclose(result.posteriors[0], joint / joint.sum(), atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# Invariants
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", sorted(agg.AGGREGATORS))
+def test_every_registered_aggregator_returns_probabilities_of_the_right_shape(method):
+    votes, _ = simulate(n_items=120, seed=1)
+    result = agg.aggregate(method, votes)
+    assert result.method == method
+    assert result.posteriors.shape == (votes.n_items, votes.n_concepts)
+    assert np.isfinite(result.posteriors).all()
+    assert ((result.posteriors >= 0) & (result.posteriors <= 1)).all()
+    for skill in (result.sensitivity, result.specificity):
+        assert skill.shape == (votes.n_workers, votes.n_concepts)
+        assert ((skill > 0) & (skill < 1)).all()
+    assert result.worker_votes.shape == (votes.n_workers, votes.n_concepts)
+    again = agg.aggregate(method, votes)
+    np.testing.assert_array_equal(result.posteriors, again.posteriors)
+
+
+def test_an_unknown_method_name_says_which_ones_exist():
+    votes, _ = simulate(n_items=10)
+    with pytest.raises(ValueError, match="dawid_skene, majority"):
+        agg.aggregate("glad", votes)
+
+
+def test_renumbering_the_volunteers_changes_nothing():
+    votes, _ = simulate(seed=5)
+    base = agg.dawid_skene_binary(votes)
+    perm = np.random.default_rng(0).permutation(votes.n_workers)  # old id -> new id
+    renamed = VoteMatrix.from_arrays(
+        votes.item_idx, perm[votes.worker_idx], votes.labels, n_workers=votes.n_workers
+    )
+    result = agg.dawid_skene_binary(renamed)
+    np.testing.assert_allclose(result.posteriors, base.posteriors, atol=1e-10)
+    np.testing.assert_allclose(result.sensitivity[perm], base.sensitivity, atol=1e-10)
+
+
+def test_reordering_items_and_classifications_changes_nothing():
+    votes, _ = simulate(seed=6)
+    base = agg.dawid_skene_binary(votes)
+    rng = np.random.default_rng(1)
+    item_perm = rng.permutation(votes.n_items)  # old id -> new id
+    rows = rng.permutation(votes.n_votes)
+    shuffled = VoteMatrix.from_arrays(
+        item_perm[votes.item_idx[rows]], votes.worker_idx[rows], votes.labels[rows],
+        n_items=votes.n_items, n_workers=votes.n_workers,
+    )  # fmt: skip
+    result = agg.dawid_skene_binary(shuffled)
+    np.testing.assert_allclose(result.posteriors[item_perm], base.posteriors, atol=1e-10)
+
+
+@pytest.mark.parametrize("options", [{}, {"pool_below": 15}])
+def test_an_exact_duplicate_of_the_whole_input_gives_the_same_output_twice(options):
+    # The copy gets its own item and volunteer ids: output = the original's, once per copy.
+    votes, _ = simulate(seed=7)
+    base = agg.dawid_skene_binary(votes, **options)
+    doubled = VoteMatrix.from_arrays(
+        np.concatenate([votes.item_idx, votes.item_idx + votes.n_items]),
+        np.concatenate([votes.worker_idx, votes.worker_idx + votes.n_workers]),
+        np.concatenate([votes.labels, votes.labels]),
+        n_items=2 * votes.n_items, n_workers=2 * votes.n_workers,
+    )  # fmt: skip
+    result = agg.dawid_skene_binary(doubled, **options)
+    np.testing.assert_allclose(result.posteriors, np.tile(base.posteriors, (2, 1)), atol=1e-9)
+    np.testing.assert_allclose(result.priors, base.priors, atol=1e-12)
+
+
+def test_a_spammer_moves_the_posterior_less_than_a_careful_volunteer():
+    votes, _ = simulate(n_items=400, n_concepts=4, seed=8)
+    careful_id, spammer_id = votes.n_workers, votes.n_workers + 1
+    rng = np.random.default_rng(2)
+    # Give both newcomers a long track record: the careful one copies the crowd's majority,
+    # the spammer ticks at random.
+    majority = agg.majority_vote(votes).labels
+    history = np.arange(votes.n_items)
+    careful_ticks = majority.astype(np.uint8)
+    spam_ticks = (rng.random((votes.n_items, votes.n_concepts)) < 0.5).astype(np.uint8)
+    target = votes.n_items  # a new item with one tick and one "no" from ordinary volunteers
+    ordinary = [0, 1]
+
+    def posterior_with(extra_worker: int | None) -> float:
+        item = [votes.item_idx, history, history, [target, target]]
+        worker = [votes.worker_idx, np.full(votes.n_items, careful_id),
+                  np.full(votes.n_items, spammer_id), ordinary]  # fmt: skip
+        labels = [votes.labels, careful_ticks, spam_ticks, [[1, 0, 0, 0], [0, 0, 0, 0]]]
+        if extra_worker is not None:
+            item.append([target])
+            worker.append([extra_worker])
+            labels.append([[1, 0, 0, 0]])
+        extended = VoteMatrix.from_arrays(
+            np.concatenate(item), np.concatenate(worker), np.concatenate(labels),
+            n_items=votes.n_items + 1, n_workers=votes.n_workers + 2,
+        )  # fmt: skip
+        return float(agg.dawid_skene_binary(extended).posteriors[target, 0])
+
+    before = posterior_with(None)
+    moved_by_careful = posterior_with(careful_id) - before
+    moved_by_spammer = posterior_with(spammer_id) - before
+    assert moved_by_careful > 0.2
+    assert abs(moved_by_spammer) < moved_by_careful / 3
+
+
+def test_anchors_fix_their_posteriors_and_teach_volunteer_skills():
+    # Volunteer 0 always ticks, 1 and 2 never do; the crowd says "absent" everywhere, but a
+    # curator says the concept is present on items 0-9, which shows that 1 and 2 miss it.
+    n_items = 20
+    item = np.repeat(np.arange(n_items), 3)
+    worker = np.tile([0, 1, 2], n_items)
+    labels = (worker == 0).astype(np.uint8)
+    votes = VoteMatrix.from_arrays(item, worker, labels)
+    free = agg.dawid_skene_binary(votes)
+    anchors = {(i, 0): 1 for i in range(10)}
+    anchored = agg.dawid_skene_binary(votes, anchors)
+    np.testing.assert_array_equal(anchored.posteriors[:10, 0], 1.0)
+    assert (free.posteriors[:10, 0] < 0.5).all()
+    assert anchored.sensitivity[1, 0] < free.sensitivity[1, 0] - 0.2
+    assert anchored.sensitivity[0, 0] > free.sensitivity[0, 0]
+
+
+def test_anchors_fix_majority_vote_posteriors_too():
+    votes = VoteMatrix.from_arrays([0, 0], [0, 1], [[1], [1]])
+    result = agg.aggregate("majority", votes, anchors={(0, 0): 0})
+    assert result.posteriors[0, 0] == 0.0
+
+
+def test_items_nobody_classified_get_the_prior_and_nothing_is_nan():
+    votes, _ = simulate(n_items=200, seed=9)
+    padded = VoteMatrix.from_arrays(
+        votes.item_idx, votes.worker_idx, votes.labels, n_items=250, n_workers=votes.n_workers + 5
+    )
+    result = agg.dawid_skene_binary(padded)
+    np.testing.assert_allclose(result.posteriors[200:], np.tile(result.priors, (50, 1)))
+    assert np.isfinite(result.sensitivity).all() and np.isfinite(result.specificity).all()
+
+
+def test_no_votes_at_all_gives_an_even_prior():
+    empty = VoteMatrix.from_arrays(
+        np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros((0, 3)), n_items=4, n_workers=2
+    )
+    for method in agg.AGGREGATORS:
+        np.testing.assert_allclose(agg.aggregate(method, empty).posteriors, 0.5)
+
+
+def test_rare_and_marked_volunteers_share_one_pooled_skill():
+    votes, _ = simulate(seed=10)
+    counts = votes.worker_vote_counts()
+    anonymous = np.zeros(votes.n_workers, dtype=bool)
+    anonymous[np.argmax(counts)] = True
+    result = agg.dawid_skene_binary(votes, pool_below=20, pool_workers=anonymous)
+    expected = (counts < 20) | anonymous
+    np.testing.assert_array_equal(result.pooled, expected)
+    pooled_skills = result.sensitivity[expected]
+    np.testing.assert_array_equal(pooled_skills, pooled_skills[[0] * len(pooled_skills)])
+    assert not agg.dawid_skene_binary(votes).pooled.any()
+
+
+def test_two_coin_beats_majority_vote_on_a_simulated_crowd_at_five_and_ten_votes():
+    for votes_per_item in (5, 10):
+        votes, truth = simulate(n_items=1500, votes_per_item=votes_per_item, seed=11)
+        mv = agg.majority_vote(votes).labels
+        ds = agg.dawid_skene_binary(votes).labels
+        assert micro_f1(ds, truth) > micro_f1(mv, truth)
+        assert (ds == truth).all(axis=1).mean() > (mv == truth).all(axis=1).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Retirement
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_item_is_settled_only_when_every_concept_is_confidently_near_zero_or_one():
+    posteriors = np.array([[0.99, 0.01], [0.99, 0.5], [0.96, 0.04], [0.949, 0.0]])
+    decision = agg.retirement_decide(posteriors, confidence=0.95)
+    assert decision.settled.tolist() == [True, False, True, False]
+    assert decision.unsettled_concepts.tolist() == [0, 1, 0, 1]
+
+
+def test_retirement_waits_for_the_minimum_votes_and_stops_at_the_cap():
+    posteriors = np.array([[0.99], [0.99], [0.6]])
+    decision = agg.retirement_decide(
+        posteriors, confidence=[0.95], vote_counts=[2, 5, 12], min_votes=3, max_votes=12
+    )
+    assert decision.retire.tolist() == [False, True, True]
+
+
+def test_retirement_refuses_a_confidence_at_or_below_one_half():
+    with pytest.raises(ValueError, match="confidence"):
+        agg.retirement_decide(np.array([[0.5]]), confidence=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Boundaries
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_aggregation_module_imports_no_django_annotate_or_training():
+    tree = ast.parse(Path(agg.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert not imported & {"django", "annotate", "training", "config"}
+    probe = (
+        "import sys, ml.aggregation; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('django', 'annotate', 'training')]; "
+        "assert not bad, bad"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference datasets (zheng2017; figures from aggregation.md, crowd-kit 1.4.2)
+# --------------------------------------------------------------------------------------------
+
+
+def load_reference(folder: str) -> tuple[CategoricalVotes, np.ndarray]:
+    base = REFERENCE / "zheng2017_truth_inference" / folder
+    if not base.is_dir():
+        pytest.skip(f"reference data not available: {base}")
+    items: dict[str, int] = {}
+    workers: dict[str, int] = {}
+    item, worker, label = [], [], []
+    with open(base / "answer.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            item.append(items.setdefault(row["question"], len(items)))
+            worker.append(workers.setdefault(row["worker"], len(workers)))
+            label.append(int(row["answer"]))
+    truth = np.full(len(items), -1)
+    with open(base / "truth.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["question"] in items:  # truth may list questions nobody answered
+                truth[items[row["question"]]] = int(row["truth"])
+    return CategoricalVotes.from_arrays(item, worker, label), truth
+
+
+def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    known = truth >= 0
+    return float((pred[known] == truth[known]).mean())
+
+
+# (folder, MV, categorical DS). MV ties are broken as crowd-kit does, so MV matches to the item.
+# bluebirds DS: crowd-kit reports 0.889 because it stops after 2 iterations (its ELBO dips);
+# run to convergence (tol=-inf) crowd-kit also gives 0.898, which is what EM converges to here.
+REFERENCE_FIGURES = {
+    "D_Product": ("d_jn-product", 0.897, 0.940),
+    "bluebirds": ("d_Duck_Identification", 0.759, 0.898),
+    "Dog": ("s4_Dog_data", 0.818, 0.843),
+    "Face": ("s4_Face_Sentiment_Identification", 0.630, 0.640),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_FIGURES))
+def test_reference_accuracy_matches_crowd_kit_within_half_a_point(name):
+    folder, mv_figure, ds_figure = REFERENCE_FIGURES[name]
+    votes, truth = load_reference(folder)
+    mv = agg.majority_vote_categorical(votes)
+    ds = agg.dawid_skene_categorical(votes)
+    assert accuracy(mv.labels, truth) == pytest.approx(mv_figure, abs=0.005)
+    assert accuracy(ds.labels, truth) == pytest.approx(ds_figure, abs=0.005)
+    assert ds.converged
+
+
+@pytest.mark.parametrize(("name", "floor"), [("D_Product", 0.935), ("bluebirds", 0.889)])
+def test_the_two_coin_model_is_at_least_as_accurate_as_majority_vote_on_binary_data(name, floor):
+    folder, mv_figure, ds_figure = REFERENCE_FIGURES[name]
+    votes, truth = load_reference(folder)
+    two_coin = agg.dawid_skene_binary(votes.to_vote_matrix())
+    score = accuracy(two_coin.labels[:, 0].astype(int), truth)
+    assert score >= floor
+    assert score == pytest.approx(ds_figure, abs=0.005)
+    assert score >= accuracy(agg.majority_vote_categorical(votes).labels, truth)
