@@ -2970,6 +2970,12 @@ def serve(
     sandbox._shutdown.clear()
     server = SandboxServer((host, port), sandbox)
     sandbox.base_url = server.endpoint
-    thread = threading.Thread(target=server.serve_forever, name="panoptes-sandbox", daemon=True)
+    # A short poll interval keeps shutdown() quick: tests start and stop one server each.
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="panoptes-sandbox",
+        daemon=True,
+    )
     thread.start()
     return server, thread
