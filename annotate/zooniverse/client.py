@@ -228,6 +228,8 @@ class RetryPolicy:
     budget_s: float = 1800.0
     #: The longest ``Retry-After`` we wait for inside a call; longer ones become a TransientError.
     retry_after_max_s: float = 300.0
+    #: How far our clock may be ahead of Panoptes' when judging whether an export is fresh.
+    clock_skew_s: float = 60.0
 
 
 # A create that must not be repeated blindly runs with this set: the session sends it once.
@@ -642,9 +644,13 @@ class ZooniverseClient:
         with their set link in the same POST, so a create that succeeded server-side is visible
         here even when its response was lost.
         """
-        for subject in self.subjects_in_set(subject_set_id):
-            if str((subject.get("metadata") or {}).get("external_id")) == external_id:
-                return subject
+        # ``metadata.external_id`` narrows the listing on the sandbox; real Panoptes ignores it
+        # and lists the whole set, so the match is always checked here.
+        params = {"subject_set_id": subject_set_id, "metadata.external_id": external_id}
+        for rows in self.pages("/subjects", "subjects", params):
+            for subject in rows:
+                if str((subject.get("metadata") or {}).get("external_id")) == external_id:
+                    return subject  # type: ignore[return-value]
         return None
 
     def subject_create(
@@ -739,10 +745,11 @@ class ZooniverseClient:
     ) -> datetime:
         """Ask Panoptes for a fresh export; the time an acceptable export must not predate.
 
-        The media's own ``updated_at`` is taken when the response carries one (server clock, so
-        no skew against the ``updated_at`` of the finished export); otherwise our clock.
+        That is the later of the media's own ``updated_at`` in the response (server clock, so no
+        skew against the finished export's stamp) and our request time less ``clock_skew_s``: a
+        response that echoes an old export (Panoptes-Front-End#1257) must not lower the bar.
         """
-        requested_at = self.now()
+        requested_at = self.now() - timedelta(seconds=self.policy.clock_skew_s)
         body = self.post(
             f"/{resource}/{resource_id}/{export_type}_export",
             {"media": {"content_type": "text/csv"}},
@@ -751,7 +758,7 @@ class ZooniverseClient:
         stamp = None
         if media:
             stamp = _parse_time(media[0].get("updated_at") or media[0].get("created_at"))
-        return stamp or requested_at
+        return max(stamp, requested_at) if stamp else requested_at
 
     def export_wait(
         self,
