@@ -105,6 +105,7 @@ Reading state
 
 from __future__ import annotations
 
+import bisect
 import copy
 import csv
 import hashlib
@@ -825,6 +826,7 @@ class Sandbox:
             self.state = StoreState.from_json(json.loads(self.state_path.read_text()))
         else:
             self.state = StoreState()
+        self._reindex()
         with self.lock:
             if project_id not in self.state.projects:
                 self._create_project(project_id, project_name)
@@ -1005,24 +1007,42 @@ class Sandbox:
         except KeyError:
             raise ApiError(404, f"Could not find project with id='{project_id}'") from None
 
+    def _reindex(self) -> None:
+        """Build the lookup indexes; the store itself stays plain dicts for JSON round-trips.
+
+        Without them every upload (one membership GET per subject) and every simulated turn
+        (a retirement check per candidate) would scan whole tables.
+        """
+        self._status_index: dict[tuple[int, int], StatusRecord] = {
+            (s.subject_id, s.workflow_id): s for s in self.state.statuses.values()
+        }
+        self._members_by_set: dict[int, dict[int, SetMemberSubjectRecord]] = {}
+        self._sets_by_subject: dict[int, set[int]] = {}
+        for m in sorted(self.state.set_member_subjects.values(), key=_by_id):
+            self._index_member(m)
+        # Classification ids only grow, so appending keeps this sorted for keyset paging.
+        self._classification_ids: list[int] = sorted(self.state.classifications)
+
+    def _index_member(self, m: SetMemberSubjectRecord) -> None:
+        self._members_by_set.setdefault(m.subject_set_id, {})[m.subject_id] = m
+        self._sets_by_subject.setdefault(m.subject_id, set()).add(m.subject_set_id)
+
+    def _drop_member(self, m: SetMemberSubjectRecord) -> None:
+        del self.state.set_member_subjects[m.id]
+        self._members_by_set.get(m.subject_set_id, {}).pop(m.subject_id, None)
+        self._sets_by_subject.get(m.subject_id, set()).discard(m.subject_set_id)
+
     def _members_of_set(self, set_id: int) -> list[SetMemberSubjectRecord]:
-        return [m for m in self.state.set_member_subjects.values() if m.subject_set_id == set_id]
+        return sorted(self._members_by_set.get(set_id, {}).values(), key=_by_id)
 
     def _sets_of_subject(self, subject_id: int) -> list[int]:
-        return sorted(
-            m.subject_set_id
-            for m in self.state.set_member_subjects.values()
-            if m.subject_id == subject_id
-        )
+        return sorted(self._sets_by_subject.get(subject_id, ()))
 
     def _workflows_of_set(self, set_id: int) -> list[int]:
         return sorted(w.id for w in self.state.workflows.values() if set_id in w.subject_set_ids)
 
     def _status_for(self, subject_id: int, workflow_id: int) -> StatusRecord | None:
-        for status in self.state.statuses.values():
-            if status.subject_id == subject_id and status.workflow_id == workflow_id:
-                return status
-        return None
+        return self._status_index.get((subject_id, workflow_id))
 
     def _ensure_status(self, subject_id: int, workflow_id: int) -> StatusRecord:
         status = self._status_for(subject_id, workflow_id)
@@ -1039,6 +1059,7 @@ class Sandbox:
                 now,
             )
             self.state.statuses[status.id] = status
+            self._status_index[(subject_id, workflow_id)] = status
         return status
 
     def labels(self, workflow_id: int | None = None, version: str | None = None) -> list[str]:
@@ -1115,7 +1136,7 @@ class Sandbox:
 
     def _link_subjects(self, set_id: int, subject_ids: list[int]) -> None:
         subject_set = self._subject_set(set_id)
-        present = {m.subject_id for m in self._members_of_set(set_id)}
+        present = set(self._members_by_set.get(set_id, {}))
         missing = [sid for sid in subject_ids if sid not in self.state.subjects]
         if missing:
             raise ApiError(422, f"Could not find subjects with ids {_str_ids(missing)}")
@@ -1132,6 +1153,7 @@ class Sandbox:
                 now,
             )
             self.state.set_member_subjects[member.id] = member
+            self._index_member(member)
             present.add(sid)
         subject_set.updated_at = now
         subject_set.lock_version += 1
@@ -1307,6 +1329,11 @@ class Sandbox:
             for c in self.state.classifications.values():
                 if c.workflow_id == workflow.id and c.user_name in seen:
                     seen[c.user_name].update(c.subject_ids)
+            # Unretired subjects in selection order; shrinks as subjects retire, so a turn costs
+            # about the size of what the volunteer has already seen, not of the whole workflow.
+            open_ids = [
+                m.subject_id for m in members if not self._is_retired(m.subject_id, workflow.id)
+            ]
             active = list(volunteers)
             budget = classifications
             crowd_made = 0
@@ -1316,17 +1343,19 @@ class Sandbox:
                 turns_left -= 1
                 volunteer = rng.choice(active)
                 profile = crowd.profiles.get(volunteer.profile, PROFILES["careful"])
-                repeatable = [
-                    sid
-                    for sid in sorted(seen[volunteer.name])
-                    if not self._is_retired(sid, workflow.id)
-                ]
-                if repeatable and crowd.repeat_rate > 0 and rng.random() < crowd.repeat_rate:
+                repeatable: list[int] = []
+                if crowd.repeat_rate > 0 and rng.random() < crowd.repeat_rate:
+                    repeatable = [
+                        sid
+                        for sid in sorted(seen[volunteer.name])
+                        if not self._is_retired(sid, workflow.id)
+                    ]
+                if repeatable:
                     subject_id = rng.choice(repeatable)
                     repeat = True
                 else:
-                    subject_id = self._next_subject_for(
-                        workflow, members, seen[volunteer.name], rng
+                    subject_id = _next_subject(
+                        open_ids, seen[volunteer.name], workflow.prioritized, rng
                     )
                     repeat = False
                     if subject_id is None:
@@ -1343,6 +1372,7 @@ class Sandbox:
                 seen[volunteer.name].add(subject_id)
                 if not repeat and self._count_towards_retirement(workflow, subject_id):
                     retired.append(subject_id)
+                    open_ids.remove(subject_id)
             self._save()
             return CrowdRun(made, [copy.deepcopy(v) for v in volunteers], retired)
 
@@ -1404,22 +1434,6 @@ class Sandbox:
     def _is_retired(self, subject_id: int, workflow_id: int) -> bool:
         status = self._status_for(subject_id, workflow_id)
         return status is not None and status.retired_at is not None
-
-    def _next_subject_for(
-        self,
-        workflow: WorkflowRecord,
-        members: list[SetMemberSubjectRecord],
-        seen: set[int],
-        rng: random.Random,
-    ) -> int | None:
-        candidates = [
-            m.subject_id
-            for m in members
-            if m.subject_id not in seen and not self._is_retired(m.subject_id, workflow.id)
-        ]
-        if not candidates:
-            return None
-        return candidates[0] if workflow.prioritized else rng.choice(candidates)
 
     def _count_towards_retirement(self, workflow: WorkflowRecord, subject_id: int) -> bool:
         """Count one classification; True when it retires the subject."""
@@ -1533,6 +1547,7 @@ class Sandbox:
             profile=volunteer.profile,
         )
         self.state.classifications[record.id] = record
+        self._classification_ids.append(record.id)
         workflow.classifications_count += 1
         return record
 
@@ -2321,9 +2336,9 @@ class Sandbox:
     ) -> Response:
         self._subject_set(int(id))
         drop = set(_id_list(ids, "subjects") or [])
-        for member in list(self._members_of_set(int(id))):
+        for member in self._members_of_set(int(id)):
             if member.subject_id in drop:
-                del self.state.set_member_subjects[member.id]
+                self._drop_member(member)
         self._save()
         return _no_content()
 
@@ -2438,9 +2453,13 @@ class Sandbox:
         set_ids = _id_list(req.query.get("subject_set_id"), "subject_set_id")
         subject_ids = _id_list(req.query.get("subject_id"), "subject_id")
         ids = _id_list(req.query.get("id"), "id")
+        if set_ids is not None:
+            pool = [m for set_id in set_ids for m in self._members_of_set(set_id)]
+        else:
+            pool = list(self.state.set_member_subjects.values())
         items = [
             self._member_json(m)
-            for m in sorted(self.state.set_member_subjects.values(), key=_by_id)
+            for m in sorted(pool, key=_by_id)
             if (set_ids is None or m.subject_set_id in set_ids)
             and (subject_ids is None or m.subject_id in subject_ids)
             and (ids is None or m.id in ids)
@@ -2559,34 +2578,29 @@ class Sandbox:
         # Without a scope Panoptes lists only the caller's own classifications.
         info = self._tokens.get(req.bearer or "")
         user_id = info["user_id"] if info else None
-        items = [
-            c
-            for c in sorted(self.state.classifications.values(), key=_by_id)
-            if user_id is not None and c.user_id == user_id
-        ]
-        return self._classification_page(req, "/classifications", items, fault)
+        return self._classification_page(
+            req, "/classifications", lambda c: user_id is not None and c.user_id == user_id, fault
+        )
 
     def _api_list_project_classifications(
         self, req: Request, fault: FaultAction | None
     ) -> Response:
         if not req.bearer:
             raise ApiError(401, "You must be logged in to access this resource.")
-        items = sorted(self.state.classifications.values(), key=_by_id)
-        return self._classification_page(req, "/classifications/project", items, fault)
+        return self._classification_page(req, "/classifications/project", lambda c: True, fault)
 
     def _api_list_gold_classifications(self, req: Request, fault: FaultAction | None) -> Response:
         if not req.query.get("workflow_id"):
             raise ApiError(422, "workflow_id is required")
-        items = [
-            c for c in sorted(self.state.classifications.values(), key=_by_id) if c.gold_standard
-        ]
-        return self._classification_page(req, "/classifications/gold_standard", items, fault)
+        return self._classification_page(
+            req, "/classifications/gold_standard", lambda c: c.gold_standard, fault
+        )
 
     def _classification_page(
         self,
         req: Request,
         path: str,
-        items: list[ClassificationRecord],
+        scope: Callable[[ClassificationRecord], bool],
         fault: FaultAction | None,
     ) -> Response:
         """Panoptes' NoCountSerializer paging: count 0, walk ``next_href`` until an empty page."""
@@ -2594,24 +2608,44 @@ class Sandbox:
         last_id = query.get("last_id")
         if last_id not in (None, "") and not query.get("project_id"):
             raise ApiError(422, "Project ID required if last_id is included")
-        if query.get("project_id"):
-            project_id = _int(query["project_id"], "project_id")
-            items = [c for c in items if c.project_id == project_id]
-        if query.get("workflow_id"):
-            workflow_id = _int(query["workflow_id"], "workflow_id")
-            items = [c for c in items if c.workflow_id == workflow_id]
+        project_id = _int(query["project_id"], "project_id") if query.get("project_id") else None
+        workflow_id = (
+            _int(query["workflow_id"], "workflow_id") if query.get("workflow_id") else None
+        )
+
+        def keep(c: ClassificationRecord) -> bool:
+            return (
+                (project_id is None or c.project_id == project_id)
+                and (workflow_id is None or c.workflow_id == workflow_id)
+                and scope(c)
+            )
+
         page_size = min(max(_int(query.get("page_size", 20), "page_size"), 1), 100)
         page = max(_int(query.get("page", 1), "page"), 1)
         params = {k: v for k, v in query.items() if k not in ("page", "admin", "last_id")}
         params["page_size"] = str(page_size)
+        table = self.state.classifications
         if last_id not in (None, ""):
+            # Keyset: start right after the cursor in the sorted id list, so a page costs
+            # O(page) however many classifications are stored (load tests page through 1M).
             cursor = _int(last_id, "last_id")
-            remaining = [c for c in items if c.id > cursor]
-            chunk = remaining[:page_size]
-            before = [c for c in items if c.id <= cursor]
-            previous = before[-1] if before else None
+            start = bisect.bisect_right(self._classification_ids, cursor)
+            ids = self._classification_ids
+            chunk = []
+            for k in range(start, len(ids)):
+                if keep(table[ids[k]]):
+                    chunk.append(table[ids[k]])
+                    if len(chunk) == page_size:
+                        break
+            previous = None
+            if fault is not None and fault.kind == "repeat_id":
+                previous = next(
+                    (table[ids[k]] for k in range(start - 1, -1, -1) if keep(table[ids[k]])),
+                    None,
+                )
             page = 1
         else:
+            items = [table[cid] for cid in self._classification_ids if keep(table[cid])]
             start = (page - 1) * page_size
             chunk = items[start : start + page_size]
             previous = items[start - 1] if start > 0 and start - 1 < len(items) else None
@@ -2786,6 +2820,23 @@ def _priority_of(metadata: dict[str, Any]) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _next_subject(
+    open_ids: list[int], seen: set[int], prioritized: bool, rng: random.Random
+) -> int | None:
+    """The subject a volunteer gets next: first unseen in priority order, else a random one."""
+    if prioritized:
+        return next((sid for sid in open_ids if sid not in seen), None)
+    # Random selection: a few cheap draws usually hit an unseen subject; scan only when they miss.
+    for _ in range(8):
+        if not open_ids:
+            return None
+        sid = open_ids[rng.randrange(len(open_ids))]
+        if sid not in seen:
+            return sid
+    unseen = [sid for sid in open_ids if sid not in seen]
+    return rng.choice(unseen) if unseen else None
 
 
 def _truth_from_metadata(subject_id: int, metadata: dict[str, Any]) -> list[str]:
