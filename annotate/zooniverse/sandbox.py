@@ -95,12 +95,26 @@ Over HTTP: ``POST /_sandbox/faults`` with ``{"method": "GET", "path": "...", "pa
 "skip": 0, "actions": [{"kind": "status", "status": 500}, ...]}``; ``GET`` lists, ``DELETE`` clears.
 Admin routes under ``/_sandbox/`` are never faulted.
 
+Other changes, as a project owner would make them
+-------------------------------------------------
+``add_subjects_to_set(set_id, ids)``, ``unlink_subject_set(wf, set_id)``,
+``retire(wf, ids, reason="consensus")``, ``unretire(wf, ids)``,
+``set_priority(set_id, subject_id, 1.5)``, ``set_retirement(wf, count | None)`` (None: never),
+``set_prioritized(wf, bool)``, ``set_vocabulary(wf, labels) -> "major.minor"`` (a new workflow
+version: adding or removing answers bumps the major number, renaming bumps the minor),
+``request_export(type, owner, owner_id)`` / ``describe_export(...)``.
+Tests can move time with ``sandbox.clock = lambda: ...`` and make exports take time with
+``sandbox.export_delay_s``; ``sandbox.token_ttl_s`` below 120 forces the client's refresh grant.
+
 Reading state
 -------------
-``sandbox.subjects()``, ``sandbox.subject_sets()``, ``sandbox.classifications(workflow_id=None)``,
-``sandbox.status(subject_id, workflow_id)``, ``sandbox.workflow(workflow_id)``,
-``sandbox.export_csv("classifications", owner="projects", owner_id=1)`` (generated on the spot),
-``sandbox.request_log`` (``[RequestLogEntry]``, secrets dropped), ``GET /_sandbox/state``.
+``sandbox.subjects()``, ``find_subjects(**metadata)``, ``subject_sets()``, ``set_members(set_id)``,
+``classifications(workflow_id=None)``, ``status(subject_id, workflow_id)``, ``workflow(wf)``,
+``labels(wf, version=None)``, ``linked_subject_ids(wf)``, ``volunteers()``,
+``export_csv("classifications" | "subjects" | "workflows", owner="projects", owner_id=1)``
+(generated on the spot), ``request_log`` (``[RequestLogEntry]``; secrets are never logged),
+``faults.rules()``; over HTTP ``GET /_sandbox/state`` and ``GET /_sandbox/requests``.
+All readers return copies, so a test cannot corrupt the store by mutating what it reads.
 """
 
 from __future__ import annotations
@@ -444,7 +458,13 @@ PROFILES: dict[str, VolunteerProfile] = {
 
 @dataclass
 class CrowdConfig:
-    """Who classifies. Same config and seed on the same store give the same classifications."""
+    """Who classifies. Same config and seed on the same store give the same classifications.
+
+    Volunteers are named ``<name_prefix><index>`` (or ``not-logged-in-<hash>``) and remembered
+    by the store: a later run with the same prefix meets the same people, keeps their profiles
+    and does not show them subjects they have already classified. Use another prefix for a new
+    crowd.
+    """
 
     n_volunteers: int = 20
     # Profile name -> weight; counts are split by largest remainder, then shuffled by the seed.

@@ -1028,3 +1028,20 @@ def test_export_csv_is_parseable_by_the_csv_module(sandbox: Sandbox) -> None:
     rows = list(csv.DictReader(io.StringIO(sandbox.export_csv("classifications"))))
     assert len(rows) == 3
     assert json.loads(rows[0]["subject_data"])[rows[0]["subject_ids"]]["note"].endswith("newline")
+
+
+def test_a_local_file_location_gets_a_signed_url_that_takes_the_bytes(
+    client: Panoptes, tmp_path
+) -> None:
+    from PIL import Image
+
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4), "red").save(path)
+    subject = Subject()
+    subject.links.project = Project(1)
+    subject.add_location(str(path))
+    subject.save()  # POSTs "locations": ["image/png"], then PUTs the bytes to the signed URL
+    (location,) = subject.locations
+    url = location["image/png"]
+    assert url.startswith(client.endpoint + "/media/uploads/")
+    assert requests.get(url, timeout=5).content == path.read_bytes()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from annotate.models import Concept
 from annotate.zooniverse.sandbox import DEFAULT_RETIREMENT_COUNT, Sandbox, SandboxServer, serve
@@ -25,7 +26,11 @@ DEFAULT_VOCABULARY_FILE = Path(__file__).resolve().parents[2] / "data" / "europe
 
 def vocabulary_load(*, path: Path | None = None) -> tuple[list[str], list[str]]:
     """Answer labels and concept keys, in order: the active Concepts, else the shipped file."""
-    concepts = list(Concept.objects.filter(active=True).order_by("position", "key"))
+    try:
+        concepts = list(Concept.objects.filter(active=True).order_by("position", "key"))
+    except DatabaseError:
+        # A fresh checkout without migrations can still run the sandbox on the shipped file.
+        concepts = []
     if concepts:
         return [c.label for c in concepts], [c.key for c in concepts]
     path = path or DEFAULT_VOCABULARY_FILE
