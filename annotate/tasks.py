@@ -1,0 +1,152 @@
+"""Celery tasks of the crowd side: thin wrappers that take ids, call one service and return.
+
+Every task here may run more than once for one request (``acks_late``; Redis redelivers after the
+visibility timeout; deploys duplicate in-flight tasks), so each one checks the database first and
+relies on idempotent services: a pull resumes at the stored cursor, a push finds what exists.
+Retries are automatic only for transient Zooniverse errors (network, 5xx, 429, budget spent),
+at most 5, with backoff kept below the visibility timeout; anything else fails the task at once.
+
+Periodic pulls are sent by Celery beat (``CELERY_BEAT_SCHEDULE`` in settings, see
+:data:`BEAT_SCHEDULE_ENTRY`) to :func:`sync_all_workflows`, which fans out one
+:func:`sync_workflow` per active workflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import shared_task
+from django.conf import settings
+
+from annotate.zooniverse.client import TransientError, policy_from_settings
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _visibility_timeout() -> float:
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+    return float(options.get("visibility_timeout", 3600))
+
+
+def _limits() -> tuple[int, int, int]:
+    """(soft limit, hard limit, longest retry backoff) for a Zooniverse task, all below the
+    visibility timeout so Redis never hands a live task to a second worker."""
+    visibility = _visibility_timeout()
+    budget = policy_from_settings().budget_s  # at most half the visibility timeout
+    soft = int(budget + 120)  # the client stops itself at the budget; this is the backstop
+    hard = soft + 60
+    backoff_max = int(min(600.0, visibility / 4))
+    return soft, hard, backoff_max
+
+
+def zooniverse_task(*, redeliver_on_worker_loss: bool) -> Callable[[F], F]:
+    """The resource class of Zooniverse tasks: at-least-once delivery, bounded retries.
+
+    ``redeliver_on_worker_loss`` sets ``reject_on_worker_lost``. Without a poison guard a task
+    that kills its worker would loop forever (celery#8969), so only one-off tasks whose loss
+    nobody would notice take it (a round push); a periodic sync does not need it, the next beat
+    tick is its redelivery.
+    """
+    soft, hard, backoff_max = _limits()
+
+    def decorate(func: F) -> F:
+        return shared_task(  # type: ignore[no-any-return]
+            # The queue is the app's default ("default"); routing belongs in task_routes.
+            name=f"annotate.tasks.{func.__name__}",
+            acks_late=True,
+            reject_on_worker_lost=redeliver_on_worker_loss,
+            autoretry_for=(TransientError,),
+            retry_backoff=30,
+            retry_backoff_max=backoff_max,
+            retry_jitter=True,
+            max_retries=5,
+            soft_time_limit=soft,
+            time_limit=hard,
+        )(func)
+
+    return decorate
+
+
+@zooniverse_task(redeliver_on_worker_loss=False)
+def sync_workflow(*, workflow_id: int) -> dict[str, Any]:
+    """Pull new classifications of one workflow (its Zooniverse id); safe to run twice at once."""
+    from annotate.models import Workflow
+    from annotate.services.zooniverse_sync import classifications_pull
+
+    workflow = Workflow.objects.filter(zooniverse_id=workflow_id).first()
+    if workflow is None or not workflow.active:
+        return {"workflow_id": workflow_id, "skipped": "unknown or inactive workflow"}
+    result = classifications_pull(workflow=workflow)
+    logger.info("sync_workflow: %s", result.summary())
+    return {
+        "workflow_id": workflow_id,
+        "pages": result.pages,
+        "created": result.counts.created,
+        "quarantined": result.counts.quarantined,
+        "last_id": result.last_id,
+        "complete": result.complete,
+    }
+
+
+@zooniverse_task(redeliver_on_worker_loss=False)
+def sync_all_workflows() -> int:
+    """Beat entry point: one :func:`sync_workflow` per active workflow; the number sent."""
+    from annotate.services.zooniverse_sync import workflows_active
+
+    workflows = workflows_active()
+    for workflow in workflows:
+        sync_workflow.delay(workflow_id=workflow.zooniverse_id)
+    return len(workflows)
+
+
+@zooniverse_task(redeliver_on_worker_loss=True)
+def push_round(
+    *,
+    round_id: int,
+    item_ids: list[int] | None = None,
+    priorities: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Push a round (its primary key) to Zooniverse; a re-run creates nothing new.
+
+    ``item_ids`` are the items in rank order (best first); without them the items already
+    recorded for the round are pushed again, which repairs links and missing subjects.
+    ``priorities`` maps item id (as a string: JSON keys) to ``#priority``.
+    """
+    from annotate.models import Item, Round
+    from annotate.services.zooniverse_sync import round_items, round_push
+
+    round = Round.objects.select_related("workflow").filter(pk=round_id).first()
+    if round is None:
+        return {"round_id": round_id, "skipped": "unknown round"}
+    if item_ids is None:
+        items = round_items(round=round)
+    else:
+        by_id = Item.objects.in_bulk(item_ids)
+        items = [by_id[i] for i in item_ids if i in by_id]
+    result = round_push(
+        round=round,
+        items=items,
+        priorities={int(k): float(v) for k, v in (priorities or {}).items()},
+    )
+    return {
+        "round_id": round_id,
+        "subject_set_id": result.subject_set_id,
+        "created": result.created,
+        "existing": result.existing,
+        "skipped": len(result.skipped),
+    }
+
+
+#: What settings should hold for the periodic pull (``CELERY_BEAT_SCHEDULE = {...}``): every
+#: five minutes, and a message that waited longer than that is dropped, the next one is coming.
+BEAT_SCHEDULE_ENTRY: dict[str, dict[str, Any]] = {
+    "zooniverse-sync-all-workflows": {
+        "task": "annotate.tasks.sync_all_workflows",
+        "schedule": 300.0,
+        "options": {"expires": 280},
+    }
+}

@@ -1,0 +1,602 @@
+"""Pushing rounds and pulling classifications: the real panoptes-client against the sandbox.
+
+Covers reliability.md F8-F13 for the sync: every fault run must end with exactly the rows of an
+undisturbed run, and the cursor never ahead of what is stored.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotate.models import (
+    Classification,
+    Concept,
+    ImportReport,
+    Item,
+    Round,
+    Subject,
+    SyncCursor,
+    Volunteer,
+    Workflow,
+    WorkflowVersion,
+)
+from annotate.services import zooniverse_sync
+from annotate.services.zooniverse_sync import (
+    SyncConfigError,
+    classifications_export_pull,
+    classifications_pull,
+    round_push,
+    subject_statuses_sync,
+    subjects_retire,
+    subjects_unretire,
+    workflow_versions_sync,
+)
+from annotate.zooniverse.client import (
+    ExportIncomplete,
+    ExportNotReady,
+    ExportStale,
+    RetryPolicy,
+    TransientError,
+    ZooniverseClient,
+    connect,
+)
+from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, SandboxServer, serve
+
+LABELS = ["painting", "drawing", "map", "photograph"]
+PAGE = 10  # small pages, so a few dozen classifications make several
+
+
+@dataclass
+class FakeClock:
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class Env:
+    sandbox: Sandbox
+    server: SandboxServer
+    clock: FakeClock
+    workflow: Workflow
+
+    def client(self, **policy: float) -> ZooniverseClient:
+        defaults = {"connect_timeout_s": 1.0, "read_timeout_s": 1.0, "budget_s": 600.0}
+        return connect(
+            endpoint=self.server.endpoint,
+            client_id="",
+            client_secret="",
+            username="crowdloop-bot",
+            password="a-test-password",
+            policy=RetryPolicy(**{**defaults, **policy}),  # type: ignore[arg-type]
+            sleep=self.clock.sleep,
+            clock=self.clock,
+            rng=random.Random(0),
+        )
+
+    def posts(self, path: str) -> int:
+        return sum(1 for e in self.sandbox.request_log if e.method == "POST" and e.path == path)
+
+
+@pytest.fixture
+def env(db, concepts):
+    sandbox = Sandbox(LABELS, keys=LABELS)  # retirement at 15: runs stop at their count
+    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
+    workflow = Workflow.objects.create(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, task_key="T0"
+    )
+    try:
+        yield Env(sandbox=sandbox, server=server, clock=FakeClock(), workflow=workflow)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _items(n: int) -> list[Item]:
+    return [
+        Item.objects.create(
+            external_id=f"europeana/{i}",
+            image_url=f"https://images.example.org/{i}.jpg",
+            metadata={"truth": [LABELS[i % len(LABELS)], LABELS[(i + 1) % len(LABELS)]]},
+        )
+        for i in range(n)
+    ]
+
+
+def _round(env: Env, number: int = 1) -> Round:
+    return Round.objects.create(number=number, name=f"round-{number}", workflow=env.workflow)
+
+
+def _truth(items: list[Item]):
+    by_external = {item.external_id: item.metadata["truth"] for item in items}
+    return lambda subject_id, metadata: by_external[metadata["external_id"]]
+
+
+def _pushed_and_classified(env: Env, *, n_items: int = 8, n_classifications: int = 45) -> None:
+    items = _items(n_items)
+    round_push(round=_round(env), items=items, client=env.client())
+    env.sandbox.run_volunteers(
+        env.sandbox.workflow_id,
+        crowd=CrowdConfig(n_volunteers=12, anonymous_share=0.3, repeat_rate=0.1,
+                          gold_share=0.1, seed=3),
+        classifications=n_classifications,
+        truth=_truth(items),
+    )
+
+
+def _snapshot() -> list[tuple]:
+    """What a pull stored, in a form two runs can be compared by."""
+    return sorted(
+        Classification.objects.values_list(
+            "zooniverse_id", "subject__zooniverse_id", "item__external_id", "volunteer__key",
+            "workflow_version", "concept_ids", "invalid_answers", "is_duplicate",
+            "gold_standard", "session", "created_at",
+        )
+    )
+
+
+def _expected(env: Env) -> list[tuple[int, int, int | None, list[str]]]:
+    """The sandbox's own classifications: id, subject, user, ticked labels."""
+    return [
+        (c.id, c.subject_ids[0], c.user_id, sorted(LABELS[i] for i in c.annotations[0]["value"]))
+        for c in env.sandbox.classifications(env.sandbox.workflow_id)
+    ]
+
+
+def _stored() -> list[tuple[int, int, int | None, list[str]]]:
+    keys = dict(Concept.objects.values_list("id", "key"))
+    return [
+        (c.zooniverse_id, c.subject.zooniverse_id, c.volunteer.zooniverse_user_id,
+         sorted(keys[i] for i in c.concept_ids))
+        for c in Classification.objects.select_related("subject", "volunteer").order_by(
+            "zooniverse_id"
+        )
+    ]
+
+
+def _forget_pull(env: Env) -> None:
+    Classification.objects.all().delete()
+    Volunteer.objects.all().delete()
+    SyncCursor.objects.filter(workflow=env.workflow).update(last_id=0)
+
+
+def _invariants(env: Env) -> None:
+    ids = list(Classification.objects.values_list("zooniverse_id", flat=True))
+    assert len(ids) == len(set(ids))
+    cursor = SyncCursor.objects.get(workflow=env.workflow).last_id
+    assert cursor <= max(ids, default=0)
+
+
+# -- push --------------------------------------------------------------------------------------
+
+
+def test_a_round_becomes_a_subject_set_of_prioritised_subjects_linked_to_the_workflow(env):
+    items = _items(5)
+    round = _round(env)
+    result = round_push(round=round, items=items, client=env.client())
+
+    (subject_set,) = env.sandbox.subject_sets()
+    assert subject_set.display_name == "round-1"
+    assert subject_set.id in env.sandbox.workflow().subject_set_ids
+    members = env.sandbox.set_members(subject_set.id)
+    subjects = {s.id: s for s in env.sandbox.subjects()}
+    by_external = {subjects[m.subject_id].metadata["external_id"]: m for m in members}
+    assert [by_external[i.external_id].priority for i in items] == [1, 2, 3, 4, 5]
+    for item in items:
+        metadata = subjects[by_external[item.external_id].subject_id].metadata
+        assert metadata["crowdloop_id"] == str(item.pk)
+        assert subjects[by_external[item.external_id].subject_id].locations == [
+            {"image/jpeg": item.image_url}
+        ]
+    round.refresh_from_db()
+    assert (round.status, round.subject_set_id) == (Round.Status.PUSHED, subject_set.id)
+    assert round.pushed_at is not None
+    assert sorted(Subject.objects.filter(round=round).values_list("item_id", "priority")) == [
+        (item.pk, float(rank)) for rank, item in enumerate(items, start=1)
+    ]
+    assert (result.created, result.existing, result.skipped) == (5, 0, [])
+
+
+def test_pushing_a_round_again_creates_nothing_new(env):
+    items = _items(4)
+    round = _round(env)
+    round_push(round=round, items=items, client=env.client())
+    posts = env.posts("/api/subjects"), env.posts("/api/subject_sets")
+
+    result = round_push(round=round, items=items, client=env.client())
+
+    assert (env.posts("/api/subjects"), env.posts("/api/subject_sets")) == posts
+    assert len(env.sandbox.subjects()) == 4 and len(env.sandbox.subject_sets()) == 1
+    assert Subject.objects.count() == 4
+    assert (result.created, result.existing) == (0, 4)
+
+
+def test_a_subject_create_that_fails_after_the_server_stored_it_leaves_no_duplicate(env):
+    items = _items(4)
+    env.sandbox.faults.fail_after_commit(r"/api/subjects$", 502, skip=1)
+    round_push(round=_round(env), items=items, client=env.client())
+    external_ids = sorted(s.metadata["external_id"] for s in env.sandbox.subjects())
+    assert external_ids == sorted(i.external_id for i in items)
+    assert env.posts("/api/subjects") == 4
+    assert Subject.objects.count() == 4
+
+
+def test_a_push_that_lost_its_local_records_recovers_them_from_zooniverse(env):
+    items = _items(3)
+    round = _round(env)
+    round_push(round=round, items=items, client=env.client())
+    # A crash after the creates but before anything was recorded here.
+    Subject.objects.all().delete()
+    Round.objects.filter(pk=round.pk).update(subject_set_id=None)
+    round.refresh_from_db()
+
+    result = round_push(round=round, items=items, client=env.client())
+
+    assert len(env.sandbox.subjects()) == 3 and len(env.sandbox.subject_sets()) == 1
+    assert (result.created, result.recovered) == (0, 3)
+    assert Subject.objects.filter(round=round).count() == 3
+
+
+def test_items_without_a_public_image_are_skipped_and_local_files_use_the_public_media_url(
+    env, settings
+):
+    corrupt = Item.objects.create(external_id="bad", image_url="https://x.org/b.jpg",
+                                  image_state=Item.ImageState.CORRUPT)
+    local = Item.objects.create(external_id="local", image_file="items/ab/abc.png")
+    round = _round(env)
+    result = round_push(round=round, items=[corrupt, local], client=env.client())
+    assert [external_id for external_id, _ in result.skipped] == ["bad", "local"]
+
+    settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:8000/media/"
+    result = round_push(round=round, items=[corrupt, local], client=env.client())
+    assert result.created == 1
+    (subject,) = env.sandbox.subjects()
+    assert subject.locations == [{"image/png": "http://127.0.0.1:8000/media/items/ab/abc.png"}]
+
+
+def test_a_round_without_a_workflow_is_refused(env):
+    round = Round.objects.create(number=9, name="round-9")
+    with pytest.raises(SyncConfigError):
+        round_push(round=round, items=_items(1), client=env.client())
+
+
+# -- workflow versions -----------------------------------------------------------------------
+
+
+def test_workflow_versions_map_answer_indices_to_concepts_by_label(env):
+    env.sandbox.set_vocabulary(env.sandbox.workflow_id, ["Painting", "map", "unicorn"])
+    result = workflow_versions_sync(workflow=env.workflow, client=env.client())
+    assert len(result.created) == 2 and result.unmapped == [f"{result.created[1]}:unicorn"]
+    latest = WorkflowVersion.objects.get(workflow=env.workflow, version=result.created[1])
+    assert [a["concept"] for a in latest.answers] == ["painting", "map", None]
+    again = workflow_versions_sync(workflow=env.workflow, client=env.client())
+    assert again.created == [] and len(again.unchanged) == 2
+
+
+# -- pull ----------------------------------------------------------------------------------------
+
+
+def test_a_pull_brings_exactly_the_sandboxs_classifications(env):
+    _pushed_and_classified(env)
+    result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+
+    assert _stored() == _expected(env)
+    assert result.complete and result.pages == 5
+    assert result.last_id == env.sandbox.classifications()[-1].id
+    assert SyncCursor.objects.get(workflow=env.workflow).last_id == result.last_id
+    # Items are matched through the subjects the push recorded; repeats are flagged, not dropped.
+    assert not Classification.objects.filter(item__isnull=True).exists()
+    repeats = sum(1 for c in env.sandbox.classifications() if c.metadata.get("seen_before"))
+    assert Classification.objects.filter(is_duplicate=True).count() >= repeats > 0
+    report = ImportReport.objects.get(pk=result.report_id)
+    assert (report.kind, report.status, report.created) == ("sync", "succeeded", 45)
+    _invariants(env)
+
+
+def test_a_second_pull_finds_nothing_new_and_then_only_the_new_classifications(env):
+    _pushed_and_classified(env, n_classifications=15)
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    again = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert (again.pages, again.counts.created) == (0, 0)
+
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=7)
+    more = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert more.counts.created == 7
+    assert _stored() == _expected(env)
+
+
+def test_f8_two_500s_on_page_three_are_retried_and_the_rows_equal_a_fault_free_run(env):
+    _pushed_and_classified(env)
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    undisturbed = _snapshot()
+    _forget_pull(env)
+
+    env.sandbox.faults.fail(r"/classifications/project", 500, 500, skip=2)
+    result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+
+    assert _snapshot() == undisturbed
+    assert result.complete and len(env.clock.sleeps) == 2
+    _invariants(env)
+
+
+def test_f9_a_429_with_retry_after_seven_waits_at_least_seven_seconds_and_is_no_failure(env):
+    _pushed_and_classified(env, n_classifications=25)
+    env.sandbox.faults.throttle(r"/classifications/project", retry_after=7, skip=1)
+    result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert max(env.clock.sleeps) >= 7
+    assert result.complete and _stored() == _expected(env)
+    assert ImportReport.objects.get(pk=result.report_id).status == "succeeded"
+
+
+def test_f10_a_hanging_page_times_out_and_is_retried_within_the_budget(env):
+    _pushed_and_classified(env, n_classifications=25)
+    env.sandbox.faults.hang(r"/classifications/project", seconds=5, skip=1)
+    result = classifications_pull(
+        workflow=env.workflow, client=env.client(read_timeout_s=0.3), page_size=PAGE
+    )
+    assert result.complete and _stored() == _expected(env)
+    hung = [e for e in env.sandbox.request_log if e.fault == "hang"]
+    assert len(hung) == 1
+
+
+def test_f11_a_crash_after_page_k_commits_resumes_at_its_last_id_without_gaps_or_duplicates(env):
+    _pushed_and_classified(env)
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    undisturbed = _snapshot()
+    _forget_pull(env)
+    committed: list[int] = []
+
+    def crash_after_second_page(done) -> None:
+        committed.append(done.last_id)
+        if len(committed) == 2:
+            raise RuntimeError("worker killed")
+
+    with pytest.raises(RuntimeError):
+        classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
+                             on_batch_committed=crash_after_second_page)
+    assert SyncCursor.objects.get(workflow=env.workflow).last_id == committed[1]
+    assert Classification.objects.count() == 2 * PAGE
+    assert ImportReport.objects.filter(status="failed").count() == 1
+
+    env.sandbox.request_log.clear()
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    first = next(e for e in env.sandbox.request_log if e.path == "/api/classifications/project")
+    assert int(first.query["last_id"]) == committed[1]
+    assert _snapshot() == undisturbed
+    _invariants(env)
+
+
+def test_a_sync_killed_midway_and_rerun_yields_exactly_the_classifications_of_an_undisturbed_run(
+    env, monkeypatch
+):
+    _pushed_and_classified(env)
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    undisturbed = _snapshot()
+    _forget_pull(env)
+
+    # Killed inside the third page's transaction, before its commit: that page rolls back.
+    real_ingest = zooniverse_sync.classifications_ingest
+    calls = {"n": 0}
+
+    def dying_ingest(**kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            real_ingest(**kwargs)
+            raise KeyboardInterrupt("SIGTERM mid-transaction")
+        return real_ingest(**kwargs)
+
+    monkeypatch.setattr(zooniverse_sync, "classifications_ingest", dying_ingest)
+    with pytest.raises(KeyboardInterrupt):
+        classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert Classification.objects.count() == 2 * PAGE
+    _invariants(env)
+    monkeypatch.undo()
+
+    # Then the network gives out on page four for longer than the retries last.
+    env.sandbox.faults.reset(r"/classifications/project", times=10, skip=1)
+    with pytest.raises(TransientError):
+        classifications_pull(workflow=env.workflow, client=env.client(max_attempts=3),
+                             page_size=PAGE)
+    assert Classification.objects.count() == 3 * PAGE
+    env.sandbox.faults.clear()
+
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert _snapshot() == undisturbed
+    _invariants(env)
+
+
+def test_a_page_repeating_an_id_stores_it_once(env):
+    _pushed_and_classified(env, n_classifications=25)
+    env.sandbox.faults.repeat_id(r"/classifications/project", skip=1)
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert _stored() == _expected(env)
+    _invariants(env)
+
+
+def test_an_empty_page_ends_a_pull_and_the_next_pull_carries_on(env):
+    _pushed_and_classified(env, n_classifications=25)
+    env.sandbox.faults.empty_page(r"/classifications/project", skip=1)
+    first = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert first.counts.created == PAGE
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert _stored() == _expected(env)
+
+
+def test_two_pulls_at_once_store_each_classification_once(env):
+    _pushed_and_classified(env)
+    # The second pull runs to the end while the first sits between two pages: the first then
+    # finds the cursor moved and continues from there instead of writing stale pages.
+    started = []
+
+    def other_pull_in_between(done) -> None:
+        if not started:
+            started.append(classifications_pull(workflow=env.workflow, client=env.client(),
+                                                page_size=PAGE))
+
+    first = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
+                                 on_batch_committed=other_pull_in_between)
+    assert first.stale_pages == 1 and first.complete
+    assert _stored() == _expected(env)
+    _invariants(env)
+
+
+def test_classifications_of_subjects_pushed_elsewhere_get_their_items_from_subject_metadata(env):
+    items = _items(2)
+    set_id = env.sandbox.create_subject_set("made-by-hand")
+    for item in items:
+        env.sandbox.create_subject({"image/jpeg": item.image_url},
+                                   metadata={"external_id": item.external_id},
+                                   subject_set_id=set_id)
+    env.sandbox.link_subject_set(env.sandbox.workflow_id, set_id)
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=6, truth=_truth(items))
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    assert Classification.objects.count() == 6
+    assert not Classification.objects.filter(item__isnull=True).exists()
+
+
+# -- exports -------------------------------------------------------------------------------------
+
+
+def test_an_export_pull_imports_the_sandbox_export_and_deletes_the_file(env, tmp_path: Path):
+    _pushed_and_classified(env, n_classifications=20)
+    workflow_versions_sync(workflow=env.workflow, client=env.client())
+    report, counts = classifications_export_pull(
+        workflow=env.workflow, client=env.client(), directory=tmp_path
+    )
+    assert counts.created == 20 and report.status == "succeeded"
+    assert _stored() == _expected(env)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("export_stuck", ExportNotReady), ("export_stale", ExportStale),
+     ("cut_download", ExportIncomplete)],
+)
+def test_f12_f13_an_unusable_export_is_refused_and_nothing_is_ingested(
+    env, tmp_path: Path, fault, error
+):
+    _pushed_and_classified(env, n_classifications=20)
+    workflow_versions_sync(workflow=env.workflow, client=env.client())
+    getattr(env.sandbox.faults, fault)()
+    with pytest.raises(error):
+        classifications_export_pull(workflow=env.workflow, client=env.client(),
+                                    directory=tmp_path, deadline_s=60, poll_s=10)
+    assert Classification.objects.count() == 0
+    assert list(tmp_path.iterdir()) == []
+    assert sum(env.clock.sleeps) <= 70  # our own deadline, not Panoptes'
+    if fault == "cut_download":  # the next attempt is clean
+        classifications_export_pull(workflow=env.workflow, client=env.client(),
+                                    directory=tmp_path)
+        assert Classification.objects.count() == 20
+
+
+# -- retirement ----------------------------------------------------------------------------------
+
+
+def test_retiring_and_unretiring_subjects_reaches_zooniverse_and_is_mirrored_here(env):
+    round_push(round=_round(env), items=_items(3), client=env.client())
+    subjects = list(Subject.objects.order_by("pk"))
+    assert subjects_retire(workflow=env.workflow, subjects=subjects[:2],
+                           client=env.client()) == 2
+    assert [env.sandbox.status(s.zooniverse_id).retirement_reason for s in subjects[:2]] == [
+        "consensus", "consensus"
+    ]
+    assert Subject.objects.filter(retirement_reason="consensus").count() == 2
+
+    subjects_unretire(workflow=env.workflow, subjects=subjects[:1], client=env.client())
+    assert env.sandbox.status(subjects[0].zooniverse_id).retired_at is None
+    assert Subject.objects.filter(retired_at__isnull=False).count() == 1
+
+
+def test_retirement_by_classification_count_upstream_is_copied_here(env):
+    env.sandbox.set_retirement(env.sandbox.workflow_id, 4)
+    items = _items(2)
+    round_push(round=_round(env), items=items, client=env.client())
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=8, truth=_truth(items))
+    changed = subject_statuses_sync(workflow=env.workflow, subjects=Subject.objects.all(),
+                                    client=env.client())
+    assert changed == 2
+    assert set(Subject.objects.values_list("retirement_reason", flat=True)) == {
+        "classification_count"
+    }
+
+
+# -- command and tasks ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def configured(env, settings):
+    settings.PANOPTES_ENDPOINT = env.server.endpoint
+    settings.PANOPTES_USERNAME = "crowdloop-bot"
+    settings.PANOPTES_PASSWORD = "a-test-password"
+    settings.PANOPTES_CLIENT_SECRET = ""
+    settings.PANOPTES_PROJECT_ID = str(env.sandbox.project_id)
+    return env
+
+
+def test_the_command_pushes_a_round_then_pulls_with_a_one_line_summary(configured, tmp_path,
+                                                                        capsys):
+    env = configured
+    items = _items(3)
+    _round(env, number=4)
+    listing = tmp_path / "round.txt"
+    listing.write_text("\n".join(i.external_id for i in items))
+    call_command("sync_zooniverse", "--push-round", "4", "--items", str(listing), "--no-pull")
+    assert len(env.sandbox.subjects()) == 3
+    assert capsys.readouterr().out.startswith("sync_zooniverse: round 4 -> subject set")
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=9, truth=_truth(items))
+
+    call_command("sync_zooniverse", "--workflow-id", str(env.workflow.zooniverse_id))
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("sync_zooniverse: workflow 1:")
+    assert Classification.objects.count() == 9
+
+
+def test_the_command_fails_with_a_non_zero_exit_when_zooniverse_fails(configured):
+    configured.sandbox.faults.fail(r"/classifications/project", *([404] * 3))
+    with pytest.raises(CommandError):
+        call_command("sync_zooniverse")
+    with pytest.raises(CommandError):
+        call_command("sync_zooniverse", "--workflow-id", "999")
+
+
+def test_the_tasks_pull_every_active_workflow_and_push_a_round(configured):
+    from annotate.tasks import push_round, sync_all_workflows, sync_workflow
+
+    env = configured
+    items = _items(3)
+    round = _round(env, number=2)
+    pushed = push_round.delay(round_id=round.pk, item_ids=[i.pk for i in items]).get()
+    assert pushed["created"] == 3
+    again = push_round.delay(round_id=round.pk).get()  # re-push from the recorded subjects
+    assert (again["created"], again["existing"]) == (0, 3)
+
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=5, truth=_truth(items))
+    assert sync_all_workflows.delay().get() == 1
+    assert Classification.objects.count() == 5
+    result = sync_workflow.delay(workflow_id=env.workflow.zooniverse_id).get()
+    assert (result["created"], result["complete"]) == (0, True)
+    assert sync_workflow.delay(workflow_id=424242).get()["skipped"]
+
+
+def test_the_tasks_retry_only_transient_errors_within_the_visibility_timeout(settings):
+    from annotate.tasks import push_round, sync_workflow
+
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    for task in (sync_workflow, push_round):
+        assert task.acks_late and task.max_retries == 5
+        assert task.autoretry_for == (TransientError,)
+        assert task.retry_backoff_max < visibility and task.time_limit < visibility
+    assert push_round.reject_on_worker_lost and not sync_workflow.reject_on_worker_lost
