@@ -38,7 +38,6 @@ def grad_cam(model: MultiLabelNet, x: torch.Tensor, concept: int) -> np.ndarray:
     saved: dict[str, torch.Tensor] = {}
 
     def keep(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        output.retain_grad()
         saved["act"] = output
 
     was_training = model.training
@@ -48,12 +47,12 @@ def grad_cam(model: MultiLabelNet, x: torch.Tensor, concept: int) -> np.ndarray:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)  # so the trunk builds a graph even if frozen
             logit = model(x)[0, concept]
-            model.zero_grad(set_to_none=True)
-            logit.backward()
+            # autograd.grad, not backward(): the parameters' .grad stay untouched.
+            (grad,) = torch.autograd.grad(logit, saved["act"])  # (1, K, h, w)
     finally:
         handle.remove()
         model.train(was_training)
-    act, grad = saved["act"].detach(), saved["act"].grad.detach()  # (1, K, h, w) each
+    act = saved["act"].detach()  # (1, K, h, w)
     weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1): importance of each channel
     cam = F.relu((weights * act).sum(dim=1, keepdim=True))  # (1, 1, h, w)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]

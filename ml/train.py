@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -154,6 +154,8 @@ class FitResult:
         best_epoch: the epoch (1-based) whose weights were kept.
         stopped_early: whether patience ran out before ``config.epochs``.
         config: the config used.
+        skipped: refused images by split ("train", "val") and dataset index, with the reason;
+            filled when images load in the main process (``num_workers=0``), else only logged.
     """
 
     model: nn.Module
@@ -164,6 +166,7 @@ class FitResult:
     best_epoch: int
     stopped_early: bool
     config: TrainConfig
+    skipped: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -582,12 +585,13 @@ def fit(
         history = [dict(row) for row in resume["history"]]
 
     def state(epoch: int) -> dict[str, Any]:
+        # Copies, not references: the loop keeps mutating weights, moments and history in place.
         return {
             "format": "crowdloop-train-state", "version": 1, "config": asdict(config),
             "epoch": epoch, "step": step, "model": _cpu(net.state_dict()),
-            "optimizer": optimizer.state_dict(), "best_model": _cpu(best_state),
+            "optimizer": copy.deepcopy(optimizer.state_dict()), "best_model": _cpu(best_state),
             "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
-            "history": history,
+            "history": [dict(row) for row in history],
         }
 
     # 6) epochs: train, validate, keep the best, stop when patience runs out.
@@ -628,7 +632,9 @@ def fit(
         if on_checkpoint is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
             on_checkpoint(state(epoch + 1))
 
-    # 7) best weights back, thresholds tuned on validation, final report.
+    # 7) best weights back (gradients dropped: they belong to a later step), thresholds tuned
+    # on validation, final report.
+    optimizer.zero_grad(set_to_none=True)
     net.load_state_dict(best_state)
     out = evaluate(net, val_batches(), device=device, prepare=prepare, amp=amp)
     y_val = out.targets >= 0.5
@@ -643,6 +649,8 @@ def fit(
         model=model, thresholds=thresholds, threshold_tuned=tuned, history=history,
         val_metrics=multilabel_report(y_val, out.probs, thresholds), best_epoch=best_epoch,
         stopped_early=stopped_early, config=config,
+        skipped={name: dict(getattr(data, "errors", {})) for name, data in
+                 (("train", train), ("val", val))},
     )
 
 
