@@ -102,7 +102,9 @@ Other changes, as a project owner would make them
 ``set_priority(set_id, subject_id, 1.5)``, ``set_retirement(wf, count | None)`` (None: never),
 ``set_prioritized(wf, bool)``, ``set_vocabulary(wf, labels) -> "major.minor"`` (a new workflow
 version: adding or removing answers bumps the major number, renaming bumps the minor),
-``request_export(type, owner, owner_id)`` / ``describe_export(...)``.
+``delete_subject(id)`` (its GET turns 404; votes stay), ``request_export(type, owner, owner_id,
+fault=FaultAction("export_stuck"))`` / ``describe_export(...)`` (fault rules only see HTTP
+requests, so the Python path takes the fault directly).
 Tests can move time with ``sandbox.clock = lambda: ...`` and make exports take time with
 ``sandbox.export_delay_s``; ``sandbox.token_ttl_s`` below 120 forces the client's refresh grant.
 
@@ -1149,6 +1151,19 @@ class Sandbox:
         self.state.subjects[subject.id] = subject
         return subject
 
+    def delete_subject(self, subject_id: int) -> None:
+        """Delete a subject upstream: its GET turns 404, its classifications stay (B10)."""
+        with self.lock:
+            self._delete_subject(subject_id)
+            self._save()
+
+    def _delete_subject(self, subject_id: int) -> None:
+        if self.state.subjects.pop(subject_id, None) is None:
+            raise ApiError(404, f"Could not find subject with id='{subject_id}'")
+        for set_id in self._sets_of_subject(subject_id):
+            member = self._members_by_set[set_id][subject_id]
+            self._drop_member(member)
+
     def add_subjects_to_set(self, subject_set_id: int, subject_ids: Iterable[int]) -> None:
         with self.lock:
             self._link_subjects(subject_set_id, list(subject_ids))
@@ -2045,6 +2060,7 @@ class Sandbox:
         ("POST", r"/subjects", "create_subject_api"),
         ("GET", r"/subjects/(?P<id>[\d,]+)", "show_subject"),
         ("PUT", r"/subjects/(?P<id>\d+)", "update_subject"),
+        ("DELETE", r"/subjects/(?P<id>\d+)", "delete_subject_api"),
         ("GET", r"/set_member_subjects", "list_members"),
         ("GET", r"/set_member_subjects/(?P<id>\d+)", "show_member"),
         ("PUT", r"/set_member_subjects/(?P<id>\d+)", "update_member"),
@@ -2468,6 +2484,15 @@ class Sandbox:
         subject.lock_version += 1
         self._save()
         return self._show("subjects", [self._subject_json(subject)])
+
+    def _api_delete_subject_api(self, req: Request, fault: FaultAction | None, id: str) -> Response:
+        subject = self.state.subjects.get(int(id))
+        if subject is None:
+            raise ApiError(404, f"Could not find subject with id='{id}'")
+        self._check_if_match(req, self._subject_json(subject))
+        self._delete_subject(subject.id)
+        self._save()
+        return _no_content()
 
     def _api_list_members(self, req: Request, fault: FaultAction | None) -> Response:
         set_ids = _id_list(req.query.get("subject_set_id"), "subject_set_id")

@@ -1045,3 +1045,21 @@ def test_a_local_file_location_gets_a_signed_url_that_takes_the_bytes(
     url = location["image/png"]
     assert url.startswith(client.endpoint + "/media/uploads/")
     assert requests.get(url, timeout=5).content == path.read_bytes()
+
+
+def test_a_subject_deleted_upstream_is_404_and_its_votes_stay(
+    client: Panoptes, sandbox: Sandbox, server: SandboxServer
+) -> None:
+    subject_set, subjects = upload(2)
+    sandbox.run_volunteers(crowd=CrowdConfig(n_volunteers=3, seed=1))
+    doomed = Subject.find(subjects[0].id)
+    doomed.delete()  # DELETE with If-Match, as the client sends it
+    assert api(server, "GET", f"/subjects/{subjects[0].id}").status_code == 404
+    with pytest.raises(PanoptesAPIException, match="Could not find subject"):
+        Subject.find(subjects[0].id)
+    assert [m.subject_id for m in sandbox.set_members(int(subject_set.id))] == [int(subjects[1].id)]
+    assert sum(c.subject_ids == [int(subjects[0].id)] for c in sandbox.classifications()) == 3
+    rows = list(csv.DictReader(io.StringIO(sandbox.export_csv("classifications"))))
+    assert len(rows) == 6
+    missing = api(server, "DELETE", f"/subjects/{subjects[1].id}")
+    assert missing.status_code == 428
