@@ -2134,7 +2134,8 @@ class Sandbox:
     def _sign_in(self, req: Request) -> Response:
         data = req.json()
         user = data.get("user") if isinstance(data, dict) else None
-        if not data.get("authenticity_token"):
+        if data.get("authenticity_token") not in self._csrf:
+            # Rails refuses a sign-in whose token it did not hand out with GET /users/sign_in.
             return _json_response(422, {"error": "Can't verify CSRF token authenticity."})
         if not isinstance(user, dict) or not user.get("login") or not user.get("password"):
             return _json_response(401, {"error": "Invalid login or password."})

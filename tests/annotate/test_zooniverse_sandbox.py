@@ -1063,3 +1063,28 @@ def test_a_subject_deleted_upstream_is_404_and_its_votes_stay(
     assert len(rows) == 6
     missing = api(server, "DELETE", f"/subjects/{subjects[1].id}")
     assert missing.status_code == 428
+
+
+def test_a_sign_in_without_the_issued_csrf_token_is_refused(server: SandboxServer) -> None:
+    response = requests.post(
+        server.endpoint + "/users/sign_in",
+        json={"authenticity_token": "forged", "user": {"login": "u", "password": "p"}},
+        headers={"Accept": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 422
+    assert "CSRF" in response.json()["error"]
+
+
+def test_admin_mode_adds_a_query_parameter_the_sandbox_ignores(
+    server: SandboxServer, sandbox: Sandbox
+) -> None:
+    Panoptes.connect(endpoint=server.endpoint, client_id="id", client_secret="s", admin=True)
+    try:
+        subject_set, _ = upload(25)
+        listed = list(Subject.where(subject_set_id=subject_set.id))
+        assert len(listed) == 25
+        pages = [e for e in sandbox.request_log if e.path == "/api/subjects" and e.method == "GET"]
+        assert len(pages) == 2 and all(e.query.get("admin") == "True" for e in pages)
+    finally:
+        Panoptes._local.panoptes_client = None
