@@ -7,11 +7,13 @@ undisturbed run, and the cursor never ahead of what is stored.
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from annotate.models import (
     Classification,
@@ -447,6 +449,39 @@ def test_two_pulls_at_once_store_each_classification_once(env):
     first = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
                                  on_batch_committed=other_pull_in_between)
     assert first.stale_pages == 1 and first.complete
+    assert _stored() == _expected(env)
+    _invariants(env)
+
+
+@pytest.mark.postgres
+def test_two_pulls_in_two_threads_store_each_classification_once(transactional_db, env):
+    """Real concurrency needs row locks: PostgreSQL only (SQLite has no SELECT ... FOR UPDATE)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL)")
+    _pushed_and_classified(env)
+    # The first page request waits half a second, so the other thread pulls everything first and
+    # the waiting one comes back with a page from a cursor that has moved on.
+    env.sandbox.faults.hang(r"/classifications/project", seconds=0.5)
+    results: list = []
+    errors: list[BaseException] = []
+
+    def pull() -> None:
+        try:
+            results.append(classifications_pull(workflow=env.workflow, client=env.client(),
+                                                page_size=PAGE))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=pull) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert sum(r.counts.created for r in results) == 45
+    assert sum(r.stale_pages for r in results) >= 1
     assert _stored() == _expected(env)
     _invariants(env)
 
