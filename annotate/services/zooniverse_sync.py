@@ -213,7 +213,13 @@ def round_push(
     remote = {
         str((s.get("metadata") or {}).get("external_id")): s for s in client.subjects_in_set(set_id)
     }
-    local = {s.item_id: s for s in Subject.objects.filter(round=round, item__isnull=False)}
+    local = {
+        s.item_id: s
+        for s in Subject.objects.filter(
+            round=round, item__isnull=False, upstream_state=Subject.Upstream.ACTIVE
+        )
+    }
+    _tombstone_deleted(local, remote_ids={int(s["id"]) for s in remote.values()}, client=client)
     to_link: list[int] = []
 
     for rank, item in enumerate(items, start=1):
@@ -277,6 +283,30 @@ def round_push(
         setattr(round, name, value)
     logger.info("Zooniverse push: %s", result.summary())
     return result
+
+
+def _tombstone_deleted(
+    local: dict[int | None, Subject], *, remote_ids: set[int], client: ZooniverseClient
+) -> None:
+    """Mark recorded subjects that no longer exist upstream as deleted, and forget them here.
+
+    A recorded subject missing from the set either was unlinked (it still exists: it is linked
+    again) or was deleted on Zooniverse (reliability B10: tombstoned, its votes kept, and the
+    item pushed as a new subject).
+    """
+    missing = {s.zooniverse_id: item_id for item_id, s in local.items()
+               if s.zooniverse_id not in remote_ids}
+    if not missing:
+        return
+    alive = {int(s["id"]) for s in client.subjects_get(list(missing))}
+    gone = [zid for zid in missing if zid not in alive]
+    if gone:
+        Subject.objects.filter(zooniverse_id__in=gone).update(
+            upstream_state=Subject.Upstream.DELETED
+        )
+        logger.warning("Zooniverse subjects deleted upstream, tombstoned: %s", gone)
+        for zid in gone:
+            local.pop(missing[zid], None)
 
 
 def round_items(*, round: Round) -> list[Item]:
@@ -401,7 +431,8 @@ class PullResult:
     """What one :func:`classifications_pull` did."""
 
     workflow_id: int
-    report_id: int
+    #: The sync's import report; None when the pull found nothing and left no report.
+    report_id: int | None
     counts: IngestCounts = field(default_factory=IngestCounts)
     pages: int = 0
     last_id: int = 0
@@ -619,7 +650,14 @@ def classifications_pull(
         _report_finish(report, ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     result.last_id = _cursor_read(workflow)
-    _report_finish(report, ImportReport.Status.SUCCEEDED, result.summary())
+    if result.pages == 0 and result.stale_pages == 0:
+        # A periodic pull that found nothing leaves no report behind: every few minutes per
+        # workflow they would bury the ones that matter. The cursor's updated_at tells when
+        # classifications last arrived.
+        report.delete()
+        result.report_id = None
+    else:
+        _report_finish(report, ImportReport.Status.SUCCEEDED, result.summary())
     return result
 
 

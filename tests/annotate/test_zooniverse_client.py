@@ -372,6 +372,7 @@ def test_retire_and_unretire_go_out_in_batches_of_one_hundred(env):
     ]
     env.sandbox.link_subject_set(1, set_id)
     client = env.client()
+    assert len(client.subjects_in_set(set_id)) == 150  # two pages, both fetched by us
     client.subjects_retire(workflow_id=1, subject_ids=ids, reason="consensus")
     assert len(env.requests("/api/workflows/1/retired_subjects", "POST")) == 2
     assert all(env.sandbox.status(i).retirement_reason == "consensus" for i in ids)

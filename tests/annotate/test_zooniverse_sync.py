@@ -250,6 +250,22 @@ def test_a_push_that_lost_its_local_records_recovers_them_from_zooniverse(env):
     assert Subject.objects.filter(round=round).count() == 3
 
 
+def test_a_subject_deleted_on_zooniverse_is_tombstoned_and_its_item_pushed_again(env):
+    items = _items(2)
+    round = _round(env)
+    round_push(round=round, items=items, client=env.client())
+    gone = Subject.objects.get(item=items[0])
+    env.sandbox.delete_subject(gone.zooniverse_id)  # a project owner deletes it upstream
+
+    result = round_push(round=round, items=items, client=env.client())
+
+    gone.refresh_from_db()
+    assert gone.upstream_state == Subject.Upstream.DELETED
+    assert (result.created, result.existing) == (1, 1)
+    assert len(env.sandbox.subjects()) == 2
+    assert Subject.objects.filter(item=items[0], upstream_state="active").count() == 1
+
+
 def test_items_without_a_public_image_are_skipped_and_local_files_use_the_public_media_url(
     env, settings
 ):
@@ -309,8 +325,10 @@ def test_a_pull_brings_exactly_the_sandboxs_classifications(env):
 def test_a_second_pull_finds_nothing_new_and_then_only_the_new_classifications(env):
     _pushed_and_classified(env, n_classifications=15)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+    reports = ImportReport.objects.count()
     again = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    assert (again.pages, again.counts.created) == (0, 0)
+    assert (again.pages, again.counts.created, again.report_id) == (0, 0, None)
+    assert ImportReport.objects.count() == reports  # an empty periodic pull leaves no report
 
     env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=7)
     more = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)

@@ -122,6 +122,10 @@ class Command(BaseCommand):
             items = [found[w] for w in wanted]
         else:
             items = round_items(round=round)
+            if not items:
+                self.stderr.write(
+                    f"round {number} has no items recorded yet: pass --items FILE to choose them"
+                )
         with tqdm(total=len(items), desc=f"round {number}", unit=" items", disable=quiet,
                   leave=False) as bar:
             result = round_push(round=round, items=items, client=client, progress=bar.update)
