@@ -1,0 +1,184 @@
+"""Curator decisions: accept, edit, reject or skip an item's label, each written to the audit.
+
+Every decision is one ``Review`` row (append-only: who, when, action, the final label before and
+after, a comment) written in the same transaction as the item's new review state, so the audit
+and the label can never disagree. See ``annotate.selectors`` for what "final label" means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from annotate.models import AggregatedLabel, Concept, Item, Review
+from annotate.selectors import item_final_label, item_final_labels
+
+COMMENT_MAX_LENGTH = 2000
+_BULK_CHUNK = 1000
+
+
+def review_record(
+    *,
+    item: Item,
+    curator: AbstractBaseUser,
+    action: str,
+    concepts: Iterable[str] | None = None,
+    comment: str = "",
+) -> Review:
+    """Record one curator decision on ``item`` and apply it; return the audit row.
+
+    - accept: the current final label becomes the curated one (state ``accepted``);
+    - edit: ``concepts`` (active concept keys, possibly none) become the curated label
+      (state ``edited``);
+    - reject: the item leaves the dataset (state ``rejected``, no curated concepts);
+    - skip: nothing changes, but the audit still records who looked and passed.
+
+    Raises ValueError for an unknown action, concepts given with anything but edit, an unknown or
+    inactive concept key (named in the message), or a comment that is too long or holds NUL.
+    The item row is locked while the decision is made, so two curators deciding at once are
+    serialised and each audit row's ``before`` is what that curator actually replaced. The
+    ``item`` passed in is updated in place.
+    """
+    if action not in Review.Action.values:
+        raise ValueError(f"unknown review action {action!r}")
+    if concepts is not None and action != Review.Action.EDIT:
+        raise ValueError("concepts are only given with the edit action")
+    if action == Review.Action.EDIT and concepts is None:
+        raise ValueError("an edit needs the list of concepts (an empty list means none apply)")
+    comment_clean(comment)
+    after_edit = concept_keys_validate(concepts) if concepts is not None else None
+
+    with transaction.atomic():
+        locked = Item.objects.select_for_update().get(pk=item.pk)
+        before = item_final_label(locked) or []
+        if action == Review.Action.ACCEPT:
+            after = before
+            locked.review_state = Item.ReviewState.ACCEPTED
+            locked.curated_concepts = after
+        elif action == Review.Action.EDIT:
+            after = after_edit or []
+            locked.review_state = Item.ReviewState.EDITED
+            locked.curated_concepts = after
+        elif action == Review.Action.REJECT:
+            after = []
+            locked.review_state = Item.ReviewState.REJECTED
+            locked.curated_concepts = []
+        else:
+            after = before
+        if action != Review.Action.SKIP:
+            locked.save(update_fields=["review_state", "curated_concepts", "updated_at"])
+        review = Review.objects.create(
+            item=locked,
+            curator=curator,
+            action=action,
+            before=before,
+            after=after,
+            comment=comment,
+        )
+    item.review_state = locked.review_state
+    item.curated_concepts = locked.curated_concepts
+    item.updated_at = locked.updated_at
+    return review
+
+
+def comment_clean(comment: str) -> str:
+    if len(comment) > COMMENT_MAX_LENGTH:
+        raise ValueError(f"the comment is longer than {COMMENT_MAX_LENGTH} characters")
+    # PostgreSQL refuses NUL in text and it has no business in a note: refuse it on every backend.
+    if "\x00" in comment:
+        raise ValueError("the comment contains a NUL character")
+    return comment
+
+
+def concept_keys_validate(keys: Iterable[str]) -> list[str]:
+    """Sorted, de-duplicated keys; ValueError naming the first key that is no active concept."""
+    wanted = sorted({str(key) for key in keys})
+    known = set(Concept.objects.filter(active=True, key__in=wanted).values_list("key", flat=True))
+    unknown = [key for key in wanted if key not in known]
+    if unknown:
+        raise ValueError(f"unknown concept {unknown[0]!r}")
+    return wanted
+
+
+def settled_items(*, items_qs: QuerySet[Item], min_confidence: float) -> QuerySet[Item]:
+    """The unreviewed items of ``items_qs`` whose crowd has made up its mind on every concept.
+
+    Settled: at least one aggregated label backed by votes, and no concept's posterior strictly
+    between ``1 - min_confidence`` and ``min_confidence``.
+    """
+    if not 0.5 < min_confidence <= 1.0:
+        raise ValueError("min_confidence must be above 0.5 and at most 1")
+    labels = AggregatedLabel.objects.filter(item_id=OuterRef("pk"))
+    voted = labels.filter(Q(votes_for__gt=0) | Q(votes_against__gt=0))
+    undecided = labels.filter(posterior__gt=1.0 - min_confidence, posterior__lt=min_confidence)
+    return items_qs.filter(review_state=Item.ReviewState.UNREVIEWED).filter(
+        Exists(voted), ~Exists(undecided)
+    )
+
+
+def reviews_bulk_accept(
+    *, items_qs: QuerySet[Item], curator: AbstractBaseUser, min_confidence: float = 0.95
+) -> int:
+    """Accept the crowd's label on every settled item of ``items_qs``; return how many.
+
+    Only unreviewed items whose every concept posterior is ``>= min_confidence`` or
+    ``<= 1 - min_confidence`` (and that have votes) are accepted, each with its own audit row whose
+    comment says it was a bulk decision. Works in chunks of 1,000 items, each chunk one
+    transaction with its rows locked and their state re-checked, so an item a curator decided on
+    meanwhile (or whose crowd changed its mind) is left alone. Safe to call twice: the second
+    call finds nothing left to accept.
+    """
+    candidate_ids = list(
+        settled_items(items_qs=items_qs, min_confidence=min_confidence)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    comment = (
+        f"bulk accept: every concept posterior >= {min_confidence:g} or <= {1 - min_confidence:g}"
+    )
+    accepted = 0
+    for start in range(0, len(candidate_ids), _BULK_CHUNK):
+        chunk = candidate_ids[start : start + _BULK_CHUNK]
+        with transaction.atomic():
+            # Re-checked under the lock: a curator or a new aggregation may have come in between.
+            ids = list(
+                settled_items(
+                    items_qs=Item.objects.select_for_update().filter(pk__in=chunk),
+                    min_confidence=min_confidence,
+                ).values_list("pk", flat=True)
+            )
+            labels = item_final_labels(ids)
+            now = timezone.now()
+            Item.objects.bulk_update(
+                [
+                    Item(
+                        pk=pk,
+                        review_state=Item.ReviewState.ACCEPTED,
+                        curated_concepts=labels.get(pk, []),
+                        updated_at=now,
+                    )
+                    for pk in ids
+                ],
+                ["review_state", "curated_concepts", "updated_at"],
+                batch_size=500,
+            )
+            Review.objects.bulk_create(
+                [
+                    Review(
+                        item_id=pk,
+                        curator=curator,
+                        action=Review.Action.ACCEPT,
+                        before=labels.get(pk, []),
+                        after=labels.get(pk, []),
+                        comment=comment,
+                    )
+                    for pk in ids
+                ],
+                batch_size=500,
+            )
+        accepted += len(ids)
+    return accepted
