@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.static import serve
 
 from annotate import views as annotate_views
@@ -12,6 +12,7 @@ admin.site.index_title = "Crowd labels and model training"
 urlpatterns = [
     path("healthz", annotate_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("review/", include("annotate.urls")),
     path("", annotate_views.home, name="home"),
 ]
 
