@@ -33,7 +33,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -168,6 +168,8 @@ class _AnswerMap:
     by_index: list[int | None]
     # Normalised label (or concept key/label) -> concept id; None marks a known but unmapped answer.
     by_label: dict[str, int | None]
+    # Labels as written -> concept id: exports repeat a few labels a million times.
+    seen: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def build(cls, version: WorkflowVersion, concepts: dict[str, tuple[int, str]]) -> _AnswerMap:
@@ -197,8 +199,12 @@ class _AnswerMap:
                 continue
             if isinstance(answer, int):
                 concept_id = self.by_index[answer] if 0 <= answer < len(self.by_index) else None
+            elif answer in self.seen:
+                concept_id = self.seen[answer]
             else:
                 concept_id = self.by_label.get(_normalise(str(answer)))
+                if len(self.seen) < 10_000:  # free text must not grow it without bound
+                    self.seen[answer] = concept_id
             if concept_id is None:
                 invalid.append(answer)
             else:
@@ -440,7 +446,7 @@ def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts
             return
 
     volunteers = _volunteers_resolve(accepted)
-    subjects = _subjects_resolve(accepted)
+    subjects, created_subjects = _subjects_resolve(accepted)
 
     # Repeats: read the stored rows of every (volunteer, subject) pair in the batch, decide the
     # earliest of each group over stored and new rows together, and write new rows already
@@ -451,27 +457,23 @@ def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts
         subject_id, item_id = subjects[a.subject_zid]
         r = a.record
         new_rows.append(
-            Classification(
+            _NewRow(
                 zooniverse_id=r.zooniverse_id,
-                workflow=workflow,
-                workflow_version=r.workflow_version[:32],
                 subject_id=subject_id,
                 item_id=item_id,
                 volunteer_id=volunteers[a.volunteer_key],
                 created_at=r.created_at,
-                concept_ids=a.concept_ids,
-                invalid_answers=a.invalid,
-                gold_standard=r.gold_standard,
-                expert=r.expert,
                 session=r.session[:128],
-                source=r.source[:8],
+                accepted=a,
             )
         )
         if a.invalid:
             counts.invalid_answers += 1
 
     touched_items: set[int] = {c.item_id for c in new_rows if c.item_id is not None}
-    flag_changes = _repeats_decide(new_rows, logged_in=logged_in, workflow=workflow)
+    flag_changes = _repeats_decide(
+        new_rows, logged_in=logged_in, workflow=workflow, new_subjects=created_subjects
+    )
     for _pk, item_id, _flag in flag_changes:
         if item_id is not None:
             touched_items.add(item_id)
@@ -481,7 +483,7 @@ def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts
     counts.repeats_flagged += len(to_flag)
     counts.repeats_cleared += len(to_clear)
 
-    Classification.objects.bulk_create(new_rows, ignore_conflicts=True, batch_size=_INSERT_BATCH)
+    _classifications_insert(new_rows, workflow_id=workflow.pk)
     counts.created += len(new_rows)
     if to_flag:
         Classification.objects.filter(pk__in=to_flag).update(is_duplicate=True)
@@ -489,6 +491,75 @@ def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts
         Classification.objects.filter(pk__in=to_clear).update(is_duplicate=False)
 
     _counts_recompute(items=touched_items, volunteers=set(volunteers.values()))
+
+
+@dataclass(slots=True)
+class _NewRow:
+    """A classification about to be inserted, with its database ids resolved."""
+
+    zooniverse_id: int
+    subject_id: int
+    item_id: int | None
+    volunteer_id: int
+    created_at: datetime
+    session: str
+    accepted: _Accepted
+    is_duplicate: bool = False
+
+
+# The columns the ingest fills itself, by attribute name; any other column of Classification
+# (one added later) gets its field default.
+_FILLED = (
+    "zooniverse_id", "workflow_id", "workflow_version", "subject_id", "item_id", "volunteer_id",
+    "created_at", "concept_ids", "invalid_answers", "is_duplicate", "gold_standard", "expert",
+    "session", "source",
+)  # fmt: skip
+
+
+def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
+    """One ``executemany`` INSERT ... ON CONFLICT DO NOTHING for the batch.
+
+    ``bulk_create`` spent most of the import compiling SQL per field and per row (and splits
+    inserts at 999 parameters on SQLite); the rows here are plain values adapted once through the
+    backend's own adapters, so the statement runs as one prepared INSERT on SQLite and PostgreSQL.
+    Conflicts on the unique classification id are ignored, as ``ignore_conflicts`` would.
+    """
+    connection = connections[router.db_for_write(Classification)]
+    ops = connection.ops
+    fields = {f.attname: f for f in Classification._meta.concrete_fields if not f.primary_key}
+    now = timezone.now()
+    others = [f for name, f in fields.items() if name not in _FILLED]
+    constants = tuple(
+        f.get_db_prep_save(
+            now
+            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+            else f.get_default(),
+            connection,
+        )
+        for f in others
+    )
+    columns = [fields[name].column for name in _FILLED] + [f.column for f in others]
+    sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
+        ops.quote_name(Classification._meta.db_table),
+        ", ".join(ops.quote_name(c) for c in columns),
+        ", ".join(["%s"] * len(columns)),
+    )
+    adapt_time = ops.adapt_datetimefield_value
+    adapt_json = ops.adapt_json_value
+    values = []
+    for row in rows:
+        r = row.accepted.record
+        values.append(
+            (
+                row.zooniverse_id, workflow_id, r.workflow_version[:32], row.subject_id,
+                row.item_id, row.volunteer_id, adapt_time(row.created_at),
+                adapt_json(row.accepted.concept_ids, None), adapt_json(row.accepted.invalid, None),
+                row.is_duplicate, r.gold_standard, r.expert, row.session, r.source[:8],
+                *constants,
+            )
+        )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, values)
 
 
 def _volunteers_resolve(accepted: list[_Accepted]) -> dict[str, int]:
@@ -582,8 +653,10 @@ def _subjects_read(zooniverse_ids: list[int]) -> dict[int, tuple[int, int | None
     return {zid: (pk, item_id) for zid, pk, item_id in rows}
 
 
-def _subjects_resolve(accepted: list[_Accepted]) -> dict[int, tuple[int, int | None]]:
-    """Subject zooniverse id -> (subject id, item id), creating missing subjects in bulk.
+def _subjects_resolve(
+    accepted: list[_Accepted],
+) -> tuple[dict[int, tuple[int, int | None]], set[int]]:
+    """Subject zooniverse id -> (subject id, item id), and the ids of the subjects created.
 
     A new subject is linked to an item through its metadata; a known subject still without an item
     is linked when its metadata now names one, and its stored votes follow it.
@@ -632,11 +705,15 @@ def _subjects_resolve(accepted: list[_Accepted]) -> dict[int, tuple[int, int | N
         )
         for zid, item_id in relink.items():
             found[zid] = (found[zid][0], item_id)
-    return found
+    return found, {found[zid][0] for zid in missing if zid in found}
 
 
 def _repeats_decide(
-    new_rows: list[Classification], *, logged_in: dict[int, bool], workflow: Workflow
+    new_rows: list[_NewRow],
+    *,
+    logged_in: dict[int, bool],
+    workflow: Workflow,
+    new_subjects: set[int],
 ) -> list[tuple[int, int | None, bool]]:
     """Set ``is_duplicate`` on the new rows; return (pk, item id, flag) of stored rows to change.
 
@@ -652,7 +729,7 @@ def _repeats_decide(
         return (volunteer_id, subject_id, session)
 
     # (created_at, zooniverse id, stored pk or None, current flag, item id, new row or None)
-    Member = tuple[datetime, int, int | None, bool, int | None, Classification | None]
+    Member = tuple[datetime, int, int | None, bool, int | None, _NewRow | None]
     groups: dict[tuple[int, int, str], list[Member]] = defaultdict(list)
     for row in new_rows:
         key = group_of(row.volunteer_id, row.subject_id, row.session)
@@ -660,10 +737,12 @@ def _repeats_decide(
             groups[key].append((row.created_at, row.zooniverse_id, None, False, row.item_id, row))
     if not groups:
         return []
-    volunteer_ids = {k[0] for k in groups}
-    subject_ids = {k[1] for k in groups}
+    # Subjects created by this batch have no stored votes. The others are read by subject alone:
+    # a subject has a handful of votes, while filtering on volunteers too made SQLite probe every
+    # (volunteer, subject) combination of the batch.
+    subject_ids = {k[1] for k in groups} - new_subjects
     stored = Classification.objects.filter(
-        workflow=workflow, volunteer_id__in=volunteer_ids, subject_id__in=subject_ids
+        workflow=workflow, subject_id__in=subject_ids
     ).values_list(
         "id",
         "volunteer_id",
@@ -674,7 +753,9 @@ def _repeats_decide(
         "is_duplicate",
         "item_id",
     )
-    for pk, volunteer_id, subject_id, session, created_at, zid, flag, item_id in stored:
+    for pk, volunteer_id, subject_id, session, created_at, zid, flag, item_id in (
+        stored if subject_ids else ()
+    ):
         key = group_of(volunteer_id, subject_id, session)
         if key in groups:
             groups[key].append((created_at, zid, pk, flag, item_id, None))

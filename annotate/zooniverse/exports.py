@@ -73,52 +73,71 @@ class _Bad(Exception):
 
 @dataclass(slots=True)
 class ExportRow:
-    """One well-formed CSV row: the physical line it starts on, its cells by column, its text."""
+    """One well-formed CSV row: the physical line it starts on, its cells by column, its lines."""
 
     line: int
     cells: dict[str, str]
-    raw: str
+    lines: list[str]
+
+    @property
+    def raw(self) -> str:
+        return "".join(self.lines)
 
 
 class _PhysicalLines:
     """Physical lines of a binary file, decoded one by one, with push-back for resynchronising.
 
-    Decoding per line (not per file) lets one badly encoded line be refused on its own.
+    Decoding per line (not per file) lets one badly encoded line be refused on its own. The
+    lines handed out since the last :meth:`take` are kept (one row's worth), so a bad row can be
+    shown and the lines it swallowed re-read.
     """
 
     def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
-        self._pending: deque[tuple[int, str, bool]] = deque()
+        self._readline = handle.readline
+        self._pending: deque[tuple[int, str]] = deque()
         self._count = 0
-        self.consumed: list[tuple[int, str, bool]] = []
+        self.first = 0  # the number of the first line in ``texts``
+        self.texts: list[str] = []
+        # Line numbers that did not decode or hold a NUL: rare, so a set beats a flag per line.
+        self.bad_utf8: set[int] = set()
+        self.nul: set[int] = set()
 
     def __iter__(self) -> _PhysicalLines:
         return self
 
     def __next__(self) -> str:
         if self._pending:
-            entry = self._pending.popleft()
+            number, text = self._pending.popleft()
         else:
-            data = self._handle.readline()
+            data = self._readline()
             if not data:
                 raise StopIteration
             self._count += 1
+            number = self._count
             try:
-                text, bad = data.decode("utf-8"), False
+                text = data.decode("utf-8")
             except UnicodeDecodeError:
-                text, bad = data.decode("utf-8", "replace"), True
-            if self._count == 1:
+                text = data.decode("utf-8", "replace")
+                self.bad_utf8.add(number)
+            if "\x00" in text:
+                self.nul.add(number)
+            if number == 1:
                 text = text.removeprefix("\ufeff")
-            entry = (self._count, text, bad)
-        self.consumed.append(entry)
-        return entry[1]
+        if not self.texts:
+            self.first = number
+        self.texts.append(text)
+        return text
 
-    def take(self) -> list[tuple[int, str, bool]]:
-        taken, self.consumed = self.consumed, []
-        return taken
+    def take(self) -> tuple[int, list[str]]:
+        """The first line number and the lines of the row just read; starts the next row."""
+        taken, self.texts = self.texts, []
+        return self.first, taken
 
-    def push_back(self, entries: list[tuple[int, str, bool]]) -> None:
-        self._pending.extendleft(reversed(entries))
+    def push_back(self, first: int, texts: list[str]) -> None:
+        self._pending.extendleft(reversed(list(enumerate(texts, start=first))))
+
+    def flagged(self, first: int, count: int, numbers: set[int]) -> bool:
+        return bool(numbers) and any(n in numbers for n in range(first, first + count))
 
 
 def _clip(text: str) -> str:
@@ -154,33 +173,30 @@ def read_export_rows(
         except StopIteration:
             break
         except csv.Error as exc:
-            consumed = lines.take()
-            if not consumed:  # the error came with no line read: nothing to resume from
+            number, texts = lines.take()
+            if not texts:  # the error came with no line read: nothing to resume from
                 break
-            number, text, _ = consumed[0]
-            yield QuarantineEntry(number, "", "row", f"malformed_csv: {exc}", _clip(text))
-            lines.push_back(consumed[1:])
+            yield QuarantineEntry(number, "", "row", f"malformed_csv: {exc}", _clip(texts[0]))
+            lines.push_back(number + 1, texts[1:])
             continue
-        consumed = lines.take()
+        number, texts = lines.take()
         if not cells:  # a blank line
             continue
-        number = consumed[0][0]
         if len(cells) != width:
             reason = f"column_count: {len(cells)} columns, expected {width}"
             record_id = cells[0] if cells[0].isdigit() else ""
-            yield QuarantineEntry(number, record_id, "row", reason, _clip(consumed[0][1]))
+            yield QuarantineEntry(number, record_id, "row", reason, _clip(texts[0]))
             # The row may have swallowed good rows behind a broken quote: read them again.
-            lines.push_back(consumed[1:])
+            lines.push_back(number + 1, texts[1:])
             continue
-        raw = "".join(text for _, text, _ in consumed)
         record_id = cells[0] if cells[0].isdigit() else ""
-        if any(bad for _, _, bad in consumed):
-            yield QuarantineEntry(number, record_id, "row", "invalid_utf8", _clip(raw))
+        if lines.flagged(number, len(texts), lines.bad_utf8):
+            yield QuarantineEntry(number, record_id, "row", "invalid_utf8", _clip("".join(texts)))
             continue
-        if "\x00" in raw:
-            yield QuarantineEntry(number, record_id, "row", "nul_byte", _clip(raw))
+        if lines.flagged(number, len(texts), lines.nul):
+            yield QuarantineEntry(number, record_id, "row", "nul_byte", _clip("".join(texts)))
             continue
-        yield ExportRow(number, dict(zip(header, cells, strict=True)), raw)
+        yield ExportRow(number, dict(zip(header, cells, strict=True)), texts)
 
 
 # --- cell parsers: each raises _Bad naming the field ------------------------------------------
