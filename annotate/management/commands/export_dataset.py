@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from annotate.services.exports import FORMATS, dataset_export
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+    if not 0.5 <= value <= 1.0:
+        raise ValueError("between 0.5 and 1")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Export the final labels (curator's where reviewed, else the crowd's) as CSV, JSONL, "
+        "W3C Web Annotation JSON-LD or a Hugging Face image folder, with a manifest of counts "
+        "and sha256 hashes. With --release, make a versioned, immutable release in all formats "
+        "(or those given with --format) as a background job instead."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--format",
+            dest="formats",
+            action="append",
+            choices=FORMATS,
+            help="csv, jsonl, webannotation or imagefolder (repeat it with --release)",
+        )
+        parser.add_argument(
+            "--out", type=Path, help="file to write (a folder for imagefolder); not with --release"
+        )
+        parser.add_argument(
+            "--reviewed-only", action="store_true", help="only items a curator accepted or edited"
+        )
+        parser.add_argument(
+            "--min-confidence",
+            type=_confidence,
+            metavar="P",
+            help="keep crowd items whose every posterior is >= P or <= 1-P (0.5 to 1)",
+        )
+        parser.add_argument(
+            "--concepts", help="comma-separated concept keys to keep (default: all active)"
+        )
+        parser.add_argument(
+            "--release", action="store_true", help="make a versioned release under ARTIFACT_ROOT"
+        )
+        parser.add_argument("--note", default="", help="a note stored with the release")
+
+    def handle(self, *args, **options) -> None:
+        formats: list[str] = options["formats"] or []
+        concepts = [k.strip() for k in (options["concepts"] or "").split(",") if k.strip()]
+        try:
+            if options["release"]:
+                self._release(formats, concepts, options)
+                return
+            if len(formats) != 1 or options["out"] is None:
+                raise CommandError("give exactly one --format and --out (or use --release)")
+            result = dataset_export(
+                fmt=formats[0],
+                out=options["out"],
+                reviewed_only=options["reviewed_only"],
+                min_confidence=options["min_confidence"],
+                concepts=concepts or None,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"export_dataset {result.summary()}")
+
+    def _release(self, formats: list[str], concepts: list[str], options: dict) -> None:
+        from annotate.models import DatasetRelease
+        from annotate.services.releases import release_dir, release_request
+
+        if options["out"] is not None:
+            raise CommandError("--out is not used with --release: releases live in ARTIFACT_ROOT")
+        release = release_request(
+            user=None,
+            reviewed_only=options["reviewed_only"],
+            min_confidence=options["min_confidence"],
+            concepts=concepts or None,
+            formats=formats or None,
+            note=options["note"],
+        )
+        release.refresh_from_db()  # eager mode (no Redis) has built it by now
+        if release.status == DatasetRelease.Status.FAILED:
+            raise CommandError(f"release {release.version} failed: {release.error}")
+        if release.status == DatasetRelease.Status.SUCCEEDED:
+            self.stdout.write(
+                f"export_dataset release {release.version}: {release.n_items} items, "
+                f"{'+'.join(release.formats)}, content {release.content_hash[:12]}, "
+                f"in {release_dir(release)}"
+            )
+        else:
+            self.stdout.write(
+                f"export_dataset release {release.version} {release.status}: "
+                "a worker is building it"
+            )
