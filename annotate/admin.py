@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from annotate.models import (
@@ -113,8 +114,10 @@ class ItemAdmin(admin.ModelAdmin):
         "consensus",
         "review_state",
         "contradicts_prior",
+        "review_link",
     )
     list_display_links = ("thumb", "external_id")
+    actions = ("bulk_accept_confident",)
     list_filter = ("image_state", "consensus", "review_state", "contradicts_prior", "provider")
     search_fields = ("external_id", "title", "provider")
     readonly_fields = (
@@ -178,6 +181,30 @@ class ItemAdmin(admin.ModelAdmin):
     @admin.display(description="title", ordering="title")
     def short_title(self, item: Item) -> str:
         return item.title if len(item.title) <= 80 else item.title[:79] + "…"
+
+    @admin.display(description="review")
+    def review_link(self, item: Item) -> str:
+        return format_html('<a href="{}">review</a>', reverse("review:item", args=[item.pk]))
+
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("annotate.add_review")
+
+    @admin.action(
+        description="Bulk accept confident items (every posterior ≥ 0.95 or ≤ 0.05)",
+        permissions=["review"],
+    )
+    def bulk_accept_confident(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
+        from annotate.services.review import reviews_bulk_accept
+
+        selected = queryset.count()
+        accepted = reviews_bulk_accept(items_qs=queryset, curator=request.user)
+        skipped = selected - accepted
+        self.message_user(
+            request,
+            f"Accepted the crowd's label on {accepted} items; {skipped} left for a curator "
+            "(already reviewed, no votes, or a concept not settled).",
+            messages.SUCCESS if accepted else messages.WARNING,
+        )
 
     @admin.display(description="image")
     def image_preview(self, item: Item) -> str:
@@ -270,6 +297,43 @@ class VolunteerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("key", "user_name", "=zooniverse_user_id")
     inlines = (VolunteerSkillInline,)
     show_full_result_count = False
+    readonly_fields = ("latest_classifications",)
+    latest_classifications_shown = 20
+
+    @admin.display(description="latest classifications")
+    def latest_classifications(self, volunteer: Volunteer) -> str:
+        # The latest few only: a busy volunteer has thousands; the link opens the paginated list.
+        latest = list(
+            Classification.objects.filter(volunteer=volunteer)
+            .select_related("item", "subject")
+            .order_by("-created_at", "-id")[: self.latest_classifications_shown]
+        )
+        if not latest:
+            return "none"
+        keys = dict(Concept.objects.values_list("id", "key"))
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    c.created_at.strftime("%Y-%m-%d %H:%M"),
+                    c.item.external_id if c.item else "—",
+                    c.subject.zooniverse_id,
+                    ", ".join(keys.get(cid, f"#{cid}") for cid in c.concept_ids or []) or "none",
+                )
+                for c in latest
+            ),
+        )
+        everything = reverse("admin:annotate_classification_changelist")
+        return format_html(
+            "<table><thead><tr><th>when</th><th>item</th><th>subject</th><th>ticked</th></tr>"
+            '</thead><tbody>{}</tbody></table><p><a href="{}?volunteer__id__exact={}">'
+            "all {} classifications →</a></p>",
+            rows,
+            everything,
+            volunteer.pk,
+            volunteer.n_classifications,
+        )
 
 
 @admin.register(Classification)

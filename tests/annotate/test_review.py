@@ -551,3 +551,81 @@ def test_the_admin_index_links_to_the_review_screens(curator_client):
     response = curator_client.get(reverse("admin:index"))
     assert reverse("review:queue").encode() in response.content
     assert reverse("review:plots").encode() in response.content
+
+
+# --- admin links and actions ----------------------------------------------------------------------
+
+
+def test_the_admin_bulk_accept_action_accepts_only_the_settled_selected_items(
+    curator_client, concepts
+):
+    settled = make_item(concepts, "settled", {"painting": 0.99})
+    unsure = make_item(concepts, "unsure", {"painting": 0.6})
+    other = make_item(concepts, "other", {"painting": 0.99})
+
+    response = curator_client.post(
+        reverse("admin:annotate_item_changelist"),
+        {"action": "bulk_accept_confident", "_selected_action": [settled.pk, unsure.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert b"Accepted the crowd&#x27;s label on 1 items; 1 left" in response.content
+    states = dict(Item.objects.values_list("external_id", "review_state"))
+    assert states == {"settled": "accepted", "unsure": "unreviewed", "other": "unreviewed"}
+    assert other.pk
+
+
+def test_the_bulk_accept_action_is_not_offered_without_the_review_permission(client, viewer):
+    client.force_login(viewer)
+    response = client.get(reverse("admin:annotate_item_changelist"))
+    assert response.status_code == 200
+    assert b"bulk_accept_confident" not in response.content
+
+
+def test_the_item_list_and_page_link_to_the_review_screens(curator_client, concepts):
+    item = make_item(concepts, "a", {"painting": 0.9})
+    review_url = reverse("review:item", args=[item.pk]).encode()
+    assert review_url in curator_client.get(reverse("admin:annotate_item_changelist")).content
+    listing = curator_client.get(reverse("admin:annotate_item_changelist")).content
+    assert reverse("review:queue").encode() in listing
+    page = curator_client.get(reverse("admin:annotate_item_change", args=[item.pk]))
+    assert review_url in page.content
+
+
+def test_a_volunteer_page_lists_their_latest_classifications_escaped_and_bounded(
+    curator_client, concepts, django_assert_max_num_queries
+):
+    from datetime import UTC, datetime, timedelta
+
+    from annotate.models import Classification, Subject, Volunteer, Workflow
+
+    workflow = Workflow.objects.create(zooniverse_id=1)
+    volunteer = Volunteer.objects.create(key="v", user_name="<b>vol</b>", n_classifications=30)
+    for i in range(30):
+        item = make_item(concepts, f"<i>{i}</i>", {"painting": 0.9})
+        Classification.objects.create(
+            zooniverse_id=i + 1,
+            workflow=workflow,
+            workflow_version="1.1",
+            subject=Subject.objects.create(zooniverse_id=100 + i, item=item),
+            item=item,
+            volunteer=volunteer,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=i),
+            concept_ids=[concepts["map"].pk],
+        )
+
+    with django_assert_max_num_queries(16):
+        page = curator_client.get(reverse("admin:annotate_volunteer_change", args=[volunteer.pk]))
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "&lt;i&gt;29&lt;/i&gt;" in html and "<i>29</i>" not in html
+    assert "&lt;i&gt;9&lt;/i&gt;" not in html  # only the latest 20
+    assert html.count("<td>map</td>") == 20
+    assert f"?volunteer__id__exact={volunteer.pk}" in html
+    everything = curator_client.get(
+        reverse("admin:annotate_classification_changelist")
+        + f"?volunteer__id__exact={volunteer.pk}"
+    )
+    assert everything.status_code == 200
