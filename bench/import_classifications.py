@@ -1,0 +1,381 @@
+"""Import benchmark: crowdloop's ``import_classifications`` beside panoptes_aggregation ``extract``.
+
+Usage, from the repository root::
+
+    .venv/bin/python bench/import_classifications.py                 # 1,000,000 rows
+    .venv/bin/python bench/import_classifications.py --rows 100000   # a quicker run
+    DATABASE_URL=postgres://... .venv/bin/python bench/import_classifications.py  # an EMPTY db
+
+It writes a synthetic multiple-answer classification export (the shape of ``zooniverse.md``
+§5.1: 18 answers, about 10 votes per subject, logged-in and logged-out volunteers, realistic
+``metadata`` and ``subject_data`` JSON) and the matching workflow export into a temporary folder,
+then times, each in its own process:
+
+1. crowdloop: ``manage.py import_classifications`` into a fresh SQLite file (or the database in
+   ``DATABASE_URL``), after an untimed ``migrate``, ``load_vocabulary`` and ``configure_workflow``;
+   then the same import again (a re-import must be a no-op and no slower);
+2. panoptes_aggregation 5.3.1: ``panoptes_aggregation extract`` of the same file with the
+   extractor config its own ``panoptes_aggregation config`` made from the workflow export, on one
+   CPU (``-c 1``) like crowdloop. It lives in ``bench/.venv-panoptes-aggregation`` (git-ignored),
+   created and installed from PyPI on first use, never in the project's environment.
+
+Wall time comes from the parent's clock; peak memory is the child's ``ru_maxrss`` from
+``os.wait4`` (Linux reports it in KiB; it includes the child's waited-for descendants).
+The two tools do not do the same work: extract only turns each row into a per-task answer vector
+in a CSV, while the import also resolves subjects, volunteers, repeats and counters and commits
+everything to a database. The comparison is the one a project choosing between them would make.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = REPO / ".venv" / "bin" / "python"
+PA_VENV = REPO / "bench" / ".venv-panoptes-aggregation"
+PA_PACKAGES = ["panoptes-aggregation==5.3.1"]
+WORKFLOW_ID = 7
+VERSION = (3, 1)
+
+# 17 labels of the Europeana pilot vocabulary (they map to concepts) and one that maps to none.
+ANSWERS = [
+    "building", "ceramics", "drawing", "furniture", "jewellery", "map", "painting",
+    "photograph", "postcard", "sculpture", "tapestry", "textile", "toy", "woodwork",
+    "archaeological_site", "inscription", "weaponry", "something else",
+]  # fmt: skip
+CLASSIFICATION_COLUMNS = [
+    "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
+    "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
+    "subject_data", "subject_ids",
+]  # fmt: skip
+USER_AGENTS = [
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/121.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:122.0) Gecko/20100101 Firefox/122.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic exports
+# --------------------------------------------------------------------------------------------
+
+
+def workflow_export_write(path: Path) -> None:
+    """The workflow export panoptes_aggregation's ``config`` and our ``configure_workflow`` read."""
+    tasks = {
+        "T0": {
+            "help": "T0.help",
+            "type": "multiple",
+            "answers": [{"label": f"T0.answers.{i}.label"} for i in range(len(ANSWERS))],
+            "question": "T0.question",
+            "required": False,
+        }
+    }
+    strings = {"T0.question": "Which of these labels apply?", "T0.help": "Tick every one."}
+    strings.update({f"T0.answers.{i}.label": label for i, label in enumerate(ANSWERS)})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "workflow_id", "display_name", "version", "active", "classifications_count",
+                "pairwise", "grouped", "prioritized", "primary_language", "first_task",
+                "tutorial_subject_id", "retired_set_member_subjects_count", "tasks",
+                "retirement", "aggregation", "strings", "minor_version",
+            ]
+        )  # fmt: skip
+        writer.writerow(
+            [
+                WORKFLOW_ID, "Which labels apply?", VERSION[0], "true", 0, "false", "false",
+                "false", "en", "T0", "", 0, json.dumps(tasks),
+                json.dumps({"criteria": "classification_count", "options": {"count": 10}}),
+                "{}", json.dumps(strings), VERSION[1],
+            ]
+        )  # fmt: skip
+
+
+def classification_export_write(path: Path, *, rows: int, seed: int = 7) -> None:
+    """``rows`` classifications, about 10 per subject, in id (and time) order.
+
+    Subjects are uploaded in sets of 2,000 and each set is classified before the next, the way a
+    live project works through its subject sets; volunteers follow a heavy-tailed activity
+    distribution; about a third of the votes are logged out; 0.5% repeat an earlier vote of the
+    same volunteer on the same subject.
+    """
+    rng = random.Random(seed)
+    n_subjects = max(1, rows // 10)
+    n_users = max(10, rows // 125)  # 8,000 logged-in volunteers for 1M rows
+    n_anon = max(10, rows // 50)  # 20,000 logged-out ip hashes
+    user_weights = [1.0 / (rank + 1) ** 1.1 for rank in range(n_users)]
+    start = datetime(2024, 2, 1, tzinfo=UTC)
+    seconds_per_row = 30 * 86400 / rows  # a month of classifications
+    set_size = 2000
+    order: list[int] = []
+    cid = 500_000_000
+    answer_weights = [6, 3, 5, 3, 2, 2, 8, 9, 4, 3, 1, 3, 1, 2, 2, 2, 1, 1]
+    recent: list[tuple[str, str, str, int]] = []
+    seen: set[tuple[int, int]] = set()
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CLASSIFICATION_COLUMNS)
+        written = 0
+        next_set = 0
+        while written < rows:
+            if not order:
+                first = next_set * set_size
+                block = range(first, min(first + set_size, n_subjects))
+                if not block:
+                    next_set, block = 0, range(0, min(set_size, n_subjects))
+                order = [s for s in block for _ in range(10)]
+                rng.shuffle(order)
+                next_set += 1
+            subject_index = order.pop()
+            subject_id = 90_000_000 + subject_index
+            if recent and rng.random() < 0.005:
+                user_name, user_id, session, subject_id = rng.choice(recent)  # a repeat
+            elif rng.random() < 0.33:
+                ip = f"{rng.randrange(n_anon):020x}"
+                user_name, user_id = f"not-logged-in-{ip}", ""
+                session = f"{rng.getrandbits(256):064x}"
+            else:
+                # Zooniverse does not show a logged-in volunteer a subject they have seen:
+                # draw again on a clash, so repeats come only from the 0.5% above.
+                for _ in range(20):
+                    uid = rng.choices(range(n_users), weights=user_weights)[0]
+                    if (uid, subject_id) not in seen:
+                        break
+                seen.add((uid, subject_id))
+                user_name, user_id = f"volunteer_{uid}", str(1_000_000 + uid)
+                session = f"{(uid * 7919 + written // 5000):064x}"
+            recent.append((user_name, user_id, session, subject_id))
+            if len(recent) > 1000:
+                recent = recent[-500:]
+            created = start + timedelta(seconds=written * seconds_per_row)
+            started = created - timedelta(seconds=rng.randint(4, 90))
+            ticked = sorted(
+                set(rng.choices(range(len(ANSWERS)), weights=answer_weights, k=rng.randint(0, 3)))
+            )
+            metadata = {
+                "source": "api",
+                "session": session,
+                "viewport": {"width": 1710, "height": 948},
+                "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "user_agent": USER_AGENTS[written % len(USER_AGENTS)],
+                "utc_offset": "-3600",
+                "finished_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "live_project": True,
+                "interventions": {"opt_in": False, "messageShown": False},
+                "user_language": "en",
+                "subject_dimensions": [
+                    {
+                        "clientWidth": 558,
+                        "clientHeight": 419,
+                        "naturalWidth": 1200,
+                        "naturalHeight": 900,
+                    }
+                ],  # fmt: skip
+                "subject_selection_state": {
+                    "retired": False,
+                    "selected_at": started.isoformat(timespec="milliseconds"),
+                    "already_seen": False,
+                    "selection_state": "normal",
+                    "finished_workflow": False,
+                    "user_has_finished_workflow": False,
+                },
+                "workflow_translation_id": "28176",
+            }
+            record_id = f"/2058612/item_{subject_index:07d}"
+            subject = {
+                "retired": None,
+                "europeana_id": record_id,
+                "external_id": record_id,
+                "crowdloop_id": str(subject_index + 1),
+                "URI": f"http://data.europeana.eu/item{record_id}",
+                "#priority": round(rng.random(), 4),
+            }
+            if rng.random() < 0.1:
+                subject["retired"] = {
+                    "id": 125_000_000 + subject_index,
+                    "workflow_id": WORKFLOW_ID,
+                    "classifications_count": 10,
+                    "created_at": started.isoformat(),
+                    "updated_at": created.isoformat(),
+                    "retired_at": created.isoformat(),
+                    "subject_id": subject_id,
+                    "retirement_reason": "classification_count",
+                }
+            annotations = [
+                {
+                    "task": "T0",
+                    "task_label": "Which of these labels apply?",
+                    "value": [ANSWERS[i] for i in ticked],
+                }
+            ]
+            writer.writerow(
+                [
+                    cid, user_name, user_id, f"{rng.getrandbits(80):020x}", WORKFLOW_ID,
+                    "Which labels apply?", f"{VERSION[0]}.{VERSION[1]}",
+                    created.strftime("%Y-%m-%d %H:%M:%S UTC"), "", "",
+                    json.dumps(metadata, separators=(",", ":")),
+                    json.dumps(annotations, separators=(",", ":")),
+                    json.dumps({str(subject_id): subject}, separators=(",", ":")),
+                    subject_id,
+                ]
+            )  # fmt: skip
+            cid += rng.randint(1, 40)
+            written += 1
+
+
+# --------------------------------------------------------------------------------------------
+# measuring a child process
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_rss_mib: float
+    stdout: str
+
+
+def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO) -> Measured:
+    """Run ``cmd`` to completion; wall seconds and the child's peak resident memory."""
+    out = tempfile.TemporaryFile()
+    start = time.perf_counter()
+    process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    text = out.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({process.returncode}):\n{text[-3000:]}")
+    return Measured(seconds, usage.ru_maxrss / 1024, text)
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def panoptes_venv() -> Path:
+    """bench/.venv-panoptes-aggregation with panoptes-aggregation installed; made on first use."""
+    cli = PA_VENV / "bin" / "panoptes_aggregation"
+    if not cli.exists():
+        print(f"creating {PA_VENV.relative_to(REPO)} and installing {' '.join(PA_PACKAGES)} ...")
+        run([sys.executable, "-m", "venv", str(PA_VENV)])
+        run([str(PA_VENV / "bin" / "pip"), "install", "-q", *PA_PACKAGES])
+    return cli
+
+
+# --------------------------------------------------------------------------------------------
+# the two sides
+# --------------------------------------------------------------------------------------------
+
+
+def crowdloop_side(workdir: Path, cls: Path, wf: Path, batch_size: int) -> tuple[Measured, ...]:
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = f"sqlite:///{workdir / 'crowdloop.sqlite3'}"
+    manage = [str(PYTHON), "manage.py"]
+    run([*manage, "migrate", "-v", "0"], env=env)
+    run([*manage, "load_vocabulary"], env=env)
+    print("  " + run(
+        [*manage, "configure_workflow", "--workflow-id", str(WORKFLOW_ID),
+         "--workflow-export", str(wf)], env=env,
+    ).strip())  # fmt: skip
+    command = [
+        *manage, "import_classifications", str(cls), "--workflow-id", str(WORKFLOW_ID),
+        "--batch-size", str(batch_size), "-v", "0",
+    ]  # fmt: skip
+    print("  $ " + " ".join(command[1:]))
+    first = measure(command, env=env)
+    again = measure(command, env=env)
+    return first, again
+
+
+def panoptes_side(workdir: Path, cls: Path, wf: Path) -> Measured:
+    cli = panoptes_venv()
+    out = workdir / "panoptes"
+    out.mkdir(exist_ok=True)
+    version = f"{VERSION[0]}.{VERSION[1]}"
+    run([str(cli), "config", str(wf), str(WORKFLOW_ID), "-v", version, "-d", str(out)])
+    configs = sorted(out.glob("Extractor_config_*.yaml"))
+    if not configs:
+        raise SystemExit(f"panoptes_aggregation config wrote no extractor config in {out}")
+    command = [
+        str(cli), "extract", str(cls), str(configs[0]), "-d", str(out), "-o", "bench",
+        "-c", "1", "-hb",
+    ]  # fmt: skip
+    print("  $ panoptes_aggregation " + " ".join(command[1:]))
+    return measure(command, cwd=workdir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument("--skip-panoptes", action="store_true")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="crowdloop-bench-import-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cls, wf = workdir / "classifications.csv", workdir / "workflows.csv"
+    try:
+        start = time.perf_counter()
+        workflow_export_write(wf)
+        classification_export_write(cls, rows=args.rows)
+        size = cls.stat().st_size / 2**20
+        print(
+            f"generated {args.rows:,} rows ({size:,.0f} MiB, {size * 2**20 / args.rows:,.0f} "
+            f"bytes/row) in {time.perf_counter() - start:.0f} s under {workdir}"
+        )
+        print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}, {os.cpu_count()} CPUs")
+        database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
+        ours, again = crowdloop_side(workdir, cls, wf, args.batch_size)
+        print("  " + ours.stdout.strip().splitlines()[-1])
+        print("  re-import: " + again.stdout.strip().splitlines()[-1])
+        table = [
+            (f"crowdloop import ({database})", ours),
+            (f"crowdloop re-import ({database})", again),
+        ]
+        theirs = None
+        if not args.skip_panoptes:
+            theirs = panoptes_side(workdir, cls, wf)
+            table.append(("panoptes_aggregation extract -c 1", theirs))
+        print(f"\n{'':38} {'seconds':>9} {'rows/s':>10} {'peak RSS MiB':>13}")
+        for name, m in table:
+            print(
+                f"{name:38} {m.seconds:9.1f} {args.rows / m.seconds:10,.0f} {m.peak_rss_mib:13,.0f}"
+            )
+        print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}, {os.cpu_count()} CPUs")
+        if theirs is not None:
+            print(
+                f"\nspeed: crowdloop is {theirs.seconds / ours.seconds:.1f}x faster "
+                f"(goal >= 20x); memory: crowdloop uses "
+                f"{ours.peak_rss_mib / theirs.peak_rss_mib:.2f} of extract's peak (goal <= 0.33)"
+            )
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
