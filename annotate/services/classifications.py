@@ -109,13 +109,18 @@ class QuarantineEntry:
 
 @dataclass(slots=True)
 class IngestCounts:
-    """What an ingest did. ``read`` counts every record and refused row handed in."""
+    """What an ingest did. ``read`` counts every record and refused row handed in.
+
+    ``repeats_flagged`` counts rows marked as repeats, new or stored; ``reflagged`` counts stored
+    rows whose repeat flag changed because an earlier classification arrived late.
+    """
 
     read: int = 0
     created: int = 0
     unchanged: int = 0
     repeats_flagged: int = 0
     repeats_cleared: int = 0
+    reflagged: int = 0
     quarantined: int = 0
     invalid_answers: int = 0
     unknown_versions: dict[str, int] = field(default_factory=dict)
@@ -414,7 +419,7 @@ def _ingest_batch(
         ImportReport.objects.filter(pk=report.pk).update(
             total=F("total") + counts.read,
             created=F("created") + counts.created,
-            updated=F("updated") + counts.repeats_flagged + counts.repeats_cleared,
+            updated=F("updated") + counts.reflagged,
             unchanged=F("unchanged") + counts.unchanged,
             quarantined=F("quarantined") + counts.quarantined,
         )
@@ -424,7 +429,7 @@ def _ingest_batch(
             )
     report.total += counts.read
     report.created += counts.created
-    report.updated += counts.repeats_flagged + counts.repeats_cleared
+    report.updated += counts.reflagged
     report.unchanged += counts.unchanged
     report.quarantined += counts.quarantined
     return BatchResult(counts=counts, max_id=max_id)
@@ -482,6 +487,7 @@ def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts
     to_clear = [pk for pk, _, flag in flag_changes if not flag]
     counts.repeats_flagged += len(to_flag)
     counts.repeats_cleared += len(to_clear)
+    counts.reflagged += len(to_flag) + len(to_clear)
 
     _classifications_insert(new_rows, workflow_id=workflow.pk)
     counts.created += len(new_rows)

@@ -179,8 +179,13 @@ def test_repeats_keep_the_earliest_across_two_imports_in_reverse_order(workflow)
     ingest(workflow, [record(1, subject_ids=[900], user_id=5, created_at=T0 + timedelta(hours=1))])
     assert Classification.objects.get(zooniverse_id=1).is_duplicate is False
     item_subject = Subject.objects.get(zooniverse_id=900)
-    counts = ingest(workflow, [record(2, subject_ids=[900], user_id=5, created_at=T0)])
-    assert counts.repeats_flagged == 1
+    report = report_new()
+    counts = classifications_ingest(
+        records=[record(2, subject_ids=[900], user_id=5, created_at=T0)],
+        workflow=workflow,
+        report=report,
+    )
+    assert (counts.repeats_flagged, counts.reflagged, report.updated) == (1, 1, 1)
     assert Classification.objects.get(zooniverse_id=1).is_duplicate is True
     assert Classification.objects.get(zooniverse_id=2).is_duplicate is False
     assert item_subject.classifications.filter(is_duplicate=False).count() == 1
