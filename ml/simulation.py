@@ -1,0 +1,234 @@
+"""A simulated crowdsourcing + active-learning loop, to measure what a strategy saves.
+
+The loop is the one crowdloop runs, with the same parts: simulated volunteers vote on the items a
+strategy picks (``ml.acquisition``), the votes are aggregated with two-coin Dawid-Skene
+(``ml.aggregation``), a head is trained on the posteriors (``ml.train``), and the model scores the
+pool for the next round. Test mAP is recorded against the number of classifications spent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ml import acquisition, aggregation
+from ml.metrics import mean_average_precision
+from ml.train import FeatureSet, TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class CrowdProfile:
+    """A kind of volunteer: chance of ticking a present concept, and an absent one."""
+
+    sensitivity: float
+    false_positive: float
+
+
+DEFAULT_CROWD: dict[str, tuple[float, CrowdProfile]] = {
+    "careful": (0.6, CrowdProfile(0.92, 0.02)),
+    "careless": (0.3, CrowdProfile(0.65, 0.08)),
+    "spammer": (0.1, CrowdProfile(0.5, 0.5)),
+}
+
+
+@dataclass
+class SimulatedCrowd:
+    """Volunteers with hidden skills and heavy-tailed activity."""
+
+    n_volunteers: int = 200
+    mix: dict[str, tuple[float, CrowdProfile]] = field(default_factory=lambda: dict(DEFAULT_CROWD))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        names = list(self.mix)
+        shares = np.array([self.mix[n][0] for n in names])
+        kinds = rng.choice(len(names), size=self.n_volunteers, p=shares / shares.sum())
+        self.sensitivity = np.array([self.mix[names[k]][1].sensitivity for k in kinds])
+        self.false_positive = np.array([self.mix[names[k]][1].false_positive for k in kinds])
+        activity = rng.pareto(1.2, size=self.n_volunteers) + 1  # a few volunteers do most work
+        self.activity = activity / activity.sum()
+        self.rng = rng
+
+    def classify(
+        self, truth: np.ndarray, items: np.ndarray, votes_each: int
+    ) -> tuple[np.ndarray, ...]:
+        """Votes on ``items`` (indices into ``truth``): item, volunteer and tick arrays."""
+        item_idx = np.repeat(items, votes_each)
+        workers = self.rng.choice(self.n_volunteers, size=len(item_idx), p=self.activity)
+        present = truth[item_idx]
+        p_tick = np.where(
+            present, self.sensitivity[workers, None], self.false_positive[workers, None]
+        )
+        ticks = (self.rng.random(present.shape) < p_tick).astype(np.uint8)
+        return item_idx, workers, ticks
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    seed_round: int = 100
+    rounds: int = 8
+    round_size: int = 100
+    votes_each: int = 3
+    random_share: float = 0.15
+    epochs: int = 60
+    mc_samples: int = 10
+
+
+@dataclass
+class Curve:
+    strategy: str
+    seed: int
+    classifications: list[int] = field(default_factory=list)
+    test_map: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _train_head(
+    features: np.ndarray, targets: np.ndarray, weights: np.ndarray, *, seed: int, epochs: int
+) -> torch.nn.Module:
+    n = len(features)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, n // 5)
+    val, train = order[:n_val], order[n_val:]
+    config = TrainConfig(
+        mode="head",
+        head="mlp",
+        hidden=128,
+        dropout=0.2,
+        epochs=epochs,
+        lr=3e-3,
+        batch_size=64,
+        patience=15,
+        seed=seed,
+        device="cpu",
+    )
+    result = fit(
+        config,
+        FeatureSet(features[train], targets[train], weights[train]),
+        FeatureSet(features[val], targets[val], weights[val]),
+    )
+    return result.model
+
+
+def _predict(
+    model: torch.nn.Module, features: np.ndarray, *, mc_samples: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    x = torch.as_tensor(features, dtype=torch.float32)
+    with torch.inference_mode():
+        model.eval()
+        probs = torch.sigmoid(model(x)).numpy().astype(np.float64)
+        samples = None
+        if mc_samples:
+            model.train()  # dropout on: each pass is one sample of the posterior over weights
+            samples = np.stack([torch.sigmoid(model(x)).numpy() for _ in range(mc_samples)]).astype(
+                np.float64
+            )
+            model.eval()
+    return probs, samples
+
+
+def run_loop(
+    *,
+    strategy: str,
+    pool_features: np.ndarray,
+    pool_truth: np.ndarray,
+    test_features: np.ndarray,
+    test_truth: np.ndarray,
+    config: LoopConfig,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> Curve:
+    """One simulated campaign: a random seed round, then ``rounds`` rounds by ``strategy``."""
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    crowd = SimulatedCrowd(seed=seed)
+    n_pool, n_concepts = pool_truth.shape
+    labelled = np.zeros(n_pool, dtype=bool)
+    votes_items, votes_workers, votes_ticks = [], [], []
+    curve = Curve(strategy=strategy, seed=seed)
+
+    def ask(items: np.ndarray) -> None:
+        i, w, t = crowd.classify(pool_truth, items, config.votes_each)
+        votes_items.append(i)
+        votes_workers.append(w)
+        votes_ticks.append(t)
+        labelled[items] = True
+
+    ask(rng.permutation(n_pool)[: config.seed_round])
+    for round_no in range(config.rounds + 1):
+        items = np.concatenate(votes_items)
+        votes = aggregation.VoteMatrix.from_arrays(
+            items,
+            np.concatenate(votes_workers),
+            np.concatenate(votes_ticks),
+            n_items=n_pool,
+            n_workers=crowd.n_volunteers,
+        )
+        result = aggregation.dawid_skene_binary(votes)
+        idx = np.flatnonzero(labelled)
+        evidence = np.minimum(result.item_votes[idx], 5) / 5.0
+        model = _train_head(
+            pool_features[idx], result.posteriors[idx], evidence, seed=seed, epochs=config.epochs
+        )
+        test_probs, _ = _predict(model, test_features)
+        curve.classifications.append(int(votes.n_votes))
+        curve.test_map.append(mean_average_precision(test_truth, test_probs))
+        if progress:
+            progress(
+                f"{strategy} seed {seed} round {round_no}: {votes.n_votes} classifications, "
+                f"test mAP {curve.test_map[-1]:.3f}"
+            )
+        if round_no == config.rounds:
+            break
+        candidates = np.flatnonzero(~labelled)
+        probs, samples = _predict(
+            model,
+            pool_features[candidates],
+            mc_samples=config.mc_samples if strategy == "bald" else 0,
+        )
+        pool = acquisition.Pool(probs=probs, mc_probs=samples, embeddings=pool_features[candidates])
+        chosen = acquisition.select(
+            strategy,
+            pool,
+            config.round_size,
+            random_share=config.random_share,
+            seed=seed * 1000 + round_no,
+        )
+        ask(candidates[chosen.indices])
+    curve.seconds = time.monotonic() - started
+    return curve
+
+
+def full_data_map(
+    pool_features: np.ndarray,
+    pool_truth: np.ndarray,
+    test_features: np.ndarray,
+    test_truth: np.ndarray,
+    *,
+    seed: int,
+    epochs: int,
+) -> float:
+    """Test mAP of the same head trained on the whole pool with its true labels: the ceiling."""
+    model = _train_head(
+        pool_features,
+        pool_truth.astype(np.float64),
+        np.ones(len(pool_truth)),
+        seed=seed,
+        epochs=epochs,
+    )
+    probs, _ = _predict(model, test_features)
+    return mean_average_precision(test_truth, probs)
+
+
+def budget_to_reach(curve: Curve, target: float) -> int | None:
+    """Classifications a curve needed to first reach ``target`` mAP (None if it never did)."""
+    for spent, score in zip(curve.classifications, curve.test_map, strict=True):
+        if score >= target:
+            return spent
+    return None
