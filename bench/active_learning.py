@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,13 @@ from ml.mosaics import make_mosaics  # noqa: E402
 from ml.simulation import LoopConfig, budget_to_reach, full_data_map, run_loop  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
+
+
+def _one_thread() -> None:
+    # Parallel campaigns each get one core; torch would otherwise oversubscribe them all.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:
@@ -48,6 +56,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="random,entropy,margin,bald,kcenter")
     parser.add_argument("--default", default="entropy", help="the strategy the goal is judged on")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 rounds: a smoke run")
+    parser.add_argument("--jobs", type=int, default=1, help="campaigns run in parallel processes")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.rounds = 1, 3
@@ -62,23 +71,29 @@ def main() -> None:
     print(f"full-data mAP (whole pool, true labels): {ceiling:.3f}")
     curves: dict[str, list] = {s: [] for s in strategies}
     started = time.monotonic()
-    for seed in range(args.seeds):
-        for strategy in strategies:
-            curve = run_loop(
-                strategy=strategy,
-                pool_features=pool_x,
-                pool_truth=train.labels,
-                test_features=test_x,
-                test_truth=test.labels,
-                config=config,
-                seed=seed,
-            )
+    jobs = [(strategy, seed) for seed in range(args.seeds) for strategy in strategies]
+    common = dict(
+        pool_features=pool_x,
+        pool_truth=train.labels,
+        test_features=test_x,
+        test_truth=test.labels,
+        config=config,
+    )
+    with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread) as executor:
+        futures = {
+            executor.submit(run_loop, strategy=st, seed=sd, **common): (st, sd) for st, sd in jobs
+        }
+        for future in as_completed(futures):
+            strategy, seed = futures[future]
+            curve = future.result()
             curves[strategy].append(curve)
             print(
                 f"  {strategy:>8} seed {seed}: final mAP {curve.test_map[-1]:.3f} "
                 f"after {curve.classifications[-1]} classifications ({curve.seconds:.0f} s)",
                 flush=True,
             )
+    for runs in curves.values():
+        runs.sort(key=lambda c: c.seed)
 
     spent = np.array(curves[strategies[0]][0].classifications)
     mean_map = {s: np.mean([c.test_map for c in cs], axis=0) for s, cs in curves.items()}
