@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from annotate import selectors
 
@@ -54,6 +55,7 @@ def posterior_histograms_png(*, bins: int = 20) -> bytes:
         ax.set_title(histogram.concept, fontsize=9)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
         if not histogram.counts.any():
             _no_data(ax, "no labels")
     if not histograms:
@@ -73,7 +75,8 @@ def votes_per_item_png() -> bytes:
         _no_data(ax, "no items")
     else:
         ax.bar(votes, items, width=0.9, color=_ACCENT)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(fig)
 
 

@@ -109,7 +109,8 @@ def queue(request: HttpRequest) -> HttpResponse:
     filters = filter_form.filters()
     items = selectors.review_queue(concept=filters["concept"] or None, state=filters["state"])
     page = Paginator(items, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(item, image_src(item)) for item in page.object_list]
+    # Without a thumbnail yet, our stored copy scaled down beats "no image".
+    rows = [(item, image_src(item) or image_src(item, large=True)) for item in page.object_list]
     query = _filters_query(filters)
     return render(
         request,
