@@ -201,6 +201,27 @@ def test_one_categorical_em_step_matches_the_hand_computation():
     np.testing.assert_allclose(result.posteriors[0], joint / joint.sum(), atol=1e-9)
 
 
+def test_gold_answers_fix_categorical_posteriors_and_correct_the_volunteers():
+    # Volunteers 0 and 1 always answer 0, volunteer 2 always answers 1; gold says items 0-3 are 1.
+    item = np.repeat(np.arange(8), 3)
+    worker = np.tile([0, 1, 2], 8)
+    votes = CategoricalVotes.from_arrays(item, worker, (worker == 2).astype(int))
+    free = agg.dawid_skene_categorical(votes)
+    gold = agg.dawid_skene_categorical(votes, {i: 1 for i in range(4)})
+    assert free.labels.tolist() == [0] * 8
+    np.testing.assert_array_equal(gold.posteriors[:4], [[0.0, 1.0]] * 4)
+    # Items 4-7 look exactly like the gold ones, so they follow volunteer 2 now.
+    assert gold.labels.tolist() == [1] * 8
+    assert gold.errors[2, 1, 1] > free.errors[2, 1, 1]
+
+
+def test_categorical_votes_recast_one_vs_rest_for_the_two_coin_model():
+    votes = CategoricalVotes.from_arrays([0, 1, 1], [0, 0, 1], [2, 0, 1])
+    assert votes.to_vote_matrix().labels.tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    binary = CategoricalVotes.from_arrays([0, 1], [0, 0], [1, 0])
+    assert binary.to_vote_matrix().labels.tolist() == [[1], [0]]
+
+
 # --------------------------------------------------------------------------------------------
 # Invariants
 # --------------------------------------------------------------------------------------------
