@@ -288,6 +288,14 @@ def test_a_curator_reviews_three_items_in_the_browser(
         browser.get(f"{live_server.url}{path}")
     assert csp_violations(browser) == []
 
+    # And the policy is live: markup that slipped past escaping would not run.
+    browser.execute_script(
+        "document.body.insertAdjacentHTML('beforeend', "
+        "'<img src=x onerror=\"window.__pwned = 1\">')"
+    )
+    WebDriverWait(browser, 10).until(lambda d: csp_violations(d))
+    assert browser.execute_script("return window.__pwned") is None
+
 
 def test_the_browser_shortcuts_toggle_concepts_and_move_through_the_queue(
     live_server, browser, concepts, curator, served_media
