@@ -1,1 +1,210 @@
-"""The model side of crowdloop: training runs, model versions, predictions, round selections."""
+"""The model side of crowdloop: training runs, model versions, predictions, scoring chunks.
+
+A :class:`TrainingRun` row is the source of truth for a retrain, not the Celery message: the
+message only says "look at run N". Workers claim the row with a conditional UPDATE, hold a lease
+they renew every epoch, and publish their result fenced by the attempt number they claimed, so a
+duplicate or late message can never publish twice or over a newer attempt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+DEFAULT_FAMILY = "default"
+
+
+class TrainingRun(models.Model):
+    """One request to retrain, and everything that happened while serving it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    class Trigger(models.TextChoices):
+        BUTTON = "button", "admin button"
+        API = "api", "REST API"
+        COMMAND = "command", "train command"
+        BEAT = "beat", "nightly schedule"
+        AUTO = "auto", "new labels"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    # One model family today; the constraint is per family so a second vocabulary could train
+    # beside the first without waiting for it.
+    family = models.CharField(max_length=64, default=DEFAULT_FAMILY)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    trigger = models.CharField(max_length=12, choices=Trigger.choices)
+    params = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0, help_text="0 to 1.")
+    metrics = models.JSONField(default=list, blank=True, help_text="One dict per epoch.")
+    # Lease: the worker holding the run renews it every epoch; an expired lease may be taken over.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    # When the last message for this run went to the broker, and why the last send failed.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    enqueue_error = models.TextField(blank=True)
+    # "New labels arrived while this run was training": one follow-up run, however many arrive.
+    followup_requested = models.BooleanField(default=False)
+    # The training-set snapshot (JSON under ARTIFACT_ROOT) and the resumable training state.
+    snapshot_path = models.CharField(max_length=500, blank=True)
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    n_items = models.PositiveIntegerField(null=True, blank=True)
+    state_sha256 = models.CharField(max_length=64, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The database, not the lease or luck, refuses a second concurrent run.
+            models.UniqueConstraint(
+                fields=["family"],
+                condition=Q(status__in=["queued", "running"]),
+                name="training_run_one_in_flight",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]),
+                name="training_run_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class ModelVersion(models.Model):
+    """A trained model: its checkpoint, what it predicts and how well it did on validation."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "candidate"
+        ACTIVE = "active", "active"
+        ARCHIVED = "archived", "archived"
+
+    family = models.CharField(max_length=64, default=DEFAULT_FAMILY)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.CANDIDATE, db_index=True
+    )
+    # One version per run: a second publish of the same run fails on this constraint.
+    training_run = models.OneToOneField(
+        TrainingRun, on_delete=models.PROTECT, null=True, blank=True, related_name="model_version"
+    )
+    backbone = models.CharField(max_length=64)
+    mode = models.CharField(max_length=12, default="finetune")
+    concepts = models.JSONField(default=list, help_text="Concept keys in output order.")
+    checkpoint_path = models.CharField(
+        max_length=500, help_text="Sidecar JSON path relative to ARTIFACT_ROOT."
+    )
+    checkpoint_sha256 = models.CharField(max_length=64)
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    val_map = models.FloatField(null=True, blank=True)
+    thresholds = models.JSONField(default=list, blank=True)
+    n_train = models.PositiveIntegerField(default=0)
+    n_val = models.PositiveIntegerField(default=0)
+    # Scoring of the pool, filled by the chunk tasks.
+    scoring_chunks = models.PositiveIntegerField(default=0)
+    scoring_chunks_done = models.PositiveIntegerField(default=0)
+    scoring_chunks_failed = models.PositiveIntegerField(default=0)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["family"], condition=Q(status="active"), name="model_version_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"model v{self.pk} ({self.status})"
+
+
+class Prediction(models.Model):
+    """A model version's scores for one item: float32 little-endian, in the version's concept order.
+
+    One row of ~100 bytes per item keeps a pool of a million items at ~100 MB per version, and
+    ``uncertainty`` (the largest per-concept closeness to 0.5, 0 to 1) is indexed so that
+    selection reads the most uncertain items without decoding any blob.
+    """
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="predictions"
+    )
+    item = models.ForeignKey("annotate.Item", on_delete=models.CASCADE, related_name="predictions")
+    scores = models.BinaryField()
+    uncertainty = models.FloatField()
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "item"], name="prediction_unique")
+        ]
+        indexes = [models.Index(fields=["model_version", "-uncertainty"])]
+
+    def __str__(self) -> str:
+        return f"prediction of {self.item_id} by v{self.model_version_id}"
+
+    @staticmethod
+    def pack(scores: np.ndarray) -> bytes:
+        return np.asarray(scores, dtype="<f4").tobytes()
+
+    def probabilities(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.scores), dtype="<f4")
+
+    def scores_by_key(self) -> dict[str, float]:
+        keys = self.model_version.concepts
+        return {k: round(float(p), 6) for k, p in zip(keys, self.probabilities(), strict=True)}
+
+
+class ScoringChunk(models.Model):
+    """A contiguous id range of the pool that one task scores; claimed and counted like a run.
+
+    Its attempt counter is the poison guard of scoring: a chunk that kills its worker every time
+    is given up after ``max_attempts`` instead of being redelivered forever.
+    """
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="scoring_chunk_rows"
+    )
+    index = models.PositiveIntegerField()
+    first_item_id = models.BigIntegerField()
+    last_item_id = models.BigIntegerField()
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["model_version", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "index"], name="scoring_chunk_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of v{self.model_version_id}"

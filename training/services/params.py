@@ -1,0 +1,136 @@
+"""Training parameters: what a request may ask for, checked before a run row exists."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from ml.models import list_models
+
+
+class TrainingParamsError(ValueError):
+    """A request asked for something a run cannot do; nothing was created."""
+
+
+# Random trunk features are worthless, so without local pretrained weights the only way for a
+# small CPU model to learn anything is to train the whole (tiny) network; these defaults train a
+# three-block CNN at 32 px, a few seconds per epoch on a CPU for the demo's few hundred mosaics.
+SMALL_CNN_DEFAULTS: dict[str, Any] = {"widths": [16, 32, 64], "input_size": 32}
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """The knobs of one run, stored as JSON on the run row.
+
+    Attributes:
+        backbone: a name from ``ml.models.list_models()``.
+        mode: ``"head"`` (a head on cached features: needs pretrained weights to be useful) or
+            ``"finetune"`` (the whole network).
+        epochs: at most this many epochs (early stopping may end sooner).
+        batch_size, lr, seed, head, loss, hflip: passed to ``ml.train.TrainConfig``.
+        model_kwargs: constructor options of ``small_cnn`` (``widths``, ``input_size``).
+        lease_seconds: how long a claim lasts without a heartbeat; renewed every epoch, so it must
+            be longer than the slowest epoch.
+    """
+
+    backbone: str = "small_cnn"
+    mode: str = ""
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    seed: int = 0
+    head: str = "linear"
+    loss: str = "bce"
+    hflip: bool = True
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    lease_seconds: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ALLOWED_KWARGS = {"small_cnn": {"widths", "input_size"}}
+
+
+def backbone_weights(backbone: str) -> str | None:
+    """A local pretrained weights file for the backbone, from TRAINING_BACKBONE_WEIGHTS."""
+    weights = getattr(settings, "TRAINING_BACKBONE_WEIGHTS", {}) or {}
+    return weights.get(backbone) or None
+
+
+def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
+    """Validate and complete request parameters; unknown keys are refused, not ignored.
+
+    Raises:
+        TrainingParamsError: with a message naming the bad field.
+    """
+    raw = dict(raw or {})
+    known = set(TrainingParams.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise TrainingParamsError(f"unknown training parameters: {', '.join(unknown)}")
+    defaults = TrainingParams()
+    backbone = str(raw.get("backbone") or getattr(settings, "TRAINING_BACKBONE", "small_cnn"))
+    if backbone not in list_models():
+        raise TrainingParamsError(
+            f"backbone {backbone!r} is not one of {', '.join(list_models())}"
+        )
+    mode = str(raw.get("mode") or ("head" if backbone_weights(backbone) else "finetune"))
+    if mode not in ("head", "finetune"):
+        raise TrainingParamsError("mode must be 'head' or 'finetune'")
+    if backbone != "small_cnn" and not backbone_weights(backbone) and mode == "head":
+        raise TrainingParamsError(
+            f"mode 'head' needs pretrained weights for {backbone}: set TRAINING_BACKBONE_WEIGHTS"
+        )
+
+    def number(name: str, kind: type, low: float, high: float) -> Any:
+        value = raw.get(name, getattr(defaults, name))
+        if name == "epochs" and "epochs" not in raw:
+            value = getattr(settings, "TRAINING_EPOCHS", value)
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise TrainingParamsError(f"{name} must be a number") from None
+        if isinstance(value, bool) or not low <= value <= high:
+            raise TrainingParamsError(f"{name} must be between {low} and {high}")
+        return value
+
+    model_kwargs = raw.get("model_kwargs") or {}
+    if not isinstance(model_kwargs, dict):
+        raise TrainingParamsError("model_kwargs must be an object")
+    bad = sorted(set(model_kwargs) - _ALLOWED_KWARGS.get(backbone, set()))
+    if bad:
+        raise TrainingParamsError(f"model_kwargs not allowed for {backbone}: {', '.join(bad)}")
+    if backbone == "small_cnn":
+        model_kwargs = {**SMALL_CNN_DEFAULTS, **model_kwargs}
+        widths = model_kwargs["widths"]
+        if (not isinstance(widths, list) or not 1 <= len(widths) <= 6
+                or not all(isinstance(w, int) and 1 <= w <= 512 for w in widths)):
+            raise TrainingParamsError("model_kwargs.widths must be 1 to 6 integers of 1 to 512")
+        size = model_kwargs["input_size"]
+        if not isinstance(size, int) or not 8 <= size <= 512:
+            raise TrainingParamsError("model_kwargs.input_size must be an integer of 8 to 512")
+    head = str(raw.get("head", defaults.head))
+    loss = str(raw.get("loss", defaults.loss))
+    if head not in ("linear", "mlp") or loss not in ("bce", "asl"):
+        raise TrainingParamsError("head must be linear or mlp; loss must be bce or asl")
+    hflip = raw.get("hflip", defaults.hflip)
+    if not isinstance(hflip, bool):
+        raise TrainingParamsError("hflip must be true or false")
+    lease_default = int(getattr(settings, "TRAINING_LEASE_SECONDS", 900))
+    lease = number("lease_seconds", int, 0, 86_400) or lease_default
+    return TrainingParams(
+        backbone=backbone,
+        mode=mode,
+        epochs=number("epochs", int, 1, 1000),
+        batch_size=number("batch_size", int, 1, 4096),
+        lr=number("lr", float, 1e-7, 1.0),
+        seed=number("seed", int, 0, 2**31 - 1),
+        head=head,
+        loss=loss,
+        hflip=hflip,
+        model_kwargs=model_kwargs,
+        lease_seconds=max(1, lease),
+    )

@@ -1,0 +1,310 @@
+"""Scoring the pool: predictions of a model version for every item with a usable image.
+
+The pool is cut into contiguous id ranges (:class:`ScoringChunk`), one Celery task each, sent
+as a group on the ``train`` queue so that every training worker takes a share. A chunk is
+claimed with a conditional UPDATE that counts its attempts (the poison guard of scoring), its
+predictions are upserted in bulk (a redelivered chunk rewrites the same rows), and it is counted
+done once. The reconciler re-sends chunks left undone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotate.models import Item
+from annotate.services.media import image_path
+from ml.checkpoint import LoadedCheckpoint
+from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
+from ml.models import MultiLabelNet
+from training.models import ModelVersion, Prediction, ScoringChunk
+from training.services.versions import model_version_active, model_version_load
+
+logger = logging.getLogger(__name__)
+
+_MODELS: OrderedDict[tuple[int, str], LoadedCheckpoint] = OrderedDict()
+
+
+def pool_items():
+    """The pool: every item whose image was checked and stored."""
+    return Item.objects.filter(image_state=Item.ImageState.OK).exclude(image_file="")
+
+
+def _loaded(version: ModelVersion) -> LoadedCheckpoint:
+    """The version's verified model, kept per worker process: chunks of one version share it."""
+    key = (version.pk, version.checkpoint_sha256)
+    if key not in _MODELS:
+        _MODELS[key] = model_version_load(version)
+        while len(_MODELS) > 2:
+            _MODELS.popitem(last=False)
+    _MODELS.move_to_end(key)
+    return _MODELS[key]
+
+
+def embedding_cache(model: MultiLabelNet) -> EmbeddingCache:
+    return EmbeddingCache(
+        Path(settings.ARTIFACT_ROOT) / "embeddings", model_key(model), model.num_features
+    )
+
+
+def _device() -> str:
+    name = getattr(settings, "TRAINING_DEVICE", "auto")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def probabilities(
+    version: ModelVersion, sources: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Scores (n, C) of image files under a version, an ok mask (n,), and refusals by index."""
+    loaded = _loaded(version)
+    model = loaded.model
+    if not isinstance(model, MultiLabelNet):
+        raise TypeError("scoring needs a full network checkpoint, not a bare head")
+    # Head-mode versions share their trunk with training: its cached features are reused.
+    cache = embedding_cache(model) if version.mode == "head" else None
+    result = compute_embeddings(
+        model, sources, cache=cache, device=_device(),
+        batch_size=int(getattr(settings, "TRAINING_SCORE_BATCH_SIZE", 64)),
+        max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.IMAGE_MAX_BYTES,
+    )
+    probs = np.zeros((len(sources), len(version.concepts)), dtype=np.float32)
+    if result.ok.any():
+        model.head.to("cpu").eval()
+        with torch.inference_mode():
+            logits = model.head(torch.from_numpy(result.features[result.ok]))  # (m, C)
+        probs[result.ok] = torch.sigmoid(logits).numpy()
+    return probs, result.ok, result.failures
+
+
+def uncertainty(probs: np.ndarray) -> np.ndarray:
+    """Per item, the largest closeness of any concept's score to 0.5: 1 at 0.5, 0 at 0 or 1."""
+    return (1.0 - np.abs(2.0 * probs - 1.0)).max(axis=1) if probs.size else np.zeros(len(probs))
+
+
+def predictions_store(version: ModelVersion, item_ids: list[int], probs: np.ndarray) -> int:
+    """Upsert one prediction row per item: a re-run writes the same rows, never duplicates."""
+    if not item_ids:
+        return 0
+    unc = uncertainty(probs)
+    rows = [
+        Prediction(model_version=version, item_id=item_id, scores=Prediction.pack(probs[i]),
+                   uncertainty=float(unc[i]))
+        for i, item_id in enumerate(item_ids)
+    ]
+    Prediction.objects.bulk_create(
+        rows, batch_size=1000, update_conflicts=True,
+        unique_fields=["model_version", "item"], update_fields=["scores", "uncertainty",
+                                                                "created_at"],
+    )
+    return len(rows)
+
+
+def items_score(version: ModelVersion, items: list[tuple[int, str]]) -> tuple[int, int]:
+    """Score (item id, relative image path) pairs and store them; (stored, refused)."""
+    sources = [str(image_path(rel)) for _, rel in items]
+    probs, ok, failures = probabilities(version, sources)
+    ids = [items[i][0] for i in np.flatnonzero(ok)]
+    stored = predictions_store(version, ids, probs[ok])
+    for i, reason in failures.items():
+        logger.warning("v%s: item %s not scored: %s", version.pk, items[i][0], reason)
+    return stored, len(items) - stored
+
+
+# ---------------------------------------------------------------------------- chunks
+
+
+def _chunk_bounds(size: int) -> Iterator[tuple[int, int]]:
+    """Contiguous (first id, last id) ranges of ``size`` pool items, streamed by primary key."""
+    first = last = None
+    count = 0
+    for pk in pool_items().order_by("pk").values_list("pk", flat=True).iterator(chunk_size=10000):
+        if first is None:
+            first = pk
+        last, count = pk, count + 1
+        if count == size:
+            yield first, last
+            first, count = None, 0
+    if first is not None:
+        yield first, last
+
+
+def scoring_start(*, model_version_id: int) -> int:
+    """Cut the pool into chunks for a version (once), send those not done; return how many."""
+    version = ModelVersion.objects.get(pk=model_version_id)
+    if not version.scoring_chunks:
+        size = max(1, int(getattr(settings, "TRAINING_SCORE_CHUNK_SIZE", 2000)))
+        max_attempts = int(getattr(settings, "TRAINING_MAX_ATTEMPTS", 3))
+        chunks = [
+            ScoringChunk(model_version=version, index=i, first_item_id=a, last_item_id=b,
+                         max_attempts=max_attempts)
+            for i, (a, b) in enumerate(_chunk_bounds(size))
+        ]
+        with transaction.atomic():
+            ScoringChunk.objects.bulk_create(chunks, batch_size=1000, ignore_conflicts=True)
+            n = ScoringChunk.objects.filter(model_version=version).count()
+            ModelVersion.objects.filter(pk=version.pk).update(scoring_chunks=n)
+            if n == 0:
+                ModelVersion.objects.filter(pk=version.pk).update(scored_at=timezone.now())
+    pending = list(
+        ScoringChunk.objects.filter(model_version=version, done_at__isnull=True, error="")
+        .values_list("pk", flat=True)
+    )
+    return chunks_send(pending)
+
+
+def chunks_send(chunk_ids: Iterable[int]) -> int:
+    """Send chunk tasks as one group; a broker outage leaves them for the reconciler."""
+    from celery import group
+
+    from training.services.runs import _broker_errors
+    from training.tasks import training_score_chunk
+
+    ids = list(chunk_ids)
+    if not ids:
+        return 0
+    ScoringChunk.objects.filter(pk__in=ids).update(sent_at=timezone.now())
+    try:
+        group(training_score_chunk.si(chunk_id=pk) for pk in ids).apply_async()
+    except _broker_errors() as exc:
+        logger.error("scoring chunks not sent (the reconciler will retry): %s", exc)
+        return 0
+    return len(ids)
+
+
+def scoring_chunk_execute(*, chunk_id: int) -> str:
+    """Score one chunk; safe to run twice. Returns what happened, for the task's result."""
+    now = timezone.now()
+    with transaction.atomic():
+        chunk = (
+            ScoringChunk.objects.select_for_update(skip_locked=True)
+            .filter(pk=chunk_id, done_at__isnull=True, error="")
+            .first()
+        )
+        if chunk is None:
+            return "done, given up, or being claimed"
+        if chunk.attempts >= chunk.max_attempts:
+            # Poison guard: every earlier attempt died with its worker.
+            ScoringChunk.objects.filter(pk=chunk.pk, error="").update(
+                error=f"gave up after {chunk.attempts} attempts")
+            ModelVersion.objects.filter(pk=chunk.model_version_id).update(
+                scoring_chunks_failed=F("scoring_chunks_failed") + 1)
+            return "gave up"
+        ScoringChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
+    version = ModelVersion.objects.get(pk=chunk.model_version_id)
+    items = list(
+        pool_items().filter(pk__gte=chunk.first_item_id, pk__lte=chunk.last_item_id)
+        .order_by("pk").values_list("pk", "image_file")
+    )
+    stored, refused = items_score(version, items)
+    with transaction.atomic():
+        if ScoringChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(done_at=now):
+            ModelVersion.objects.filter(pk=version.pk).update(
+                scoring_chunks_done=F("scoring_chunks_done") + 1)
+            ModelVersion.objects.filter(
+                pk=version.pk, scored_at__isnull=True,
+                scoring_chunks_done__gte=F("scoring_chunks"),
+            ).update(scored_at=timezone.now())
+    return f"chunk {chunk.index} of v{version.pk}: {stored} scored, {refused} refused"
+
+
+def scoring_reconcile(*, now: datetime, stale_after_s: float) -> int:
+    """Send again the chunks of unfinished scorings whose message went out too long ago."""
+    stale = now - timedelta(seconds=stale_after_s)
+    ids = ScoringChunk.objects.filter(
+        done_at__isnull=True, error="", model_version__scored_at__isnull=True
+    ).filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale)).values_list("pk", flat=True)
+    return chunks_send(list(ids[:10000]))
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def _read_ids(path: Path) -> list[str]:
+    """External ids from a JSONL/CSV manifest (column external_id) or a plain list, one a line."""
+    import csv
+
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    if lines[0].lstrip().startswith("{"):
+        return [str(json.loads(line)["external_id"]) for line in lines]
+    if "external_id" in lines[0].split(","):
+        return [row["external_id"] for row in csv.DictReader(lines)]
+    return [line.strip() for line in lines]
+
+
+def predictions_export(
+    *, out: Path, items_path: Path | None = None, model_version_id: int | None = None
+) -> dict[str, Any]:
+    """Write JSONL ``{"external_id", "scores": {key: p}}`` for the pool or the listed items.
+
+    Stored predictions are read; items not scored yet are scored now (and stored).
+
+    Raises:
+        ValueError: no such version, or no active version.
+    """
+    if model_version_id is not None:
+        version = ModelVersion.objects.filter(pk=model_version_id).first()
+        if version is None:
+            raise ValueError(f"no model version {model_version_id}")
+    else:
+        version = model_version_active()
+        if version is None:
+            raise ValueError("there is no active model version: train one first")
+    wanted = _read_ids(items_path) if items_path else None
+    queryset = pool_items().order_by("pk")
+    missing_ids: list[str] = []
+    if wanted is not None:
+        known = set(queryset.filter(external_id__in=wanted).values_list("external_id", flat=True))
+        missing_ids = [e for e in wanted if e not in known]
+        queryset = queryset.filter(external_id__in=wanted)
+    written = refused = 0
+    keys = version.concepts
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        last = 0
+        while True:
+            # Keyset pages: a million-item pool is never held in memory at once.
+            block = list(queryset.filter(pk__gt=last).values_list(
+                "pk", "external_id", "image_file")[:2000])
+            if not block:
+                break
+            last = block[-1][0]
+            ids = [pk for pk, _, _ in block]
+            stored = dict(
+                Prediction.objects.filter(model_version=version, item_id__in=ids).values_list(
+                    "item_id", "scores")
+            )
+            todo = [(pk, image) for pk, _, image in block if pk not in stored]
+            if todo:
+                items_score(version, todo)
+                stored.update(
+                    Prediction.objects.filter(
+                        model_version=version, item_id__in=[pk for pk, _ in todo]
+                    ).values_list("item_id", "scores")
+                )
+            for pk, external_id, _ in block:
+                if pk not in stored:
+                    refused += 1
+                    continue
+                probs = np.frombuffer(bytes(stored[pk]), dtype="<f4")
+                scores = {k: round(float(p), 6) for k, p in zip(keys, probs, strict=True)}
+                fh.write(json.dumps({"external_id": external_id, "scores": scores}) + "\n")
+                written += 1
+    return {"model_version": version.pk, "written": written, "refused": refused,
+            "unknown": len(missing_ids)}

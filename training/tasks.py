@@ -1,0 +1,118 @@
+"""Celery tasks of the model side: thin, keyword-only ids in, one service call, JSON out.
+
+Every task here runs at least once per request, possibly more (``acks_late``; Redis redelivers
+after the visibility timeout; a killed worker's message is requeued by
+``reject_on_worker_lost``), so each one starts by checking the database: a training run is
+claimed with a conditional UPDATE and counts its attempts (the poison guard that stops the requeue
+loop of celery#8969), a scoring chunk likewise. Only transient errors retry automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+QUEUE = "train"
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OperationalError, InterfaceError]
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        errors.append(RedisConnectionError)
+    except ImportError:  # pragma: no cover - redis is a pinned requirement
+        pass
+    return tuple(errors)
+
+
+def _visibility_timeout() -> float:
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
+    return float(options.get("visibility_timeout", 3600))
+
+
+def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
+    """The resource class of the ``train`` queue: at least once, requeued on worker loss.
+
+    The queue itself comes from ``task_routes`` (``training.tasks.*`` -> ``train`` in
+    ``config/celery.py``; Celery 5.7 deprecates a per-task ``queue`` attribute), and every task
+    here is named ``training.tasks.<function>`` so the route always applies.
+
+    ``reject_on_worker_lost`` is safe here only because every task of this class has a poison
+    guard in the database (attempts counted at claim). Retries cover transient database and
+    Redis errors only, at most 5, with a backoff capped well below the visibility timeout so a
+    waiting retry is never redelivered as a duplicate (codecov/umbrella#720).
+    """
+    backoff_max = int(max(1.0, min(600.0, _visibility_timeout() / 4)))
+
+    def decorate(func: F) -> F:
+        return shared_task(  # type: ignore[no-any-return]
+            name=f"training.tasks.{func.__name__}",
+            acks_late=True,
+            reject_on_worker_lost=True,
+            autoretry_for=_transient_errors(),
+            retry_backoff=5,
+            retry_backoff_max=backoff_max,
+            retry_jitter=True,
+            max_retries=5,
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
+            bind=True,
+        )(func)
+
+    return decorate
+
+
+def _train_limits() -> tuple[int, int]:
+    # The hard limit stays below the visibility timeout: Redis must never hand a live training
+    # to a second worker (the lease would make that second one a no-op, but it wastes a slot).
+    hard = int(getattr(settings, "TRAINING_TIME_LIMIT_SECONDS", 0)
+               or min(6 * 3600, _visibility_timeout() - 300))
+    hard = max(60, hard)
+    return hard - 60, hard
+
+
+_SOFT, _HARD = _train_limits()
+
+
+@train_task(soft_time_limit=_SOFT, time_limit=_HARD)
+def training_run_task(self, *, run_id: int) -> dict[str, Any]:
+    """Serve a training run's message (its primary key); a duplicate does nothing."""
+    from training.services.execute import training_run_execute
+    from training.services.runs import worker_identity
+
+    result = training_run_execute(run_id=run_id, worker_id=worker_identity(self.request.id))
+    return result.as_json()
+
+
+@train_task(soft_time_limit=1800, time_limit=1900)
+def training_score_chunk(self, *, chunk_id: int) -> str:
+    """Score one chunk of the pool with its model version; a re-run rewrites the same rows."""
+    from training.services.scoring import scoring_chunk_execute
+
+    return scoring_chunk_execute(chunk_id=chunk_id)
+
+
+@train_task(soft_time_limit=240, time_limit=300)
+def training_reconcile(self, *, stale_after_s: float | None = None) -> str:
+    """Beat, every few minutes: re-send stranded runs and chunks, fail the spent ones."""
+    from training.services.runs import training_runs_reconcile
+
+    return training_runs_reconcile(stale_after_s=stale_after_s).summary()
+
+
+@train_task(soft_time_limit=240, time_limit=300)
+def training_nightly(self) -> int | None:
+    """Beat, nightly: request a retrain when labels changed since the last run."""
+    from training.services.triggers import training_nightly as nightly
+
+    run = nightly()
+    return run.pk if run else None
