@@ -81,6 +81,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1"...
     amp: bool = True  # bfloat16 autocast, on CUDA only
     channels_last: bool = True  # NHWC memory format on CUDA, faster convolutions with AMP
+    cpu_threads: int = 0  # torch intra-op threads while fitting on the CPU; 0 leaves them be
     seed: int = 0  # seeds initialisation, data order, augmentation and dropout
     checkpoint_every: int = 1  # hand the training state to the callback every N epochs
 
@@ -105,7 +106,8 @@ class TrainConfig:
 
 
 # Options that may change between a killed run and its resumption without changing the result.
-_RESUMABLE_CHANGES = frozenset({"device", "num_workers", "checkpoint_every", "epochs", "patience"})
+_RESUMABLE_CHANGES = frozenset({"device", "num_workers", "checkpoint_every", "epochs", "patience",
+                                "cpu_threads"})
 
 
 @dataclass
@@ -484,6 +486,28 @@ def fit(
     Returns:
         The :class:`FitResult`.
     """
+    previous = torch.get_num_threads()
+    if config.cpu_threads and resolve_device(config.device).type == "cpu":
+        # Small matmuls gain nothing from threads, and on a shared machine OpenMP threads
+        # spinning against other processes made a head fit 25x slower (see bench/README.md).
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _fit(config, train, val, model=model, progress=progress,
+                    on_checkpoint=on_checkpoint, resume=resume)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(
+    config: TrainConfig,
+    train: FeatureSet | LabelledImages,
+    val: FeatureSet | LabelledImages,
+    *,
+    model: nn.Module | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
     mode = config.mode
     if mode == "head" and not isinstance(train, FeatureSet):
         raise ValueError("head mode trains on a FeatureSet of cached features")

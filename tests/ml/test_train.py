@@ -231,3 +231,11 @@ def test_fine_tuning_skips_a_broken_image_and_resumes_deterministically(tmp_path
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
     assert all(torch.equal(x, y) for x, y in zip(weights_of(resumed.model),
                                                  weights_of(straight.model), strict=True))
+
+
+def test_cpu_threads_apply_during_the_fit_only():
+    before = torch.get_num_threads()
+    seen = []
+    fit(head_config(epochs=1, cpu_threads=1), separable_features(64, 0), separable_features(32, 1),
+        progress=lambda row: seen.append(torch.get_num_threads()))
+    assert seen == [1] and torch.get_num_threads() == before
