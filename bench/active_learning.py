@@ -14,6 +14,7 @@ mAP and 95% of the full-data mAP.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -79,7 +80,9 @@ def main() -> None:
         test_truth=test.labels,
         config=config,
     )
-    with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread) as executor:
+    # spawn, not fork: the parent has already run autograd (the full-data ceiling).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_one_thread) as executor:
         futures = {
             executor.submit(run_loop, strategy=st, seed=sd, **common): (st, sd) for st, sd in jobs
         }
