@@ -164,6 +164,15 @@ class Round(models.Model):
     strategy = models.CharField(max_length=64, default="manual")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     subject_set_id = models.PositiveBigIntegerField(null=True, blank=True)
+    model_version = models.ForeignKey(
+        "training.ModelVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rounds",
+        help_text="The model whose predictions chose the round (none for a cold start).",
+    )
+    random_share = models.FloatField(default=0.0, help_text="Share of random control picks.")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     pushed_at = models.DateTimeField(null=True, blank=True)
@@ -471,3 +480,30 @@ class DatasetRelease(models.Model):
             return False
         stored = type(self).objects.filter(pk=self.pk).values_list("status", flat=True).first()
         return stored == self.Status.SUCCEEDED
+
+
+class RoundPick(models.Model):
+    """Why an item is in a round: its rank, the strategy's score and the reason."""
+
+    class Reason(models.TextChoices):
+        UNCERTAIN = "uncertain", "the model is unsure"
+        DIVERSE = "diverse", "unsure and unlike the other picks"
+        TYPICAL = "typical", "typical of a cluster (cold start)"
+        RANDOM = "random", "random control"
+        RELABEL = "relabel", "another vote on a contested item"
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="picks")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="picks")
+    rank = models.PositiveIntegerField(help_text="1 is shown to volunteers first.")
+    score = models.FloatField(null=True, blank=True)
+    reason = models.CharField(max_length=12, choices=Reason.choices)
+
+    class Meta:
+        ordering = ["round", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "item"], name="round_pick_unique"),
+            models.UniqueConstraint(fields=["round", "rank"], name="round_pick_rank_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.rank} {self.reason}"
