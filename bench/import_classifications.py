@@ -289,7 +289,9 @@ def panoptes_venv() -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def crowdloop_side(workdir: Path, cls: Path, wf: Path, batch_size: int) -> tuple[Measured, ...]:
+def crowdloop_side(
+    workdir: Path, cls: Path, wf: Path, batch_size: int
+) -> tuple[Measured, Measured, Measured]:
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'crowdloop.sqlite3'}"
@@ -307,7 +309,9 @@ def crowdloop_side(workdir: Path, cls: Path, wf: Path, batch_size: int) -> tuple
     print("  $ " + " ".join(command[1:]))
     first = measure(command, env=env)
     again = measure(command, env=env)
-    return first, again
+    # What any management command costs before it reads a row (Django and app imports).
+    startup = measure([*manage, "check"], env=env)
+    return first, again, startup
 
 
 def panoptes_side(workdir: Path, cls: Path, wf: Path) -> Measured:
@@ -349,7 +353,7 @@ def main() -> None:
         )
         print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}, {os.cpu_count()} CPUs")
         database = "PostgreSQL" if "postgres" in os.environ.get("DATABASE_URL", "") else "SQLite"
-        ours, again = crowdloop_side(workdir, cls, wf, args.batch_size)
+        ours, again, startup = crowdloop_side(workdir, cls, wf, args.batch_size)
         print("  " + ours.stdout.strip().splitlines()[-1])
         print("  re-import: " + again.stdout.strip().splitlines()[-1])
         table = [
@@ -365,6 +369,10 @@ def main() -> None:
             print(
                 f"{name:38} {m.seconds:9.1f} {args.rows / m.seconds:10,.0f} {m.peak_rss_mib:13,.0f}"
             )
+        print(
+            f"{'manage.py check (start-up alone)':38} {startup.seconds:9.1f} {'':>10} "
+            f"{startup.peak_rss_mib:13,.0f}"
+        )
         print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}, {os.cpu_count()} CPUs")
         if theirs is not None:
             print(
