@@ -1,0 +1,98 @@
+"""Choosing the next round from a trained model's view of the pool, and pushing it."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotate.models import Item, Round, RoundPick, Subject, Workflow
+from annotate.zooniverse.sandbox import Sandbox, serve
+from ml.mosaics import DIGIT_KEYS
+from training.models import TrainingRun
+from training.selection import SelectionError, round_publish, round_select
+from training.services import model_version_active, training_run_request
+
+from .conftest import TINY_PARAMS, write_mosaic_items
+
+
+@pytest.fixture
+def trained(db, django_capture_on_commit_callbacks):
+    mosaic = write_mosaic_items(40)
+    with django_capture_on_commit_callbacks(execute=True):
+        run, _ = training_run_request(trigger="command", params=TINY_PARAMS)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    return mosaic
+
+
+def test_a_round_takes_the_models_picks_and_a_random_control_share(trained):
+    result = round_select(size=10, strategy="entropy", random_share=0.2, relabel=False)
+    picks = list(result.round.picks.order_by("rank"))
+    assert [p.rank for p in picks] == list(range(1, 11))
+    assert [p.reason for p in picks].count("random") == 2
+    assert all(p.reason == "uncertain" and p.score is not None for p in picks[:8])
+    assert result.round.model_version == model_version_active()
+    assert result.round.strategy == "entropy" and result.round.random_share == 0.2
+    assert len({p.item_id for p in picks}) == 10
+
+
+def test_the_same_seed_chooses_the_same_round(trained):
+    first = round_select(size=6, strategy="margin", seed=4, relabel=False)
+    second = round_select(size=6, strategy="margin", seed=4, relabel=False)
+    assert list(first.round.picks.values_list("item_id", flat=True)) == list(
+        second.round.picks.values_list("item_id", flat=True)
+    )
+    assert second.round.number == first.round.number + 1
+
+
+def test_bald_without_dropout_falls_back_to_entropy_and_says_so(trained):
+    result = round_select(size=5, strategy="bald", relabel=False)
+    assert result.strategy == "entropy"
+    assert "no dropout" in result.round.notes
+
+
+def test_items_already_shown_to_volunteers_are_not_chosen_again(trained):
+    workflow = Workflow.objects.create(zooniverse_id=1)
+    shown = Item.objects.order_by("pk")[:30]
+    for i, item in enumerate(shown):
+        Subject.objects.create(zooniverse_id=900 + i, item=item)
+    result = round_select(size=20, strategy="entropy", workflow=workflow, relabel=False)
+    assert len(result.picks) == 10
+    assert not RoundPick.objects.filter(item__in=shown).exists()
+
+
+def test_without_a_model_the_first_round_is_a_typical_and_diverse_cold_start(db):
+    write_mosaic_items(30, curated=0)
+    result = round_select(size=5)
+    assert result.strategy == "typical_diverse" and result.round.model_version is None
+    assert {p.reason for p in result.picks} <= {"typical", "random"}
+
+
+def test_an_empty_pool_is_a_clear_error(db):
+    with pytest.raises(SelectionError, match="no item is waiting"):
+        round_select(size=5)
+
+
+def test_a_chosen_round_is_pushed_with_priorities_by_rank(trained, settings):
+    sandbox = Sandbox([f"digit {k}" for k in DIGIT_KEYS], keys=list(DIGIT_KEYS))
+    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
+    try:
+        settings.PANOPTES_ENDPOINT = server.endpoint
+        settings.PANOPTES_CLIENT_ID, settings.PANOPTES_CLIENT_SECRET = "crowdloop", "secret"
+        settings.PANOPTES_PROJECT_ID = str(sandbox.project_id)
+        settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:8000/media"
+        workflow = Workflow.objects.create(
+            zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+        )
+        result = round_select(size=8, strategy="entropy", workflow=workflow, relabel=False)
+        round_publish(round=result.round)
+        round_publish(round=result.round)  # a second push creates nothing new
+
+        by_external = {
+            s.metadata["external_id"]: s.metadata["#priority"] for s in sandbox.subjects()
+        }
+        expected = {p.item.external_id: p.rank for p in result.round.picks.select_related("item")}
+        assert by_external == expected
+        assert Round.objects.get().status == Round.Status.PUSHED
+    finally:
+        server.shutdown()
+        server.server_close()
