@@ -614,7 +614,10 @@ def classifications_pull(
     try:
         last_id = _cursor_read(workflow)
         while max_pages is None or result.pages < max_pages:
-            if client.time_left() < BUDGET_MARGIN_S:
+            # Stop between pages when the budget is nearly spent (the next run continues), but
+            # always try one page, so a small budget cannot starve the sync for good.
+            margin = min(BUDGET_MARGIN_S, client.policy.budget_s / 10)
+            if result.pages and client.time_left() < margin:
                 logger.warning("Workflow %s: budget nearly spent; stopping at cursor %s",
                                workflow.zooniverse_id, last_id)
                 break

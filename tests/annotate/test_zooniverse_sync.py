@@ -653,3 +653,97 @@ def test_the_tasks_retry_only_transient_errors_within_the_visibility_timeout(set
         assert task.autoretry_for == (TransientError,)
         assert task.retry_backoff_max < visibility and task.time_limit < visibility
     assert push_round.reject_on_worker_lost and not sync_workflow.reject_on_worker_lost
+
+
+# -- a real worker on a real broker ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undisturbed_rows(
+    transactional_db, env, tmp_path
+):
+    """F2/F11 with Redis and a worker process: kill -9 while page 3 is in flight; the unacked
+    message comes back after the visibility timeout and a new worker resumes at the cursor."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from celery import Celery
+
+    redis_url = os.environ.get("CROWDLOOP_TEST_REDIS_URL", "")
+    if not redis_url or connection.vendor != "postgresql":
+        pytest.skip("needs CROWDLOOP_TEST_REDIS_URL and PostgreSQL (DATABASE_URL)")
+    _pushed_and_classified(env, n_items=30, n_classifications=250)  # the task pages by 100
+    expected = _expected(env)
+    db = connection.settings_dict
+    worker_env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/"
+        f"{db['NAME']}",
+        "CELERY_VISIBILITY_TIMEOUT": "16",  # the client budget is half of it
+        "PANOPTES_ENDPOINT": env.server.endpoint,
+        "PANOPTES_USERNAME": "crowdloop-bot",
+        "PANOPTES_PASSWORD": "a-test-password",
+        "PANOPTES_CLIENT_SECRET": "",
+        "PANOPTES_PROJECT_ID": str(env.sandbox.project_id),
+        "PANOPTES_TIMEOUT": "60",
+    }
+    app = Celery("producer", broker=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+        # Unacked messages left by an earlier run of this test would be redelivered into this one.
+        conn.default_channel.client.delete("unacked", "unacked_index")
+
+    def start_worker(name: str) -> subprocess.Popen:
+        log = (tmp_path / f"{name}.log").open("w")
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default",
+             "--pool", "solo", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+             "--loglevel", "INFO"],
+            env=worker_env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_for(condition, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+                pytest.fail(f"timed out; worker logs:\n{logs}")
+            time.sleep(0.2)
+
+    # Page 3 hangs far longer than the test waits: the worker is killed while it is in flight.
+    env.sandbox.faults.hang(r"/classifications/project", seconds=120, skip=2)
+    first = start_worker("first")
+    try:
+        app.send_task("annotate.tasks.sync_workflow", kwargs={"workflow_id": 1}, queue="default")
+        wait_for(lambda: any(e.fault == "hang" for e in env.sandbox.request_log), 60)
+        assert Classification.objects.count() == 200
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        killed_at = time.monotonic()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    env.sandbox.faults.clear()
+
+    # The worker comes back after the visibility timeout; on start it restores the unacked
+    # message (kombu only rescans every few polls after that, which would make this test slow).
+    time.sleep(max(0.0, killed_at + 16.5 - time.monotonic()))
+    second = start_worker("second")
+    try:
+        wait_for(lambda: Classification.objects.count() == len(expected), 90)
+        time.sleep(1)  # a stray duplicate delivery would land now
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            second.kill()
+    assert _stored() == expected
+    _invariants(env)
