@@ -112,9 +112,10 @@ def push_round(
 ) -> dict[str, Any]:
     """Push a round (its primary key) to Zooniverse; a re-run creates nothing new.
 
-    ``item_ids`` are the items in rank order (best first); without them the items already
-    recorded for the round are pushed again, which repairs links and missing subjects.
-    ``priorities`` maps item id (as a string: JSON keys) to ``#priority``.
+    Without ``item_ids`` a round chosen by ``select_round`` is published from its picks
+    (``#priority`` = rank, contested items un-retired); a round without picks re-pushes the items
+    already recorded, which repairs links and missing subjects. ``item_ids`` (best first) and
+    ``priorities`` (item id as a string, JSON keys, to ``#priority``) push an explicit list.
     """
     from annotate.models import Item, Round
     from annotate.services.zooniverse_sync import round_items, round_push
@@ -122,6 +123,10 @@ def push_round(
     round = Round.objects.select_related("workflow").filter(pk=round_id).first()
     if round is None:
         return {"round_id": round_id, "skipped": "unknown round"}
+    if item_ids is None and round.picks.exists():
+        from training.selection import round_publish
+
+        return {"round_id": round_id, "summary": round_publish(round=round)}
     if item_ids is None:
         items = round_items(round=round)
     else:

@@ -25,12 +25,13 @@ sandbox and the demo are served by URL.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -43,6 +44,7 @@ from annotate.models import (
     ImportReport,
     Item,
     Round,
+    RoundPick,
     Subject,
     SyncCursor,
     Workflow,
@@ -93,6 +95,27 @@ class SyncConfigError(Exception):
 
 def _client(client: ZooniverseClient | None) -> ZooniverseClient:
     return client if client is not None else connect()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def zooniverse_operation(func: Callable[P, R]) -> Callable[P, R]:
+    """Give a service a client (``client=`` or one from settings) and its own wall budget.
+
+    A client passed in by a long-lived caller (the demo, a command looping over workflows) gets a
+    fresh budget for this call; a nested service call shares its caller's.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        client = _client(kwargs.get("client"))  # type: ignore[arg-type]
+        kwargs["client"] = client
+        with client.operation():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _project_id(workflow: Workflow) -> int:
@@ -183,6 +206,7 @@ def _subject_set_for(
         return set_id, created
 
 
+@zooniverse_operation
 def round_push(
     *,
     round: Round,
@@ -310,11 +334,17 @@ def _tombstone_deleted(
 
 
 def round_items(*, round: Round) -> list[Item]:
-    """The items already recorded as the round's subjects, best first (by ``#priority``).
+    """The items of a round, best first: its picks by rank (relabel picks, which are already
+    subjects, left out), else the items already recorded as its subjects (by ``#priority``).
 
-    What a re-push of a round without a fresh selection sends: it repairs missing links and
-    subjects and creates nothing that exists.
+    What a push of a round without an explicit item list sends; pushing it again repairs missing
+    links and subjects and creates nothing that exists.
     """
+    picks = list(
+        round.picks.exclude(reason=RoundPick.Reason.RELABEL).select_related("item").order_by("rank")
+    )
+    if picks:
+        return [p.item for p in picks]
     subjects = (
         Subject.objects.filter(round=round, item__isnull=False)
         .select_related("item")
@@ -382,6 +412,7 @@ def _version_answers(
     return task_type, answers_map(labels, concepts)
 
 
+@zooniverse_operation
 def workflow_versions_sync(
     *, workflow: Workflow, client: ZooniverseClient | None = None
 ) -> VersionSyncResult:
@@ -580,6 +611,7 @@ def _page_commit(
     return counts
 
 
+@zooniverse_operation
 def classifications_pull(
     *,
     workflow: Workflow,
@@ -664,6 +696,7 @@ def classifications_pull(
     return result
 
 
+@zooniverse_operation
 def classifications_export_pull(
     *,
     workflow: Workflow,
@@ -737,11 +770,12 @@ def subjects_retire(
     if not chosen:
         return 0
     client = _client(client)
-    client.subjects_retire(
-        workflow_id=workflow.zooniverse_id,
-        subject_ids=[s.zooniverse_id for s in chosen],
-        reason=reason,
-    )
+    with client.operation():
+        client.subjects_retire(
+            workflow_id=workflow.zooniverse_id,
+            subject_ids=[s.zooniverse_id for s in chosen],
+            reason=reason,
+        )
     Subject.objects.filter(pk__in=[s.pk for s in chosen], retired_at__isnull=True).update(
         retired_at=timezone.now(), retirement_reason=reason[:32]
     )
@@ -759,9 +793,10 @@ def subjects_unretire(
     if not chosen:
         return 0
     client = _client(client)
-    client.subjects_unretire(
-        workflow_id=workflow.zooniverse_id, subject_ids=[s.zooniverse_id for s in chosen]
-    )
+    with client.operation():
+        client.subjects_unretire(
+            workflow_id=workflow.zooniverse_id, subject_ids=[s.zooniverse_id for s in chosen]
+        )
     Subject.objects.filter(pk__in=[s.pk for s in chosen]).update(
         retired_at=None, retirement_reason=""
     )
@@ -782,10 +817,12 @@ def subject_statuses_sync(
     if not by_zid:
         return 0
     client = _client(client)
+    with client.operation():
+        statuses = client.subject_workflow_statuses(
+            workflow_id=workflow.zooniverse_id, subject_ids=list(by_zid)
+        )
     changed: list[Subject] = []
-    for status in client.subject_workflow_statuses(
-        workflow_id=workflow.zooniverse_id, subject_ids=list(by_zid)
-    ):
+    for status in statuses:
         subject = by_zid.get(int((status.get("links") or {}).get("subject") or 0))
         if subject is None:
             continue

@@ -38,6 +38,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -301,6 +302,11 @@ class ZooniverseClient:
     Build it with :func:`connect`. ``sleep``, ``clock``, ``now`` and ``rng`` are injectable so
     tests run without waiting; ``clock`` must advance with ``sleep`` for the budget to count the
     waits (a fake clock whose ``sleep`` adds to it does).
+
+    The wall budget runs from the client's creation, and afresh from the start of each outermost
+    :meth:`operation` (each sync service call is one), so a long-lived process such as the demo
+    can keep one client while every task-sized unit of work stays inside its budget. One client
+    serves one thread at a time.
     """
 
     panoptes: Panoptes
@@ -312,6 +318,7 @@ class ZooniverseClient:
     started_at: float = field(init=False)
     #: Counters for the summary line and the tests.
     retries: int = field(default=0, init=False)
+    _depth: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
@@ -328,6 +335,17 @@ class ZooniverseClient:
         session.request = request  # type: ignore[method-assign]
 
     # -- budget ----------------------------------------------------------------------------
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """A unit of work with its own wall budget; nested operations share the outer one."""
+        if self._depth == 0:
+            self.started_at = self.clock()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
 
     def time_left(self) -> float:
         """Seconds left of the client's wall budget."""

@@ -272,6 +272,7 @@ def test_items_without_a_public_image_are_skipped_and_local_files_use_the_public
     corrupt = Item.objects.create(external_id="bad", image_url="https://x.org/b.jpg",
                                   image_state=Item.ImageState.CORRUPT)
     local = Item.objects.create(external_id="local", image_file="items/ab/abc.png")
+    settings.PUBLIC_MEDIA_BASE_URL = ""
     round = _round(env)
     result = round_push(round=round, items=[corrupt, local], client=env.client())
     assert [external_id for external_id, _ in result.skipped] == ["bad", "local"]
@@ -642,6 +643,30 @@ def test_the_tasks_pull_every_active_workflow_and_push_a_round(configured):
     result = sync_workflow.delay(workflow_id=env.workflow.zooniverse_id).get()
     assert (result["created"], result["complete"]) == (0, True)
     assert sync_workflow.delay(workflow_id=424242).get()["skipped"]
+
+
+def test_pushing_a_round_chosen_by_select_round_uses_its_picks_and_ranks(configured):
+    from annotate.models import RoundPick
+    from annotate.tasks import push_round
+
+    env = configured
+    items = _items(3)
+    round = _round(env, number=3)
+    for rank, item in zip((2, 1, 3), items, strict=True):
+        RoundPick.objects.create(round=round, item=item, rank=rank, reason="uncertain")
+    push_round.delay(round_id=round.pk).get()
+    priorities = dict(Subject.objects.values_list("item__external_id", "priority"))
+    assert priorities == {items[0].external_id: 2.0, items[1].external_id: 1.0,
+                          items[2].external_id: 3.0}
+
+
+def test_a_long_lived_client_gets_a_fresh_budget_for_each_sync_call(env):
+    _pushed_and_classified(env, n_classifications=5)
+    client = env.client(budget_s=100)
+    env.clock.sleep(500)  # the demo trained a model in between
+    assert client.time_left() < 0
+    result = classifications_pull(workflow=env.workflow, client=client, page_size=PAGE)
+    assert result.counts.created == 5
 
 
 def test_the_tasks_retry_only_transient_errors_within_the_visibility_timeout(settings):

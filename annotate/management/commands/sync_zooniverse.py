@@ -32,7 +32,7 @@ class Command(BaseCommand):
             "--items",
             type=Path,
             help="with --push-round: file of item external ids, one a line, best first "
-            "(default: the items already recorded for the round)",
+            "(default: the round's picks from select_round, else the items already pushed)",
         )
         parser.add_argument("--no-pull", action="store_true", help="only push")
         parser.add_argument("--max-pages", type=int, help="stop each pull after N pages")
@@ -120,6 +120,11 @@ class Command(BaseCommand):
                     f"{items_path}: {len(missing)} unknown external ids, e.g. {missing[:3]}"
                 )
             items = [found[w] for w in wanted]
+        elif round.picks.exists():
+            # A round chosen by select_round: its picks carry the ranks and the relabel choices.
+            from training.selection import round_publish
+
+            return round_publish(round=round, client=client)
         else:
             items = round_items(round=round)
             if not items:
