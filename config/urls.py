@@ -12,6 +12,7 @@ admin.site.index_title = "Crowd labels and model training"
 urlpatterns = [
     path("healthz", annotate_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("annotate.api.urls")),
     path("review/", include("annotate.urls")),
     path("", annotate_views.home, name="home"),
 ]

@@ -1,0 +1,39 @@
+"""The OpenAPI schema states, for every operation, the permission it needs and the roles that
+hold it; the docs page shows the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
+
+from annotate.api.permissions import policy_for
+from annotate.roles import roles_holding
+
+
+def required_permission(view, method: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    if not getattr(view, "policy", None):
+        return None
+    permission = policy_for(view, method)
+    doc = (permission.__doc__ or "").strip().split("\n")[0]
+    perm = getattr(permission, "perm", "")
+    return {
+        "class": permission.__name__,
+        "permission": perm,
+        "roles": roles_holding(perm),
+        "description": doc,
+    }
+
+
+class PolicyAutoSchema(AutoSchema):
+    def get_operation(self, path, path_regex, path_prefix, method, registry):  # type: ignore[no-untyped-def]
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        required = required_permission(self.view, method)
+        if required:
+            operation["x-required-permission"] = required
+            roles = ", ".join(required["roles"]) or "nobody"
+            note = f"**Requires** `{required['permission']}` (roles: {roles})."
+            operation["description"] = f"{note}\n\n{operation.get('description', '')}".strip()
+        return operation

@@ -1,0 +1,104 @@
+"""Roles as Django groups: viewer, curator, staff, admin. Each is a set of model permissions.
+
+- viewer: reads everything on the crowd and model side (``view_*``), changes nothing;
+- curator: a viewer who reviews labels (``add_review``, ``change_item`` for the review screens);
+- staff: a curator who runs the loop: rounds, retraining, model versions, dataset releases;
+- admin: every permission of the project's apps and of user management.
+
+The API and the admin check the *permissions*, never the group names, so a deployment can
+compose its own groups; these four are the defaults, created (and brought up to date) by
+``manage.py setup_roles`` or :func:`roles_setup` after every ``migrate`` once
+:func:`connect_post_migrate` is wired in ``AnnotateConfig.ready``. Nobody registers themselves:
+accounts are made by an admin, and an account with no group sees nothing.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+from django.db.models import Q
+
+VIEWER, CURATOR, STAFF, ADMIN = "viewer", "curator", "staff", "admin"
+ROLES = (VIEWER, CURATOR, STAFF, ADMIN)
+APPS = ("annotate", "training")
+
+#: The permission each API policy asks for (``app_label.codename``).
+PERM_READ = "annotate.view_item"
+PERM_REVIEW = "annotate.add_review"
+PERM_RELEASE = "annotate.add_datasetrelease"
+PERM_ROUNDS = "annotate.add_round"
+PERM_RETRAIN = "training.add_trainingrun"
+
+# Beyond ``view_*``: what each role adds to the one before it, as (app_label, codename prefix or
+# codename). Codenames of models that do not exist (yet) are simply skipped.
+_CURATOR_EXTRA = (("annotate", "add_review"), ("annotate", "change_item"))
+_STAFF_EXTRA = (
+    ("annotate", "add_round"),
+    ("annotate", "change_round"),
+    ("annotate", "add_datasetrelease"),
+    ("training", "add_"),
+    ("training", "change_"),
+)
+
+
+def _matching(pairs: tuple[tuple[str, str], ...]) -> Q:
+    query = Q(pk__in=[])
+    for app_label, code in pairs:
+        match = Q(codename__startswith=code) if code.endswith("_") else Q(codename=code)
+        query |= Q(content_type__app_label=app_label) & match
+    return query
+
+
+#: Which default roles hold each permission the API asks for (checked against
+#: :func:`role_permissions` by the tests).
+ROLES_HOLDING = {
+    PERM_READ: (VIEWER, CURATOR, STAFF, ADMIN),
+    PERM_REVIEW: (CURATOR, STAFF, ADMIN),
+    PERM_RELEASE: (STAFF, ADMIN),
+    PERM_ROUNDS: (STAFF, ADMIN),
+    PERM_RETRAIN: (STAFF, ADMIN),
+}
+
+
+def roles_holding(perm: str) -> list[str]:
+    return list(ROLES_HOLDING.get(perm, (ADMIN,)))
+
+
+def role_permissions(role: str) -> list[Permission]:
+    """The permissions of a role, from those that exist in the database now."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    if role == ADMIN:
+        query = Q(content_type__app_label__in=[*APPS, "auth"])
+    else:
+        query = Q(content_type__app_label__in=APPS, codename__startswith="view_")
+        if role in (CURATOR, STAFF):
+            query |= _matching(_CURATOR_EXTRA)
+        if role == STAFF:
+            query |= _matching(_STAFF_EXTRA)
+    return list(Permission.objects.filter(query).select_related("content_type"))
+
+
+def roles_setup() -> dict[str, int]:
+    """Create the four groups and set their permissions; safe to run any number of times.
+
+    Returns the number of permissions of each group.
+    """
+    counts = {}
+    for role in ROLES:
+        group, _ = Group.objects.get_or_create(name=role)
+        permissions = role_permissions(role)
+        group.permissions.set(permissions)
+        counts[role] = len(permissions)
+    return counts
+
+
+def _after_migrate(sender, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    roles_setup()
+
+
+def connect_post_migrate(sender) -> None:  # type: ignore[no-untyped-def]
+    """Call from ``AnnotateConfig.ready(self)`` as ``connect_post_migrate(self)``: the groups are
+    then set up after every migrate, once the permissions of every app exist."""
+    from django.db.models.signals import post_migrate
+
+    post_migrate.connect(_after_migrate, sender=sender, dispatch_uid="annotate.roles_setup")
