@@ -1,3 +1,5 @@
+"""sync_zooniverse: pull new classifications from Zooniverse and push rounds, from the shell."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +17,7 @@ from annotate.services.zooniverse_sync import (
     round_push,
     workflows_active,
 )
-from annotate.zooniverse.client import ZooniverseError, connect
+from annotate.zooniverse.client import ZooniverseClient, ZooniverseError, connect
 
 
 class Command(BaseCommand):
@@ -102,7 +104,9 @@ class Command(BaseCommand):
             raise CommandError(f"{len(failures)} failed; {summary}")
         self.stdout.write(f"sync_zooniverse: {summary}")
 
-    def _push(self, number: int, items_path: Path | None, client, quiet: bool) -> str:
+    def _push(
+        self, number: int, items_path: Path | None, client: ZooniverseClient, quiet: bool
+    ) -> str:
         round = Round.objects.select_related("workflow").filter(number=number).first()
         if round is None:
             raise CommandError(f"round {number} does not exist")
