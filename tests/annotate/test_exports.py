@@ -370,3 +370,85 @@ def test_a_curator_decision_lands_in_the_next_export(pool, admin_user, tmp_path)
     lines = {r.external_id: r for r in export_records(ExportFilters())}
     assert (lines["local-b"].labels, lines["local-b"].source) == (["map"], "curator")
     assert Review.objects.count() == 1
+
+
+# --- the admin ------------------------------------------------------------------------------------
+
+
+def admin_client_for(role: str, django_user_model):
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from annotate.roles import roles_setup
+
+    roles_setup()
+    user = django_user_model.objects.create_user(f"{role}-user", is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_release_made_from_the_admin_downloads_in_all_four_formats(
+    pool, django_user_model, django_capture_on_commit_callbacks
+):
+    client = admin_client_for("staff", django_user_model)
+    assert client.get("/admin/annotate/datasetrelease/add/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/admin/annotate/datasetrelease/add/",
+            {
+                "release_formats": ["csv", "jsonl", "webannotation", "imagefolder"],
+                "concepts": ["painting", "map"],
+                "note": "from the admin",
+            },
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    release = DatasetRelease.objects.get()
+    assert release.status == "succeeded", release.error
+    assert sorted(release.filters["concepts"]) == ["map", "painting"]
+    page = client.get(f"/admin/annotate/datasetrelease/{release.pk}/change/").content.decode()
+    hashes = {f["path"]: f["sha256"] for f in release.manifest["files"]}
+    names = {
+        "csv": "labels.csv",
+        "jsonl": "labels.jsonl",
+        "webannotation": "annotations.jsonld",
+        "imagefolder": "imagefolder.zip",
+    }
+    for what, name in names.items():
+        url = f"/admin/annotate/datasetrelease/{release.pk}/download/{what}/"
+        assert url in page
+        response = client.get(url)
+        assert response.status_code == 200
+        assert response["Content-Disposition"].startswith("attachment;")
+        assert response["X-Content-Type-Options"] == "nosniff"
+        body = b"".join(response.streaming_content)
+        assert hashlib.sha256(body).hexdigest() == hashes[name]
+    bad = client.get(f"/admin/annotate/datasetrelease/{release.pk}/download/passwd/")
+    assert bad.status_code == 404
+
+
+def test_a_curator_cannot_make_a_release_in_the_admin(pool, django_user_model):
+    client = admin_client_for("curator", django_user_model)
+    assert client.get("/admin/annotate/datasetrelease/add/").status_code == 403
+    response = client.post(
+        "/admin/annotate/datasetrelease/add/", {"release_formats": ["csv"], "note": "x"}
+    )
+    assert response.status_code == 403
+    assert DatasetRelease.objects.count() == 0
+
+
+def test_the_admin_action_repeats_a_release_with_its_filters(
+    pool, django_user_model, django_capture_on_commit_callbacks
+):
+    client = admin_client_for("staff", django_user_model)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = release_request(user=None, reviewed_only=True, formats=["jsonl"])
+        response = client.post(
+            "/admin/annotate/datasetrelease/",
+            {"action": "release_again", "_selected_action": [first.pk]},
+        )
+    assert response.status_code == 302
+    second = DatasetRelease.objects.get(version=2)
+    assert (second.filters["reviewed_only"], second.formats) == (True, ["jsonl"])
+    assert second.status == "succeeded" and second.n_items == 1
