@@ -1,0 +1,195 @@
+"""Admin for the model side: runs with live progress, versions with metrics and promotion."""
+
+from __future__ import annotations
+
+import math
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from training.models import ModelVersion, TrainingRun
+from training.services import (
+    PromotionError,
+    TrainingParamsError,
+    model_version_promote,
+    training_run_request,
+)
+
+
+def _map(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    change_list_template = "training/admin/run_change_list.html"
+    change_form_template = "training/admin/run_change_form.html"
+    list_display = [
+        "id", "status", "trigger", "progress_bar", "attempts", "requested_by", "version_link",
+        "created_at", "finished_at",
+    ]
+    list_filter = ["status", "trigger"]
+    list_select_related = ["requested_by", "model_version"]
+    ordering = ["-created_at", "-id"]
+    readonly_fields = [
+        "status", "trigger", "requested_by", "params", "progress", "attempts", "max_attempts",
+        "worker_id", "lease_until", "heartbeat_at", "enqueued_at", "enqueue_error",
+        "followup_requested", "n_items", "snapshot_path", "snapshot_sha256", "error", "log",
+        "created_at", "started_at", "finished_at",
+    ]
+    exclude = ["metrics", "state_sha256", "family"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Runs are requested with the "Retrain now" button, which goes through the service.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: TrainingRun) -> str:
+        return format_html(
+            '<progress max="100" value="{}" title="{}%"></progress>',
+            round(run.progress * 100), round(run.progress * 100),
+        )
+
+    @admin.display(description="model version")
+    def version_link(self, run: TrainingRun) -> str:
+        version = getattr(run, "model_version", None)
+        if version is None:
+            return "–"
+        url = reverse("admin:training_modelversion_change", args=[version.pk])
+        return format_html('<a href="{}">v{} ({})</a>', url, version.pk, version.status)
+
+    def get_urls(self):
+        urls = super().get_urls()
+        return [
+            path("retrain/", self.admin_site.admin_view(self.retrain_view),
+                 name="training_trainingrun_retrain"),
+            *urls,
+        ]
+
+    def retrain_view(self, request: HttpRequest) -> HttpResponse:
+        """The "Retrain now" button: POST only, staff with the training permission only."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not (request.user.is_staff and request.user.has_perm("training.add_trainingrun")):
+            raise PermissionDenied
+        try:
+            run, created = training_run_request(
+                requested_by=request.user, trigger=TrainingRun.Trigger.BUTTON, params={}
+            )
+        except TrainingParamsError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:training_trainingrun_changelist"))
+        if run.enqueue_error:
+            self.message_user(request, run.enqueue_error, messages.ERROR)
+        elif created:
+            self.message_user(request, f"Training run {run.pk} requested.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request, f"Training run {run.pk} is already {run.status}: showing it.",
+                messages.WARNING,
+            )
+        return HttpResponseRedirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_retrain": request.user.is_staff
+            and request.user.has_perm("training.add_trainingrun"),
+        }
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None):
+        extra_context = {
+            **(extra_context or {}),
+            "progress_url": reverse("training:run-progress", args=[int(object_id)])
+            if object_id.isdigit() else "",
+            "plot_url": reverse("training:run-metrics-png", args=[int(object_id)])
+            if object_id.isdigit() else "",
+        }
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id", "status", "backbone", "mode", "val_map_display", "n_train", "n_val", "scoring",
+        "training_run", "created_at", "promoted_at",
+    ]
+    list_filter = ["status", "backbone"]
+    list_select_related = ["training_run"]
+    ordering = ["-created_at", "-id"]
+    actions = ["promote"]
+    readonly_fields = [
+        "status", "backbone", "mode", "training_run", "val_map", "metrics_table",
+        "checkpoint_path", "checkpoint_sha256", "snapshot_sha256", "n_train", "n_val",
+        "scoring_chunks", "scoring_chunks_done", "scoring_chunks_failed", "scored_at",
+        "created_at", "promoted_at", "promoted_by",
+    ]
+    exclude = ["concepts", "thresholds", "metrics", "family"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="val mAP", ordering="val_map")
+    def val_map_display(self, version: ModelVersion) -> str:
+        return _map(version.val_map)
+
+    @admin.display(description="scoring")
+    def scoring(self, version: ModelVersion) -> str:
+        if version.scored_at:
+            return "done"
+        if not version.scoring_chunks:
+            return "–"
+        return f"{version.scoring_chunks_done}/{version.scoring_chunks} chunks"
+
+    @admin.display(description="per-concept metrics and thresholds")
+    def metrics_table(self, version: ModelVersion) -> str:
+        ap = version.metrics.get("ap") or []
+        f1 = version.metrics.get("per_concept_f1") or []
+        rows = [
+            (key, _map(ap[i] if i < len(ap) else None), _map(f1[i] if i < len(f1) else None),
+             _map(version.thresholds[i] if i < len(version.thresholds) else None))
+            for i, key in enumerate(version.concepts)
+        ]
+        summary = format_html(
+            "<p>mAP {} · micro F1 {} · macro F1 {} · ECE {}</p>",
+            _map(version.metrics.get("map")), _map(version.metrics.get("micro_f1")),
+            _map(version.metrics.get("macro_f1")), _map(version.metrics.get("ece")),
+        )
+        table = format_html(
+            "<table><thead><tr><th>concept</th><th>AP</th><th>F1</th><th>threshold</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+        return summary + table
+
+    @admin.action(description="Promote to active (verifies the checkpoint)", permissions=["change"])
+    def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
+            return
+        version = queryset.get()
+        try:
+            changed = model_version_promote(version=version, by=request.user)
+        except PromotionError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"v{version.pk} is now active." if changed else f"v{version.pk} was already active.",
+            messages.SUCCESS,
+        )

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from training import api
+
+urlpatterns = [
+    path("training-runs/", api.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
+    path(
+        "training-runs/<int:pk>/", api.TrainingRunDetailApi.as_view(), name="api-training-run"
+    ),
+]
