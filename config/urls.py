@@ -13,6 +13,8 @@ urlpatterns = [
     path("healthz", annotate_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotate.api.urls")),
+    path("api/v1/", include("training.api_urls")),
+    path("training/", include("training.urls")),
     path("review/", include("annotate.urls")),
     path("", annotate_views.home, name="home"),
 ]
