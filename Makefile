@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 setup: $(STAMP) ## Create .venv and install the pinned requirements
 
 demo: setup ## Run the whole loop offline on SQLite, then serve the web UI on http://127.0.0.1:$(PORT)/
-	$(BIN)/python manage.py demo
+	$(BIN)/python manage.py demo --reset
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
 	$(BIN)/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 --access-logfile - --log-level warning

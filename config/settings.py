@@ -226,6 +226,8 @@ LOGGING = {
         # panoptes-client logs request bodies at DEBUG; never below INFO here.
         "panoptes_client": {"level": "INFO"},
         "django.db.backends": {"level": "INFO"},
+        # The in-memory transport of the embedded default warns about its missing hostname.
+        "kombu.connection": {"level": "ERROR"},
     },
 }
 
@@ -245,3 +247,16 @@ if PRODUCTION:
 
 # The port `make demo` serves on (PORT in the environment).
 DEMO_PORT = env_int("PORT", 8000)
+
+# Where volunteers' browsers fetch images that only exist here (items with a local file):
+# Zooniverse subjects point at PUBLIC_MEDIA_BASE_URL + the file's path under MEDIA_ROOT.
+PUBLIC_MEDIA_BASE_URL = os.environ.get(
+    "PUBLIC_MEDIA_BASE_URL", "" if PRODUCTION else f"http://127.0.0.1:{DEMO_PORT}/media"
+)
+
+# Active learning: the strategy choosing each round, its random control share, the Monte-Carlo
+# samples BALD draws, and the largest share of a round given to another vote on contested items.
+ACQUISITION_STRATEGY = os.environ.get("ACQUISITION_STRATEGY", "bald")
+ACQUISITION_RANDOM_SHARE = env_float("ACQUISITION_RANDOM_SHARE", 0.15)
+ACQUISITION_MC_SAMPLES = env_int("ACQUISITION_MC_SAMPLES", 20)
+ACQUISITION_MAX_RELABEL_SHARE = env_float("ACQUISITION_MAX_RELABEL_SHARE", 0.3)

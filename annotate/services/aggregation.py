@@ -328,3 +328,37 @@ def _skills_write(data: VoteData, result: aggregation.AggregationResult) -> None
                 unique_fields=["volunteer", "concept"],
                 update_fields=["sensitivity", "specificity", "n_votes", "updated_at"],
             )
+
+
+def labels_aggregate_and_retire(
+    *,
+    method: str | None = None,
+    client=None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[AggregationSummary, int]:
+    """Aggregate, then retire on Zooniverse every subject whose item is now settled.
+
+    Returns the summary and the number of subjects retired. Uncertain items keep collecting
+    votes; retiring twice is harmless (Panoptes and the local mirror both ignore it).
+    """
+    from annotate.services.zooniverse_sync import subjects_retire
+
+    summary = labels_aggregate(method=method, progress=progress)
+    retired = 0
+    if summary.retire_subject_ids:
+        subjects = Subject.objects.filter(
+            zooniverse_id__in=summary.retire_subject_ids
+        ).select_related("round__workflow")
+        by_workflow: dict[int, list[Subject]] = {}
+        for subject in subjects:
+            workflow = subject.round.workflow if subject.round and subject.round.workflow else None
+            if workflow is not None:
+                by_workflow.setdefault(workflow.pk, []).append(subject)
+        for chosen in by_workflow.values():
+            retired += subjects_retire(
+                workflow=chosen[0].round.workflow,
+                subjects=chosen,
+                reason="consensus",
+                client=client,
+            )
+    return summary, retired

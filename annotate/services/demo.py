@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.db import transaction
 from PIL import Image
 
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary, make_mosaics
@@ -121,3 +123,153 @@ def demo_accounts() -> list[DemoAccount]:
     lines = [f"{a.role}: {a.username} / {a.password}" for a in accounts]
     (demo_dir() / "credentials.txt").write_text("\n".join(lines) + "\n")
     return accounts
+
+
+@dataclass
+class DemoLoopConfig:
+    items: int = 600
+    seed: int = 7
+    first_round: int = 150
+    next_rounds: tuple[int, ...] = (120,)
+    votes_per_subject: int = 5
+    volunteers: int = 40
+    curator_edits: int = 10
+    train_params: dict | None = None
+
+
+def demo_loop(*, config: DemoLoopConfig, say: Callable[[str], None]) -> dict[str, object]:
+    """The whole loop offline, against a Panoptes sandbox started in this process.
+
+    vocabulary -> items -> round 1 (cold start) pushed -> volunteers classify -> pull ->
+    aggregate and retire -> a curator corrects a few labels -> train -> round 2 chosen by the
+    model, pushed -> volunteers -> pull -> aggregate -> retrain -> a dataset release.
+    Returns what it made, for the closing summary.
+    """
+    from annotate.models import Workflow
+    from annotate.selectors import review_queue
+    from annotate.services.aggregation import labels_aggregate_and_retire
+    from annotate.services.items import items_import
+    from annotate.services.releases import release_request
+    from annotate.services.review import review_record
+    from annotate.services.vocabulary import vocabulary_load
+    from annotate.services.zooniverse_sync import classifications_pull, workflow_versions_sync
+    from annotate.zooniverse.client import connect
+    from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, serve
+    from training.selection import round_publish, round_select
+    from training.services import model_version_active, training_run_request
+
+    vocabulary_load(entries=demo_vocabulary())
+    say(f"images: {config.items} mosaics of handwritten digits, with noisy prior labels")
+    manifest = demo_manifest_write(n=config.items, seed=config.seed)
+    _, counts = items_import(path=manifest.path)
+    say(f"  {counts.summary()}")
+
+    labels = [c["label"] for c in demo_vocabulary()]
+    keys = [c["key"] for c in demo_vocabulary()]
+    sandbox = Sandbox(labels, keys=keys, retirement_count=config.votes_per_subject)
+    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
+    made: dict[str, object] = {"sandbox": server.endpoint}
+    try:
+        client = connect(endpoint=server.endpoint, client_id="crowdloop-demo", client_secret="demo")
+        workflow, _ = Workflow.objects.update_or_create(
+            zooniverse_id=sandbox.workflow_id,
+            defaults={"project_id": sandbox.project_id, "display_name": "Which digits do you see?"},
+        )
+        versions = workflow_versions_sync(workflow=workflow, client=client)
+        say(
+            f"Zooniverse sandbox at {server.endpoint}: workflow {workflow.zooniverse_id}, "
+            f"{versions.summary()}"
+        )
+
+        def truth(subject_id: int, metadata: dict) -> list[str]:
+            return manifest.truth.get(str(metadata.get("external_id")), [])
+
+        curator = get_user_model().objects.filter(username="curator").first()
+        sizes = (config.first_round, *config.next_rounds)
+        for number, size in enumerate(sizes, start=1):
+            result = round_select(size=size, workflow=workflow, seed=config.seed + number)
+            say(f"round {number}: {result.summary()}")
+            say(f"  pushed: {round_publish(round=result.round, client=client)}")
+            run = sandbox.run_volunteers(
+                sandbox.workflow_id,
+                crowd=CrowdConfig(
+                    n_volunteers=config.volunteers,
+                    anonymous_share=0.2,
+                    repeat_rate=0.03,
+                    gold_share=0.02,
+                    seed=config.seed,
+                ),
+                truth=truth,
+            )
+            say(
+                f"  volunteers: {len(run.classifications)} classifications "
+                f"({', '.join(f'{n} {k}' for k, n in sorted(run.count_by_profile().items()))})"
+            )
+            pulled = classifications_pull(workflow=workflow, client=client)
+            say(f"  pull: {pulled.summary()}")
+            summary, retired = labels_aggregate_and_retire(client=client)
+            say(f"  aggregate: {summary.summary()}; {retired} retired on Zooniverse")
+            say(
+                f"  crowd labels match the truth exactly on {_exact_match(manifest.truth):.1%} "
+                "of the classified items"
+            )
+            if curator is not None and config.curator_edits:
+                fixed = 0
+                for item in review_queue()[: config.curator_edits]:
+                    review_record(
+                        item=item,
+                        curator=curator,
+                        action="edit",
+                        concepts=manifest.truth.get(item.external_id, []),
+                        comment="checked against the scan",
+                    )
+                    fixed += 1
+                say(f"  curator: {fixed} contested items corrected (the audit keeps each decision)")
+            with transaction.atomic():
+                train_run, created = training_run_request(
+                    trigger="command", params=config.train_params or DEMO_TRAIN_PARAMS
+                )
+            train_run.refresh_from_db()
+            version = model_version_active()
+            say(
+                f"  train: run {train_run.pk} {train_run.status}"
+                + (
+                    f", active model v{version.pk} (validation mAP {version.val_map:.3f})"
+                    if version and version.val_map is not None
+                    else ""
+                )
+            )
+        release = release_request(user=curator, note="demo release")
+        release.refresh_from_db()
+        say(
+            f"release v{release.version}: {release.status}, {release.n_items} items "
+            f"({release.split_counts}) in {', '.join(release.formats)}"
+        )
+        made["release"] = release.version
+    finally:
+        server.shutdown()
+        server.server_close()
+    return made
+
+
+DEMO_TRAIN_PARAMS = {
+    "backbone": "small_cnn",
+    "mode": "finetune",
+    "epochs": 8,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "hflip": False,
+    "model_kwargs": {"widths": [16, 32, 64], "input_size": 64},
+}
+
+
+def _exact_match(truth: dict[str, list[str]]) -> float:
+    """Share of classified items whose final label is exactly their true set of digits."""
+    from annotate.models import Item
+    from annotate.selectors import item_final_labels
+
+    items = Item.objects.filter(n_classifications__gt=0)
+    ids = dict(items.values_list("pk", "external_id"))
+    final = item_final_labels(items)
+    hits = [sorted(final.get(pk, [])) == sorted(truth.get(ext, [])) for pk, ext in ids.items()]
+    return sum(hits) / len(hits) if hits else 0.0

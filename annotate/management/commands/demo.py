@@ -1,53 +1,83 @@
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
-from tqdm import tqdm
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.demo import demo_accounts, demo_manifest_write, demo_vocabulary
-from annotate.services.items import items_import
-from annotate.services.vocabulary import vocabulary_load
+from annotate.services.demo import DemoLoopConfig, demo_accounts, demo_loop
 
 
 class Command(BaseCommand):
     help = (
-        "Run the crowdloop loop offline, end to end, on the local database: a digits vocabulary, "
-        "mosaic images with noisy prior labels, and a curator and an admin account."
+        "Run the crowdloop loop offline, end to end, on the local database and a Panoptes sandbox: "
+        "digit mosaics with noisy priors, a cold-start round pushed to the sandbox, simulated "
+        "volunteers, pull, aggregation and retirement, curator corrections, training, a second "
+        "round chosen by the model, retraining, and a dataset release."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--items", type=int, default=400, help="mosaic images to import")
+        parser.add_argument("--items", type=int, default=600, help="mosaic images to import")
+        parser.add_argument("--first-round", type=int, default=150)
+        parser.add_argument(
+            "--next-round",
+            type=int,
+            action="append",
+            default=None,
+            help="size of each later round (repeatable; default one of 120)",
+        )
+        parser.add_argument("--votes", type=int, default=5, help="classifications per subject")
+        parser.add_argument("--epochs", type=int, default=8)
         parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help="start from an empty database and artifact folder (what make demo does)",
+        )
 
-    def step(self, text: str) -> None:
-        self.stdout.write(self.style.MIGRATE_HEADING(f"==> {text}"))
-
-    def handle(self, *args, items: int, seed: int, **options) -> None:
+    def handle(self, *args, **options) -> None:
         started = time.monotonic()
-        self.step("database")
+
+        def say(text: str) -> None:
+            stamp = f"[{time.monotonic() - started:5.0f} s]"
+            if text.startswith("  "):
+                self.stdout.write(f"{stamp}     {text.strip()}")
+            else:
+                self.stdout.write(self.style.MIGRATE_HEADING(f"{stamp} ==> {text}"))
+            self.stdout.flush()
+
+        # The steps speak for themselves; the services' INFO logs would drown them.
+        logging.getLogger().setLevel(logging.WARNING)
+        if settings.PRODUCTION:
+            raise CommandError("the demo fills the database with made-up data: not in production")
+        say("database")
         call_command("migrate", interactive=False, verbosity=0)
-
-        self.step("vocabulary: the ten digits")
-        result = vocabulary_load(entries=demo_vocabulary())
-        self.stdout.write(f"    {result.created} created, {result.unchanged} unchanged")
-
-        self.step(f"images: {items} mosaics of handwritten digits, with noisy prior labels")
-        manifest = demo_manifest_write(n=items, seed=seed)
-        with tqdm(total=items, desc="    import", unit=" items", leave=False) as bar:
-            _, counts = items_import(path=manifest.path, progress=bar.update)
-        self.stdout.write(f"    {counts.summary()}")
-
-        self.step("accounts")
+        if options["reset"]:
+            call_command("flush", interactive=False, verbosity=0)
+            shutil.rmtree(settings.ARTIFACT_ROOT, ignore_errors=True)
         accounts = demo_accounts()
-        for account in accounts:
-            self.stdout.write(f"    {account.role}: {account.username} / {account.password}")
+        from annotate.services.demo import DEMO_TRAIN_PARAMS
+
+        config = DemoLoopConfig(
+            items=options["items"],
+            seed=options["seed"],
+            first_round=options["first_round"],
+            next_rounds=tuple(options["next_round"] or (120,)),
+            votes_per_subject=options["votes"],
+            train_params={**DEMO_TRAIN_PARAMS, "epochs": options["epochs"]},
+        )
+        demo_loop(config=config, say=say)
 
         port = settings.DEMO_PORT
+        self.stdout.write("")
+        for account in accounts:
+            self.stdout.write(f"    {account.role}: {account.username} / {account.password}")
         self.stdout.write(
-            self.style.SUCCESS(f"demo ready in {time.monotonic() - started:.0f} s: ")
-            + f"open http://127.0.0.1:{port}/admin/ and log in as one of the accounts above "
-            f"(also in {settings.VAR_DIR}/demo/credentials.txt)."
+            self.style.SUCCESS(f"demo ready in {time.monotonic() - started:.0f} s. ")
+            + f"Open http://127.0.0.1:{port}/admin/ (dashboard: /review/dashboard/, review queue: "
+            f"/review/) and log in as one of the accounts above (also in "
+            f"{settings.VAR_DIR}/demo/credentials.txt)."
         )
