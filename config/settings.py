@@ -260,3 +260,17 @@ ACQUISITION_STRATEGY = os.environ.get("ACQUISITION_STRATEGY", "bald")
 ACQUISITION_RANDOM_SHARE = env_float("ACQUISITION_RANDOM_SHARE", 0.15)
 ACQUISITION_MC_SAMPLES = env_int("ACQUISITION_MC_SAMPLES", 20)
 ACQUISITION_MAX_RELABEL_SHARE = env_float("ACQUISITION_MAX_RELABEL_SHARE", 0.3)
+
+# Celery beat: the periodic Zooniverse sync, the nightly retrain and the reconcilers. Every
+# message expires before the next one of its kind is due, so a late tick is dropped, not doubled.
+from training.schedule import BEAT_SCHEDULE as TRAINING_BEAT_SCHEDULE  # noqa: E402
+
+ZOONIVERSE_SYNC_INTERVAL = env_float("ZOONIVERSE_SYNC_INTERVAL", 300.0)
+CELERY_BEAT_SCHEDULE = {
+    "zooniverse-sync-all-workflows": {
+        "task": "annotate.tasks.sync_all_workflows",
+        "schedule": ZOONIVERSE_SYNC_INTERVAL,
+        "options": {"expires": max(10.0, ZOONIVERSE_SYNC_INTERVAL - 20)},
+    },
+    **TRAINING_BEAT_SCHEDULE,
+}
