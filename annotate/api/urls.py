@@ -15,6 +15,7 @@ router.register("reviews", views.ReviewViewSet, basename="review")
 router.register("volunteers", views.VolunteerViewSet, basename="volunteer")
 router.register("rounds", views.RoundViewSet, basename="round")
 router.register("releases", views.ReleaseViewSet, basename="release")
+router.register("model-versions", views.ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [
     path("schema/", docs.schema_view, name="schema"),

@@ -19,6 +19,7 @@ from annotate.api.serializers import (
     ConceptSerializer,
     ItemDetailSerializer,
     ItemSerializer,
+    ModelVersionSerializer,
     ReleaseSerializer,
     ReviewSerializer,
     RoundSerializer,
@@ -122,6 +123,21 @@ class RoundViewSet(ReadOnlyViewSet):
     ordering = ("-number",)
 
 
+class ModelVersionViewSet(ReadOnlyViewSet):
+    """Trained model versions (candidate, active, archived), newest first. Read-only: training and
+    promotion are the training app's (``/api/v1/training-runs/``)."""
+
+    serializer_class = ModelVersionSerializer
+    ordering_fields = ("id", "created_at", "val_map")
+    ordering = ("-created_at", "-id")
+    filterset_class = filters.ModelVersionFilter
+
+    def get_queryset(self) -> QuerySet:
+        from training.models import ModelVersion
+
+        return ModelVersion.objects.all()
+
+
 class ReviewViewSet(
     PolicyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -199,6 +215,12 @@ class ReleaseViewSet(
             child=serializers.ChoiceField(choices=FORMATS), required=False, max_length=4
         )
         note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+        kind = serializers.ChoiceField(
+            choices=DatasetRelease.Kind.choices,
+            default=DatasetRelease.Kind.LABELS,
+            help_text="labels: the final labels; proposals: the active model's machine-generated "
+            "labels for items that have none.",
+        )
 
     @extend_schema(request=InputSerializer, responses={202: ReleaseSerializer})
     def create(self, request: Request) -> Response:

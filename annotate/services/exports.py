@@ -95,12 +95,13 @@ class ExportRecord:
     title: str
     labels: list[str]
     scores: dict[str, float]
-    source: str  # "curator" | "crowd"
+    source: str  # "curator" | "crowd" | "model" (an enrichment proposal)
     n_classifications: int
     split: str
+    model_version: int | None = None  # proposals: the model version that made them
 
     def jsonl(self) -> dict[str, Any]:
-        return {
+        line = {
             "external_id": self.external_id,
             "image": self.image,
             "labels": self.labels,
@@ -109,6 +110,10 @@ class ExportRecord:
             "n_classifications": self.n_classifications,
             "split": self.split,
         }
+        if self.model_version is not None:
+            line["machine_generated"] = True
+            line["model_version"] = self.model_version
+        return line
 
 
 def split_of(external_id: str, *, salt: str = "") -> str:
@@ -236,6 +241,116 @@ def export_records(
             )
 
 
+# --- enrichment proposals -------------------------------------------------------------------------
+
+
+def proposal_queryset(version_id: int) -> QuerySet[Item]:
+    """Items with no final label (no curator decision, no crowd label) the model has scored."""
+    from training.models import Prediction
+
+    crowd = AggregatedLabel.objects.filter(item_id=OuterRef("pk"))
+    scored = Prediction.objects.filter(item_id=OuterRef("pk"), model_version_id=version_id)
+    deleted = Subject.objects.filter(
+        item_id=OuterRef("pk"), upstream_state=Subject.Upstream.DELETED
+    )
+    return (
+        Item.objects.filter(review_state=Item.ReviewState.UNREVIEWED)
+        .exclude(Exists(crowd))
+        .exclude(Exists(deleted))
+        .filter(Exists(scored))
+    )
+
+
+def proposal_records(
+    filters: ExportFilters,
+    *,
+    concepts: Sequence[Concept] | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[ExportRecord]:
+    """The active model's proposals for items without a final label: a concept is proposed when
+    its score reaches the version's tuned threshold for it (and ``min_confidence`` when given).
+    Machine-generated: ``source="model"`` and the model version on every record.
+
+    Raises:
+        ValueError: no active model version, or ``reviewed_only`` (proposals are never reviewed).
+    """
+    from training.models import ModelVersion
+
+    if filters.reviewed_only:
+        raise ValueError("enrichment proposals are unreviewed by definition: drop reviewed_only")
+    version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("-pk").first()
+    if version is None:
+        raise ValueError("there is no active model version: train and promote one first")
+    keys = {c.key for c in (concepts if concepts is not None else export_concepts(filters))}
+    order = list(version.concepts)
+    thresholds = list(version.thresholds or [])
+    floor = filters.min_confidence or 0.0
+    cut = {k: max(_threshold(thresholds, i), floor) for i, k in enumerate(order)}
+    return _proposals(version, keys, cut, chunk_size)
+
+
+def _threshold(thresholds: list[Any], i: int) -> float:
+    try:
+        value = float(thresholds[i])
+    except (IndexError, TypeError, ValueError):
+        return 0.5
+    return value if 0.0 <= value <= 1.0 else 0.5
+
+
+def _proposals(version, keys: set[str], cut: dict[str, float], chunk_size: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from training.models import Prediction
+
+    order = list(version.concepts)
+    base = proposal_queryset(version.pk).order_by("pk")
+    fields = ("pk", "external_id", "image_url", "image_file", "title", "metadata")
+    last = 0
+    while True:
+        rows = list(base.filter(pk__gt=last).values_list(*fields)[:chunk_size])
+        if not rows:
+            return
+        last = rows[-1][0]
+        blobs = dict(
+            Prediction.objects.filter(
+                model_version=version, item_id__in=[r[0] for r in rows]
+            ).values_list("item_id", "scores")
+        )
+        for pk, external_id, url, image_file, title, metadata in rows:
+            probs = np.frombuffer(bytes(blobs[pk]), dtype="<f4")
+            scores = {
+                k: round(float(p), 6) for k, p in zip(order, probs, strict=False) if k in keys
+            }
+            labels = sorted(k for k, p in scores.items() if p >= cut[k])
+            if not labels:
+                continue
+            yield ExportRecord(
+                item_id=pk,
+                external_id=external_id,
+                item_uri=item_uri(external_id, metadata),
+                image=url or image_file,
+                image_file=image_file,
+                title=title,
+                labels=labels,
+                scores=dict(sorted(scores.items())),
+                source="model",
+                n_classifications=0,
+                split=split_of(external_id),
+                model_version=version.pk,
+            )
+
+
+def records_for(
+    kind: str, filters: ExportFilters, *, concepts: Sequence[Concept]
+) -> Iterator[ExportRecord]:
+    """The records of a release kind: ``labels`` (final labels) or ``proposals`` (the model's)."""
+    if kind == "proposals":
+        return proposal_records(filters, concepts=concepts)
+    if kind != "labels":
+        raise ValueError(f"unknown kind {kind!r}; use labels or proposals")
+    return export_records(filters, concepts=concepts)
+
+
 # --- writers ------------------------------------------------------------------------------------
 
 
@@ -340,13 +455,16 @@ class WebAnnotationWriter:
             uri = self.uris.get(key)
             if uri is None:  # a curated key outside the vocabulary in use
                 continue
+            creator = self.creator
+            if record.model_version is not None:  # machine-generated: say which model
+                creator = {"type": "Software", "name": f"crowdloop model v{record.model_version}"}
             annotation = {
                 "@context": W3C_CONTEXT,
                 "id": f"{self.id_prefix}{record.item_id}/{quote(key, safe='')}",
                 "type": "Annotation",
                 "motivation": "tagging",
                 "created": self.created,
-                "creator": self.creator,
+                "creator": creator,
                 "generator": GENERATOR,
                 "body": uri,
                 "target": record.item_uri,
@@ -520,8 +638,10 @@ def dataset_export(
     reviewed_only: bool = False,
     min_confidence: float | None = None,
     concepts: Sequence[str] | None = None,
+    kind: str = "labels",
 ) -> ExportResult:
-    """Export the final labels in one format to ``out``, with a manifest beside it.
+    """Export the final labels (or, with ``kind="proposals"``, the active model's enrichment
+    proposals) in one format to ``out``, with a manifest beside it.
 
     ``out`` is a file for csv, jsonl and webannotation (the manifest is ``<out>.manifest.json``)
     and a folder for imagefolder (the manifest is ``<out>/manifest.json``). An export with no item
@@ -545,15 +665,14 @@ def dataset_export(
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         root, manifest_path = out.parent, out.with_name(out.name + ".manifest.json")
+    records = records_for(kind, filters, concepts=vocabulary)  # fails before any file opens
     writers = writers_build({fmt: out}, vocabulary)
-    result = records_write(
-        export_records(filters, concepts=vocabulary), writers, ExportResult(formats=[fmt], out=out)
-    )
+    result = records_write(records, writers, ExportResult(formats=[fmt], out=out))
     if fmt == "imagefolder":
         result.files = files_describe(out, [out / s for s in SPLITS])
     else:
         result.files = files_describe(root, [out])
-    manifest = manifest_build(result, filters, lineage=lineage_describe())
+    manifest = manifest_build(result, filters, kind=kind, lineage=lineage_describe())
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     result.manifest_path = manifest_path
     return result

@@ -42,10 +42,10 @@ from annotate.services.exports import (
     ExportFilters,
     ExportResult,
     export_concepts,
-    export_records,
     files_describe,
     lineage_describe,
     manifest_build,
+    records_for,
     records_write,
     writers_build,
 )
@@ -87,6 +87,7 @@ def release_request(
     concepts: Sequence[str] | None = None,
     formats: Sequence[str] | None = None,
     note: str = "",
+    kind: str = DatasetRelease.Kind.LABELS,
 ) -> DatasetRelease:
     """Create a queued release with the next version number; its build starts after commit.
 
@@ -98,7 +99,13 @@ def release_request(
         min_confidence=min_confidence,
         concepts=tuple(dict.fromkeys(concepts)) if concepts else None,
     )
-    export_concepts(filters)  # unknown concept keys fail now, not in the worker
+    vocabulary = export_concepts(filters)  # unknown concept keys fail now, not in the worker
+    if kind not in DatasetRelease.Kind.values:
+        raise ValueError(
+            f"unknown kind {kind!r}; use one of {', '.join(DatasetRelease.Kind.values)}"
+        )
+    if kind == DatasetRelease.Kind.PROPOSALS:
+        records_for(kind, filters, concepts=vocabulary)  # no active model: fail now
     formats = list(dict.fromkeys(formats or FORMATS))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -118,6 +125,7 @@ def release_request(
                     filters=filters.as_dict(),
                     formats=formats,
                     note=note,
+                    kind=kind,
                 )
                 break
         except IntegrityError:  # two requests took the same number: take the next one
@@ -189,7 +197,7 @@ def _build_files(release: DatasetRelease, root: Path) -> dict[str, Any]:
         created=release.created_at,
     )
     result = records_write(
-        export_records(filters, concepts=vocabulary),
+        records_for(release.kind, filters, concepts=vocabulary),
         writers,
         ExportResult(formats=formats, out=root),
     )

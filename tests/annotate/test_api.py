@@ -76,6 +76,16 @@ def data(concepts, people):
     volunteer.skills.create(concept=painting, sensitivity=0.9, specificity=0.8, n_votes=4)
     Round.objects.create(number=1, name="round 1")
     review = Review.objects.create(item=c, curator=people["curator"], action="edit", after=["map"])
+    from training.models import ModelVersion
+
+    ModelVersion.objects.create(
+        status="active",
+        backbone="small_cnn",
+        concepts=["painting", "map"],
+        thresholds=[0.5, 0.5],
+        checkpoint_path="checkpoints/secret/path.json",
+        checkpoint_sha256="a" * 64,
+    )
     return {"a": a, "b": b, "c": c, "review": review}
 
 
@@ -92,6 +102,8 @@ def release(data, people, django_capture_on_commit_callbacks) -> DatasetRelease:
 
 def routes(data, release) -> list[tuple[str, str]]:
     """(name, path) of every API route, with real ids."""
+    from training.models import ModelVersion
+
     item, label = data["a"].pk, AggregatedLabel.objects.first().pk
     return [
         ("concepts", "/api/v1/concepts/"),
@@ -109,6 +121,8 @@ def routes(data, release) -> list[tuple[str, str]]:
         ("releases", "/api/v1/releases/"),
         ("release", f"/api/v1/releases/{release.pk}/"),
         ("download", f"/api/v1/releases/{release.pk}/download/csv/"),
+        ("model_versions", "/api/v1/model-versions/"),
+        ("model_version", f"/api/v1/model-versions/{ModelVersion.objects.get().pk}/"),
         ("schema", "/api/v1/schema/"),
     ]
 
@@ -217,6 +231,7 @@ def test_only_staff_and_admins_make_releases(
         "/api/v1/concepts/",
         "/api/v1/volunteers/",
         "/api/v1/rounds/",
+        "/api/v1/model-versions/",
     ],
 )
 def test_read_only_collections_refuse_a_post(data, people, role, path):
@@ -556,3 +571,15 @@ def test_b16_malformed_json_is_a_400(data, people):
         "/api/v1/reviews/", '{"item": ', content_type="application/json"
     )
     assert response.status_code == 400
+
+
+def test_model_versions_are_listed_without_server_paths(data, people):
+    [version] = (
+        as_user(people["viewer"]).get("/api/v1/model-versions/?status=active").json()["results"]
+    )
+    assert (version["status"], version["concepts"]) == ("active", ["painting", "map"])
+    assert "checkpoint_path" not in version and "secret" not in json.dumps(version)
+    assert (
+        as_user(people["viewer"]).get("/api/v1/model-versions/?status=archived").json()["count"]
+        == 0
+    )

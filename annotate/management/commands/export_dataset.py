@@ -52,6 +52,12 @@ class Command(BaseCommand):
             "--release", action="store_true", help="make a versioned release under ARTIFACT_ROOT"
         )
         parser.add_argument("--note", default="", help="a note stored with the release")
+        parser.add_argument(
+            "--proposals",
+            action="store_true",
+            help="export the active model's enrichment proposals for items with no final label "
+            "(machine-generated) instead of the final labels",
+        )
 
     def handle(self, *args, **options) -> None:
         formats: list[str] = options["formats"] or []
@@ -68,6 +74,7 @@ class Command(BaseCommand):
                 reviewed_only=options["reviewed_only"],
                 min_confidence=options["min_confidence"],
                 concepts=concepts or None,
+                kind="proposals" if options["proposals"] else "labels",
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
@@ -86,6 +93,7 @@ class Command(BaseCommand):
             concepts=concepts or None,
             formats=formats or None,
             note=options["note"],
+            kind="proposals" if options["proposals"] else "labels",
         )
         release.refresh_from_db()  # eager mode (no Redis) has built it by now
         if release.status == DatasetRelease.Status.FAILED:
