@@ -73,6 +73,7 @@ def main() -> int:
 
     if args.cpu_smoke:
         device = torch.device("cpu")
+        torch.set_num_threads(1)  # small shared CPUs: spinning OpenMP threads only slow it down
         args.size, args.batch_size, args.warmup_steps, args.steps = 64, 8, 2, 4
         args.distinct_images, args.arch = 64, "resnet18"
         if args.workers < 0:

@@ -230,8 +230,9 @@ def main() -> None:
                                           steps=8 if args.quick else 40, repeats=3)
 
     log("")
-    log("results (test set; thresholds tuned on validation)")
-    log(f"{'method':44s} {'mAP':>7s} {'micro-F1':>9s} {'wall s':>8s}")
+    if results:
+        log("results (test set; thresholds tuned on validation)")
+        log(f"{'method':44s} {'mAP':>7s} {'micro-F1':>9s} {'wall s':>8s}")
     for name, r in results.items():
         log(f"{name:44s} {r['map']:7.4f} {r['micro_f1']:9.4f} {r['wall_s']:8.1f}")
     if "a" in args.parts:
