@@ -58,6 +58,9 @@ def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
             name=f"training.tasks.{func.__name__}",
             acks_late=True,
             reject_on_worker_lost=True,
+            # The run and chunk rows are the results; storing them in Redis too would only make
+            # every send wait on the result backend when Redis is down (20 reconnects, ~30 s).
+            ignore_result=True,
             autoretry_for=_transient_errors(),
             retry_backoff=5,
             retry_backoff_max=backoff_max,
