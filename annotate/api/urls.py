@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from annotate.api import docs, views
+from annotate.api import docs, predict, views
 
 app_name = "api"
 
@@ -20,5 +20,6 @@ router.register("model-versions", views.ModelVersionViewSet, basename="model-ver
 urlpatterns = [
     path("schema/", docs.schema_view, name="schema"),
     path("docs/", docs.api_docs, name="docs"),
+    path("predict/", predict.PredictApi.as_view(), name="predict"),
     path("", include(router.urls)),
 ]
