@@ -13,7 +13,15 @@ from annotate.roles import roles_holding
 
 def required_permission(view, method: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
     if not getattr(view, "policy", None):
-        return None
+        # A view of another app, without a policy table: describe its permission classes.
+        classes = (
+            [type(p) for p in view.get_permissions()] if hasattr(view, "get_permissions") else []
+        )
+        if not classes:
+            return None
+        names = ", ".join(c.__name__ for c in classes)
+        doc = " ".join((c.__doc__ or "").strip().split("\n")[0] for c in classes).strip()
+        return {"class": names, "permission": names, "roles": [], "description": doc}
     permission = policy_for(view, method)
     doc = (permission.__doc__ or "").strip().split("\n")[0]
     perm = getattr(permission, "perm", "")
