@@ -12,6 +12,7 @@ the bytes and the GPU does the arithmetic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -72,10 +73,19 @@ def build_transform(data_config: DataConfig, *, train: bool, aug: AugConfig | No
     return v2.Compose(steps)
 
 
+@functools.lru_cache(maxsize=32)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: building them per batch would be a blocking host-to-GPU copy,
+    # which synchronises the stream every step and stalls the training loop.
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    return m.to(device), s.to(device)
+
+
 def normalize(x: torch.Tensor, data_config: DataConfig) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> float, scaled to [0, 1] and normalised per channel."""
-    mean = torch.tensor(data_config.mean, device=x.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(data_config.std, device=x.device).view(1, 3, 1, 1) * 255.0
+    mean, std = _mean_std(tuple(data_config.mean), tuple(data_config.std), x.device)
     return (x.float() - mean) / std
 
 

@@ -486,16 +486,20 @@ def fit(
     Returns:
         The :class:`FitResult`.
     """
-    previous = torch.get_num_threads()
-    if config.cpu_threads and resolve_device(config.device).type == "cpu":
+    previous = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    device = resolve_device(config.device)
+    if config.cpu_threads and device.type == "cpu":
         # Small matmuls gain nothing from threads, and on a shared machine OpenMP threads
         # spinning against other processes made a head fit 25x slower (see bench/README.md).
         torch.set_num_threads(config.cpu_threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN time its kernels
     try:
         return _fit(config, train, val, model=model, progress=progress,
                     on_checkpoint=on_checkpoint, resume=resume)
     finally:
-        torch.set_num_threads(previous)
+        torch.set_num_threads(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
 
 
 def _fit(
