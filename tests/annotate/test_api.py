@@ -14,7 +14,15 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 from annotate.api.authentication import AuthFailureThrottle
-from annotate.models import AggregatedLabel, DatasetRelease, Item, Review, Round, Volunteer
+from annotate.models import (
+    AggregatedLabel,
+    Concept,
+    DatasetRelease,
+    Item,
+    Review,
+    Round,
+    Volunteer,
+)
 from annotate.roles import ROLES, roles_setup
 
 pytestmark = pytest.mark.django_db
@@ -107,7 +115,7 @@ def routes(data, release) -> list[tuple[str, str]]:
     item, label = data["a"].pk, AggregatedLabel.objects.first().pk
     return [
         ("concepts", "/api/v1/concepts/"),
-        ("concept", f"/api/v1/concepts/{data['a'].pk and 1}/"),
+        ("concept", f"/api/v1/concepts/{Concept.objects.first().pk}/"),
         ("items", "/api/v1/items/"),
         ("item", f"/api/v1/items/{item}/"),
         ("labels", "/api/v1/labels/"),
