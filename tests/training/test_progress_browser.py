@@ -1,0 +1,81 @@
+"""The admin page of a training run, in a real headless Chromium: live bar, plot, no CSP errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from training.models import TrainingRun
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+        reason="headless Chromium or chromedriver not installed",
+    ),
+]
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", "--window-size=1200,1000",
+                     f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_run_page_follows_a_training_run_live(live_server, browser, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(
+        "tess", password="a-long-test-password", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="training"))
+    run = TrainingRun.objects.create(
+        trigger="button", status="running", attempts=1, progress=0.25,
+        metrics=[{"epoch": 1, "train_loss": 0.7, "val_loss": 0.69, "val_map": 0.41}],
+        log="attempt 1 claimed\n",
+    )
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/training/trainingrun/{run.pk}/change/")
+    browser.find_element(By.NAME, "username").send_keys("tess")
+    browser.find_element(By.NAME, "password").send_keys("a-long-test-password")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait = WebDriverWait(browser, 15)
+    bar = wait.until(lambda d: d.find_element(By.ID, "run-progress-bar"))
+    wait.until(lambda d: "attempt 1/3" in d.find_element(By.ID, "run-progress-text").text)
+    assert bar.get_attribute("value") == "25"
+
+    # the worker reports another epoch: the page follows without a reload
+    TrainingRun.objects.filter(pk=run.pk).update(
+        progress=1.0, status="succeeded",
+        metrics=run.metrics + [{"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_map": 0.6}],
+        log="attempt 1 claimed\nattempt 1 succeeded\n",
+    )
+    wait.until(lambda d: d.find_element(By.ID, "run-progress-bar").get_attribute("value") == "100")
+    wait.until(lambda d: "succeeded" in d.find_element(By.ID, "run-log-tail").text)
+    plot = browser.find_element(By.ID, "run-metrics-plot")
+    wait.until(lambda d: "epochs=2" in plot.get_attribute("src"))
+    wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", plot) > 0)
+    errors = [entry["message"] for entry in browser.get_log("browser")
+              if (entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"])
+              and "favicon.ico" not in entry["message"]]
+    assert errors == []
