@@ -155,3 +155,36 @@ def test_the_train_command_trains_and_prints_a_one_line_summary(
     call_command("train", "--epochs", "2", "--wait")
     out = capsys.readouterr().out
     assert out.startswith("train: run ") and "succeeded" in out and "model v" in out
+
+
+def test_review_screens_get_scores_and_a_grad_cam_map_per_concept(
+    mosaic_items, django_capture_on_commit_callbacks, curator_client
+):
+    from django.urls import reverse
+
+    from training.selectors import predictions_for_items
+
+    retrain(django_capture_on_commit_callbacks)
+    first = mosaic_items.item_ids[0]
+    scores = predictions_for_items([first, 10**9])
+    assert list(scores) == [first] and [s.key for s in scores[first]][:2] == ["zero", "one"]
+    assert all(0 <= s.probability <= 1 for s in scores[first])
+    png = curator_client.get(reverse("training:item-explain-png", args=[first, "seven"]))
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    missing = curator_client.get(reverse("training:item-explain-png", args=[first, "eleven"]))
+    assert missing.status_code == 404
+
+
+def test_a_read_only_checkpoint_folder_fails_the_run_and_keeps_the_active_model(
+    mosaic_items, django_capture_on_commit_callbacks, monkeypatch
+):
+    retrain(django_capture_on_commit_callbacks)
+    active = model_version_active()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "models/run-2-attempt-1")
+
+    monkeypatch.setattr("training.services.execute.save_checkpoint", read_only)
+    run = retrain(django_capture_on_commit_callbacks)
+    assert run.status == "failed" and "Permission denied" in run.error
+    assert model_version_active().pk == active.pk and ModelVersion.objects.count() == 1
