@@ -271,11 +271,17 @@ def _followup(run: TrainingRun) -> TrainingRun | None:
     """Create the coalesced follow-up of a run that has just finished (inside its transaction)."""
     if not run.followup_requested:
         return None
+    from training.services.params import TrainingParamsError
+
     params = {k: v for k, v in run.params.items() if k in ("backbone", "mode", "epochs")}
+    try:
+        clean = training_params_parse(params).as_json()
+    except TrainingParamsError:  # settings changed since: never let this block the finish
+        clean = training_params_parse({}).as_json()
     followup = TrainingRun.objects.create(
         family=run.family,
         trigger=Trigger.AUTO,
-        params=training_params_parse(params).as_json(),
+        params=clean,
         max_attempts=run.max_attempts,
         log=_line(f"follow-up of run {run.pk}: labels arrived while it was training"),
     )
