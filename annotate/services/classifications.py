@@ -262,20 +262,22 @@ class _Context:
         return found
 
 
-def _among(column: str, values: Collection[int | str]) -> Any:
+def _among(column: str, values: Collection[int | str], *, indexed: bool = True) -> Any:
     """A filter ``column IN values`` that binds the values as ONE parameter.
 
     Django's ``__in`` prepares and binds every value on its own, which cost more than the
     queries themselves at 5,000 values a batch; a JSON array (SQLite ``json_each``) or an array
     (PostgreSQL ``= ANY``) is one parameter whatever its length. ``column`` is always a constant
-    of this module, never input.
+    of this module, never input. ``indexed=False`` writes ``+column``, which keeps the planner
+    from choosing that column's index over a more selective one.
     """
     vendor = connections[router.db_for_read(Classification)].vendor
     values = list(values)
+    name = f'"{column}"' if indexed else f'+"{column}"'
     if vendor == "sqlite":
-        sql, param = f'"{column}" IN (SELECT value FROM json_each(%s))', json.dumps(values)
+        sql, param = f"{name} IN (SELECT value FROM json_each(%s))", json.dumps(values)
     elif vendor == "postgresql":
-        sql, param = f'"{column}" = ANY(%s)', values
+        sql, param = f"{name} = ANY(%s)", values
     else:
         return Q(**{f"{column}__in": values})
     return RawSQL(sql, (param,), output_field=BooleanField())
@@ -785,14 +787,16 @@ def _repeats_decide(
     if not groups:
         return []
     # Subjects created by this batch have no stored votes. The others are read through the
-    # subject index (a subject has a handful of votes); the volunteer test is then a lookup in
-    # the batch's volunteer list, not an index probe per (volunteer, subject) combination.
+    # subject index (a subject has a handful of votes). The volunteer and workflow tests must not
+    # steer the planner: SQLite picked the workflow index (every row: quadratic over an import)
+    # or probed the (volunteer, subject) index per combination. So the volunteer column is
+    # written unindexable and the workflow is checked here.
     subject_ids = {k[1] for k in groups} - new_subjects
     stored = Classification.objects.filter(
         _among("subject_id", subject_ids),
-        _among("volunteer_id", {k[0] for k in groups}),
-        workflow=workflow,
+        _among("volunteer_id", {k[0] for k in groups}, indexed=False),
     ).values_list(
+        "workflow_id",
         "id",
         "volunteer_id",
         "subject_id",
@@ -802,9 +806,11 @@ def _repeats_decide(
         "is_duplicate",
         "item_id",
     )
-    for pk, volunteer_id, subject_id, session, created_at, zid, flag, item_id in (
+    for workflow_id, pk, volunteer_id, subject_id, session, created_at, zid, flag, item_id in (
         stored if subject_ids else ()
     ):
+        if workflow_id != workflow.pk:
+            continue
         key = group_of(volunteer_id, subject_id, session)
         if key in groups:
             groups[key].append((created_at, zid, pk, flag, item_id, None))

@@ -189,6 +189,15 @@ def test_repeats_keep_the_earliest_across_two_imports_in_reverse_order(workflow)
     assert item_subject.classifications.filter(is_duplicate=False).count() == 1
 
 
+def test_a_vote_in_another_workflow_is_not_a_repeat(workflow):
+    other = Workflow.objects.create(zooniverse_id=8)
+    WorkflowVersion.objects.create(workflow=other, version="3.1", answers=[])
+    first = {"subject_ids": [900], "user_id": 5, "created_at": T0}
+    ingest(other, [record(1, workflow_id=8, **first)])
+    ingest(workflow, [record(2, subject_ids=[900], user_id=5, created_at=T0 + timedelta(hours=1))])
+    assert not Classification.objects.filter(is_duplicate=True).exists()
+
+
 def test_equal_times_keep_the_smaller_classification_id(workflow):
     ingest(workflow, [record(9, subject_ids=[900], user_id=5, created_at=T0)])
     ingest(workflow, [record(3, subject_ids=[900], user_id=5, created_at=T0)])
