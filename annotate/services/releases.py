@@ -113,8 +113,6 @@ def release_request(
     if "\0" in note or len(note) > 500:
         raise ValueError("the note must be at most 500 characters, without NUL")
 
-    from annotate.tasks_releases import release_build_task
-
     for _attempt in range(5):
         try:
             with transaction.atomic():
@@ -132,8 +130,26 @@ def release_request(
             continue
     else:
         raise RuntimeError("could not allocate a release version number")
-    transaction.on_commit(lambda: release_build_task.delay(release_id=release.pk))
+    transaction.on_commit(lambda: _enqueue(release.pk))
     return release
+
+
+def _enqueue(release_id: int) -> None:
+    """Send the build; if the broker is unreachable, say so on the row instead of leaving it
+    queued with no message behind it (reliability F1): a new release is the retry."""
+    from kombu.exceptions import OperationalError
+
+    from annotate.tasks_releases import release_build_task
+
+    try:
+        release_build_task.delay(release_id=release_id)
+    except (OperationalError, ConnectionError, OSError) as exc:
+        logger.error("release %s: could not enqueue the build: %s", release_id, exc)
+        DatasetRelease.objects.filter(pk=release_id, status=DatasetRelease.Status.QUEUED).update(
+            status=DatasetRelease.Status.FAILED,
+            error=f"the task queue is unreachable: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
 
 
 @dataclass(frozen=True)

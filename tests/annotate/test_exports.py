@@ -520,3 +520,20 @@ def test_proposals_need_an_active_model(pool, tmp_path):
             "export_dataset", "--format", "jsonl", "--out", str(tmp_path / "x"), "--proposals"
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_release_whose_build_cannot_be_queued_says_so(
+    pool, monkeypatch, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from annotate import tasks_releases
+
+    def down(**kwargs):
+        raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks_releases.release_build_task, "delay", down)
+    with django_capture_on_commit_callbacks(execute=True):
+        release = release_request(user=None)
+    release.refresh_from_db()
+    assert release.status == "failed" and "unreachable" in release.error
