@@ -294,7 +294,7 @@ def label_stats(*, confidence: float | None = None) -> LabelStats:
 @dataclass(frozen=True)
 class SkillSummary:
     volunteers: int
-    votes: int
+    votes: int  # summed over concepts: one classification counts once per concept it answers
     sensitivity_median: float | None
     specificity_median: float | None
     # Share of volunteers below the guessing line se + sp = 1 (they do worse than at random).
