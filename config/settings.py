@@ -266,6 +266,8 @@ ACQUISITION_MAX_RELABEL_SHARE = env_float("ACQUISITION_MAX_RELABEL_SHARE", 0.3)
 from training.schedule import BEAT_SCHEDULE as TRAINING_BEAT_SCHEDULE  # noqa: E402
 
 ZOONIVERSE_SYNC_INTERVAL = env_float("ZOONIVERSE_SYNC_INTERVAL", 300.0)
+# Task modules beside the apps' tasks.py, which autodiscovery alone would not find.
+CELERY_IMPORTS = ("annotate.tasks_releases",)
 CELERY_BEAT_SCHEDULE = {
     "zooniverse-sync-all-workflows": {
         "task": "annotate.tasks.sync_all_workflows",

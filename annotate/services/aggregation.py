@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotate.models import (
@@ -281,7 +281,10 @@ def _labels_write(
         # Labels of concepts no longer in the vocabulary, or of items with no counted vote left.
         AggregatedLabel.objects.exclude(concept_id__in=concept_pks).delete()
         counted = Classification.objects.filter(is_duplicate=False, item__isnull=False)
-        AggregatedLabel.objects.exclude(item_id__in=counted.values("item_id")).delete()
+        # NOT EXISTS, not NOT IN: PostgreSQL turns NOT IN over a million-row subquery into a
+        # nested loop once it no longer fits in work_mem.
+        has_votes = Exists(counted.filter(item_id=OuterRef("item_id")))
+        AggregatedLabel.objects.filter(~has_votes).delete()
 
         consensus = np.where(settled, Item.Consensus.CONFIDENT, Item.Consensus.UNCERTAIN)
         items = [
@@ -296,7 +299,7 @@ def _labels_write(
         Item.objects.bulk_update(
             items, ["consensus", "uncertainty", "contradicts_prior"], batch_size=1000
         )
-        Item.objects.exclude(pk__in=counted.values("item_id")).exclude(
+        Item.objects.filter(~Exists(counted.filter(item_id=OuterRef("pk")))).exclude(
             Q(consensus=Item.Consensus.NONE) & Q(uncertainty=0) & Q(contradicts_prior=False)
         ).update(consensus=Item.Consensus.NONE, uncertainty=0.0, contradicts_prior=False)
     return int(contradicts.sum())
