@@ -718,7 +718,9 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
         "PANOPTES_PROJECT_ID": str(env.sandbox.project_id),
         "PANOPTES_TIMEOUT": "60",
     }
-    app = Celery("producer", broker=redis_url)
+    # Not the current app: shared tasks of later tests would follow it to Redis instead of
+    # running in-process.
+    app = Celery("producer", broker=redis_url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"])
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("default")

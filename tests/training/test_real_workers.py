@@ -133,7 +133,7 @@ def sender(redis_url: str):
     """A bare Celery client: sends by task name, as the services and beat do."""
     from celery import Celery
 
-    client = Celery("test-client", broker=redis_url)
+    client = Celery("test-client", broker=redis_url, set_as_current=False)
     client.conf.update(task_serializer="json", accept_content=["json"])
     return client
 
