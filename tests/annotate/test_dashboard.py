@@ -163,7 +163,8 @@ def test_the_dashboard_renders_a_loop_with_data(curator_client, concepts):
         assert f'id="{section}"' in html
     assert "round 2" in html and "round 1" in html
     assert "Latest release: version 1" in html
-    assert reverse("api:release-download", args=[1, "csv"]) in html
+    release = DatasetRelease.objects.get(version=1)  # ids are not reset between tests on PostgreSQL
+    assert reverse("api:release-download", args=[release.pk, "csv"]) in html
     assert "0.550" in html  # the active model's mAP in the table
     for name in dashboard_plots.DASHBOARD_PLOTS:
         assert reverse("review:dashboard_plot", args=[name]) in html
