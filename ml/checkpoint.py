@@ -21,13 +21,16 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from ml.models import Head, MultiLabelNet, create_model, load_state_dict_file
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+# PyTorch and the model registry are imported inside the functions that need them, so that code
+# which only hashes files or reads sidecars (the web process, every management command) does not
+# pay for importing torch.
 
 FORMAT = "crowdloop-checkpoint"
 VERSION = 1
@@ -153,6 +156,8 @@ def save_checkpoint(
     """
     from safetensors.torch import save
 
+    from ml.models import Head, MultiLabelNet
+
     weights_path, meta_path = _paths(path)
     if weights_path.suffix != ".safetensors":
         raise CheckpointError("checkpoints are always written as safetensors")
@@ -230,6 +235,8 @@ def load_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> 
     if expected_sha256 is not None and sha != expected_sha256:
         raise CheckpointError(f"sha256 of {weights_path.name} is not the expected one")
 
+    from ml.models import Head, create_model, load_state_dict_file
+
     try:
         state = load_state_dict_file(weights_path)
     except ValueError as exc:
@@ -256,6 +263,8 @@ def load_checkpoint(path: str | Path, *, expected_sha256: str | None = None) -> 
 
 def save_train_state(path: str | Path, state: dict[str, Any]) -> str:
     """Write a training state (from ``fit``'s ``on_checkpoint``) atomically; return its sha256."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -274,6 +283,8 @@ def load_train_state(path: str | Path, *, expected_sha256: str | None = None) ->
         raise CheckpointError(f"training state not found: {path}")
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise CheckpointError(f"sha256 of {path.name} is not the expected one")
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError and friends: refused, never retried unsafely

@@ -7,7 +7,6 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ml.models import list_models
 from training.models import TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
@@ -52,9 +51,20 @@ class TrainingRunListCreateApi(generics.ListAPIView):
     queryset = TrainingRun.objects.select_related("model_version").order_by("-created_at", "-id")
 
     class InputSerializer(serializers.Serializer):
-        backbone = serializers.ChoiceField(choices=list_models(), required=False)
+        backbone = serializers.CharField(
+            required=False, max_length=64, help_text="A registered model name, e.g. small_cnn."
+        )
         epochs = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         mode = serializers.ChoiceField(choices=["head", "finetune"], required=False)
+
+        def validate_backbone(self, value: str) -> str:
+            # The registry lives with the models (PyTorch); importing it here rather than at
+            # module level keeps torch out of every process that merely loads the URLconf.
+            from ml.models import list_models
+
+            if value not in list_models():
+                raise serializers.ValidationError(f"not one of {', '.join(list_models())}")
+            return value
 
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)

@@ -8,9 +8,7 @@ import numpy as np
 
 from annotate.models import Item
 from annotate.services.media import image_path
-from ml.explain import explain_image, overlay_png
 from training.models import ModelVersion, Prediction
-from training.services.scoring import _loaded
 from training.services.versions import model_version_active
 
 
@@ -61,6 +59,10 @@ def prediction_explain_png(
         raise LookupError("there is no active model version")
     if concept_key not in version.concepts:
         raise LookupError(f"v{version.pk} does not predict {concept_key!r}")
+    # PyTorch is imported only when a map is drawn, not by every process loading the URLconf.
+    from ml.explain import explain_image, overlay_png
+    from training.services.scoring import _loaded
+
     model = _loaded(version).model
     cam, image = explain_image(model, str(image_path(item.image_file)),
                                version.concepts.index(concept_key))

@@ -7,8 +7,6 @@ from typing import Any
 
 from django.conf import settings
 
-from ml.models import list_models
-
 
 class TrainingParamsError(ValueError):
     """A request asked for something a run cannot do; nothing was created."""
@@ -30,6 +28,9 @@ class TrainingParams:
             ``"finetune"`` (the whole network).
         epochs: at most this many epochs (early stopping may end sooner).
         batch_size, lr, seed, head, loss, hflip: passed to ``ml.train.TrainConfig``.
+        dropout: dropout before the head's linear layers. Above zero, round selection samples the
+            head with dropout on (MC dropout) and BALD runs; at zero BALD falls back to entropy.
+        hidden: width of the hidden layer of an ``mlp`` head.
         model_kwargs: constructor options of ``small_cnn`` (``widths``, ``input_size``).
         lease_seconds: how long a claim lasts without a heartbeat; renewed every epoch, so it must
             be longer than the slowest epoch.
@@ -44,6 +45,8 @@ class TrainingParams:
     head: str = "linear"
     loss: str = "bce"
     hflip: bool = True
+    dropout: float = 0.2
+    hidden: int = 256
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     lease_seconds: int = 0
 
@@ -73,6 +76,8 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
         raise TrainingParamsError(f"unknown training parameters: {', '.join(unknown)}")
     defaults = TrainingParams()
     backbone = str(raw.get("backbone") or getattr(settings, "TRAINING_BACKBONE", "small_cnn"))
+    from ml.models import list_models  # imports torch: only when a run is requested
+
     if backbone not in list_models():
         raise TrainingParamsError(
             f"backbone {backbone!r} is not one of {', '.join(list_models())}"
@@ -119,6 +124,11 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     hflip = raw.get("hflip", defaults.hflip)
     if not isinstance(hflip, bool):
         raise TrainingParamsError("hflip must be true or false")
+    dropout = raw.get("dropout", defaults.dropout)
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not (
+        0.0 <= dropout < 1.0
+    ):
+        raise TrainingParamsError("dropout must be a number from 0 to below 1")
     lease_default = int(getattr(settings, "TRAINING_LEASE_SECONDS", 900))
     lease = number("lease_seconds", int, 0, 86_400) or lease_default
     return TrainingParams(
@@ -131,6 +141,8 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
         head=head,
         loss=loss,
         hflip=hflip,
+        dropout=float(dropout),
+        hidden=number("hidden", int, 1, 8192),
         model_kwargs=model_kwargs,
         lease_seconds=max(1, lease),
     )

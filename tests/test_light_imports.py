@@ -1,0 +1,35 @@
+"""Processes that only read or import data must not pay for PyTorch (about 1 GB and seconds)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+PROBE = """
+import sys
+import django
+
+django.setup()
+import config.urls  # the URLconf, as the system checks and every web process load it
+from django.core.management import call_command, load_command_class
+
+call_command("check", verbosity=0)
+for name in ("import_classifications", "sync_zooniverse", "aggregate", "export_dataset"):
+    load_command_class("annotate", name)
+heavy = sorted(m for m in ("torch", "torchvision") if m in sys.modules)
+print(",".join(heavy) or "none")
+"""
+
+
+def test_setup_urlconf_checks_and_data_commands_do_not_import_torch() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "none"
