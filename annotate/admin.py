@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -21,6 +21,7 @@ from annotate.models import (
     QuarantinedRow,
     Review,
     Round,
+    RoundPick,
     Subject,
     SyncCursor,
     Volunteer,
@@ -256,6 +257,19 @@ class WorkflowAdmin(admin.ModelAdmin):
     inlines = (WorkflowVersionInline,)
 
 
+class RoundPickInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Why each item is in the round: rank, the strategy's score and the reason."""
+
+    model = RoundPick
+    extra = 0
+    fields = ("rank", "item", "reason", "score")
+    readonly_fields = fields
+    ordering = ("rank",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("item")
+
+
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
     list_display = (
@@ -263,13 +277,37 @@ class RoundAdmin(admin.ModelAdmin):
         "name",
         "workflow",
         "strategy",
+        "model_version",
+        "random_share",
+        "n_picks",
         "status",
         "subject_set_id",
         "created_at",
     )
     list_filter = ("status", "strategy")
-    list_select_related = ("workflow",)
+    list_select_related = ("workflow", "model_version")
     search_fields = ("name",)
+    raw_id_fields = ("model_version",)
+    inlines = (RoundPickInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(n_picks=Count("picks"))
+
+    @admin.display(description="picks", ordering="n_picks")
+    def n_picks(self, round_: Round) -> int:
+        return round_.n_picks  # type: ignore[attr-defined]
+
+
+@admin.register(RoundPick)
+class RoundPickAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every pick of every round, filterable by reason: why was this item chosen?"""
+
+    list_display = ("round", "rank", "item", "reason", "score")
+    list_filter = ("reason", "round__strategy", "round")
+    list_select_related = ("round", "item")
+    search_fields = ("item__external_id",)
+    ordering = ("-round__number", "rank")
+    show_full_result_count = False
 
 
 @admin.register(Subject)

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from training.models import ModelVersion, TrainingRun
+from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services import (
     PromotionError,
     TrainingParamsError,
@@ -193,3 +193,22 @@ class ModelVersionAdmin(admin.ModelAdmin):
             f"v{version.pk} is now active." if changed else f"v{version.pk} was already active.",
             messages.SUCCESS,
         )
+
+
+@admin.register(RoundRequest)
+class RoundRequestAdmin(admin.ModelAdmin):
+    """Rounds asked for through the API: what was asked, by whom, and the round it made."""
+
+    list_display = ["id", "status", "round", "requested_by", "summary", "created_at",
+                    "finished_at"]
+    list_filter = ["status"]
+    list_select_related = ["round", "requested_by"]
+    ordering = ["-created_at", "-id"]
+    readonly_fields = ["status", "requested_by", "params", "round", "summary", "error",
+                       "attempts", "max_attempts", "created_at", "started_at", "finished_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # asked for through the API or the select_round command
+
+    def has_change_permission(self, request: HttpRequest, obj: RoundRequest | None = None) -> bool:
+        return False

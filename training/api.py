@@ -1,13 +1,17 @@
-"""REST endpoints of the model side: request a training run, list runs, read one."""
+"""REST endpoints of the model side: request a training run, list runs, read one; request the
+next round (``select_round`` as a background task), list those requests, read one."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from training.models import TrainingRun
+from annotate.api.permissions import CanRead, CanRunRounds, PolicyMixin
+from ml.acquisition import list_strategies
+from training.models import RoundRequest, TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
 
@@ -56,6 +60,11 @@ class TrainingRunListCreateApi(generics.ListAPIView):
         )
         epochs = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         mode = serializers.ChoiceField(choices=["head", "finetune"], required=False)
+        dropout = serializers.FloatField(
+            min_value=0.0, max_value=0.95, required=False,
+            help_text="Dropout before the head's layers; above 0, BALD samples the head (MC "
+            "dropout). Default 0.2.",
+        )
 
         def validate_backbone(self, value: str) -> str:
             # The registry lives with the models (PyTorch); importing it here rather than at
@@ -88,3 +97,85 @@ class TrainingRunDetailApi(generics.RetrieveAPIView):
     permission_classes = [CanTrain]
     serializer_class = TrainingRunOutputSerializer
     queryset = TrainingRun.objects.select_related("model_version")
+
+
+@extend_schema_serializer(component_name="RoundRequest")
+class RoundRequestOutputSerializer(serializers.ModelSerializer):
+    requested_by = serializers.CharField(
+        source="requested_by.username", read_only=True, default=None
+    )
+    round = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RoundRequest
+        fields = [
+            "id", "status", "params", "round", "summary", "error", "attempts", "requested_by",
+            "created_at", "started_at", "finished_at",
+        ]
+
+    def get_round(self, request: RoundRequest) -> dict | None:
+        round_ = request.round
+        if round_ is None:
+            return None
+        return {"id": round_.pk, "number": round_.number, "name": round_.name,
+                "strategy": round_.strategy, "status": round_.status}
+
+
+class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
+    """GET: requests for rounds, newest first. POST: choose the next round in the background.
+
+    POST answers 202 with the request; it is served by a task on the train queue (the model
+    scores a shortlist of the pool), and the request shows the round once it is chosen, or the
+    reason it could not be. Bad parameters answer 400 naming the field.
+    """
+
+    policy = {"get": CanRead, "post": CanRunRounds}
+    serializer_class = RoundRequestOutputSerializer
+    queryset = RoundRequest.objects.select_related("round", "requested_by")
+
+    @extend_schema_serializer(component_name="RoundRequestInput")
+    class InputSerializer(serializers.Serializer):
+        size = serializers.IntegerField(min_value=1, max_value=10_000)
+        strategy = serializers.ChoiceField(
+            choices=list_strategies(), required=False, allow_null=True, default=None,
+            help_text="Default: ACQUISITION_STRATEGY. A cold start when no model is scored yet.",
+        )
+        random_share = serializers.FloatField(
+            min_value=0.0, max_value=1.0, required=False, allow_null=True, default=None,
+            help_text="The random control share (default ACQUISITION_RANDOM_SHARE).",
+        )
+        relabel = serializers.BooleanField(
+            default=True, help_text="Let contested, already classified items compete for places."
+        )
+        seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+        push = serializers.BooleanField(
+            default=False, help_text="Push the round to Zooniverse once chosen."
+        )
+        model_version = serializers.IntegerField(
+            min_value=1, required=False, allow_null=True, default=None,
+            help_text="Whose predictions choose the round (default: the active version).",
+        )
+
+    @extend_schema(request=InputSerializer, responses={202: RoundRequestOutputSerializer})
+    def post(self, request: Request) -> Response:
+        from training.services.round_requests import RoundRequestError, round_request_create
+
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        try:
+            made = round_request_create(
+                user=request.user, model_version_id=values.pop("model_version"), **values
+            )
+        except RoundRequestError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from exc
+        made.refresh_from_db()
+        return Response(RoundRequestOutputSerializer(made).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RoundRequestDetailApi(PolicyMixin, generics.RetrieveAPIView):
+    """One request for a round: its state, and the round once chosen."""
+
+    policy = {"get": CanRead}
+    serializer_class = RoundRequestOutputSerializer
+    queryset = RoundRequest.objects.select_related("round", "requested_by")

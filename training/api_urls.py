@@ -9,4 +9,8 @@ urlpatterns = [
     path(
         "training-runs/<int:pk>/", api.TrainingRunDetailApi.as_view(), name="api-training-run"
     ),
+    path("round-requests/", api.RoundRequestListCreateApi.as_view(), name="api-round-requests"),
+    path(
+        "round-requests/<int:pk>/", api.RoundRequestDetailApi.as_view(), name="api-round-request"
+    ),
 ]

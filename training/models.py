@@ -208,3 +208,48 @@ class ScoringChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.index} of v{self.model_version_id}"
+
+
+class RoundRequest(models.Model):
+    """A request to choose the next round (``select_round`` through the API), served by a task.
+
+    Like a training run, the row, not the Celery message, is the source of truth: the task claims
+    it with a conditional UPDATE and counts attempts, and the round it makes is linked in the same
+    transaction that records the picks, so a redelivered message never makes a second round.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    params = models.JSONField(
+        default=dict, blank=True, help_text="The arguments of select_round, as checked."
+    )
+    round = models.OneToOneField(
+        "annotate.Round",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="request",
+    )
+    summary = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"round request {self.pk} ({self.status})"

@@ -13,6 +13,7 @@ being pushed again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,6 +151,7 @@ def round_select(
     model_version: ModelVersion | None = None,
     relabel: bool = True,
     seed: int = 0,
+    on_recorded: Callable[[Round], None] | None = None,
 ) -> SelectionResult:
     """Choose and record the next round (a draft: push it with ``round_push``).
 
@@ -162,6 +164,8 @@ def round_select(
         model_version: whose predictions to use (default: the active version).
         relabel: let contested, already classified items compete for places.
         seed: makes the random parts reproducible.
+        on_recorded: called with the new round inside the transaction that records it (a round
+            request links itself there, so the round and the link commit together or not at all).
     """
     if size < 1:
         raise SelectionError("a round needs at least one item")
@@ -269,6 +273,8 @@ def round_select(
             RoundPick(round=round_, item_id=item_id, rank=rank, score=score, reason=reason)
             for rank, (item_id, score, reason) in enumerate(picks, start=1)
         )
+        if on_recorded is not None:
+            on_recorded(round_)
     result = SelectionResult(
         round=round_,
         picks=rows,

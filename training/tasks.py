@@ -119,3 +119,14 @@ def training_nightly(self) -> int | None:
 
     run = nightly()
     return run.pk if run else None
+
+
+@train_task(soft_time_limit=1800, time_limit=1900)
+def round_select_task(self, *, request_id: int) -> dict[str, Any]:
+    """Serve a round request (its primary key): choose the round; a duplicate does nothing.
+
+    On the train queue: selection runs the model over a shortlist of the pool.
+    """
+    from training.services.round_requests import round_request_execute
+
+    return round_request_execute(request_id=request_id).as_json()

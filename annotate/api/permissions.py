@@ -34,6 +34,15 @@ class CanRelease(BasePermission):
         return bool(request.user and request.user.has_perm(self.perm))
 
 
+class CanRunRounds(BasePermission):
+    """Choose and push rounds (staff, admin)."""
+
+    perm = roles.PERM_ROUNDS
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return bool(request.user and request.user.has_perm(self.perm))
+
+
 class CanPredict(BasePermission):
     """Ask the active model for scores on an uploaded image or URL (staff, admin): each call costs
     an image fetch and a forward pass, so it is not open to every reader."""

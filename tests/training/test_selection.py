@@ -44,10 +44,32 @@ def test_the_same_seed_chooses_the_same_round(trained):
     assert second.round.number == first.round.number + 1
 
 
-def test_bald_without_dropout_falls_back_to_entropy_and_says_so(trained):
+def test_bald_samples_the_dropout_head_of_a_default_run_and_does_not_fall_back(trained):
+    version = model_version_active()
+    assert version.training_run.params["dropout"] > 0
+    result = round_select(size=5, strategy="bald", random_share=0.0, relabel=False)
+    assert result.strategy == "bald" and result.round.strategy == "bald"
+    assert "no dropout" not in result.round.notes
+    assert all(p.reason in ("uncertain", "diverse") and p.score is not None for p in result.picks)
+
+
+def test_bald_without_dropout_falls_back_to_entropy_and_says_so(
+    db, django_capture_on_commit_callbacks
+):
+    write_mosaic_items(40)
+    with django_capture_on_commit_callbacks(execute=True):
+        training_run_request(trigger="command", params={**TINY_PARAMS, "dropout": 0.0})
     result = round_select(size=5, strategy="bald", relabel=False)
     assert result.strategy == "entropy"
     assert "no dropout" in result.round.notes
+
+
+def test_a_run_requested_before_the_dropout_parameter_existed_trains_without_dropout():
+    from training.services.execute import _config
+
+    old = {"mode": "finetune", "backbone": "small_cnn", "epochs": 2, "batch_size": 8,
+           "lr": 0.01, "seed": 0}
+    assert _config(old).dropout == 0.0 and _config({**old, "dropout": 0.3}).dropout == 0.3
 
 
 def test_items_already_shown_to_volunteers_are_not_chosen_again(trained):

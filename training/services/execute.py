@@ -126,6 +126,9 @@ def _config(params: dict[str, Any]) -> TrainConfig:
         lr=float(params["lr"]),
         seed=int(params["seed"]),
         hflip=bool(params.get("hflip", True)),
+        # Runs requested before these knobs existed had a dropout-free linear head.
+        dropout=float(params.get("dropout", 0.0)),
+        hidden=int(params.get("hidden", 256)),
         patience=int(getattr(settings, "TRAINING_PATIENCE", 5)),
         device=getattr(settings, "TRAINING_DEVICE", "auto"),
         checkpoint_every=1,

@@ -1,0 +1,146 @@
+"""Choosing the next round through the API: who may ask, what the task makes, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from annotate.models import Round, Workflow
+from annotate.roles import ROLES, roles_setup
+from training import tasks
+from training.models import RoundRequest
+from training.services.round_requests import round_request_execute
+
+from .conftest import write_mosaic_items
+
+URL = "/api/v1/round-requests/"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def people(db, django_user_model):
+    from django.contrib.auth.models import Group
+
+    roles_setup()
+    users = {}
+    for role in ROLES:
+        user = django_user_model.objects.create_user(role)
+        user.groups.add(Group.objects.get(name=role))
+        users[role] = user
+    return users
+
+
+@pytest.fixture
+def pool(db):
+    """Thirty unshown mosaics and no model yet: a round is a cold start (no training needed)."""
+    return write_mosaic_items(30, curated=0)
+
+
+def as_user(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.parametrize("role", ["staff", "admin"])
+def test_staff_and_admins_ask_for_a_round_and_the_task_builds_it(
+    role, people, pool, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_user(people[role]).post(URL, {"size": 5, "seed": 2}, format="json")
+    assert response.status_code == 202, response.content
+    made = response.json()
+    assert made["requested_by"] == role and made["params"]["size"] == 5
+    body = as_user(people["viewer"]).get(f"{URL}{made['id']}/").json()
+    assert body["status"] == "succeeded", body
+    round_ = Round.objects.get()
+    assert body["round"] == {
+        "id": round_.pk, "number": 1, "name": "round-1", "strategy": "typical_diverse",
+        "status": "draft",
+    }
+    assert round_.picks.count() == 5
+    assert "5 of 30 candidates" in body["summary"]
+    listing = as_user(people["viewer"]).get(URL)
+    assert listing.status_code == 200 and listing.json()["results"][0]["id"] == made["id"]
+
+
+@pytest.mark.parametrize("role", ["viewer", "curator", None])
+def test_curators_viewers_and_anonymous_clients_cannot_ask_for_a_round(role, people, pool):
+    response = as_user(people.get(role)).post(URL, {"size": 5}, format="json")
+    assert response.status_code in ((401, 403) if role is None else (403,))
+    assert not RoundRequest.objects.exists() and not Round.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "size"),
+        ({"size": 0}, "size"),
+        ({"size": "many"}, "size"),
+        ({"size": 5, "strategy": "clairvoyant"}, "strategy"),
+        ({"size": 5, "random_share": 1.5}, "random_share"),
+        ({"size": 5, "seed": -1}, "seed"),
+        ({"size": 5, "model_version": 999}, "model_version"),
+        ({"size": 5, "push": True}, "push"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(body, field, people, pool):
+    response = as_user(people["staff"]).post(URL, body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not RoundRequest.objects.exists()
+
+
+def test_the_task_builds_one_round_however_often_its_message_arrives(people, pool):
+    request = RoundRequest.objects.create(params={"size": 4, "seed": 1})
+    first = tasks.round_select_task.apply(kwargs={"request_id": request.pk}).get()
+    second = tasks.round_select_task.apply(kwargs={"request_id": request.pk}).get()
+    assert first["status"] == second["status"] == "succeeded"
+    assert first["round_id"] == second["round_id"] == Round.objects.get().pk
+    request.refresh_from_db()
+    assert request.attempts == 1 and request.round.picks.count() == 4
+
+
+def test_a_request_that_cannot_be_served_fails_with_the_reason(db):
+    request = RoundRequest.objects.create(params={"size": 4})
+    outcome = round_request_execute(request_id=request.pk)
+    request.refresh_from_db()
+    assert outcome.status == request.status == "failed"
+    assert "no item is waiting" in request.error
+    assert not Round.objects.exists()
+
+
+def test_a_request_to_push_hands_the_chosen_round_to_the_push_task(
+    people, pool, monkeypatch, django_capture_on_commit_callbacks
+):
+    Workflow.objects.create(zooniverse_id=11)
+    pushed: list[int] = []
+    monkeypatch.setattr(
+        "annotate.tasks.push_round.delay", lambda *, round_id: pushed.append(round_id)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_user(people["staff"]).post(URL, {"size": 3, "push": True}, format="json")
+    assert response.status_code == 202, response.content
+    assert pushed == [Round.objects.get().pk]
+
+
+def test_the_schema_says_only_staff_and_admins_may_ask_for_a_round(people):
+    response = as_user(people["viewer"]).get("/api/v1/schema/?format=json")
+    schema = json.loads(response.content)
+    post = schema["paths"][URL]["post"]
+    assert post["x-required-permission"]["permission"] == "annotate.add_round"
+    assert post["x-required-permission"]["roles"] == ["staff", "admin"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "RoundRequestInput"
+    )
+    assert "202" in post["responses"]

@@ -1,0 +1,211 @@
+"""Round requests: ``select_round`` asked for through the API and served by a Celery task.
+
+The request is a row (:class:`training.models.RoundRequest`); the task only says "serve request
+N". The task may run more than once for one request (``acks_late``, redelivery after a lost
+worker), so :func:`round_request_execute` claims the row with a conditional UPDATE, counts its
+attempts (the poison guard), and links the round it makes in the transaction that records the
+picks: a second delivery finds the request finished and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotate.models import Round, Workflow
+from ml import acquisition
+from training.models import ModelVersion, RoundRequest
+
+logger = logging.getLogger(__name__)
+
+#: A request claimed this long ago and still running was lost with its worker: it may be taken
+#: again (the task's hard time limit is shorter).
+STALE_AFTER = timedelta(seconds=2000)
+
+
+class RoundRequestError(ValueError):
+    """Parameters a round cannot be chosen with; ``field`` names the one at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class RoundRequestOutcome:
+    request_id: int
+    status: str
+    round_id: int | None = None
+    summary: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "status": self.status,
+            "round_id": self.round_id,
+            "summary": self.summary,
+        }
+
+
+def round_request_create(
+    *,
+    user: AbstractBaseUser | AnonymousUser | None,
+    size: int,
+    strategy: str | None = None,
+    random_share: float | None = None,
+    relabel: bool = True,
+    seed: int = 0,
+    push: bool = False,
+    model_version_id: int | None = None,
+) -> RoundRequest:
+    """Check the parameters, record a queued request, and send its task after commit.
+
+    Raises:
+        RoundRequestError: a parameter the selection could not use (its ``field`` names it).
+    """
+    if size < 1:
+        raise RoundRequestError("size", "a round needs at least one item")
+    if strategy is not None and strategy not in acquisition.STRATEGIES:
+        raise RoundRequestError(
+            "strategy",
+            f"unknown strategy {strategy!r}; choose one of: "
+            f"{', '.join(acquisition.list_strategies())}",
+        )
+    if random_share is not None and not 0.0 <= random_share <= 1.0:
+        raise RoundRequestError("random_share", "random_share must be between 0 and 1")
+    if model_version_id is not None and not ModelVersion.objects.filter(
+        pk=model_version_id
+    ).exists():
+        raise RoundRequestError("model_version", f"no model version {model_version_id}")
+    if push and not Workflow.objects.filter(active=True).exists():
+        raise RoundRequestError("push", "there is no active workflow to push the round to")
+    request = RoundRequest.objects.create(
+        requested_by=user if user is not None and user.is_authenticated else None,
+        params={
+            "size": size,
+            "strategy": strategy,
+            "random_share": random_share,
+            "relabel": relabel,
+            "seed": seed,
+            "push": push,
+            "model_version": model_version_id,
+        },
+    )
+    transaction.on_commit(partial(round_request_enqueue, request_id=request.pk))
+    return request
+
+
+def round_request_enqueue(*, request_id: int) -> str:
+    """Send the request's task; when the broker refuses, fail the request saying so (a new
+    request is the retry: a queued row with no message behind it would wait forever)."""
+    from kombu.exceptions import OperationalError
+
+    from training.tasks import round_select_task
+
+    try:
+        round_select_task.apply_async(kwargs={"request_id": request_id})
+    except OperationalError as exc:
+        message = f"the task queue is unreachable ({exc}); ask again when it is back"
+        logger.error("round request %s not enqueued: %s", request_id, exc)
+        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.QUEUED).update(
+            status=RoundRequest.Status.FAILED, error=message, finished_at=timezone.now()
+        )
+        return message
+    return ""
+
+
+def _claim(request_id: int) -> bool:
+    now = timezone.now()
+    claimable = Q(status=RoundRequest.Status.QUEUED) | Q(
+        status=RoundRequest.Status.RUNNING, started_at__lt=now - STALE_AFTER
+    )
+    return bool(
+        RoundRequest.objects.filter(claimable, pk=request_id, attempts__lt=F("max_attempts"))
+        .update(status=RoundRequest.Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
+    )
+
+
+def _finish(request_id: int, *, status: str, **fields: Any) -> None:
+    RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
+        status=status, finished_at=timezone.now(), **fields
+    )
+
+
+def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
+    """Serve a round request once: choose the round, link it, and queue its push if asked.
+
+    Safe to call more than once: only a queued request (or a running one whose worker was lost
+    long ago) is claimed; any other call returns the request as it stands.
+    """
+    from training.selection import SelectionError, round_select
+
+    if not _claim(request_id):
+        current = RoundRequest.objects.filter(pk=request_id).first()
+        if current is None:
+            return RoundRequestOutcome(request_id, "unknown")
+        if current.status == RoundRequest.Status.RUNNING:  # poison guard: attempts spent
+            _finish(request_id, status=RoundRequest.Status.FAILED,
+                    error="given up: the selection was lost with its worker too often")
+            current.refresh_from_db()
+        return RoundRequestOutcome(request_id, current.status, current.round_id, current.summary)
+
+    request = RoundRequest.objects.get(pk=request_id)
+    params = request.params
+    version = (
+        ModelVersion.objects.filter(pk=params["model_version"]).first()
+        if params.get("model_version")
+        else None
+    )
+
+    def link(round_: Round) -> None:
+        # Inside the transaction that records the picks: the round, the link and the push are
+        # committed together, so no delivery after this one can make a second round.
+        RoundRequest.objects.filter(pk=request_id).update(
+            round=round_, status=RoundRequest.Status.SUCCEEDED, finished_at=timezone.now()
+        )
+        if params.get("push"):
+            transaction.on_commit(partial(_push, round_id=round_.pk))
+
+    try:
+        result = round_select(
+            size=int(params["size"]),
+            strategy=params.get("strategy"),
+            random_share=params.get("random_share"),
+            model_version=version,
+            relabel=bool(params.get("relabel", True)),
+            seed=int(params.get("seed", 0)),
+            on_recorded=link,
+        )
+    except SelectionError as exc:
+        _finish(request_id, status=RoundRequest.Status.FAILED, error=str(exc))
+        return RoundRequestOutcome(request_id, RoundRequest.Status.FAILED, summary=str(exc))
+    except (OperationalError, InterfaceError):
+        # Transient: back in the queue for the task's retry (the attempt stays counted).
+        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
+            status=RoundRequest.Status.QUEUED
+        )
+        raise
+    except Exception as exc:  # a permanent error: record it where staff will look
+        logger.exception("round request %s failed", request_id)
+        _finish(request_id, status=RoundRequest.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return RoundRequestOutcome(request_id, RoundRequest.Status.FAILED, summary=str(exc))
+    summary = result.summary()
+    RoundRequest.objects.filter(pk=request_id).update(summary=summary)
+    return RoundRequestOutcome(
+        request_id, RoundRequest.Status.SUCCEEDED, result.round.pk, summary
+    )
+
+
+def _push(*, round_id: int) -> None:
+    # The Zooniverse side has its own task, retries and queue; selection only hands it over.
+    from annotate.tasks import push_round
+
+    push_round.delay(round_id=round_id)
