@@ -307,12 +307,15 @@ def _with_relabels(
         model_unlabelled=pool.probs[chosen],
     )
     order, is_relabel = decision.order()
-    top = order[:size][is_relabel[:size]]
-    top = top[: int(size * max_share)]
-    if not len(top):
-        return picks
     model_picks = [p for p in picks if p[2] != "random"]
     control = [p for p in picks if p[2] == "random"]
+    picked = {p[0] for p in picks}
+    top = [i for i in order[:size][is_relabel[:size]].tolist() if ids[i] not in picked]
+    # A relabel takes the place of a model pick, never of the random control: the round keeps
+    # its size, and a random round (the anchor of every comparison) stays all random.
+    top = top[: min(int(size * max_share), len(model_picks))]
+    if not top:
+        return picks
     keep = model_picks[: max(0, len(model_picks) - len(top))]
     relabels = [(ids[i], float(decision.labelled[i]), RoundPick.Reason.RELABEL.value) for i in top]
     return keep + relabels + control

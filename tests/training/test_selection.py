@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from annotate.models import Item, Round, RoundPick, Subject, Workflow
+from annotate.models import AggregatedLabel, Item, Round, RoundPick, Subject, Workflow
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
 from training.models import TrainingRun
@@ -118,3 +118,22 @@ def test_a_chosen_round_is_pushed_with_priorities_by_rank(trained, settings):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy"])
+def test_relabel_picks_replace_model_picks_so_a_round_keeps_its_size(trained, strategy):
+    contested = Item.objects.filter(n_classifications__gt=0).order_by("pk")[:8]
+    Item.objects.filter(pk__in=[i.pk for i in contested]).update(
+        consensus=Item.Consensus.UNCERTAIN, uncertainty=0.9, n_classifications=1
+    )
+    AggregatedLabel.objects.filter(item__in=contested).update(posterior=0.5)
+    for item in contested:  # classified items were shown to volunteers
+        Subject.objects.create(zooniverse_id=5000 + item.pk, item=item)
+    result = round_select(size=6, strategy=strategy, random_share=0.2, relabel=True)
+    reasons = [p.reason for p in result.picks]
+    assert len(reasons) == 6
+    assert len({p.item_id for p in result.picks}) == 6
+    if strategy == "random":
+        assert set(reasons) == {"random"}
+    else:
+        assert "relabel" in reasons and reasons.count("random") == 1
