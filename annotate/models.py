@@ -232,11 +232,18 @@ class Classification(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="+")
     workflow_version = models.CharField(max_length=32)
     subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="classifications")
+    # No single-column indexes on item and volunteer: the composite indexes in Meta start with
+    # them and serve the same lookups, and every index costs each of millions of inserted rows.
     item = models.ForeignKey(
-        Item, on_delete=models.SET_NULL, null=True, blank=True, related_name="classifications"
+        Item,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="classifications",
+        db_index=False,
     )
     volunteer = models.ForeignKey(
-        Volunteer, on_delete=models.PROTECT, related_name="classifications"
+        Volunteer, on_delete=models.PROTECT, related_name="classifications", db_index=False
     )
     created_at = models.DateTimeField(db_index=True)
     concept_ids = models.JSONField(

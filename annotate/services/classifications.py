@@ -29,7 +29,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -238,6 +238,9 @@ class _Context:
         }
         self.maps: dict[str, _AnswerMap | None] = {}
         self.volunteers: dict[str, int] = {}
+        # (subject id, its item metadata) already looked up without finding an item: items do not
+        # appear during an ingest, so the same subject's next votes need not look again.
+        self.unmatched: set[tuple[int, tuple[Any, ...]]] = set()
         self._load(None)
 
     def _load(self, versions: set[str] | None) -> None:
@@ -281,6 +284,24 @@ def _among(column: str, values: Collection[int | str], *, indexed: bool = True) 
     else:
         return Q(**{f"{column}__in": values})
     return RawSQL(sql, (param,), output_field=BooleanField())
+
+
+def _pairs_among(pairs: Collection[tuple[int, int]]) -> Any:
+    """A filter ``(volunteer_id, subject_id) IN pairs``, the pairs bound as ONE parameter.
+
+    It is not indexable (a string built from two columns), so it only narrows the rows another,
+    indexed condition finds: far fewer rows come back than with two independent IN lists, whose
+    cross product matches every vote of every volunteer of the batch on every subject of it.
+    """
+    vendor = connections[router.db_for_read(Classification)].vendor
+    keys = [f"{volunteer}:{subject}" for volunteer, subject in pairs]
+    if vendor == "sqlite":
+        sql = """("volunteer_id" || ':' || "subject_id") IN (SELECT value FROM json_each(%s))"""
+        return RawSQL(sql, (json.dumps(keys),), output_field=BooleanField())
+    if vendor == "postgresql":
+        sql = """("volunteer_id"::text || ':' || "subject_id"::text) = ANY(%s)"""
+        return RawSQL(sql, (keys,), output_field=BooleanField())
+    return Q(volunteer_id__in={volunteer for volunteer, _ in pairs})  # a superset: still correct
 
 
 def _raw(record: ClassificationRecord) -> str:
@@ -485,7 +506,7 @@ def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts
             return
 
     volunteers = _volunteers_resolve(accepted, known=context.volunteers)
-    subjects, created_subjects = _subjects_resolve(accepted)
+    subjects, created_subjects = _subjects_resolve(accepted, unmatched=context.unmatched)
 
     # Repeats: read the stored rows of every (volunteer, subject) pair in the batch, decide the
     # earliest of each group over stored and new rows together, and write new rows already
@@ -584,8 +605,18 @@ def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
         ", ".join(ops.quote_name(c) for c in columns),
         ", ".join(["%s"] * len(columns)),
     )
-    adapt_time = ops.adapt_datetimefield_value
+    adapt_time = _time_adapter(connection)
     adapt_json = ops.adapt_json_value
+    # A batch has a few hundred distinct answer lists among thousands of rows: adapt each once.
+    adapted: dict[tuple[int | str, ...], Any] = {}
+
+    def adapt_list(values: list[int] | list[int | str]) -> Any:
+        key = tuple(values)
+        value = adapted.get(key)
+        if value is None:
+            value = adapted[key] = adapt_json(values, None)
+        return value
+
     values = []
     for row in rows:
         r = row.accepted.record
@@ -593,13 +624,31 @@ def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
             (
                 row.zooniverse_id, workflow_id, r.workflow_version[:32], row.subject_id,
                 row.item_id, row.volunteer_id, adapt_time(row.created_at),
-                adapt_json(row.accepted.concept_ids, None), adapt_json(row.accepted.invalid, None),
+                adapt_list(row.accepted.concept_ids), adapt_list(row.accepted.invalid),
                 row.is_duplicate, r.gold_standard, r.expert, row.session, r.source[:8],
                 *constants,
             )
         )  # fmt: skip
     with connection.cursor() as cursor:
         cursor.executemany(sql, values)
+
+
+def _time_adapter(connection: Any) -> Callable[[datetime], Any]:
+    """The backend's datetime adapter, with a shortcut for UTC values on SQLite.
+
+    Django's SQLite adapter checks settings and converts time zones for every value; a UTC value
+    (what the parsers produce) becomes the same naive text directly.
+    """
+    generic = connection.ops.adapt_datetimefield_value
+    if connection.vendor != "sqlite" or str(connection.timezone) != "UTC":
+        return generic
+
+    def adapt(value: datetime) -> Any:
+        if value.tzinfo is UTC:
+            return str(value.replace(tzinfo=None))
+        return generic(value)
+
+    return adapt
 
 
 def _volunteers_resolve(accepted: list[_Accepted], *, known: dict[str, int]) -> dict[str, int]:
@@ -702,13 +751,18 @@ def _subjects_read(zooniverse_ids: list[int]) -> dict[int, tuple[int, int | None
     return {zid: (pk, item_id) for zid, pk, item_id in rows}
 
 
+def _item_keys(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(str(metadata.get(key)) for key in ITEM_METADATA_KEYS)
+
+
 def _subjects_resolve(
-    accepted: list[_Accepted],
+    accepted: list[_Accepted], *, unmatched: set[tuple[int, tuple[Any, ...]]]
 ) -> tuple[dict[int, tuple[int, int | None]], set[int]]:
     """Subject zooniverse id -> (subject id, item id), and the ids of the subjects created.
 
     A new subject is linked to an item through its metadata; a known subject still without an item
-    is linked when its metadata now names one, and its stored votes follow it.
+    is linked when its metadata now names one, and its stored votes follow it. ``unmatched``
+    remembers metadata that matched no item, so that it is not looked up again (it is updated).
     """
     metadata: dict[int, dict[str, Any]] = {}
     for a in accepted:
@@ -719,9 +773,15 @@ def _subjects_resolve(
     unlinked = {
         zid: meta
         for zid, meta in metadata.items()
-        if meta and (zid not in found or found[zid][1] is None)
+        if meta
+        and (zid not in found or found[zid][1] is None)
+        and (zid, _item_keys(meta)) not in unmatched
     }
     items = _items_match(unlinked) if unlinked else {}
+    if len(unmatched) < 1_000_000:  # bounded, like the volunteer cache
+        unmatched.update(
+            (zid, _item_keys(meta)) for zid, meta in unlinked.items() if zid not in items
+        )
 
     missing = [zid for zid in metadata if zid not in found]
     if missing:
@@ -789,12 +849,12 @@ def _repeats_decide(
     # Subjects created by this batch have no stored votes. The others are read through the
     # subject index (a subject has a handful of votes). The volunteer and workflow tests must not
     # steer the planner: SQLite picked the workflow index (every row: quadratic over an import)
-    # or probed the (volunteer, subject) index per combination. So the volunteer column is
-    # written unindexable and the workflow is checked here.
+    # or probed the (volunteer, subject) index per combination. So the (volunteer, subject) pair
+    # is matched as an unindexable expression and the workflow is checked here.
     subject_ids = {k[1] for k in groups} - new_subjects
     stored = Classification.objects.filter(
         _among("subject_id", subject_ids),
-        _among("volunteer_id", {k[0] for k in groups}, indexed=False),
+        _pairs_among({(k[0], k[1]) for k in groups if k[1] in subject_ids}),
     ).values_list(
         "workflow_id",
         "id",

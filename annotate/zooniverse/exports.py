@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import orjson
+
 from annotate.services.classifications import ClassificationRecord, QuarantineEntry
 
 CLASSIFICATION_COLUMNS = (
@@ -222,7 +224,9 @@ def _json(cells: dict[str, str], name: str, kind: type) -> Any:
     if not text or text.isspace():  # not strip(): that copies a kilobyte of JSON per cell
         return kind()
     try:
-        value = json.loads(text)
+        # orjson: about five times faster than json on the kilobyte metadata cell of every row,
+        # and stricter (NaN and Infinity are not JSON). Its errors are ValueErrors too.
+        value = orjson.loads(text)
     except ValueError as exc:
         raise _Bad(name, f"invalid_json: {exc}")
     if value is None:
@@ -292,8 +296,21 @@ def _guess_type(value: Any) -> str:
     return "unknown"
 
 
-def classification_from_row(row: ExportRow, *, task_key: str) -> ClassificationRecord:
-    """One classification export row as a record; raises _Bad on the first bad field."""
+#: How many distinct ``subject_data`` cells :func:`parse_classification_export` keeps parsed.
+SUBJECT_CACHE_SIZE = 50_000
+
+
+def classification_from_row(
+    row: ExportRow,
+    *,
+    task_key: str,
+    subjects: dict[str, dict[int, dict[str, Any]]] | None = None,
+) -> ClassificationRecord:
+    """One classification export row as a record; raises _Bad on the first bad field.
+
+    ``subjects`` caches parsed ``subject_data`` cells by their text: a subject's cell repeats on
+    each of its classifications, so most rows skip the parse and share one (read-only) mapping.
+    """
     cells = row.cells
     zooniverse_id = _required_int(cells, "classification_id")
     workflow_id = _required_int(cells, "workflow_id")
@@ -308,11 +325,17 @@ def classification_from_row(row: ExportRow, *, task_key: str) -> ClassificationR
         raise _Bad("subject_ids", f"not_an_id: {subject_text[:40]!r}")
     metadata = _json(cells, "metadata", dict)
     annotations = _json(cells, "annotations", list)
-    subject_data = _json(cells, "subject_data", dict)
-    subject_metadata: dict[int, dict[str, Any]] = {}
-    for key, value in subject_data.items():
-        if str(key).isdigit() and isinstance(value, dict):
-            subject_metadata[int(key)] = value
+    subject_data_text = cells["subject_data"]
+    subject_metadata = subjects.get(subject_data_text) if subjects is not None else None
+    if subject_metadata is None:
+        subject_metadata = {}
+        for key, value in _json(cells, "subject_data", dict).items():
+            if str(key).isdigit() and isinstance(value, dict):
+                subject_metadata[int(key)] = value
+        if subjects is not None:
+            if len(subjects) >= SUBJECT_CACHE_SIZE:
+                subjects.clear()
+            subjects[subject_data_text] = subject_metadata
     user_name = cells["user_name"].strip()
     session = metadata.get("session")
     return ClassificationRecord(
@@ -337,12 +360,13 @@ def parse_classification_export(
     handle: IO[bytes], *, task_key: str = "T0"
 ) -> Iterator[ClassificationRecord | QuarantineEntry]:
     """Records of a classification export, answers taken from task ``task_key``."""
+    subjects: dict[str, dict[int, dict[str, Any]]] = {}
     for row in read_export_rows(handle, required=CLASSIFICATION_COLUMNS):
         if isinstance(row, QuarantineEntry):
             yield row
             continue
         try:
-            yield classification_from_row(row, task_key=task_key)
+            yield classification_from_row(row, task_key=task_key, subjects=subjects)
         except _Bad as bad:
             record_id = row.cells["classification_id"].strip()
             yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -520,3 +521,66 @@ def test_a_database_error_marks_the_report_failed_and_reraises(concepts, tmp_pat
         )
     report = ImportReport.objects.get()
     assert (report.status, report.message) == ("failed", "RuntimeError: disk full")
+
+
+def _mixed_export(tmp_path: Path) -> Path:
+    """Good rows, repeats and bad rows of every kind, over a few subjects and volunteers."""
+    rows = [export_row(i, subject=str(900 + i % 4), user_id=str(40 + i % 3)) for i in range(1, 40)]
+    rows[5] = "6,too,few,columns"
+    rows[9] = export_row(10, annotations="[{oops")
+    rows[14] = export_row(15, subject_ids="11;12")
+    rows[20] = export_row(21, workflow_version="99.1")
+    return write_export(tmp_path / "cls.csv", rows)
+
+
+def _stored() -> tuple[list, list]:
+    classifications = list(
+        Classification.objects.order_by("zooniverse_id").values_list(
+            "zooniverse_id", "subject__zooniverse_id", "volunteer__key", "concept_ids",
+            "is_duplicate", "created_at",
+        )
+    )  # fmt: skip
+    quarantined = list(QuarantinedRow.objects.order_by("line").values_list("line", "reason"))
+    return classifications, quarantined
+
+
+def test_an_export_parsed_in_a_child_process_imports_exactly_as_one_parsed_in_process(
+    concepts, tmp_path
+):
+    workflow_configure(workflow_id=7)
+    path = _mixed_export(tmp_path)
+    _, here = classifications_import(path=path, workflow_id=7, batch_size=6, parallel=False)
+    expected = _stored()
+    Classification.objects.all().delete()
+    QuarantinedRow.objects.all().delete()
+    progress: list[tuple[int, int]] = []
+    _, there = classifications_import(
+        path=path, workflow_id=7, batch_size=6, parallel=True,
+        progress=lambda rows, size: progress.append((rows, size)),
+    )  # fmt: skip
+    assert _stored() == expected
+    assert there.summary() == here.summary()
+    assert len(expected[1]) == 3 and there.created == len(expected[0]) > 30
+    assert sum(rows for rows, _ in progress) == 39
+    assert sum(size for _, size in progress) == path.stat().st_size
+
+
+def test_a_parser_process_that_fails_or_dies_fails_the_import_and_its_report(
+    concepts, tmp_path, monkeypatch
+):
+    from annotate.services import imports
+
+    workflow_configure(workflow_id=7)
+    other = tmp_path / "subjects.csv"
+    other.write_text("subject_id,metadata\n1,{}\n")
+    with pytest.raises(imports.ClassificationImportError, match="lacks column"):
+        classifications_import(path=other, workflow_id=7, parallel=True)
+
+    def killed(*args) -> None:
+        os._exit(3)
+
+    monkeypatch.setattr(imports, "_parse_into", killed)
+    with pytest.raises(imports.ClassificationImportError, match="exit code 3"):
+        classifications_import(path=_mixed_export(tmp_path), workflow_id=7, parallel=True)
+    assert list(ImportReport.objects.values_list("status", flat=True)) == ["failed", "failed"]
+    assert not Classification.objects.exists()
