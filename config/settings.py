@@ -175,6 +175,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)
 }
 
+# The cache holds the API's throttle counters (and failed token guesses), so every web process
+# must share it: Redis when REDIS_URL is set; otherwise each process counts on its own.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "crowdloop",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # Zooniverse (Panoptes). Without credentials the local sandbox is used.
 PANOPTES_ENDPOINT = os.environ.get("PANOPTES_ENDPOINT", "").rstrip("/")
 PANOPTES_CLIENT_ID = os.environ.get("PANOPTES_CLIENT_ID", "")
@@ -222,6 +235,23 @@ REST_FRAMEWORK = {
         "anon": os.environ.get("API_THROTTLE_ANON", "60/minute"),
         "user": os.environ.get("API_THROTTLE_USER", "1200/minute"),
         "auth_failures": os.environ.get("API_THROTTLE_AUTH_FAILURES", "20/hour"),
+    },
+}
+
+# The OpenAPI schema (/api/v1/schema/) and the docs page built from it (/api/v1/docs/).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "crowdloop API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "Crowd labels, curator reviews, rounds, training runs, model versions and dataset "
+        "releases of crowdloop. Authenticate with a session or `Authorization: Token <key>`. "
+        "Every operation states the permission it needs and the roles (viewer, curator, staff, "
+        "admin) that hold it in `x-required-permission`."
+    ),
+    # Rounds and jobs (releases, training runs) have a ``status`` with different choices.
+    "ENUM_NAME_OVERRIDES": {
+        "RoundStatusEnum": "annotate.models.Round.Status",
+        "JobStatusEnum": "annotate.models.DatasetRelease.Status",
     },
 }
 

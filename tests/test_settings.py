@@ -84,3 +84,16 @@ def test_without_redis_tasks_run_in_process(settings):
         {"REDIS_URL": ""}, "from config.celery import app; print(app.conf.task_always_eager)"
     )
     assert result.stdout.strip() == "True"
+
+
+def test_throttles_count_in_redis_when_there_is_one_and_in_memory_otherwise():
+    code = "from django.conf import settings; c = settings.CACHES['default']; print(c['BACKEND'])"
+    with_redis = django_setup(
+        {"REDIS_URL": "redis://127.0.0.1:6399/3"}, code + "; print(c['LOCATION'])"
+    )
+    assert with_redis.stdout.split() == [
+        "django.core.cache.backends.redis.RedisCache",
+        "redis://127.0.0.1:6399/3",
+    ]
+    without = django_setup({"REDIS_URL": ""}, code)
+    assert without.stdout.strip() == "django.core.cache.backends.locmem.LocMemCache"

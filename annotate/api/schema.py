@@ -21,6 +21,15 @@ def required_permission(view, method: str) -> dict[str, Any] | None:  # type: ig
             return None
         names = ", ".join(c.__name__ for c in classes)
         doc = " ".join((c.__doc__ or "").strip().split("\n")[0] for c in classes).strip()
+        perms = [getattr(c, "perm", "") for c in classes]
+        if len(classes) == 1 and perms[0]:
+            # One of our permission classes, given directly (the schema view): its roles are known.
+            return {
+                "class": names,
+                "permission": perms[0],
+                "roles": roles_holding(perms[0]),
+                "description": doc,
+            }
         return {"class": names, "permission": names, "roles": [], "description": doc}
     permission = policy_for(view, method)
     doc = (permission.__doc__ or "").strip().split("\n")[0]
