@@ -7,9 +7,9 @@
 
 The API and the admin check the *permissions*, never the group names, so a deployment can
 compose its own groups; these four are the defaults, created (and brought up to date) by
-``manage.py setup_roles`` or :func:`roles_setup` after every ``migrate`` once
-:func:`connect_post_migrate` is wired in ``AnnotateConfig.ready``. Nobody registers themselves:
-accounts are made by an admin, and an account with no group sees nothing.
+``manage.py setup_roles``, and by :func:`roles_setup` after every ``migrate`` (connected in
+``AnnotateConfig.ready``). Nobody registers themselves: accounts are made by an admin, and an
+account with no group sees nothing.
 """
 
 from __future__ import annotations
@@ -92,13 +92,19 @@ def roles_setup() -> dict[str, int]:
     return counts
 
 
-def _after_migrate(sender, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    roles_setup()
+def _after_migrate(sender, app_config=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    # post_migrate is sent once per app, in INSTALLED_APPS order, and each app's permissions are
+    # created by its own signal: set the groups up at the last app's, when every one exists.
+    from django.apps import apps
+
+    last = [config for config in apps.get_app_configs() if config.models_module is not None][-1]
+    if app_config is last:
+        roles_setup()
 
 
-def connect_post_migrate(sender) -> None:  # type: ignore[no-untyped-def]
-    """Call from ``AnnotateConfig.ready(self)`` as ``connect_post_migrate(self)``: the groups are
-    then set up after every migrate, once the permissions of every app exist."""
+def connect_post_migrate() -> None:
+    """Called by ``AnnotateConfig.ready``: the groups are set up after every migrate (and every
+    flush), once the permissions of every app exist."""
     from django.db.models.signals import post_migrate
 
-    post_migrate.connect(_after_migrate, sender=sender, dispatch_uid="annotate.roles_setup")
+    post_migrate.connect(_after_migrate, dispatch_uid="annotate.roles_setup")

@@ -35,11 +35,30 @@ def concepts(db):
     return {c.key: c for c in Concept.objects.all()}
 
 
+#: The curator persona's permissions: the review screens' and nothing of the model side (the
+#: curator *role* of ``annotate.roles`` also reads training runs and model versions).
+CURATOR_PERMISSIONS = (
+    "view_item",
+    "change_item",
+    "view_concept",
+    "view_aggregatedlabel",
+    "view_classification",
+    "view_volunteer",
+    "view_volunteerskill",
+    "view_review",
+    "add_review",
+    "view_round",
+    "view_subject",
+    "view_importreport",
+    "view_quarantinedrow",
+    "view_priorlabel",
+    "view_workflow",
+)
+
+
 @pytest.fixture
 def curator(db, django_user_model):
     from django.contrib.auth.models import Group, Permission
-
-    from annotate.services.demo import CURATOR_PERMISSIONS
 
     group, _ = Group.objects.get_or_create(name="curator")
     group.permissions.set(

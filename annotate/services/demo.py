@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.db import transaction
 from PIL import Image
 
+from annotate.roles import ADMIN, CURATOR, roles_setup
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary, make_mosaics
 
 DEMO_DIR_NAME = "demo"
@@ -81,44 +82,20 @@ class DemoAccount:
     role: str
 
 
-CURATOR_PERMISSIONS = (
-    "view_item",
-    "change_item",
-    "view_concept",
-    "view_aggregatedlabel",
-    "view_classification",
-    "view_volunteer",
-    "view_volunteerskill",
-    "view_review",
-    "add_review",
-    "view_round",
-    "view_subject",
-    "view_importreport",
-    "view_quarantinedrow",
-    "view_priorlabel",
-    "view_workflow",
-)
-
-
 def demo_accounts() -> list[DemoAccount]:
-    """A curator and an admin with fresh random passwords, written to var/demo/credentials.txt."""
+    """A curator and an admin with fresh random passwords, each in its role's group
+    (``annotate.roles``), written to var/demo/credentials.txt."""
     user_model = get_user_model()
-    curators, _ = Group.objects.get_or_create(name="curator")
-    curators.permissions.set(
-        Permission.objects.filter(
-            codename__in=CURATOR_PERMISSIONS, content_type__app_label="annotate"
-        )
-    )
+    roles_setup()
     accounts = []
-    for username, role in (("curator", "curator"), ("admin", "admin")):
+    for username, role in (("curator", CURATOR), ("admin", ADMIN)):
         password = secrets.token_urlsafe(9)
         user, _ = user_model.objects.get_or_create(username=username)
-        user.is_staff = True
-        user.is_superuser = role == "admin"
+        user.is_staff = True  # both use the admin
+        user.is_superuser = role == ADMIN
         user.set_password(password)
         user.save()
-        if role == "curator":
-            user.groups.add(curators)
+        user.groups.add(Group.objects.get(name=role))
         accounts.append(DemoAccount(username=username, password=password, role=role))
     lines = [f"{a.role}: {a.username} / {a.password}" for a in accounts]
     (demo_dir() / "credentials.txt").write_text("\n".join(lines) + "\n")
