@@ -389,6 +389,36 @@ def admin_client_for(role: str, django_user_model):
     return client
 
 
+def assert_admin_downloads_match_the_manifest(client, release: DatasetRelease) -> None:
+    """Every format and the manifest download from the release's admin page, as attachments, and
+    each file's sha256 is the one the downloaded manifest states."""
+    page = client.get(f"/admin/annotate/datasetrelease/{release.pk}/change/").content.decode()
+    names = {
+        "csv": "labels.csv",
+        "jsonl": "labels.jsonl",
+        "webannotation": "annotations.jsonld",
+        "imagefolder": "imagefolder.zip",
+        "manifest": "manifest.json",
+    }
+    bodies = {}
+    for what in names:
+        url = f"/admin/annotate/datasetrelease/{release.pk}/download/{what}/"
+        assert url in page, what
+        response = client.get(url)
+        assert response.status_code == 200, what
+        assert response["Content-Disposition"].startswith("attachment;")
+        assert response["X-Content-Type-Options"] == "nosniff"
+        bodies[what] = b"".join(response.streaming_content)
+    manifest = json.loads(bodies.pop("manifest"))
+    hashes = {f["path"]: f["sha256"] for f in manifest["files"]}
+    assert set(hashes) == {names[what] for what in bodies}
+    for what, body in bodies.items():
+        assert hashlib.sha256(body).hexdigest() == hashes[names[what]], what
+    assert manifest == release.manifest
+    bad = client.get(f"/admin/annotate/datasetrelease/{release.pk}/download/passwd/")
+    assert bad.status_code == 404
+
+
 def test_a_release_made_from_the_admin_downloads_in_all_four_formats(
     pool, django_user_model, django_capture_on_commit_callbacks
 ):
@@ -407,25 +437,26 @@ def test_a_release_made_from_the_admin_downloads_in_all_four_formats(
     release = DatasetRelease.objects.get()
     assert release.status == "succeeded", release.error
     assert sorted(release.filters["concepts"]) == ["map", "painting"]
-    page = client.get(f"/admin/annotate/datasetrelease/{release.pk}/change/").content.decode()
-    hashes = {f["path"]: f["sha256"] for f in release.manifest["files"]}
-    names = {
-        "csv": "labels.csv",
-        "jsonl": "labels.jsonl",
-        "webannotation": "annotations.jsonld",
-        "imagefolder": "imagefolder.zip",
-    }
-    for what, name in names.items():
-        url = f"/admin/annotate/datasetrelease/{release.pk}/download/{what}/"
-        assert url in page
-        response = client.get(url)
-        assert response.status_code == 200
-        assert response["Content-Disposition"].startswith("attachment;")
-        assert response["X-Content-Type-Options"] == "nosniff"
-        body = b"".join(response.streaming_content)
-        assert hashlib.sha256(body).hexdigest() == hashes[name]
-    bad = client.get(f"/admin/annotate/datasetrelease/{release.pk}/download/passwd/")
-    assert bad.status_code == 404
+    assert_admin_downloads_match_the_manifest(client, release)
+
+
+def test_a_release_made_by_the_admin_action_downloads_in_all_four_formats(
+    pool, django_user_model, django_capture_on_commit_callbacks
+):
+    client = admin_client_for("staff", django_user_model)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = release_request(user=None, reviewed_only=True)  # every format
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/admin/annotate/datasetrelease/",
+            {"action": "release_again", "_selected_action": [first.pk]},
+        )
+    assert response.status_code == 302
+    again = DatasetRelease.objects.get(version=2)
+    assert again.status == "succeeded", again.error
+    assert (again.filters["reviewed_only"], again.n_items) == (True, 1)
+    assert sorted(again.formats) == ["csv", "imagefolder", "jsonl", "webannotation"]
+    assert_admin_downloads_match_the_manifest(client, again)
 
 
 def test_a_curator_cannot_make_a_release_in_the_admin(pool, django_user_model):
