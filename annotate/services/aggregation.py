@@ -30,11 +30,11 @@ from annotate.models import (
     Volunteer,
     VolunteerSkill,
 )
+from annotate.services.bulk_write import rows_update, rows_upsert
 from ml import aggregation
 
 logger = logging.getLogger(__name__)
 
-_WRITE_BATCH = 2000
 CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
 
 
@@ -232,7 +232,7 @@ def _labels_write(
     n_items, n_concepts = votes.n_items, len(concepts)
     votes_for = np.zeros((n_items, n_concepts), dtype=np.int64)
     np.add.at(votes_for, votes.item_idx, votes.labels)
-    votes_against = result.item_votes[:, None] - votes_for
+    votes_against = np.asarray(result.item_votes, dtype=np.int64)[:, None] - votes_for
     posteriors = np.round(result.posteriors, 6)
     # 1 at a coin toss, 0 when certain: the curator's sense of "how unsure is the crowd".
     uncertainty = (1.0 - np.abs(2.0 * posteriors - 1.0)).max(axis=1, initial=0.0)
@@ -255,29 +255,23 @@ def _labels_write(
     contradicts = has_prior & ((crowd != prior) & confident).any(axis=1)
 
     now = timezone.now()
-    item_pks = data.item_ids.tolist()
     concept_pks = data.concept_ids.tolist()
     with transaction.atomic():
-        for start in range(0, n_items, max(1, _WRITE_BATCH // max(n_concepts, 1))):
-            stop = min(n_items, start + max(1, _WRITE_BATCH // max(n_concepts, 1)))
-            AggregatedLabel.objects.bulk_create(
-                [
-                    AggregatedLabel(
-                        item_id=item_pks[i],
-                        concept_id=concept_pks[j],
-                        posterior=float(posteriors[i, j]),
-                        votes_for=int(votes_for[i, j]),
-                        votes_against=int(votes_against[i, j]),
-                        method=method,
-                        updated_at=now,
-                    )
-                    for i in range(start, stop)
-                    for j in range(n_concepts)
-                ],
-                update_conflicts=True,
-                unique_fields=["item", "concept"],
-                update_fields=["posterior", "votes_for", "votes_against", "method", "updated_at"],
-            )
+        # Item-major, concept-minor: row k is item k // n_concepts, concept k % n_concepts.
+        written = rows_upsert(
+            model=AggregatedLabel,
+            keys=["item_id", "concept_id"],
+            columns={
+                "item_id": np.repeat(data.item_ids, n_concepts),
+                "concept_id": np.tile(data.concept_ids, n_items),
+                "posterior": posteriors.ravel(),
+                "votes_for": votes_for.ravel(),
+                "votes_against": votes_against.ravel(),
+            },
+            constants={"method": method},
+            touch={"updated_at": now},
+        )
+        logger.info("aggregate wrote %d of %d labels", written, n_items * n_concepts)
         # Labels of concepts no longer in the vocabulary, or of items with no counted vote left.
         AggregatedLabel.objects.exclude(concept_id__in=concept_pks).delete()
         counted = Classification.objects.filter(is_duplicate=False, item__isnull=False)
@@ -287,17 +281,14 @@ def _labels_write(
         AggregatedLabel.objects.filter(~has_votes).delete()
 
         consensus = np.where(settled, Item.Consensus.CONFIDENT, Item.Consensus.UNCERTAIN)
-        items = [
-            Item(
-                pk=item_pks[i],
-                consensus=str(consensus[i]),
-                uncertainty=float(round(uncertainty[i], 6)),
-                contradicts_prior=bool(contradicts[i]),
-            )
-            for i in range(n_items)
-        ]
-        Item.objects.bulk_update(
-            items, ["consensus", "uncertainty", "contradicts_prior"], batch_size=1000
+        rows_update(
+            model=Item,
+            columns={
+                "id": data.item_ids,
+                "consensus": consensus.astype(str),
+                "uncertainty": np.round(uncertainty, 6),
+                "contradicts_prior": contradicts,
+            },
         )
         Item.objects.filter(~Exists(counted.filter(item_id=OuterRef("pk")))).exclude(
             Q(consensus=Item.Consensus.NONE) & Q(uncertainty=0) & Q(contradicts_prior=False)
@@ -306,31 +297,21 @@ def _labels_write(
 
 
 def _skills_write(data: VoteData, result: aggregation.AggregationResult) -> None:
-    volunteer_pks = data.volunteer_ids.tolist()
-    concept_pks = data.concept_ids.tolist()
-    n_concepts = len(concept_pks)
-    now = timezone.now()
-    step = max(1, _WRITE_BATCH // max(n_concepts, 1))
+    n_workers, n_concepts = len(data.volunteer_ids), len(data.concept_ids)
     with transaction.atomic():
-        for start in range(0, len(volunteer_pks), step):
-            stop = min(len(volunteer_pks), start + step)
-            VolunteerSkill.objects.bulk_create(
-                [
-                    VolunteerSkill(
-                        volunteer_id=volunteer_pks[w],
-                        concept_id=concept_pks[j],
-                        sensitivity=float(round(result.sensitivity[w, j], 6)),
-                        specificity=float(round(result.specificity[w, j], 6)),
-                        n_votes=int(result.worker_votes[w, j]),
-                        updated_at=now,
-                    )
-                    for w in range(start, stop)
-                    for j in range(n_concepts)
-                ],
-                update_conflicts=True,
-                unique_fields=["volunteer", "concept"],
-                update_fields=["sensitivity", "specificity", "n_votes", "updated_at"],
-            )
+        # Worker-major, concept-minor, like the (n_workers, n_concepts) result arrays.
+        rows_upsert(
+            model=VolunteerSkill,
+            keys=["volunteer_id", "concept_id"],
+            columns={
+                "volunteer_id": np.repeat(data.volunteer_ids, n_concepts),
+                "concept_id": np.tile(data.concept_ids, n_workers),
+                "sensitivity": np.round(result.sensitivity, 6).ravel(),
+                "specificity": np.round(result.specificity, 6).ravel(),
+                "n_votes": np.asarray(result.worker_votes, dtype=np.int64).ravel(),
+            },
+            touch={"updated_at": timezone.now()},
+        )
 
 
 def labels_aggregate_and_retire(

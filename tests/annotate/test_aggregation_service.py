@@ -156,6 +156,34 @@ def test_aggregating_twice_writes_the_same_labels(concepts):
     assert AggregatedLabel.objects.count() == 5 * 20
 
 
+def test_a_rerun_rewrites_only_the_labels_whose_votes_changed(concepts):
+    crowd = Crowd(concepts)
+    still, moved = crowd.item("still"), crowd.item("moved")
+    for item in (still, moved):
+        crowd.vote(item, "u1", ["map"])
+    labels_aggregate(method="majority")
+    stamp = datetime(2020, 1, 1, tzinfo=UTC)
+    AggregatedLabel.objects.update(updated_at=stamp)
+    VolunteerSkill.objects.update(updated_at=stamp)
+
+    crowd.vote(moved, "u2", ["painting"])
+    labels_aggregate(method="majority")
+    touched = set(
+        AggregatedLabel.objects.exclude(updated_at=stamp).values_list(
+            "item__external_id", "concept__key"
+        )
+    )
+    # "moved" gained a vote on every concept (votes_against or votes_for changed); "still" did not.
+    assert {item for item, _ in touched} == {"moved"} and len(touched) == 20
+    label = AggregatedLabel.objects.get(item=moved, concept__key="painting")
+    assert (label.votes_for, label.votes_against, label.posterior) == (1, 1, 0.5)
+    assert AggregatedLabel.objects.filter(item=still, updated_at=stamp).count() == 20
+
+    # Same votes, another method: every label says which method wrote it.
+    labels_aggregate(method="dawid_skene")
+    assert set(AggregatedLabel.objects.values_list("method", flat=True)) == {"dawid_skene"}
+
+
 def test_no_votes_at_all_is_a_valid_empty_aggregation(concepts, capsys):
     Item.objects.create(external_id="lonely")
     call_command("aggregate")
