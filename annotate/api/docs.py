@@ -25,7 +25,8 @@ text-align:left;vertical-align:top}code{font-size:90%}.m{font-weight:600;text-tr
 </style></head><body>
 <h1>crowdloop API {{ version }}</h1>
 <p>Authenticate with a session (the admin login) or <code>Authorization: Token &lt;key&gt;</code>.
-Lists are paginated (<code>?page=</code>); only the filters and orderings listed per endpoint are
+Lists are paginated (<code>?page=</code>, then follow <code>next</code>); the items and labels
+lists give no total <code>count</code>. Only the filters and orderings listed per endpoint are
 honoured. Machine-readable schema: <a href="{{ schema_url }}">OpenAPI 3</a>.</p>
 <p>Roles: viewer (read), curator (review), staff (rounds, retraining, releases), admin. There is no
 self-registration: an admin creates accounts and puts them in a group.</p>

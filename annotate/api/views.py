@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotate.api import filters
+from annotate.api.pagination import UncountedPagination
 from annotate.api.permissions import CanRead, CanRelease, CanReview, PolicyMixin
 from annotate.api.serializers import (
     AggregatedLabelSerializer,
@@ -64,6 +65,7 @@ class ItemViewSet(ReadOnlyViewSet):
     queryset = Item.objects.all()
     serializer_class = ItemSerializer
     filterset_class = filters.ItemFilter
+    pagination_class = UncountedPagination  # no COUNT(*) per page over the whole catalogue
     ordering_fields = ("id", "uncertainty", "n_classifications", "created_at", "updated_at")
     ordering = ("id",)
 
@@ -99,6 +101,7 @@ class LabelViewSet(ReadOnlyViewSet):
     queryset = AggregatedLabel.objects.select_related("item", "concept")
     serializer_class = AggregatedLabelSerializer
     filterset_class = filters.LabelFilter
+    pagination_class = UncountedPagination  # items x concepts rows: never counted per page
     ordering_fields = ("id", "posterior", "updated_at")
     ordering = ("id",)
 
