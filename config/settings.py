@@ -295,7 +295,7 @@ PUBLIC_MEDIA_BASE_URL = os.environ.get(
 
 # Active learning: the strategy choosing each round, its random control share, the Monte-Carlo
 # samples BALD draws, and the largest share of a round given to another vote on contested items.
-ACQUISITION_STRATEGY = os.environ.get("ACQUISITION_STRATEGY", "bald")
+ACQUISITION_STRATEGY = os.environ.get("ACQUISITION_STRATEGY", "entropy")
 ACQUISITION_RANDOM_SHARE = env_float("ACQUISITION_RANDOM_SHARE", 0.15)
 ACQUISITION_MC_SAMPLES = env_int("ACQUISITION_MC_SAMPLES", 20)
 ACQUISITION_MAX_RELABEL_SHARE = env_float("ACQUISITION_MAX_RELABEL_SHARE", 0.3)

@@ -201,6 +201,43 @@ def kcenter_strategy(
     return picks, scores[picks], "diverse"
 
 
+def local_density(embeddings: FloatArray, neighbours: int = 20, block: int = 1024) -> FloatArray:
+    """How typical each item is of the pool: mean cosine similarity to its nearest neighbours.
+
+    ``(n,)`` in [0, 1] (cosine mapped from [-1, 1]), on centred features; computed in blocks so
+    a large pool never needs the whole ``n x n`` similarity matrix at once.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
+    n = len(unit)
+    k = min(neighbours, n - 1)
+    if k < 1:
+        return np.ones(n)
+    density = np.empty(n)
+    for start in range(0, n, block):
+        sim = unit[start : start + block] @ unit.T
+        rows = np.arange(len(sim))
+        sim[rows, start + rows] = -np.inf  # not its own neighbour
+        density[start : start + block] = np.partition(sim, -k, axis=1)[:, -k:].mean(axis=1)
+    return (density + 1.0) / 2.0
+
+
+@register_strategy("density")
+def density_strategy(
+    pool: Pool, k: int, rng: np.random.Generator
+) -> tuple[IntArray, FloatArray, str]:
+    """Information density (Settles & Craven 2008): entropy times how typical the item is.
+
+    Uncertain outliers teach less than uncertain items that stand for many others.
+    """
+    if pool.embeddings is None:
+        raise ValueError("density needs embeddings of the pool")
+    scores = mean_entropy(pool) * local_density(pool.embeddings)
+    picks = _top(scores, k, rng)
+    return picks, scores[picks], "uncertain"
+
+
 def kmeans(
     x: FloatArray, k: int, rng: np.random.Generator, iters: int = 20
 ) -> tuple[FloatArray, IntArray]:
@@ -225,6 +262,39 @@ def kmeans(
             if len(members):
                 c[j] = members.mean(axis=0)
     return c, assign
+
+
+@register_strategy("cluster_margin")
+def cluster_margin_strategy(
+    pool: Pool, k: int, rng: np.random.Generator
+) -> tuple[IntArray, FloatArray, str]:
+    """Cluster-Margin (Citovsky et al. 2021): the 10k most uncertain, clustered, taken round-robin.
+
+    k-means groups the shortlist; clusters are visited smallest first, each giving its most
+    uncertain item in turn, so a round covers many kinds of uncertain image rather than k
+    near-copies of one. The picks are ranked by uncertainty.
+    """
+    if pool.embeddings is None:
+        raise ValueError("cluster_margin needs embeddings of the pool")
+    scores = mean_entropy(pool)
+    shortlist = _top(scores, min(pool.n, 10 * k), rng)
+    if k == 0 or len(shortlist) == 0:
+        return shortlist[:0], scores[shortlist[:0]], "diverse"
+    feats = np.asarray(pool.embeddings, dtype=np.float64)[shortlist]
+    _, assign = kmeans(feats, min(k, len(shortlist)), rng)
+    clusters = [shortlist[assign == j] for j in range(int(assign.max()) + 1)]
+    clusters = [c[np.argsort(-scores[c], kind="stable")] for c in clusters if len(c)]
+    clusters.sort(key=len)
+    picks: list[int] = []
+    depth = 0
+    while len(picks) < min(k, len(shortlist)):
+        for members in clusters:
+            if depth < len(members) and len(picks) < k:
+                picks.append(int(members[depth]))
+        depth += 1
+    chosen = np.asarray(picks, dtype=np.int64)
+    chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
+    return chosen, scores[chosen], "diverse"
 
 
 @register_strategy("typical_diverse")

@@ -174,7 +174,7 @@ def round_select(
         if random_share is not None
         else getattr(settings, "ACQUISITION_RANDOM_SHARE", 0.15)
     )
-    wanted = strategy or getattr(settings, "ACQUISITION_STRATEGY", "bald")
+    wanted = strategy or getattr(settings, "ACQUISITION_STRATEGY", "entropy")
     if wanted not in acquisition.STRATEGIES:
         raise SelectionError(
             f"unknown strategy {wanted!r}; "

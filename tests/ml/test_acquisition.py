@@ -28,7 +28,9 @@ def test_every_strategy_returns_k_distinct_picks_deterministically(strategy):
     assert ((first.indices >= 0) & (first.indices < pool.n)).all()
 
 
-@pytest.mark.parametrize("strategy", ["entropy", "margin", "bald", "kcenter"])
+@pytest.mark.parametrize(
+    "strategy", ["entropy", "margin", "bald", "kcenter", "density", "cluster_margin"]
+)
 def test_uncertainty_strategies_pick_the_obviously_uncertain_item_first(strategy):
     selection = select(strategy, make_pool(), 5, random_share=0.0, seed=1)
     assert selection.indices[0] == 7
@@ -46,8 +48,9 @@ def test_bald_and_diversity_say_what_they_need():
     pool = Pool(probs=np.full((5, 2), 0.5))
     with pytest.raises(ValueError, match="mc_probs"):
         select("bald", pool, 2, random_share=0)
-    with pytest.raises(ValueError, match="embeddings"):
-        select("kcenter", pool, 2, random_share=0)
+    for needs_embeddings in ("kcenter", "density", "cluster_margin"):
+        with pytest.raises(ValueError, match="embeddings"):
+            select(needs_embeddings, pool, 2, random_share=0)
     with pytest.raises(ValueError, match="unknown strategy"):
         select("psychic", pool, 2)
 
@@ -59,6 +62,23 @@ def test_kcenter_spreads_picks_over_separate_clusters():
     pool = Pool(probs=np.full((100, 3), 0.5), embeddings=emb)  # all equally uncertain
     picks = select("kcenter", pool, 4, random_share=0, seed=0).indices
     assert sorted(picks // 25) == [0, 1, 2, 3]
+
+
+def test_cluster_margin_covers_every_cluster_of_uncertain_items():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
+    emb = np.concatenate([c + rng.normal(0, 0.1, size=(25, 2)) for c in centres])
+    pool = Pool(probs=np.full((100, 3), 0.5), embeddings=emb)  # all equally uncertain
+    picks = select("cluster_margin", pool, 4, random_share=0, seed=0).indices
+    assert sorted(picks // 25) == [0, 1, 2, 3]
+
+
+def test_density_prefers_a_typical_uncertain_item_to_an_uncertain_outlier():
+    rng = np.random.default_rng(0)
+    emb = np.concatenate([rng.normal(0, 0.1, size=(40, 2)) + [5, 5], [[-50.0, 40.0]]])
+    probs = np.full((41, 2), 0.02)
+    probs[[3, 40]] = 0.5  # item 3 sits in the crowd, item 40 far from everything
+    assert select("density", Pool(probs=probs, embeddings=emb), 1, random_share=0).indices[0] == 3
 
 
 def test_the_cold_start_takes_one_typical_item_per_cluster():
