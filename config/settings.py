@@ -135,6 +135,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Tests run on a file too, as production does: an in-memory test database is one connection
+    # that the live server's thread would share with the test's, and sqlite3 can deadlock when two
+    # threads use one connection at once.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_crowdloop.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
