@@ -63,7 +63,7 @@ class SimulationConfig:
         relabel: let contested items compete for places (ActiveLab's relabel-or-new).
     """
 
-    strategies: tuple[str, ...] = ("random", "bald")
+    strategies: tuple[str, ...] = ("random", "entropy")
     seeds: tuple[int, ...] = (0, 1, 2)
     rounds: int = 5
     items_per_round: int = 50

@@ -3,6 +3,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ml.acquisition import list_strategies
@@ -22,8 +23,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--strategies", default="random,bald",
-                            help=f"comma-separated, of: {', '.join(list_strategies())}")
+        parser.add_argument("--strategies", default="",
+                            help="comma-separated, of: "
+                            f"{', '.join(list_strategies())} (default: random and the "
+                            "configured ACQUISITION_STRATEGY)")
         parser.add_argument("--strategy", help="one strategy, compared with random")
         parser.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="e.g. 0,1,2")
         parser.add_argument("--rounds", type=int, default=5)
@@ -49,7 +52,9 @@ class Command(BaseCommand):
             simulation_write_table,
         )
 
-        strategies = [s for s in options["strategies"].split(",") if s]
+        strategies = [s for s in options["strategies"].split(",") if s] or [
+            "random", settings.ACQUISITION_STRATEGY
+        ]
         if options["strategy"]:
             strategies = ["random", options["strategy"]]
         strategies = list(dict.fromkeys(strategies))
