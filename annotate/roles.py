@@ -27,6 +27,7 @@ PERM_REVIEW = "annotate.add_review"
 PERM_RELEASE = "annotate.add_datasetrelease"
 PERM_ROUNDS = "annotate.add_round"
 PERM_RETRAIN = "training.add_trainingrun"
+PERM_VIEW_TRAINING = "training.view_trainingrun"
 
 # Beyond ``view_*``: what each role adds to the one before it, as (app_label, codename prefix or
 # codename). Codenames of models that do not exist (yet) are simply skipped.
@@ -56,6 +57,7 @@ ROLES_HOLDING = {
     PERM_RELEASE: (STAFF, ADMIN),
     PERM_ROUNDS: (STAFF, ADMIN),
     PERM_RETRAIN: (STAFF, ADMIN),
+    PERM_VIEW_TRAINING: (VIEWER, CURATOR, STAFF, ADMIN),
 }
 
 

@@ -9,20 +9,34 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from annotate import roles
 from annotate.api.permissions import CanRead, CanRunRounds, PolicyMixin
 from ml.acquisition import list_strategies
 from training.models import RoundRequest, TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
 
-class CanTrain(BasePermission):
-    """Staff with the training permission may request runs; those who may view runs read."""
+class _AdminSiteAccount(BasePermission):
+    """One permission, held by an account that may use the admin site (``is_staff``): training
+    runs are the admin's objects, and the API shows them to the same people."""
+
+    perm = ""
 
     def has_permission(self, request: Request, view: object) -> bool:
         user = request.user
-        perm = "training.view_trainingrun" if request.method in ("GET", "HEAD", "OPTIONS") else (
-            "training.add_trainingrun")
-        return bool(user and user.is_authenticated and user.is_staff and user.has_perm(perm))
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perm(self.perm))
+
+
+class CanViewTrainingRuns(_AdminSiteAccount):
+    """Read training runs (viewer, curator, staff, admin; admin-site accounts)."""
+
+    perm = roles.PERM_VIEW_TRAINING
+
+
+class CanRequestTraining(_AdminSiteAccount):
+    """Request a training run (staff, admin; admin-site accounts)."""
+
+    perm = roles.PERM_RETRAIN
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
@@ -43,14 +57,14 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         return {"id": version.pk, "status": version.status, "val_map": version.val_map}
 
 
-class TrainingRunListCreateApi(generics.ListAPIView):
+class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
     """GET: runs, newest first. POST: request a retrain; a run in flight is returned instead.
 
     POST answers 201 with the new run, 200 with the run already queued or running, 400 on bad
     parameters, and 503 (with the run, left queued) when the task queue is unreachable.
     """
 
-    permission_classes = [CanTrain]
+    policy = {"get": CanViewTrainingRuns, "post": CanRequestTraining}
     serializer_class = TrainingRunOutputSerializer
     queryset = TrainingRun.objects.select_related("model_version").order_by("-created_at", "-id")
 
@@ -93,8 +107,8 @@ class TrainingRunListCreateApi(generics.ListAPIView):
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class TrainingRunDetailApi(generics.RetrieveAPIView):
-    permission_classes = [CanTrain]
+class TrainingRunDetailApi(PolicyMixin, generics.RetrieveAPIView):
+    policy = {"get": CanViewTrainingRuns}
     serializer_class = TrainingRunOutputSerializer
     queryset = TrainingRun.objects.select_related("model_version")
 

@@ -19,16 +19,6 @@ ROW = re.compile(
     re.DOTALL,
 )
 
-#: Operations guarded by a permission class that checks more than one permission (the training
-#: app's ``CanTrain``: the view or add permission by method, and ``is_staff``): the docs name
-#: the class, and no roles.
-CLASS_ONLY = {
-    ("get", "/api/v1/training-runs/"),
-    ("post", "/api/v1/training-runs/"),
-    ("get", "/api/v1/training-runs/{id}/"),
-}
-
-
 @pytest.fixture
 def docs_page(django_user_model) -> dict[tuple[str, str], tuple[str, str]]:
     """(method, path) -> (permission, roles) of every row of the page, as a viewer reads it."""
@@ -60,8 +50,7 @@ def test_every_operation_of_the_schema_is_on_the_docs_page_with_its_permission_a
                 required["permission"],
                 ", ".join(required["roles"]),
             ), (method, path)
-            if not required["roles"]:
-                assert (method, path) in CLASS_ONLY, f"{method} {path} names no roles"
+            assert required["roles"], f"{method} {path} names no roles"
             listed.add((method, path))
     assert set(docs_page) == listed
     assert len(listed) >= 20

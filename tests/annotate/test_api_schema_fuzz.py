@@ -27,7 +27,7 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
 
-from annotate.roles import ADMIN, ROLES, STAFF
+from annotate.roles import ROLES
 
 pytestmark = pytest.mark.django_db
 
@@ -39,14 +39,6 @@ ANONYMOUS = "anonymous"
 #: We send the credentials ourselves; generated Authorization headers and session cookies would
 #: only add failed logins to the throttle.
 CONFIG = {"generation": {"with-security-parameters": False}}
-
-#: Who may use the operations whose schema entry names a permission class rather than a
-#: permission (the training app's views): method and path -> roles (accounts are ``is_staff``).
-RIGHTS_NOT_IN_THE_SCHEMA = {
-    ("GET", "/api/v1/training-runs/"): ROLES,
-    ("GET", "/api/v1/training-runs/{id}/"): ROLES,
-    ("POST", "/api/v1/training-runs/"): (STAFF, ADMIN),
-}
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +148,6 @@ def credentials(role: str, django_user_model) -> dict[str, str]:  # type: ignore
 
 def allowed_roles_of(operation) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     key = (operation.method.upper(), operation.path)
-    if key in RIGHTS_NOT_IN_THE_SCHEMA:
-        return tuple(RIGHTS_NOT_IN_THE_SCHEMA[key])
     required = operation.definition.raw.get("x-required-permission") or {}
     assert required.get("roles"), f"{key}: the schema names no roles for this operation"
     return tuple(required["roles"])
