@@ -52,3 +52,13 @@ def chromium(profile: Path, *, window: str = "1400,1100") -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+
+
+def browser_errors(driver) -> list[str]:  # type: ignore[no-untyped-def]
+    """The console's errors and Content Security Policy reports, less a missing favicon."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if (entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"])
+        and "favicon.ico" not in entry["message"]
+    ]

@@ -1,4 +1,5 @@
-"""Shared fixtures: personas, an isolated media folder, and the reference-data location."""
+"""Shared fixtures: personas, one user per role, API clients, fresh throttles, a headless browser,
+an isolated media folder, and the reference-data location."""
 
 from __future__ import annotations
 
@@ -77,3 +78,59 @@ def curator(db, django_user_model):
 def curator_client(client, curator):
     client.force_login(curator)
     return client
+
+
+@pytest.fixture
+def people(db, django_user_model):
+    """One user per role, plus ``nobody``: an account in no group."""
+    from django.contrib.auth.models import Group
+
+    from annotate.roles import ROLES, roles_setup
+
+    roles_setup()
+    users = {}
+    for role in ROLES:
+        user = django_user_model.objects.create_user(role)  # no password: hashing is slow
+        user.groups.add(Group.objects.get(name=role))
+        users[role] = user
+    users["nobody"] = django_user_model.objects.create_user("nobody")
+    return users
+
+
+def as_user(user):  # type: ignore[no-untyped-def]
+    """A DRF test client authenticated as ``user`` (anonymous for ``None``)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def fresh_throttles():
+    """Throttle counters live in the cache: start and end the test with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium (``tests.browser``), closed after the test."""
+    from tests.browser import chromium
+
+    with chromium(tmp_path / "chromium-profile", window="1400,1100") as driver:
+        yield driver
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    """Where a browser test saves its screenshots: ``CROWDLOOP_SCREENSHOTS`` to keep them."""
+    import os
+
+    folder = Path(os.environ.get("CROWDLOOP_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

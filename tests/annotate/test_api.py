@@ -7,7 +7,6 @@ import hashlib
 import json
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -25,38 +24,10 @@ from annotate.models import (
     Round,
     Volunteer,
 )
-from annotate.roles import ROLES, roles_setup
+from annotate.roles import ROLES
+from tests.conftest import as_user
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def people(db, django_user_model):
-    """One user per role, plus ``nobody``: an account in no group."""
-    from django.contrib.auth.models import Group
-
-    roles_setup()
-    users = {}
-    for role in ROLES:
-        user = django_user_model.objects.create_user(role)  # no password: hashing is slow
-        user.groups.add(Group.objects.get(name=role))
-        users[role] = user
-    users["nobody"] = django_user_model.objects.create_user("nobody")
-    return users
-
-
-def as_user(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ mosaics) inside the button's request.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -28,7 +26,7 @@ from annotate.models import (
     VolunteerSkill,
     Workflow,
 )
-from tests.browser import BROWSER_MARKS, chromium  # noqa: E402
+from tests.browser import BROWSER_MARKS, browser_errors  # noqa: E402
 from tests.training.conftest import write_mosaic_items
 from training.models import ModelVersion, TrainingRun
 
@@ -39,19 +37,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 PASSWORD = "a-long-test-password"
-
-
-@pytest.fixture
-def browser(tmp_path):
-    with chromium(tmp_path / "chromium-profile", window="1400,1100") as driver:
-        yield driver
-
-
-@pytest.fixture
-def screenshots(tmp_path) -> Path:
-    folder = Path(os.environ.get("CROWDLOOP_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -139,15 +124,6 @@ def two_rounds_of_the_loop() -> None:
         content_hash="cd" * 32,
         finished_at=start + timedelta(days=6),
     )
-
-
-def browser_errors(driver) -> list[str]:
-    return [
-        entry["message"]
-        for entry in driver.get_log("browser")
-        if (entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"])
-        and "favicon.ico" not in entry["message"]
-    ]
 
 
 def test_staff_retrain_watch_the_run_and_read_the_dashboard(

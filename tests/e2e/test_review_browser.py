@@ -6,7 +6,6 @@ the test's temporary folder), so a person can look at them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from django.conf import settings
 from PIL import Image
 
 from annotate.models import AggregatedLabel, Item, PriorLabel, Review, Volunteer, VolunteerSkill
-from tests.browser import BROWSER_MARKS, chromium  # noqa: E402
+from tests.browser import BROWSER_MARKS  # noqa: E402
 
 pytestmark = BROWSER_MARKS
 
@@ -24,19 +23,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-
-@pytest.fixture
-def browser(tmp_path):
-    with chromium(tmp_path / "chromium-profile", window="1400,1100") as driver:
-        yield driver
-
-
-@pytest.fixture
-def screenshots(tmp_path) -> Path:
-    folder = Path(os.environ.get("CROWDLOOP_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import BROWSER_MARKS, chromium  # noqa: E402
+from tests.browser import BROWSER_MARKS, browser_errors  # noqa: E402
 from training.models import TrainingRun
 
 pytestmark = BROWSER_MARKS
@@ -12,12 +12,6 @@ pytestmark = BROWSER_MARKS
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-
-@pytest.fixture
-def browser(tmp_path):
-    with chromium(tmp_path / "profile", window="1200,1000") as driver:
-        yield driver
 
 
 def test_the_run_page_follows_a_training_run_live(live_server, browser, django_user_model):
@@ -51,7 +45,4 @@ def test_the_run_page_follows_a_training_run_live(live_server, browser, django_u
     plot = browser.find_element(By.ID, "run-metrics-plot")
     wait.until(lambda d: "epochs=2" in plot.get_attribute("src"))
     wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", plot) > 0)
-    errors = [entry["message"] for entry in browser.get_log("browser")
-              if (entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"])
-              and "favicon.ico" not in entry["message"]]
-    assert errors == []
+    assert browser_errors(browser) == []

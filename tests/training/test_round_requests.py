@@ -5,51 +5,24 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.cache import cache
-from rest_framework.test import APIClient
 
 from annotate.models import Round, Workflow
-from annotate.roles import ROLES, roles_setup
+from tests.conftest import as_user
 from training import tasks
 from training.models import RoundRequest
 from training.services.round_requests import round_request_execute
 
 from .conftest import write_mosaic_items
 
+pytestmark = pytest.mark.usefixtures("fresh_throttles")
+
 URL = "/api/v1/round-requests/"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def people(db, django_user_model):
-    from django.contrib.auth.models import Group
-
-    roles_setup()
-    users = {}
-    for role in ROLES:
-        user = django_user_model.objects.create_user(role)
-        user.groups.add(Group.objects.get(name=role))
-        users[role] = user
-    return users
 
 
 @pytest.fixture
 def pool(db):
     """Thirty unshown mosaics and no model yet: a round is a cold start (no training needed)."""
     return write_mosaic_items(30, curated=0)
-
-
-def as_user(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.mark.parametrize("role", ["staff", "admin"])
