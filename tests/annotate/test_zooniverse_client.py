@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,24 +27,10 @@ from annotate.zooniverse.client import (
     connect,
 )
 from annotate.zooniverse.sandbox import Sandbox, SandboxServer, serve
+from tests.fake_clock import FakeClock
 
 LABELS = ["painting", "drawing", "map", "photograph"]
 PASSWORD = "a-secret-test-password"
-
-
-@dataclass
-class FakeClock:
-    """A monotonic clock that only moves when something sleeps on it."""
-
-    now: float = 1000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,22 +48,10 @@ from annotate.zooniverse.client import (
     connect,
 )
 from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, SandboxServer, serve
+from tests.fake_clock import FakeClock
 
 LABELS = ["painting", "drawing", "map", "photograph"]
 PAGE = 10  # small pages, so a few dozen classifications make several
-
-
-@dataclass
-class FakeClock:
-    now: float = 1000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @dataclass
