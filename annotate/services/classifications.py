@@ -630,7 +630,31 @@ def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
             )
         )  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+        if connection.vendor == "postgresql":
+            _copy_then_insert(cursor, ops, columns, values)
+        else:
+            cursor.executemany(sql, values)
+
+
+def _copy_then_insert(cursor: Any, ops: Any, columns: list[str], values: list[tuple]) -> None:
+    """PostgreSQL: the batch streams into a temporary table with ``COPY`` (one round trip, no
+    per-row statement), then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves it."""
+    table = ops.quote_name(Classification._meta.db_table)
+    stage = ops.quote_name(f"stage_{Classification._meta.db_table}")
+    names = ", ".join(ops.quote_name(c) for c in columns)
+    cursor.execute(f"DROP TABLE IF EXISTS {stage}")
+    # Same column types as the target; dropped with the batch's transaction.
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WHERE 1 = 0"
+    )
+    with cursor.cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+        write_row = copy.write_row
+        for row in values:
+            write_row(row)
+    cursor.execute(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING"
+    )
+    cursor.execute(f"DROP TABLE {stage}")
 
 
 def _time_adapter(connection: Any) -> Callable[[datetime], Any]:
