@@ -502,7 +502,7 @@ def ingest(args: argparse.Namespace) -> None:
              "--workflow-export", str(wf)], env=env)  # fmt: skip
     steps: list[tuple[str, list[str]]] = [
         ("import_classifications", [*manage, "import_classifications", str(cls), "--workflow-id",
-                                    str(WORKFLOW_ID), "--batch-size", "5000", "-v", "0"]),
+                                    str(WORKFLOW_ID), "-v", "0"]),
         ("aggregate", [*manage, "aggregate"]),
     ]  # fmt: skip
     total = 0.0
