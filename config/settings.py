@@ -292,7 +292,8 @@ if PRODUCTION:
 DEMO_PORT = env_int("PORT", 8000)
 
 # Where volunteers' browsers fetch images that only exist here (items with a local file):
-# Zooniverse subjects point at PUBLIC_MEDIA_BASE_URL + the file's path under MEDIA_ROOT.
+# Zooniverse subjects of local-only images point at PUBLIC_MEDIA_BASE_URL + the file's path under
+# MEDIA_ROOT; with it empty, the images are uploaded to Zooniverse instead.
 PUBLIC_MEDIA_BASE_URL = os.environ.get(
     "PUBLIC_MEDIA_BASE_URL", "" if PRODUCTION else f"http://127.0.0.1:{DEMO_PORT}/media"
 )

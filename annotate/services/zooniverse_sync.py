@@ -15,12 +15,13 @@ Every function here is safe to run again after a crash or a redelivered Celery m
 The HTTP side (timeouts, retries, budget, no duplicate creates) lives in
 :mod:`annotate.zooniverse.client`.
 
-Images: an item's remote ``image_url`` is sent as the subject location; an item with only a local
-file is sent as ``PUBLIC_MEDIA_BASE_URL`` + its path under ``MEDIA_ROOT`` (our own web server
-serves ``/media/``), and skipped when that setting is empty. Uploading bytes to Zooniverse
-(``"locations": ["image/jpeg"]`` in the create, then a ``PUT`` of the file to the signed URL the
-response returns) is not done: the PUT would need the same look-before-resend care, and the
-sandbox and the demo are served by URL.
+Images: an item's remote ``image_url`` is sent as the subject location. An item with only a local
+file is uploaded: the create names its type (``"locations": ["image/png"]``), Panoptes answers
+with a signed storage URL, and the file's bytes are ``PUT`` there before the subject is recorded
+here. A subject whose create answer was lost, or that a re-push finds upstream but not here, asks
+for a fresh upload URL (``PUT /subjects/{id}`` with the type again) and uploads again, so no
+subject is left without its image. With ``PUBLIC_MEDIA_BASE_URL`` set, local files are offered
+at that URL (our own web server serves ``/media/``) instead of uploaded.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ from annotate.services.classifications import (
     QuarantineEntry,
     classifications_ingest,
 )
+from annotate.services.media import image_path
 from annotate.zooniverse.client import (
     ClassificationPage,
     ClassificationPayload,
+    FatalError,
     NotFoundError,
     ZooniverseClient,
     connect,
@@ -153,6 +156,36 @@ class PushResult:
         )
 
 
+@dataclass(frozen=True)
+class LocalImage:
+    """A stored image to upload: its type (``image/png``) and its absolute path."""
+
+    content_type: str
+    path: Path
+
+
+def _content_type(path: str) -> str:
+    path = path.lower()
+    suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
+    return _MIME_TYPES.get(suffix, "image/jpeg")
+
+
+def image_source(item: Item) -> dict[str, str] | LocalImage | None:
+    """Where a subject's image comes from: a location URL, a local file to upload, or None.
+
+    A remote ``image_url`` wins; a local file is offered at ``PUBLIC_MEDIA_BASE_URL`` when that is
+    set, and uploaded otherwise.
+    """
+    location = image_location(item)
+    if location is not None or not item.image_file or item.image_url:
+        return location
+    try:
+        path = image_path(item.image_file)
+    except ValueError:
+        return None
+    return LocalImage(_content_type(item.image_file), path) if path.is_file() else None
+
+
 def image_location(item: Item) -> dict[str, str] | None:
     """The subject location of an item's image, ``{"image/jpeg": url}``, or None if it has none.
 
@@ -165,9 +198,27 @@ def image_location(item: Item) -> dict[str, str] | None:
             url = f"{base}/{item.image_file.lstrip('/')}"
     if not url or urlsplit(url).scheme not in ("http", "https"):
         return None
-    path = urlsplit(url).path.lower()
-    suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
-    return {_MIME_TYPES.get(suffix, "image/jpeg"): url}
+    return {_content_type(urlsplit(url).path): url}
+
+
+def _upload(
+    payload: dict[str, Any], image: LocalImage, *, client: ZooniverseClient, fresh: bool
+) -> None:
+    """PUT the image's bytes to the upload URL of the subject in ``payload``.
+
+    ``fresh``: ``payload`` is the create's own answer, whose location is the signed upload URL.
+    Otherwise (a subject found after a lost answer, or upstream but not recorded here) that URL
+    is not known, and the subject is asked for a new one first.
+    """
+    if not fresh:
+        payload = client.subject_locations_renew(
+            subject_id=int(payload["id"]), content_types=[image.content_type]
+        )
+    locations = payload.get("locations") or []
+    url = next(iter(locations[0].values()), None) if locations else None
+    if not url:
+        raise FatalError(f"subject {payload.get('id')}: no upload URL in its locations")
+    client.media_upload(url=url, content_type=image.content_type, data=image.path.read_bytes())
 
 
 def _subject_set_name(round: Round) -> str:
@@ -248,12 +299,12 @@ def round_push(
 
     for rank, item in enumerate(items, start=1):
         priority = float(priorities[item.pk]) if priorities and item.pk in priorities else rank
-        location = None if item.image_state in UNPUSHABLE_IMAGE_STATES else image_location(item)
-        if location is None:
+        source = None if item.image_state in UNPUSHABLE_IMAGE_STATES else image_source(item)
+        if source is None:
             reason = (
                 f"image {item.image_state}"
                 if item.image_state in UNPUSHABLE_IMAGE_STATES
-                else "no public image URL (set PUBLIC_MEDIA_BASE_URL for local files)"
+                else "no image URL and no stored image file"
             )
             result.skipped.append((item.external_id, reason))
             continue
@@ -269,19 +320,34 @@ def round_push(
         elif item.external_id in remote:
             payload = remote[item.external_id]
             subject_zid = int(payload["id"])
+            if isinstance(source, LocalImage):
+                # Created upstream, never recorded here: its upload may not have happened.
+                _upload(payload, source, client=client, fresh=False)
             _subject_record(subject_zid, item=item, round=round, priority=priority,
                             metadata=payload.get("metadata") or metadata)
             result.existing += 1
             result.recovered += 1
         else:
+            found_instead: list[bool] = []
+
+            def lookup(
+                external_id: str = item.external_id, seen: list[bool] = found_instead
+            ) -> dict[str, Any] | None:
+                found = client.subject_find(subject_set_id=set_id, external_id=external_id)
+                seen.append(found is not None)
+                return found  # type: ignore[return-value]
+
             payload = client.subject_create(
                 project_id=project_id,
                 subject_set_id=set_id,
                 external_id=item.external_id,
-                locations=[location],
+                locations=[source.content_type if isinstance(source, LocalImage) else source],
                 metadata=metadata,
+                lookup=lookup,
             )
             subject_zid = int(payload["id"])
+            if isinstance(source, LocalImage):
+                _upload(payload, source, client=client, fresh=not any(found_instead))
             _subject_record(subject_zid, item=item, round=round, priority=priority,
                             metadata=payload.get("metadata") or metadata)
             result.created += 1

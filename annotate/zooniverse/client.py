@@ -677,11 +677,15 @@ class ZooniverseClient:
         project_id: int,
         subject_set_id: int,
         external_id: str,
-        locations: list[dict[str, str]],
+        locations: list[dict[str, str] | str],
         metadata: dict[str, Any],
         lookup: Callable[[], SubjectPayload | None] | None = None,
     ) -> SubjectPayload:
         """Create one subject, linked to its project and subject set, never twice.
+
+        A location is ``{"image/jpeg": url}`` for a remote image, or a type (``"image/png"``) for
+        a file to upload: the answer then holds a signed URL to ``PUT`` it to
+        (:meth:`media_upload`).
 
         ``POST /subjects`` is sent once per attempt (the session does not repeat it, and the
         library's ``Subject.save`` with its retry-on-any-error is not used). After a transient
@@ -703,6 +707,39 @@ class ZooniverseClient:
             or (lambda: self.subject_find(subject_set_id=subject_set_id, external_id=external_id)),
             what=f"subject {external_id!r}",
         )
+
+    def subject_locations_renew(
+        self, *, subject_id: int, content_types: Sequence[str]
+    ) -> SubjectPayload:
+        """Ask again for upload URLs: ``PUT /subjects/{id}`` with local-file locations
+        (``["image/png"]``), as a save of a subject with new files does; Panoptes answers with a
+        fresh signed URL for each. For a subject whose create answer, and with it the upload URL,
+        was lost. Idempotent: each call only replaces the locations."""
+        body, etag = self.panoptes.get(f"/subjects/{subject_id}")
+        try:
+            answer, _ = self.panoptes.put(
+                f"/subjects/{subject_id}",
+                json={"subjects": {"locations": list(content_types)}},
+                etag=etag,
+            )
+        except PanoptesAPIException as exc:
+            raise FatalError(f"PUT /subjects/{subject_id}: {exc}") from exc
+        rows = (answer or {}).get("subjects") or []
+        if not rows:
+            raise FatalError(f"PUT /subjects/{subject_id}: the response held no subjects")
+        return rows[0]  # type: ignore[no-any-return]
+
+    def media_upload(self, *, url: str, content_type: str, data: bytes) -> None:
+        """PUT a file's bytes to the signed storage URL of a subject location.
+
+        The same headers as the library's upload (Azure block blobs), the session's timeouts and
+        retries (a PUT of the same bytes is idempotent), and no Panoptes token: ``url`` is a
+        storage URL that carries its own signature.
+        """
+        response = self.panoptes.session.put(
+            url, data=data, headers={"Content-Type": content_type, "x-ms-blob-type": "BlockBlob"}
+        )
+        response.close()
 
     def subject_set_add(self, *, subject_set_id: int, subject_ids: Sequence[int]) -> int:
         """Link subjects to a set in batches of 100, skipping members; the number linked.

@@ -1263,6 +1263,12 @@ class Sandbox:
 
     # ---------------------------------------------------------------- Python reading API
 
+    def uploaded(self, url: str) -> tuple[str, bytes] | None:
+        """The content type and bytes PUT to an upload URL this sandbox handed out, or None."""
+        match = re.search(r"/media/uploads/([\w.-]+)$", urlsplit(url).path)
+        with self.lock:
+            return self._uploads.get(match.group(1)) if match else None
+
     def subjects(self) -> list[SubjectRecord]:
         with self.lock:
             return [copy.deepcopy(s) for s in sorted(self.state.subjects.values(), key=_by_id)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -254,7 +255,7 @@ def test_a_subject_deleted_on_zooniverse_is_tombstoned_and_its_item_pushed_again
     assert Subject.objects.filter(item=items[0], upstream_state="active").count() == 1
 
 
-def test_items_without_a_public_image_are_skipped_and_local_files_use_the_public_media_url(
+def test_items_without_an_image_are_skipped_and_local_files_use_the_public_media_url_when_set(
     env, settings
 ):
     corrupt = Item.objects.create(external_id="bad", image_url="https://x.org/b.jpg",
@@ -263,6 +264,7 @@ def test_items_without_a_public_image_are_skipped_and_local_files_use_the_public
     settings.PUBLIC_MEDIA_BASE_URL = ""
     round = _round(env)
     result = round_push(round=round, items=[corrupt, local], client=env.client())
+    # No file behind ``image_file``: nothing to upload either.
     assert [external_id for external_id, _ in result.skipped] == ["bad", "local"]
 
     settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:8000/media/"
@@ -270,6 +272,71 @@ def test_items_without_a_public_image_are_skipped_and_local_files_use_the_public
     assert result.created == 1
     (subject,) = env.sandbox.subjects()
     assert subject.locations == [{"image/png": "http://127.0.0.1:8000/media/items/ab/abc.png"}]
+
+
+def _stored_images(n: int) -> list[tuple[Item, bytes]]:
+    """Items whose only image is a file under MEDIA_ROOT, each with different bytes."""
+    out = []
+    for i in range(n):
+        relative = f"items/{i:02d}/image-{i}.png"
+        path = Path(settings.MEDIA_ROOT) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = b"\x89PNG\r\n\x1a\n" + bytes([i]) * (100 + i)
+        path.write_bytes(data)
+        out.append((Item.objects.create(external_id=f"stored/{i}", image_file=relative), data))
+    return out
+
+
+def _uploaded_bytes(env: Env, external_id: str) -> tuple[str, bytes] | None:
+    (subject,) = env.sandbox.find_subjects(external_id=external_id)
+    ((content_type, url),) = subject.locations[0].items()
+    upload = env.sandbox.uploaded(url)
+    assert upload is None or upload[0] == content_type
+    return upload
+
+
+def test_a_local_image_is_uploaded_to_the_signed_url_the_create_returns(env, settings):
+    settings.PUBLIC_MEDIA_BASE_URL = ""
+    stored = _stored_images(3)
+    result = round_push(round=_round(env), items=[item for item, _ in stored], client=env.client())
+    assert (result.created, result.skipped) == (3, [])
+    for item, data in stored:
+        assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
+    assert Subject.objects.count() == 3
+
+
+def test_a_create_whose_answer_was_lost_asks_for_a_new_upload_url_and_uploads(env, settings):
+    settings.PUBLIC_MEDIA_BASE_URL = ""
+    (item, data), *_ = _stored_images(1)
+    env.sandbox.faults.fail_after_commit(r"/api/subjects$", 502)
+    round_push(round=_round(env), items=[item], client=env.client())
+    assert env.posts("/api/subjects") == 1  # found, not created again
+    assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
+
+
+def test_a_re_push_uploads_the_image_of_a_subject_found_upstream_but_not_recorded(env, settings):
+    settings.PUBLIC_MEDIA_BASE_URL = ""
+    (item, data), *_ = _stored_images(1)
+    round = _round(env)
+    # The create lands, then the process dies before the upload and the local record.
+    env.sandbox.faults.fail(r"/media/uploads/", 500, 500, 500, 500, 500, 500, 500, 500)
+    with pytest.raises(TransientError):
+        round_push(round=round, items=[item], client=env.client(max_attempts=2))
+    assert Subject.objects.count() == 0 and _uploaded_bytes(env, item.external_id) is None
+    env.sandbox.faults.clear()
+
+    result = round_push(round=round, items=[item], client=env.client())
+    assert (result.created, result.recovered) == (0, 1)
+    assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
+
+
+def test_an_upload_answered_with_a_5xx_is_sent_again(env, settings):
+    settings.PUBLIC_MEDIA_BASE_URL = ""
+    (item, data), *_ = _stored_images(1)
+    env.sandbox.faults.fail(r"/media/uploads/", 503, method="PUT")
+    result = round_push(round=_round(env), items=[item], client=env.client())
+    assert result.created == 1
+    assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
 
 
 def test_a_round_without_a_workflow_is_refused(env):
