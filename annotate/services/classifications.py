@@ -643,10 +643,9 @@ def _copy_then_insert(cursor: Any, ops: Any, columns: list[str], values: list[tu
     stage = ops.quote_name(f"stage_{Classification._meta.db_table}")
     names = ", ".join(ops.quote_name(c) for c in columns)
     cursor.execute(f"DROP TABLE IF EXISTS {stage}")
-    # Same column types as the target; dropped with the batch's transaction.
-    cursor.execute(
-        f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WHERE 1 = 0"
-    )
+    # Same column types as the target. (``bulk_write`` stages columns as COPY text; these rows
+    # hold the backend's own adapted values, JSON wrappers among them, which ``write_row`` takes.)
+    cursor.execute(f"CREATE TEMPORARY TABLE {stage} AS SELECT {names} FROM {table} WHERE 1 = 0")
     with cursor.cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
         write_row = copy.write_row
         for row in values:

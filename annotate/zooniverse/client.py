@@ -715,15 +715,15 @@ class ZooniverseClient:
         (``["image/png"]``), as a save of a subject with new files does; Panoptes answers with a
         fresh signed URL for each. For a subject whose create answer, and with it the upload URL,
         was lost. Idempotent: each call only replaces the locations."""
-        body, etag = self.panoptes.get(f"/subjects/{subject_id}")
         try:
+            _, etag = self.panoptes.get(f"/subjects/{subject_id}")
             answer, _ = self.panoptes.put(
                 f"/subjects/{subject_id}",
                 json={"subjects": {"locations": list(content_types)}},
                 etag=etag,
             )
         except PanoptesAPIException as exc:
-            raise FatalError(f"PUT /subjects/{subject_id}: {exc}") from exc
+            raise FatalError(f"subject {subject_id}: new upload URL: {exc}") from exc
         rows = (answer or {}).get("subjects") or []
         if not rows:
             raise FatalError(f"PUT /subjects/{subject_id}: the response held no subjects")
