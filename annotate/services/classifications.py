@@ -27,7 +27,7 @@ import dataclasses
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -39,6 +39,7 @@ from django.db.models import (
     Count,
     F,
     IntegerField,
+    Model,
     OuterRef,
     Q,
     Subquery,
@@ -578,35 +579,10 @@ _FILLED = (
 
 
 def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
-    """One ``executemany`` INSERT ... ON CONFLICT DO NOTHING for the batch.
-
-    ``bulk_create`` spent most of the import compiling SQL per field and per row (and splits
-    inserts at 999 parameters on SQLite); the rows here are plain values adapted once through the
-    backend's own adapters, so the statement runs as one prepared INSERT on SQLite and PostgreSQL.
-    Conflicts on the unique classification id are ignored, as ``ignore_conflicts`` would.
-    """
+    """The batch's new classifications, in one prepared insert (:func:`_rows_insert`)."""
     connection = connections[router.db_for_write(Classification)]
-    ops = connection.ops
-    fields = {f.attname: f for f in Classification._meta.concrete_fields if not f.primary_key}
-    now = timezone.now()
-    others = [f for name, f in fields.items() if name not in _FILLED]
-    constants = tuple(
-        f.get_db_prep_save(
-            now
-            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
-            else f.get_default(),
-            connection,
-        )
-        for f in others
-    )
-    columns = [fields[name].column for name in _FILLED] + [f.column for f in others]
-    sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
-        ops.quote_name(Classification._meta.db_table),
-        ", ".join(ops.quote_name(c) for c in columns),
-        ", ".join(["%s"] * len(columns)),
-    )
     adapt_time = _time_adapter(connection)
-    adapt_json = ops.adapt_json_value
+    adapt_json = connection.ops.adapt_json_value
     # A batch has a few hundred distinct answer lists among thousands of rows: adapt each once.
     adapted: dict[tuple[int | str, ...], Any] = {}
 
@@ -626,21 +602,66 @@ def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
                 row.item_id, row.volunteer_id, adapt_time(row.created_at),
                 adapt_list(row.accepted.concept_ids), adapt_list(row.accepted.invalid),
                 row.is_duplicate, r.gold_standard, r.expert, row.session, r.source[:8],
-                *constants,
             )
         )  # fmt: skip
+    _rows_insert(Classification, _FILLED, values)
+
+
+#: From this many rows a PostgreSQL insert goes through COPY.
+_COPY_FROM = 1_000
+
+
+def _rows_insert(model: type[Model], filled: Sequence[str], values: list[tuple]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING of rows of ``model``, one prepared statement a batch.
+
+    ``values`` hold, per row, the ``filled`` columns (attribute names) already adapted for the
+    database; every other column gets its field default (``now`` for ``auto_now_add``).
+    ``bulk_create`` spent most of the import compiling SQL per field and per row (and splits
+    inserts at 999 parameters on SQLite). Conflicts on a unique key are ignored, as
+    ``ignore_conflicts`` would. SQLite runs one ``executemany``; PostgreSQL streams a large batch
+    into a temporary table with ``COPY`` and moves it with one ``INSERT ... SELECT`` (a page of a
+    sync is too small to be worth the four extra statements).
+    """
+    if not values:
+        return
+    connection = connections[router.db_for_write(model)]
+    ops = connection.ops
+    fields = {f.attname: f for f in model._meta.concrete_fields if not f.primary_key}
+    now = timezone.now()
+    others = [f for name, f in fields.items() if name not in filled]
+    constants = tuple(
+        f.get_db_prep_save(
+            now
+            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+            else f.get_default(),
+            connection,
+        )
+        for f in others
+    )
+    columns = [fields[name].column for name in filled] + [f.column for f in others]
+    if constants:
+        values = [row + constants for row in values]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            _copy_then_insert(cursor, ops, columns, values)
+        if connection.vendor == "postgresql" and len(values) >= _COPY_FROM:
+            _copy_then_insert(cursor, ops, model, columns, values)
         else:
-            cursor.executemany(sql, values)
+            cursor.executemany(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
+                    ops.quote_name(model._meta.db_table),
+                    ", ".join(ops.quote_name(c) for c in columns),
+                    ", ".join(["%s"] * len(columns)),
+                ),
+                values,
+            )
 
 
-def _copy_then_insert(cursor: Any, ops: Any, columns: list[str], values: list[tuple]) -> None:
+def _copy_then_insert(
+    cursor: Any, ops: Any, model: type[Model], columns: list[str], values: list[tuple]
+) -> None:
     """PostgreSQL: the batch streams into a temporary table with ``COPY`` (one round trip, no
     per-row statement), then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves it."""
-    table = ops.quote_name(Classification._meta.db_table)
-    stage = ops.quote_name(f"stage_{Classification._meta.db_table}")
+    table = ops.quote_name(model._meta.db_table)
+    stage = ops.quote_name(f"stage_{model._meta.db_table}")
     names = ", ".join(ops.quote_name(c) for c in columns)
     cursor.execute(f"DROP TABLE IF EXISTS {stage}")
     # Same column types as the target. (``bulk_write`` stages columns as COPY text; these rows
@@ -767,6 +788,10 @@ def _items_match(metadata_by_subject: dict[int, dict[str, Any]]) -> dict[int, in
     return matched
 
 
+#: The columns a new subject gets from its classifications (the rest take their defaults).
+_SUBJECT_FILLED = ("zooniverse_id", "item_id", "metadata", "retired_at", "retirement_reason")
+
+
 def _subjects_read(zooniverse_ids: list[int]) -> dict[int, tuple[int, int | None]]:
     rows = Subject.objects.filter(_among("zooniverse_id", zooniverse_ids)).values_list(
         "zooniverse_id", "id", "item_id"
@@ -808,20 +833,20 @@ def _subjects_resolve(
 
     missing = [zid for zid in metadata if zid not in found]
     if missing:
+        connection = connections[router.db_for_write(Subject)]
+        adapt_time = _time_adapter(connection)
+        adapt_json = connection.ops.adapt_json_value
         new_subjects = []
         for zid in missing:
             meta = {k: v for k, v in metadata[zid].items() if k != "retired"}
             retired_at, reason = _retirement(metadata[zid])
             new_subjects.append(
-                Subject(
-                    zooniverse_id=zid,
-                    item_id=items.get(zid),
-                    metadata=meta,
-                    retired_at=retired_at,
-                    retirement_reason=reason,
+                (
+                    zid, items.get(zid), adapt_json(meta, None),
+                    None if retired_at is None else adapt_time(retired_at), reason[:32],
                 )
-            )
-        Subject.objects.bulk_create(new_subjects, ignore_conflicts=True, batch_size=_INSERT_BATCH)
+            )  # fmt: skip
+        _rows_insert(Subject, _SUBJECT_FILLED, new_subjects)
         found.update(_subjects_read(missing))
 
     relink = {zid: items[zid] for zid in items if zid in found and found[zid][1] is None}

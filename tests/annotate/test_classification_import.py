@@ -109,6 +109,38 @@ def test_an_empty_answer_is_a_vote_for_no_concept(workflow):
     assert list(Classification.objects.values_list("concept_ids", flat=True)) == [[], []]
 
 
+def test_a_large_batch_stores_every_vote_and_subject_as_small_ones_do_and_a_rerun_adds_none(
+    workflow, concepts
+):
+    """Past ``_COPY_FROM`` rows PostgreSQL inserts through COPY: rows must read back the same."""
+    retired = {"id": 1, "retired_at": "2026-10-02T10:00:00.000Z", "retirement_reason": "consensus"}
+
+    def big(cid: int) -> ClassificationRecord:
+        subject = 9000 + cid % 300
+        return record(
+            cid, subject_ids=[subject], user_id=cid % 40, user_name=f"u{cid % 40}",
+            answers=["Painting", "Map", "mystery"] if cid % 2 else [],
+            subject_metadata={subject: {"external_id": f"x{subject}", "note": "a\tb\nc\\d",
+                                        **({"retired": retired} if cid % 3 == 0 else {})}},
+        )  # fmt: skip
+
+    counts = ingest(workflow, [big(cid) for cid in range(1, 1501)], batch_size=1500)
+    assert (counts.created, counts.invalid_answers) == (1500, 750)
+    assert Classification.objects.count() == 1500 and Subject.objects.count() == 300
+    odd = Classification.objects.get(zooniverse_id=7)
+    assert keys_of(odd, concepts) == {"painting", "map"} and odd.invalid_answers == ["mystery"]
+    assert odd.created_at == T0 + timedelta(minutes=7)
+    assert Classification.objects.get(zooniverse_id=8).concept_ids == []
+    subject = Subject.objects.get(zooniverse_id=9003)
+    assert subject.metadata == {"external_id": "x9003", "note": "a\tb\nc\\d"}
+    assert subject.retirement_reason == "consensus"
+    assert subject.retired_at == datetime(2026, 10, 2, 10, tzinfo=UTC)
+
+    again = ingest(workflow, [big(cid) for cid in range(1, 1501)], batch_size=1500)
+    assert (again.created, again.unchanged) == (0, 1500)
+    assert Classification.objects.count() == 1500 and Subject.objects.count() == 300
+
+
 def test_an_unknown_label_or_index_is_kept_invalid_and_counted_b4(workflow, concepts):
     counts = ingest(
         workflow,
