@@ -57,6 +57,10 @@ def main() -> None:
     parser.add_argument("--strategies", default="random,entropy,margin,bald,kcenter")
     parser.add_argument("--default", default="entropy", help="the strategy the goal is judged on")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 rounds: a smoke run")
+    parser.add_argument(
+        "--relabel", action="store_true",
+        help="contested items compete for places (relabel-or-new), as in select_round",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="campaigns run in parallel processes")
     args = parser.parse_args()
     if args.quick:
@@ -65,7 +69,9 @@ def main() -> None:
     train = make_mosaics(args.pool, seed=101)
     test = make_mosaics(1000, seed=202)
     pool_x, test_x = pixel_features(train.images), pixel_features(test.images)
-    config = LoopConfig(rounds=args.rounds, round_size=args.round_size, votes_each=args.votes)
+    config = LoopConfig(
+        rounds=args.rounds, round_size=args.round_size, votes_each=args.votes, relabel=args.relabel
+    )
     strategies = args.strategies.split(",")
 
     ceiling = full_data_map(pool_x, train.labels, test_x, test.labels, seed=0, epochs=config.epochs)

@@ -77,6 +77,11 @@ class LoopConfig:
     random_share: float = 0.15
     epochs: int = 60
     mc_samples: int = 10
+    #: ActiveLab's relabel-or-new, as the product's ``select_round`` does it: contested items
+    #: take the places of the weakest model picks (at most ``max_relabel_share`` of a round) when
+    #: another round of votes on them is worth more; a random round stays all random.
+    relabel: bool = False
+    max_relabel_share: float = 0.3
 
 
 @dataclass
@@ -200,9 +205,47 @@ def run_loop(
             random_share=config.random_share,
             seed=seed * 1000 + round_no,
         )
-        ask(candidates[chosen.indices])
+        picks = candidates[chosen.indices]
+        if config.relabel and strategy != "random":
+            picks = _with_relabels(
+                picks, chosen, model=model, features=pool_features, labelled_idx=idx,
+                posteriors=result.posteriors[idx], n_votes=result.item_votes[idx],
+                new_probs=probs[chosen.indices], max_share=config.max_relabel_share,
+            )  # fmt: skip
+        ask(picks)
     curve.seconds = time.monotonic() - started
     return curve
+
+
+def _with_relabels(
+    picks: np.ndarray,
+    chosen: acquisition.Selection,
+    *,
+    model: torch.nn.Module,
+    features: np.ndarray,
+    labelled_idx: np.ndarray,
+    posteriors: np.ndarray,
+    n_votes: np.ndarray,
+    new_probs: np.ndarray,
+    max_share: float,
+) -> np.ndarray:
+    """The round's pool indices with the weakest model picks swapped for contested items."""
+    size = len(picks)
+    labelled_probs, _ = _predict(model, features[labelled_idx])
+    decision = acquisition.relabel_or_new(
+        crowd_posteriors=posteriors,
+        n_votes=n_votes,
+        model_labelled=labelled_probs,
+        model_unlabelled=new_probs,
+    )
+    order, is_relabel = decision.order()
+    n_model = sum(1 for reason in chosen.reasons if reason != "random")
+    top = order[:size][is_relabel[:size]][: min(int(size * max_share), n_model)]
+    if not len(top):
+        return picks
+    model_picks, control = picks[:n_model], picks[n_model:]
+    keep = model_picks[: n_model - len(top)]
+    return np.concatenate([keep, labelled_idx[top], control])
 
 
 def full_data_map(
