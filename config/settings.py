@@ -304,6 +304,9 @@ ACQUISITION_STRATEGY = os.environ.get("ACQUISITION_STRATEGY", "entropy")
 ACQUISITION_RANDOM_SHARE = env_float("ACQUISITION_RANDOM_SHARE", 0.15)
 ACQUISITION_MC_SAMPLES = env_int("ACQUISITION_MC_SAMPLES", 20)
 ACQUISITION_MAX_RELABEL_SHARE = env_float("ACQUISITION_MAX_RELABEL_SHARE", 0.3)
+# Relabel-or-new (contested items compete for a round's places) is off by default: in both
+# simulations (bench/README.md) it cost classifications with a mostly careful crowd.
+ACQUISITION_RELABEL = env_bool("ACQUISITION_RELABEL", False)
 
 # Celery beat: the periodic Zooniverse sync, the nightly retrain and the reconcilers. Every
 # message expires before the next one of its kind is due, so a late tick is dropped, not doubled.

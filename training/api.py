@@ -159,7 +159,9 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
             help_text="The random control share (default ACQUISITION_RANDOM_SHARE).",
         )
         relabel = serializers.BooleanField(
-            default=True, help_text="Let contested, already classified items compete for places."
+            required=False, allow_null=True, default=None,
+            help_text="Let contested, already classified items compete for places "
+            "(default ACQUISITION_RELABEL, off).",
         )
         seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
         push = serializers.BooleanField(

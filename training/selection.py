@@ -149,7 +149,7 @@ def round_select(
     random_share: float | None = None,
     workflow: Workflow | None = None,
     model_version: ModelVersion | None = None,
-    relabel: bool = True,
+    relabel: bool | None = None,
     seed: int = 0,
     on_recorded: Callable[[Round], None] | None = None,
 ) -> SelectionResult:
@@ -162,7 +162,8 @@ def round_select(
         random_share: the random control share (default ACQUISITION_RANDOM_SHARE, 15%).
         workflow: the Zooniverse workflow it goes to (default: the only active one).
         model_version: whose predictions to use (default: the active version).
-        relabel: let contested, already classified items compete for places.
+        relabel: let contested, already classified items compete for places (default
+            ACQUISITION_RELABEL).
         seed: makes the random parts reproducible.
         on_recorded: called with the new round inside the transaction that records it (a round
             request links itself there, so the round and the link commit together or not at all).
@@ -253,6 +254,8 @@ def round_select(
         )
     ]
 
+    if relabel is None:
+        relabel = bool(getattr(settings, "ACQUISITION_RELABEL", False))
     if relabel and version is not None:
         picks = _with_relabels(
             picks, version=version, pool=pool, chosen=selection.indices, size=size

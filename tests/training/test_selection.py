@@ -120,8 +120,7 @@ def test_a_chosen_round_is_pushed_with_priorities_by_rank(trained, settings):
         server.server_close()
 
 
-@pytest.mark.parametrize("strategy", ["random", "entropy"])
-def test_relabel_picks_replace_model_picks_so_a_round_keeps_its_size(trained, strategy):
+def _contested_items() -> None:
     contested = Item.objects.filter(n_classifications__gt=0).order_by("pk")[:8]
     Item.objects.filter(pk__in=[i.pk for i in contested]).update(
         consensus=Item.Consensus.UNCERTAIN, uncertainty=0.9, n_classifications=1
@@ -129,6 +128,11 @@ def test_relabel_picks_replace_model_picks_so_a_round_keeps_its_size(trained, st
     AggregatedLabel.objects.filter(item__in=contested).update(posterior=0.5)
     for item in contested:  # classified items were shown to volunteers
         Subject.objects.create(zooniverse_id=5000 + item.pk, item=item)
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy"])
+def test_relabel_picks_replace_model_picks_so_a_round_keeps_its_size(trained, strategy):
+    _contested_items()
     result = round_select(size=6, strategy=strategy, random_share=0.2, relabel=True)
     reasons = [p.reason for p in result.picks]
     assert len(reasons) == 6
@@ -137,3 +141,13 @@ def test_relabel_picks_replace_model_picks_so_a_round_keeps_its_size(trained, st
         assert set(reasons) == {"random"}
     else:
         assert "relabel" in reasons and reasons.count("random") == 1
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_relabel_picks_follow_the_acquisition_relabel_setting_unless_asked(
+    trained, settings, configured
+):
+    _contested_items()
+    settings.ACQUISITION_RELABEL = configured
+    result = round_select(size=6, strategy="entropy", random_share=0.2)
+    assert ("relabel" in {p.reason for p in result.picks}) is configured

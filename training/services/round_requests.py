@@ -61,7 +61,7 @@ def round_request_create(
     size: int,
     strategy: str | None = None,
     random_share: float | None = None,
-    relabel: bool = True,
+    relabel: bool | None = None,
     seed: int = 0,
     push: bool = False,
     model_version_id: int | None = None,
@@ -180,7 +180,7 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
             strategy=params.get("strategy"),
             random_share=params.get("random_share"),
             model_version=version,
-            relabel=bool(params.get("relabel", True)),
+            relabel=params.get("relabel"),
             seed=int(params.get("seed", 0)),
             on_recorded=link,
         )

@@ -60,7 +60,8 @@ class SimulationConfig:
         test_items: held-out mosaics the mAP is measured on.
         epochs, image_size, widths: the training run's small CNN.
         random_share: the random control share of every round.
-        relabel: let contested items compete for places (ActiveLab's relabel-or-new).
+        relabel: let contested items compete for places (ActiveLab's relabel-or-new); None:
+            ACQUISITION_RELABEL.
     """
 
     strategies: tuple[str, ...] = ("random", "entropy")
@@ -75,7 +76,7 @@ class SimulationConfig:
     image_size: int = 32
     widths: tuple[int, ...] = (16, 32, 64)
     random_share: float = 0.15
-    relabel: bool = True
+    relabel: bool | None = None
 
     def train_params(self, seed: int) -> dict:
         return {

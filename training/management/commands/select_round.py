@@ -20,7 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--size", type=int, required=True)
         parser.add_argument("--strategy", choices=list_strategies(), default=None)
         parser.add_argument("--random-share", type=float, default=None)
-        parser.add_argument("--no-relabel", action="store_true", help="new items only")
+        relabel = parser.add_mutually_exclusive_group()
+        relabel.add_argument("--relabel", dest="relabel", action="store_true", default=None,
+                             help="let contested items compete for places")
+        relabel.add_argument("--no-relabel", dest="relabel", action="store_false",
+                             help="new items only (default: ACQUISITION_RELABEL)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--push", action="store_true", help="push the round to Zooniverse")
         parser.add_argument("--out", type=Path, help="write the picks as CSV")
@@ -31,7 +35,7 @@ class Command(BaseCommand):
                 size=options["size"],
                 strategy=options["strategy"],
                 random_share=options["random_share"],
-                relabel=not options["no_relabel"],
+                relabel=options["relabel"],
                 seed=options["seed"],
             )
         except SelectionError as exc:

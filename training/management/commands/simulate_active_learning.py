@@ -37,7 +37,11 @@ class Command(BaseCommand):
         parser.add_argument("--test-items", type=int, default=300)
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--random-share", type=float, default=0.15)
-        parser.add_argument("--no-relabel", action="store_true", help="new items only")
+        relabel = parser.add_mutually_exclusive_group()
+        relabel.add_argument("--relabel", dest="relabel", action="store_true", default=None,
+                             help="let contested items compete for places")
+        relabel.add_argument("--no-relabel", dest="relabel", action="store_false",
+                             help="new items only (default: ACQUISITION_RELABEL)")
         parser.add_argument("--out", type=Path, default=Path("var/simulation"),
                             help="where the PNG and the table go")
 
@@ -74,7 +78,7 @@ class Command(BaseCommand):
             items_per_round=options["items_per_round"], votes=options["votes"],
             seed_round=options["seed_round"], pool=options["pool"],
             test_items=options["test_items"], epochs=options["epochs"],
-            random_share=options["random_share"], relabel=not options["no_relabel"],
+            random_share=options["random_share"], relabel=options["relabel"],
         )
         bar = tqdm(total=config.steps, unit="training", file=self.stderr, dynamic_ncols=True)
 
