@@ -30,9 +30,10 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import repeat
 from typing import Any
 
+import numpy as np
 from django.db import connections, router, transaction
 from django.db.models import (
     BooleanField,
@@ -158,6 +159,226 @@ class BatchResult:
 
     counts: IngestCounts
     max_id: int | None
+
+
+class ClassificationColumns:
+    """Classifications as columns: one array entry per row, repeated text held once.
+
+    What the ingest works on. A fast parser builds it directly from a block of an export; records
+    from the API or a small file go through :meth:`from_records`. Versions, volunteers and answer
+    lists repeat across thousands of rows, so rows hold codes into ``versions``, ``volunteers`` and
+    ``answer_lists``; those are resolved once per distinct value, not once per row.
+
+    ``subject_id`` is the row's only subject; ``subject_count`` says how many it had (0 and 2 or
+    more are refused, and ``subject_lists`` keeps those rows' ids for the report). ``order`` places
+    rows and the ``quarantine`` entries (refused by the parser) in input order, so quarantined rows
+    are stored in the order they were met. ``line`` is 0 where a source has no lines; ``source``
+    names each row's source (``api``, ``export``).
+    """
+
+    __slots__ = (
+        "answer_code", "answer_lists", "created_at", "expert", "gold_standard", "line",
+        "order", "quarantine", "session", "source", "subject_count", "subject_id",
+        "subject_lists", "subject_metadata", "version_code", "versions", "volunteer_code",
+        "volunteers", "workflow_id", "zooniverse_id",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        zooniverse_id: np.ndarray,
+        workflow_id: np.ndarray,
+        version_code: np.ndarray,
+        versions: list[str],
+        subject_id: np.ndarray,
+        volunteer_code: np.ndarray,
+        volunteers: list[tuple[int | None, str]],
+        created_at: np.ndarray,
+        answer_code: np.ndarray,
+        answer_lists: list[list[Any]],
+        gold_standard: np.ndarray,
+        expert: np.ndarray,
+        session: np.ndarray,
+        source: str | np.ndarray,
+        subject_metadata: dict[int, dict[str, Any]],
+        line: np.ndarray | None = None,
+        order: np.ndarray | None = None,
+        subject_count: np.ndarray | None = None,
+        subject_lists: dict[int, list[int]] | None = None,
+        quarantine: list[tuple[int, QuarantineEntry]] | None = None,
+    ) -> None:
+        n = len(zooniverse_id)
+        self.zooniverse_id = np.asarray(zooniverse_id, dtype=np.int64)
+        self.workflow_id = np.asarray(workflow_id, dtype=np.int64)
+        self.version_code = np.asarray(version_code, dtype=np.intp)
+        self.versions = versions
+        self.subject_id = np.asarray(subject_id, dtype=np.int64)
+        self.volunteer_code = np.asarray(volunteer_code, dtype=np.intp)
+        self.volunteers = volunteers
+        self.created_at = np.asarray(created_at, dtype="datetime64[us]")
+        self.answer_code = np.asarray(answer_code, dtype=np.intp)
+        self.answer_lists = answer_lists
+        self.gold_standard = np.asarray(gold_standard, dtype=bool)
+        self.expert = np.asarray(expert, dtype=bool)
+        self.session = np.asarray(session, dtype=object)
+        self.source = (
+            np.full(n, source, object) if isinstance(source, str) else np.asarray(source, object)
+        )
+        self.subject_metadata = subject_metadata
+        self.line = np.zeros(n, np.int64) if line is None else np.asarray(line, dtype=np.int64)
+        self.order = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, np.int64)
+        self.subject_count = (
+            np.ones(n, np.int64) if subject_count is None else np.asarray(subject_count, np.int64)
+        )
+        self.subject_lists = subject_lists or {}
+        self.quarantine = quarantine or []
+
+    def __len__(self) -> int:
+        return len(self.zooniverse_id)
+
+    @classmethod
+    def from_records(
+        cls, items: Sequence[ClassificationRecord | QuarantineEntry]
+    ) -> ClassificationColumns:
+        """Records (and entries already refused) in the order given."""
+        records = [r for r in items if isinstance(r, ClassificationRecord)]
+        quarantine = [
+            (position, item)
+            for position, item in enumerate(items)
+            if isinstance(item, QuarantineEntry)
+        ]
+        order = [p for p, item in enumerate(items) if isinstance(item, ClassificationRecord)]
+        versions: dict[str, int] = {}
+        volunteers: dict[tuple[int | None, str], int] = {}
+        answers: dict[Any, int] = {}
+        answer_lists: list[list[Any]] = []
+        subject_lists: dict[int, list[int]] = {}
+        metadata: dict[int, dict[str, Any]] = {}
+        columns: dict[str, list[Any]] = defaultdict(list)
+        for i, r in enumerate(records):
+            columns["zooniverse_id"].append(r.zooniverse_id)
+            columns["workflow_id"].append(r.workflow_id)
+            columns["version_code"].append(versions.setdefault(r.workflow_version, len(versions)))
+            subjects = r.subject_ids or []
+            columns["subject_id"].append(subjects[0] if len(subjects) == 1 else 0)
+            columns["subject_count"].append(len(subjects))
+            if len(subjects) != 1:
+                subject_lists[i] = list(subjects)
+            for zid, meta in r.subject_metadata.items():
+                metadata.setdefault(zid, meta)
+            volunteer = (r.user_id, r.user_name)
+            columns["volunteer_code"].append(volunteers.setdefault(volunteer, len(volunteers)))
+            columns["created_at"].append(_utc_naive(r.created_at))
+            given = list(r.answers or [])
+            try:
+                key: Any = tuple(given)
+                hash(key)
+            except TypeError:  # unhashable answers are refused later; each keeps its own code
+                key = ("unhashable", i)
+            code = answers.get(key)
+            if code is None:
+                code = answers[key] = len(answer_lists)
+                answer_lists.append(given)
+            columns["answer_code"].append(code)
+            columns["gold_standard"].append(r.gold_standard)
+            columns["expert"].append(r.expert)
+            columns["session"].append(r.session)
+            columns["line"].append(r.line or 0)
+            columns["source"].append(r.source)
+        return cls(
+            zooniverse_id=np.array(columns["zooniverse_id"], np.int64),
+            workflow_id=np.array(columns["workflow_id"], np.int64),
+            version_code=np.array(columns["version_code"], np.intp),
+            versions=list(versions),
+            subject_id=np.array(columns["subject_id"], np.int64),
+            volunteer_code=np.array(columns["volunteer_code"], np.intp),
+            volunteers=list(volunteers),
+            created_at=np.array(columns["created_at"], "datetime64[us]"),
+            answer_code=np.array(columns["answer_code"], np.intp),
+            answer_lists=answer_lists,
+            gold_standard=np.array(columns["gold_standard"], bool),
+            expert=np.array(columns["expert"], bool),
+            session=np.array(columns["session"] + [None], object)[:-1],
+            source=np.array(columns["source"] + [None], object)[:-1],
+            subject_metadata=metadata,
+            line=np.array(columns["line"], np.int64),
+            order=np.array(order, np.int64),
+            subject_count=np.array(columns["subject_count"], np.int64),
+            subject_lists=subject_lists,
+            quarantine=quarantine,
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[ClassificationColumns]) -> ClassificationColumns:
+        """The rows of ``parts`` one after the other (codes renumbered, entries kept)."""
+        arrays: dict[str, list[np.ndarray]] = defaultdict(list)
+        versions: list[str] = []
+        volunteers: list[tuple[int | None, str]] = []
+        answer_lists: list[list[Any]] = []
+        metadata: dict[int, dict[str, Any]] = {}
+        subject_lists: dict[int, list[int]] = {}
+        quarantine: list[tuple[int, QuarantineEntry]] = []
+        rows = 0
+        for part in parts:
+            for name in _PLAIN_COLUMNS:
+                arrays[name].append(getattr(part, name))
+            arrays["version_code"].append(part.version_code + len(versions))
+            arrays["volunteer_code"].append(part.volunteer_code + len(volunteers))
+            arrays["answer_code"].append(part.answer_code + len(answer_lists))
+            versions += part.versions
+            volunteers += part.volunteers
+            answer_lists += part.answer_lists
+            for zid, meta in part.subject_metadata.items():
+                metadata.setdefault(zid, meta)
+            subject_lists.update({rows + i: ids for i, ids in part.subject_lists.items()})
+            quarantine += part.quarantine
+            rows += len(part)
+        return cls(
+            **{name: np.concatenate(values) for name, values in arrays.items()},
+            versions=versions,
+            volunteers=volunteers,
+            answer_lists=answer_lists,
+            subject_metadata=metadata,
+            subject_lists=subject_lists,
+            quarantine=quarantine,
+        )
+
+    def record(self, i: int) -> ClassificationRecord:
+        """Row ``i`` as a record (for the report of a refused row)."""
+        user_id, user_name = self.volunteers[self.volunteer_code[i]]
+        subjects = self.subject_lists.get(i, [int(self.subject_id[i])])
+        return ClassificationRecord(
+            zooniverse_id=int(self.zooniverse_id[i]),
+            workflow_id=int(self.workflow_id[i]),
+            workflow_version=self.versions[self.version_code[i]],
+            subject_ids=subjects,
+            user_id=user_id,
+            user_name=user_name,
+            created_at=self.created_at[i].item().replace(tzinfo=UTC),
+            answers=self.answer_lists[self.answer_code[i]],
+            gold_standard=bool(self.gold_standard[i]),
+            expert=bool(self.expert[i]),
+            subject_metadata={
+                z: self.subject_metadata[z] for z in subjects if z in self.subject_metadata
+            },
+            session=self.session[i],
+            source=self.source[i],
+            line=int(self.line[i]) or None,
+        )
+
+
+#: The per-row arrays of :class:`ClassificationColumns` that are not codes.
+_PLAIN_COLUMNS = (
+    "zooniverse_id", "workflow_id", "subject_id", "created_at", "gold_standard", "expert",
+    "session", "source", "line", "order", "subject_count",
+)  # fmt: skip
+
+
+def _utc_naive(value: datetime) -> datetime:
+    """An aware datetime as naive UTC (a naive one is taken as UTC already)."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def volunteer_key(*, user_id: int | None, user_name: str) -> str:
@@ -316,26 +537,29 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\\x00")[:RAW_LIMIT]
 
 
-@dataclass(slots=True)
-class _Accepted:
-    record: ClassificationRecord
-    subject_zid: int
-    volunteer_key: str
-    concept_ids: list[int]
-    invalid: list[int | str]
-
-
 def _batches(
-    records: Iterable[ClassificationRecord | QuarantineEntry], size: int
-) -> Iterator[list[ClassificationRecord | QuarantineEntry]]:
-    iterator = iter(records)
-    while batch := list(islice(iterator, size)):
-        yield batch
+    records: Iterable[ClassificationRecord | QuarantineEntry | ClassificationColumns], size: int
+) -> Iterator[ClassificationColumns]:
+    """Columns of at most ``size`` records; a ``ClassificationColumns`` item is a batch itself."""
+    pending: list[ClassificationRecord | QuarantineEntry] = []
+    for item in records:
+        if isinstance(item, ClassificationColumns):
+            if pending:
+                yield ClassificationColumns.from_records(pending)
+                pending = []
+            yield item
+            continue
+        pending.append(item)
+        if len(pending) >= size:
+            yield ClassificationColumns.from_records(pending)
+            pending = []
+    if pending:
+        yield ClassificationColumns.from_records(pending)
 
 
 def classifications_ingest(
     *,
-    records: Iterable[ClassificationRecord | QuarantineEntry],
+    records: Iterable[ClassificationRecord | QuarantineEntry | ClassificationColumns],
     workflow: Workflow,
     report: ImportReport,
     batch_size: int = 5000,
@@ -346,7 +570,8 @@ def classifications_ingest(
 
     ``records`` may be a generator over a file of any size: it is consumed ``batch_size`` at a
     time. ``QuarantineEntry`` items (rows a parser refused) are stored with the batch they arrive
-    in. ``report`` must be saved; its counters are advanced with each batch, and its quarantined
+    in. A :class:`ClassificationColumns` item (a fast parser's block) is one batch as it is.
+    ``report`` must be saved; its counters are advanced with each batch, and its quarantined
     rows are written with the batch. With ``cursor=True`` the workflow's ``SyncCursor`` moves to
     the largest classification id seen in the batch, in the same transaction, and never backwards.
 
@@ -381,93 +606,109 @@ def classifications_ingest(
     return total
 
 
+@dataclass(slots=True)
+class _Answers:
+    """What one (version, answer list) pair of a batch resolves to; ``refusal`` when refused."""
+
+    refusal: tuple[str, str] | None = None
+    concept_ids: list[int] = field(default_factory=list)
+    invalid: list[int | str] = field(default_factory=list)
+
+
+def _answers_resolve(
+    columns: ClassificationColumns, context: _Context, rows: np.ndarray
+) -> tuple[np.ndarray, list[_Answers]]:
+    """Per row, a code into the resolutions of the batch's distinct (version, answers) pairs."""
+    width = len(columns.answer_lists) + 1
+    pair = columns.version_code[rows].astype(np.int64) * width + columns.answer_code[rows]
+    pair = pair * 2 + (columns.source[rows] == "export")
+    distinct, code = np.unique(pair, return_inverse=True)
+    resolved: list[_Answers] = []
+    for value in distinct.tolist():
+        version = columns.versions[value // 2 // width]
+        answers = columns.answer_lists[value // 2 % width]
+        labels = value % 2 == 1 and all(isinstance(a, str) for a in answers)
+        answer_map = context.answer_map(version, labels=labels)
+        if answer_map is None:
+            resolved.append(_Answers(("workflow_version", "unknown_workflow_version")))
+        elif answer_map.task_type not in SUPPORTED_TASK_TYPES:
+            reason = f"unsupported_task_type:{answer_map.task_type}"
+            resolved.append(_Answers(("annotations", reason)))
+        elif not all(isinstance(a, int | str) for a in answers):
+            resolved.append(_Answers(("annotations", "invalid_answer_type")))
+        else:
+            resolved.append(_Answers(None, *answer_map.resolve(answers)))
+    return code, resolved
+
+
 def _ingest_batch(
-    batch: list[ClassificationRecord | QuarantineEntry],
+    columns: ClassificationColumns,
     *,
     context: _Context,
     report: ImportReport,
     cursor: bool,
 ) -> BatchResult:
-    counts = IngestCounts(read=len(batch))
-    quarantine: list[QuarantinedRow] = []
-    accepted: list[_Accepted] = []
-    seen: set[int] = set()
-    max_id: int | None = None
-
-    def refuse(line: int | None, record_id: str, field_name: str, reason: str, raw: str) -> None:
-        quarantine.append(
-            QuarantinedRow(
-                report_id=report.pk,
-                line=line,
-                record_id=record_id[:255],
-                field=field_name[:100],
-                reason=reason[:1000],
-                raw=_clean_text(raw),
-            )
-        )
-
-    records = [r for r in batch if isinstance(r, ClassificationRecord)]
-    context.prefetch({r.workflow_version for r in records})
+    counts = IngestCounts(read=len(columns) + len(columns.quarantine))
     workflow = context.workflow
+    refused: list[tuple[int, QuarantineEntry]] = list(columns.quarantine)
+    context.prefetch(set(columns.versions))
 
-    for item in batch:
-        if isinstance(item, QuarantineEntry):
-            refuse(item.line, item.record_id, item.field, item.reason, item.raw)
-            if item.record_id.isdigit():
-                max_id = max(max_id or 0, int(item.record_id))
-            continue
-        record = item
-        rid = str(record.zooniverse_id)
-        max_id = max(max_id or 0, record.zooniverse_id)
-        if record.workflow_id != workflow.zooniverse_id:
-            refuse(
-                record.line,
-                rid,
-                "workflow_id",
-                f"wrong_workflow: {record.workflow_id} is not workflow {workflow.zooniverse_id}",
-                _raw(record),
+    def refuse(rows: np.ndarray, field_name: str, reason: str) -> None:
+        for i in rows.tolist():
+            record = columns.record(i)
+            entry = QuarantineEntry(
+                record.line, str(record.zooniverse_id), field_name, reason, _raw(record)
             )
-            continue
-        if not record.subject_ids:
-            refuse(record.line, rid, "subject_ids", "missing_subject", _raw(record))
-            continue
-        if len(record.subject_ids) > 1:
-            refuse(record.line, rid, "subject_ids", "multi_subject_unsupported", _raw(record))
-            continue
-        answers = record.answers or []
-        labels = record.source == "export" and all(isinstance(a, str) for a in answers)
-        answer_map = context.answer_map(record.workflow_version, labels=labels)
-        if answer_map is None:
-            version = record.workflow_version
-            counts.unknown_versions[version] = counts.unknown_versions.get(version, 0) + 1
-            refuse(record.line, rid, "workflow_version", "unknown_workflow_version", _raw(record))
-            continue
-        if answer_map.task_type not in SUPPORTED_TASK_TYPES:
-            reason = f"unsupported_task_type:{answer_map.task_type}"
-            refuse(record.line, rid, "annotations", reason, _raw(record))
-            continue
-        if not all(isinstance(a, int | str) for a in answers):
-            refuse(record.line, rid, "annotations", "invalid_answer_type", _raw(record))
-            continue
-        if record.zooniverse_id in seen:
-            counts.unchanged += 1  # the same id twice in one page or file (B5)
-            continue
-        seen.add(record.zooniverse_id)
-        concept_ids, invalid = answer_map.resolve(answers)
-        accepted.append(
-            _Accepted(
-                record=record,
-                subject_zid=record.subject_ids[0],
-                volunteer_key=volunteer_key(user_id=record.user_id, user_name=record.user_name),
-                concept_ids=concept_ids,
-                invalid=invalid,
-            )
+            refused.append((int(columns.order[i]), entry))
+
+    ids = columns.zooniverse_id
+    seen_ids = [int(e.record_id) for _, e in columns.quarantine if e.record_id.isdigit()]
+    max_id = max(seen_ids + ([int(ids.max())] if len(ids) else []), default=None)
+
+    # The checks, in the order a row meets them; a row is refused for the first that fails.
+    rows = np.arange(len(columns))
+    wrong = columns.workflow_id[rows] != workflow.zooniverse_id
+    for workflow_id in np.unique(columns.workflow_id[rows[wrong]]).tolist():
+        reason = f"wrong_workflow: {workflow_id} is not workflow {workflow.zooniverse_id}"
+        refuse(rows[wrong & (columns.workflow_id[rows] == workflow_id)], "workflow_id", reason)
+    rows = rows[~wrong]
+    count = columns.subject_count[rows]
+    refuse(rows[count == 0], "subject_ids", "missing_subject")
+    refuse(rows[count > 1], "subject_ids", "multi_subject_unsupported")
+    rows = rows[count == 1]
+    answer_code, resolved = _answers_resolve(columns, context, rows)
+    bad = np.array([a.refusal is not None for a in resolved] + [False], bool)[answer_code]
+    for code in np.unique(answer_code[bad]).tolist():
+        field_name, reason = resolved[code].refusal  # type: ignore[misc]
+        these = rows[answer_code == code]
+        if reason == "unknown_workflow_version":
+            version = columns.versions[columns.version_code[these[0]]]
+            counts.unknown_versions[version] = counts.unknown_versions.get(version, 0) + len(these)
+        refuse(these, field_name, reason)
+    rows, answer_code = rows[~bad], answer_code[~bad]
+    # The same id twice in one page or file (B5): the first stays, the others are unchanged.
+    _, first = np.unique(ids[rows], return_index=True)
+    if len(first) < len(rows):
+        counts.unchanged += len(rows) - len(first)
+        first.sort()
+        rows, answer_code = rows[first], answer_code[first]
+
+    refused.sort(key=lambda pair: pair[0])
+    quarantine = [
+        QuarantinedRow(
+            report_id=report.pk,
+            line=entry.line,
+            record_id=entry.record_id[:255],
+            field=entry.field[:100],
+            reason=entry.reason[:1000],
+            raw=_clean_text(entry.raw),
         )
-
+        for _, entry in refused
+    ]
     counts.quarantined = len(quarantine)
     with transaction.atomic():
-        if accepted:
-            _store(accepted, context=context, counts=counts)
+        if len(rows):
+            _store(columns, rows, answer_code, resolved, context=context, counts=counts)
         if quarantine:
             QuarantinedRow.objects.bulk_create(quarantine, batch_size=_INSERT_BATCH)
         ImportReport.objects.filter(pk=report.pk).update(
@@ -489,84 +730,116 @@ def _ingest_batch(
     return BatchResult(counts=counts, max_id=max_id)
 
 
-def _store(accepted: list[_Accepted], *, context: _Context, counts: IngestCounts) -> None:
-    """Write one batch of accepted records; runs inside the batch transaction."""
+def _store(
+    columns: ClassificationColumns,
+    rows: np.ndarray,
+    answer_code: np.ndarray,
+    resolved: list[_Answers],
+    *,
+    context: _Context,
+    counts: IngestCounts,
+) -> None:
+    """Write the accepted ``rows`` of a batch; runs inside the batch transaction."""
     workflow = context.workflow
 
     # Known ids are skipped before anything else: a re-import touches nothing (B5, L2).
-    ids = [a.record.zooniverse_id for a in accepted]
-    known = set(
-        Classification.objects.filter(_among("zooniverse_id", ids)).values_list(
+    ids = columns.zooniverse_id[rows]
+    known = list(
+        Classification.objects.filter(_among("zooniverse_id", ids.tolist())).values_list(
             "zooniverse_id", flat=True
         )
     )
     if known:
         counts.unchanged += len(known)
-        accepted = [a for a in accepted if a.record.zooniverse_id not in known]
-        if not accepted:
+        fresh = ~np.isin(ids, np.array(known, np.int64))
+        rows, answer_code, ids = rows[fresh], answer_code[fresh], ids[fresh]
+        if not len(rows):
             return
 
-    volunteers = _volunteers_resolve(accepted, known=context.volunteers)
-    subjects, created_subjects = _subjects_resolve(accepted, unmatched=context.unmatched)
+    # Volunteers and subjects: resolved once per distinct value, then spread over the rows.
+    codes, volunteer_of_row = np.unique(columns.volunteer_code[rows], return_inverse=True)
+    # Two codes may name one volunteer (a user renamed between classifications): key them.
+    keys = []
+    wanted: dict[str, tuple[int | None, str]] = {}
+    for code in codes.tolist():
+        user_id, user_name = columns.volunteers[code]
+        keys.append(volunteer_key(user_id=user_id, user_name=user_name))
+        wanted.setdefault(keys[-1], (user_id, user_name))
+    by_key = _volunteers_resolve(wanted, known=context.volunteers)
+    volunteer_pk = np.array([by_key[key] for key in keys], np.int64)[volunteer_of_row]
+    logged_in = np.array([key.startswith("user:") for key in keys], bool)[volunteer_of_row]
 
-    # Repeats: read the stored rows of every (volunteer, subject) pair in the batch, decide the
-    # earliest of each group over stored and new rows together, and write new rows already
-    # flagged. Stored rows change only when an earlier one arrives late.
-    logged_in = {pk: key.startswith("user:") for key, pk in volunteers.items()}
-    new_rows = []
-    for a in accepted:
-        subject_id, item_id = subjects[a.subject_zid]
-        r = a.record
-        new_rows.append(
-            _NewRow(
-                zooniverse_id=r.zooniverse_id,
-                subject_id=subject_id,
-                item_id=item_id,
-                volunteer_id=volunteers[a.volunteer_key],
-                created_at=r.created_at,
-                session=r.session[:128],
-                accepted=a,
-            )
-        )
-        if a.invalid:
-            counts.invalid_answers += 1
+    zids, subject_of_row = np.unique(columns.subject_id[rows], return_inverse=True)
+    metadata = {}
+    for zid in zids.tolist():
+        meta = columns.subject_metadata.get(zid)
+        metadata[zid] = meta if isinstance(meta, dict) else {}
+    subjects, created_subjects = _subjects_resolve(metadata, unmatched=context.unmatched)
+    subject_pk = np.array([subjects[z][0] for z in metadata], np.int64)[subject_of_row]
+    item_of_subject = [subjects[z][1] for z in metadata]
+    item_id = np.array(item_of_subject + [None], object)[:-1][subject_of_row]
+    is_new_subject = np.array([subjects[z][0] in created_subjects for z in metadata], bool)
+    is_new_subject = is_new_subject[subject_of_row]
 
-    touched_items: set[int] = {c.item_id for c in new_rows if c.item_id is not None}
-    flag_changes = _repeats_decide(
-        new_rows, logged_in=logged_in, workflow=workflow, new_subjects=created_subjects
+    invalid = np.array([bool(a.invalid) for a in resolved] + [False], bool)[answer_code]
+    counts.invalid_answers += int(invalid.sum())
+
+    created_at = columns.created_at[rows]
+    session = np.array([s[:128] for s in columns.session[rows].tolist()] + [None], object)[:-1]
+    duplicate, flag_changes = _repeats_decide(
+        volunteer_pk=volunteer_pk,
+        subject_pk=subject_pk,
+        logged_in=logged_in,
+        session=session,
+        created_at=created_at,
+        zooniverse_id=ids,
+        is_new_subject=is_new_subject,
+        workflow=workflow,
     )
-    for _pk, item_id, _flag in flag_changes:
-        if item_id is not None:
-            touched_items.add(item_id)
-    counts.repeats_flagged += sum(1 for c in new_rows if c.is_duplicate)
+    touched_items = {i for i in set(item_of_subject) if i is not None}
+    for _pk, item, _flag in flag_changes:
+        if item is not None:
+            touched_items.add(item)
+    counts.repeats_flagged += int(duplicate.sum())
     to_flag = [pk for pk, _, flag in flag_changes if flag]
     to_clear = [pk for pk, _, flag in flag_changes if not flag]
     counts.repeats_flagged += len(to_flag)
     counts.repeats_cleared += len(to_clear)
     counts.reflagged += len(to_flag) + len(to_clear)
 
-    _classifications_insert(new_rows, workflow_id=workflow.pk)
-    counts.created += len(new_rows)
+    connection = connections[router.db_for_write(Classification)]
+    adapt_json = connection.ops.adapt_json_value
+    concept_ids = np.array([adapt_json(a.concept_ids, None) for a in resolved] + [None], object)
+    invalid_answers = np.array([adapt_json(a.invalid, None) for a in resolved] + [None], object)
+    versions = np.array([v[:32] for v in columns.versions] + [None], object)
+    n = len(rows)
+    values = list(
+        zip(
+            ids.tolist(),
+            repeat(workflow.pk, n),
+            versions[columns.version_code[rows]].tolist(),
+            subject_pk.tolist(),
+            item_id.tolist(),
+            volunteer_pk.tolist(),
+            _times_adapted(created_at, connection),
+            concept_ids[answer_code].tolist(),
+            invalid_answers[answer_code].tolist(),
+            duplicate.tolist(),
+            columns.gold_standard[rows].tolist(),
+            columns.expert[rows].tolist(),
+            session.tolist(),
+            [source[:8] for source in columns.source[rows].tolist()],
+            strict=False,
+        )
+    )
+    _rows_insert(Classification, _FILLED, values)
+    counts.created += n
     if to_flag:
         Classification.objects.filter(pk__in=to_flag).update(is_duplicate=True)
     if to_clear:
         Classification.objects.filter(pk__in=to_clear).update(is_duplicate=False)
 
-    _counts_recompute(items=touched_items, volunteers=set(volunteers.values()))
-
-
-@dataclass(slots=True)
-class _NewRow:
-    """A classification about to be inserted, with its database ids resolved."""
-
-    zooniverse_id: int
-    subject_id: int
-    item_id: int | None
-    volunteer_id: int
-    created_at: datetime
-    session: str
-    accepted: _Accepted
-    is_duplicate: bool = False
+    _counts_recompute(items=touched_items, volunteers=set(by_key.values()))
 
 
 # The columns the ingest fills itself, by attribute name; any other column of Classification
@@ -578,33 +851,27 @@ _FILLED = (
 )  # fmt: skip
 
 
-def _classifications_insert(rows: list[_NewRow], *, workflow_id: int) -> None:
-    """The batch's new classifications, in one prepared insert (:func:`_rows_insert`)."""
-    connection = connections[router.db_for_write(Classification)]
-    adapt_time = _time_adapter(connection)
-    adapt_json = connection.ops.adapt_json_value
-    # A batch has a few hundred distinct answer lists among thousands of rows: adapt each once.
-    adapted: dict[tuple[int | str, ...], Any] = {}
+def _times_adapted(values: np.ndarray, connection: Any) -> list[Any]:
+    """Naive-UTC ``datetime64[us]`` values as the backend stores them, without a loop per row.
 
-    def adapt_list(values: list[int] | list[int | str]) -> Any:
-        key = tuple(values)
-        value = adapted.get(key)
-        if value is None:
-            value = adapted[key] = adapt_json(values, None)
-        return value
-
-    values = []
-    for row in rows:
-        r = row.accepted.record
-        values.append(
-            (
-                row.zooniverse_id, workflow_id, r.workflow_version[:32], row.subject_id,
-                row.item_id, row.volunteer_id, adapt_time(row.created_at),
-                adapt_list(row.accepted.concept_ids), adapt_list(row.accepted.invalid),
-                row.is_duplicate, r.gold_standard, r.expert, row.session, r.source[:8],
-            )
-        )  # fmt: skip
-    _rows_insert(Classification, _FILLED, values)
+    SQLite keeps ``str(datetime)`` text ("2024-02-01 00:00:00", with ".ffffff" only when there
+    are microseconds); PostgreSQL takes the same text with an offset. Other backends get their
+    own adapter, value by value.
+    """
+    if not len(values):
+        return []
+    utc_sqlite = connection.vendor == "sqlite" and str(connection.timezone) == "UTC"
+    if utc_sqlite or connection.vendor == "postgresql":
+        text = np.datetime_as_string(values, unit="us")  # 2024-02-01T00:00:00.000000
+        text.view(np.uint32).reshape(len(text), -1)[:, 10] = ord(" ")
+        whole = values.astype(np.int64) % 1_000_000 == 0
+        out = text.astype(object)
+        out[whole] = text[whole].astype("U19").astype(object)
+        if connection.vendor == "postgresql":
+            out = out + "+00:00"
+        return out.tolist()
+    adapt = connection.ops.adapt_datetimefield_value
+    return [adapt(v.replace(tzinfo=UTC)) for v in values.astype(object).tolist()]
 
 
 #: From this many rows a PostgreSQL insert goes through COPY.
@@ -677,33 +944,14 @@ def _copy_then_insert(
     cursor.execute(f"DROP TABLE {stage}")
 
 
-def _time_adapter(connection: Any) -> Callable[[datetime], Any]:
-    """The backend's datetime adapter, with a shortcut for UTC values on SQLite.
-
-    Django's SQLite adapter checks settings and converts time zones for every value; a UTC value
-    (what the parsers produce) becomes the same naive text directly.
-    """
-    generic = connection.ops.adapt_datetimefield_value
-    if connection.vendor != "sqlite" or str(connection.timezone) != "UTC":
-        return generic
-
-    def adapt(value: datetime) -> Any:
-        if value.tzinfo is UTC:
-            return str(value.replace(tzinfo=None))
-        return generic(value)
-
-    return adapt
-
-
-def _volunteers_resolve(accepted: list[_Accepted], *, known: dict[str, int]) -> dict[str, int]:
-    """Volunteer key -> id, creating the missing volunteers in bulk.
+def _volunteers_resolve(
+    wanted: dict[str, tuple[int | None, str]], *, known: dict[str, int]
+) -> dict[str, int]:
+    """Volunteer key -> id for ``wanted`` (key -> (user id, user name)), creating the missing.
 
     ``known`` caches ids across the batches of one ingest: a volunteer is never deleted while it
     has votes, and a few thousand keys recur in every batch of a large export.
     """
-    wanted: dict[str, ClassificationRecord] = {}
-    for a in accepted:
-        wanted.setdefault(a.volunteer_key, a.record)
     found = {key: known[key] for key in wanted if key in known}
     unknown = [key for key in wanted if key not in found]
     if unknown:
@@ -714,9 +962,9 @@ def _volunteers_resolve(accepted: list[_Accepted], *, known: dict[str, int]) -> 
             [
                 Volunteer(
                     key=key,
-                    zooniverse_user_id=wanted[key].user_id,
-                    user_name=wanted[key].user_name[:255],
-                    logged_in=wanted[key].user_id is not None,
+                    zooniverse_user_id=wanted[key][0],
+                    user_name=wanted[key][1][:255],
+                    logged_in=wanted[key][0] is not None,
                 )
                 for key in missing
             ],
@@ -804,19 +1052,15 @@ def _item_keys(metadata: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _subjects_resolve(
-    accepted: list[_Accepted], *, unmatched: set[tuple[int, tuple[Any, ...]]]
+    metadata: dict[int, dict[str, Any]], *, unmatched: set[tuple[int, tuple[Any, ...]]]
 ) -> tuple[dict[int, tuple[int, int | None]], set[int]]:
     """Subject zooniverse id -> (subject id, item id), and the ids of the subjects created.
 
-    A new subject is linked to an item through its metadata; a known subject still without an item
-    is linked when its metadata now names one, and its stored votes follow it. ``unmatched``
-    remembers metadata that matched no item, so that it is not looked up again (it is updated).
+    ``metadata`` holds each subject's export metadata (``{}`` when there is none). A new subject
+    is linked to an item through its metadata; a known subject still without an item is linked
+    when its metadata now names one, and its stored votes follow it. ``unmatched`` remembers
+    metadata that matched no item, so that it is not looked up again (it is updated).
     """
-    metadata: dict[int, dict[str, Any]] = {}
-    for a in accepted:
-        if a.subject_zid not in metadata:
-            meta = a.record.subject_metadata.get(a.subject_zid)
-            metadata[a.subject_zid] = meta if isinstance(meta, dict) else {}
     found = _subjects_read(list(metadata))
     unlinked = {
         zid: meta
@@ -834,8 +1078,8 @@ def _subjects_resolve(
     missing = [zid for zid in metadata if zid not in found]
     if missing:
         connection = connections[router.db_for_write(Subject)]
-        adapt_time = _time_adapter(connection)
         adapt_json = connection.ops.adapt_json_value
+        adapt_time = connection.ops.adapt_datetimefield_value
         new_subjects = []
         for zid in missing:
             meta = {k: v for k, v in metadata[zid].items() if k != "retired"}
@@ -866,75 +1110,93 @@ def _subjects_resolve(
 
 
 def _repeats_decide(
-    new_rows: list[_NewRow],
     *,
-    logged_in: dict[int, bool],
+    volunteer_pk: np.ndarray,
+    subject_pk: np.ndarray,
+    logged_in: np.ndarray,
+    session: np.ndarray,
+    created_at: np.ndarray,
+    zooniverse_id: np.ndarray,
+    is_new_subject: np.ndarray,
     workflow: Workflow,
-    new_subjects: set[int],
-) -> list[tuple[int, int | None, bool]]:
-    """Set ``is_duplicate`` on the new rows; return (pk, item id, flag) of stored rows to change.
+) -> tuple[np.ndarray, list[tuple[int, int | None, bool]]]:
+    """The new rows' ``is_duplicate`` flags, and (pk, item id, flag) of stored rows to change.
 
     A group is one volunteer on one subject in this workflow; for logged-out volunteers also one
-    browser session, and without a session a logged-out vote is never called a repeat (B7).
+    browser session, and without a session a logged-out vote is never called a repeat (B7). Only
+    rows that can be in a group of two are looked at one by one: those whose (volunteer,
+    subject) pair recurs in the batch or is already stored.
     """
-
-    def group_of(volunteer_id: int, subject_id: int, session: str) -> tuple[int, int, str] | None:
-        if logged_in.get(volunteer_id, False):
-            return (volunteer_id, subject_id, "")
-        if not session:
-            return None
-        return (volunteer_id, subject_id, session)
-
-    # (created_at, zooniverse id, stored pk or None, current flag, item id, new row or None)
-    Member = tuple[datetime, int, int | None, bool, int | None, _NewRow | None]
-    groups: dict[tuple[int, int, str], list[Member]] = defaultdict(list)
-    for row in new_rows:
-        key = group_of(row.volunteer_id, row.subject_id, row.session)
-        if key is not None:
-            groups[key].append((row.created_at, row.zooniverse_id, None, False, row.item_id, row))
-    if not groups:
-        return []
+    n = len(volunteer_pk)
+    duplicate = np.zeros(n, bool)
+    grouped = logged_in | (session != "")
+    pair = (volunteer_pk << 32) | subject_pk
+    values, inverse, pair_counts = np.unique(pair, return_inverse=True, return_counts=True)
+    candidate = grouped & (pair_counts[inverse] > 1)
     # Subjects created by this batch have no stored votes. The others are read through the
     # subject index (a subject has a handful of votes). The volunteer and workflow tests must not
     # steer the planner: SQLite picked the workflow index (every row: quadratic over an import)
     # or probed the (volunteer, subject) index per combination. So the (volunteer, subject) pair
     # is matched as an unindexable expression and the workflow is checked here.
-    subject_ids = {k[1] for k in groups} - new_subjects
-    stored = Classification.objects.filter(
-        _among("subject_id", subject_ids),
-        _pairs_among({(k[0], k[1]) for k in groups if k[1] in subject_ids}),
-    ).values_list(
-        "workflow_id",
-        "id",
-        "volunteer_id",
-        "subject_id",
-        "session",
-        "created_at",
-        "zooniverse_id",
-        "is_duplicate",
-        "item_id",
-    )
-    for workflow_id, pk, volunteer_id, subject_id, session, created_at, zid, flag, item_id in (
-        stored if subject_ids else ()
-    ):
-        if workflow_id != workflow.pk:
-            continue
-        key = group_of(volunteer_id, subject_id, session)
+    lookup = grouped & ~is_new_subject
+    stored_rows: list[tuple[Any, ...]] = []
+    if lookup.any():
+        pairs = np.unique(pair[lookup])
+        stored_rows = [
+            row
+            for row in Classification.objects.filter(
+                _among("subject_id", np.unique(subject_pk[lookup]).tolist()),
+                _pairs_among(
+                    list(zip((pairs >> 32).tolist(), (pairs & 0xFFFFFFFF).tolist(), strict=True))
+                ),
+            ).values_list(
+                "workflow_id",
+                "id",
+                "volunteer_id",
+                "subject_id",
+                "session",
+                "created_at",
+                "zooniverse_id",
+                "is_duplicate",
+                "item_id",
+            )  # fmt: skip
+            if row[0] == workflow.pk
+        ]
+        if stored_rows:
+            stored_pairs = np.array([(v << 32) | s for _, _, v, s, *_ in stored_rows], np.int64)
+            candidate |= lookup & np.isin(pair, stored_pairs)
+    if not candidate.any():
+        return duplicate, []
+
+    def group_of(volunteer: int, subject: int, session: str, logged: bool) -> tuple | None:
+        if logged:
+            return (volunteer, subject, "")
+        return (volunteer, subject, session) if session else None
+
+    # (created_at, zooniverse id, stored pk or None, current flag, item id, new row or None)
+    groups: dict[tuple[int, int, str], list[tuple[Any, ...]]] = defaultdict(list)
+    for i in np.flatnonzero(candidate).tolist():
+        key = group_of(int(volunteer_pk[i]), int(subject_pk[i]), session[i], bool(logged_in[i]))
+        groups[key].append((created_at[i].item(), int(zooniverse_id[i]), None, False, i))
+    logged = dict(zip(volunteer_pk.tolist(), logged_in.tolist(), strict=False))
+    for _, pk, volunteer, subject, stored_session, when, zid, flag, _item in stored_rows:
+        key = group_of(volunteer, subject, stored_session, logged.get(volunteer, False))
         if key in groups:
-            groups[key].append((created_at, zid, pk, flag, item_id, None))
+            naive = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+            groups[key].append((naive, zid, pk, flag, _item))
 
     changes: list[tuple[int, int | None, bool]] = []
     for members in groups.values():
         if len(members) == 1:
             continue
         members.sort(key=lambda m: (m[0], m[1]))
-        for position, (_, _, pk, flag, item_id, row) in enumerate(members):
-            duplicate = position > 0
-            if row is not None:
-                row.is_duplicate = duplicate
-            elif flag != duplicate:
-                changes.append((pk, item_id, duplicate))
-    return changes
+        for position, member in enumerate(members):
+            is_repeat = position > 0
+            if member[2] is None:
+                duplicate[member[4]] = is_repeat
+            elif member[3] != is_repeat:
+                changes.append((member[2], member[4], is_repeat))
+    return duplicate, changes
 
 
 def _counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
