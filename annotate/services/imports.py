@@ -26,12 +26,14 @@ from django.utils import timezone
 from annotate.models import ImportReport, Workflow
 from annotate.services.classifications import (
     BatchResult,
+    ClassificationColumns,
     ClassificationRecord,
     IngestCounts,
     QuarantineEntry,
     classifications_ingest,
 )
-from annotate.zooniverse.exports import ExportFormatError, parse_classification_export
+from annotate.zooniverse.export_blocks import BLOCK_BYTES, classification_blocks
+from annotate.zooniverse.exports import ExportFormatError
 
 #: Files at least this large are parsed in a child process (when the platform can fork).
 PARALLEL_MIN_BYTES = 8 << 20
@@ -103,7 +105,12 @@ def classifications_import(
     return report, counts
 
 
-Parsed = ClassificationRecord | QuarantineEntry
+Parsed = ClassificationRecord | QuarantineEntry | ClassificationColumns
+
+
+def _block_bytes(batch_size: int) -> int:
+    """Blocks of about ``batch_size`` rows (taking a kilobyte a row), 16 MiB at most."""
+    return min(max(batch_size, 64) * 1024, BLOCK_BYTES)
 
 
 def _can_fork() -> bool:
@@ -116,6 +123,7 @@ class _ParsedHere:
     def __init__(self, path: Path, *, task_key: str, batch_size: int) -> None:
         self._path = path
         self._task_key = task_key
+        self._batch_size = batch_size
         self.position = 0
 
     def __enter__(self) -> _ParsedHere:
@@ -126,9 +134,12 @@ class _ParsedHere:
         self._handle.close()
 
     def __iter__(self) -> Iterator[Parsed]:
-        for record in parse_classification_export(self._handle, task_key=self._task_key):
-            yield record
-            self.position = self._handle.tell()
+        blocks = classification_blocks(
+            self._handle, task_key=self._task_key, block_bytes=_block_bytes(self._batch_size)
+        )
+        for block in blocks:
+            self.position = self._handle.tell()  # read so far; the block is stored next
+            yield block
 
 
 def _parse_into(path: str, task_key: str, batch_size: int, out: Any) -> None:
@@ -136,13 +147,11 @@ def _parse_into(path: str, task_key: str, batch_size: int, out: Any) -> None:
     try:
         gc.disable()  # see _collector_paused
         with open(path, "rb") as handle:
-            batch: list[Parsed] = []
-            for record in parse_classification_export(handle, task_key=task_key):
-                batch.append(record)
-                if len(batch) >= batch_size:
-                    out.put(("batch", batch, handle.tell()))
-                    batch = []
-            out.put(("batch", batch, handle.tell()))
+            blocks = classification_blocks(
+                handle, task_key=task_key, block_bytes=_block_bytes(batch_size)
+            )
+            for block in blocks:
+                out.put(("batch", [block], handle.tell()))
         out.put(("done", None, 0))
     except BaseException as exc:  # handed to the parent, which raises it where it reads
         out.put(("error", exc, 0))
@@ -191,8 +200,8 @@ class _ParsedElsewhere:
                 return
             if kind == "error":
                 raise payload
-            yield from payload
             self.position = position
+            yield from payload
 
 
 @contextmanager

@@ -94,10 +94,11 @@ class _PhysicalLines:
     shown and the lines it swallowed re-read.
     """
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    def __init__(self, handle: IO[bytes], *, first_line: int = 1) -> None:
         self._readline = handle.readline
         self._pending: deque[tuple[int, str]] = deque()
-        self._count = 0
+        self._first_line = first_line
+        self._count = first_line - 1
         self.first = 0  # the number of the first line in ``texts``
         self.texts: list[str] = []
         # Line numbers that did not decode or hold a NUL: rare, so a set beats a flag per line.
@@ -123,7 +124,7 @@ class _PhysicalLines:
                 self.bad_utf8.add(number)
             if "\x00" in text:
                 self.nul.add(number)
-            if number == 1:
+            if number == self._first_line:
                 text = text.removeprefix("\ufeff")
         if not self.texts:
             self.first = number
@@ -147,13 +148,14 @@ def _clip(text: str) -> str:
 
 
 def read_export_rows(
-    handle: IO[bytes], *, required: Sequence[str]
+    handle: IO[bytes], *, required: Sequence[str], first_line: int = 1
 ) -> Iterator[ExportRow | QuarantineEntry]:
     """Rows of a CSV export as dicts, or quarantine entries for rows that are not CSV.
 
-    Raises :class:`ExportFormatError` when the header lacks a required column.
+    Raises :class:`ExportFormatError` when the header lacks a required column. ``first_line``
+    numbers the header line (a block of a larger file is read behind a copy of its header).
     """
-    lines = _PhysicalLines(handle)
+    lines = _PhysicalLines(handle, first_line=first_line)
     # strict: a stray quote is an error here rather than a silently merged field.
     reader = csv.reader(lines, strict=True)
     try:
@@ -163,10 +165,7 @@ def read_export_rows(
     except csv.Error as exc:
         raise ExportFormatError(f"line 1: the header is not CSV ({exc})")
     lines.take()
-    header = [name.strip() for name in header]
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise ExportFormatError(f"line 1: the header lacks column(s) {', '.join(missing)}")
+    header = _header_checked(header, required)
     width = len(header)
 
     while True:
@@ -199,6 +198,14 @@ def read_export_rows(
             yield QuarantineEntry(number, record_id, "row", "nul_byte", _clip("".join(texts)))
             continue
         yield ExportRow(number, dict(zip(header, cells, strict=True)), texts)
+
+
+def _header_checked(header: list[str], required: Sequence[str]) -> list[str]:
+    header = [name.strip() for name in header]
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise ExportFormatError(f"line 1: the header lacks column(s) {', '.join(missing)}")
+    return header
 
 
 # --- cell parsers: each raises _Bad naming the field ------------------------------------------
@@ -357,11 +364,12 @@ def classification_from_row(
 
 
 def parse_classification_export(
-    handle: IO[bytes], *, task_key: str = "T0"
+    handle: IO[bytes], *, task_key: str = "T0", first_line: int = 1
 ) -> Iterator[ClassificationRecord | QuarantineEntry]:
     """Records of a classification export, answers taken from task ``task_key``."""
     subjects: dict[str, dict[int, dict[str, Any]]] = {}
-    for row in read_export_rows(handle, required=CLASSIFICATION_COLUMNS):
+    rows = read_export_rows(handle, required=CLASSIFICATION_COLUMNS, first_line=first_line)
+    for row in rows:
         if isinstance(row, QuarantineEntry):
             yield row
             continue

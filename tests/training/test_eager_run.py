@@ -54,8 +54,9 @@ def test_a_retrain_publishes_an_active_version_with_a_verified_checkpoint_and_pr
     prediction = Prediction.objects.select_related("model_version").first()
     probs = prediction.probabilities()
     assert probs.shape == (10,) and np.all((probs >= 0) & (probs <= 1))
-    assert prediction.uncertainty == pytest.approx(float((1 - np.abs(2 * probs - 1)).max()),
-                                                   abs=1e-5)
+    assert prediction.uncertainty == pytest.approx(
+        float((1 - np.abs(2 * probs - 1)).max()), abs=1e-5
+    )
 
 
 def test_scoring_in_several_chunks_scores_every_pool_item_once(
@@ -105,9 +106,7 @@ def test_a_training_that_crashes_leaves_the_active_model_in_place(
     assert ModelVersion.objects.count() == 1
 
 
-def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(
-    mosaic_items, monkeypatch
-):
+def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(mosaic_items, monkeypatch):
     from training.services import faults
 
     class Killed(BaseException):
@@ -119,12 +118,12 @@ def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(
                 raise Killed
 
     monkeypatch.setattr("training.services.execute.faults_from_env", lambda: KillAfterTwo())
-    run = TrainingRun.objects.create(trigger="api", params={**TINY_PARAMS, "epochs": 4,
-                                                            "lease_seconds": 60})
+    run = TrainingRun.objects.create(
+        trigger="api", params={**TINY_PARAMS, "epochs": 4, "lease_seconds": 60}
+    )
     from training.services import training_params_parse
 
-    TrainingRun.objects.filter(pk=run.pk).update(
-        params=training_params_parse(run.params).as_json())
+    TrainingRun.objects.filter(pk=run.pk).update(params=training_params_parse(run.params).as_json())
     with pytest.raises(Killed):
         training_run_execute(run_id=run.pk, worker_id="doomed")
     run.refresh_from_db()
@@ -149,8 +148,7 @@ def test_the_train_command_trains_and_prints_a_one_line_summary(
     from .conftest import write_mosaic_items
 
     write_mosaic_items(30)
-    monkeypatch.setattr("training.services.params.SMALL_CNN_DEFAULTS",
-                        TINY_PARAMS["model_kwargs"])
+    monkeypatch.setattr("training.services.params.SMALL_CNN_DEFAULTS", TINY_PARAMS["model_kwargs"])
     # A real commit: the run is sent (and, without a broker, trained) before the command returns.
     call_command("train", "--epochs", "2", "--wait")
     out = capsys.readouterr().out

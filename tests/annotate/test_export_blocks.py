@@ -1,0 +1,137 @@
+"""The block reader (the importer's fast path) reads an export exactly as the row parser does."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from annotate.services.classifications import ClassificationColumns, QuarantineEntry
+from annotate.zooniverse.export_blocks import classification_blocks
+from annotate.zooniverse.exports import ExportFormatError, parse_classification_export
+from tests.annotate.test_export_parsers import export_row, export_text
+
+
+def by_rows(data: bytes) -> tuple[list[tuple], list[tuple]]:
+    """(records, refusals) of the exact row parser, as comparable tuples."""
+    items = list(parse_classification_export(io.BytesIO(data)))
+    columns = ClassificationColumns.from_records(items)
+    return _records(columns), _refusals(columns)
+
+
+def by_blocks(data: bytes, block_bytes: int) -> tuple[list[tuple], list[tuple]]:
+    blocks = list(classification_blocks(io.BytesIO(data), block_bytes=block_bytes))
+    merged = ClassificationColumns.concat(blocks) if blocks else None
+    if merged is None:
+        return [], []
+    return _records(merged), _refusals(merged)
+
+
+def _records(columns: ClassificationColumns) -> list[tuple]:
+    rows = []
+    for i in range(len(columns)):
+        r = columns.record(i)
+        meta = {z: columns.subject_metadata.get(z) for z in r.subject_ids}
+        rows.append(
+            (
+                r.line, r.zooniverse_id, r.workflow_id, r.workflow_version, tuple(r.subject_ids),
+                r.user_id, r.user_name, r.created_at, tuple(r.answers or ()), r.gold_standard,
+                r.expert, r.session, json.dumps(meta, sort_keys=True, default=str),
+            )
+        )  # fmt: skip
+    return sorted(rows, key=lambda row: (row[0] or 0, row[1]))
+
+
+def _refusals(columns: ClassificationColumns) -> list[tuple]:
+    entries = [e for _, e in columns.quarantine if isinstance(e, QuarantineEntry)]
+    return sorted((e.line, e.record_id, e.field, e.reason) for e in entries)
+
+
+ODD_ROWS = {
+    "good rows": [export_row(i) for i in range(1, 40)],
+    "cells spanning lines": [
+        export_row(1, workflow_name="two\nlines"),
+        export_row(2, metadata=json.dumps({"session": "a\nb"}, indent=1)),
+        export_row(3),
+    ],
+    "wrong column count": [export_row(1), "2,just,three", export_row(3)],
+    "broken quote": [
+        export_row(1),
+        '2,someone,5,ip,7,wf,3.1,2024-02-23 16:00:00 UTC,,,"{""session"":""x"",broken',
+        export_row(3),
+        export_row(4),
+    ],
+    "stray quote": [export_row(1), '2,"abc"def,x', export_row(3)],
+    "invalid json": [
+        export_row(1, annotations='{"not": json'),
+        export_row(2, metadata='{"not": json'),
+        export_row(3, subject_data='{"not": json'),
+        export_row(4, metadata="[1, 2]"),
+        export_row(5, metadata="", subject_data="null"),
+        export_row(6),
+    ],
+    "wrong types": [
+        export_row(1, subject_ids="abc"),
+        export_row(2, subject_ids=""),
+        export_row(3, created_at="yesterday"),
+        export_row(4, classification_id="x1"),
+        export_row(5, workflow_id="-7"),
+        export_row(6, user_id="1.5"),
+        export_row(7, subject_ids="11;12"),
+        export_row(8),
+    ],
+    "unusual but valid spellings": [
+        export_row(1, created_at="2024-02-23T16:17:42+01:00"),
+        export_row(2, subject_ids=" 96588100 ", user_name=" padded "),
+        export_row(3, created_at="2024-02-30 10:00:00 UTC"),
+        export_row(4, gold_standard="TRUE", expert=" yes "),
+        export_row(5, user_id="", user_name="not-logged-in-abc"),
+        export_row(6),
+    ],
+    "nul byte": [export_row(1, user_name="evil\x00name"), export_row(2)],
+    "blank lines": [export_row(1), "", export_row(2)],
+}
+
+
+@pytest.mark.parametrize("block_bytes", [300, 4096, 1 << 20])
+@pytest.mark.parametrize("case", sorted(ODD_ROWS))
+def test_blocks_give_the_records_and_refusals_the_row_parser_gives(case, block_bytes):
+    data = export_text(ODD_ROWS[case]).encode()
+    assert by_blocks(data, block_bytes) == by_rows(data)
+
+
+def test_a_line_that_is_not_utf8_is_refused_alone_by_blocks_too():
+    good = export_text([export_row(1), export_row(2)]).encode().splitlines(keepends=True)
+    bad = export_text([export_row(3, user_name="caf\u00e9")]).encode().splitlines(keepends=True)[1]
+    data = b"".join([good[0], good[1], bad.replace("é".encode(), b"\xe9"), good[2]])
+    records, refusals = by_blocks(data, 1 << 20)
+    assert (records, refusals) == by_rows(data)
+    assert refusals == [(3, "3", "row", "invalid_utf8")]
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_read_as_plain_lines():
+    text = export_text([export_row(1), export_row(2, workflow_name="a\nb"), export_row(3)])
+    data = b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()
+    assert by_blocks(data, 1 << 20) == by_rows(data)
+    assert [r[1] for r in by_blocks(data, 1 << 20)[0]] == [1, 2, 3]
+
+
+def test_a_file_without_the_export_columns_is_refused_as_a_whole_by_blocks_too():
+    with pytest.raises(ExportFormatError, match="subject_ids"):
+        list(classification_blocks(io.BytesIO(b"classification_id,user_name\n1,x\n")))
+    with pytest.raises(ExportFormatError, match="empty"):
+        list(classification_blocks(io.BytesIO(b"")))
+
+
+def test_well_formed_rows_never_take_the_row_by_row_path(monkeypatch):
+    from annotate.zooniverse import export_blocks
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a well-formed row went the slow way")
+
+    monkeypatch.setattr(export_blocks._Blocks, "_with_slow", refuse)
+    monkeypatch.setattr(export_blocks._Blocks, "_exact", refuse)
+    data = export_text(ODD_ROWS["good rows"] + [export_row(50, workflow_name="a\nb")]).encode()
+    (block,) = classification_blocks(io.BytesIO(data))
+    assert len(block) == 40 and not block.quarantine
