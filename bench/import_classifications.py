@@ -376,7 +376,7 @@ def panoptes_side(workdir: Path, cls: Path, wf: Path) -> Measured:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=60_000)
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     parser.add_argument("--skip-panoptes", action="store_true")
     args = parser.parse_args()

@@ -34,6 +34,7 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
+import orjson
 from django.db import connections, router, transaction
 from django.db.models import (
     BooleanField,
@@ -540,19 +541,31 @@ def _clean_text(text: str) -> str:
 def _batches(
     records: Iterable[ClassificationRecord | QuarantineEntry | ClassificationColumns], size: int
 ) -> Iterator[ClassificationColumns]:
-    """Columns of at most ``size`` records; a ``ClassificationColumns`` item is a batch itself."""
+    """Batches of about ``size`` rows: records are counted one by one, ``ClassificationColumns``
+    items (a fast parser's blocks) are joined whole until they reach ``size``."""
     pending: list[ClassificationRecord | QuarantineEntry] = []
+    blocks: list[ClassificationColumns] = []
+    rows = 0
     for item in records:
         if isinstance(item, ClassificationColumns):
             if pending:
                 yield ClassificationColumns.from_records(pending)
                 pending = []
-            yield item
+            blocks.append(item)
+            rows += len(item) + len(item.quarantine)
+            if rows >= size:
+                yield blocks[0] if len(blocks) == 1 else ClassificationColumns.concat(blocks)
+                blocks, rows = [], 0
             continue
+        if blocks:
+            yield blocks[0] if len(blocks) == 1 else ClassificationColumns.concat(blocks)
+            blocks, rows = [], 0
         pending.append(item)
         if len(pending) >= size:
             yield ClassificationColumns.from_records(pending)
             pending = []
+    if blocks:
+        yield blocks[0] if len(blocks) == 1 else ClassificationColumns.concat(blocks)
     if pending:
         yield ClassificationColumns.from_records(pending)
 
@@ -570,7 +583,8 @@ def classifications_ingest(
 
     ``records`` may be a generator over a file of any size: it is consumed ``batch_size`` at a
     time. ``QuarantineEntry`` items (rows a parser refused) are stored with the batch they arrive
-    in. A :class:`ClassificationColumns` item (a fast parser's block) is one batch as it is.
+    in. :class:`ClassificationColumns` items (a fast parser's blocks) are joined into batches of
+    at least ``batch_size`` rows.
     ``report`` must be saved; its counters are advanced with each batch, and its quarantined
     rows are written with the batch. With ``cursor=True`` the workflow's ``SyncCursor`` moves to
     the largest classification id seen in the batch, in the same transaction, and never backwards.
@@ -687,11 +701,14 @@ def _ingest_batch(
         refuse(these, field_name, reason)
     rows, answer_code = rows[~bad], answer_code[~bad]
     # The same id twice in one page or file (B5): the first stays, the others are unchanged.
-    _, first = np.unique(ids[rows], return_index=True)
-    if len(first) < len(rows):
-        counts.unchanged += len(rows) - len(first)
-        first.sort()
-        rows, answer_code = rows[first], answer_code[first]
+    by_id = np.lexsort((columns.order[rows], ids[rows]))  # by id, then by place in the input
+    sorted_ids = ids[rows][by_id]
+    first = np.ones(len(rows), bool)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    if not first.all():
+        counts.unchanged += int((~first).sum())
+        keep = np.sort(by_id[first])
+        rows, answer_code = rows[keep], answer_code[keep]
 
     refused.sort(key=lambda pair: pair[0])
     quarantine = [
@@ -808,9 +825,9 @@ def _store(
     counts.reflagged += len(to_flag) + len(to_clear)
 
     connection = connections[router.db_for_write(Classification)]
-    adapt_json = connection.ops.adapt_json_value
-    concept_ids = np.array([adapt_json(a.concept_ids, None) for a in resolved] + [None], object)
-    invalid_answers = np.array([adapt_json(a.invalid, None) for a in resolved] + [None], object)
+    adapt_json = _json_adapter(connection)
+    concept_ids = np.array([adapt_json(a.concept_ids) for a in resolved] + [None], object)
+    invalid_answers = np.array([adapt_json(a.invalid) for a in resolved] + [None], object)
     versions = np.array([v[:32] for v in columns.versions] + [None], object)
     n = len(rows)
     values = list(
@@ -849,6 +866,20 @@ _FILLED = (
     "created_at", "concept_ids", "invalid_answers", "is_duplicate", "gold_standard", "expert",
     "session", "source",
 )  # fmt: skip
+
+
+def _json_adapter(connection: Any) -> Callable[[Any], Any]:
+    """The backend's JSONField adapter; on SQLite, ``orjson`` text (same values, no spaces), which
+    writes the metadata of 100,000 new subjects in a fifth of the time ``json.dumps`` takes."""
+    if connection.vendor == "sqlite":
+        dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS
+
+        def adapt(value: Any) -> str:
+            return dumps(value, option=option).decode()
+
+        return adapt
+    adapt_json = connection.ops.adapt_json_value
+    return lambda value: adapt_json(value, None)
 
 
 def _times_adapted(values: np.ndarray, connection: Any) -> list[Any]:
@@ -958,19 +989,11 @@ def _volunteers_resolve(
         found.update(Volunteer.objects.filter(_among("key", unknown)).values_list("key", "id"))
     missing = [key for key in wanted if key not in found]
     if missing:
-        Volunteer.objects.bulk_create(
-            [
-                Volunteer(
-                    key=key,
-                    zooniverse_user_id=wanted[key][0],
-                    user_name=wanted[key][1][:255],
-                    logged_in=wanted[key][0] is not None,
-                )
-                for key in missing
-            ],
-            ignore_conflicts=True,
-            batch_size=_INSERT_BATCH,
-        )
+        rows = [
+            (key, wanted[key][0], wanted[key][1][:255], wanted[key][0] is not None)
+            for key in missing
+        ]
+        _rows_insert(Volunteer, ("key", "zooniverse_user_id", "user_name", "logged_in"), rows)
         found.update(Volunteer.objects.filter(_among("key", missing)).values_list("key", "id"))
     if len(known) < 1_000_000:  # bounded: about 100 MB at most
         known.update(found)
@@ -1078,7 +1101,7 @@ def _subjects_resolve(
     missing = [zid for zid in metadata if zid not in found]
     if missing:
         connection = connections[router.db_for_write(Subject)]
-        adapt_json = connection.ops.adapt_json_value
+        adapt_json = _json_adapter(connection)
         adapt_time = connection.ops.adapt_datetimefield_value
         new_subjects = []
         for zid in missing:
@@ -1086,7 +1109,7 @@ def _subjects_resolve(
             retired_at, reason = _retirement(metadata[zid])
             new_subjects.append(
                 (
-                    zid, items.get(zid), adapt_json(meta, None),
+                    zid, items.get(zid), adapt_json(meta),
                     None if retired_at is None else adapt_time(retired_at), reason[:32],
                 )
             )  # fmt: skip

@@ -38,8 +38,10 @@ from annotate.zooniverse.exports import ExportFormatError
 #: Files at least this large are parsed in a child process (when the platform can fork).
 PARALLEL_MIN_BYTES = 8 << 20
 
-#: Parsed batches waiting for the writer: bounds the memory of a parser running ahead.
-_QUEUE_BATCHES = 3
+#: Parsed blocks waiting for the writer: bounds the memory of a parser running ahead. The writer
+#: joins about five 16 MiB blocks into one 60,000-row transaction; the parser must be able to
+#: get a whole batch ahead, or it idles while the writer stores and the writer then waits for it.
+_QUEUE_BLOCKS = 8
 
 
 class ClassificationImportError(Exception):
@@ -50,7 +52,7 @@ def classifications_import(
     *,
     path: Path,
     workflow_id: int,
-    batch_size: int = 20_000,
+    batch_size: int = 60_000,
     progress: Callable[[int, int], None] | None = None,
     parallel: bool | None = None,
 ) -> tuple[ImportReport, IngestCounts]:
@@ -162,7 +164,7 @@ class _ParsedElsewhere:
 
     def __init__(self, path: Path, *, task_key: str, batch_size: int) -> None:
         context = multiprocessing.get_context("fork")
-        self._queue = context.Queue(maxsize=_QUEUE_BATCHES)
+        self._queue = context.Queue(maxsize=_QUEUE_BLOCKS)
         self._process = context.Process(
             target=_parse_into,
             args=(str(path), task_key, batch_size, self._queue),

@@ -287,7 +287,10 @@ class _Blocks:
                 first_line=first_line - 1,
             )
         )
-        return ClassificationColumns.from_records(items)
+        columns = ClassificationColumns.from_records(items)
+        columns.order = columns.line.copy()  # blocks are joined: order by line, as elsewhere
+        columns.quarantine = [(entry.line or 0, entry) for _, entry in columns.quarantine]
+        return columns
 
 
 def _encoded(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

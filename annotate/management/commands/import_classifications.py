@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path)
         parser.add_argument("--workflow-id", type=int, required=True)
         parser.add_argument(
-            "--batch-size", type=int, default=20_000, help="rows per transaction (default 20,000)"
+            "--batch-size", type=int, default=60_000, help="rows per transaction (default 60,000)"
         )
         parser.add_argument("--show", type=int, default=20, help="bad rows to print (default 20)")
 
