@@ -45,7 +45,7 @@ def test_a_retrain_publishes_an_active_version_with_a_verified_checkpoint_and_pr
     assert sha256_file(weights) == version.checkpoint_sha256
     assert model_version_load(version).concepts == version.concepts
     # the resume state is gone, the snapshot stays
-    assert not (Path(settings.ARTIFACT_ROOT) / "runs" / str(run.pk) / "state.pt").exists()
+    assert not list((Path(settings.ARTIFACT_ROOT) / "runs" / str(run.pk)).glob("state*.pt"))
     assert (Path(settings.ARTIFACT_ROOT) / run.snapshot_path).is_file()
 
     version.refresh_from_db()
@@ -140,6 +140,45 @@ def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(mosaic_
     assert "resuming after epoch 2" in run.log
     assert [row["epoch"] for row in run.metrics] == [1, 2, 3, 4]
     assert ModelVersion.objects.filter(training_run=run).count() == 1
+
+
+def test_a_kill_after_a_state_is_written_but_before_it_is_recorded_still_resumes(
+    mosaic_items, monkeypatch
+):
+    from training.services import execute, training_params_parse
+
+    class Killed(BaseException):
+        """Stands for SIGKILL between writing epoch 3's state and recording its hash."""
+
+    heartbeat = execute.training_run_heartbeat
+    recorded: list[str] = []
+
+    def dying_heartbeat(**kwargs):
+        if kwargs.get("state_sha256"):
+            if len(recorded) == 2:
+                raise Killed
+            recorded.append(kwargs["state_sha256"])
+        return heartbeat(**kwargs)
+
+    monkeypatch.setattr(execute, "training_run_heartbeat", dying_heartbeat)
+    run = TrainingRun.objects.create(
+        trigger="api", params={**TINY_PARAMS, "epochs": 4, "lease_seconds": 60}
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(params=training_params_parse(run.params).as_json())
+    with pytest.raises(Killed):
+        training_run_execute(run_id=run.pk, worker_id="doomed")
+    run.refresh_from_db()
+    assert run.state_sha256 == recorded[-1]
+    states = sorted(p.name for p in execute.run_dir(run.pk).glob("state*.pt"))
+    assert len(states) == 2 and f"state-{recorded[-1]}.pt" in states  # epoch 3's is unrecorded
+
+    monkeypatch.setattr(execute, "training_run_heartbeat", heartbeat)
+    TrainingRun.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(1))
+    result = training_run_execute(run_id=run.pk, worker_id="survivor")
+    assert result.outcome == "succeeded" and result.attempt == 2
+    run.refresh_from_db()
+    assert "resuming after epoch 2" in run.log
+    assert not list(execute.run_dir(run.pk).glob("state*.pt"))
 
 
 def test_the_train_command_trains_and_prints_a_one_line_summary(
