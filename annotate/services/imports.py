@@ -1,13 +1,14 @@
 """Importing a Zooniverse classification export file: parse, ingest, report.
 
-The file is streamed: the parser reads one physical line at a time and the ingest takes a batch
-of records at a time, so a 1,000,000-row export needs no more memory than a few batches. Each
-batch commits on its own; if the import fails half-way, running it again skips what is stored.
+The file is streamed: it is read in blocks of about 16 MiB of whole rows
+(:mod:`annotate.zooniverse.export_blocks`), each turned into columns, and the ingest stores
+``batch_size`` rows of them per transaction, so a 1,000,000-row export needs no more memory than
+a few blocks. Each batch commits on its own; if the import fails half-way, running it again skips
+what is stored.
 
-On a large file the parser runs in a forked child process while this one writes: parsing (CSV
-plus three JSON cells a row) and storing cost about the same, so the two cores of a small server
-overlap them. The child never touches the database; it hands over whole batches through a
-bounded queue, so at most a few batches are in flight.
+On a large file the blocks are parsed in a forked child process while this one writes: the two
+cores of a small server overlap parsing and storing. The child never touches the database; it
+hands over whole blocks through a bounded queue, so at most a few are in flight.
 """
 
 from __future__ import annotations
