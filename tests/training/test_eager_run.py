@@ -106,6 +106,17 @@ def test_a_training_that_crashes_leaves_the_active_model_in_place(
     assert ModelVersion.objects.count() == 1
 
 
+def four_epoch_run() -> TrainingRun:
+    """A queued run of the tiny model for four epochs, its params parsed as a request would."""
+    from training.services import training_params_parse
+
+    run = TrainingRun.objects.create(
+        trigger="api", params={**TINY_PARAMS, "epochs": 4, "lease_seconds": 60}
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(params=training_params_parse(run.params).as_json())
+    return run
+
+
 def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(mosaic_items, monkeypatch):
     from training.services import faults
 
@@ -118,12 +129,7 @@ def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(mosaic_
                 raise Killed
 
     monkeypatch.setattr("training.services.execute.faults_from_env", lambda: KillAfterTwo())
-    run = TrainingRun.objects.create(
-        trigger="api", params={**TINY_PARAMS, "epochs": 4, "lease_seconds": 60}
-    )
-    from training.services import training_params_parse
-
-    TrainingRun.objects.filter(pk=run.pk).update(params=training_params_parse(run.params).as_json())
+    run = four_epoch_run()
     with pytest.raises(Killed):
         training_run_execute(run_id=run.pk, worker_id="doomed")
     run.refresh_from_db()
@@ -145,7 +151,7 @@ def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(mosaic_
 def test_a_kill_after_a_state_is_written_but_before_it_is_recorded_still_resumes(
     mosaic_items, monkeypatch
 ):
-    from training.services import execute, training_params_parse
+    from training.services import execute
 
     class Killed(BaseException):
         """Stands for SIGKILL between writing epoch 3's state and recording its hash."""
@@ -161,10 +167,7 @@ def test_a_kill_after_a_state_is_written_but_before_it_is_recorded_still_resumes
         return heartbeat(**kwargs)
 
     monkeypatch.setattr(execute, "training_run_heartbeat", dying_heartbeat)
-    run = TrainingRun.objects.create(
-        trigger="api", params={**TINY_PARAMS, "epochs": 4, "lease_seconds": 60}
-    )
-    TrainingRun.objects.filter(pk=run.pk).update(params=training_params_parse(run.params).as_json())
+    run = four_epoch_run()
     with pytest.raises(Killed):
         training_run_execute(run_id=run.pk, worker_id="doomed")
     run.refresh_from_db()
