@@ -203,9 +203,12 @@ class _Blocks:
             if data is None or meta is None:
                 ok[i] = False
                 continue
-            subjects.update(data)
             session = meta.get("session")
             sessions[i] = session if type(session) is str else ""
+        # A subject's first row names its metadata, as in the row parser: merged last to first.
+        for data in reversed(subject_data):
+            if data:
+                subjects.update(data)
 
         def ints(name: str) -> np.ndarray:
             values = pc.if_else(pa.array(ok), col(name), "0")

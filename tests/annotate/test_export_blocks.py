@@ -89,6 +89,11 @@ ODD_ROWS = {
         export_row(5, user_id="", user_name="not-logged-in-abc"),
         export_row(6),
     ],
+    "subject metadata that changes between rows": [
+        export_row(1, subject="900", subject_data=json.dumps({"900": {"external_id": "first"}})),
+        export_row(2, subject="900", subject_data=json.dumps({"900": {"external_id": "later"}})),
+        export_row(3, subject="901", subject_data=json.dumps({"901": {"external_id": "x"}})),
+    ],
     "nul byte": [export_row(1, user_name="evil\x00name"), export_row(2)],
     "blank lines": [export_row(1), "", export_row(2)],
 }
