@@ -10,6 +10,10 @@ by one, so they are refused with the same field, reason and line (or accepted, w
 spelling was unusual: an ISO timestamp, spaces around an id). A block Arrow cannot read as a
 whole (a broken quote, a wrong column count, a line that is not UTF-8, a NUL byte, a blank line)
 is read by the exact parser instead, line by line, with its true line numbers.
+
+One difference is left: text after a closing quote in a row that still has the right number of
+cells (``1,"ab"c,...``) is read the way Arrow reads it (``abc``), where the row parser refuses the
+row as malformed CSV. Telling the two apart would mean scanning every block byte by byte.
 """
 
 from __future__ import annotations
