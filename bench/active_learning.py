@@ -58,8 +58,7 @@ def main() -> None:
     parser.add_argument("--default", default="entropy", help="the strategy the goal is judged on")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 rounds: a smoke run")
     parser.add_argument(
-        "--relabel",
-        action="store_true",
+        "--relabel", action="store_true",
         help="contested items compete for places (relabel-or-new), as in select_round",
     )
     parser.add_argument("--jobs", type=int, default=1, help="campaigns run in parallel processes")

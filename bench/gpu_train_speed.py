@@ -57,19 +57,15 @@ def png_sources(n: int, *, seed: int) -> tuple[list[bytes], np.ndarray]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--cpu-smoke",
-        action="store_true",
-        help="tiny run on the CPU (small_cnn-sized work) to check the script",
-    )
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="tiny run on the CPU (small_cnn-sized work) to check the script")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup-steps", type=int, default=30)
     parser.add_argument("--steps", type=int, default=300, help="measured steps of each")
-    parser.add_argument(
-        "--workers", type=int, default=-1, help="DataLoader workers (-1: CPUs - 2, at most 14)"
-    )
+    parser.add_argument("--workers", type=int, default=-1,
+                        help="DataLoader workers (-1: CPUs - 2, at most 14)")
     parser.add_argument("--distinct-images", type=int, default=4096)
     parser.add_argument("--no-amp", action="store_true", help="float32 instead of bfloat16")
     parser.add_argument("--no-channels-last", action="store_true")
@@ -93,13 +89,11 @@ def main() -> int:
     channels_last = on_cuda and not args.no_channels_last
     workers = args.workers if args.workers >= 0 else max(1, min(14, (os.cpu_count() or 2) - 2))
     started = time.perf_counter()
-    log(
-        f"torch {torch.__version__}; device: "
+    log(f"torch {torch.__version__}; device: "
         f"{torch.cuda.get_device_name(0) if on_cuda else 'cpu'}; {os.cpu_count()} CPUs; "
         f"{args.arch} at {args.size} px, batch {args.batch_size}, "
         f"{'bfloat16 autocast' if amp else 'float32'}"
-        f"{', channels_last' if channels_last else ''}; {workers} DataLoader workers"
-    )
+        f"{', channels_last' if channels_last else ''}; {workers} DataLoader workers")
 
     # The data: PNG bytes through the real pipeline. Sources repeat so the loader never ends.
     sources, labels = png_sources(args.distinct_images, seed=0)
@@ -107,25 +101,13 @@ def main() -> int:
     repeat = -(-n_steps * args.batch_size // len(sources)) + 1
     data_config = DataConfig(input_size=args.size, train_size=args.size)
     dataset = LabelledImages(
-        sources * repeat,
-        np.tile(labels, (repeat, 1)),
-        transform=build_transform(data_config, train=True, aug=AugConfig(hflip=True)),
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=on_cuda,
-        collate_fn=collate_skip_broken,
-        persistent_workers=workers > 0,
-        prefetch_factor=2 if workers else None,
-    )
-    log(
-        f"data: {len(sources)} distinct 64-px mosaics as PNG ({sum(map(len, sources)) / 1e6:.1f}"
-        f" MB), resized to {args.size} px ({time.perf_counter() - started:.1f} s)"
-    )
+        sources * repeat, np.tile(labels, (repeat, 1)),
+        transform=build_transform(data_config, train=True, aug=AugConfig(hflip=True)))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        num_workers=workers, pin_memory=on_cuda, collate_fn=collate_skip_broken,
+                        persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+    log(f"data: {len(sources)} distinct 64-px mosaics as PNG ({sum(map(len, sources)) / 1e6:.1f}"
+        f" MB), resized to {args.size} px ({time.perf_counter() - started:.1f} s)")
 
     torch.manual_seed(0)
     model = create_model(args.arch, labels.shape[1]).to(device)
@@ -170,16 +152,9 @@ def main() -> int:
         sync()
         t0 = time.perf_counter()
         _, _, seen = train_one_epoch(
-            model,
-            itertools.islice(it, steps),
-            optimizer,
-            loss_fn,
-            device=device,
-            prepare=prepare,
-            amp=amp,
-            start_step=0,
-            lr_at=lambda s: get_lr(s, lr=1e-4, min_lr=1e-6, warmup_steps=0, total_steps=10**6),
-        )
+            model, itertools.islice(it, steps), optimizer, loss_fn, device=device,
+            prepare=prepare, amp=amp, start_step=0,
+            lr_at=lambda s: get_lr(s, lr=1e-4, min_lr=1e-6, warmup_steps=0, total_steps=10**6))
         sync()  # train_one_epoch already synced on its loss; this is belt and braces
         return seen / (time.perf_counter() - t0)
 

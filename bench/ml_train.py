@@ -55,9 +55,8 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def test_scores(
-    model: torch.nn.Module, test: LabelledImages | FeatureSet, thresholds: np.ndarray
-) -> tuple[float, float]:
+def test_scores(model: torch.nn.Module, test: LabelledImages | FeatureSet, thresholds: np.ndarray
+                ) -> tuple[float, float]:
     """Test mAP and micro-F1 at the tuned thresholds."""
     if isinstance(test, FeatureSet):
         batches = [(test.features, test.targets, test.weights, torch.arange(len(test)))]
@@ -71,7 +70,6 @@ def test_scores(
 
         def prepare(x: torch.Tensor) -> torch.Tensor:
             return normalize(x, model.data_config)
-
     out = evaluate(model, batches, device=CPU, prepare=prepare)
     y = out.targets >= 0.5
     micro_f1 = float(f1_scores(y, out.probs, thresholds)["micro_f1"])
@@ -80,84 +78,52 @@ def test_scores(
 
 def epoch_printer(name: str):
     def show(row: dict) -> None:
-        log(
-            f"  [{name}] epoch {row['epoch']:2d} loss {row['train_loss']:.4f} "
-            f"val mAP {row['val_map']:.4f} {row['images_per_s']:.0f} img/s {row['seconds']:.1f} s"
-        )
-
+        log(f"  [{name}] epoch {row['epoch']:2d} loss {row['train_loss']:.4f} "
+            f"val mAP {row['val_map']:.4f} {row['images_per_s']:.0f} img/s {row['seconds']:.1f} s")
     return show
 
 
 def finetune(train, val, *, epochs: int, seed: int, name: str) -> tuple[object, float]:
-    cfg = TrainConfig(
-        mode="finetune",
-        backbone="small_cnn",
-        epochs=epochs,
-        batch_size=64,
-        lr=3e-3,
-        hflip=False,
-        patience=4,
-        device="cpu",
-        seed=seed,
-    )
+    cfg = TrainConfig(mode="finetune", backbone="small_cnn", epochs=epochs, batch_size=64,
+                      lr=3e-3, hflip=False, patience=4, device="cpu", seed=seed)
     t0 = time.perf_counter()
-    result = fit(
-        cfg,
-        LabelledImages(train.images, train.labels),
-        LabelledImages(val.images, val.labels),
-        progress=epoch_printer(name),
-    )
+    result = fit(cfg, LabelledImages(train.images, train.labels),
+                 LabelledImages(val.images, val.labels), progress=epoch_printer(name))
     return result, time.perf_counter() - t0
 
 
-def head_on(
-    model: MultiLabelNet, cache_root: Path, sets: dict, *, name: str, batch_size: int = 128
-) -> dict[str, float]:
+def head_on(model: MultiLabelNet, cache_root: Path, sets: dict, *, name: str,
+            batch_size: int = 128) -> dict[str, float]:
     cache = EmbeddingCache(cache_root, model_key(model), model.num_features)
     t0 = time.perf_counter()
-    feats = {
-        k: compute_embeddings(model, v.images, cache=cache, batch_size=batch_size).features
-        for k, v in sets.items()
-    }
+    feats = {k: compute_embeddings(model, v.images, cache=cache, batch_size=batch_size).features
+             for k, v in sets.items()}
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for v in sets.values():  # a second pass reads everything back from the cache
         result = compute_embeddings(model, v.images, cache=cache)
         assert result.n_cached == len(v.images)
     reread_s = time.perf_counter() - t0
-    cfg = TrainConfig(
-        mode="head", head="linear", epochs=30, batch_size=128, lr=1e-2, device="cpu", patience=5
-    )
+    cfg = TrainConfig(mode="head", head="linear", epochs=30, batch_size=128, lr=1e-2,
+                      device="cpu", patience=5)
     t0 = time.perf_counter()
-    res = fit(
-        cfg,
-        FeatureSet(feats["train"], sets["train"].labels),
-        FeatureSet(feats["val"], sets["val"].labels),
-    )
+    res = fit(cfg, FeatureSet(feats["train"], sets["train"].labels),
+              FeatureSet(feats["val"], sets["val"].labels))
     fit_s = time.perf_counter() - t0
     m, f1 = test_scores(res.model, FeatureSet(feats["test"], sets["test"].labels), res.thresholds)
-    log(
-        f"  [{name}] embed {sum(len(v.images) for v in sets.values())} images {embed_s:.1f} s "
+    log(f"  [{name}] embed {sum(len(v.images) for v in sets.values())} images {embed_s:.1f} s "
         f"(re-read from cache {reread_s:.2f} s), head fit {fit_s:.2f} s "
-        f"({len(res.history)} epochs)"
-    )
+        f"({len(res.history)} epochs)")
     return {"map": m, "micro_f1": f1, "embed_s": embed_s, "fit_s": fit_s}
 
 
-def loop_vs_bare(
-    model: MultiLabelNet, data, *, batch_size: int, steps: int, repeats: int
-) -> tuple[float, float]:
+def loop_vs_bare(model: MultiLabelNet, data, *, batch_size: int, steps: int, repeats: int
+                 ) -> tuple[float, float]:
     """Images/s of train_one_epoch over the real DataLoader vs a bare step on the same batches."""
-    dataset = LabelledImages(
-        data.images, data.labels, transform=build_transform(model.data_config, train=False)
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        collate_fn=collate_skip_broken,
-        drop_last=True,
-    )
+    dataset = LabelledImages(data.images, data.labels,
+                             transform=build_transform(model.data_config, train=False))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=collate_skip_broken, drop_last=True)
     batches = list(itertools.islice(loader, steps))  # the exact batches the loop will see
     ready = [(normalize(x, model.data_config), y) for x, y, _, _ in batches]
     n_images = steps * batch_size
@@ -177,15 +143,10 @@ def loop_vs_bare(
     def loop() -> float:
         t0 = time.perf_counter()
         train_one_epoch(
-            model,
-            itertools.islice(loader, steps),
-            optimizer,
-            loss_fn,
-            device=CPU,
+            model, itertools.islice(loader, steps), optimizer, loss_fn, device=CPU,
             prepare=lambda x: normalize(x, model.data_config),
             lr_at=lambda s: get_lr(s, lr=1e-3, min_lr=1e-5, warmup_steps=0, total_steps=10**6),
-            start_step=0,
-        )
+            start_step=0)
         return n_images / (time.perf_counter() - t0)
 
     bare()  # warm-up (allocator, oneDNN kernels)
@@ -205,14 +166,10 @@ def main() -> None:
     # One thread by default: on a shared 2-core box, two OpenMP threads spinning against other
     # processes were up to 25x slower than one (see bench/README.md). 0 keeps torch's default.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
-    parser.add_argument(
-        "--parts",
-        default="abcd",
-        help="which parts to run, e.g. 'cd' (c without a: random small_cnn trunk)",
-    )
-    parser.add_argument(
-        "--skip-resnet", action="store_true", help="skip the random-ResNet-18 embedding baseline"
-    )
+    parser.add_argument("--parts", default="abcd",
+                        help="which parts to run, e.g. 'cd' (c without a: random small_cnn trunk)")
+    parser.add_argument("--skip-resnet", action="store_true",
+                        help="skip the random-ResNet-18 embedding baseline")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,19 +179,15 @@ def main() -> None:
         n_train, n_val, n_test, n_big, epochs = 600, 200, 300, 2000, 2
     started = time.perf_counter()
     load = os.getloadavg()
-    log(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine)"
-    )
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine)")
     t0 = time.perf_counter()
     train = make_mosaics(n_train, seed=1)
     val = make_mosaics(n_val, seed=2)
     test = make_mosaics(n_test, seed=3)
     pretrain = make_mosaics(n_train, seed=4)
-    log(
-        f"mosaics: {n_train} train, {n_val} val, {n_test} test, {n_train} backbone-pretraining "
-        f"({time.perf_counter() - t0:.1f} s)"
-    )
+    log(f"mosaics: {n_train} train, {n_val} val, {n_test} test, {n_train} backbone-pretraining "
+        f"({time.perf_counter() - t0:.1f} s)")
     cache_root = Path(tempfile.mkdtemp(prefix="crowdloop-emb-"))
     sets = {"train": train, "val": val, "test": test}
     results: dict[str, dict[str, float]] = {}
@@ -243,7 +196,8 @@ def main() -> None:
     if "b" in args.parts:
         log("(b) full fine-tuning of small_cnn from random init")
         res_b, secs_b = finetune(train, val, epochs=epochs, seed=0, name="finetune")
-        m, f1 = test_scores(res_b.model, LabelledImages(test.images, test.labels), res_b.thresholds)
+        m, f1 = test_scores(res_b.model, LabelledImages(test.images, test.labels),
+                            res_b.thresholds)
         results["(b) fine-tune small_cnn"] = {"map": m, "micro_f1": f1, "wall_s": secs_b}
 
     torch.manual_seed(0)
@@ -254,12 +208,8 @@ def main() -> None:
         backbone = res_pre.model
         h = head_on(backbone, cache_root, sets, name="head/small_cnn")
         results["(a) head on small_cnn embeddings"] = {
-            "map": h["map"],
-            "micro_f1": h["micro_f1"],
-            "wall_s": h["embed_s"] + h["fit_s"],
-            "head_fit_s": h["fit_s"],
-            "pretrain_s": secs_pre,
-        }
+            "map": h["map"], "micro_f1": h["micro_f1"], "wall_s": h["embed_s"] + h["fit_s"],
+            "head_fit_s": h["fit_s"], "pretrain_s": secs_pre}
     if "a" in args.parts and not args.skip_resnet:
         log("(a') head on cached embeddings of a randomly initialised resnet18 (64 px, D=512)")
         torch.manual_seed(0)
@@ -268,24 +218,16 @@ def main() -> None:
         rn.data_config = type(rn.data_config)(input_size=64, train_size=64)
         h = head_on(rn, cache_root, sets, name="head/resnet18-random", batch_size=64)
         results["(a') head on random resnet18 embeddings"] = {
-            "map": h["map"],
-            "micro_f1": h["micro_f1"],
-            "wall_s": h["embed_s"] + h["fit_s"],
-            "head_fit_s": h["fit_s"],
-        }
+            "map": h["map"], "micro_f1": h["micro_f1"], "wall_s": h["embed_s"] + h["fit_s"],
+            "head_fit_s": h["fit_s"]}
 
     if "c" in args.parts:
         head_s, head2_s = part_c(backbone, cache_root, n_big, pretrained="a" in args.parts)
     if "d" in args.parts:
         log("(d) fine-tuning loop vs bare forward+backward+step, small_cnn, batch 64, 40 steps")
         torch.manual_seed(0)
-        loop_ips, bare_ips = loop_vs_bare(
-            create_model("small_cnn", 10),
-            train,
-            batch_size=64,
-            steps=8 if args.quick else 40,
-            repeats=3,
-        )
+        loop_ips, bare_ips = loop_vs_bare(create_model("small_cnn", 10), train, batch_size=64,
+                                          steps=8 if args.quick else 40, repeats=3)
 
     log("")
     if results:
@@ -294,37 +236,24 @@ def main() -> None:
     for name, r in results.items():
         log(f"{name:44s} {r['map']:7.4f} {r['micro_f1']:9.4f} {r['wall_s']:8.1f}")
     if "a" in args.parts:
-        log(
-            f"  (a) excludes the one-off backbone pre-training: {secs_pre:.1f} s; head fit "
-            "alone: "
-            + ", ".join(
-                f"{k.split()[0]} {r['head_fit_s']:.2f} s"
-                for k, r in results.items()
-                if "head_fit_s" in r
-            )
-        )
+        log(f"  (a) excludes the one-off backbone pre-training: {secs_pre:.1f} s; head fit "
+            "alone: " + ", ".join(f"{k.split()[0]} {r['head_fit_s']:.2f} s"
+                                  for k, r in results.items() if "head_fit_s" in r))
     if "c" in args.parts:
-        log(
-            f"(c) head retrain on {n_big} cached items, 30 epochs: MLP {head_s:.2f} s "
+        log(f"(c) head retrain on {n_big} cached items, 30 epochs: MLP {head_s:.2f} s "
             f"(goal <= 10 s) [{'ok' if head_s <= 10 else 'MISSED'}]; linear D=2048: "
-            f"{head2_s:.2f} s"
-        )
+            f"{head2_s:.2f} s")
     if "d" in args.parts:
         ratio = loop_ips / bare_ips
-        log(
-            f"(d) loop {loop_ips:.0f} img/s, bare {bare_ips:.0f} img/s, ratio {ratio:.1%} "
-            f"(goal >= 85%) [{'ok' if ratio >= 0.85 else 'MISSED'}]"
-        )
+        log(f"(d) loop {loop_ips:.0f} img/s, bare {bare_ips:.0f} img/s, ratio {ratio:.1%} "
+            f"(goal >= 85%) [{'ok' if ratio >= 0.85 else 'MISSED'}]")
     load = os.getloadavg()
-    log(
-        f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-        f"total {time.perf_counter() - started:.0f} s"
-    )
+    log(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"total {time.perf_counter() - started:.0f} s")
 
 
-def part_c(
-    backbone: MultiLabelNet, cache_root: Path, n_big: int, *, pretrained: bool
-) -> tuple[float, float]:
+def part_c(backbone: MultiLabelNet, cache_root: Path, n_big: int, *, pretrained: bool
+           ) -> tuple[float, float]:
     """Head retrains on ``n_big`` cached items: an MLP on the cached trunk, a wide linear head."""
     trunk = "pre-trained (a)" if pretrained else "randomly initialised"
     log(f"(c) head retrain on {n_big} cached items ({trunk} small_cnn trunk)")
@@ -338,42 +267,23 @@ def part_c(
     read_s = time.perf_counter() - t0
     n_tr = int(0.9 * n_big)
     # patience = epochs: time all 30 epochs, not an early stop on an easy task.
-    cfg = TrainConfig(
-        mode="head",
-        head="mlp",
-        hidden=256,
-        dropout=0.1,
-        epochs=30,
-        batch_size=128,
-        lr=3e-3,
-        device="cpu",
-        patience=30,
-    )
+    cfg = TrainConfig(mode="head", head="mlp", hidden=256, dropout=0.1, epochs=30,
+                      batch_size=128, lr=3e-3, device="cpu", patience=30)
     t0 = time.perf_counter()
-    res_c = fit(
-        cfg,
-        FeatureSet(emb.features[:n_tr], big.labels[:n_tr]),
-        FeatureSet(emb.features[n_tr:], big.labels[n_tr:]),
-    )
+    res_c = fit(cfg, FeatureSet(emb.features[:n_tr], big.labels[:n_tr]),
+                FeatureSet(emb.features[n_tr:], big.labels[n_tr:]))
     head_s = time.perf_counter() - t0
-    log(
-        f"  cache fill {fill_s:.1f} s (once), read back {read_s:.2f} s, MLP head fit "
-        f"{head_s:.2f} s for {len(res_c.history)} epochs, val mAP {res_c.val_metrics['map']:.4f}"
-    )
+    log(f"  cache fill {fill_s:.1f} s (once), read back {read_s:.2f} s, MLP head fit "
+        f"{head_s:.2f} s for {len(res_c.history)} epochs, val mAP {res_c.val_metrics['map']:.4f}")
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(n_big, 2048)).astype(np.float32)  # ResNet-50 width, synthetic
     labels = rng.random((n_big, 20)) < 0.1
     t0 = time.perf_counter()
-    res_c2 = fit(
-        TrainConfig(mode="head", epochs=30, batch_size=128, device="cpu", patience=30),
-        FeatureSet(feats[:n_tr], labels[:n_tr]),
-        FeatureSet(feats[n_tr:], labels[n_tr:]),
-    )
+    res_c2 = fit(TrainConfig(mode="head", epochs=30, batch_size=128, device="cpu", patience=30),
+                 FeatureSet(feats[:n_tr], labels[:n_tr]), FeatureSet(feats[n_tr:], labels[n_tr:]))
     head2_s = time.perf_counter() - t0
-    log(
-        f"  linear head, D=2048 x 20 concepts (synthetic features), 30 epochs: {head2_s:.2f} s "
-        f"({len(res_c2.history)} epochs)"
-    )
+    log(f"  linear head, D=2048 x 20 concepts (synthetic features), 30 epochs: {head2_s:.2f} s "
+        f"({len(res_c2.history)} epochs)")
     return head_s, head2_s
 
 

@@ -28,11 +28,7 @@ print(",".join(heavy) or "none")
 def test_setup_urlconf_checks_and_data_commands_do_not_import_torch() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -29,41 +29,17 @@ class TrainingRunAdmin(admin.ModelAdmin):
     change_list_template = "training/admin/run_change_list.html"
     change_form_template = "training/admin/run_change_form.html"
     list_display = [
-        "id",
-        "status",
-        "trigger",
-        "progress_bar",
-        "attempts",
-        "requested_by",
-        "version_link",
-        "created_at",
-        "finished_at",
+        "id", "status", "trigger", "progress_bar", "attempts", "requested_by", "version_link",
+        "created_at", "finished_at",
     ]
     list_filter = ["status", "trigger"]
     list_select_related = ["requested_by", "model_version"]
     ordering = ["-created_at", "-id"]
     readonly_fields = [
-        "status",
-        "trigger",
-        "requested_by",
-        "params",
-        "progress",
-        "attempts",
-        "max_attempts",
-        "worker_id",
-        "lease_until",
-        "heartbeat_at",
-        "enqueued_at",
-        "enqueue_error",
-        "followup_requested",
-        "n_items",
-        "snapshot_path",
-        "snapshot_sha256",
-        "error",
-        "log",
-        "created_at",
-        "started_at",
-        "finished_at",
+        "status", "trigger", "requested_by", "params", "progress", "attempts", "max_attempts",
+        "worker_id", "lease_until", "heartbeat_at", "enqueued_at", "enqueue_error",
+        "followup_requested", "n_items", "snapshot_path", "snapshot_sha256", "error", "log",
+        "created_at", "started_at", "finished_at",
     ]
     exclude = ["metrics", "state_sha256", "family"]
 
@@ -81,8 +57,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def progress_bar(self, run: TrainingRun) -> str:
         return format_html(
             '<progress max="100" value="{}" title="{}%"></progress>',
-            round(run.progress * 100),
-            round(run.progress * 100),
+            round(run.progress * 100), round(run.progress * 100),
         )
 
     @admin.display(description="model version")
@@ -96,11 +71,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def get_urls(self):
         urls = super().get_urls()
         return [
-            path(
-                "retrain/",
-                self.admin_site.admin_view(self.retrain_view),
-                name="training_trainingrun_retrain",
-            ),
+            path("retrain/", self.admin_site.admin_view(self.retrain_view),
+                 name="training_trainingrun_retrain"),
             *urls,
         ]
 
@@ -123,8 +95,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             self.message_user(request, f"Training run {run.pk} requested.", messages.SUCCESS)
         else:
             self.message_user(
-                request,
-                f"Training run {run.pk} is already {run.status}: showing it.",
+                request, f"Training run {run.pk} is already {run.status}: showing it.",
                 messages.WARNING,
             )
         return HttpResponseRedirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
@@ -137,21 +108,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
         }
         return super().changelist_view(request, extra_context=extra_context)
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict | None = None,
-    ):
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None):
         extra_context = {
             **(extra_context or {}),
             "progress_url": reverse("training:run-progress", args=[int(object_id)])
-            if object_id.isdigit()
-            else "",
+            if object_id.isdigit() else "",
             "plot_url": reverse("training:run-metrics-png", args=[int(object_id)])
-            if object_id.isdigit()
-            else "",
+            if object_id.isdigit() else "",
         }
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
@@ -159,41 +123,18 @@ class TrainingRunAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
-        "id",
-        "status",
-        "backbone",
-        "mode",
-        "val_map_display",
-        "n_train",
-        "n_val",
-        "scoring",
-        "training_run",
-        "created_at",
-        "promoted_at",
+        "id", "status", "backbone", "mode", "val_map_display", "n_train", "n_val", "scoring",
+        "training_run", "created_at", "promoted_at",
     ]
     list_filter = ["status", "backbone"]
     list_select_related = ["training_run"]
     ordering = ["-created_at", "-id"]
     actions = ["promote"]
     readonly_fields = [
-        "status",
-        "backbone",
-        "mode",
-        "training_run",
-        "val_map",
-        "metrics_table",
-        "checkpoint_path",
-        "checkpoint_sha256",
-        "snapshot_sha256",
-        "n_train",
-        "n_val",
-        "scoring_chunks",
-        "scoring_chunks_done",
-        "scoring_chunks_failed",
-        "scored_at",
-        "created_at",
-        "promoted_at",
-        "promoted_by",
+        "status", "backbone", "mode", "training_run", "val_map", "metrics_table",
+        "checkpoint_path", "checkpoint_sha256", "snapshot_sha256", "n_train", "n_val",
+        "scoring_chunks", "scoring_chunks_done", "scoring_chunks_failed", "scored_at",
+        "created_at", "promoted_at", "promoted_by",
     ]
     exclude = ["concepts", "thresholds", "metrics", "family"]
 
@@ -220,20 +161,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ap = version.metrics.get("ap") or []
         f1 = version.metrics.get("per_concept_f1") or []
         rows = [
-            (
-                key,
-                _map(ap[i] if i < len(ap) else None),
-                _map(f1[i] if i < len(f1) else None),
-                _map(version.thresholds[i] if i < len(version.thresholds) else None),
-            )
+            (key, _map(ap[i] if i < len(ap) else None), _map(f1[i] if i < len(f1) else None),
+             _map(version.thresholds[i] if i < len(version.thresholds) else None))
             for i, key in enumerate(version.concepts)
         ]
         summary = format_html(
             "<p>mAP {} · micro F1 {} · macro F1 {} · ECE {}</p>",
-            _map(version.metrics.get("map")),
-            _map(version.metrics.get("micro_f1")),
-            _map(version.metrics.get("macro_f1")),
-            _map(version.metrics.get("ece")),
+            _map(version.metrics.get("map")), _map(version.metrics.get("micro_f1")),
+            _map(version.metrics.get("macro_f1")), _map(version.metrics.get("ece")),
         )
         table = format_html(
             "<table><thead><tr><th>concept</th><th>AP</th><th>F1</th><th>threshold</th></tr>"
@@ -264,23 +199,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
 class RoundRequestAdmin(admin.ModelAdmin):
     """Rounds asked for through the API: what was asked, by whom, and the round it made."""
 
-    list_display = ["id", "status", "round", "requested_by", "summary", "created_at", "finished_at"]
+    list_display = ["id", "status", "round", "requested_by", "summary", "created_at",
+                    "finished_at"]
     list_filter = ["status"]
     list_select_related = ["round", "requested_by"]
     ordering = ["-created_at", "-id"]
-    readonly_fields = [
-        "status",
-        "requested_by",
-        "params",
-        "round",
-        "summary",
-        "error",
-        "attempts",
-        "max_attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-    ]
+    readonly_fields = ["status", "requested_by", "params", "round", "summary", "error",
+                       "attempts", "max_attempts", "created_at", "started_at", "finished_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # asked for through the API or the select_round command

@@ -45,22 +45,9 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id",
-            "status",
-            "trigger",
-            "params",
-            "progress",
-            "metrics",
-            "attempts",
-            "max_attempts",
-            "followup_requested",
-            "enqueue_error",
-            "error",
-            "n_items",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "model_version",
+            "id", "status", "trigger", "params", "progress", "metrics", "attempts",
+            "max_attempts", "followup_requested", "enqueue_error", "error", "n_items",
+            "created_at", "started_at", "finished_at", "model_version",
         ]
 
     def get_model_version(self, run: TrainingRun) -> dict | None:
@@ -88,9 +75,7 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
         epochs = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         mode = serializers.ChoiceField(choices=["head", "finetune"], required=False)
         dropout = serializers.FloatField(
-            min_value=0.0,
-            max_value=0.95,
-            required=False,
+            min_value=0.0, max_value=0.95, required=False,
             help_text="Dropout before the head's layers; above 0, BALD samples the head (MC "
             "dropout). Default 0.2.",
         )
@@ -109,8 +94,7 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
         data.is_valid(raise_exception=True)
         try:
             run, created = training_run_request(
-                requested_by=request.user,
-                trigger=TrainingRun.Trigger.API,
+                requested_by=request.user, trigger=TrainingRun.Trigger.API,
                 params=dict(data.validated_data),
             )
         except TrainingParamsError as exc:
@@ -118,9 +102,8 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
         body = {"created": created, "run": TrainingRunOutputSerializer(run).data}
         if run.enqueue_error:
             body["detail"] = run.enqueue_error
-            return Response(
-                body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "60"}
-            )
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": "60"})
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -140,30 +123,16 @@ class RoundRequestOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = RoundRequest
         fields = [
-            "id",
-            "status",
-            "params",
-            "round",
-            "summary",
-            "error",
-            "attempts",
-            "requested_by",
-            "created_at",
-            "started_at",
-            "finished_at",
+            "id", "status", "params", "round", "summary", "error", "attempts", "requested_by",
+            "created_at", "started_at", "finished_at",
         ]
 
     def get_round(self, request: RoundRequest) -> dict | None:
         round_ = request.round
         if round_ is None:
             return None
-        return {
-            "id": round_.pk,
-            "number": round_.number,
-            "name": round_.name,
-            "strategy": round_.strategy,
-            "status": round_.status,
-        }
+        return {"id": round_.pk, "number": round_.number, "name": round_.name,
+                "strategy": round_.strategy, "status": round_.status}
 
 
 class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
@@ -182,24 +151,15 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
     class InputSerializer(serializers.Serializer):
         size = serializers.IntegerField(min_value=1, max_value=10_000)
         strategy = serializers.ChoiceField(
-            choices=list_strategies(),
-            required=False,
-            allow_null=True,
-            default=None,
+            choices=list_strategies(), required=False, allow_null=True, default=None,
             help_text="Default: ACQUISITION_STRATEGY. A cold start when no model is scored yet.",
         )
         random_share = serializers.FloatField(
-            min_value=0.0,
-            max_value=1.0,
-            required=False,
-            allow_null=True,
-            default=None,
+            min_value=0.0, max_value=1.0, required=False, allow_null=True, default=None,
             help_text="The random control share (default ACQUISITION_RANDOM_SHARE).",
         )
         relabel = serializers.BooleanField(
-            required=False,
-            allow_null=True,
-            default=None,
+            required=False, allow_null=True, default=None,
             help_text="Let contested, already classified items compete for places "
             "(default ACQUISITION_RELABEL, off).",
         )
@@ -208,10 +168,7 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
             default=False, help_text="Push the round to Zooniverse once chosen."
         )
         model_version = serializers.IntegerField(
-            min_value=1,
-            required=False,
-            allow_null=True,
-            default=None,
+            min_value=1, required=False, allow_null=True, default=None,
             help_text="Whose predictions choose the round (default: the active version).",
         )
 

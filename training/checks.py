@@ -15,21 +15,13 @@ def artifact_root_writable(app_configs, **kwargs) -> list:
     root = Path(settings.ARTIFACT_ROOT)
     probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
     if not os.access(probe, os.W_OK):
-        return [
-            Error(
-                f"ARTIFACT_ROOT {root} is not writable: training cannot save checkpoints.",
-                hint="Point ARTIFACT_ROOT at a writable folder outside MEDIA_ROOT.",
-                id="training.E001",
-            )
-        ]
+        return [Error(f"ARTIFACT_ROOT {root} is not writable: training cannot save checkpoints.",
+                      hint="Point ARTIFACT_ROOT at a writable folder outside MEDIA_ROOT.",
+                      id="training.E001")]
     media = Path(settings.MEDIA_ROOT).resolve()
     if root.resolve().is_relative_to(media):
-        return [
-            Error(
-                "ARTIFACT_ROOT lies inside MEDIA_ROOT: checkpoints would be served.",
-                id="training.E002",
-            )
-        ]
+        return [Error("ARTIFACT_ROOT lies inside MEDIA_ROOT: checkpoints would be served.",
+                      id="training.E002")]
     return []
 
 
@@ -40,11 +32,6 @@ def lease_below_visibility_timeout(app_configs, **kwargs) -> list:
     visibility = float(options.get("visibility_timeout", 3600))
     lease = float(getattr(settings, "TRAINING_LEASE_SECONDS", 900))
     if lease >= visibility:
-        return [
-            Warning(
-                f"TRAINING_LEASE_SECONDS ({lease:.0f}) is not below the broker's "
-                f"visibility timeout ({visibility:.0f}).",
-                id="training.W001",
-            )
-        ]
+        return [Warning(f"TRAINING_LEASE_SECONDS ({lease:.0f}) is not below the broker's "
+                        f"visibility timeout ({visibility:.0f}).", id="training.W001")]
     return []

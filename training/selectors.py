@@ -34,16 +34,12 @@ def predictions_for_items(
     if version is None:
         return {}
     rows = Prediction.objects.filter(model_version=version, item_id__in=item_ids).values_list(
-        "item_id", "scores"
-    )
+        "item_id", "scores")
     thresholds = version.thresholds or [0.5] * len(version.concepts)
     return {
-        item_id: [
-            ConceptScore(k, round(float(p), 6), float(t))
-            for k, p, t in zip(
-                version.concepts, np.frombuffer(bytes(blob), dtype="<f4"), thresholds, strict=True
-            )
-        ]
+        item_id: [ConceptScore(k, round(float(p), 6), float(t))
+                  for k, p, t in zip(version.concepts, np.frombuffer(bytes(blob), dtype="<f4"),
+                                     thresholds, strict=True)]
         for item_id, blob in rows
     }
 
@@ -68,7 +64,6 @@ def prediction_explain_png(
     from training.services.scoring import _loaded
 
     model = _loaded(version).model
-    cam, image = explain_image(
-        model, str(image_path(item.image_file)), version.concepts.index(concept_key)
-    )
+    cam, image = explain_image(model, str(image_path(item.image_file)),
+                               version.concepts.index(concept_key))
     return overlay_png(image, cam)

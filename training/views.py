@@ -28,29 +28,23 @@ def _run_for(request: HttpRequest, pk: int) -> TrainingRun:
 def run_progress(request: HttpRequest, pk: int) -> JsonResponse:
     run = _run_for(request, pk)
     version = getattr(run, "model_version", None)
-    return JsonResponse(
-        {
-            "id": run.pk,
-            "status": run.status,
-            "finished": run.is_finished,
-            "progress": run.progress,
-            "attempts": run.attempts,
-            "max_attempts": run.max_attempts,
-            "epochs": len(run.metrics),
-            "last_epoch": run.metrics[-1] if run.metrics else None,
-            "error": run.error,
-            "enqueue_error": run.enqueue_error,
-            "log_tail": run.log.splitlines()[-15:],
-            "plot_url": reverse("training:run-metrics-png", args=[run.pk]),
-            "model_version": None
-            if version is None
-            else {
-                "id": version.pk,
-                "status": version.status,
-                "val_map": version.val_map,
-            },
-        }
-    )
+    return JsonResponse({
+        "id": run.pk,
+        "status": run.status,
+        "finished": run.is_finished,
+        "progress": run.progress,
+        "attempts": run.attempts,
+        "max_attempts": run.max_attempts,
+        "epochs": len(run.metrics),
+        "last_epoch": run.metrics[-1] if run.metrics else None,
+        "error": run.error,
+        "enqueue_error": run.enqueue_error,
+        "log_tail": run.log.splitlines()[-15:],
+        "plot_url": reverse("training:run-metrics-png", args=[run.pk]),
+        "model_version": None if version is None else {
+            "id": version.pk, "status": version.status, "val_map": version.val_map,
+        },
+    })
 
 
 @never_cache

@@ -323,13 +323,8 @@ def round_push(
             if isinstance(source, LocalImage):
                 # Created upstream, never recorded here: its upload may not have happened.
                 _upload(payload, source, client=client, fresh=False)
-            _subject_record(
-                subject_zid,
-                item=item,
-                round=round,
-                priority=priority,
-                metadata=payload.get("metadata") or metadata,
-            )
+            _subject_record(subject_zid, item=item, round=round, priority=priority,
+                            metadata=payload.get("metadata") or metadata)
             result.existing += 1
             result.recovered += 1
         else:
@@ -353,13 +348,8 @@ def round_push(
             subject_zid = int(payload["id"])
             if isinstance(source, LocalImage):
                 _upload(payload, source, client=client, fresh=not any(found_instead))
-            _subject_record(
-                subject_zid,
-                item=item,
-                round=round,
-                priority=priority,
-                metadata=payload.get("metadata") or metadata,
-            )
+            _subject_record(subject_zid, item=item, round=round, priority=priority,
+                            metadata=payload.get("metadata") or metadata)
             result.created += 1
             # The create carries the set link; link it separately if the server dropped it.
             in_sets = {str(s) for s in (payload.get("links") or {}).get("subject_sets") or []}
@@ -394,11 +384,8 @@ def _tombstone_deleted(
     again) or was deleted on Zooniverse (reliability B10: tombstoned, its votes kept, and the
     item pushed as a new subject).
     """
-    missing = {
-        s.zooniverse_id: item_id
-        for item_id, s in local.items()
-        if s.zooniverse_id not in remote_ids
-    }
+    missing = {s.zooniverse_id: item_id for item_id, s in local.items()
+               if s.zooniverse_id not in remote_ids}
     if not missing:
         return
     alive = {int(s["id"]) for s in client.subjects_get(list(missing))}
@@ -635,7 +622,9 @@ def _attach_subject_metadata(
     records: list[ClassificationRecord | QuarantineEntry], *, client: ZooniverseClient
 ) -> None:
     """Give records of subjects we have never seen their metadata, so they match an item."""
-    wanted = {sid for r in records if isinstance(r, ClassificationRecord) for sid in r.subject_ids}
+    wanted = {
+        sid for r in records if isinstance(r, ClassificationRecord) for sid in r.subject_ids
+    }
     known = set(
         Subject.objects.filter(zooniverse_id__in=wanted).values_list("zooniverse_id", flat=True)
     )
@@ -727,11 +716,8 @@ def classifications_pull(
             # always try one page, so a small budget cannot starve the sync for good.
             margin = min(BUDGET_MARGIN_S, client.policy.budget_s / 10)
             if result.pages and client.time_left() < margin:
-                logger.warning(
-                    "Workflow %s: budget nearly spent; stopping at cursor %s",
-                    workflow.zooniverse_id,
-                    last_id,
-                )
+                logger.warning("Workflow %s: budget nearly spent; stopping at cursor %s",
+                               workflow.zooniverse_id, last_id)
                 break
             page = client.classifications_page(
                 project_id=project_id,
@@ -752,11 +738,8 @@ def classifications_pull(
             if counts is None:
                 result.stale_pages += 1
                 last_id = _cursor_read(workflow)
-                logger.info(
-                    "Workflow %s: another pull moved the cursor to %s; continuing there",
-                    workflow.zooniverse_id,
-                    last_id,
-                )
+                logger.info("Workflow %s: another pull moved the cursor to %s; continuing there",
+                            workflow.zooniverse_id, last_id)
                 continue
             result.counts.add(counts)
             result.pages += 1

@@ -652,7 +652,9 @@ class ZooniverseClient:
                 found.extend(rows)  # type: ignore[arg-type]
         return found
 
-    def subject_find(self, *, subject_set_id: int, external_id: str) -> SubjectPayload | None:
+    def subject_find(
+        self, *, subject_set_id: int, external_id: str
+    ) -> SubjectPayload | None:
         """The subject of the set whose ``metadata.external_id`` is ``external_id``, if any.
 
         Real Panoptes cannot search metadata, so this lists the set (its subjects carry their
@@ -777,9 +779,8 @@ class ZooniverseClient:
                     raise
                 delay = max(self._backoff(attempt), exc.retry_after or 0.0)
                 self.retries += 1
-                logger.warning(
-                    "Zooniverse create of %s failed (%s); checking before resending", what, exc
-                )
+                logger.warning("Zooniverse create of %s failed (%s); checking before resending",
+                               what, exc)
                 self._wait(delay, why=f"create {what}")
                 continue
             if not rows:

@@ -20,19 +20,13 @@ def make_rounds(n_rounds: int, picks_each: int) -> list[Round]:
     rounds = []
     for r in range(start, start + n_rounds):
         round_ = Round.objects.create(
-            number=r + 1,
-            name=f"round-{r + 1}",
-            workflow=workflow,
-            strategy="bald",
+            number=r + 1, name=f"round-{r + 1}", workflow=workflow, strategy="bald",
             random_share=0.15,
         )
         for rank in range(1, picks_each + 1):
             item = Item.objects.create(external_id=f"r{r}-i{rank}")
             RoundPick.objects.create(
-                round=round_,
-                item=item,
-                rank=rank,
-                score=1.0 / rank,
+                round=round_, item=item, rank=rank, score=1.0 / rank,
                 reason=REASONS[rank % len(REASONS)],
             )
         rounds.append(round_)

@@ -19,7 +19,6 @@ ROW = re.compile(
     re.DOTALL,
 )
 
-
 @pytest.fixture
 def docs_page(django_user_model) -> dict[tuple[str, str], tuple[str, str]]:
     """(method, path) -> (permission, roles) of every row of the page, as a viewer reads it."""

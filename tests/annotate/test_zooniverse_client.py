@@ -132,15 +132,8 @@ def test_client_credentials_get_a_token_without_signing_in(env):
 
 
 def test_an_anonymous_client_may_not_read_project_classifications(env):
-    client = connect(
-        endpoint=env.endpoint,
-        client_id="",
-        client_secret="",
-        username="",
-        password="",
-        sleep=env.clock.sleep,
-        clock=env.clock,
-    )
+    client = connect(endpoint=env.endpoint, client_id="", client_secret="", username="",
+                     password="", sleep=env.clock.sleep, clock=env.clock)
     with pytest.raises(FatalError) as caught:
         client.classifications_page(project_id=1, workflow_id=1, last_id=0)
     assert caught.value.status == 401
@@ -306,9 +299,8 @@ def test_a_created_subject_is_in_its_subject_set(env):
 def test_a_fresh_export_is_streamed_to_a_file(env, tmp_path: Path):
     _seed(env, n_classifications=10)
     client = env.client()
-    path = client.export_fetch(
-        resource="projects", resource_id=1, directory=tmp_path, max_bytes=10**7
-    )
+    path = client.export_fetch(resource="projects", resource_id=1, directory=tmp_path,
+                               max_bytes=10**7)
     text = path.read_text()
     assert text.startswith("classification_id,")
     assert len(text.strip().splitlines()) == 11
@@ -319,14 +311,8 @@ def test_an_export_stuck_creating_is_refused_at_our_own_deadline(env, tmp_path: 
     env.sandbox.faults.export_stuck()
     client = env.client()
     with pytest.raises(ExportNotReady):
-        client.export_fetch(
-            resource="projects",
-            resource_id=1,
-            directory=tmp_path,
-            max_bytes=10**7,
-            deadline_s=60,
-            poll_s=10,
-        )
+        client.export_fetch(resource="projects", resource_id=1, directory=tmp_path,
+                            max_bytes=10**7, deadline_s=60, poll_s=10)
     assert 60 <= sum(env.clock.sleeps) <= 70
     assert list(tmp_path.iterdir()) == []
 
@@ -336,14 +322,8 @@ def test_an_export_older_than_the_request_is_refused(env, tmp_path: Path):
     env.sandbox.faults.export_stale()
     client = env.client()
     with pytest.raises(ExportStale):
-        client.export_fetch(
-            resource="projects",
-            resource_id=1,
-            directory=tmp_path,
-            max_bytes=10**7,
-            deadline_s=30,
-            poll_s=10,
-        )
+        client.export_fetch(resource="projects", resource_id=1, directory=tmp_path,
+                            max_bytes=10**7, deadline_s=30, poll_s=10)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -352,7 +332,8 @@ def test_a_download_cut_mid_body_leaves_no_file(env, tmp_path: Path):
     env.sandbox.faults.cut_download(0.6)
     client = env.client()
     with pytest.raises(ExportIncomplete):
-        client.export_fetch(resource="projects", resource_id=1, directory=tmp_path, max_bytes=10**7)
+        client.export_fetch(resource="projects", resource_id=1, directory=tmp_path,
+                            max_bytes=10**7)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -360,7 +341,8 @@ def test_an_export_over_the_byte_cap_leaves_no_file(env, tmp_path: Path):
     _seed(env, n_classifications=10)
     client = env.client()
     with pytest.raises(ExportTooLarge):
-        client.export_fetch(resource="projects", resource_id=1, directory=tmp_path, max_bytes=200)
+        client.export_fetch(resource="projects", resource_id=1, directory=tmp_path,
+                            max_bytes=200)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -370,11 +352,8 @@ def test_an_export_over_the_byte_cap_leaves_no_file(env, tmp_path: Path):
 def test_retire_and_unretire_go_out_in_batches_of_one_hundred(env):
     set_id = env.sandbox.create_subject_set("many")
     ids = [
-        env.sandbox.create_subject(
-            {"image/jpeg": f"https://example.org/{i}.jpg"},
-            metadata={"external_id": f"i{i}"},
-            subject_set_id=set_id,
-        )
+        env.sandbox.create_subject({"image/jpeg": f"https://example.org/{i}.jpg"},
+                                   metadata={"external_id": f"i{i}"}, subject_set_id=set_id)
         for i in range(150)
     ]
     env.sandbox.link_subject_set(1, set_id)

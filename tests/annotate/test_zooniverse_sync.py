@@ -119,9 +119,8 @@ def _pushed_and_classified(env: Env, *, n_items: int = 8, n_classifications: int
     round_push(round=_round(env), items=items, client=env.client())
     env.sandbox.run_volunteers(
         env.sandbox.workflow_id,
-        crowd=CrowdConfig(
-            n_volunteers=12, anonymous_share=0.3, repeat_rate=0.1, gold_share=0.1, seed=3
-        ),
+        crowd=CrowdConfig(n_volunteers=12, anonymous_share=0.3, repeat_rate=0.1,
+                          gold_share=0.1, seed=3),
         classifications=n_classifications,
         truth=_truth(items),
     )
@@ -131,17 +130,9 @@ def _snapshot() -> list[tuple]:
     """What a pull stored, in a form two runs can be compared by."""
     return sorted(
         Classification.objects.values_list(
-            "zooniverse_id",
-            "subject__zooniverse_id",
-            "item__external_id",
-            "volunteer__key",
-            "workflow_version",
-            "concept_ids",
-            "invalid_answers",
-            "is_duplicate",
-            "gold_standard",
-            "session",
-            "created_at",
+            "zooniverse_id", "subject__zooniverse_id", "item__external_id", "volunteer__key",
+            "workflow_version", "concept_ids", "invalid_answers", "is_duplicate",
+            "gold_standard", "session", "created_at",
         )
     )
 
@@ -157,12 +148,8 @@ def _expected(env: Env) -> list[tuple[int, int, int | None, list[str]]]:
 def _stored() -> list[tuple[int, int, int | None, list[str]]]:
     keys = dict(Concept.objects.values_list("id", "key"))
     return [
-        (
-            c.zooniverse_id,
-            c.subject.zooniverse_id,
-            c.volunteer.zooniverse_user_id,
-            sorted(keys[i] for i in c.concept_ids),
-        )
+        (c.zooniverse_id, c.subject.zooniverse_id, c.volunteer.zooniverse_user_id,
+         sorted(keys[i] for i in c.concept_ids))
         for c in Classification.objects.select_related("subject", "volunteer").order_by(
             "zooniverse_id"
         )
@@ -271,9 +258,8 @@ def test_a_subject_deleted_on_zooniverse_is_tombstoned_and_its_item_pushed_again
 def test_items_without_an_image_are_skipped_and_local_files_use_the_public_media_url_when_set(
     env, settings
 ):
-    corrupt = Item.objects.create(
-        external_id="bad", image_url="https://x.org/b.jpg", image_state=Item.ImageState.CORRUPT
-    )
+    corrupt = Item.objects.create(external_id="bad", image_url="https://x.org/b.jpg",
+                                  image_state=Item.ImageState.CORRUPT)
     local = Item.objects.create(external_id="local", image_file="items/ab/abc.png")
     settings.PUBLIC_MEDIA_BASE_URL = ""
     round = _round(env)
@@ -453,12 +439,8 @@ def test_f11_a_crash_after_page_k_commits_resumes_at_its_last_id_without_gaps_or
             raise RuntimeError("worker killed")
 
     with pytest.raises(RuntimeError):
-        classifications_pull(
-            workflow=env.workflow,
-            client=env.client(),
-            page_size=PAGE,
-            on_batch_committed=crash_after_second_page,
-        )
+        classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
+                             on_batch_committed=crash_after_second_page)
     assert SyncCursor.objects.get(workflow=env.workflow).last_id == committed[1]
     assert Classification.objects.count() == 2 * PAGE
     assert ImportReport.objects.filter(status="failed").count() == 1
@@ -500,9 +482,8 @@ def test_a_sync_killed_midway_and_rerun_yields_exactly_the_classifications_of_an
     # Then the network gives out on page four for longer than the retries last.
     env.sandbox.faults.reset(r"/classifications/project", times=10, skip=1)
     with pytest.raises(TransientError):
-        classifications_pull(
-            workflow=env.workflow, client=env.client(max_attempts=3), page_size=PAGE
-        )
+        classifications_pull(workflow=env.workflow, client=env.client(max_attempts=3),
+                             page_size=PAGE)
     assert Classification.objects.count() == 3 * PAGE
     env.sandbox.faults.clear()
 
@@ -536,16 +517,11 @@ def test_two_pulls_at_once_store_each_classification_once(env):
 
     def other_pull_in_between(done) -> None:
         if not started:
-            started.append(
-                classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-            )
+            started.append(classifications_pull(workflow=env.workflow, client=env.client(),
+                                                page_size=PAGE))
 
-    first = classifications_pull(
-        workflow=env.workflow,
-        client=env.client(),
-        page_size=PAGE,
-        on_batch_committed=other_pull_in_between,
-    )
+    first = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
+                                 on_batch_committed=other_pull_in_between)
     assert first.stale_pages == 1 and first.complete
     assert _stored() == _expected(env)
     _invariants(env)
@@ -565,9 +541,8 @@ def test_two_pulls_in_two_threads_store_each_classification_once(transactional_d
 
     def pull() -> None:
         try:
-            results.append(
-                classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-            )
+            results.append(classifications_pull(workflow=env.workflow, client=env.client(),
+                                                page_size=PAGE))
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
         finally:
@@ -589,11 +564,9 @@ def test_classifications_of_subjects_pushed_elsewhere_get_their_items_from_subje
     items = _items(2)
     set_id = env.sandbox.create_subject_set("made-by-hand")
     for item in items:
-        env.sandbox.create_subject(
-            {"image/jpeg": item.image_url},
-            metadata={"external_id": item.external_id},
-            subject_set_id=set_id,
-        )
+        env.sandbox.create_subject({"image/jpeg": item.image_url},
+                                   metadata={"external_id": item.external_id},
+                                   subject_set_id=set_id)
     env.sandbox.link_subject_set(env.sandbox.workflow_id, set_id)
     env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=6, truth=_truth(items))
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
@@ -617,11 +590,8 @@ def test_an_export_pull_imports_the_sandbox_export_and_deletes_the_file(env, tmp
 
 @pytest.mark.parametrize(
     ("fault", "error"),
-    [
-        ("export_stuck", ExportNotReady),
-        ("export_stale", ExportStale),
-        ("cut_download", ExportIncomplete),
-    ],
+    [("export_stuck", ExportNotReady), ("export_stale", ExportStale),
+     ("cut_download", ExportIncomplete)],
 )
 def test_f12_f13_an_unusable_export_is_refused_and_nothing_is_ingested(
     env, tmp_path: Path, fault, error
@@ -630,14 +600,14 @@ def test_f12_f13_an_unusable_export_is_refused_and_nothing_is_ingested(
     workflow_versions_sync(workflow=env.workflow, client=env.client())
     getattr(env.sandbox.faults, fault)()
     with pytest.raises(error):
-        classifications_export_pull(
-            workflow=env.workflow, client=env.client(), directory=tmp_path, deadline_s=60, poll_s=10
-        )
+        classifications_export_pull(workflow=env.workflow, client=env.client(),
+                                    directory=tmp_path, deadline_s=60, poll_s=10)
     assert Classification.objects.count() == 0
     assert list(tmp_path.iterdir()) == []
     assert sum(env.clock.sleeps) <= 70  # our own deadline, not Panoptes'
     if fault == "cut_download":  # the next attempt is clean
-        classifications_export_pull(workflow=env.workflow, client=env.client(), directory=tmp_path)
+        classifications_export_pull(workflow=env.workflow, client=env.client(),
+                                    directory=tmp_path)
         assert Classification.objects.count() == 20
 
 
@@ -647,10 +617,10 @@ def test_f12_f13_an_unusable_export_is_refused_and_nothing_is_ingested(
 def test_retiring_and_unretiring_subjects_reaches_zooniverse_and_is_mirrored_here(env):
     round_push(round=_round(env), items=_items(3), client=env.client())
     subjects = list(Subject.objects.order_by("pk"))
-    assert subjects_retire(workflow=env.workflow, subjects=subjects[:2], client=env.client()) == 2
+    assert subjects_retire(workflow=env.workflow, subjects=subjects[:2],
+                           client=env.client()) == 2
     assert [env.sandbox.status(s.zooniverse_id).retirement_reason for s in subjects[:2]] == [
-        "consensus",
-        "consensus",
+        "consensus", "consensus"
     ]
     assert Subject.objects.filter(retirement_reason="consensus").count() == 2
 
@@ -664,9 +634,8 @@ def test_retirement_by_classification_count_upstream_is_copied_here(env):
     items = _items(2)
     round_push(round=_round(env), items=items, client=env.client())
     env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=8, truth=_truth(items))
-    changed = subject_statuses_sync(
-        workflow=env.workflow, subjects=Subject.objects.all(), client=env.client()
-    )
+    changed = subject_statuses_sync(workflow=env.workflow, subjects=Subject.objects.all(),
+                                    client=env.client())
     assert changed == 2
     assert set(Subject.objects.values_list("retirement_reason", flat=True)) == {
         "classification_count"
@@ -686,9 +655,8 @@ def configured(env, settings):
     return env
 
 
-def test_the_command_pushes_a_round_then_pulls_with_a_one_line_summary(
-    configured, tmp_path, capsys
-):
+def test_the_command_pushes_a_round_then_pulls_with_a_one_line_summary(configured, tmp_path,
+                                                                        capsys):
     env = configured
     items = _items(3)
     _round(env, number=4)
@@ -743,11 +711,8 @@ def test_pushing_a_round_chosen_by_select_round_uses_its_picks_and_ranks(configu
         RoundPick.objects.create(round=round, item=item, rank=rank, reason="uncertain")
     push_round.delay(round_id=round.pk).get()
     priorities = dict(Subject.objects.values_list("item__external_id", "priority"))
-    assert priorities == {
-        items[0].external_id: 2.0,
-        items[1].external_id: 1.0,
-        items[2].external_id: 3.0,
-    }
+    assert priorities == {items[0].external_id: 2.0, items[1].external_id: 1.0,
+                          items[2].external_id: 3.0}
 
 
 def test_a_long_lived_client_gets_a_fresh_budget_for_each_sync_call(env):
@@ -820,27 +785,10 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
     def start_worker(name: str) -> subprocess.Popen:
         log = (tmp_path / f"{name}.log").open("w")
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "default",
-                "--pool",
-                "solo",
-                "-n",
-                f"{name}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],
-            env=worker_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default",
+             "--pool", "solo", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+             "--loglevel", "INFO"],
+            env=worker_env, stdout=log, stderr=subprocess.STDOUT,
         )
 
     def wait_for(condition, seconds: float) -> None:

@@ -26,15 +26,9 @@ CONCEPTS = [{"key": k, "label": k} for k in ("map", "painting", "sculpture")]
 def saved(tmp_path, **kw):
     torch.manual_seed(0)
     model = create_model("small_cnn", 3, widths=(4, 8), head="mlp", hidden=8, dropout=0.1).eval()
-    info = save_checkpoint(
-        tmp_path / "v1",
-        model,
-        config=TrainConfig(mode="finetune"),
-        concepts=CONCEPTS,
-        thresholds=np.array([0.3, 0.5, 0.7]),
-        metrics={"map": 0.81, "ap": [0.7, np.nan, 0.9]},
-        **kw,
-    )
+    info = save_checkpoint(tmp_path / "v1", model, config=TrainConfig(mode="finetune"),
+                           concepts=CONCEPTS, thresholds=np.array([0.3, 0.5, 0.7]),
+                           metrics={"map": 0.81, "ap": [0.7, np.nan, 0.9]}, **kw)
     return model, info
 
 
@@ -57,9 +51,8 @@ def test_the_sidecar_or_the_weights_path_load_the_same_checkpoint(tmp_path):
 
 def test_a_bare_head_round_trips(tmp_path):
     head = Head(16, 3, kind="linear").eval()
-    save_checkpoint(
-        tmp_path / "head.safetensors", head, config={}, concepts=CONCEPTS, thresholds=[0.5] * 3
-    )
+    save_checkpoint(tmp_path / "head.safetensors", head, config={}, concepts=CONCEPTS,
+                    thresholds=[0.5] * 3)
     loaded = load_checkpoint(tmp_path / "head.json")
     x = torch.randn(4, 16)
     assert torch.equal(loaded.model(x), head(x))
@@ -68,10 +61,8 @@ def test_a_bare_head_round_trips(tmp_path):
 def test_saving_leaves_no_temporary_files_and_overwrites_in_place(tmp_path):
     saved(tmp_path)
     saved(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == [
-        "model.json",
-        "model.safetensors",
-    ]
+    assert sorted(p.name for p in (tmp_path / "v1").iterdir()) == ["model.json",
+                                                                   "model.safetensors"]
 
 
 def test_a_tampered_weights_file_is_refused(tmp_path):
@@ -127,13 +118,8 @@ def pickle_bomb(tmp_path):
 def test_a_pickle_bearing_pt_checkpoint_is_refused_without_running_it(pickle_bomb):
     path, marker = pickle_bomb
     # A sidecar whose hash matches: only the safe loader stands between the file and exec.
-    meta = {
-        "format": "crowdloop-checkpoint",
-        "version": 1,
-        "weights_file": path.name,
-        "weights_sha256": sha256_file(path),
-        "architecture": {"kind": "head"},
-    }
+    meta = {"format": "crowdloop-checkpoint", "version": 1, "weights_file": path.name,
+            "weights_sha256": sha256_file(path), "architecture": {"kind": "head"}}
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)

@@ -42,11 +42,8 @@ def test_paths_bytes_and_arrays_of_the_same_image_give_the_same_tensor(tmp_path,
     image = mosaics.images[0]
     path = tmp_path / "a.png"
     path.write_bytes(png_bytes(image))
-    data = LabelledImages(
-        [image, png_bytes(image), str(path)],
-        np.ones((3, 10)) * 0.5,
-        transform=build_transform(CFG, train=False),
-    )
+    data = LabelledImages([image, png_bytes(image), str(path)], np.ones((3, 10)) * 0.5,
+                          transform=build_transform(CFG, train=False))
     a, b, c = (data[i][0] for i in range(3))
     assert a.dtype == torch.uint8 and a.shape == (3, 32, 32)
     assert torch.equal(a, b) and torch.equal(a, c)
@@ -54,21 +51,16 @@ def test_paths_bytes_and_arrays_of_the_same_image_give_the_same_tensor(tmp_path,
 
 def test_items_carry_soft_targets_weights_and_their_index(mosaics):
     targets = np.linspace(0, 1, 60).reshape(6, 10)
-    data = LabelledImages(
-        mosaics.images, targets, np.arange(6) / 2, transform=build_transform(CFG, train=False)
-    )
+    data = LabelledImages(mosaics.images, targets, np.arange(6) / 2,
+                          transform=build_transform(CFG, train=False))
     _, target, weight, index = data[4]
     assert torch.allclose(target, torch.tensor(targets[4], dtype=torch.float32))
     assert weight.item() == 2.0 and index == 4
 
 
 def test_a_broken_image_is_dropped_from_its_batch_and_reported(mosaics):
-    sources = [
-        png_bytes(mosaics.images[0]),
-        b"\x89PNG\r\n\x1a\n broken",
-        png_bytes(mosaics.images[1])[:60],
-        mosaics.images[2],
-    ]
+    sources = [png_bytes(mosaics.images[0]), b"\x89PNG\r\n\x1a\n broken", png_bytes(
+        mosaics.images[1])[:60], mosaics.images[2]]
     data = LabelledImages(sources, np.zeros((4, 10)), transform=build_transform(CFG, train=False))
     batches = list(DataLoader(data, batch_size=4, collate_fn=collate_skip_broken))
     images, targets, weights, idx = batches[0]
@@ -107,10 +99,7 @@ def test_transforms_resize_to_the_backbones_train_and_input_sizes(mosaics):
     cfg = DataConfig(input_size=96, train_size=48)
     x = mosaics.images[0]
     assert build_transform(cfg, train=True)(torch.from_numpy(x).permute(2, 0, 1)).shape == (
-        3,
-        48,
-        48,
-    )
+        3, 48, 48)
     assert preprocess(png_bytes(x), cfg).shape == (1, 3, 96, 96)
 
 

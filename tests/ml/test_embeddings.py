@@ -30,9 +30,8 @@ def cache_for(root, model):
 
 def test_features_are_computed_once_then_read_from_the_cache(tmp_path, mosaics):
     model = backbone()
-    first = compute_embeddings(
-        model, mosaics.images, cache=cache_for(tmp_path, model), batch_size=16
-    )
+    first = compute_embeddings(model, mosaics.images, cache=cache_for(tmp_path, model),
+                               batch_size=16)
     again = compute_embeddings(model, mosaics.images, cache=cache_for(tmp_path, model))
     assert (first.n_computed, first.n_cached) == (40, 0)
     assert (again.n_computed, again.n_cached) == (0, 40)
@@ -45,9 +44,8 @@ def test_cached_features_are_the_models_embeddings(tmp_path, mosaics):
     model = backbone().eval()
     result = compute_embeddings(model, mosaics.images[:3], cache=cache_for(tmp_path, model))
     with torch.no_grad():
-        direct = model.embed(
-            torch.cat([preprocess(a, model.data_config) for a in mosaics.images[:3]])
-        )
+        direct = model.embed(torch.cat([preprocess(a, model.data_config)
+                                        for a in mosaics.images[:3]]))
     assert np.allclose(result.features, direct.numpy(), atol=1e-5)
 
 
@@ -63,10 +61,8 @@ def test_other_weights_do_not_read_these_features_but_another_head_does(tmp_path
     compute_embeddings(model, mosaics.images, cache=cache_for(tmp_path, model))
     other = backbone(1)
     assert model_key(other) != model_key(model)
-    assert (
-        compute_embeddings(other, mosaics.images[:5], cache=cache_for(tmp_path, other)).n_cached
-        == 0
-    )
+    assert compute_embeddings(other, mosaics.images[:5],
+                              cache=cache_for(tmp_path, other)).n_cached == 0
     retrained_head = backbone(0)
     torch.nn.init.zeros_(retrained_head.head.layers[-1].weight)
     assert model_key(retrained_head) == model_key(model)
@@ -92,12 +88,8 @@ def test_broken_images_are_reported_and_the_rest_embedded(tmp_path, mosaics):
 
 def test_progress_is_reported_up_to_the_total(tmp_path, mosaics):
     calls = []
-    compute_embeddings(
-        backbone(),
-        mosaics.images,
-        batch_size=16,
-        progress=lambda done, total: calls.append((done, total)),
-    )
+    compute_embeddings(backbone(), mosaics.images, batch_size=16,
+                       progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 40) and calls[-1] == (40, 40) and len(calls) == 4
 
 
@@ -107,10 +99,6 @@ def test_a_head_trains_on_cached_features(tmp_path):
     cache = cache_for(tmp_path, model)
     ft = compute_embeddings(model, train.images, cache=cache).features
     fv = compute_embeddings(model, val.images, cache=cache).features
-    result = fit(
-        TrainConfig(mode="head", epochs=5, lr=1e-2),
-        FeatureSet(ft, train.labels),
-        FeatureSet(fv, val.labels),
-        model=model,
-    )
+    result = fit(TrainConfig(mode="head", epochs=5, lr=1e-2), FeatureSet(ft, train.labels),
+                 FeatureSet(fv, val.labels), model=model)
     assert result.model is model and np.isfinite(result.val_metrics["map"])

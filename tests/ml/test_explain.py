@@ -24,13 +24,10 @@ def trained():
     train, val = make_mosaics(1500, seed=11, size=SIZE), make_mosaics(300, seed=12, size=SIZE)
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, widths=(16, 32, 64), input_size=SIZE)
-    cfg = TrainConfig(mode="finetune", epochs=4, hflip=False, lr=1e-2, batch_size=32, device="cpu")
-    result = fit(
-        cfg,
-        LabelledImages(train.images, train.labels),
-        LabelledImages(val.images, val.labels),
-        model=model,
-    )
+    cfg = TrainConfig(mode="finetune", epochs=4, hflip=False, lr=1e-2, batch_size=32,
+                      device="cpu")
+    result = fit(cfg, LabelledImages(train.images, train.labels),
+                 LabelledImages(val.images, val.labels), model=model)
     assert result.val_metrics["map"] > 0.9
     return result.model
 
@@ -41,9 +38,8 @@ def tile_means(cam: np.ndarray) -> np.ndarray:
 
 def test_the_map_has_the_input_shape_and_lies_in_zero_one(trained):
     m = make_mosaics(1, seed=13, size=SIZE)
-    cam = grad_cam(
-        trained, preprocess(m.images[0], trained.data_config), int(np.flatnonzero(m.labels[0])[0])
-    )
+    cam = grad_cam(trained, preprocess(m.images[0], trained.data_config),
+                   int(np.flatnonzero(m.labels[0])[0]))
     assert cam.shape == (SIZE, SIZE) and cam.dtype == np.float32
     assert cam.min() >= 0 and cam.max() == pytest.approx(1.0)
 
@@ -82,9 +78,7 @@ def test_an_overlay_is_a_png_of_the_image_size(trained):
     assert Image.open(io.BytesIO(data)).size == (SIZE, SIZE)
     # A map of another size is resized to the image.
     assert Image.open(io.BytesIO(overlay_png(np.zeros((64, 48, 3), np.uint8), cam))).size == (
-        48,
-        64,
-    )
+        48, 64)
 
 
 def test_a_concept_out_of_range_is_refused(trained):

@@ -39,7 +39,8 @@ def test_average_precision_matches_sklearn_per_concept(seed, decimals):
 
 def test_map_is_the_mean_over_concepts_with_positives():
     y, s = random_case(3)
-    ap = [skm.average_precision_score(y[:, c], s[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
+    ap = [skm.average_precision_score(y[:, c], s[:, c]) for c in range(y.shape[1])
+          if y[:, c].any()]
     assert mean_average_precision(y, s) == pytest.approx(np.mean(ap))
 
 
@@ -51,8 +52,7 @@ def test_micro_and_macro_f1_match_sklearn(threshold):
     assert f1["micro_f1"] == pytest.approx(skm.f1_score(y, pred, average="micro", zero_division=0))
     assert f1["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro", zero_division=0))
     assert f1["per_concept_f1"] == pytest.approx(
-        skm.f1_score(y, pred, average=None, zero_division=0)
-    )
+        skm.f1_score(y, pred, average=None, zero_division=0))
 
 
 @pytest.mark.parametrize("decimals", [None, 1])
@@ -61,8 +61,7 @@ def test_label_ranking_average_precision_matches_sklearn(decimals):
     y[0] = False  # an image with no concept
     y[1] = True  # an image with every concept
     assert label_ranking_average_precision(y, s) == pytest.approx(
-        skm.label_ranking_average_precision_score(y, s)
-    )
+        skm.label_ranking_average_precision_score(y, s))
 
 
 def test_calibration_error_is_zero_when_frequencies_match_probabilities():

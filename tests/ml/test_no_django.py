@@ -24,23 +24,9 @@ print(json.dumps({"modules": names, "banned": banned}))
 
 def test_importing_every_ml_module_imports_no_django_annotate_or_training():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {
-        "ml.models",
-        "ml.train",
-        "ml.data",
-        "ml.checkpoint",
-        "ml.embeddings",
-        "ml.explain",
-        "ml.metrics",
-    } <= set(result["modules"])
+    assert {"ml.models", "ml.train", "ml.data", "ml.checkpoint", "ml.embeddings", "ml.explain",
+            "ml.metrics"} <= set(result["modules"])
     assert result["banned"] == []

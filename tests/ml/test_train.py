@@ -35,9 +35,8 @@ def separable_features(n: int, seed: int, *, d: int = 16, c: int = 4) -> Feature
 
 
 def head_config(**kw) -> TrainConfig:
-    defaults = dict(
-        mode="head", epochs=6, batch_size=32, lr=5e-2, warmup_epochs=0.5, device="cpu", patience=10
-    )
+    defaults = dict(mode="head", epochs=6, batch_size=32, lr=5e-2, warmup_epochs=0.5,
+                    device="cpu", patience=10)
     return TrainConfig(**{**defaults, **kw})
 
 
@@ -69,9 +68,8 @@ def test_asl_without_focusing_or_clipping_is_bce():
     logits, targets = torch.randn(8, 5), torch.rand(8, 5)
     asl = AsymmetricLoss(gamma_neg=0, gamma_pos=0, clip=0)
     w = torch.ones(8)
-    assert asl(logits, targets, w).item() == pytest.approx(
-        WeightedBCE()(logits, targets, w).item(), rel=1e-5
-    )
+    assert asl(logits, targets, w).item() == pytest.approx(WeightedBCE()(logits, targets, w).item(),
+                                                           rel=1e-5)
 
 
 def test_asl_ignores_easy_negatives_below_the_clip():
@@ -118,9 +116,8 @@ def test_concepts_with_too_few_positives_get_the_global_threshold():
 
 
 def test_with_no_positives_at_all_thresholds_fall_back():
-    thresholds, tuned = tune_thresholds(
-        np.random.rand(10, 2), np.zeros((10, 2), bool), fallback=0.5
-    )
+    thresholds, tuned = tune_thresholds(np.random.rand(10, 2), np.zeros((10, 2), bool),
+                                        fallback=0.5)
     assert thresholds.tolist() == [0.5, 0.5] and not tuned.any()
 
 
@@ -129,9 +126,8 @@ def test_with_no_positives_at_all_thresholds_fall_back():
 
 def test_a_head_learns_separable_features_and_reports_per_epoch():
     rows = []
-    result = fit(
-        head_config(), separable_features(800, 0), separable_features(200, 1), progress=rows.append
-    )
+    result = fit(head_config(), separable_features(800, 0), separable_features(200, 1),
+                 progress=rows.append)
     assert result.val_metrics["map"] > 0.95 and result.val_metrics["micro_f1"] > 0.85
     assert [r["epoch"] for r in rows] == list(range(1, 7)) and result.history == rows
     assert result.thresholds.shape == (4,) and 1 <= result.best_epoch <= 6
@@ -142,9 +138,8 @@ def test_fit_is_deterministic_under_a_seed():
     train, val = separable_features(300, 0), separable_features(100, 1)
     cfg = head_config(head="mlp", hidden=16, dropout=0.2, epochs=3)
     a, b = fit(cfg, train, val), fit(cfg, train, val)
-    assert all(
-        torch.equal(x, y) for x, y in zip(weights_of(a.model), weights_of(b.model), strict=True)
-    )
+    assert all(torch.equal(x, y) for x, y in zip(weights_of(a.model), weights_of(b.model),
+                                                 strict=True))
     assert a.history[-1]["train_loss"] == b.history[-1]["train_loss"]
 
 
@@ -165,9 +160,8 @@ def test_early_stopping_keeps_the_best_epoch_when_validation_stops_improving():
 def test_a_head_trains_inside_a_given_network():
     model = create_model("small_cnn", 4, widths=(4, 16))
     before = model.features.block1[0].weight.clone()
-    result = fit(
-        head_config(epochs=2), separable_features(200, 0), separable_features(50, 1), model=model
-    )
+    result = fit(head_config(epochs=2), separable_features(200, 0), separable_features(50, 1),
+                 model=model)
     assert result.model is model and torch.equal(model.features.block1[0].weight, before)
 
 
@@ -188,10 +182,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
         fit(cfg, train, val, on_checkpoint=save_then_die)
     resumed = fit(cfg, train, val, resume=load_train_state(tmp_path / "state.pt"))
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
-    assert all(
-        torch.equal(x, y)
-        for x, y in zip(weights_of(resumed.model), weights_of(straight.model), strict=True)
-    )
+    assert all(torch.equal(x, y) for x, y in zip(weights_of(resumed.model),
+                                                 weights_of(straight.model), strict=True))
 
 
 def test_resuming_with_a_different_config_is_refused():
@@ -224,15 +216,8 @@ def test_fine_tuning_skips_a_broken_image_and_resumes_deterministically(tmp_path
     sources[5] = b"\x89PNG\r\n\x1a\n truncated"
     train = LabelledImages(sources[:64], m.labels[:64].astype(np.float32))
     val = LabelledImages(sources[64:], m.labels[64:].astype(np.float32))
-    cfg = TrainConfig(
-        mode="finetune",
-        backbone="small_cnn",
-        epochs=3,
-        batch_size=16,
-        hflip=True,
-        device="auto",
-        seed=1,
-    )
+    cfg = TrainConfig(mode="finetune", backbone="small_cnn", epochs=3, batch_size=16,
+                      hflip=True, device="auto", seed=1)
 
     def model():
         torch.manual_seed(0)
@@ -244,19 +229,13 @@ def test_fine_tuning_skips_a_broken_image_and_resumes_deterministically(tmp_path
     fit(cfg, train, val, model=model(), on_checkpoint=states.append)
     resumed = fit(cfg, train, val, model=model(), resume=states[0])
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
-    assert all(
-        torch.equal(x, y)
-        for x, y in zip(weights_of(resumed.model), weights_of(straight.model), strict=True)
-    )
+    assert all(torch.equal(x, y) for x, y in zip(weights_of(resumed.model),
+                                                 weights_of(straight.model), strict=True))
 
 
 def test_cpu_threads_apply_during_the_fit_only():
     before = torch.get_num_threads()
     seen = []
-    fit(
-        head_config(epochs=1, cpu_threads=1),
-        separable_features(64, 0),
-        separable_features(32, 1),
-        progress=lambda row: seen.append(torch.get_num_threads()),
-    )
+    fit(head_config(epochs=1, cpu_threads=1), separable_features(64, 0), separable_features(32, 1),
+        progress=lambda row: seen.append(torch.get_num_threads()))
     assert seen == [1] and torch.get_num_threads() == before

@@ -65,8 +65,7 @@ def write_mosaic_items(
         if i >= curated:
             AggregatedLabel.objects.bulk_create(
                 AggregatedLabel(
-                    item=item,
-                    concept=by_key[key],
+                    item=item, concept=by_key[key],
                     posterior=0.95 if key in keys else 0.03,
                     votes_for=votes if key in keys else 0,
                     votes_against=0 if key in keys else votes,

@@ -13,8 +13,7 @@ from training.models import ModelVersion, TrainingRun
 @pytest.fixture
 def trainer(db, django_user_model):
     user = django_user_model.objects.create_user(
-        "tess", password="a-long-test-password", is_staff=True
-    )
+        "tess", password="a-long-test-password", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="training"))
     return user
 
@@ -28,10 +27,8 @@ def trainer_client(client, trainer):
 @pytest.fixture
 def sent(monkeypatch):
     ids: list[int] = []
-    monkeypatch.setattr(
-        "training.tasks.training_run_task.apply_async",
-        lambda kwargs, **_: ids.append(kwargs["run_id"]),
-    )
+    monkeypatch.setattr("training.tasks.training_run_task.apply_async",
+                        lambda kwargs, **_: ids.append(kwargs["run_id"]))
     return ids
 
 
@@ -51,9 +48,8 @@ def test_the_api_creates_a_run_then_returns_the_one_in_flight(trainer_client, se
     assert detail.status_code == 200 and detail.json()["status"] == "queued"
 
 
-@pytest.mark.parametrize(
-    "body", [{"epochs": 0}, {"backbone": "nope"}, {"epochs": 1e309}, {"mode": "<script>"}]
-)
+@pytest.mark.parametrize("body", [{"epochs": 0}, {"backbone": "nope"}, {"epochs": 1e309},
+                                  {"mode": "<script>"}])
 def test_the_api_answers_400_to_bad_parameters(trainer_client, sent, body):
     response = trainer_client.post(URL, body, content_type="application/json")
     assert response.status_code == 400
@@ -97,14 +93,9 @@ def test_the_retrain_button_requests_a_run_and_shows_it(transactional_db, traine
 
 def test_the_run_page_polls_progress_json_and_shows_the_plot(trainer_client, sent):
     run = TrainingRun.objects.create(
-        trigger="api",
-        status="running",
-        progress=0.5,
-        attempts=1,
-        metrics=[
-            {"epoch": 1, "train_loss": 0.7, "val_loss": 0.69, "val_map": 0.4},
-            {"epoch": 2, "train_loss": 0.6, "val_loss": None, "val_map": 0.5},
-        ],
+        trigger="api", status="running", progress=0.5, attempts=1,
+        metrics=[{"epoch": 1, "train_loss": 0.7, "val_loss": 0.69, "val_map": 0.4},
+                 {"epoch": 2, "train_loss": 0.6, "val_loss": None, "val_map": 0.5}],
         log="line one\nline two\n",
     )
     page = trainer_client.get(reverse("admin:training_trainingrun_change", args=[run.pk]))
@@ -137,37 +128,17 @@ def test_staff_can_promote_a_version_whose_checkpoint_verifies(trainer_client, t
         from django.conf import settings
 
         path = settings.ARTIFACT_ROOT / "models" / f"v{len(saved)}"
-        saved.append(
-            save_checkpoint(
-                path,
-                model,
-                config={},
-                concepts=["a", "b"],
-                thresholds=torch.tensor([0.5, 0.5]).numpy(),
-            )
-        )
+        saved.append(save_checkpoint(path, model, config={}, concepts=["a", "b"],
+                                     thresholds=torch.tensor([0.5, 0.5]).numpy()))
     old = ModelVersion.objects.create(
-        backbone="small_cnn",
-        status="active",
-        concepts=["a", "b"],
-        val_map=0.9,
-        checkpoint_path="models/v0/model.json",
-        checkpoint_sha256=saved[0].sha256,
-    )
+        backbone="small_cnn", status="active", concepts=["a", "b"], val_map=0.9,
+        checkpoint_path="models/v0/model.json", checkpoint_sha256=saved[0].sha256)
     new = ModelVersion.objects.create(
-        backbone="small_cnn",
-        concepts=["a", "b"],
-        val_map=0.5,
-        scored_at="2026-01-01T00:00Z",
-        checkpoint_path="models/v1/model.json",
-        checkpoint_sha256=saved[1].sha256,
-    )
+        backbone="small_cnn", concepts=["a", "b"], val_map=0.5, scored_at="2026-01-01T00:00Z",
+        checkpoint_path="models/v1/model.json", checkpoint_sha256=saved[1].sha256)
     tampered = ModelVersion.objects.create(
-        backbone="small_cnn",
-        concepts=["a", "b"],
-        checkpoint_path="models/v1/model.json",
-        checkpoint_sha256="f" * 64,
-    )
+        backbone="small_cnn", concepts=["a", "b"], checkpoint_path="models/v1/model.json",
+        checkpoint_sha256="f" * 64)
     changelist = reverse("admin:training_modelversion_changelist")
     page = trainer_client.get(changelist)
     assert page.status_code == 200 and b"Promote to active" in page.content

@@ -21,7 +21,8 @@ def make_run(**fields) -> TrainingRun:
 
 
 def expire(run: TrainingRun) -> None:
-    TrainingRun.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    TrainingRun.objects.filter(pk=run.pk).update(
+        lease_until=timezone.now() - timedelta(seconds=1))
 
 
 def test_a_queued_run_is_claimed_with_a_lease_and_one_attempt(db):
@@ -86,10 +87,8 @@ def test_the_reconciler_fails_a_spent_run_with_an_expired_lease(db, monkeypatch)
 
 def test_the_reconciler_sends_again_a_run_whose_worker_died(db, monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr(
-        "training.tasks.training_run_task.apply_async",
-        lambda kwargs, **_: sent.append(kwargs["run_id"]),
-    )
+    monkeypatch.setattr("training.tasks.training_run_task.apply_async",
+                        lambda kwargs, **_: sent.append(kwargs["run_id"]))
     run = make_run(enqueued_at=timezone.now() - timedelta(hours=1))
     training_run_claim(run_id=run.pk, worker_id="w")
     assert training_runs_reconcile().resent == []  # lease still live
@@ -114,13 +113,8 @@ def test_publishing_is_fenced_by_the_attempt_number(db):
     training_run_claim(run_id=run.pk, worker_id="slow")
     expire(run)
     training_run_claim(run_id=run.pk, worker_id="fast")
-    fields = {
-        "backbone": "small_cnn",
-        "concepts": ["a"],
-        "checkpoint_path": "x.json",
-        "checkpoint_sha256": "0" * 64,
-        "val_map": 0.9,
-    }
+    fields = {"backbone": "small_cnn", "concepts": ["a"], "checkpoint_path": "x.json",
+              "checkpoint_sha256": "0" * 64, "val_map": 0.9}
     with pytest.raises(LeaseLost):
         model_version_publish(run_id=run.pk, attempt=1, fields=fields, note="late")
     assert not ModelVersion.objects.exists()
@@ -134,22 +128,16 @@ def test_publishing_is_fenced_by_the_attempt_number(db):
 
 
 def test_a_worse_version_stays_a_candidate_and_the_active_one_stays(db):
-    fields = {
-        "backbone": "small_cnn",
-        "concepts": ["a"],
-        "checkpoint_path": "x.json",
-        "checkpoint_sha256": "0" * 64,
-    }
+    fields = {"backbone": "small_cnn", "concepts": ["a"], "checkpoint_path": "x.json",
+              "checkpoint_sha256": "0" * 64}
     first = make_run()
     training_run_claim(run_id=first.pk, worker_id="w")
-    good = model_version_publish(
-        run_id=first.pk, attempt=1, fields={**fields, "val_map": 0.8}, note=""
-    )
+    good = model_version_publish(run_id=first.pk, attempt=1,
+                                 fields={**fields, "val_map": 0.8}, note="")
     second = make_run()
     training_run_claim(run_id=second.pk, worker_id="w")
-    worse = model_version_publish(
-        run_id=second.pk, attempt=1, fields={**fields, "val_map": 0.7}, note=""
-    )
+    worse = model_version_publish(run_id=second.pk, attempt=1,
+                                  fields={**fields, "val_map": 0.7}, note="")
     assert not worse.promoted and worse.version.status == "candidate"
     good.version.refresh_from_db()
     assert good.version.status == "active"

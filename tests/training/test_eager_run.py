@@ -54,9 +54,8 @@ def test_a_retrain_publishes_an_active_version_with_a_verified_checkpoint_and_pr
     prediction = Prediction.objects.select_related("model_version").first()
     probs = prediction.probabilities()
     assert probs.shape == (10,) and np.all((probs >= 0) & (probs <= 1))
-    assert prediction.uncertainty == pytest.approx(
-        float((1 - np.abs(2 * probs - 1)).max()), abs=1e-5
-    )
+    assert prediction.uncertainty == pytest.approx(float((1 - np.abs(2 * probs - 1)).max()),
+                                                   abs=1e-5)
 
 
 def test_scoring_in_several_chunks_scores_every_pool_item_once(
@@ -117,7 +116,9 @@ def four_epoch_run() -> TrainingRun:
     return run
 
 
-def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(mosaic_items, monkeypatch):
+def test_a_killed_attempt_is_resumed_from_its_last_epoch_by_the_next_one(
+    mosaic_items, monkeypatch
+):
     from training.services import faults
 
     class Killed(BaseException):
@@ -190,7 +191,8 @@ def test_the_train_command_trains_and_prints_a_one_line_summary(
     from .conftest import write_mosaic_items
 
     write_mosaic_items(30)
-    monkeypatch.setattr("training.services.params.SMALL_CNN_DEFAULTS", TINY_PARAMS["model_kwargs"])
+    monkeypatch.setattr("training.services.params.SMALL_CNN_DEFAULTS",
+                        TINY_PARAMS["model_kwargs"])
     # A real commit: the run is sent (and, without a broker, trained) before the command returns.
     call_command("train", "--epochs", "2", "--wait")
     out = capsys.readouterr().out

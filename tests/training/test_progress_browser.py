@@ -18,14 +18,10 @@ def test_the_run_page_follows_a_training_run_live(live_server, browser, django_u
     from django.contrib.auth.models import Permission
 
     user = django_user_model.objects.create_user(
-        "tess", password="a-long-test-password", is_staff=True
-    )
+        "tess", password="a-long-test-password", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="training"))
     run = TrainingRun.objects.create(
-        trigger="button",
-        status="running",
-        attempts=1,
-        progress=0.25,
+        trigger="button", status="running", attempts=1, progress=0.25,
         metrics=[{"epoch": 1, "train_loss": 0.7, "val_loss": 0.69, "val_map": 0.41}],
         log="attempt 1 claimed\n",
     )
@@ -40,8 +36,7 @@ def test_the_run_page_follows_a_training_run_live(live_server, browser, django_u
 
     # the worker reports another epoch: the page follows without a reload
     TrainingRun.objects.filter(pk=run.pk).update(
-        progress=1.0,
-        status="succeeded",
+        progress=1.0, status="succeeded",
         metrics=run.metrics + [{"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_map": 0.6}],
         log="attempt 1 claimed\nattempt 1 succeeded\n",
     )

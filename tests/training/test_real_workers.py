@@ -26,7 +26,8 @@ from training.services import model_version_active, model_version_load, training
 
 from .conftest import TINY_PARAMS, write_mosaic_items
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.postgres,
+              pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(ROOT / ".venv" / "bin" / "celery")
@@ -57,23 +58,16 @@ def pg(transactional_db) -> None:
 
 def database_url() -> str:
     db = connection.settings_dict
-    return (
-        f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'])}@{db['HOST'] or '127.0.0.1'}"
-        f":{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    return (f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'])}@{db['HOST'] or '127.0.0.1'}"
+            f":{db['PORT'] or 5432}/{db['NAME']}")
 
 
 def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDLOOP_TRAINING")}
     env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=database_url(),
-        DATABASE_CONN_MAX_AGE="0",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
-        DJANGO_SETTINGS_MODULE="config.settings",
-        OMP_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
+        REDIS_URL=redis_url, DATABASE_URL=database_url(), DATABASE_CONN_MAX_AGE="0",
+        MEDIA_ROOT=str(settings.MEDIA_ROOT), ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+        DJANGO_SETTINGS_MODULE="config.settings", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
         **extra,
     )
     return env
@@ -85,38 +79,16 @@ class Worker:
     def __init__(self, env: dict[str, str], name: str, log_dir: Path) -> None:
         self.log = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(
-            [
-                CELERY,
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "train",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "-n",
-                f"{name}@%h",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
+            [CELERY, "-A", "config", "worker", "-Q", "train", "--concurrency", "1",
+             "--pool", "prefork", "-n", f"{name}@%h", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
-        until(
-            lambda: " ready." in self.log.read_text() or self.proc.poll() is not None,
-            timeout,
-            "worker start",
-        )
+        until(lambda: " ready." in self.log.read_text() or self.proc.poll() is not None,
+              timeout, "worker start")
         assert self.proc.poll() is None, self.tail()
 
     def kill(self) -> None:
@@ -145,13 +117,8 @@ def workers(tmp_path) -> Iterator[Callable[..., Worker]]:
             worker.kill()
 
 
-def until(
-    check: Callable[[], object],
-    timeout: float,
-    what: str,
-    every: float = 0.3,
-    tick: Callable[[], None] | None = None,
-) -> None:
+def until(check: Callable[[], object], timeout: float, what: str, every: float = 0.3,
+          tick: Callable[[], None] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -172,7 +139,8 @@ def sender(redis_url: str):
 
 
 def send_run(client, run_id: int) -> None:
-    client.send_task("training.tasks.training_run_task", kwargs={"run_id": run_id}, queue="train")
+    client.send_task("training.tasks.training_run_task", kwargs={"run_id": run_id},
+                     queue="train")
 
 
 def reconcile_every(client, seconds: float) -> Callable[[], None]:
@@ -181,9 +149,8 @@ def reconcile_every(client, seconds: float) -> Callable[[], None]:
     def tick() -> None:
         if time.monotonic() - last[0] >= seconds:
             last[0] = time.monotonic()
-            client.send_task(
-                "training.tasks.training_reconcile", kwargs={"stale_after_s": 0}, queue="train"
-            )
+            client.send_task("training.tasks.training_reconcile",
+                             kwargs={"stale_after_s": 0}, queue="train")
 
     return tick
 
@@ -194,14 +161,8 @@ def queued_run(**params) -> TrainingRun:
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_two_concurrent_retrain_requests_give_one_run_and_one_message(pg, redis_url):
@@ -232,9 +193,8 @@ def test_a_worker_killed_mid_training_leaves_the_active_model_and_the_retry_fini
     assert active is not None and active.training_run_id == first.pk
     client = sender(redis_url)
 
-    doomed = workers(
-        worker_env(redis_url, CROWDLOOP_TRAINING_FAULTS="sleep_per_epoch=1.5"), "doomed"
-    )
+    doomed = workers(worker_env(redis_url, CROWDLOOP_TRAINING_FAULTS="sleep_per_epoch=1.5"),
+                     "doomed")
     run = queued_run(epochs=6, lease_seconds=4)
     send_run(client, run.pk)
 
@@ -265,12 +225,15 @@ def test_a_worker_killed_mid_training_leaves_the_active_model_and_the_retry_fini
     assert ModelVersion.objects.filter(status="active").count() == 1
 
 
-def test_a_poison_run_that_kills_its_worker_fails_after_the_attempt_limit(pg, redis_url, workers):
+def test_a_poison_run_that_kills_its_worker_fails_after_the_attempt_limit(
+    pg, redis_url, workers
+):
     import redis
 
     write_mosaic_items(16)
     client = sender(redis_url)
-    worker = workers(worker_env(redis_url, CROWDLOOP_TRAINING_FAULTS="exit_at_epoch=1"), "poisoned")
+    worker = workers(worker_env(redis_url, CROWDLOOP_TRAINING_FAULTS="exit_at_epoch=1"),
+                     "poisoned")
     run = queued_run(epochs=3, lease_seconds=2)
     TrainingRun.objects.filter(pk=run.pk).update(max_attempts=2)
     send_run(client, run.pk)
@@ -285,12 +248,8 @@ def test_a_poison_run_that_kills_its_worker_fails_after_the_attempt_limit(pg, re
     assert not ModelVersion.objects.exists()
     # the message is dropped, not requeued forever, and the worker lives on
     broker = redis.Redis.from_url(redis_url)
-    until(
-        lambda: broker.llen("train") == 0 and not broker.hlen("unacked"),
-        20,
-        "empty queue",
-        tick=None,
-    )
+    until(lambda: broker.llen("train") == 0 and not broker.hlen("unacked"), 20, "empty queue",
+          tick=None)
     assert worker.proc.poll() is None
 
 
@@ -303,7 +262,8 @@ def test_a_broker_outage_at_enqueue_is_reported_and_the_reconciler_sends_the_run
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    down = manage("train", "--epochs", "1", env=worker_env(f"redis://127.0.0.1:{closed}/0"))
+    down = manage("train", "--epochs", "1",
+                  env=worker_env(f"redis://127.0.0.1:{closed}/0"))
     out, err = down.communicate(timeout=90)
     assert down.returncode != 0
     assert "queue is unreachable" in err and "stays queued" in err

@@ -75,14 +75,8 @@ def test_a_button_press_while_training_does_not_ask_for_a_follow_up(db, no_send)
 
 @pytest.mark.parametrize(
     "params",
-    [
-        {"backbone": "vgg99"},
-        {"epochs": 0},
-        {"epochs": "many"},
-        {"colour": "red"},
-        {"model_kwargs": {"widths": [1, 2], "evil": 1}},
-        {"mode": "magic"},
-    ],
+    [{"backbone": "vgg99"}, {"epochs": 0}, {"epochs": "many"}, {"colour": "red"},
+     {"model_kwargs": {"widths": [1, 2], "evil": 1}}, {"mode": "magic"}],
 )
 def test_bad_parameters_are_refused_before_any_run_exists(db, no_send, params):
     with pytest.raises(TrainingParamsError):

@@ -38,10 +38,7 @@ def test_staff_and_admins_ask_for_a_round_and_the_task_builds_it(
     assert body["status"] == "succeeded", body
     round_ = Round.objects.get()
     assert body["round"] == {
-        "id": round_.pk,
-        "number": 1,
-        "name": "round-1",
-        "strategy": "typical_diverse",
+        "id": round_.pk, "number": 1, "name": "round-1", "strategy": "typical_diverse",
         "status": "draft",
     }
     assert round_.picks.count() == 5

@@ -67,14 +67,8 @@ def test_bald_without_dropout_falls_back_to_entropy_and_says_so(
 def test_a_run_requested_before_the_dropout_parameter_existed_trains_without_dropout():
     from training.services.execute import _config
 
-    old = {
-        "mode": "finetune",
-        "backbone": "small_cnn",
-        "epochs": 2,
-        "batch_size": 8,
-        "lr": 0.01,
-        "seed": 0,
-    }
+    old = {"mode": "finetune", "backbone": "small_cnn", "epochs": 2, "batch_size": 8,
+           "lr": 0.01, "seed": 0}
     assert _config(old).dropout == 0.0 and _config({**old, "dropout": 0.3}).dropout == 0.3
 
 

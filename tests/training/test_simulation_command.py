@@ -13,24 +13,8 @@ from training.models import ModelVersion
 from training.services.simulation import SimulationConfig, simulation_run
 
 TINY = [
-    "--strategies",
-    "random,bald",
-    "--seeds",
-    "0",
-    "--rounds",
-    "1",
-    "--items-per-round",
-    "8",
-    "--votes",
-    "2",
-    "--seed-round",
-    "24",
-    "--pool",
-    "48",
-    "--test-items",
-    "20",
-    "--epochs",
-    "1",
+    "--strategies", "random,bald", "--seeds", "0", "--rounds", "1", "--items-per-round", "8",
+    "--votes", "2", "--seed-round", "24", "--pool", "48", "--test-items", "20", "--epochs", "1",
 ]
 
 
@@ -53,15 +37,8 @@ def test_each_campaign_spends_the_votes_it_asked_for_and_is_measured_after_every
     db, tmp_path
 ):
     config = SimulationConfig(
-        strategies=("random", "entropy"),
-        seeds=(3,),
-        rounds=2,
-        items_per_round=6,
-        votes=2,
-        seed_round=24,
-        pool=48,
-        test_items=20,
-        epochs=1,
+        strategies=("random", "entropy"), seeds=(3,), rounds=2, items_per_round=6, votes=2,
+        seed_round=24, pool=48, test_items=20, epochs=1,
     )
     lines: list[str] = []
     result = simulation_run(config=config, workdir=tmp_path, step=lines.append)
@@ -77,14 +54,8 @@ def test_each_campaign_spends_the_votes_it_asked_for_and_is_measured_after_every
 def test_it_refuses_a_database_that_already_holds_items(db, tmp_path):
     Item.objects.create(external_id="real-item")
     with pytest.raises(CommandError, match="empty"):
-        call_command(
-            "simulate_active_learning",
-            *TINY,
-            "--out",
-            str(tmp_path),
-            stdout=StringIO(),
-            stderr=StringIO(),
-        )
+        call_command("simulate_active_learning", *TINY, "--out", str(tmp_path), stdout=StringIO(),
+                     stderr=StringIO())
     assert Item.objects.filter(external_id="real-item").exists()
 
 

@@ -11,13 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from config.celery import app
 from training import tasks
 
-TASKS = [
-    tasks.training_run_task,
-    tasks.training_score_chunk,
-    tasks.training_reconcile,
-    tasks.training_nightly,
-    tasks.round_select_task,
-]
+TASKS = [tasks.training_run_task, tasks.training_score_chunk, tasks.training_reconcile,
+         tasks.training_nightly, tasks.round_select_task]
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)

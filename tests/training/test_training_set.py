@@ -27,14 +27,8 @@ def item(name: str, **fields) -> Item:
 
 def crowd(it: Item, concepts, posteriors, votes: int) -> Item:
     AggregatedLabel.objects.bulk_create(
-        AggregatedLabel(
-            item=it,
-            concept=c,
-            posterior=p,
-            votes_for=round(p * votes),
-            votes_against=votes - round(p * votes),
-            method="dawid_skene",
-        )
+        AggregatedLabel(item=it, concept=c, posterior=p, votes_for=round(p * votes),
+                        votes_against=votes - round(p * votes), method="dawid_skene")
         for c, p in zip(concepts, posteriors, strict=True)
     )
     Item.objects.filter(pk=it.pk).update(n_classifications=votes)

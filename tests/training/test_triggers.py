@@ -17,10 +17,8 @@ from .conftest import write_mosaic_items
 @pytest.fixture
 def sent(monkeypatch):
     ids: list[int] = []
-    monkeypatch.setattr(
-        "training.tasks.training_run_task.apply_async",
-        lambda kwargs, **_: ids.append(kwargs["run_id"]),
-    )
+    monkeypatch.setattr("training.tasks.training_run_task.apply_async",
+                        lambda kwargs, **_: ids.append(kwargs["run_id"]))
     return ids
 
 
@@ -70,13 +68,8 @@ def test_a_threshold_of_zero_turns_the_automatic_trigger_off(db, settings, sent)
 def test_the_nightly_retrain_skips_when_nothing_changed_since_the_active_model(db, sent):
     write_mosaic_items(12)
     run = TrainingRun.objects.create(trigger="api", status="succeeded", n_items=12)
-    ModelVersion.objects.create(
-        training_run=run,
-        backbone="small_cnn",
-        status="active",
-        checkpoint_path="x",
-        checkpoint_sha256="0" * 64,
-    )
+    ModelVersion.objects.create(training_run=run, backbone="small_cnn", status="active",
+                                checkpoint_path="x", checkpoint_sha256="0" * 64)
     assert training_nightly() is None
     write_mosaic_items(3, seed=9, prefix="late")
     nightly = training_nightly()

@@ -89,16 +89,15 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
     """
     if concepts is None:
         concepts = list(
-            Concept.objects.filter(active=True)
-            .order_by("position", "key")
-            .values_list("key", flat=True)
+            Concept.objects.filter(active=True).order_by("position", "key").values_list(
+                "key", flat=True)
         )
     if not concepts:
         raise TrainingDataError("there are no active concepts to train on")
     column = {key: c for c, key in enumerate(concepts)}
     concept_column = {
-        pk: column[key]
-        for pk, key in Concept.objects.filter(key__in=concepts).values_list("pk", "key")
+        pk: column[key] for pk, key in Concept.objects.filter(key__in=concepts).values_list(
+            "pk", "key")
     }
     min_votes = _setting("TRAINING_MIN_VOTES", 2)
     min_confidence = _setting("TRAINING_MIN_CONFIDENCE", 0.5)
@@ -114,12 +113,9 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
     items = _trainable_items()
 
     # 1) curator decisions: hard targets, full weight.
-    for pk, ext, image, keys in (
-        items.filter(review_state__in=CURATED)
-        .values_list("pk", "external_id", "image_file", "curated_concepts")
-        .order_by("pk")
-        .iterator(chunk_size=5000)
-    ):
+    for pk, ext, image, keys in items.filter(review_state__in=CURATED).values_list(
+        "pk", "external_id", "image_file", "curated_concepts"
+    ).order_by("pk").iterator(chunk_size=5000):
         row = np.zeros(len(concepts), dtype=np.float32)
         for key in keys or []:
             if key in column:
@@ -136,8 +132,7 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
     info = {
         pk: (ext, image)
         for pk, ext, image in crowd.values_list("pk", "external_id", "image_file").iterator(
-            chunk_size=5000
-        )
+            chunk_size=5000)
     }
     labels = (
         AggregatedLabel.objects.filter(item__in=crowd, concept_id__in=list(concept_column))
@@ -175,8 +170,7 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
     n = len(item_ids)
     split = (
         stable_split(external_ids, (0.8, 0.2), names=("train", "val"))
-        if n
-        else np.array([], dtype=str)
+        if n else np.array([], dtype=str)
     )
     data = TrainingSet(
         concepts=list(concepts),
@@ -274,8 +268,7 @@ def snapshot_load(*, path: str, sha256: str) -> TrainingSet:
         external_ids=[row["external_id"] for row in items],
         images=[row["image"] for row in items],
         targets=np.asarray([row["targets"] for row in items], dtype=np.float32).reshape(
-            -1, n_concepts
-        ),
+            -1, n_concepts),
         weights=np.asarray([row["weight"] for row in items], dtype=np.float32),
         sources=[row["source"] for row in items],
         split=np.asarray([row["split"] for row in items], dtype=str),

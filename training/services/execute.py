@@ -65,13 +65,8 @@ class ExecuteResult:
     promoted: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "outcome": self.outcome,
-            "attempt": self.attempt,
-            "model_version_id": self.model_version_id,
-            "promoted": self.promoted,
-        }
+        return {"run_id": self.run_id, "outcome": self.outcome, "attempt": self.attempt,
+                "model_version_id": self.model_version_id, "promoted": self.promoted}
 
 
 def _clean(value: Any) -> Any:
@@ -148,21 +143,14 @@ def _data(run: TrainingRun, attempt: int) -> TrainingSet:
     path, sha = snapshot_write(run_id=run.pk, data=data)
     counts = data.counts()
     training_run_record(
-        run_id=run.pk,
-        attempt=attempt,
-        snapshot_path=path,
-        snapshot_sha256=sha,
+        run_id=run.pk, attempt=attempt, snapshot_path=path, snapshot_sha256=sha,
         n_items=len(data),
     )
     training_run_heartbeat(
-        run_id=run.pk,
-        attempt=attempt,
-        lease_s=lease_seconds(run),
-        note=(
-            f"training set: {counts['items']} items ({counts['curator']} curated, "
-            f"{counts['crowd']} crowd; {counts['train']} train, {counts['val']} validation), "
-            f"snapshot sha256 {sha[:12]}"
-        ),
+        run_id=run.pk, attempt=attempt, lease_s=lease_seconds(run),
+        note=(f"training set: {counts['items']} items ({counts['curator']} curated, "
+              f"{counts['crowd']} crowd; {counts['train']} train, {counts['val']} validation), "
+              f"snapshot sha256 {sha[:12]}"),
     )
     return data
 
@@ -202,38 +190,25 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
 
     # 1) the network, seeded: a retry rebuilds the same trunk, so head-mode features still match.
     torch.manual_seed(config.seed)
-    model = create_model(
-        config.backbone,
-        len(concepts),
-        config.weights,
-        head=config.head,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        **params.get("model_kwargs", {}),
-    )
+    model = create_model(config.backbone, len(concepts), config.weights, head=config.head,
+                         hidden=config.hidden, dropout=config.dropout,
+                         **params.get("model_kwargs", {}))
     limits = {"max_pixels": settings.IMAGE_MAX_PIXELS, "max_bytes": settings.IMAGE_MAX_BYTES}
     if config.mode == "head":
-        emb = compute_embeddings(
-            model, sources, cache=embedding_cache(model), device=_device(), **limits
-        )
+        emb = compute_embeddings(model, sources, cache=embedding_cache(model), device=_device(),
+                                 **limits)
         ok = emb.ok
         train_idx, val_idx = train_idx[ok[train_idx]], val_idx[ok[val_idx]]
         refused = int((~ok).sum())
-        train: Any = FeatureSet(
-            emb.features[train_idx], data.targets[train_idx], data.weights[train_idx]
-        )
+        train: Any = FeatureSet(emb.features[train_idx], data.targets[train_idx],
+                                data.weights[train_idx])
         val: Any = FeatureSet(emb.features[val_idx], data.targets[val_idx], data.weights[val_idx])
     else:
         refused = 0
-        train = LabelledImages(
-            [sources[i] for i in train_idx],
-            data.targets[train_idx],
-            data.weights[train_idx],
-            **limits,
-        )
-        val = LabelledImages(
-            [sources[i] for i in val_idx], data.targets[val_idx], data.weights[val_idx], **limits
-        )
+        train = LabelledImages([sources[i] for i in train_idx], data.targets[train_idx],
+                               data.weights[train_idx], **limits)
+        val = LabelledImages([sources[i] for i in val_idx], data.targets[val_idx],
+                             data.weights[val_idx], **limits)
     if not len(train_idx) or not len(val_idx):
         raise ValueError("no usable image left in the training or validation split")
 
@@ -241,27 +216,18 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
     resume = _resume_state(run)
     history: list[dict[str, Any]] = [dict(r) for r in resume["history"]] if resume else []
     training_run_heartbeat(
-        run_id=run.pk,
-        attempt=attempt,
-        lease_s=lease_s,
-        metrics=_clean(history),
+        run_id=run.pk, attempt=attempt, lease_s=lease_s, metrics=_clean(history),
         progress=len(history) / config.epochs,
-        note=(
-            f"resuming after epoch {resume['epoch']}"
-            if resume
-            else f"training {config.backbone} ({config.mode}) for up to {config.epochs} epochs on "
-            f"{len(train_idx)} items, validating on {len(val_idx)}"
-        )
+        note=(f"resuming after epoch {resume['epoch']}" if resume else
+              f"training {config.backbone} ({config.mode}) for up to {config.epochs} epochs on "
+              f"{len(train_idx)} items, validating on {len(val_idx)}")
         + (f"; {refused} images refused" if refused else ""),
     )
 
     def progress(row: dict[str, float]) -> None:
         history.append(dict(row))
         training_run_heartbeat(
-            run_id=run.pk,
-            attempt=attempt,
-            lease_s=lease_s,
-            metrics=_clean(history),
+            run_id=run.pk, attempt=attempt, lease_s=lease_s, metrics=_clean(history),
             progress=min(0.95, row["epoch"] / config.epochs),
         )
 
@@ -276,33 +242,18 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
         _states_drop(run.pk, keep=sha)
         faults.epoch_done(int(state["epoch"]))
 
-    result = fit(
-        config,
-        train,
-        val,
-        model=model,
-        progress=progress,
-        on_checkpoint=on_checkpoint,
-        resume=resume,
-    )
+    result = fit(config, train, val, model=model, progress=progress,
+                 on_checkpoint=on_checkpoint, resume=resume)
 
     # 3) the checkpoint: temp file, fsync, rename (ml.checkpoint), then read back and verified.
     version_dir = Path(settings.ARTIFACT_ROOT) / "models" / f"run-{run.pk}-attempt-{attempt}"
     metrics = _clean(result.val_metrics)
     snapshot_sha = TrainingRun.objects.values_list("snapshot_sha256", flat=True).get(pk=run.pk)
     saved = save_checkpoint(
-        version_dir,
-        result.model,
-        config=result.config,
-        concepts=concepts,
-        thresholds=result.thresholds,
-        metrics=metrics,
-        extra={
-            "training_run": run.pk,
-            "attempt": attempt,
-            "snapshot_sha256": snapshot_sha,
-            "best_epoch": result.best_epoch,
-        },
+        version_dir, result.model, config=result.config, concepts=concepts,
+        thresholds=result.thresholds, metrics=metrics,
+        extra={"training_run": run.pk, "attempt": attempt, "snapshot_sha256": snapshot_sha,
+               "best_epoch": result.best_epoch},
     )
     load_checkpoint(saved.meta_path, expected_sha256=saved.sha256)
     val_map = metrics.get("map")
@@ -316,12 +267,9 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
             "checkpoint_path": str(saved.meta_path.relative_to(Path(settings.ARTIFACT_ROOT))),
             "checkpoint_sha256": saved.sha256,
             "snapshot_sha256": snapshot_sha,
-            "metrics": {
-                **metrics,
-                "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early,
-                "threshold_tuned": [bool(t) for t in result.threshold_tuned],
-            },
+            "metrics": {**metrics, "best_epoch": result.best_epoch,
+                        "stopped_early": result.stopped_early,
+                        "threshold_tuned": [bool(t) for t in result.threshold_tuned]},
             "val_map": val_map,
             "thresholds": [float(t) for t in result.thresholds],
             "n_train": len(train_idx),

@@ -38,7 +38,9 @@ def faults_from_env() -> Faults:
     raw = os.environ.get(ENV, "").strip()
     if not raw or getattr(settings, "PRODUCTION", False):
         return Faults()
-    options: dict[str, str] = dict(part.split("=", 1) for part in raw.split(",") if "=" in part)
+    options: dict[str, str] = dict(
+        part.split("=", 1) for part in raw.split(",") if "=" in part
+    )
     return Faults(
         sleep_per_epoch=float(options.get("sleep_per_epoch", 0) or 0),
         exit_at_epoch=int(options.get("exit_at_epoch", 0) or 0),

@@ -79,7 +79,9 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     from ml.models import list_models  # imports torch: only when a run is requested
 
     if backbone not in list_models():
-        raise TrainingParamsError(f"backbone {backbone!r} is not one of {', '.join(list_models())}")
+        raise TrainingParamsError(
+            f"backbone {backbone!r} is not one of {', '.join(list_models())}"
+        )
     mode = str(raw.get("mode") or ("head" if backbone_weights(backbone) else "finetune"))
     if mode not in ("head", "finetune"):
         raise TrainingParamsError("mode must be 'head' or 'finetune'")
@@ -109,11 +111,8 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     if backbone == "small_cnn":
         model_kwargs = {**SMALL_CNN_DEFAULTS, **model_kwargs}
         widths = model_kwargs["widths"]
-        if (
-            not isinstance(widths, list)
-            or not 1 <= len(widths) <= 6
-            or not all(isinstance(w, int) and 1 <= w <= 512 for w in widths)
-        ):
+        if (not isinstance(widths, list) or not 1 <= len(widths) <= 6
+                or not all(isinstance(w, int) and 1 <= w <= 512 for w in widths)):
             raise TrainingParamsError("model_kwargs.widths must be 1 to 6 integers of 1 to 512")
         size = model_kwargs["input_size"]
         if not isinstance(size, int) or not 8 <= size <= 512:
@@ -126,10 +125,8 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     if not isinstance(hflip, bool):
         raise TrainingParamsError("hflip must be true or false")
     dropout = raw.get("dropout", defaults.dropout)
-    if (
-        isinstance(dropout, bool)
-        or not isinstance(dropout, int | float)
-        or not (0.0 <= dropout < 1.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not (
+        0.0 <= dropout < 1.0
     ):
         raise TrainingParamsError("dropout must be a number from 0 to below 1")
     lease_default = int(getattr(settings, "TRAINING_LEASE_SECONDS", 900))

@@ -29,15 +29,8 @@ def metrics_png(metrics: list[dict[str, Any]], *, width: float = 6.4, height: fl
         lines = ax.get_lines() + right.get_lines()
         ax.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize=8)
     else:
-        ax.text(
-            0.5,
-            0.5,
-            "no epoch finished yet",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-            color="#666",
-        )
+        ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center",
+                transform=ax.transAxes, color="#666")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     fig.tight_layout()

@@ -81,10 +81,9 @@ def round_request_create(
         )
     if random_share is not None and not 0.0 <= random_share <= 1.0:
         raise RoundRequestError("random_share", "random_share must be between 0 and 1")
-    if (
-        model_version_id is not None
-        and not ModelVersion.objects.filter(pk=model_version_id).exists()
-    ):
+    if model_version_id is not None and not ModelVersion.objects.filter(
+        pk=model_version_id
+    ).exists():
         raise RoundRequestError("model_version", f"no model version {model_version_id}")
     if push and not Workflow.objects.filter(active=True).exists():
         raise RoundRequestError("push", "there is no active workflow to push the round to")
@@ -129,9 +128,8 @@ def _claim(request_id: int) -> bool:
         status=RoundRequest.Status.RUNNING, started_at__lt=now - STALE_AFTER
     )
     return bool(
-        RoundRequest.objects.filter(
-            claimable, pk=request_id, attempts__lt=F("max_attempts")
-        ).update(status=RoundRequest.Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
+        RoundRequest.objects.filter(claimable, pk=request_id, attempts__lt=F("max_attempts"))
+        .update(status=RoundRequest.Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
     )
 
 
@@ -154,11 +152,8 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
         if current is None:
             return RoundRequestOutcome(request_id, "unknown")
         if current.status == RoundRequest.Status.RUNNING:  # poison guard: attempts spent
-            _finish(
-                request_id,
-                status=RoundRequest.Status.FAILED,
-                error="given up: the selection was lost with its worker too often",
-            )
+            _finish(request_id, status=RoundRequest.Status.FAILED,
+                    error="given up: the selection was lost with its worker too often")
             current.refresh_from_db()
         return RoundRequestOutcome(request_id, current.status, current.round_id, current.summary)
 
@@ -204,7 +199,9 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
         return RoundRequestOutcome(request_id, RoundRequest.Status.FAILED, summary=str(exc))
     summary = result.summary()
     RoundRequest.objects.filter(pk=request_id).update(summary=summary)
-    return RoundRequestOutcome(request_id, RoundRequest.Status.SUCCEEDED, result.round.pk, summary)
+    return RoundRequestOutcome(
+        request_id, RoundRequest.Status.SUCCEEDED, result.round.pk, summary
+    )
 
 
 def _push(*, round_id: int) -> None:

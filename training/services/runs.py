@@ -201,8 +201,9 @@ def training_run_claim(*, run_id: int, worker_id: str, now: datetime | None = No
             return Claim(ClaimOutcome.GAVE_UP, run)
         attempt = run.attempts + 1
         takeover = run.status == Status.RUNNING
-        note = f"attempt {attempt} claimed by {worker_id}" + (
-            f" (lease of {run.worker_id} expired)" if takeover else ""
+        note = (
+            f"attempt {attempt} claimed by {worker_id}"
+            + (f" (lease of {run.worker_id} expired)" if takeover else "")
         )
         updated = TrainingRun.objects.filter(
             pk=run.pk, status=run.status, attempts=run.attempts
@@ -309,10 +310,7 @@ def training_run_fail(*, run_id: int, attempt: int, error: str) -> bool:
     """Mark this attempt's run failed; False when the attempt no longer holds it."""
     logger.error("training run %s failed: %s", run_id, error)
     return _finish(
-        _fenced(run_id, attempt),
-        run_id,
-        status=Status.FAILED,
-        error=error,
+        _fenced(run_id, attempt), run_id, status=Status.FAILED, error=error,
         note=f"attempt {attempt} failed: {error.splitlines()[0] if error else ''}",
     )
 
@@ -331,7 +329,9 @@ def training_run_release(*, run_id: int, attempt: int, reason: str) -> bool:
 
 def _give_up(run: TrainingRun, *, now: datetime) -> bool:
     """The poison guard: fail a run whose attempts are spent instead of running it again."""
-    queryset = TrainingRun.objects.filter(pk=run.pk, status=run.status, attempts=run.attempts)
+    queryset = TrainingRun.objects.filter(
+        pk=run.pk, status=run.status, attempts=run.attempts
+    )
     error = (
         f"gave up after {run.attempts} attempts: each one stopped without finishing "
         "(the worker was killed or lost its lease), so the message was dropped"

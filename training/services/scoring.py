@@ -77,13 +77,9 @@ def probabilities(
     # Head-mode versions share their trunk with training: its cached features are reused.
     cache = embedding_cache(model) if version.mode == "head" else None
     result = compute_embeddings(
-        model,
-        sources,
-        cache=cache,
-        device=_device(),
+        model, sources, cache=cache, device=_device(),
         batch_size=int(getattr(settings, "TRAINING_SCORE_BATCH_SIZE", 64)),
-        max_pixels=settings.IMAGE_MAX_PIXELS,
-        max_bytes=settings.IMAGE_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.IMAGE_MAX_BYTES,
     )
     probs = np.zeros((len(sources), len(version.concepts)), dtype=np.float32)
     if result.ok.any():
@@ -105,20 +101,14 @@ def predictions_store(version: ModelVersion, item_ids: list[int], probs: np.ndar
         return 0
     unc = uncertainty(probs)
     rows = [
-        Prediction(
-            model_version=version,
-            item_id=item_id,
-            scores=Prediction.pack(probs[i]),
-            uncertainty=float(unc[i]),
-        )
+        Prediction(model_version=version, item_id=item_id, scores=Prediction.pack(probs[i]),
+                   uncertainty=float(unc[i]))
         for i, item_id in enumerate(item_ids)
     ]
     Prediction.objects.bulk_create(
-        rows,
-        batch_size=1000,
-        update_conflicts=True,
-        unique_fields=["model_version", "item"],
-        update_fields=["scores", "uncertainty", "created_at"],
+        rows, batch_size=1000, update_conflicts=True,
+        unique_fields=["model_version", "item"], update_fields=["scores", "uncertainty",
+                                                                "created_at"],
     )
     return len(rows)
 
@@ -159,13 +149,8 @@ def scoring_start(*, model_version_id: int) -> int:
         size = max(1, int(getattr(settings, "TRAINING_SCORE_CHUNK_SIZE", 2000)))
         max_attempts = int(getattr(settings, "TRAINING_MAX_ATTEMPTS", 3))
         chunks = [
-            ScoringChunk(
-                model_version=version,
-                index=i,
-                first_item_id=a,
-                last_item_id=b,
-                max_attempts=max_attempts,
-            )
+            ScoringChunk(model_version=version, index=i, first_item_id=a, last_item_id=b,
+                         max_attempts=max_attempts)
             for i, (a, b) in enumerate(_chunk_bounds(size))
         ]
         with transaction.atomic():
@@ -175,9 +160,8 @@ def scoring_start(*, model_version_id: int) -> int:
             if n == 0:
                 ModelVersion.objects.filter(pk=version.pk).update(scored_at=timezone.now())
     pending = list(
-        ScoringChunk.objects.filter(
-            model_version=version, done_at__isnull=True, error=""
-        ).values_list("pk", flat=True)
+        ScoringChunk.objects.filter(model_version=version, done_at__isnull=True, error="")
+        .values_list("pk", flat=True)
     )
     return chunks_send(pending)
 
@@ -215,29 +199,23 @@ def scoring_chunk_execute(*, chunk_id: int) -> str:
         if chunk.attempts >= chunk.max_attempts:
             # Poison guard: every earlier attempt died with its worker.
             ScoringChunk.objects.filter(pk=chunk.pk, error="").update(
-                error=f"gave up after {chunk.attempts} attempts"
-            )
+                error=f"gave up after {chunk.attempts} attempts")
             ModelVersion.objects.filter(pk=chunk.model_version_id).update(
-                scoring_chunks_failed=F("scoring_chunks_failed") + 1
-            )
+                scoring_chunks_failed=F("scoring_chunks_failed") + 1)
             return "gave up"
         ScoringChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
     version = ModelVersion.objects.get(pk=chunk.model_version_id)
     items = list(
-        pool_items()
-        .filter(pk__gte=chunk.first_item_id, pk__lte=chunk.last_item_id)
-        .order_by("pk")
-        .values_list("pk", "image_file")
+        pool_items().filter(pk__gte=chunk.first_item_id, pk__lte=chunk.last_item_id)
+        .order_by("pk").values_list("pk", "image_file")
     )
     stored, refused = items_score(version, items)
     with transaction.atomic():
         if ScoringChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(done_at=now):
             ModelVersion.objects.filter(pk=version.pk).update(
-                scoring_chunks_done=F("scoring_chunks_done") + 1
-            )
+                scoring_chunks_done=F("scoring_chunks_done") + 1)
             ModelVersion.objects.filter(
-                pk=version.pk,
-                scored_at__isnull=True,
+                pk=version.pk, scored_at__isnull=True,
                 scoring_chunks_done__gte=F("scoring_chunks"),
             ).update(scored_at=timezone.now())
     return f"chunk {chunk.index} of v{version.pk}: {stored} scored, {refused} refused"
@@ -246,13 +224,9 @@ def scoring_chunk_execute(*, chunk_id: int) -> str:
 def scoring_reconcile(*, now: datetime, stale_after_s: float) -> int:
     """Send again the chunks of unfinished scorings whose message went out too long ago."""
     stale = now - timedelta(seconds=stale_after_s)
-    ids = (
-        ScoringChunk.objects.filter(
-            done_at__isnull=True, error="", model_version__scored_at__isnull=True
-        )
-        .filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale))
-        .values_list("pk", flat=True)
-    )
+    ids = ScoringChunk.objects.filter(
+        done_at__isnull=True, error="", model_version__scored_at__isnull=True
+    ).filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale)).values_list("pk", flat=True)
     return chunks_send(list(ids[:10000]))
 
 
@@ -306,17 +280,15 @@ def predictions_export(
         last = 0
         while True:
             # Keyset pages: a million-item pool is never held in memory at once.
-            block = list(
-                queryset.filter(pk__gt=last).values_list("pk", "external_id", "image_file")[:2000]
-            )
+            block = list(queryset.filter(pk__gt=last).values_list(
+                "pk", "external_id", "image_file")[:2000])
             if not block:
                 break
             last = block[-1][0]
             ids = [pk for pk, _, _ in block]
             stored = dict(
                 Prediction.objects.filter(model_version=version, item_id__in=ids).values_list(
-                    "item_id", "scores"
-                )
+                    "item_id", "scores")
             )
             todo = [(pk, image) for pk, _, image in block if pk not in stored]
             if todo:
@@ -334,9 +306,5 @@ def predictions_export(
                 scores = {k: round(float(p), 6) for k, p in zip(keys, probs, strict=True)}
                 fh.write(json.dumps({"external_id": external_id, "scores": scores}) + "\n")
                 written += 1
-    return {
-        "model_version": version.pk,
-        "written": written,
-        "refused": refused,
-        "unknown": len(missing_ids),
-    }
+    return {"model_version": version.pk, "written": written, "refused": refused,
+            "unknown": len(missing_ids)}

@@ -302,7 +302,9 @@ class _Crowd:
                 )
             )
             self.next_id += 1
-        counts = classifications_ingest(records=records, workflow=self.workflow, report=self.report)
+        counts = classifications_ingest(
+            records=records, workflow=self.workflow, report=self.report
+        )
         return counts.created
 
 
@@ -460,26 +462,15 @@ def simulation_write_table(result: SimulationResult, path: Path) -> Path:
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
-            [
-                "strategy",
-                "final_map",
-                "classifications_to_95pct_full_map",
-                "classifications_to_random_final_map",
-                "ratio_to_random",
-                "never_below_random",
-                "full_data_map",
-            ]
+            ["strategy", "final_map", "classifications_to_95pct_full_map",
+             "classifications_to_random_final_map", "ratio_to_random", "never_below_random",
+             "full_data_map"]
         )
         for row in result.table():
             writer.writerow(
-                [
-                    row.strategy,
-                    f"{row.final_map:.4f}",
-                    row.to_95_full or "",
-                    row.to_random_final or "",
-                    "" if row.ratio_to_random is None else f"{row.ratio_to_random:.3f}",
-                    row.never_below_random,
-                    f"{result.ceiling:.4f}",
-                ]
+                [row.strategy, f"{row.final_map:.4f}", row.to_95_full or "",
+                 row.to_random_final or "",
+                 "" if row.ratio_to_random is None else f"{row.ratio_to_random:.3f}",
+                 row.never_below_random, f"{result.ceiling:.4f}"]
             )
     return path

@@ -29,11 +29,8 @@ def training_new_labels_count(*, family: str = DEFAULT_FAMILY) -> int:
     now_count = training_set_count()
     if last is None:
         return now_count
-    reviews = (
-        Review.objects.filter(created_at__gt=last.created_at)
-        .exclude(action=Review.Action.SKIP)
-        .count()
-    )
+    reviews = Review.objects.filter(created_at__gt=last.created_at).exclude(
+        action=Review.Action.SKIP).count()
     return max(0, now_count - (last.n_items or 0)) + reviews
 
 
@@ -52,12 +49,8 @@ def training_maybe_trigger(*, family: str = DEFAULT_FAMILY) -> TrainingRun | Non
     if new < threshold:
         return None
     run, created = training_run_request(trigger=TrainingRun.Trigger.AUTO, params={}, family=family)
-    logger.info(
-        "%d new final labels: training run %s %s",
-        new,
-        run.pk,
-        "requested" if created else "already in flight",
-    )
+    logger.info("%d new final labels: training run %s %s", new, run.pk,
+                "requested" if created else "already in flight")
     return run
 
 

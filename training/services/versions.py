@@ -63,8 +63,7 @@ def _activate(version: ModelVersion, *, previous: ModelVersion | None, by: Any =
         # Archive first: the partial unique constraint allows one active version at a time.
         ModelVersion.objects.filter(pk=previous.pk).update(status=ModelVersion.Status.ARCHIVED)
     ModelVersion.objects.filter(pk=version.pk).update(
-        status=ModelVersion.Status.ACTIVE,
-        promoted_at=now,
+        status=ModelVersion.Status.ACTIVE, promoted_at=now,
         promoted_by=by if getattr(by, "pk", None) else None,
     )
     version.status, version.promoted_at = ModelVersion.Status.ACTIVE, now

@@ -135,9 +135,8 @@ class Command(BaseCommand):
                 self.stderr.write(
                     f"round {number} has no items recorded yet: pass --items FILE to choose them"
                 )
-        with tqdm(
-            total=len(items), desc=f"round {number}", unit=" items", disable=quiet, leave=False
-        ) as bar:
+        with tqdm(total=len(items), desc=f"round {number}", unit=" items", disable=quiet,
+                  leave=False) as bar:
             result = round_push(round=round, items=items, client=client, progress=bar.update)
         for external_id, reason in result.skipped[:20]:
             self.stderr.write(f"round {number}: skipped {external_id}: {reason}")

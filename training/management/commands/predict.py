@@ -16,16 +16,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--out", type=Path, required=True)
         parser.add_argument(
-            "--items",
-            type=Path,
-            default=None,
+            "--items", type=Path, default=None,
             help="External ids to score: JSONL or CSV with external_id, or one id a line.",
         )
         parser.add_argument("--model-version", type=int, default=None, dest="model_version")
 
-    def handle(
-        self, *args, out: Path, items: Path | None, model_version: int | None, **options
-    ) -> None:
+    def handle(self, *args, out: Path, items: Path | None, model_version: int | None,
+               **options) -> None:
         if items is not None and not items.is_file():
             raise CommandError(f"no such file: {items}")
         try:

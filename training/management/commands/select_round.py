@@ -21,19 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--strategy", choices=list_strategies(), default=None)
         parser.add_argument("--random-share", type=float, default=None)
         relabel = parser.add_mutually_exclusive_group()
-        relabel.add_argument(
-            "--relabel",
-            dest="relabel",
-            action="store_true",
-            default=None,
-            help="let contested items compete for places",
-        )
-        relabel.add_argument(
-            "--no-relabel",
-            dest="relabel",
-            action="store_false",
-            help="new items only (default: ACQUISITION_RELABEL)",
-        )
+        relabel.add_argument("--relabel", dest="relabel", action="store_true", default=None,
+                             help="let contested items compete for places")
+        relabel.add_argument("--no-relabel", dest="relabel", action="store_false",
+                             help="new items only (default: ACQUISITION_RELABEL)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--push", action="store_true", help="push the round to Zooniverse")
         parser.add_argument("--out", type=Path, help="write the picks as CSV")

@@ -23,13 +23,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--strategies",
-            default="",
-            help="comma-separated, of: "
-            f"{', '.join(list_strategies())} (default: random and the "
-            "configured ACQUISITION_STRATEGY)",
-        )
+        parser.add_argument("--strategies", default="",
+                            help="comma-separated, of: "
+                            f"{', '.join(list_strategies())} (default: random and the "
+                            "configured ACQUISITION_STRATEGY)")
         parser.add_argument("--strategy", help="one strategy, compared with random")
         parser.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="e.g. 0,1,2")
         parser.add_argument("--rounds", type=int, default=5)
@@ -41,25 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--random-share", type=float, default=0.15)
         relabel = parser.add_mutually_exclusive_group()
-        relabel.add_argument(
-            "--relabel",
-            dest="relabel",
-            action="store_true",
-            default=None,
-            help="let contested items compete for places",
-        )
-        relabel.add_argument(
-            "--no-relabel",
-            dest="relabel",
-            action="store_false",
-            help="new items only (default: ACQUISITION_RELABEL)",
-        )
-        parser.add_argument(
-            "--out",
-            type=Path,
-            default=Path("var/simulation"),
-            help="where the PNG and the table go",
-        )
+        relabel.add_argument("--relabel", dest="relabel", action="store_true", default=None,
+                             help="let contested items compete for places")
+        relabel.add_argument("--no-relabel", dest="relabel", action="store_false",
+                             help="new items only (default: ACQUISITION_RELABEL)")
+        parser.add_argument("--out", type=Path, default=Path("var/simulation"),
+                            help="where the PNG and the table go")
 
     def handle(self, *args, **options) -> None:
         from tqdm import tqdm
@@ -73,8 +57,7 @@ class Command(BaseCommand):
         )
 
         strategies = [s for s in options["strategies"].split(",") if s] or [
-            "random",
-            settings.ACQUISITION_STRATEGY,
+            "random", settings.ACQUISITION_STRATEGY
         ]
         if options["strategy"]:
             strategies = ["random", options["strategy"]]
@@ -84,31 +67,18 @@ class Command(BaseCommand):
             raise CommandError(
                 f"unknown strategy {unknown[0]!r}; use {', '.join(list_strategies())}"
             )
-        for name in (
-            "rounds",
-            "items_per_round",
-            "votes",
-            "seed_round",
-            "pool",
-            "test_items",
-            "epochs",
-        ):
+        for name in ("rounds", "items_per_round", "votes", "seed_round", "pool", "test_items",
+                     "epochs"):
             if options[name] < (0 if name == "rounds" else 1):
                 raise CommandError(f"--{name.replace('_', '-')} is too small")
         if not options["seeds"]:
             raise CommandError("--seeds needs at least one seed")
         config = SimulationConfig(
-            strategies=tuple(strategies),
-            seeds=options["seeds"],
-            rounds=options["rounds"],
-            items_per_round=options["items_per_round"],
-            votes=options["votes"],
-            seed_round=options["seed_round"],
-            pool=options["pool"],
-            test_items=options["test_items"],
-            epochs=options["epochs"],
-            random_share=options["random_share"],
-            relabel=options["relabel"],
+            strategies=tuple(strategies), seeds=options["seeds"], rounds=options["rounds"],
+            items_per_round=options["items_per_round"], votes=options["votes"],
+            seed_round=options["seed_round"], pool=options["pool"],
+            test_items=options["test_items"], epochs=options["epochs"],
+            random_share=options["random_share"], relabel=options["relabel"],
         )
         bar = tqdm(total=config.steps, unit="training", file=self.stderr, dynamic_ncols=True)
 

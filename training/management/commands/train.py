@@ -21,28 +21,13 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=None)
         parser.add_argument("--mode", choices=["head", "finetune"], default=None)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
-        parser.add_argument(
-            "--timeout",
-            type=float,
-            default=24 * 3600,
-            help="Seconds --wait waits at most (default a day).",
-        )
+        parser.add_argument("--timeout", type=float, default=24 * 3600,
+                            help="Seconds --wait waits at most (default a day).")
 
-    def handle(
-        self,
-        *args,
-        backbone: str | None,
-        epochs: int | None,
-        mode: str | None,
-        wait: bool,
-        timeout: float,
-        **options,
-    ) -> None:
-        params = {
-            k: v
-            for k, v in (("backbone", backbone), ("epochs", epochs), ("mode", mode))
-            if v is not None
-        }
+    def handle(self, *args, backbone: str | None, epochs: int | None, mode: str | None,
+               wait: bool, timeout: float, **options) -> None:
+        params = {k: v for k, v in (("backbone", backbone), ("epochs", epochs), ("mode", mode))
+                  if v is not None}
         try:
             run, created = training_run_request(trigger=TrainingRun.Trigger.COMMAND, params=params)
         except TrainingParamsError as exc:
@@ -58,11 +43,8 @@ class Command(BaseCommand):
         summary = (
             f"train: run {run.pk} {run.status}"
             + (f", attempt {run.attempts}/{run.max_attempts}" if run.attempts else "")
-            + (
-                f", model v{version.pk} {version.status} (val mAP {version.val_map:.3f})"
-                if version is not None and version.val_map is not None
-                else ""
-            )
+            + (f", model v{version.pk} {version.status} (val mAP {version.val_map:.3f})"
+               if version is not None and version.val_map is not None else "")
         )
         if run.status == TrainingRun.Status.FAILED:
             raise CommandError(f"{summary}: {run.error}")
