@@ -464,6 +464,8 @@ class _Context:
         # (subject id, its item metadata) already looked up without finding an item: items do not
         # appear during an ingest, so the same subject's next votes need not look again.
         self.unmatched: set[tuple[int, tuple[Any, ...]]] = set()
+        # With counters recounted at the end of the ingest: the items and volunteers to recount.
+        self.deferred: tuple[set[int], set[int]] | None = None
         self._load(None)
 
     def _load(self, versions: set[str] | None) -> None:
@@ -578,6 +580,7 @@ def classifications_ingest(
     batch_size: int = 5000,
     on_batch_committed: Callable[[BatchResult], None] | None = None,
     cursor: bool = False,
+    counters_at_end: bool = False,
 ) -> IngestCounts:
     """Store classifications batch by batch; each batch is one transaction.
 
@@ -590,7 +593,10 @@ def classifications_ingest(
     the largest classification id seen in the batch, in the same transaction, and never backwards.
 
     Safe to call more than once with the same input: stored ids are skipped, counters are
-    recomputed from the rows, not nudged.
+    recomputed from the rows, not nudged. They are recounted after each batch, or with
+    ``counters_at_end`` once for the whole ingest (also when it fails half-way), for the items
+    and volunteers of every row handed in, stored before or not: a large import touches nearly
+    every volunteer in every batch, and recounting them each time read the table over and over.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -600,11 +606,24 @@ def classifications_ingest(
     if cursor:
         SyncCursor.objects.get_or_create(workflow=workflow)
     total = IngestCounts()
-    for batch in _batches(records, batch_size):
-        result = _ingest_batch(batch, context=context, report=report, cursor=cursor)
-        total.add(result.counts)
-        if on_batch_committed is not None:
-            on_batch_committed(result)
+    if counters_at_end:
+        context.deferred = (set(), set())
+    try:
+        for batch in _batches(records, batch_size):
+            result = _ingest_batch(batch, context=context, report=report, cursor=cursor)
+            total.add(result.counts)
+            if on_batch_committed is not None:
+                on_batch_committed(result)
+    except BaseException:
+        # The batches committed so far keep true counters; the original error is what counts.
+        if context.deferred is not None:
+            try:
+                _counts_recompute(items=context.deferred[0], volunteers=context.deferred[1])
+            except Exception:
+                logger.exception("counters not recounted after a failed ingest")
+        raise
+    if context.deferred is not None:
+        _counts_recompute(items=context.deferred[0], volunteers=context.deferred[1])
     if total.unknown_versions:
         # One alert per version and run, not one per row (reliability B3).
         versions = ", ".join(f"{v} ({n} rows)" for v, n in sorted(total.unknown_versions.items()))
@@ -761,11 +780,15 @@ def _store(
 
     # Known ids are skipped before anything else: a re-import touches nothing (B5, L2).
     ids = columns.zooniverse_id[rows]
-    known = list(
-        Classification.objects.filter(_among("zooniverse_id", ids.tolist())).values_list(
-            "zooniverse_id", flat=True
-        )
-    )
+    stored = Classification.objects.filter(_among("zooniverse_id", ids.tolist()))
+    if context.deferred is None:
+        known = list(stored.values_list("zooniverse_id", flat=True))
+    else:
+        # A re-run after a failed import recounts what the failed run stored, too.
+        found = list(stored.values_list("zooniverse_id", "item_id", "volunteer_id"))
+        known = [zid for zid, _, _ in found]
+        context.deferred[0].update(item for _, item, _ in found if item is not None)
+        context.deferred[1].update(volunteer for _, _, volunteer in found)
     if known:
         counts.unchanged += len(known)
         fresh = ~np.isin(ids, np.array(known, np.int64))
@@ -856,7 +879,11 @@ def _store(
     if to_clear:
         Classification.objects.filter(pk__in=to_clear).update(is_duplicate=False)
 
-    _counts_recompute(items=touched_items, volunteers=set(by_key.values()))
+    if context.deferred is None:
+        _counts_recompute(items=touched_items, volunteers=set(by_key.values()))
+    else:
+        context.deferred[0].update(touched_items)
+        context.deferred[1].update(by_key.values())
 
 
 # The columns the ingest fills itself, by attribute name; any other column of Classification

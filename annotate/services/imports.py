@@ -97,6 +97,7 @@ def classifications_import(
                     report=report,
                     batch_size=batch_size,
                     on_batch_committed=committed,
+                    counters_at_end=True,
                 )
     except (OSError, ExportFormatError) as exc:
         _finish(report, ImportReport.Status.FAILED, f"{path}: {exc}")

@@ -616,3 +616,46 @@ def test_a_parser_process_that_fails_or_dies_fails_the_import_and_its_report(
         classifications_import(path=_mixed_export(tmp_path), workflow_id=7, parallel=True)
     assert list(ImportReport.objects.values_list("status", flat=True)) == ["failed", "failed"]
     assert not Classification.objects.exists()
+
+
+def test_a_failed_import_leaves_counters_true_to_its_stored_rows_and_a_rerun_heals_them(
+    concepts, tmp_path, monkeypatch
+):
+    from annotate.services import classifications as ingest
+
+    workflow_configure(workflow_id=7)
+    for subject in range(900, 904):
+        Item.objects.create(external_id=f"item-{subject}")
+    rows = [export_row(i, subject=str(900 + i % 4)) for i in range(1, 401)]
+    path = write_export(tmp_path / "cls.csv", rows)  # blocks of 64 KiB at --batch-size 10
+
+    def counters_true() -> bool:
+        items = {i.pk: i.n_classifications for i in Item.objects.all()}
+        volunteers = {v.pk: v.n_classifications for v in Volunteer.objects.all()}
+        votes = Classification.objects.all()
+        return items == {
+            pk: votes.filter(item_id=pk, is_duplicate=False).count() for pk in items
+        } and volunteers == {pk: votes.filter(volunteer_id=pk).count() for pk in volunteers}
+
+    real = ingest._ingest_batch
+    calls: list[int] = []
+
+    def second_batch_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_ingest_batch", second_batch_fails)
+    with pytest.raises(RuntimeError, match="disk full"):
+        classifications_import(path=path, workflow_id=7, batch_size=10, parallel=False)
+    assert 0 < Classification.objects.count() < 400
+    assert counters_true() and Item.objects.filter(n_classifications__gt=0).exists()
+
+    Item.objects.update(n_classifications=0)  # counters gone wrong by other means
+    Volunteer.objects.update(n_classifications=0)
+    monkeypatch.setattr(ingest, "_ingest_batch", real)
+    classifications_import(path=path, workflow_id=7, batch_size=10, parallel=False)
+    assert Classification.objects.count() == 400
+    assert counters_true()
+
