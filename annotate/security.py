@@ -52,7 +52,10 @@ def csv_escape(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value) if isinstance(value, float) else str(value)
     text = str(value)
-    if text.startswith(CSV_DANGEROUS_PREFIXES):
+    # Text already starting with quotes before a dangerous character gets one more, so that
+    # removing one leading quote from such a cell always gives the original back ("'=" is
+    # written "''=", not confused with an escaped "=").
+    if text.lstrip("'").startswith(CSV_DANGEROUS_PREFIXES):
         return "'" + text
     return text
 
