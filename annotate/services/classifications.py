@@ -27,7 +27,7 @@ import dataclasses
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -201,7 +201,7 @@ class ClassificationColumns:
         expert: np.ndarray,
         session: np.ndarray,
         source: str | np.ndarray,
-        subject_metadata: dict[int, dict[str, Any]],
+        subject_metadata: Mapping[int, dict[str, Any]],
         line: np.ndarray | None = None,
         order: np.ndarray | None = None,
         subject_count: np.ndarray | None = None,
@@ -299,8 +299,8 @@ class ClassificationColumns:
             answer_lists=answer_lists,
             gold_standard=np.array(columns["gold_standard"], bool),
             expert=np.array(columns["expert"], bool),
-            session=np.array(columns["session"] + [None], object)[:-1],
-            source=np.array(columns["source"] + [None], object)[:-1],
+            session=np.array(columns["session"], object),
+            source=np.array(columns["source"], object),
             subject_metadata=metadata,
             line=np.array(columns["line"], np.int64),
             order=np.array(order, np.int64),
@@ -710,7 +710,7 @@ def _ingest_batch(
     refuse(rows[count > 1], "subject_ids", "multi_subject_unsupported")
     rows = rows[count == 1]
     answer_code, resolved = _answers_resolve(columns, context, rows)
-    bad = np.array([a.refusal is not None for a in resolved] + [False], bool)[answer_code]
+    bad = np.array([a.refusal is not None for a in resolved], bool)[answer_code]
     for code in np.unique(answer_code[bad]).tolist():
         field_name, reason = resolved[code].refusal  # type: ignore[misc]
         these = rows[answer_code == code]
@@ -817,15 +817,15 @@ def _store(
     subjects, created_subjects = _subjects_resolve(metadata, unmatched=context.unmatched)
     subject_pk = np.array([subjects[z][0] for z in metadata], np.int64)[subject_of_row]
     item_of_subject = [subjects[z][1] for z in metadata]
-    item_id = np.array(item_of_subject + [None], object)[:-1][subject_of_row]
+    item_id = np.array(item_of_subject, object)[subject_of_row]
     is_new_subject = np.array([subjects[z][0] in created_subjects for z in metadata], bool)
     is_new_subject = is_new_subject[subject_of_row]
 
-    invalid = np.array([bool(a.invalid) for a in resolved] + [False], bool)[answer_code]
+    invalid = np.array([bool(a.invalid) for a in resolved], bool)[answer_code]
     counts.invalid_answers += int(invalid.sum())
 
     created_at = columns.created_at[rows]
-    session = np.array([s[:128] for s in columns.session[rows].tolist()] + [None], object)[:-1]
+    session = np.array([s[:128] for s in columns.session[rows].tolist()], object)
     duplicate, flag_changes = _repeats_decide(
         volunteer_pk=volunteer_pk,
         subject_pk=subject_pk,
@@ -849,9 +849,9 @@ def _store(
 
     connection = connections[router.db_for_write(Classification)]
     adapt_json = _json_adapter(connection)
-    concept_ids = np.array([adapt_json(a.concept_ids) for a in resolved] + [None], object)
-    invalid_answers = np.array([adapt_json(a.invalid) for a in resolved] + [None], object)
-    versions = np.array([v[:32] for v in columns.versions] + [None], object)
+    concept_ids = np.array([adapt_json(a.concept_ids) for a in resolved], object)
+    invalid_answers = np.array([adapt_json(a.invalid) for a in resolved], object)
+    versions = np.array([v[:32] for v in columns.versions], object)
     n = len(rows)
     values = list(
         zip(

@@ -253,7 +253,7 @@ class _Blocks:
         """Each distinct text parsed once: (values, code per row, parsed well per row)."""
         texts, codes = _encoded(column)
         values = [parse(text) for text in texts]
-        good = np.array([v is not None for v in values] + [False], bool)
+        good = np.array([v is not None for v in values], bool)
         return values, codes, good[codes]
 
     def _answers(self, text: str) -> list[Any] | None:
@@ -323,7 +323,8 @@ def _flags(column: pa.ChunkedArray) -> np.ndarray:
 def _objects(column: pa.ChunkedArray) -> list[dict[str, Any] | None]:
     """Each cell's JSON object (``{}`` for an empty cell or ``null``), None where it is not one.
 
-    (One ``orjson`` call over the whole column as a JSON array was measured: four times slower.)
+    (One ``orjson`` call over the whole column joined as a JSON array was slower: 55 ms against
+    15 ms cell by cell for the ``metadata`` of a 16 MiB block, timed ad hoc.)
     """
     values: list[dict[str, Any] | None] = []
     append = values.append
