@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections import defaultdict
+from collections import ChainMap, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -316,7 +316,6 @@ class ClassificationColumns:
         versions: list[str] = []
         volunteers: list[tuple[int | None, str]] = []
         answer_lists: list[list[Any]] = []
-        metadata: dict[int, dict[str, Any]] = {}
         subject_lists: dict[int, list[int]] = {}
         quarantine: list[tuple[int, QuarantineEntry]] = []
         rows = 0
@@ -329,8 +328,6 @@ class ClassificationColumns:
             versions += part.versions
             volunteers += part.volunteers
             answer_lists += part.answer_lists
-            for zid, meta in part.subject_metadata.items():
-                metadata.setdefault(zid, meta)
             subject_lists.update({rows + i: ids for i, ids in part.subject_lists.items()})
             quarantine += part.quarantine
             rows += len(part)
@@ -339,7 +336,9 @@ class ClassificationColumns:
             versions=versions,
             volunteers=volunteers,
             answer_lists=answer_lists,
-            subject_metadata=metadata,
+            # The first part naming a subject wins, as within a part. Not merged: a block
+            # reader's mapping converts its keys only for the subjects looked up.
+            subject_metadata=ChainMap(*(part.subject_metadata for part in parts)),
             subject_lists=subject_lists,
             quarantine=quarantine,
         )
@@ -463,7 +462,7 @@ class _Context:
         self.volunteers: dict[str, int] = {}
         # (subject id, its item metadata) already looked up without finding an item: items do not
         # appear during an ingest, so the same subject's next votes need not look again.
-        self.unmatched: set[tuple[int, tuple[Any, ...]]] = set()
+        self.unmatched: dict[int, tuple[Any, ...]] = {}
         # With counters recounted at the end of the ingest: the items and volunteers to recount.
         self.deferred: tuple[set[int], set[int]] | None = None
         self._load(None)
@@ -1106,14 +1105,15 @@ def _item_keys(metadata: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _subjects_resolve(
-    metadata: dict[int, dict[str, Any]], *, unmatched: set[tuple[int, tuple[Any, ...]]]
+    metadata: dict[int, dict[str, Any]], *, unmatched: dict[int, tuple[Any, ...]]
 ) -> tuple[dict[int, tuple[int, int | None]], set[int]]:
     """Subject zooniverse id -> (subject id, item id), and the ids of the subjects created.
 
     ``metadata`` holds each subject's export metadata (``{}`` when there is none). A new subject
     is linked to an item through its metadata; a known subject still without an item is linked
     when its metadata now names one, and its stored votes follow it. ``unmatched`` remembers
-    metadata that matched no item, so that it is not looked up again (it is updated).
+    metadata that matched no item (subject id -> its item keys), so that the same metadata is
+    not looked up again (it is updated).
     """
     found = _subjects_read(list(metadata))
     unlinked = {
@@ -1121,7 +1121,7 @@ def _subjects_resolve(
         for zid, meta in metadata.items()
         if meta
         and (zid not in found or found[zid][1] is None)
-        and (zid, _item_keys(meta)) not in unmatched
+        and (zid not in unmatched or unmatched[zid] != _item_keys(meta))
     }
     items = _items_match(unlinked) if unlinked else {}
     if len(unmatched) < 1_000_000:  # bounded, like the volunteer cache

@@ -659,3 +659,42 @@ def test_a_failed_import_leaves_counters_true_to_its_stored_rows_and_a_rerun_hea
     assert Classification.objects.count() == 400
     assert counters_true()
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_checks_foreign_keys_again_after_an_import_that_skipped_them_row_by_row(
+    concepts, tmp_path, monkeypatch
+):
+    from django.db import connection
+
+    from annotate.services import classifications as ingest
+
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite connection setting")
+
+    def foreign_keys() -> int:
+        with connection.cursor() as cursor:
+            return cursor.execute("PRAGMA foreign_keys").fetchone()[0]
+
+    workflow_configure(workflow_id=7)
+    real, seen = ingest._rows_insert, []
+
+    def insert(*args, **kwargs):
+        seen.append(foreign_keys())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_rows_insert", insert)
+    classifications_import(path=_mixed_export(tmp_path), workflow_id=7, batch_size=6)
+    assert seen and set(seen) == {0}
+    assert foreign_keys() == 1
+    with connection.cursor() as cursor:
+        assert cursor.execute("PRAGMA foreign_key_check").fetchall() == []
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest, "_rows_insert", broken)
+    Classification.objects.all().delete()
+    with pytest.raises(RuntimeError, match="disk full"):
+        classifications_import(path=_mixed_export(tmp_path), workflow_id=7, batch_size=6)
+    assert foreign_keys() == 1
