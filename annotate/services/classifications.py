@@ -460,8 +460,8 @@ class _Context:
         }
         self.maps: dict[str, _AnswerMap | None] = {}
         self.volunteers: dict[str, int] = {}
-        # (subject id, its item metadata) already looked up without finding an item: items do not
-        # appear during an ingest, so the same subject's next votes need not look again.
+        # Subject id -> the item metadata last looked up for it without finding an item: items do
+        # not appear during an ingest, so the same subject's next votes need not look again.
         self.unmatched: dict[int, tuple[Any, ...]] = {}
         # With counters recounted at the end of the ingest: the items and volunteers to recount.
         self.deferred: tuple[set[int], set[int]] | None = None
