@@ -1227,7 +1227,8 @@ def _repeats_decide(
             return (volunteer, subject, "")
         return (volunteer, subject, session) if session else None
 
-    # (created_at, zooniverse id, stored pk or None, current flag, item id, new row or None)
+    # (created_at, zooniverse id, stored pk or None, current flag, then for a new row its place
+    # in the batch, for a stored one its item id)
     groups: dict[tuple[int, int, str], list[tuple[Any, ...]]] = defaultdict(list)
     for i in np.flatnonzero(candidate).tolist():
         key = group_of(int(volunteer_pk[i]), int(subject_pk[i]), session[i], bool(logged_in[i]))

@@ -660,7 +660,6 @@ def test_a_failed_import_leaves_counters_true_to_its_stored_rows_and_a_rerun_hea
     assert counters_true()
 
 
-
 @pytest.mark.django_db(transaction=True)
 def test_sqlite_checks_foreign_keys_again_after_an_import_that_skipped_them_row_by_row(
     concepts, tmp_path, monkeypatch

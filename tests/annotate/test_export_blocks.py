@@ -22,9 +22,9 @@ def by_rows(data: bytes) -> tuple[list[tuple], list[tuple]]:
 
 def by_blocks(data: bytes, block_bytes: int) -> tuple[list[tuple], list[tuple]]:
     blocks = list(classification_blocks(io.BytesIO(data), block_bytes=block_bytes))
-    merged = ClassificationColumns.concat(blocks) if blocks else None
-    if merged is None:
+    if not blocks:
         return [], []
+    merged = ClassificationColumns.concat(blocks)
     return _records(merged), _refusals(merged)
 
 
