@@ -5,6 +5,7 @@ Usage, from the repository root::
     .venv/bin/python bench/import_classifications.py                 # 1,000,000 rows
     .venv/bin/python bench/import_classifications.py --rows 100000   # a quicker run
     DATABASE_URL=postgres://... .venv/bin/python bench/import_classifications.py  # an EMPTY db
+    .venv/bin/python bench/import_classifications.py --insert-variants  # + ways to insert
 
 It writes a synthetic multiple-answer classification export (the shape of ``zooniverse.md``
 §5.1: 18 answers, about 10 votes per subject, logged-in and logged-out volunteers, realistic
@@ -35,6 +36,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -393,6 +395,88 @@ def sqlite_floor(workdir: Path, batch_size: int) -> tuple[int, float]:
     return int(rows), float(seconds)
 
 
+_VARIANTS_SCRIPT = """
+import os, shutil, sqlite3, sys, time
+from operator import itemgetter
+source, empty, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+columns = [row[1] for row in sqlite3.connect(source).execute(
+    "PRAGMA table_info(annotate_classification)") if row[1] != "id"]
+names = ", ".join(columns)
+rows = sqlite3.connect(source).execute(
+    f"SELECT {names} FROM annotate_classification ORDER BY id").fetchall()
+indexes = sqlite3.connect(empty).execute(
+    "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+    "AND tbl_name = 'annotate_classification' AND sql IS NOT NULL").fetchall()
+sql = (f"INSERT INTO annotate_classification ({names}) VALUES "
+       f"({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING")
+
+def insert(label, **how):
+    # The better of two runs: the first of a series also pays for a cold page cache.
+    print(f"{label}\t{min(timed(**how) for _ in range(2)):.2f}", flush=True)
+
+def timed(*, foreign_keys="OFF", order=None, checkpoint=1000, indexes_after=None):
+    target = empty + ".run"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(target + suffix):
+            os.remove(target + suffix)
+    shutil.copy(empty, target)
+    db = sqlite3.connect(target, isolation_level=None)
+    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -131072",
+                   f"foreign_keys = {foreign_keys}", f"wal_autocheckpoint = {checkpoint}"):
+        db.execute(f"PRAGMA {pragma}")
+    if indexes_after is not None:
+        for name, _ in indexes:
+            db.execute(f'DROP INDEX "{name}"')
+    key = itemgetter(columns.index(order)) if order else None
+    start = time.perf_counter()
+    for at in range(0, len(rows), batch):
+        part = rows[at:at + batch]
+        db.execute("BEGIN")
+        db.executemany(sql, sorted(part, key=key) if key else part)
+        db.execute("COMMIT")
+    if indexes_after:
+        db.execute("BEGIN")
+        for _, create in indexes:
+            db.execute(create)
+        db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    seconds = time.perf_counter() - start
+    db.close()
+    os.remove(target)
+    return seconds
+
+insert("foreign keys not checked (as the import writes)")
+insert("foreign keys checked", foreign_keys="ON")
+insert("each batch sorted by volunteer", order="volunteer_id")
+insert("each batch sorted by subject", order="subject_id")
+insert("WAL checkpoint every 20,000 pages, not 1,000", checkpoint=20000)
+insert("no index but the unique classification id", indexes_after=False)
+insert("the same, the other indexes built after the insert", indexes_after=True)
+"""
+
+
+def insert_variants(workdir: Path, batch_size: int) -> list[tuple[str, float]]:
+    """The stored rows inserted again into a copy of the import's database with its votes
+    deleted (volunteers, subjects and items kept, so foreign keys can be checked), one way at a
+    time, the better of two runs each: what each change to how the rows are written would save
+    or cost."""
+    source = workdir / "crowdloop.sqlite3"
+    empty = workdir / "variants.sqlite3"
+    empty.unlink(missing_ok=True)
+    db = sqlite3.connect(empty, isolation_level=None)
+    with sqlite3.connect(source) as original:
+        original.backup(db)
+    db.execute("DELETE FROM annotate_classification")
+    db.execute("VACUUM")
+    db.close()
+    try:
+        out = run([str(PYTHON), "-c", _VARIANTS_SCRIPT, str(source), str(empty), str(batch_size)])
+    finally:
+        empty.unlink(missing_ok=True)
+    lines = (line.rsplit("\t", 1) for line in out.strip().splitlines())
+    return [(label, float(seconds)) for label, seconds in lines]
+
+
 def panoptes_side(workdir: Path, cls: Path, wf: Path) -> Measured:
     cli = panoptes_venv()
     out = workdir / "panoptes"
@@ -416,6 +500,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=60_000)
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     parser.add_argument("--skip-panoptes", action="store_true")
+    parser.add_argument(
+        "--insert-variants", action="store_true",
+        help="SQLite: also time inserting the stored rows in other ways (foreign keys, order, "
+        "checkpoints, indexes)",
+    )
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="crowdloop-bench-import-"))
@@ -445,6 +534,11 @@ def main() -> None:
             (f"crowdloop re-import ({database})", again),
         ]
         floor = sqlite_floor(workdir, args.batch_size) if database == "SQLite" else None
+        variants = (
+            insert_variants(workdir, args.batch_size)
+            if args.insert_variants and database == "SQLite"
+            else []
+        )
         theirs = None
         if not args.skip_panoptes:
             theirs = panoptes_side(workdir, cls, wf)
@@ -471,6 +565,10 @@ def main() -> None:
                 f"copy of the table: {floor[1]:.1f} s; the import takes "
                 f"{ours.seconds / floor[1]:.1f}x that"
             )
+        if variants:
+            print("\nThe stored rows inserted again, into a copy of the database without votes:")
+            for label, seconds in variants:
+                print(f"  {label:56} {seconds:6.2f} s")
         if theirs is not None:
             print(
                 f"\nspeed: crowdloop is {theirs.seconds / ours.seconds:.1f}x faster by wall time, "
