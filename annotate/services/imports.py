@@ -236,8 +236,9 @@ def _sqlite_bulk() -> Iterator[None]:
       writes into a row is one it read or created in the same transaction (the workflow, the
       subjects it resolved or created, the items it matched), or a volunteer it created or read
       earlier in this import, which its stored votes protect from deletion. SQLite has one writer
-      at a time, so nothing deletes them before the commit. The checks took about 1.2 s of the
-      9 s that SQLite needs to insert a million classifications (``bench/README.md``).
+      at a time, so nothing deletes them before the commit. The checks took 1.3 s of the 9.5 s
+      that SQLite needed to insert a million classifications (``bench/import_classifications.py
+      --insert-variants``).
 
     Inside an outer transaction (a test case) SQLite ignores the switch and keeps checking.
     PostgreSQL is tuned on the server, and checks its keys at each commit as always.
