@@ -660,6 +660,38 @@ def test_a_failed_import_leaves_counters_true_to_its_stored_rows_and_a_rerun_hea
     assert counters_true()
 
 
+@pytest.mark.parametrize("every_s, along_the_way", [(0.0, True), (3600.0, False)])
+def test_a_long_import_recounts_counters_along_the_way_not_only_at_the_end(
+    concepts, tmp_path, monkeypatch, every_s, along_the_way
+):
+    from annotate.services import classifications as ingest
+
+    workflow_configure(workflow_id=7)
+    items = [Item.objects.create(external_id=f"item-{subject}") for subject in range(900, 904)]
+    rows = [
+        export_row(i, subject=str(900 + i % 4), user_id=str(2000 + i), user_name=f"v{i}")
+        for i in range(1, 1201)
+    ]
+    path = write_export(tmp_path / "cls.csv", rows)  # blocks of 64 KiB at --batch-size 10
+    monkeypatch.setattr(ingest, "COUNTERS_EVERY_S", every_s)
+    seen: list[tuple[int, int]] = []  # (votes stored, votes the item counters hold)
+
+    def progress(rows: int, read: int) -> None:
+        counted = sum(Item.objects.values_list("n_classifications", flat=True))
+        seen.append((Classification.objects.filter(is_duplicate=False).count(), counted))
+
+    classifications_import(
+        path=path, workflow_id=7, batch_size=10, parallel=False, progress=progress
+    )
+    assert len(seen) > 2 and seen[-1][0] == 1200
+    mid_import = seen[:-1]
+    if along_the_way:
+        assert all(stored == counted for stored, counted in mid_import)
+    else:
+        assert all(counted == 0 for _, counted in mid_import)
+    assert [Item.objects.get(pk=i.pk).n_classifications for i in items] == [300] * 4
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sqlite_checks_foreign_keys_again_after_an_import_that_skipped_them_row_by_row(
     concepts, tmp_path, monkeypatch
