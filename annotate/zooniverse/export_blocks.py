@@ -11,9 +11,11 @@ spelling was unusual: an ISO timestamp, spaces around an id). A block Arrow cann
 whole (a broken quote, a wrong column count, a line that is not UTF-8, a NUL byte, a blank line)
 is read by the exact parser instead, line by line, with its true line numbers.
 
-One difference is left: text after a closing quote in a row that still has the right number of
-cells (``1,"ab"c,...``) is read the way Arrow reads it (``abc``), where the row parser refuses the
-row as malformed CSV. Telling the two apart would mean scanning every block byte by byte.
+Arrow is more lenient than the row parser in one way: it reads text after a closing quote
+(``1,"ab"c,...``) as part of the cell (``abc``), where the row parser refuses the row as malformed
+CSV. So before Arrow reads a block, one vectorised pass over its quotes checks that each opening
+quote starts a cell and each closing quote ends one (:func:`_quotes_in_place`); a block where one
+does not is read by the exact parser, which refuses that row with its line.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ BLOCK_BYTES = 16 << 20
 _DIGITS = r"^[0-9]{1,18}$"
 _TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC$"
 _TRUE = pa.array(["true", "t", "1", "yes"])
+#: The bytes that may stand before an opening quote or after a closing one: a comma, a line end,
+#: or the other quote of an escaped pair (``""``).
+_QUOTE_NEIGHBOUR = np.zeros(256, bool)
+_QUOTE_NEIGHBOUR[list(b'",\n\r')] = True
 
 
 def classification_blocks(
@@ -134,9 +140,9 @@ class _Blocks:
             return self._exact(block, first_line)
 
     def _table(self, block: bytes) -> pa.Table | None:
-        # Arrow takes NUL bytes as text; the exact parser reports them. (It also skips blank lines,
-        # which the line count in ``_lines`` then notices.)
-        if b"\x00" in block:
+        # Arrow takes NUL bytes and text after a closing quote as text; the exact parser reports
+        # them. (It also skips blank lines, which the line count in ``_lines`` then notices.)
+        if b"\x00" in block or not _quotes_in_place(block):
             return None
         try:
             return pcsv.read_csv(
@@ -298,6 +304,35 @@ class _Blocks:
         columns.order = columns.line.copy()  # blocks are joined: order by line, as elsewhere
         columns.quarantine = [(entry.line or 0, entry) for _, entry in columns.quarantine]
         return columns
+
+
+def _quotes_in_place(block: bytes) -> bool:
+    """Whether every quote of the block is where strict CSV puts one, so Arrow reads it as the
+    row parser does.
+
+    A block starts at a cell, so its quotes alternate: the 1st, 3rd, ... open a cell or are the
+    second of an escaped pair, and must follow a comma, a line end or a quote (or start the
+    block); the 2nd, 4th, ... close a cell or are the first of a pair, and must be followed by a
+    comma, a line end or a quote (or end the block). Text after a closing quote (``"ab"c``, also
+    ``""c``) breaks the second rule; a quote inside an unquoted cell (``ab"c``) breaks the first,
+    which sends that rare block to the exact parser too. An odd count is a broken quote. About
+    20 ms for a 16 MiB block of the bench export (2.8 million quotes), timed ad hoc: 1.3 CPU s of
+    the parser per million rows, which runs beside the slower database writer.
+    """
+    data = np.frombuffer(block, np.uint8)
+    quotes = np.flatnonzero(data == ord('"'))
+    if not len(quotes):
+        return True
+    if len(quotes) % 2:
+        return False
+    opening, closing = quotes[0::2], quotes[1::2]
+    if opening[0] == 0:
+        opening = opening[1:]
+    if closing[-1] == len(data) - 1:
+        closing = closing[:-1]
+    return bool(
+        _QUOTE_NEIGHBOUR[data[opening - 1]].all() and _QUOTE_NEIGHBOUR[data[closing + 1]].all()
+    )
 
 
 def _encoded(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from annotate.services.classifications import ClassificationColumns, QuarantineEntry
-from annotate.zooniverse.export_blocks import classification_blocks
+from annotate.zooniverse.export_blocks import _quotes_in_place, classification_blocks
 from annotate.zooniverse.exports import ExportFormatError, parse_classification_export
 from tests.annotate.test_export_parsers import export_row, export_text
 
@@ -48,6 +51,11 @@ def _refusals(columns: ClassificationColumns) -> list[tuple]:
     return sorted((e.line, e.record_id, e.field, e.reason) for e in entries)
 
 
+def _row_text(row: dict[str, str]) -> str:
+    """One row as the CSV line the export writer would give it, without its line end."""
+    return export_text([row]).splitlines()[1]
+
+
 ODD_ROWS = {
     "good rows": [export_row(i) for i in range(1, 40)],
     "cells spanning lines": [
@@ -63,6 +71,26 @@ ODD_ROWS = {
         export_row(4),
     ],
     "stray quote": [export_row(1), '2,"abc"def,x', export_row(3)],
+    "text after a closing quote, the cell count right": [
+        export_row(1),
+        _row_text(export_row(2)).replace(",volunteer2,", ',"volunteer"2,'),
+        export_row(3),
+    ],
+    "text after an empty quoted cell": [
+        export_row(1),
+        _row_text(export_row(2)).replace(",volunteer2,", ',""volunteer2,'),
+        export_row(3),
+    ],
+    "a quote inside an unquoted cell": [
+        export_row(1),
+        _row_text(export_row(2)).replace(",volunteer2,", ',volun"teer2,'),
+        export_row(3),
+    ],
+    "quotes escaped at a cell's edges": [
+        export_row(1, user_name='"quoted"'),
+        export_row(2, user_name='a""b', workflow_name='"'),
+        export_row(3),
+    ],
     "invalid json": [
         export_row(1, annotations='{"not": json'),
         export_row(2, metadata='{"not": json'),
@@ -137,6 +165,26 @@ def test_well_formed_rows_never_take_the_row_by_row_path(monkeypatch):
 
     monkeypatch.setattr(export_blocks._Blocks, "_with_slow", refuse)
     monkeypatch.setattr(export_blocks._Blocks, "_exact", refuse)
-    data = export_text(ODD_ROWS["good rows"] + [export_row(50, workflow_name="a\nb")]).encode()
+    edges = ODD_ROWS["quotes escaped at a cell's edges"]
+    rows = ODD_ROWS["good rows"] + [export_row(50, workflow_name="a\nb")] + edges
+    data = export_text(rows).encode()
     (block,) = classification_blocks(io.BytesIO(data))
-    assert len(block) == 40 and not block.quarantine
+    assert len(block) == 43 and not block.quarantine
+
+
+_CSV_BYTES = '"a,\n\r'
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.text(alphabet=_CSV_BYTES, max_size=5), min_size=1, max_size=3)))
+def test_the_quote_check_passes_whatever_a_csv_writer_writes(rows):
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    assert _quotes_in_place(out.getvalue().encode())
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=_CSV_BYTES, max_size=14))
+def test_text_that_passes_the_quote_check_is_strict_csv(text):
+    if _quotes_in_place(text.encode()):
+        list(csv.reader(io.StringIO(text, newline=""), strict=True))  # raises on a stray quote
