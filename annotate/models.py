@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -250,9 +252,27 @@ class Volunteer(models.Model):
         return self.user_name or self.key
 
 
+class RowIdAutoField(models.BigAutoField):
+    """A ``BigAutoField`` that on SQLite is the table's plain rowid, without ``AUTOINCREMENT``.
+
+    ``AUTOINCREMENT`` keeps ids of deleted rows from ever coming back, at the price of a write to
+    ``sqlite_sequence`` with every insert: about 1 s of the 8 s SQLite spends inserting a million
+    classifications (ad hoc, five runs each: medians 6.86 s without, 7.95 s with). For an
+    append-only table the guarantee buys nothing: a new id is still one more than the largest,
+    and only deleting the newest rows would let their ids return. Other databases keep their
+    own identity columns.
+    """
+
+    def db_type_suffix(self, connection: Any) -> str | None:
+        if connection.vendor == "sqlite":
+            return None
+        return super().db_type_suffix(connection)
+
+
 class Classification(models.Model):
     """One volunteer's answer on one subject: the raw vote, append-only."""
 
+    id = RowIdAutoField(primary_key=True)
     zooniverse_id = models.PositiveBigIntegerField(unique=True)
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="+")
     workflow_version = models.CharField(max_length=32)

@@ -660,6 +660,24 @@ def test_a_failed_import_leaves_counters_true_to_its_stored_rows_and_a_rerun_hea
     assert counters_true()
 
 
+def test_classification_ids_on_sqlite_are_the_plain_rowid_and_still_only_grow(workflow):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite table definition")
+    with connection.cursor() as cursor:
+        table = cursor.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'annotate_classification'"
+        ).fetchone()[0]
+    assert '"id" integer NOT NULL PRIMARY KEY' in table and "AUTOINCREMENT" not in table
+    ingest(workflow, [record(1), record(2), record(3)])
+    first, second, third = Classification.objects.order_by("zooniverse_id")
+    assert first.pk < second.pk < third.pk
+    first.delete()  # (votes are append-only; a deleted older row leaves the newest id in place)
+    ingest(workflow, [record(4)])
+    assert Classification.objects.get(zooniverse_id=4).pk == third.pk + 1
+
+
 @pytest.mark.parametrize("every_s, along_the_way", [(0.0, True), (3600.0, False)])
 def test_a_long_import_recounts_counters_along_the_way_not_only_at_the_end(
     concepts, tmp_path, monkeypatch, every_s, along_the_way
