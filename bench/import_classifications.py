@@ -414,7 +414,8 @@ def insert(label, **how):
     # The better of two runs: the first of a series also pays for a cold page cache.
     print(f"{label}\t{min(timed(**how) for _ in range(2)):.2f}", flush=True)
 
-def timed(*, foreign_keys="OFF", order=None, checkpoint=1000, indexes_after=None, without=()):
+def timed(*, foreign_keys="OFF", order=None, checkpoint=1000, indexes_after=None, without=(),
+          autoincrement=False):
     target = empty + ".run"
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(target + suffix):
@@ -424,6 +425,15 @@ def timed(*, foreign_keys="OFF", order=None, checkpoint=1000, indexes_after=None
     for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -131072",
                    f"foreign_keys = {foreign_keys}", f"wal_autocheckpoint = {checkpoint}"):
         db.execute(f"PRAGMA {pragma}")
+    if autoincrement:  # the table as Django makes it by default: the key with AUTOINCREMENT
+        table = db.execute("SELECT sql FROM sqlite_master WHERE name = 'annotate_classification'"
+                           ).fetchone()[0]
+        key = '"id" integer NOT NULL PRIMARY KEY'
+        assert key in table and "AUTOINCREMENT" not in table
+        db.execute("DROP TABLE annotate_classification")
+        db.execute(table.replace(key, key + " AUTOINCREMENT"))
+        for _, create in indexes:
+            db.execute(create)
     if indexes_after is not None:
         for name, _ in indexes:
             db.execute(f'DROP INDEX "{name}"')
@@ -450,6 +460,7 @@ def timed(*, foreign_keys="OFF", order=None, checkpoint=1000, indexes_after=None
 
 insert("foreign keys not checked (as the import writes)")
 insert("foreign keys checked", foreign_keys="ON")
+insert("the primary key with AUTOINCREMENT (Django's default)", autoincrement=True)
 insert("each batch sorted by volunteer", order="volunteer_id")
 insert("each batch sorted by subject", order="subject_id")
 insert("WAL checkpoint every 20,000 pages, not 1,000", checkpoint=20000)
@@ -507,8 +518,8 @@ def main() -> None:
     parser.add_argument("--skip-panoptes", action="store_true")
     parser.add_argument(
         "--insert-variants", action="store_true",
-        help="SQLite: also time inserting the stored rows in other ways (foreign keys, order, "
-        "checkpoints, indexes)",
+        help="SQLite: also time inserting the stored rows in other ways (foreign keys, primary "
+        "key, order, checkpoints, indexes)",
     )
     args = parser.parse_args()
 
