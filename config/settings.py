@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "annotate",
     "training",
+    "loop",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class LoopConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "loop"
+    verbose_name = "Loop"
