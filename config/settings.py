@@ -8,8 +8,10 @@ DJANGO_DEBUG=1 asks for it, in either environment.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -25,18 +27,44 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_float(name: str, default: float) -> float:
+def _env_number(name: str, default: float, kind: type, minimum: float | None) -> Any:
     value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+    if value in (None, ""):
+        number = default
+    else:
+        try:
+            number = kind(value)
+        except ValueError:
+            kind_name = "an integer" if kind is int else "a number"
+            raise ImproperlyConfigured(f"{name} must be {kind_name}, not {value!r}.") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
+    return number
 
 
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    return _env_number(name, default, float, minimum)
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    return _env_number(name, default, int, minimum)
 
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
+def env_mapping(name: str) -> dict[str, str]:
+    """``KEY=VALUE[,KEY=VALUE...]`` as a dict; a part without both sides is refused."""
+    mapping: dict[str, str] = {}
+    for part in env_list(name):
+        key, sep, value = (side.strip() for side in part.partition("="))
+        if not sep or not key or not value:
+            raise ImproperlyConfigured(f"{name} must be NAME=PATH[,NAME=PATH...], not {part!r}.")
+        if key in mapping:
+            raise ImproperlyConfigured(f"{name} names {key!r} twice.")
+        mapping[key] = value
+    return mapping
 
 
 CROWDLOOP_ENV = os.environ.get("CROWDLOOP_ENV", "development").strip().lower()
@@ -139,7 +167,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests run on a file too, as production does: an in-memory test database is one connection
     # that the live server's thread would share with the test's, and sqlite3 can deadlock when two
     # threads use one connection at once.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_crowdloop.sqlite3")}
+    # One file per test process, so that two test runs on one checkout never share a database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(VAR_DIR / f"test_crowdloop_{os.getpid()}.sqlite3")
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -200,7 +231,15 @@ PANOPTES_CLIENT_SECRET = os.environ.get("PANOPTES_CLIENT_SECRET", "")
 PANOPTES_USERNAME = os.environ.get("PANOPTES_USERNAME", "")
 PANOPTES_PASSWORD = os.environ.get("PANOPTES_PASSWORD", "")
 PANOPTES_PROJECT_ID = os.environ.get("PANOPTES_PROJECT_ID", "")
-PANOPTES_TIMEOUT = env_float("PANOPTES_TIMEOUT", 30.0)
+PANOPTES_TIMEOUT = env_float("PANOPTES_TIMEOUT", 30.0, minimum=0.1)
+
+# Zooniverse client limits: the connect timeout, the tries per request, and the wall budget of one
+# sync or push (kept under half the broker's visibility timeout by the client), and the largest
+# classification export a pull downloads.
+PANOPTES_CONNECT_TIMEOUT = env_float("PANOPTES_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+PANOPTES_MAX_ATTEMPTS = env_int("PANOPTES_MAX_ATTEMPTS", 6, minimum=1)
+PANOPTES_BUDGET = env_float("PANOPTES_BUDGET", 1800.0, minimum=1.0)
+ZOONIVERSE_EXPORT_MAX_BYTES = env_int("ZOONIVERSE_EXPORT_MAX_BYTES", 2 * 1024**3, minimum=1)
 
 # Europeana Search API.
 EUROPEANA_API_KEY = os.environ.get("EUROPEANA_API_KEY", "")
@@ -217,6 +256,47 @@ THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 256)
 AGGREGATION_METHOD = os.environ.get("AGGREGATION_METHOD", "dawid_skene")
 RETIRE_CONFIDENCE = env_float("RETIRE_CONFIDENCE", 0.95)
 RETIRE_MIN_CLASSIFICATIONS = env_int("RETIRE_MIN_CLASSIFICATIONS", 3)
+
+# Training: the defaults of a requested run (a request's own parameters win), when one is
+# requested on its own, and which final labels it learns from.
+TRAINING_BACKBONE = os.environ.get("TRAINING_BACKBONE", "small_cnn")
+TRAINING_EPOCHS = env_int("TRAINING_EPOCHS", 12, minimum=1)
+# "auto" is CUDA when there is one, else the CPU; scoring uses the same device.
+TRAINING_DEVICE = os.environ.get("TRAINING_DEVICE", "auto").strip().lower()
+if not re.fullmatch(r"auto|cpu|mps|xpu|cuda(:\d+)?", TRAINING_DEVICE):
+    raise ImproperlyConfigured(
+        f"TRAINING_DEVICE must be auto, cpu, cuda, cuda:N, mps or xpu, not {TRAINING_DEVICE!r}."
+    )
+# Backbone name -> local pretrained weights file (NAME=PATH[,NAME=PATH...]); nothing is ever
+# downloaded. A backbone with weights trains a head on cached features by default.
+TRAINING_BACKBONE_WEIGHTS = env_mapping("TRAINING_BACKBONE_WEIGHTS")
+# New final labels since the last run that request a retrain on their own (0: never).
+TRAIN_AFTER_NEW_LABELS = env_int("TRAIN_AFTER_NEW_LABELS", 200, minimum=0)
+TRAINING_MIN_ITEMS = env_int("TRAINING_MIN_ITEMS", 10, minimum=1)
+# A crowd label is a training target with at least this many votes and this confidence; its
+# weight grows with the votes up to TRAINING_FULL_EVIDENCE_VOTES; a curator's decision weighs
+# TRAINING_CURATED_WEIGHT.
+TRAINING_MIN_VOTES = env_int("TRAINING_MIN_VOTES", 2, minimum=1)
+TRAINING_MIN_CONFIDENCE = env_float("TRAINING_MIN_CONFIDENCE", 0.5, minimum=0.0)
+if TRAINING_MIN_CONFIDENCE > 1.0:
+    raise ImproperlyConfigured("TRAINING_MIN_CONFIDENCE must be a probability, at most 1.")
+TRAINING_FULL_EVIDENCE_VOTES = env_int("TRAINING_FULL_EVIDENCE_VOTES", 5, minimum=1)
+TRAINING_CURATED_WEIGHT = env_float("TRAINING_CURATED_WEIGHT", 1.0, minimum=0.0)
+TRAINING_PATIENCE = env_int("TRAINING_PATIENCE", 5, minimum=1)
+
+# Training jobs: a claim's lease (renewed every epoch, so longer than the slowest epoch), tries
+# per run and per scoring chunk, when the reconciler re-sends a stranded run, and the hard time
+# limit of a training task (0: six hours, or less to stay under the visibility timeout).
+TRAINING_LEASE_SECONDS = env_int("TRAINING_LEASE_SECONDS", 900, minimum=1)
+TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
+TRAINING_REQUEUE_AFTER_SECONDS = env_float("TRAINING_REQUEUE_AFTER_SECONDS", 300.0, minimum=1.0)
+TRAINING_TIME_LIMIT_SECONDS = env_int("TRAINING_TIME_LIMIT_SECONDS", 0, minimum=0)
+
+# Scoring the pool with a new model version: images per batch, items per chunk (one task each),
+# and whether a candidate that was not promoted is scored too.
+TRAINING_SCORE_BATCH_SIZE = env_int("TRAINING_SCORE_BATCH_SIZE", 64, minimum=1)
+TRAINING_SCORE_CHUNK_SIZE = env_int("TRAINING_SCORE_CHUNK_SIZE", 2000, minimum=1)
+TRAINING_SCORE_CANDIDATES = env_bool("TRAINING_SCORE_CANDIDATES", False)
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -280,6 +360,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
+# The Content-Security-Policy header of every page that sets none; empty: the default policy of
+# config/middleware.py (self only, no inline scripts).
+CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY", "").strip()
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
