@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotate import dashboard_views, review_views
+from annotate import review_views
 
 app_name = "review"
 
@@ -14,6 +14,4 @@ urlpatterns = [
     path("item/<int:pk>/", review_views.item, name="item"),
     path("plots/", review_views.plots_page, name="plots"),
     path("plots/<slug:name>.png", review_views.plot_png, name="plot"),
-    path("dashboard/", dashboard_views.dashboard_page, name="dashboard"),
-    path("dashboard/<slug:name>.png", dashboard_views.dashboard_plot, name="dashboard_plot"),
 ]

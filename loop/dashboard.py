@@ -27,6 +27,7 @@ from annotate.models import (
     Round,
     Subject,
 )
+from training.models import ModelVersion
 
 #: The dashboard lists this many rounds and model versions at most, the latest ones.
 RECENT_ROUNDS = 20
@@ -336,8 +337,6 @@ def model_versions_curve(*, limit: int = RECENT_MODEL_VERSIONS) -> list[ModelPoi
     ``val_map`` is the version's column, falling back to ``metrics["map"]`` for versions written
     before the column was filled; NaN (no positive in validation) reads as no value.
     """
-    from training.models import ModelVersion  # the model side is its own app
-
     rows = list(
         ModelVersion.objects.order_by("-created_at", "-id").values_list(
             "pk", "created_at", "status", "backbone", "val_map", "metrics", "n_train", "n_val"

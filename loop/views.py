@@ -13,8 +13,8 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from annotate import dashboard, dashboard_plots
 from annotate.review_views import _context, can_view
+from loop import dashboard, dashboard_plots
 
 
 def _release_links(release) -> list[tuple[str, str]]:
@@ -50,7 +50,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     models = dashboard.model_versions_curve()
     return render(
         request,
-        "annotate/dashboard.html",
+        "loop/dashboard.html",
         _context(
             request,
             title="Dashboard",

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image
 
-from annotate import dashboard, dashboard_plots, selectors
+from annotate import selectors
 from annotate.models import (
     AggregatedLabel,
     Classification,
@@ -22,6 +22,7 @@ from annotate.models import (
     VolunteerSkill,
     Workflow,
 )
+from loop import dashboard, dashboard_plots
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -122,7 +123,7 @@ def populate(concepts, *, scale: int = 1) -> None:
 
 
 def test_an_anonymous_visitor_is_sent_to_the_login_page(client):
-    for url in (reverse("review:dashboard"), reverse("review:dashboard_plot", args=["labels"])):
+    for url in (reverse("loop:dashboard"), reverse("loop:dashboard_plot", args=["labels"])):
         response = client.get(url)
         assert response.status_code == 302
         assert reverse("admin:login") in response["Location"]
@@ -130,15 +131,15 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(client):
 
 def test_a_staff_member_without_the_view_permission_gets_403(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("s", password="x" * 20, is_staff=True))
-    assert client.get(reverse("review:dashboard")).status_code == 403
+    assert client.get(reverse("loop:dashboard")).status_code == 403
     for name in dashboard_plots.DASHBOARD_PLOTS:
-        assert client.get(reverse("review:dashboard_plot", args=[name])).status_code == 403
+        assert client.get(reverse("loop:dashboard_plot", args=[name])).status_code == 403
 
 
 def test_the_admin_index_links_to_the_dashboard_for_curators(curator_client):
     page = curator_client.get(reverse("admin:index"))
     assert page.status_code == 200
-    assert reverse("review:dashboard").encode() in page.content
+    assert reverse("loop:dashboard").encode() in page.content
     assert b'id="crowdloop-box"' in page.content
 
 
@@ -146,7 +147,7 @@ def test_the_admin_index_links_to_the_dashboard_for_curators(curator_client):
 
 
 def test_the_dashboard_renders_on_an_empty_database(curator_client):
-    page = curator_client.get(reverse("review:dashboard"))
+    page = curator_client.get(reverse("loop:dashboard"))
     assert page.status_code == 200
     assert b'id="dash-no-model"' in page.content
     assert b'id="dash-no-release"' in page.content
@@ -156,7 +157,7 @@ def test_the_dashboard_renders_on_an_empty_database(curator_client):
 
 def test_the_dashboard_renders_a_loop_with_data(curator_client, concepts):
     populate(concepts)
-    page = curator_client.get(reverse("review:dashboard"))
+    page = curator_client.get(reverse("loop:dashboard"))
     assert page.status_code == 200
     html = page.content.decode()
     for section in ("dash-rounds", "dash-concepts", "dash-skills", "dash-models"):
@@ -167,7 +168,7 @@ def test_the_dashboard_renders_a_loop_with_data(curator_client, concepts):
     assert reverse("api:release-download", args=[release.pk, "csv"]) in html
     assert "0.550" in html  # the active model's mAP in the table
     for name in dashboard_plots.DASHBOARD_PLOTS:
-        assert reverse("review:dashboard_plot", args=[name]) in html
+        assert reverse("loop:dashboard_plot", args=[name]) in html
 
 
 @pytest.mark.parametrize("scale", [1, 4])
@@ -176,7 +177,7 @@ def test_the_dashboard_takes_a_bounded_number_of_queries_whatever_the_data(
 ):
     populate(concepts, scale=scale)
     with django_assert_max_num_queries(MAX_QUERIES):
-        assert curator_client.get(reverse("review:dashboard")).status_code == 200
+        assert curator_client.get(reverse("loop:dashboard")).status_code == 200
 
 
 # --- the plots ------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_the_dashboard_takes_a_bounded_number_of_queries_whatever_the_data(
 
 @pytest.mark.parametrize("name", dashboard_plots.DASHBOARD_PLOTS)
 def test_each_plot_is_an_uncached_png_on_an_empty_database(curator_client, name):
-    response = curator_client.get(reverse("review:dashboard_plot", args=[name]))
+    response = curator_client.get(reverse("loop:dashboard_plot", args=[name]))
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
     assert response["Cache-Control"] == "no-store"
@@ -198,7 +199,7 @@ def test_each_plot_is_a_png_with_data_in_bounded_queries(
 ):
     populate(concepts, scale=2)
     with django_assert_max_num_queries(12):
-        response = curator_client.get(reverse("review:dashboard_plot", args=[name]))
+        response = curator_client.get(reverse("loop:dashboard_plot", args=[name]))
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
     decoded(response.content)

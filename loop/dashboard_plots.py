@@ -3,7 +3,7 @@
 Drawn like :mod:`annotate.plots` (``Figure`` + Agg canvas, never pyplot, which keeps global state
 that is not thread-safe in a web server) and with its helpers, so both pages look alike. The
 volunteer-skill scatter is :func:`annotate.plots.volunteer_skills_png` itself, not a copy. Data
-comes grouped from :mod:`annotate.dashboard`; each plot says so when there is none.
+comes grouped from :mod:`loop.dashboard`; each plot says so when there is none.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from annotate import dashboard, plots
+from annotate import plots
 from annotate.plots import _ACCENT, _DPI, _no_data, _png
+from loop import dashboard
 
 DASHBOARD_PLOTS = ("classifications", "labels", "agreement", "skills", "learning")
 _SECOND = "#79aec8"  # the admin's lighter blue, for a second series beside the accent
