@@ -56,19 +56,6 @@ def test_each_role_holds_what_the_api_docs_say_it_holds():
             assert (perm in codes(role)) == (role in holders), (perm, role)
 
 
-def test_the_demo_accounts_hold_their_roles(settings, tmp_path, django_user_model):
-    from annotate.services.demo import demo_accounts
-
-    settings.VAR_DIR = tmp_path
-    accounts = {a.username: a.role for a in demo_accounts()}
-    assert accounts == {"curator": "curator", "admin": "admin"}
-    for username, role in accounts.items():
-        user = django_user_model.objects.get(username=username)
-        assert [g.name for g in user.groups.all()] == [role]
-        assert set(user.groups.get().permissions.all()) == set(role_permissions(role))
-    assert (tmp_path / "demo" / "credentials.txt").read_text().count("\n") == 2
-
-
 def test_an_unknown_role_is_refused():
     with pytest.raises(ValueError):
         role_permissions("superhero")

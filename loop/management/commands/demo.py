@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.demo import DemoLoopConfig, demo_accounts, demo_loop
+from loop.services.demo import DemoLoopConfig, demo_accounts, demo_loop
 
 
 class Command(BaseCommand):
@@ -59,7 +59,7 @@ class Command(BaseCommand):
             call_command("flush", interactive=False, verbosity=0)
             shutil.rmtree(settings.ARTIFACT_ROOT, ignore_errors=True)
         accounts = demo_accounts()
-        from annotate.services.demo import DEMO_TRAIN_PARAMS
+        from loop.services.demo import DEMO_TRAIN_PARAMS
 
         config = DemoLoopConfig(
             items=options["items"],

@@ -1,0 +1,21 @@
+"""The offline demo's accounts: one per role, each holding its group, written down to read."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotate.roles import role_permissions
+from loop.services.demo import demo_accounts
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_demo_accounts_hold_their_roles(settings, tmp_path, django_user_model):
+    settings.VAR_DIR = tmp_path
+    accounts = {a.username: a.role for a in demo_accounts()}
+    assert accounts == {"curator": "curator", "admin": "admin"}
+    for username, role in accounts.items():
+        user = django_user_model.objects.get(username=username)
+        assert [g.name for g in user.groups.all()] == [role]
+        assert set(user.groups.get().permissions.all()) == set(role_permissions(role))
+    assert (tmp_path / "demo" / "credentials.txt").read_text().count("\n") == 2
