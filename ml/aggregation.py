@@ -16,6 +16,8 @@ Methods (see ``../shared/docs/aggregation.md``):
   very few classifications, and any volunteers the caller marks (anonymous ``not-logged-in-*``
   sessions), can be pooled into one shared "rare" volunteer. Two coins matter because tagging
   errors are asymmetric: volunteers miss concepts far more often than they invent them.
+- ``dawid_skene_binary_posteriors``: that model's E-step alone, for a subset of items under the
+  fixed parameters (``TwoCoinParameters``) of an earlier full pass: the incremental aggregation.
 - ``majority_vote_categorical`` / ``dawid_skene_categorical``: the single-answer (one-of-K)
   counterparts, used on the public reference datasets and for single-choice questions.
 
@@ -327,6 +329,9 @@ class AggregationResult:
         log_likelihood: marginal log-likelihood of the votes after each iteration.
         converged: whether the log-likelihood change fell below the tolerance.
         pooled: ``(n_workers,)`` True where the volunteer shares the pooled "rare" skill.
+        crowd_sensitivity: ``(n_concepts,)`` the sensitivity a volunteer without votes gets (the
+            Beta prior's mean); None for methods without a prior (majority vote).
+        crowd_specificity: ``(n_concepts,)`` likewise for the specificity.
     """
 
     method: str
@@ -340,6 +345,8 @@ class AggregationResult:
     log_likelihood: list[float]
     converged: bool
     pooled: BoolArray
+    crowd_sensitivity: FloatArray | None = None
+    crowd_specificity: FloatArray | None = None
 
     @property
     def labels(self) -> BoolArray:
@@ -616,6 +623,27 @@ def _worker_groups(
     return group, n_groups, pooled
 
 
+def _crowd_error(hits: FloatArray, mass: FloatArray, floor: float = _PROB_CLIP) -> FloatArray:
+    """``(n_concepts,)`` the crowd's pooled error rate per concept: all groups' errors / mass."""
+    errors = np.maximum(mass - hits, 0.0)
+    crowd = errors.sum(axis=0) / np.maximum(mass.sum(axis=0), 1e-12)
+    return np.clip(crowd, floor, 1 - floor)
+
+
+def _unseen_skill(
+    hits: FloatArray, mass: FloatArray, sharing: float | None, floor: float = _PROB_CLIP
+) -> FloatArray:
+    """``(n_concepts,)`` what ``_shrink`` gives a group without votes: the Beta prior's mean.
+
+    With no errors and no mass the cross-concept factor is ``sharing / sharing`` = 1, and the
+    estimate is the prior itself, whatever the prior strength.
+    """
+    error = _crowd_error(hits, mass, floor)
+    if sharing is not None:
+        error = np.clip(error, floor, 0.5)
+    return np.clip(1.0 - error, floor, 1 - floor)
+
+
 def _shrink(
     hits: FloatArray,
     mass: FloatArray,
@@ -633,8 +661,7 @@ def _shrink(
     cannot use.
     """
     errors = np.maximum(mass - hits, 0.0)
-    crowd = errors.sum(axis=0) / np.maximum(mass.sum(axis=0), 1e-12)
-    crowd = np.clip(crowd, floor, 1 - floor)
+    crowd = _crowd_error(hits, mass, floor)
     prior = np.broadcast_to(crowd[None, :], errors.shape)
     if sharing is not None:
         expected = (mass * crowd[None, :]).sum(axis=1, keepdims=True)
@@ -711,10 +738,16 @@ def dawid_skene_binary(
     if pooled.any():
         strength[-1] = 0.0
 
+    crowd: list[FloatArray] = []  # the latest M-step's (sensitivity, specificity) prior means
+
     def m_step(post: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         stats = design.skill_counts(post)
         sensitivity = _shrink(stats.true_pos, stats.mass_pos, strength, sharing_strength)
         specificity = _shrink(stats.true_neg, stats.mass_neg, strength, sharing_strength)
+        crowd[:] = [
+            _unseen_skill(stats.true_pos, stats.mass_pos, sharing_strength),
+            _unseen_skill(stats.true_neg, stats.mass_neg, sharing_strength),
+        ]
         # With no information at all about a concept, the prior is an honest 0.5.
         prior = _informative_mean(post, informative, np.full(n_concepts, 0.5))
         return sensitivity, specificity, np.clip(prior, _PROB_CLIP, 1 - _PROB_CLIP)
@@ -759,6 +792,155 @@ def dawid_skene_binary(
         log_likelihood=trace,
         converged=converged,
         pooled=pooled,
+        crowd_sensitivity=crowd[0],
+        crowd_specificity=crowd[1],
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class TwoCoinParameters:
+    """Fixed parameters of the two-coin model, for ``dawid_skene_binary_posteriors``.
+
+    Attributes:
+        sensitivity: ``(n_workers, n_concepts)`` P(tick | applies) per volunteer; NaN where the
+            volunteer (or this concept of theirs) is unknown to the parameters.
+        specificity: ``(n_workers, n_concepts)`` P(no tick | does not apply); NaN where unknown.
+        priors: ``(n_concepts,)`` share of items to which each concept applies.
+        crowd_sensitivity: ``(n_concepts,)`` what an unknown volunteer gets: the full pass's Beta
+            prior mean (``AggregationResult.crowd_sensitivity``).
+        crowd_specificity: ``(n_concepts,)`` likewise for the specificity.
+        pooled_sensitivity: ``(n_concepts,)`` the skill every pooled volunteer shares, or None
+            when the full pass pooled nobody.
+        pooled_specificity: ``(n_concepts,)`` likewise, or None.
+    """
+
+    sensitivity: FloatArray
+    specificity: FloatArray
+    priors: FloatArray
+    crowd_sensitivity: FloatArray
+    crowd_specificity: FloatArray
+    pooled_sensitivity: FloatArray | None = None
+    pooled_specificity: FloatArray | None = None
+
+    @classmethod
+    def from_result(cls, result: AggregationResult) -> TwoCoinParameters:
+        """The parameters behind a ``dawid_skene_binary`` result's posteriors.
+
+        Raises:
+            ValueError: for a result without crowd-level skills (majority vote).
+        """
+        if result.crowd_sensitivity is None or result.crowd_specificity is None:
+            raise ValueError(f"a {result.method!r} result has no crowd-level skill")
+        pooled = bool(result.pooled.any())
+        first = int(np.argmax(result.pooled))
+        return cls(
+            sensitivity=result.sensitivity,
+            specificity=result.specificity,
+            priors=result.priors,
+            crowd_sensitivity=result.crowd_sensitivity,
+            crowd_specificity=result.crowd_specificity,
+            pooled_sensitivity=result.sensitivity[first] if pooled else None,
+            pooled_specificity=result.specificity[first] if pooled else None,
+        )
+
+
+def dawid_skene_binary_posteriors(
+    votes: VoteMatrix,
+    parameters: TwoCoinParameters,
+    anchors: AnchorsLike = None,
+    *,
+    pool_workers: ArrayLike | None = None,
+) -> AggregationResult:
+    """The two-coin model's E-step alone: posteriors of ``votes``' items under fixed parameters.
+
+    What an incremental aggregation runs on the items that got new votes, with the skills and
+    priors of the last full ``dawid_skene_binary`` pass: given that pass's parameters, an item's
+    posterior depends only on its own votes, so the E-step over a subset of items reproduces the
+    full pass's posteriors for them. Skills are not re-estimated.
+
+    A volunteer (or volunteer x concept) that ``parameters`` does not know (NaN) gets the crowd's
+    average skill, the Beta prior mean the full pass gives a volunteer without votes. Volunteers
+    in ``pool_workers`` (anonymous sessions) share the pooled skill, as in the full pass, when
+    ``parameters`` has one; without one they are treated like everyone else.
+
+    Args:
+        votes: the votes of the items to score; ``worker_idx`` indexes ``parameters``' rows.
+        parameters: fixed skills, class priors and crowd-level skills.
+        anchors: known labels, which win over the votes.
+        pool_workers: volunteers that share the pooled skill (boolean mask or indices).
+
+    Returns:
+        An ``AggregationResult`` (``method="dawid_skene"``, ``iterations=0``) whose
+        ``sensitivity``/``specificity`` are the skills actually used.
+
+    Raises:
+        ValueError: when the parameters' shapes do not match the votes.
+    """
+    n_workers, n_concepts = votes.n_workers, votes.n_concepts
+    skills = (n_workers, n_concepts)
+
+    pooled = np.zeros(n_workers, dtype=bool)
+    if pool_workers is not None:
+        marked = np.asarray(pool_workers)
+        if marked.dtype == np.bool_:
+            if marked.shape != (n_workers,):
+                raise ValueError("a boolean pool_workers must have shape (n_workers,)")
+            pooled |= marked
+        else:
+            pooled[_as_index(marked, "pool_workers")] = True
+
+    def used(given: ArrayLike, crowd: ArrayLike, pooled_skill: ArrayLike | None) -> FloatArray:
+        rates = np.asarray(given, dtype=np.float64)
+        average = np.asarray(crowd, dtype=np.float64)
+        if rates.shape != skills or average.shape != (n_concepts,):
+            raise ValueError(
+                f"skills must be {skills} and crowd skills ({n_concepts},), "
+                f"got {rates.shape} and {average.shape}"
+            )
+        rates = np.where(np.isnan(rates), average[None, :], rates)
+        if pooled_skill is not None and pooled.any():
+            rates[pooled] = np.asarray(pooled_skill, dtype=np.float64)
+        return np.clip(rates, _PROB_CLIP, 1 - _PROB_CLIP)
+
+    sensitivity = used(
+        parameters.sensitivity, parameters.crowd_sensitivity, parameters.pooled_sensitivity
+    )
+    specificity = used(
+        parameters.specificity, parameters.crowd_specificity, parameters.pooled_specificity
+    )
+    prior = np.asarray(parameters.priors, dtype=np.float64)
+    if prior.shape != (n_concepts,):
+        raise ValueError(f"priors must be ({n_concepts},), got {prior.shape}")
+    prior = np.clip(prior, _PROB_CLIP, 1 - _PROB_CLIP)
+
+    fixed = anchors_to_array(anchors, votes.n_items, n_concepts)
+    known = ~np.isnan(fixed)
+    # Each volunteer is its own group: pooled ones already carry the shared skill.
+    design = _Design.build(votes, np.arange(n_workers), n_workers)
+    present, absent = design.log_evidence(sensitivity, specificity)
+    log_present = np.log(prior)[None, :] + present
+    log_absent = np.log1p(-prior)[None, :] + absent
+    posteriors = expit(log_present - log_absent)
+    per_pair = np.logaddexp(log_present, log_absent)
+    if known.any():
+        posteriors[known] = fixed[known]
+        per_pair[known] = np.where(fixed[known] == 1.0, log_present[known], log_absent[known])
+
+    worker_counts = votes.worker_vote_counts()
+    return AggregationResult(
+        method="dawid_skene",
+        posteriors=posteriors,
+        sensitivity=sensitivity,
+        specificity=specificity,
+        worker_votes=np.repeat(worker_counts[:, None], n_concepts, axis=1),
+        item_votes=votes.item_vote_counts(),
+        priors=prior,
+        iterations=0,
+        log_likelihood=[float(per_pair.sum())],
+        converged=True,
+        pooled=pooled,
+        crowd_sensitivity=np.asarray(parameters.crowd_sensitivity, dtype=np.float64),
+        crowd_specificity=np.asarray(parameters.crowd_specificity, dtype=np.float64),
     )
 
 

@@ -394,6 +394,137 @@ def test_two_coin_beats_majority_vote_on_a_simulated_crowd_at_five_and_ten_votes
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# The E-step alone, under fixed parameters (incremental aggregation)
+# --------------------------------------------------------------------------------------------
+
+
+def votes_of_items(votes: VoteMatrix, items: np.ndarray) -> VoteMatrix:
+    """The votes of ``items`` (sorted), renumbered in that order; volunteers keep their index."""
+    keep = np.isin(votes.item_idx, items)
+    return VoteMatrix.from_arrays(
+        np.searchsorted(items, votes.item_idx[keep]),
+        votes.worker_idx[keep],
+        votes.labels[keep],
+        n_items=len(items),
+        n_workers=votes.n_workers,
+    )
+
+
+def test_the_e_step_on_a_subset_of_items_reproduces_the_full_pass_for_them():
+    votes, truth = simulate(n_items=600, seed=21)
+    anonymous = np.zeros(votes.n_workers, dtype=bool)
+    anonymous[::7] = True
+    anchors = {(i, c): int(truth[i, c]) for i in range(0, 600, 25) for c in range(2)}
+    full = agg.dawid_skene_binary(votes, anchors, pool_workers=anonymous)
+    assert full.pooled.any()
+
+    subset = np.arange(3, 600, 9)
+    position = {int(item): k for k, item in enumerate(subset)}
+    sub_anchors = {(position[i], c): v for (i, c), v in anchors.items() if i in position}
+    assert sub_anchors  # the subset holds anchored items too
+    result = agg.dawid_skene_binary_posteriors(
+        votes_of_items(votes, subset),
+        agg.TwoCoinParameters.from_result(full),
+        sub_anchors,
+        pool_workers=anonymous,
+    )
+    np.testing.assert_allclose(result.posteriors, full.posteriors[subset], rtol=0, atol=1e-6)
+    assert result.iterations == 0 and result.method == "dawid_skene"
+    np.testing.assert_array_equal(result.item_votes, full.item_votes[subset])
+
+
+def test_a_volunteer_without_votes_in_the_full_pass_gets_the_crowd_skill_it_reports():
+    votes, _ = simulate(seed=22)
+    with_idle = VoteMatrix.from_arrays(
+        votes.item_idx, votes.worker_idx, votes.labels, n_workers=votes.n_workers + 1
+    )
+    for options in ({}, {"sharing_strength": None}, {"prior_strength": 0.0}):
+        full = agg.dawid_skene_binary(with_idle, **options)
+        np.testing.assert_allclose(full.sensitivity[-1], full.crowd_sensitivity, atol=1e-12)
+        np.testing.assert_allclose(full.specificity[-1], full.crowd_specificity, atol=1e-12)
+
+
+def test_volunteers_unknown_to_the_parameters_get_the_crowd_average_or_the_pooled_skill():
+    votes, _ = simulate(n_items=300, n_workers=40, seed=23)
+    anonymous = np.zeros(votes.n_workers, dtype=bool)
+    anonymous[:5] = True
+    params = agg.TwoCoinParameters.from_result(
+        agg.dawid_skene_binary(votes, pool_workers=anonymous)
+    )
+    # Three new volunteers: two logged in (one known on concept 0 only), one anonymous.
+    n_workers = votes.n_workers + 3
+    sensitivity = np.vstack([params.sensitivity, np.full((3, votes.n_concepts), np.nan)])
+    specificity = np.vstack([params.specificity, np.full((3, votes.n_concepts), np.nan)])
+    sensitivity[-3, 0], specificity[-3, 0] = 0.99, 0.98
+    known = agg.TwoCoinParameters(
+        sensitivity=sensitivity,
+        specificity=specificity,
+        priors=params.priors,
+        crowd_sensitivity=params.crowd_sensitivity,
+        crowd_specificity=params.crowd_specificity,
+        pooled_sensitivity=params.pooled_sensitivity,
+        pooled_specificity=params.pooled_specificity,
+    )
+    new_votes = VoteMatrix.from_arrays(
+        [0, 0, 0, 1, 1],
+        [n_workers - 3, n_workers - 2, n_workers - 1, n_workers - 2, 7],
+        np.eye(5, votes.n_concepts, dtype=np.uint8),
+        n_workers=n_workers,
+    )
+    pooled = np.concatenate([anonymous, [False, False, True]])
+    result = agg.dawid_skene_binary_posteriors(new_votes, known, pool_workers=pooled)
+
+    np.testing.assert_allclose(result.sensitivity[-3, 0], 0.99)
+    np.testing.assert_allclose(result.sensitivity[-3, 1:], params.crowd_sensitivity[1:])
+    np.testing.assert_allclose(result.sensitivity[-2], params.crowd_sensitivity)
+    np.testing.assert_allclose(result.specificity[-2], params.crowd_specificity)
+    np.testing.assert_allclose(result.sensitivity[-1], params.pooled_sensitivity)
+    np.testing.assert_allclose(result.specificity[-1], params.pooled_specificity)
+    np.testing.assert_allclose(result.sensitivity[7], params.sensitivity[7])
+    assert not np.isnan(result.posteriors).any()
+
+    # Spelling the crowd skill out for the unknown volunteer gives the same posteriors.
+    explicit = np.array(sensitivity)
+    explicit[-2] = params.crowd_sensitivity
+    spelled = agg.TwoCoinParameters(
+        sensitivity=explicit,
+        specificity=np.where(np.isnan(specificity), params.crowd_specificity, specificity),
+        priors=params.priors,
+        crowd_sensitivity=params.crowd_sensitivity,
+        crowd_specificity=params.crowd_specificity,
+        pooled_sensitivity=params.pooled_sensitivity,
+        pooled_specificity=params.pooled_specificity,
+    )
+    again = agg.dawid_skene_binary_posteriors(new_votes, spelled, pool_workers=pooled)
+    np.testing.assert_allclose(again.posteriors, result.posteriors, atol=1e-12)
+
+
+def test_in_the_e_step_anchors_win_and_unvoted_items_get_the_prior():
+    votes, _ = simulate(n_items=200, seed=24)
+    params = agg.TwoCoinParameters.from_result(agg.dawid_skene_binary(votes))
+    everyone = VoteMatrix.from_arrays(
+        [0] * 6, np.arange(6), np.ones((6, votes.n_concepts), dtype=np.uint8),
+        n_items=2, n_workers=votes.n_workers,
+    )  # fmt: skip
+    free = agg.dawid_skene_binary_posteriors(everyone, params)
+    assert (free.posteriors[0] > 0.9).all()
+    np.testing.assert_allclose(free.posteriors[1], params.priors)
+    anchored = agg.dawid_skene_binary_posteriors(everyone, params, {(0, 2): 0, (1, 0): 1})
+    assert anchored.posteriors[0, 2] == 0.0 and anchored.posteriors[1, 0] == 1.0
+    np.testing.assert_allclose(anchored.posteriors[0, :2], free.posteriors[0, :2])
+
+
+def test_the_e_step_refuses_parameters_of_the_wrong_shape_and_majority_has_none():
+    votes, _ = simulate(n_items=50, seed=25)
+    params = agg.TwoCoinParameters.from_result(agg.dawid_skene_binary(votes))
+    fewer = VoteMatrix.from_arrays([0], [0], np.ones((1, votes.n_concepts)), n_workers=3)
+    with pytest.raises(ValueError, match="skills must be"):
+        agg.dawid_skene_binary_posteriors(fewer, params)
+    with pytest.raises(ValueError, match="no crowd-level skill"):
+        agg.TwoCoinParameters.from_result(agg.majority_vote(votes))
+
+
 def test_an_item_is_settled_only_when_every_concept_is_confidently_near_zero_or_one():
     posteriors = np.array([[0.99, 0.01], [0.99, 0.5], [0.96, 0.04], [0.949, 0.0]])
     decision = agg.retirement_decide(posteriors, confidence=0.95)
