@@ -27,7 +27,8 @@ DEFAULT_CONTENT_SECURITY_POLICY = "; ".join(
 class ContentSecurityPolicyMiddleware:
     """Add a Content-Security-Policy header unless the view set its own.
 
-    ``settings.CONTENT_SECURITY_POLICY`` replaces the default policy when set.
+    ``settings.CONTENT_SECURITY_POLICY`` (from the environment) replaces the default policy
+    when not empty.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -35,6 +36,6 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        policy = getattr(settings, "CONTENT_SECURITY_POLICY", "") or DEFAULT_CONTENT_SECURITY_POLICY
+        policy = settings.CONTENT_SECURITY_POLICY or DEFAULT_CONTENT_SECURITY_POLICY
         response.headers.setdefault("Content-Security-Policy", policy)
         return response

@@ -30,7 +30,7 @@ def lease_below_visibility_timeout(app_configs, **kwargs) -> list:
     """training.W001: a lease longer than the visibility timeout lets Redis redeliver first."""
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
     visibility = float(options.get("visibility_timeout", 3600))
-    lease = float(getattr(settings, "TRAINING_LEASE_SECONDS", 900))
+    lease = float(settings.TRAINING_LEASE_SECONDS)
     if lease >= visibility:
         return [Warning(f"TRAINING_LEASE_SECONDS ({lease:.0f}) is not below the broker's "
                         f"visibility timeout ({visibility:.0f}).", id="training.W001")]

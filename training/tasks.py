@@ -77,8 +77,7 @@ def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
 def _train_limits() -> tuple[int, int]:
     # The hard limit stays below the visibility timeout: Redis must never hand a live training
     # to a second worker (the lease would make that second one a no-op, but it wastes a slot).
-    hard = int(getattr(settings, "TRAINING_TIME_LIMIT_SECONDS", 0)
-               or min(6 * 3600, _visibility_timeout() - 300))
+    hard = int(settings.TRAINING_TIME_LIMIT_SECONDS or min(6 * 3600, _visibility_timeout() - 300))
     hard = max(60, hard)
     return hard - 60, hard
 

@@ -193,7 +193,7 @@ def image_location(item: Item) -> dict[str, str] | None:
     """
     url = item.image_url
     if not url and item.image_file:
-        base = getattr(settings, "PUBLIC_MEDIA_BASE_URL", "").rstrip("/")
+        base = settings.PUBLIC_MEDIA_BASE_URL.rstrip("/")
         if base:
             url = f"{base}/{item.image_file.lstrip('/')}"
     if not url or urlsplit(url).scheme not in ("http", "https"):
@@ -786,7 +786,7 @@ def classifications_export_pull(
 
     client = _client(client)
     directory = directory or Path(settings.ARTIFACT_ROOT) / "exports"
-    cap = max_bytes or int(getattr(settings, "ZOONIVERSE_EXPORT_MAX_BYTES", 2 * 1024**3))
+    cap = max_bytes or int(settings.ZOONIVERSE_EXPORT_MAX_BYTES)
     path = client.export_fetch(
         resource="workflows",
         resource_id=workflow.zooniverse_id,

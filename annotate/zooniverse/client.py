@@ -961,13 +961,13 @@ def policy_from_settings() -> RetryPolicy:
     visibility = float(
         getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("visibility_timeout", 3600)
     )
-    budget = float(getattr(settings, "PANOPTES_BUDGET", 0) or 0) or 1800.0
+    budget = float(settings.PANOPTES_BUDGET)
     # Half the visibility timeout: a task that gives up leaves room for its own Celery retry.
     budget = min(budget, visibility / 2)
     return RetryPolicy(
-        connect_timeout_s=float(getattr(settings, "PANOPTES_CONNECT_TIMEOUT", 5.0)),
-        read_timeout_s=float(getattr(settings, "PANOPTES_TIMEOUT", 30.0)),
-        max_attempts=int(getattr(settings, "PANOPTES_MAX_ATTEMPTS", 6)),
+        connect_timeout_s=float(settings.PANOPTES_CONNECT_TIMEOUT),
+        read_timeout_s=float(settings.PANOPTES_TIMEOUT),
+        max_attempts=int(settings.PANOPTES_MAX_ATTEMPTS),
         budget_s=budget,
         backoff_max_s=min(60.0, budget / 10),
     )

@@ -63,10 +63,6 @@ class TrainingSet:
         }
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
-
-
 def _trainable_items():
     """Items with a stored image, not rejected, and not shown by a subject deleted upstream."""
     deleted = Subject.objects.filter(upstream_state=Subject.Upstream.DELETED).values("item_id")
@@ -99,10 +95,10 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
         pk: column[key] for pk, key in Concept.objects.filter(key__in=concepts).values_list(
             "pk", "key")
     }
-    min_votes = _setting("TRAINING_MIN_VOTES", 2)
-    min_confidence = _setting("TRAINING_MIN_CONFIDENCE", 0.5)
-    full_votes = max(1.0, _setting("TRAINING_FULL_EVIDENCE_VOTES", 5))
-    curated_weight = _setting("TRAINING_CURATED_WEIGHT", 1.0)
+    min_votes = float(settings.TRAINING_MIN_VOTES)
+    min_confidence = float(settings.TRAINING_MIN_CONFIDENCE)
+    full_votes = max(1.0, float(settings.TRAINING_FULL_EVIDENCE_VOTES))
+    curated_weight = float(settings.TRAINING_CURATED_WEIGHT)
 
     item_ids: list[int] = []
     external_ids: list[str] = []
@@ -182,7 +178,7 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
         sources=sources,
         split=split,
     )
-    min_items = int(getattr(settings, "TRAINING_MIN_ITEMS", 10))
+    min_items = int(settings.TRAINING_MIN_ITEMS)
     counts = data.counts()
     if n < min_items or not counts["train"] or not counts["val"]:
         raise TrainingDataError(
@@ -196,7 +192,7 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
 def training_set_count() -> int:
     """How many items have a final label now (curated, or crowd with enough votes): cheap."""
     items = _trainable_items()
-    min_votes = _setting("TRAINING_MIN_VOTES", 2)
+    min_votes = float(settings.TRAINING_MIN_VOTES)
     return (
         items.filter(review_state__in=CURATED).count()
         + items.exclude(review_state__in=CURATED).filter(n_classifications__gte=min_votes).count()

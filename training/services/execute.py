@@ -129,8 +129,8 @@ def _config(params: dict[str, Any]) -> TrainConfig:
         # Runs requested before these knobs existed had a dropout-free linear head.
         dropout=float(params.get("dropout", 0.0)),
         hidden=int(params.get("hidden", 256)),
-        patience=int(getattr(settings, "TRAINING_PATIENCE", 5)),
-        device=getattr(settings, "TRAINING_DEVICE", "auto"),
+        patience=int(settings.TRAINING_PATIENCE),
+        device=settings.TRAINING_DEVICE,
         checkpoint_every=1,
     )
 

@@ -59,8 +59,7 @@ _ALLOWED_KWARGS = {"small_cnn": {"widths", "input_size"}}
 
 def backbone_weights(backbone: str) -> str | None:
     """A local pretrained weights file for the backbone, from TRAINING_BACKBONE_WEIGHTS."""
-    weights = getattr(settings, "TRAINING_BACKBONE_WEIGHTS", {}) or {}
-    return weights.get(backbone) or None
+    return settings.TRAINING_BACKBONE_WEIGHTS.get(backbone) or None
 
 
 def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
@@ -75,7 +74,7 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     if unknown:
         raise TrainingParamsError(f"unknown training parameters: {', '.join(unknown)}")
     defaults = TrainingParams()
-    backbone = str(raw.get("backbone") or getattr(settings, "TRAINING_BACKBONE", "small_cnn"))
+    backbone = str(raw.get("backbone") or settings.TRAINING_BACKBONE)
     from ml.models import list_models  # imports torch: only when a run is requested
 
     if backbone not in list_models():
@@ -93,7 +92,7 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     def number(name: str, kind: type, low: float, high: float) -> Any:
         value = raw.get(name, getattr(defaults, name))
         if name == "epochs" and "epochs" not in raw:
-            value = getattr(settings, "TRAINING_EPOCHS", value)
+            value = settings.TRAINING_EPOCHS
         try:
             value = kind(value)
         except (TypeError, ValueError):
@@ -129,7 +128,7 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
         0.0 <= dropout < 1.0
     ):
         raise TrainingParamsError("dropout must be a number from 0 to below 1")
-    lease_default = int(getattr(settings, "TRAINING_LEASE_SECONDS", 900))
+    lease_default = int(settings.TRAINING_LEASE_SECONDS)
     lease = number("lease_seconds", int, 0, 86_400) or lease_default
     return TrainingParams(
         backbone=backbone,

@@ -124,7 +124,7 @@ def training_run_request(
     if trigger not in Trigger.values:
         raise ValueError(f"unknown trigger {trigger!r}")
     clean = training_params_parse(params).as_json()
-    max_attempts = int(getattr(settings, "TRAINING_MAX_ATTEMPTS", 3))
+    max_attempts = int(settings.TRAINING_MAX_ATTEMPTS)
     for _ in range(3):
         try:
             with transaction.atomic():
@@ -176,7 +176,7 @@ class Claim:
 
 
 def lease_seconds(run: TrainingRun) -> int:
-    return int(run.params.get("lease_seconds") or getattr(settings, "TRAINING_LEASE_SECONDS", 900))
+    return int(run.params.get("lease_seconds") or settings.TRAINING_LEASE_SECONDS)
 
 
 def training_run_claim(*, run_id: int, worker_id: str, now: datetime | None = None) -> Claim:
@@ -375,7 +375,7 @@ def training_runs_reconcile(
 
     now = now or timezone.now()
     if stale_after_s is None:
-        stale_after_s = float(getattr(settings, "TRAINING_REQUEUE_AFTER_SECONDS", 300))
+        stale_after_s = float(settings.TRAINING_REQUEUE_AFTER_SECONDS)
     stale = now - timedelta(seconds=stale_after_s)
     summary = ReconcileSummary()
     candidates = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).order_by("pk")

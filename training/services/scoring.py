@@ -60,7 +60,7 @@ def embedding_cache(model: MultiLabelNet) -> EmbeddingCache:
 
 
 def _device() -> str:
-    name = getattr(settings, "TRAINING_DEVICE", "auto")
+    name = settings.TRAINING_DEVICE
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
@@ -78,7 +78,7 @@ def probabilities(
     cache = embedding_cache(model) if version.mode == "head" else None
     result = compute_embeddings(
         model, sources, cache=cache, device=_device(),
-        batch_size=int(getattr(settings, "TRAINING_SCORE_BATCH_SIZE", 64)),
+        batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
         max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.IMAGE_MAX_BYTES,
     )
     probs = np.zeros((len(sources), len(version.concepts)), dtype=np.float32)
@@ -146,8 +146,8 @@ def scoring_start(*, model_version_id: int) -> int:
     """Cut the pool into chunks for a version (once), send those not done; return how many."""
     version = ModelVersion.objects.get(pk=model_version_id)
     if not version.scoring_chunks:
-        size = max(1, int(getattr(settings, "TRAINING_SCORE_CHUNK_SIZE", 2000)))
-        max_attempts = int(getattr(settings, "TRAINING_MAX_ATTEMPTS", 3))
+        size = max(1, int(settings.TRAINING_SCORE_CHUNK_SIZE))
+        max_attempts = int(settings.TRAINING_MAX_ATTEMPTS)
         chunks = [
             ScoringChunk(model_version=version, index=i, first_item_id=a, last_item_id=b,
                          max_attempts=max_attempts)

@@ -42,7 +42,7 @@ def training_maybe_trigger(*, family: str = DEFAULT_FAMILY) -> TrainingRun | Non
     already training. Returns the run in flight or created, or None when below the threshold
     (or when TRAIN_AFTER_NEW_LABELS is 0, which turns it off).
     """
-    threshold = int(getattr(settings, "TRAIN_AFTER_NEW_LABELS", 200))
+    threshold = int(settings.TRAIN_AFTER_NEW_LABELS)
     if threshold <= 0:
         return None
     new = training_new_labels_count(family=family)

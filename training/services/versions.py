@@ -123,7 +123,7 @@ def model_version_publish(
         if promoted:
             _activate(version, previous=previous)
             _score_after_commit(version)
-        elif getattr(settings, "TRAINING_SCORE_CANDIDATES", False):
+        elif settings.TRAINING_SCORE_CANDIDATES:
             _score_after_commit(version)
         verdict = (
             f"model v{version.pk} active (val mAP {_fmt(version.val_map)}"
