@@ -6,4 +6,9 @@ class TrainingConfig(AppConfig):
     verbose_name = "Model training"
 
     def ready(self) -> None:
+        from annotate.services.exports import record_source_register
         from training import checks  # noqa: F401 - registers the system checks
+        from training.services.proposals import proposal_records
+
+        # Exports and releases of kind "proposals" are the model's; annotate never imports us.
+        record_source_register(kind="proposals", source=proposal_records)
