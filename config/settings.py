@@ -200,16 +200,39 @@ ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts"))
 
 LOGIN_URL = "admin:login"
 
-# Redis and Celery. Without REDIS_URL tasks run in-process (the embedded default).
+# Redis and Celery. Every task runs in a worker process, never inside a web request, with or
+# without Redis. With REDIS_URL, Redis is the broker and the result store. Without it (the
+# embedded default) the broker is kombu's filesystem transport: each message is a file under
+# CELERY_BROKER_DIR, so `make serve` and `make demo` run a real worker and beat with no server
+# (bench/README.md: "The embedded broker"). Results are not kept there: the job rows (training
+# runs, round requests, releases, loop steps) are the results. Only the test suite runs tasks
+# eagerly (tests/conftest.py).
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_DIR = Path(os.environ.get("CELERY_BROKER_DIR", VAR_DIR / "broker"))
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 CELERY_RESULT_BACKEND = REDIS_URL or None
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_EAGER_PROPAGATES = True
 # Longer than the longest task and any retry countdown, so Redis never redelivers a live task.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)
 }
+if not REDIS_URL:
+    _queue_dir = CELERY_BROKER_DIR / "queue"
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        {
+            # One folder in and out: every process on this machine reads and writes the same
+            # queue files; a consumed message's file is deleted.
+            "data_folder_in": str(_queue_dir),
+            "data_folder_out": str(_queue_dir),
+            "control_folder": str(CELERY_BROKER_DIR / "control"),
+            "store_processed": False,
+            "polling_interval": env_float("CELERY_BROKER_POLL_S", 0.5),
+        }
+    )
+    for _folder in (_queue_dir, CELERY_BROKER_DIR / "control"):
+        _folder.mkdir(parents=True, exist_ok=True)
+CELERY_BEAT_SCHEDULE_FILE = str(VAR_DIR / "celerybeat-schedule")
 
 # The cache holds the API's throttle counters (and failed token guesses), so every web process
 # must share it: Redis when REDIS_URL is set; otherwise each process counts on its own.
@@ -392,18 +415,41 @@ ACQUISITION_MAX_RELABEL_SHARE = env_float("ACQUISITION_MAX_RELABEL_SHARE", 0.3)
 # simulations (bench/README.md) it cost classifications with a mostly careful crowd.
 ACQUISITION_RELABEL = env_bool("ACQUISITION_RELABEL", False)
 
-# Celery beat: the periodic Zooniverse sync, the nightly retrain and the reconcilers. Every
-# message expires before the next one of its kind is due, so a late tick is dropped, not doubled.
+# The loop (loop.services.steps): what runs by itself after a pull.
+# A full Dawid-Skene pass at most this often; in between, an aggregation after a pull re-scores
+# only the items with new votes on the stored volunteer skills.
+AGGREGATION_FULL_EVERY_S = env_float("AGGREGATION_FULL_EVERY_S", 600.0)
+# An aggregation waits this long after the trigger, so a burst of pulls is served by one.
+LOOP_AGGREGATE_DELAY_S = env_float("LOOP_AGGREGATE_DELAY_S", 5.0)
+# Choose and push the next round by itself when the active one is nearly done: this share of its
+# subjects retired, or fewer than ROUND_NEXT_WHEN_OPEN_BELOW still open (0: off).
+AUTO_ROUNDS = env_bool("AUTO_ROUNDS", False)
+ROUND_NEXT_WHEN_RETIRED = env_float("ROUND_NEXT_WHEN_RETIRED", 0.8)
+ROUND_NEXT_WHEN_OPEN_BELOW = env_int("ROUND_NEXT_WHEN_OPEN_BELOW", 0)
+ROUND_NEXT_SIZE = env_int("ROUND_NEXT_SIZE", 100)
+if not 0.0 < ROUND_NEXT_WHEN_RETIRED <= 1.0:
+    raise ImproperlyConfigured("ROUND_NEXT_WHEN_RETIRED must be a share above 0 and at most 1.")
+if ROUND_NEXT_SIZE < 1 or ROUND_NEXT_WHEN_OPEN_BELOW < 0:
+    raise ImproperlyConfigured("ROUND_NEXT_SIZE must be at least 1, ROUND_NEXT_WHEN_OPEN_BELOW 0+.")
+
+# Celery beat: the periodic pull, the loop's reconciler, the nightly retrain and the training
+# reconcilers. Every message expires before the next one of its kind is due, so a late tick is
+# dropped, not doubled.
 from training.schedule import BEAT_SCHEDULE as TRAINING_BEAT_SCHEDULE  # noqa: E402
 
 ZOONIVERSE_SYNC_INTERVAL = env_float("ZOONIVERSE_SYNC_INTERVAL", 300.0)
 # Task modules beside the apps' tasks.py, which autodiscovery alone would not find.
 CELERY_IMPORTS = ("annotate.tasks_releases",)
 CELERY_BEAT_SCHEDULE = {
-    "zooniverse-sync-all-workflows": {
-        "task": "annotate.tasks.sync_all_workflows",
+    "loop-pull": {
+        "task": "loop.tasks.loop_pull",
         "schedule": ZOONIVERSE_SYNC_INTERVAL,
         "options": {"expires": max(10.0, ZOONIVERSE_SYNC_INTERVAL - 20)},
+    },
+    "loop-reconcile": {
+        "task": "loop.tasks.loop_reconcile",
+        "schedule": 60.0,
+        "options": {"expires": 50},
     },
     **TRAINING_BEAT_SCHEDULE,
 }

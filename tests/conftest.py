@@ -10,6 +10,37 @@ import pytest
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
 
 
+def pytest_configure(config) -> None:
+    """Tasks run eagerly, in the test's own process: the one place they do (settings keep a
+    real broker and worker for everything else)."""
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+
+
+@pytest.fixture(autouse=True)
+def _loop_off(request):
+    """The pipeline does not react to what a test of one service does, unless the test asks
+    for it with the ``loop_on`` fixture."""
+    from loop import receivers
+
+    if "loop_on" in request.fixturenames:
+        yield
+        return
+    receivers.disconnect()
+    yield
+    receivers.connect()
+
+
+@pytest.fixture
+def loop_on():
+    """The pipeline's receivers connected: pulls, reviews and promotions trigger its steps."""
+    from loop import receivers
+
+    receivers.connect()
+
+
 def reference_path(*parts: str) -> Path:
     """A file under ../shared/reference, or a clean skip when that folder is absent."""
     path = REFERENCE.joinpath(*parts)

@@ -79,11 +79,21 @@ def test_celery_speaks_json_only():
     assert app.conf.broker_transport_options["visibility_timeout"] >= 3600
 
 
-def test_without_redis_tasks_run_in_process(settings):
-    result = django_setup(
-        {"REDIS_URL": ""}, "from config.celery import app; print(app.conf.task_always_eager)"
+def test_without_redis_tasks_still_go_to_a_worker_through_the_filesystem_broker(tmp_path):
+    code = (
+        "from config.celery import app; c = app.conf; "
+        "print(c.task_always_eager, c.broker_url, c.broker_transport_options['data_folder_in'])"
     )
-    assert result.stdout.strip() == "True"
+    result = django_setup({"REDIS_URL": "", "CELERY_BROKER_DIR": str(tmp_path)}, code)
+    eager, url, folder = result.stdout.split()
+    assert (eager, url) == ("False", "filesystem://")
+    assert folder == str(tmp_path / "queue") and (tmp_path / "queue").is_dir()
+
+
+def test_with_redis_tasks_go_to_redis_and_never_run_in_process():
+    code = "from config.celery import app; print(app.conf.task_always_eager, app.conf.broker_url)"
+    result = django_setup({"REDIS_URL": "redis://127.0.0.1:6399/3"}, code)
+    assert result.stdout.split() == ["False", "redis://127.0.0.1:6399/3"]
 
 
 def test_throttles_count_in_redis_when_there_is_one_and_in_memory_otherwise():

@@ -31,6 +31,7 @@ from collections import ChainMap, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -64,6 +65,7 @@ from annotate.models import (
     Workflow,
     WorkflowVersion,
 )
+from annotate.signals import votes_stored
 
 logger = logging.getLogger(__name__)
 
@@ -649,6 +651,16 @@ def classifications_ingest(
         note = f"unknown workflow versions: {versions}"
         report.message = f"{report.message}\n{note}".strip()
         report.save(update_fields=["message"])
+    if total.created:
+        transaction.on_commit(
+            partial(
+                votes_stored.send,
+                sender=Classification,
+                workflow_id=workflow.zooniverse_id,
+                created=total.created,
+                source=str(report.kind),
+            )
+        )
     return total
 
 

@@ -8,6 +8,7 @@ and the label can never disagree. See ``annotate.selectors`` for what "final lab
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from annotate.models import AggregatedLabel, Concept, Item, Review
 from annotate.selectors import item_final_label, item_final_labels
+from annotate.signals import reviews_recorded
 
 COMMENT_MAX_LENGTH = 2000
 _BULK_CHUNK = 1000
@@ -79,6 +81,10 @@ def review_record(
             after=after,
             comment=comment,
         )
+        if action != Review.Action.SKIP:
+            transaction.on_commit(
+                partial(reviews_recorded.send, sender=Review, item_ids=[locked.pk], n=1)
+            )
     item.review_state = locked.review_state
     item.curated_concepts = locked.curated_concepts
     item.updated_at = locked.updated_at
@@ -180,5 +186,9 @@ def reviews_bulk_accept(
                 ],
                 batch_size=500,
             )
+            if ids:
+                transaction.on_commit(
+                    partial(reviews_recorded.send, sender=Review, item_ids=ids, n=len(ids))
+                )
         accepted += len(ids)
     return accepted

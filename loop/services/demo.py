@@ -128,11 +128,12 @@ def demo_loop(*, config: DemoLoopConfig, say: Callable[[str], None]) -> dict[str
     from annotate.services.items import items_import
     from annotate.services.releases import release_request
     from annotate.services.review import review_record
+    from annotate.services.rounds import round_publish
     from annotate.services.vocabulary import vocabulary_load
     from annotate.services.zooniverse_sync import classifications_pull, workflow_versions_sync
     from annotate.zooniverse.client import connect
     from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, serve
-    from training.selection import round_publish, round_select
+    from training.selection import round_select
     from training.services import model_version_active, training_run_request
 
     vocabulary_load(entries=demo_vocabulary())

@@ -65,8 +65,12 @@ def round_request_create(
     seed: int = 0,
     push: bool = False,
     model_version_id: int | None = None,
+    trigger: str = "",
 ) -> RoundRequest:
     """Check the parameters, record a queued request, and send its task after commit.
+
+    ``trigger`` names what asked for it when no person did (the loop: "after round 3"); the
+    loop looks it up so that one trigger never makes two rounds.
 
     Raises:
         RoundRequestError: a parameter the selection could not use (its ``field`` names it).
@@ -97,6 +101,7 @@ def round_request_create(
             "seed": seed,
             "push": push,
             "model_version": model_version_id,
+            "trigger": trigger,
         },
     )
     transaction.on_commit(partial(round_request_enqueue, request_id=request.pk))

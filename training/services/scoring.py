@@ -31,6 +31,7 @@ from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
 from ml.models import MultiLabelNet
 from training.models import ModelVersion, Prediction, ScoringChunk
 from training.services.versions import model_version_active, model_version_load
+from training.signals import pool_scored
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +160,21 @@ def scoring_start(*, model_version_id: int) -> int:
             ModelVersion.objects.filter(pk=version.pk).update(scoring_chunks=n)
             if n == 0:
                 ModelVersion.objects.filter(pk=version.pk).update(scored_at=timezone.now())
+                _scored_on_commit(version.pk)
     pending = list(
         ScoringChunk.objects.filter(model_version=version, done_at__isnull=True, error="")
         .values_list("pk", flat=True)
     )
     return chunks_send(pending)
+
+
+def _scored_on_commit(version_id: int) -> None:
+    def send() -> None:
+        failed = ModelVersion.objects.filter(pk=version_id).values_list(
+            "scoring_chunks_failed", flat=True).first()
+        pool_scored.send(sender=ModelVersion, version_id=version_id, failed=failed or 0)
+
+    transaction.on_commit(send)
 
 
 def chunks_send(chunk_ids: Iterable[int]) -> int:
@@ -214,10 +225,12 @@ def scoring_chunk_execute(*, chunk_id: int) -> str:
         if ScoringChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(done_at=now):
             ModelVersion.objects.filter(pk=version.pk).update(
                 scoring_chunks_done=F("scoring_chunks_done") + 1)
-            ModelVersion.objects.filter(
+            finished = ModelVersion.objects.filter(
                 pk=version.pk, scored_at__isnull=True,
                 scoring_chunks_done__gte=F("scoring_chunks"),
             ).update(scored_at=timezone.now())
+            if finished:
+                _scored_on_commit(version.pk)
     return f"chunk {chunk.index} of v{version.pk}: {stored} scored, {refused} refused"
 
 

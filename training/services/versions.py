@@ -18,6 +18,7 @@ from django.utils import timezone
 from ml.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from training.models import DEFAULT_FAMILY, ModelVersion, TrainingRun
 from training.services.runs import LeaseLost, _followup, _line
+from training.signals import model_version_promoted
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,15 @@ def _activate(version: ModelVersion, *, previous: ModelVersion | None, by: Any =
         promoted_by=by if getattr(by, "pk", None) else None,
     )
     version.status, version.promoted_at = ModelVersion.Status.ACTIVE, now
+    transaction.on_commit(
+        partial(
+            model_version_promoted.send,
+            sender=ModelVersion,
+            version_id=version.pk,
+            previous_id=previous.pk if previous is not None else None,
+            by=getattr(by, "username", None) or "training",
+        )
+    )
 
 
 def _score_after_commit(version: ModelVersion) -> None:

@@ -1,0 +1,18 @@
+"""Events of the crowd side, for whoever drives the loop above it (``loop.receivers``).
+
+Each is sent once its change has committed (``transaction.on_commit``), so a receiver that
+queues work never sees a change that was rolled back. annotate imports nothing above it: the
+pipeline listens here instead of being called from here.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: New classifications were stored. kwargs: ``workflow_id`` (Zooniverse id), ``created``
+#: (rows new to the database), ``source`` (the import report's kind: "sync" for a pull,
+#: "classifications" for an export file).
+votes_stored = Signal()
+
+#: Curators decided on items (accept, edit, reject). kwargs: ``item_ids``, ``n`` (decisions).
+reviews_recorded = Signal()
