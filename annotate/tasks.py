@@ -124,7 +124,7 @@ def push_round(
     if round is None:
         return {"round_id": round_id, "skipped": "unknown round"}
     if item_ids is None and round.picks.exists():
-        from training.selection import round_publish
+        from annotate.services.rounds import round_publish
 
         return {"round_id": round_id, "summary": round_publish(round=round)}
     if item_ids is None:

@@ -715,6 +715,14 @@ def test_pushing_a_round_chosen_by_select_round_uses_its_picks_and_ranks(configu
                           items[2].external_id: 3.0}
 
 
+def test_a_chosen_round_without_a_workflow_cannot_be_published(db):
+    from annotate.services.rounds import RoundPublishError, round_publish
+
+    round = Round.objects.create(number=4, name="round-4")
+    with pytest.raises(RoundPublishError, match="round-4 has no workflow to push to"):
+        round_publish(round=round)
+
+
 def test_a_long_lived_client_gets_a_fresh_budget_for_each_sync_call(env):
     _pushed_and_classified(env, n_classifications=5)
     client = env.client(budget_s=100)

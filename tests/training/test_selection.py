@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from annotate.models import AggregatedLabel, Item, Round, RoundPick, Subject, Workflow
+from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
 from training.models import TrainingRun
-from training.selection import SelectionError, round_publish, round_select
+from training.selection import SelectionError, round_select
 from training.services import model_version_active, training_run_request
 
 from .conftest import TINY_PARAMS, write_mosaic_items

@@ -126,7 +126,7 @@ class Command(BaseCommand):
             items = [found[w] for w in wanted]
         elif round.picks.exists():
             # A round chosen by select_round: its picks carry the ranks and the relabel choices.
-            from training.selection import round_publish
+            from annotate.services.rounds import round_publish
 
             return round_publish(round=round, client=client)
         else:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from annotate.services.rounds import RoundPublishError, round_publish
 from ml.acquisition import list_strategies
-from training.selection import SelectionError, round_publish, round_select
+from training.selection import SelectionError, round_select
 
 
 class Command(BaseCommand):
@@ -50,5 +51,5 @@ class Command(BaseCommand):
         if options["push"]:
             try:
                 self.stdout.write(f"pushed: {round_publish(round=result.round)}")
-            except SelectionError as exc:
+            except RoundPublishError as exc:
                 raise CommandError(str(exc)) from exc
