@@ -419,6 +419,42 @@ class VolunteerSkill(models.Model):
         return f"se {self.sensitivity:.2f} / sp {self.specificity:.2f}"
 
 
+class AggregationState(models.Model):
+    """The crowd-level parameters of an aggregation pass: what an incremental pass starts from.
+
+    A full pass stores the class prior and the crowd's average skill per concept (what a
+    volunteer without votes gets), and the skill anonymous volunteers share; an incremental pass
+    reads the latest row, scores the items with new votes under those parameters with the stored
+    ``VolunteerSkill`` rows, and records itself with a copy of the parameters it used. Every JSON
+    field maps a ``Concept`` pk (as text) to a probability; the keys are the vocabulary of the
+    pass, so a changed vocabulary sends the next incremental pass back to a full one.
+    """
+
+    method = models.CharField(max_length=32)
+    full_pass = models.BooleanField(default=True)
+    priors = models.JSONField(default=dict, help_text="Concept pk to P(concept applies).")
+    crowd_sensitivity = models.JSONField(
+        default=dict, blank=True, help_text="Concept pk to the skill of a volunteer without votes."
+    )
+    crowd_specificity = models.JSONField(default=dict, blank=True)
+    pooled_sensitivity = models.JSONField(
+        default=dict, blank=True, help_text="Concept pk to the skill anonymous volunteers share."
+    )
+    pooled_specificity = models.JSONField(default=dict, blank=True)
+    n_votes = models.PositiveIntegerField(default=0)
+    n_items = models.PositiveIntegerField(default=0)
+    labels_changed = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        get_latest_by = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        kind = "full" if self.full_pass else "incremental"
+        return f"{self.method} {kind} pass, {self.n_votes} votes"
+
+
 class AppendOnlyError(Exception):
     """Raised when code tries to change or delete an audit record."""
 

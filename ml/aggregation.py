@@ -831,16 +831,16 @@ class TwoCoinParameters:
         """
         if result.crowd_sensitivity is None or result.crowd_specificity is None:
             raise ValueError(f"a {result.method!r} result has no crowd-level skill")
-        pooled = bool(result.pooled.any())
-        first = int(np.argmax(result.pooled))
+        # Every pooled volunteer carries the same pooled skill; the first one's will do.
+        pooled = np.flatnonzero(result.pooled)[:1]
         return cls(
             sensitivity=result.sensitivity,
             specificity=result.specificity,
             priors=result.priors,
             crowd_sensitivity=result.crowd_sensitivity,
             crowd_specificity=result.crowd_specificity,
-            pooled_sensitivity=result.sensitivity[first] if pooled else None,
-            pooled_specificity=result.specificity[first] if pooled else None,
+            pooled_sensitivity=result.sensitivity[pooled[0]] if pooled.size else None,
+            pooled_specificity=result.specificity[pooled[0]] if pooled.size else None,
         )
 
 

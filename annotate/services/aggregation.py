@@ -5,23 +5,33 @@ builds the vote arrays ``ml.aggregation`` takes, anchors curator decisions and g
 classifications, runs the chosen method, and writes the results back in bulk: one aggregated label
 per item x concept, one skill per volunteer x concept, and each item's consensus, uncertainty and
 disagreement with its prior labels. Running it twice on the same votes writes the same numbers.
+
+A full pass also stores its crowd-level parameters (``AggregationState``). An incremental pass
+(``item_ids``) reads only those items' votes, scores them with the two-coin E-step under the
+stored volunteer skills and those parameters, and rewrites only those items' labels and states;
+skills wait for the next full pass. Majority vote needs no parameters: an incremental pass
+recomputes the items exactly.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import BooleanField, Exists, Model, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from annotate.models import (
     AggregatedLabel,
+    AggregationState,
     Classification,
     Concept,
     Item,
@@ -36,6 +46,13 @@ from ml import aggregation
 logger = logging.getLogger(__name__)
 
 CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
+
+# Passes kept in AggregationState (the latest full pass is always kept too): with a pull every
+# five minutes, about eight hours of history.
+STATES_KEPT = 100
+
+# Ids per IN list where a backend has neither SQLite's json_each nor PostgreSQL's arrays.
+_IN_CHUNK = 500
 
 
 @dataclass
@@ -64,20 +81,68 @@ class AggregationSummary:
     contradicting_prior: int
     retire_subject_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    # True for an incremental pass (only the items asked for; skills unchanged); False for a
+    # full pass, also when an incremental one was asked for but fell back to a full one.
+    incremental: bool = False
+    # Item x concept labels written on the other side of 0.5 than before, plus labels new to the
+    # table (labels deleted with an item's last vote are not counted).
+    labels_changed: int = 0
 
     def summary(self) -> str:
+        kind = "incremental, " if self.incremental else ""
         return (
             f"{self.method}: {self.n_classifications} classifications of {self.n_items} items by "
             f"{self.n_volunteers} volunteers; {self.confident_items} confident, "
             f"{self.uncertain_items} uncertain, {self.contradicting_prior} contradict their prior; "
+            f"{self.labels_changed} labels changed; "
             f"{len(self.retire_subject_ids)} subjects to retire "
-            f"({self.iterations} iterations, {self.seconds:.1f} s)"
+            f"({kind}{self.iterations} iterations, {self.seconds:.1f} s)"
         )
 
 
-def votes_load(*, concepts: list[Concept]) -> VoteData:
-    """Read the counted classifications into arrays: no Python work per concept tick."""
-    rows = (
+def _id_conditions(model: type[Model], column: str, ids: np.ndarray) -> Iterator[tuple[str, list]]:
+    """SQL conditions ``table.column IN ids``, as ``(sql, params)``, that together cover ``ids``.
+
+    SQLite caps a statement's parameters (999 in Django's eyes) and binding thousands of values
+    one by one costs more than the query, so the ids travel as ONE parameter: a JSON array read
+    by ``json_each`` on SQLite, an array compared with ``= ANY`` on PostgreSQL. Other backends get
+    IN lists of ``_IN_CHUNK`` ids. The column is qualified with its table, so the condition
+    stays unambiguous in a query that joins another table with a column of the same name.
+    """
+    q = connection.ops.quote_name
+    name = f"{q(model._meta.db_table)}.{q(column)}"
+    values = [int(v) for v in ids]
+    if connection.vendor == "sqlite":
+        yield f"{name} IN (SELECT value FROM json_each(%s))", [json.dumps(values)]
+    elif connection.vendor == "postgresql":
+        yield f"{name} = ANY(%s)", [values]
+    else:
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            yield f"{name} IN ({', '.join(['%s'] * len(chunk))})", chunk
+
+
+def _id_filters(model: type[Model], column: str, ids: np.ndarray) -> Iterator[RawSQL]:
+    """``_id_conditions`` as expressions for ``QuerySet.filter``."""
+    for sql, params in _id_conditions(model, column, ids):
+        yield RawSQL(sql, params, output_field=BooleanField())
+
+
+def _scoped(query: Any, model: type[Model], column: str, scope: np.ndarray | None) -> list[Any]:
+    """``query`` itself (no scope), or one query per id condition that covers ``scope``."""
+    if scope is None:
+        return [query]
+    return [query.filter(f) for f in _id_filters(model, column, scope)]
+
+
+def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -> VoteData:
+    """Read the counted classifications into arrays: no Python work per concept tick.
+
+    Args:
+        concepts: the active vocabulary, in column order.
+        item_ids: read only these items' votes (None: every item's).
+    """
+    counted = (
         Classification.objects.filter(item__isnull=False, is_duplicate=False)
         .exclude(item__review_state=Item.ReviewState.REJECTED)
         .exclude(subject__upstream_state=Subject.Upstream.DELETED)
@@ -89,12 +154,13 @@ def votes_load(*, concepts: list[Concept]) -> VoteData:
     gold_col: list[bool] = []
     lengths: list[int] = []
     flat: list[int] = []
-    for item_id, volunteer_id, ticked, gold in rows.iterator(chunk_size=20_000):
-        item_col.append(item_id)
-        volunteer_col.append(volunteer_id)
-        gold_col.append(gold)
-        lengths.append(len(ticked))
-        flat.extend(ticked)
+    for rows in _scoped(counted, Classification, "item_id", item_ids):
+        for item_id, volunteer_id, ticked, gold in rows.iterator(chunk_size=20_000):
+            item_col.append(item_id)
+            volunteer_col.append(volunteer_id)
+            gold_col.append(gold)
+            lengths.append(len(ticked))
+            flat.extend(ticked)
 
     concept_pks = np.array([c.pk for c in concepts], dtype=np.int64)
     item_pks, item_idx = np.unique(np.asarray(item_col, dtype=np.int64), return_inverse=True)
@@ -112,8 +178,15 @@ def votes_load(*, concepts: list[Concept]) -> VoteData:
         keep = columns >= 0
         labels[vote_of_tick[keep], columns[keep]] = 1
 
-    # Whole-table reads filtered in numpy: an IN list of 100,000 ids is too long for SQLite.
-    anonymous_pks = list(Volunteer.objects.filter(logged_in=False).values_list("pk", flat=True))
+    # A full pass reads the whole table and filters in numpy: an IN list of 100,000 ids is too
+    # long for SQLite, and most volunteers are in it anyway.
+    anonymous = Volunteer.objects.filter(logged_in=False).values_list("pk", flat=True)
+    if item_ids is None:
+        anonymous_pks = list(anonymous)
+    else:
+        anonymous_pks = [
+            pk for query in _scoped(anonymous, Volunteer, "id", volunteer_pks) for pk in query
+        ]
     return VoteData(
         votes=aggregation.VoteMatrix.from_arrays(
             item_idx, worker_idx, labels, n_items=len(item_pks), n_workers=len(volunteer_pks)
@@ -126,9 +199,12 @@ def votes_load(*, concepts: list[Concept]) -> VoteData:
     )
 
 
-def anchors_build(data: VoteData, *, concepts: list[Concept]) -> np.ndarray:
+def anchors_build(
+    data: VoteData, *, concepts: list[Concept], item_ids: np.ndarray | None = None
+) -> np.ndarray:
     """Known labels: curator decisions first, then gold-standard classifications.
 
+    ``item_ids`` limits the curator decisions read to those items (an incremental pass).
     Returns a dense ``(n_items, n_concepts)`` array, 0/1 where known and NaN elsewhere.
     """
     n_items, n_concepts = data.votes.n_items, len(concepts)
@@ -141,27 +217,39 @@ def anchors_build(data: VoteData, *, concepts: list[Concept]) -> np.ndarray:
     curated = Item.objects.filter(review_state__in=CURATED_STATES).values_list(
         "pk", "curated_concepts"
     )
-    for item_pk, keys in curated.iterator(chunk_size=5000):
-        row = position.get(item_pk)
-        if row is None:  # reviewed, but no counted vote: nothing to anchor
-            continue
-        anchors[row] = 0.0
-        for key in keys:
-            if key in column:
-                anchors[row, column[key]] = 1.0
+    # Of an incremental pass's items, only those with counted votes can be anchored.
+    scope = None if item_ids is None else data.item_ids
+    for query in _scoped(curated, Item, "id", scope):
+        for item_pk, keys in query.iterator(chunk_size=5000):
+            row = position.get(item_pk)
+            if row is None:  # reviewed, but no counted vote: nothing to anchor
+                continue
+            anchors[row] = 0.0
+            for key in keys:
+                if key in column:
+                    anchors[row, column[key]] = 1.0
     return anchors
 
 
 def labels_aggregate(
     *,
+    item_ids: Collection[int] | None = None,
     method: str | None = None,
     confidence: float | None = None,
     min_votes: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> AggregationSummary:
-    """Aggregate every counted vote and store labels, skills and item states.
+    """Aggregate counted votes and store labels, item states and (full pass) skills.
 
     Args:
+        item_ids: None for a full pass over every counted vote. Otherwise an incremental pass
+            over these items only: their votes are scored under the stored volunteer skills
+            and the crowd-level parameters of the last full pass (Dawid-Skene's E-step; majority
+            vote is recomputed exactly), and only their labels and states are written; skills
+            are not updated. Items without counted votes lose their labels, as in a full pass.
+            Without stored parameters for ``method`` and the current vocabulary (no full pass
+            yet, another method since, concepts added or retired), a full pass runs instead
+            and the summary says so (``incremental=False``).
         method: "dawid_skene" or "majority" (default: settings.AGGREGATION_METHOD).
         confidence: posterior confidence at which a concept is settled (RETIRE_CONFIDENCE).
         min_votes: classifications an item needs before it may retire (RETIRE_MIN_CLASSIFICATIONS).
@@ -174,12 +262,28 @@ def labels_aggregate(
     say = progress or (lambda text: None)
 
     concepts = list(Concept.objects.filter(active=True).order_by("position", "key"))
-    say("reading votes")
-    data = votes_load(concepts=concepts)
-    anchors = anchors_build(data, concepts=concepts)
+    scope: np.ndarray | None = None
+    state: AggregationState | None = None
+    if item_ids is not None:
+        state = aggregation_state_for(method=method, concepts=concepts)
+        if state is None:
+            say("no stored parameters for this method and vocabulary: a full pass instead")
+        else:
+            scope = np.unique(np.fromiter((int(pk) for pk in item_ids), dtype=np.int64))
+
+    say("reading votes" if scope is None else f"reading the votes of {len(scope)} items")
+    data = votes_load(concepts=concepts, item_ids=scope)
+    anchors = anchors_build(data, concepts=concepts, item_ids=scope)
     say(f"aggregating {data.votes.n_votes} classifications ({method})")
-    options = {"pool_workers": data.anonymous} if method == "dawid_skene" else {}
-    result = aggregation.aggregate(method, data.votes, anchors, **options)
+    if scope is not None and method == "dawid_skene":
+        assert state is not None
+        parameters = _parameters_load(data, state)
+        result = aggregation.dawid_skene_binary_posteriors(
+            data.votes, parameters, anchors, pool_workers=data.anonymous
+        )
+    else:
+        options = {"pool_workers": data.anonymous} if method == "dawid_skene" else {}
+        result = aggregation.aggregate(method, data.votes, anchors, **options)
 
     decision = aggregation.retirement_decide(
         result.posteriors,
@@ -188,19 +292,29 @@ def labels_aggregate(
         min_votes=min_votes,
     )
     say("writing labels")
-    contradicts = _labels_write(
-        data, result, concepts=concepts, method=method, settled=decision.settled
+    contradicts, changed = _labels_write(
+        data, result, concepts=concepts, method=method, settled=decision.settled, scope=scope
     )
-    _skills_write(data, result)
+    if scope is None:
+        _skills_write(data, result)
+    _state_record(
+        method=method,
+        concepts=concepts,
+        result=result if scope is None else None,
+        used=state,
+        n_votes=data.votes.n_votes,
+        n_items=data.votes.n_items,
+        labels_changed=changed,
+    )
 
     retire_items = data.item_ids[decision.retire]
-    open_subjects = np.array(
-        Subject.objects.filter(
-            item__isnull=False, retired_at__isnull=True, upstream_state=Subject.Upstream.ACTIVE
-        ).values_list("zooniverse_id", "item_id"),
-        dtype=np.int64,
-    ).reshape(-1, 2)
-    retire_subjects = open_subjects[np.isin(open_subjects[:, 1], retire_items), 0].tolist()
+    open_subjects = Subject.objects.filter(
+        item__isnull=False, retired_at__isnull=True, upstream_state=Subject.Upstream.ACTIVE
+    ).values_list("zooniverse_id", "item_id")
+    queries = _scoped(open_subjects, Subject, "item_id", None if scope is None else retire_items)
+    subject_items = np.array([row for query in queries for row in query], dtype=np.int64)
+    subject_items = subject_items.reshape(-1, 2)
+    retire_subjects = subject_items[np.isin(subject_items[:, 1], retire_items), 0].tolist()
     summary = AggregationSummary(
         method=method,
         n_classifications=data.votes.n_votes,
@@ -214,9 +328,148 @@ def labels_aggregate(
         contradicting_prior=contradicts,
         retire_subject_ids=retire_subjects,
         seconds=time.monotonic() - started,
+        incremental=scope is not None,
+        labels_changed=changed,
     )
     logger.info("aggregate %s", summary.summary())
     return summary
+
+
+def aggregation_state_for(*, method: str, concepts: list[Concept]) -> AggregationState | None:
+    """The parameters an incremental pass of ``method`` can start from, or None.
+
+    The latest pass must be of the same method (after a full pass of another method the labels
+    are that method's), and its parameters must cover exactly the active vocabulary.
+    """
+    state = AggregationState.objects.order_by("-created_at", "-id").first()
+    if state is None or state.method != method:
+        return None
+    keys = {str(c.pk) for c in concepts}
+    needed = [state.priors]
+    if method == "dawid_skene":
+        needed += [state.crowd_sensitivity, state.crowd_specificity]
+    if any(set(values) != keys for values in needed):
+        return None
+    return state
+
+
+def _parameters_load(data: VoteData, state: AggregationState) -> aggregation.TwoCoinParameters:
+    """The stored skills of ``data``'s volunteers (NaN where none) and the crowd parameters."""
+    n_workers, n_concepts = len(data.volunteer_ids), len(data.concept_ids)
+    sensitivity = np.full((n_workers, n_concepts), np.nan)
+    specificity = np.full((n_workers, n_concepts), np.nan)
+    column = {pk: j for j, pk in enumerate(data.concept_ids.tolist())}
+    skills = VolunteerSkill.objects.values_list(
+        "volunteer_id", "concept_id", "sensitivity", "specificity"
+    )
+    for query in _scoped(skills, VolunteerSkill, "volunteer_id", data.volunteer_ids):
+        for volunteer_pk, concept_pk, sens, spec in query.iterator(chunk_size=20_000):
+            j = column.get(concept_pk)
+            if j is None:
+                continue
+            # volunteer_ids is sorted (np.unique), and the filter only returns its members.
+            i = int(np.searchsorted(data.volunteer_ids, volunteer_pk))
+            sensitivity[i, j], specificity[i, j] = sens, spec
+
+    def per_concept(values: dict[str, float]) -> np.ndarray:
+        return np.array([values[str(pk)] for pk in data.concept_ids.tolist()], dtype=np.float64)
+
+    pooled = bool(state.pooled_sensitivity) and bool(state.pooled_specificity)
+    return aggregation.TwoCoinParameters(
+        sensitivity=sensitivity,
+        specificity=specificity,
+        priors=per_concept(state.priors),
+        crowd_sensitivity=per_concept(state.crowd_sensitivity),
+        crowd_specificity=per_concept(state.crowd_specificity),
+        pooled_sensitivity=per_concept(state.pooled_sensitivity) if pooled else None,
+        pooled_specificity=per_concept(state.pooled_specificity) if pooled else None,
+    )
+
+
+def _state_record(
+    *,
+    method: str,
+    concepts: list[Concept],
+    result: aggregation.AggregationResult | None,
+    used: AggregationState | None,
+    n_votes: int,
+    n_items: int,
+    labels_changed: int,
+) -> None:
+    """Store a full pass's crowd parameters (``result``), or the ones an incremental pass used."""
+    keys = [str(c.pk) for c in concepts]
+
+    def by_concept(values: Any) -> dict[str, float]:
+        return {} if values is None else dict(zip(keys, np.asarray(values).tolist(), strict=True))
+
+    if result is not None:
+        # Every pooled volunteer carries the same pooled skill; the first one's will do.
+        pooled = np.flatnonzero(result.pooled)[:1]
+        state = AggregationState(
+            method=method,
+            full_pass=True,
+            priors=by_concept(result.priors),
+            crowd_sensitivity=by_concept(result.crowd_sensitivity),
+            crowd_specificity=by_concept(result.crowd_specificity),
+            pooled_sensitivity=by_concept(result.sensitivity[pooled[0]] if pooled.size else None),
+            pooled_specificity=by_concept(result.specificity[pooled[0]] if pooled.size else None),
+        )
+    else:
+        assert used is not None, "an incremental pass records the parameters it used"
+        state = AggregationState(
+            method=method,
+            full_pass=False,
+            priors=used.priors,
+            crowd_sensitivity=used.crowd_sensitivity,
+            crowd_specificity=used.crowd_specificity,
+            pooled_sensitivity=used.pooled_sensitivity,
+            pooled_specificity=used.pooled_specificity,
+        )
+    state.n_votes, state.n_items, state.labels_changed = n_votes, n_items, labels_changed
+    with transaction.atomic():
+        state.save()
+        newest = AggregationState.objects.order_by("-created_at", "-id")
+        kept = list(newest.values_list("pk", flat=True)[:STATES_KEPT])
+        kept += list(newest.filter(full_pass=True).values_list("pk", flat=True)[:1])
+        AggregationState.objects.exclude(pk__in=kept).delete()
+
+
+def _labels_positive_read(scope: np.ndarray | None) -> np.ndarray:
+    """Stored labels as ``(n, 3)`` rows of (item pk, concept pk, posterior > 0.5).
+
+    A raw cursor read in blocks: two million labels as model rows or one list of tuples would
+    cost seconds and hundreds of MB.
+    """
+    table = connection.ops.quote_name(AggregatedLabel._meta.db_table)
+    conditions = [("1 = 1", [])]
+    if scope is not None:
+        conditions = list(_id_conditions(AggregatedLabel, "item_id", scope))
+    blocks: list[np.ndarray] = []
+    with connection.cursor() as cursor:
+        for condition, params in conditions:
+            cursor.execute(
+                "SELECT item_id, concept_id, CASE WHEN posterior > 0.5 THEN 1 ELSE 0 END "
+                f"FROM {table} WHERE {condition}",
+                params,
+            )
+            while rows := cursor.fetchmany(100_000):
+                blocks.append(np.array(rows, dtype=np.int64).reshape(-1, 3))
+    return np.concatenate(blocks) if blocks else np.empty((0, 3), dtype=np.int64)
+
+
+def _labels_changed(data: VoteData, posteriors: np.ndarray, stored: np.ndarray) -> int:
+    """Labels about to be written that are new or on the other side of 0.5 than ``stored``."""
+    n_items, n_concepts = posteriors.shape
+    # -1: no stored label; 0 or 1: the stored side of 0.5.
+    before = np.full((n_items, n_concepts), -1, dtype=np.int8)
+    if len(stored) and n_items and n_concepts:
+        rows = np.minimum(np.searchsorted(data.item_ids, stored[:, 0]), n_items - 1)
+        order = np.argsort(data.concept_ids)
+        found = np.minimum(np.searchsorted(data.concept_ids[order], stored[:, 1]), n_concepts - 1)
+        cols = order[found]
+        ours = (data.item_ids[rows] == stored[:, 0]) & (data.concept_ids[cols] == stored[:, 1])
+        before[rows[ours], cols[ours]] = stored[ours, 2]
+    return int((before != (posteriors > 0.5)).sum())
 
 
 def _labels_write(
@@ -226,8 +479,13 @@ def _labels_write(
     concepts: list[Concept],
     method: str,
     settled: np.ndarray,
-) -> int:
-    """Upsert item x concept labels and the items' derived state; return how many contradict."""
+    scope: np.ndarray | None = None,
+) -> tuple[int, int]:
+    """Upsert item x concept labels and the items' derived state.
+
+    ``scope`` (an incremental pass) limits every read, write and clean-up to those items.
+    Returns how many items contradict their prior and how many labels changed side or are new.
+    """
     votes = data.votes
     n_items, n_concepts = votes.n_items, len(concepts)
     votes_for = np.zeros((n_items, n_concepts), dtype=np.int64)
@@ -241,12 +499,14 @@ def _labels_write(
     has_prior = np.zeros(n_items, dtype=bool)
     row_of = {pk: i for i, pk in enumerate(data.item_ids.tolist())}
     col_of = {pk: j for j, pk in enumerate(data.concept_ids.tolist())}
-    for item_pk, concept_pk in PriorLabel.objects.values_list("item_id", "concept_id").iterator(
-        chunk_size=20_000
+    prior_labels = PriorLabel.objects.values_list("item_id", "concept_id")
+    for query in _scoped(
+        prior_labels, PriorLabel, "item_id", None if scope is None else data.item_ids
     ):
-        if item_pk in row_of and concept_pk in col_of:
-            prior[row_of[item_pk], col_of[concept_pk]] = True
-            has_prior[row_of[item_pk]] = True
+        for item_pk, concept_pk in query.iterator(chunk_size=20_000):
+            if item_pk in row_of and concept_pk in col_of:
+                prior[row_of[item_pk], col_of[concept_pk]] = True
+                has_prior[row_of[item_pk]] = True
     crowd = posteriors > 0.5
     confident = (posteriors >= settings.RETIRE_CONFIDENCE) | (
         posteriors <= 1 - settings.RETIRE_CONFIDENCE
@@ -256,7 +516,9 @@ def _labels_write(
 
     now = timezone.now()
     concept_pks = data.concept_ids.tolist()
+    counted = Classification.objects.filter(is_duplicate=False, item__isnull=False)
     with transaction.atomic():
+        changed = _labels_changed(data, posteriors, _labels_positive_read(scope))
         # Item-major, concept-minor: row k is item k // n_concepts, concept k % n_concepts.
         written = rows_upsert(
             model=AggregatedLabel,
@@ -273,12 +535,13 @@ def _labels_write(
         )
         logger.info("aggregate wrote %d of %d labels", written, n_items * n_concepts)
         # Labels of concepts no longer in the vocabulary, or of items with no counted vote left.
-        AggregatedLabel.objects.exclude(concept_id__in=concept_pks).delete()
-        counted = Classification.objects.filter(is_duplicate=False, item__isnull=False)
         # NOT EXISTS, not NOT IN: PostgreSQL turns NOT IN over a million-row subquery into a
         # nested loop once it no longer fits in work_mem.
+        # Two statements, not one OR: the OR would keep PostgreSQL from the anti-join.
         has_votes = Exists(counted.filter(item_id=OuterRef("item_id")))
-        AggregatedLabel.objects.filter(~has_votes).delete()
+        for labels in _scoped(AggregatedLabel.objects.all(), AggregatedLabel, "item_id", scope):
+            labels.exclude(concept_id__in=concept_pks).delete()
+            labels.filter(~has_votes).delete()
 
         consensus = np.where(settled, Item.Consensus.CONFIDENT, Item.Consensus.UNCERTAIN)
         rows_update(
@@ -290,10 +553,12 @@ def _labels_write(
                 "contradicts_prior": contradicts,
             },
         )
-        Item.objects.filter(~Exists(counted.filter(item_id=OuterRef("pk")))).exclude(
+        unvoted = Item.objects.filter(~Exists(counted.filter(item_id=OuterRef("pk")))).exclude(
             Q(consensus=Item.Consensus.NONE) & Q(uncertainty=0) & Q(contradicts_prior=False)
-        ).update(consensus=Item.Consensus.NONE, uncertainty=0.0, contradicts_prior=False)
-    return int(contradicts.sum())
+        )
+        for subset in _scoped(unvoted, Item, "id", scope):
+            subset.update(consensus=Item.Consensus.NONE, uncertainty=0.0, contradicts_prior=False)
+    return int(contradicts.sum()), changed
 
 
 def _skills_write(data: VoteData, result: aggregation.AggregationResult) -> None:
@@ -316,18 +581,20 @@ def _skills_write(data: VoteData, result: aggregation.AggregationResult) -> None
 
 def labels_aggregate_and_retire(
     *,
+    item_ids: Collection[int] | None = None,
     method: str | None = None,
     client=None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[AggregationSummary, int]:
-    """Aggregate, then retire on Zooniverse every subject whose item is now settled.
+    """Aggregate (all items, or incrementally ``item_ids``), then retire on Zooniverse every
+    subject whose item is now settled.
 
     Returns the summary and the number of subjects retired. Uncertain items keep collecting
     votes; retiring twice is harmless (Panoptes and the local mirror both ignore it).
     """
     from annotate.services.zooniverse_sync import subjects_retire
 
-    summary = labels_aggregate(method=method, progress=progress)
+    summary = labels_aggregate(item_ids=item_ids, method=method, progress=progress)
     retired = 0
     if summary.retire_subject_ids:
         subjects = Subject.objects.filter(

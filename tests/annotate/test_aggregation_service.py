@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 
 from annotate.models import (
     AggregatedLabel,
+    AggregationState,
     Classification,
     Item,
     PriorLabel,
@@ -15,7 +17,7 @@ from annotate.models import (
     VolunteerSkill,
     Workflow,
 )
-from annotate.services.aggregation import labels_aggregate
+from annotate.services.aggregation import labels_aggregate, labels_aggregate_and_retire
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -191,3 +193,228 @@ def test_no_votes_at_all_is_a_valid_empty_aggregation(concepts, capsys):
     assert "0 classifications of 0 items" in out
     assert not AggregatedLabel.objects.exists()
     assert Item.objects.get().consensus == Item.Consensus.NONE
+
+
+# --------------------------------------------------------------------------------------------
+# Incremental passes
+# --------------------------------------------------------------------------------------------
+
+TAGS = ["painting", "map", "drawing", "photograph"]
+
+
+def crowd_history(crowd: Crowd, n_items: int = 80, seed: int = 0) -> list[Item]:
+    """Items with five votes each from careful, careless and anonymous volunteers."""
+    rng = np.random.default_rng(seed)
+    careful = [f"u{k}" for k in range(1, 7)]
+    volunteers = careful + ["careless1", "careless2", "anon-1", "anon-2", "anon-3"]
+    sensitivity = {v: 0.92 if v in careful else 0.6 for v in volunteers}
+    false_positive = {v: 0.04 if v in careful else 0.2 for v in volunteers}
+    items = []
+    for i in range(n_items):
+        item = crowd.item(f"h{i:02d}", prior=["painting"] if i % 5 == 0 else [])
+        truth = rng.random(len(TAGS)) < 0.35
+        for volunteer in rng.choice(volunteers, 5, replace=False):
+            p_tick = np.where(truth, sensitivity[volunteer], false_positive[volunteer])
+            ticked = [key for key, p in zip(TAGS, p_tick, strict=True) if rng.random() < p]
+            crowd.vote(item, str(volunteer), ticked)
+        items.append(item)
+    return items
+
+
+def labels_table() -> dict[tuple[int, int], tuple[float, int, int, str]]:
+    return {
+        (item, concept): (posterior, votes_for, votes_against, method)
+        for item, concept, posterior, votes_for, votes_against, method in (
+            AggregatedLabel.objects.values_list(
+                "item_id", "concept_id", "posterior", "votes_for", "votes_against", "method"
+            )
+        )
+    }
+
+
+def item_states() -> dict[int, tuple[str, float, bool]]:
+    return {
+        pk: (consensus, uncertainty, contradicts)
+        for pk, consensus, uncertainty, contradicts in Item.objects.values_list(
+            "pk", "consensus", "uncertainty", "contradicts_prior"
+        )
+    }
+
+
+def sides_changed(before: dict, after: dict, items: set[int]) -> int:
+    """Labels of ``items`` that are new in ``after`` or on the other side of 0.5."""
+    return sum(
+        1
+        for (item, concept), (posterior, *_) in after.items()
+        if item in items
+        and ((item, concept) not in before or (before[item, concept][0] > 0.5) != (posterior > 0.5))
+    )
+
+
+def test_the_first_incremental_pass_falls_back_to_a_full_pass_and_stores_the_parameters(
+    concepts,
+):
+    crowd = Crowd(concepts)
+    items = crowd_history(crowd, n_items=10)
+    summary = labels_aggregate(item_ids=[items[0].pk], method="dawid_skene")
+
+    assert not summary.incremental and summary.iterations > 0
+    assert summary.n_items == 10 and summary.labels_changed == 10 * 20
+    assert AggregatedLabel.objects.count() == 10 * 20
+    state = AggregationState.objects.get()
+    assert state.full_pass and state.method == "dawid_skene" and state.n_votes == 50
+    assert set(state.priors) == {str(c.pk) for c in concepts.values()}
+    assert set(state.crowd_sensitivity) == set(state.priors)
+    # Three anonymous sessions were pooled; their shared skill is kept for new sessions.
+    assert set(state.pooled_sensitivity) == set(state.priors)
+
+
+def test_an_incremental_pass_without_new_votes_reproduces_the_full_pass(concepts):
+    crowd = Crowd(concepts)
+    items = crowd_history(crowd)
+    labels_aggregate(method="dawid_skene")
+    full = labels_table()
+    chosen = [item.pk for item in items[::8]]
+
+    summary = labels_aggregate(item_ids=chosen, method="dawid_skene")
+    assert summary.incremental and summary.iterations == 0
+    assert (summary.n_items, summary.n_classifications) == (10, 50)
+    assert summary.labels_changed == 0
+    after = labels_table()
+    for key, (posterior, *counts) in after.items():
+        # Stored skills carry six decimals: the E-step lands within about that of the EM.
+        assert posterior == pytest.approx(full[key][0], abs=1e-5)
+        assert counts == list(full[key][1:])
+    state = AggregationState.objects.order_by("-created_at", "-id").first()
+    assert not state.full_pass and state.n_items == 10
+
+
+def test_new_votes_on_a_few_items_get_nearly_the_full_pass_labels_and_touch_nothing_else(
+    concepts,
+):
+    crowd = Crowd(concepts)
+    items = crowd_history(crowd)
+    labels_aggregate(method="dawid_skene")
+    stamp = datetime(2020, 1, 1, tzinfo=UTC)
+    AggregatedLabel.objects.update(updated_at=stamp)
+    VolunteerSkill.objects.update(updated_at=stamp)
+    n_skills = VolunteerSkill.objects.count()
+    before, states_before = labels_table(), item_states()
+
+    # A contested item tipped by careful volunteers, two items with votes from a newcomer and a
+    # new anonymous session, and a brand-new item.
+    contested = crowd.item("contested")
+    crowd.vote(contested, "careless1", ["map"])
+    crowd.vote(contested, "careless2", ["map"])
+    labels_aggregate(method="dawid_skene", item_ids=[contested.pk])
+    before = labels_table()
+    assert before[contested.pk, concepts["map"].pk][0] > 0.5
+    for volunteer in ("u1", "u2", "u3", "u4"):
+        crowd.vote(contested, volunteer, [])
+    crowd.vote(items[1], "newbie", ["drawing"])
+    crowd.vote(items[2], "anon-new", [])
+    fresh = crowd.item("fresh")
+    for volunteer in ("u1", "u5", "anon-2"):
+        crowd.vote(fresh, volunteer, ["photograph"])
+    touched = {contested.pk, items[1].pk, items[2].pk, fresh.pk}
+
+    summary = labels_aggregate(item_ids=sorted(touched), method="dawid_skene")
+    after = labels_table()
+
+    assert summary.incremental and summary.n_items == 4
+    assert summary.labels_changed == sides_changed(before, after, touched)
+    assert summary.labels_changed >= 20 + 1  # the new item's labels and the tipped "map"
+    assert after[contested.pk, concepts["map"].pk][0] < 0.5
+    assert after[fresh.pk, concepts["photograph"].pk][0] > 0.9
+    # Nothing outside the four items was written: labels, item states, skills.
+    others = {key: row for key, row in after.items() if key[0] not in touched}
+    assert others == {key: row for key, row in before.items() if key[0] not in touched}
+    assert not AggregatedLabel.objects.exclude(item_id__in=touched).exclude(updated_at=stamp)
+    states_after = item_states()
+    assert all(states_after[pk] == states_before[pk] for pk in states_before if pk not in touched)
+    assert VolunteerSkill.objects.count() == n_skills
+    assert not VolunteerSkill.objects.exclude(updated_at=stamp).exists()
+
+    # A full pass re-estimates the skills with the new votes: close, and on the same side.
+    full = labels_aggregate(method="dawid_skene")
+    assert not full.incremental
+    redone = labels_table()
+    for key in (k for k in after if k[0] in touched):
+        assert after[key][0] == pytest.approx(redone[key][0], abs=0.05), key
+        assert (after[key][0] > 0.5) == (redone[key][0] > 0.5), key
+        assert after[key][1:] == redone[key][1:]
+    # (Consensus may differ where a posterior sits near RETIRE_CONFIDENCE.)
+    redone_states = item_states()
+    for pk in touched:
+        assert states_after[pk][1] == pytest.approx(redone_states[pk][1], abs=0.1)
+
+
+def test_an_incremental_pass_over_items_without_counted_votes_clears_them_like_a_full_pass(
+    concepts,
+):
+    crowd = Crowd(concepts)
+    items = crowd_history(crowd, n_items=12)
+    labels_aggregate(method="dawid_skene")
+    gone, kept = items[3], items[4]
+    Classification.objects.filter(item=gone).update(item=None)
+    before = labels_table()
+
+    summary = labels_aggregate(item_ids=[gone.pk, kept.pk], method="dawid_skene")
+    assert summary.incremental and summary.n_items == 1
+    assert not AggregatedLabel.objects.filter(item=gone).exists()
+    gone.refresh_from_db()
+    assert (gone.consensus, gone.uncertainty, gone.contradicts_prior) == ("none", 0.0, False)
+    assert summary.labels_changed == 0
+    after = labels_table()
+    assert set(after) == {key for key in before if key[0] != gone.pk}
+    for key, (posterior, *counts) in after.items():
+        assert posterior == pytest.approx(before[key][0], abs=1e-5)
+        assert counts == list(before[key][1:])
+
+    # What a full pass does with the same votes.
+    labels_aggregate(method="dawid_skene")
+    assert not AggregatedLabel.objects.filter(item=gone).exists()
+    gone.refresh_from_db()
+    assert gone.consensus == "none"
+
+
+def test_a_changed_vocabulary_or_method_sends_the_incremental_pass_back_to_a_full_one(concepts):
+    crowd = Crowd(concepts)
+    items = crowd_history(crowd, n_items=6)
+    labels_aggregate(method="dawid_skene")
+    assert labels_aggregate(item_ids=[items[0].pk], method="dawid_skene").incremental
+    # Another method's incremental pass would mix its labels with these: a full pass first.
+    assert not labels_aggregate(item_ids=[items[0].pk], method="majority").incremental
+    assert labels_aggregate(item_ids=[items[0].pk], method="majority").incremental
+
+    concepts["toy"].active = False
+    concepts["toy"].save()
+    summary = labels_aggregate(item_ids=[items[0].pk], method="majority")
+    assert not summary.incremental
+    assert not AggregatedLabel.objects.filter(concept=concepts["toy"]).exists()
+
+
+def test_an_incremental_majority_pass_is_exact(concepts):
+    crowd = Crowd(concepts)
+    items = crowd_history(crowd, n_items=8)
+    labels_aggregate(method="majority")
+    crowd.vote(items[0], "newbie", ["map", "toy"])
+    summary = labels_aggregate(item_ids=[items[0].pk], method="majority")
+    incremental = labels_table()
+    assert summary.incremental
+    labels_aggregate(method="majority")
+    assert labels_table() == incremental
+
+
+def test_an_incremental_pass_lists_only_its_own_items_for_retirement(concepts):
+    crowd = Crowd(concepts)
+    settled = [crowd.item(f"s{i}") for i in range(3)]
+    for item in settled:
+        for volunteer in ("u1", "u2", "u3"):
+            crowd.vote(item, volunteer, ["map"])
+    full = labels_aggregate(method="majority", min_votes=3)
+    assert len(full.retire_subject_ids) == 3
+    summary, retired = labels_aggregate_and_retire(item_ids=[settled[1].pk], method="majority")
+    assert summary.incremental
+    assert summary.retire_subject_ids == [settled[1].subjects.get().zooniverse_id]
+    assert retired == 0  # the test subjects belong to no round of a workflow
