@@ -60,8 +60,8 @@ Simulated volunteers
         crowd=CrowdConfig(n_volunteers=20, mix={"careful": 0.6, "careless": 0.3, "spammer": 0.1},
                           anonymous_share=0.2, repeat_rate=0.05, gold_share=0.1, seed=7),
         classifications=None,          # None: until every linked subject retires or all are seen
-        truth=None,                    # None: read metadata["#truth"]; or f(subject_id, metadata)
-    )
+        truth=None,                    # None: metadata["#truth"]; f(subject_id, metadata); or
+    )                                  # {external_id: [labels or keys]} (else "#truth")
     run.classifications                # [ClassificationRecord], in id order
     run.count_by_profile()             # {"careful": 120, ...}
     sandbox.volunteers()               # [VolunteerRecord] with their hidden profile
@@ -71,6 +71,28 @@ order when the workflow is prioritized; retired subjects are skipped; a subject 
 non-repeat classification count reaches the workflow's ``retirement`` count (default 15).
 Over HTTP: ``POST /_sandbox/volunteers`` with ``{"workflow_id": 1, "classifications": 100,
 "crowd": {...CrowdConfig fields...}}``.
+
+Live crowd
+----------
+A crowd that keeps classifying in a background thread, as a long-running demo needs::
+
+    sandbox.live_crowd_start(per_minute=6, crowd=CrowdConfig(seed=7), truth={"item-1": ["map"]})
+    sandbox.live_crowd_status()   # {"running", "per_minute", "classifications", "retired",
+                                  #  "last_at", "idle", "idle_reason", "open_subjects", ...}
+    sandbox.live_crowd_stop()     # no classification after it returns
+
+About ``per_minute`` classifications a minute, 60/per_minute seconds apart with up to 10 % jitter
+from the crowd's seed, each one ``run_volunteers`` turn (same volunteers for the same config, same
+subject choice, retirement at the workflow's count; no gold standard), on every workflow with
+linked, unretired subjects in turn (or ``workflow_id=`` only). It re-reads the store before every
+turn, so subjects the app retires are skipped and a newly linked set is picked up within a second
+when idle; the status says why it is idle. Turns take ``sandbox.lock`` like the HTTP handlers. It
+waits with ``sandbox.sleep`` when set (tests pass a fake that moves their ``clock``), else on its
+stop signal. ``start`` replaces a running crowd; ``per_minute=0`` stops it; so does the server's
+``shutdown()``. Over HTTP: ``POST /_sandbox/live`` with ``{"per_minute": K, "crowd": {...},
+"truth": {...}, "workflow_id": 1}`` (fields left out keep the running crowd's; 0 stops),
+``GET /_sandbox/live`` for the status, ``DELETE`` stops. From the shell:
+``manage.py zooniverse_sandbox --volunteers-per-minute 6 --truth truth.json --crowd-seed 7``.
 
 Faults
 ------
@@ -105,7 +127,8 @@ version: adding or removing answers bumps the major number, renaming bumps the m
 ``delete_subject(id)`` (its GET turns 404; votes stay), ``request_export(type, owner, owner_id,
 fault=FaultAction("export_stuck"))`` / ``describe_export(...)`` (fault rules only see HTTP
 requests, so the Python path takes the fault directly).
-Tests can move time with ``sandbox.clock = lambda: ...`` and make exports take time with
+Tests can move time with ``sandbox.clock = lambda: ...`` (and the live crowd's waits with
+``sandbox.sleep``) and make exports take time with
 ``sandbox.export_delay_s``; ``sandbox.token_ttl_s`` below 120 forces the client's refresh grant.
 
 Reading state
@@ -136,7 +159,7 @@ import socket
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
@@ -158,6 +181,8 @@ RETIREMENT_REASONS = (
 )
 EXPORT_TYPES = ("classifications", "subjects", "workflows")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LIVE_JITTER = 0.1  # a live crowd's gaps vary by up to 10 % either side of 60 / per_minute
+LIVE_IDLE_POLL_S = 1.0  # how often an idle live crowd looks for newly linked subjects
 
 # Distinct id bases per resource type, so a subject id passed where a set-member-subject id is
 # expected (an easy mistake with Panoptes) finds nothing instead of the wrong row.
@@ -513,6 +538,65 @@ class CrowdRun:
 
 
 TruthFn = Callable[[int, dict[str, Any]], Iterable[str]]
+# What callers may pass as ``truth``: a function, or ``{external_id: [labels or keys]}``.
+Truth = TruthFn | Mapping[str, Iterable[str] | str]
+
+
+@dataclass
+class _CrowdTurns:
+    """What a crowd carries from one turn to the next on one workflow.
+
+    ``run_volunteers`` builds one and loops over it; the live crowd keeps one per workflow and
+    refreshes ``open_ids``, ``seen`` and ``active`` before each turn, since the store changes
+    between its turns.
+    """
+
+    workflow: WorkflowRecord
+    crowd: CrowdConfig
+    rng: random.Random
+    truth: TruthFn
+    answer_index: Sandbox._AnswerIndex
+    volunteers: list[VolunteerRecord]
+    active: list[VolunteerRecord]  # volunteers who may still have something to see
+    seen: dict[str, set[int]]  # volunteer name -> subject ids they classified on this workflow
+    open_ids: list[int] = field(default_factory=list)  # unretired linked subjects, in order
+    seen_upto: int = 0  # how far into the sorted classification ids ``seen`` has read
+
+
+class LiveCrowdStatus(TypedDict):
+    """``Sandbox.live_crowd_status()`` and ``GET /_sandbox/live``."""
+
+    running: bool
+    per_minute: float  # 0 when stopped
+    workflow_id: int | None  # None: every workflow with open subjects
+    classifications: int  # made by live crowds since this sandbox started
+    retired: int  # subjects those classifications retired
+    last_at: str | None  # created_at of the latest live classification
+    started_at: str | None
+    idle: bool
+    idle_reason: str | None  # why the last turn made nothing
+    open_subjects: int  # linked, unretired subjects at the last turn
+    volunteers: int
+    error: str | None  # the last error a turn raised (the crowd keeps going)
+
+
+@dataclass
+class _LiveCrowd:
+    per_minute: float
+    crowd: CrowdConfig
+    truth: TruthFn
+    workflow_id: int | None
+    volunteers: list[VolunteerRecord]
+    rng: random.Random  # the turns' draws, as in run_volunteers
+    jitter: random.Random  # the spacing, kept apart so a rate change does not alter the answers
+    started_at: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    turns: dict[int, _CrowdTurns] = field(default_factory=dict)  # workflow id -> its turns
+    cursor: int = 0  # round-robin position over workflows
+    idle_reason: str | None = None
+    open_subjects: int = 0
+    error: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,6 +887,8 @@ class Sandbox:
         prioritized: whether volunteers get subjects in ``#priority`` order.
         state_path: JSON file to load on start and rewrite after every change.
         clock: returns "now" as an aware UTC datetime; tests can move time.
+        sleep: how the live crowd waits between classifications; None waits on its stop signal
+            (so a stop is immediate). Tests pass a fake that moves their clock.
         token_ttl_s: ``expires_in`` of issued OAuth tokens.
         export_delay_s: how long a requested export stays "creating" before it is generated.
     """
@@ -821,6 +907,7 @@ class Sandbox:
         prioritized: bool = True,
         state_path: str | os.PathLike[str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] | None = None,
         token_ttl_s: int = 7200,
         export_delay_s: float = 0.0,
     ) -> None:
@@ -832,6 +919,7 @@ class Sandbox:
         self.faults = FaultPlan()
         self.request_log: list[RequestLogEntry] = []
         self.clock = clock or _utcnow
+        self.sleep = sleep
         self.token_ttl_s = token_ttl_s
         self.export_delay_s = export_delay_s
         self.question = question
@@ -843,6 +931,13 @@ class Sandbox:
         self._uploads: dict[str, tuple[str, bytes]] = {}
         self._last_classified_at: datetime | None = None
         self._shutdown = threading.Event()
+        # The live crowd: one at a time, started and stopped under _live_control (not the store
+        # lock, which its thread takes for every turn), with totals that outlive restarts.
+        self._live: _LiveCrowd | None = None
+        self._live_control = threading.Lock()
+        self._live_made = 0
+        self._live_retired = 0
+        self._live_last_at: str | None = None
 
         if self.state_path and self.state_path.exists():
             self.state = StoreState.from_json(json.loads(self.state_path.read_text()))
@@ -1340,7 +1435,7 @@ class Sandbox:
         *,
         crowd: CrowdConfig | None = None,
         classifications: int | None = None,
-        truth: TruthFn | None = None,
+        truth: Truth | None = None,
     ) -> CrowdRun:
         """Let a simulated crowd classify the subjects linked to a workflow.
 
@@ -1349,9 +1444,11 @@ class Sandbox:
         retirement, as in Panoptes) or takes the next unseen, unretired subject: lowest
         ``#priority`` first when the workflow is prioritized, otherwise at random. The run stops
         after ``classifications`` turns, or (None) when no volunteer has anything left to see.
+        ``truth``: None reads ``metadata["#truth"]``; a function ``f(subject_id, metadata)``; or a
+        mapping ``{external_id: [labels or keys]}`` read through ``metadata["external_id"]``.
         """
         crowd = crowd or CrowdConfig()
-        truth = truth or _truth_from_metadata
+        truth_fn = _truth_fn(truth)
         with self.lock:
             workflow = self._workflow(workflow_id or self.workflow_id)
             rng = random.Random(crowd.seed)
@@ -1363,59 +1460,97 @@ class Sandbox:
             members = self._linked_members(workflow.id)
             if crowd.gold_share > 0:
                 made.extend(
-                    self._gold_classifications(workflow, members, crowd, rng, truth, answer_index)
+                    self._gold_classifications(
+                        workflow, members, crowd, rng, truth_fn, answer_index
+                    )
                 )
-
-            seen: dict[str, set[int]] = {v.name: set() for v in volunteers}
-            for c in self.state.classifications.values():
-                if c.workflow_id == workflow.id and c.user_name in seen:
-                    seen[c.user_name].update(c.subject_ids)
-            # Unretired subjects in selection order; shrinks as subjects retire, so a turn costs
-            # about the size of what the volunteer has already seen, not of the whole workflow.
-            open_ids = [
+            turns = self._crowd_turns(workflow, crowd, rng, truth_fn, volunteers)
+            turns.open_ids = [
                 m.subject_id for m in members if not self._is_retired(m.subject_id, workflow.id)
             ]
-            active = list(volunteers)
             budget = classifications
             crowd_made = 0
             # Repeats never exhaust anyone, so bound the turns whatever the budget.
             turns_left = 4 * (len(members) + 1) * (len(volunteers) + 1)
-            while active and turns_left > 0 and (budget is None or crowd_made < budget):
+            while turns.active and turns_left > 0 and (budget is None or crowd_made < budget):
                 turns_left -= 1
-                volunteer = rng.choice(active)
-                profile = crowd.profiles.get(volunteer.profile, PROFILES["careful"])
-                repeatable: list[int] = []
-                if crowd.repeat_rate > 0 and rng.random() < crowd.repeat_rate:
-                    repeatable = [
-                        sid
-                        for sid in sorted(seen[volunteer.name])
-                        if not self._is_retired(sid, workflow.id)
-                    ]
-                if repeatable:
-                    subject_id = rng.choice(repeatable)
-                    repeat = True
-                else:
-                    subject_id = _next_subject(
-                        open_ids, seen[volunteer.name], workflow.prioritized, rng
-                    )
-                    repeat = False
-                    if subject_id is None:
-                        active.remove(volunteer)
-                        continue
-                subject = self.state.subjects[subject_id]
-                true_idx = _truth_indices(truth(subject_id, subject.metadata), answer_index)
-                ticked = _answer(profile, true_idx, len(answer_index.labels), rng)
-                record = self._record_classification(
-                    workflow, volunteer, subject_id, ticked, repeat=repeat, gold=False
-                )
+                record, retired_now = self._crowd_turn(turns)
+                if record is None:
+                    continue
                 made.append(record)
                 crowd_made += 1
-                seen[volunteer.name].add(subject_id)
-                if not repeat and self._count_towards_retirement(workflow, subject_id):
-                    retired.append(subject_id)
-                    open_ids.remove(subject_id)
+                if retired_now:
+                    retired.append(record.subject_ids[0])
             self._save()
             return CrowdRun(made, [copy.deepcopy(v) for v in volunteers], retired)
+
+    def _crowd_turns(
+        self,
+        workflow: WorkflowRecord,
+        crowd: CrowdConfig,
+        rng: random.Random,
+        truth: TruthFn,
+        volunteers: list[VolunteerRecord],
+    ) -> _CrowdTurns:
+        """The state a crowd carries from turn to turn on one workflow (open ids left empty)."""
+        turns = _CrowdTurns(
+            workflow=workflow,
+            crowd=crowd,
+            rng=rng,
+            truth=truth,
+            answer_index=self._answer_index(workflow),
+            volunteers=volunteers,
+            active=list(volunteers),
+            seen={v.name: set() for v in volunteers},
+        )
+        self._crowd_catch_up(turns)
+        return turns
+
+    def _crowd_catch_up(self, turns: _CrowdTurns) -> None:
+        """Add the classifications stored since the last call to what each volunteer has seen.
+
+        Classification ids only grow, so this reads each classification once over a crowd's
+        life, whoever made it (this crowd, another run with the same names, or a live crowd).
+        """
+        ids = self._classification_ids
+        workflow_id = turns.workflow.id
+        for cid in ids[turns.seen_upto :]:
+            c = self.state.classifications[cid]
+            if c.workflow_id == workflow_id and c.user_name in turns.seen:
+                turns.seen[c.user_name].update(c.subject_ids)
+        turns.seen_upto = len(ids)
+
+    def _crowd_turn(self, turns: _CrowdTurns) -> tuple[ClassificationRecord | None, bool]:
+        """One volunteer's turn: ``(classification, retired it)``, or ``(None, False)`` when the
+        volunteer drawn has nothing left to see (they leave ``turns.active``)."""
+        workflow, crowd, rng = turns.workflow, turns.crowd, turns.rng
+        volunteer = rng.choice(turns.active)
+        profile = crowd.profiles.get(volunteer.profile, PROFILES["careful"])
+        seen = turns.seen[volunteer.name]
+        repeatable: list[int] = []
+        if crowd.repeat_rate > 0 and rng.random() < crowd.repeat_rate:
+            repeatable = [sid for sid in sorted(seen) if not self._is_retired(sid, workflow.id)]
+        if repeatable:
+            subject_id = rng.choice(repeatable)
+            repeat = True
+        else:
+            next_id = _next_subject(turns.open_ids, seen, workflow.prioritized, rng)
+            if next_id is None:
+                turns.active.remove(volunteer)
+                return None, False
+            subject_id = next_id
+            repeat = False
+        subject = self.state.subjects[subject_id]
+        true_idx = _truth_indices(turns.truth(subject_id, subject.metadata), turns.answer_index)
+        ticked = _answer(profile, true_idx, len(turns.answer_index.labels), rng)
+        record = self._record_classification(
+            workflow, volunteer, subject_id, ticked, repeat=repeat, gold=False
+        )
+        seen.add(subject_id)
+        if not repeat and self._count_towards_retirement(workflow, subject_id):
+            turns.open_ids.remove(subject_id)
+            return record, True
+        return record, False
 
     def _recruit(self, crowd: CrowdConfig, rng: random.Random) -> list[VolunteerRecord]:
         names = [n for n, w in crowd.mix.items() if w > 0]
@@ -1591,6 +1726,178 @@ class Sandbox:
         self._classification_ids.append(record.id)
         workflow.classifications_count += 1
         return record
+
+    # ---------------------------------------------------------------- live crowd
+
+    def live_crowd_start(
+        self,
+        *,
+        per_minute: float,
+        crowd: CrowdConfig | None = None,
+        truth: Truth | None = None,
+        workflow_id: int | None = None,
+    ) -> None:
+        """Start a crowd that keeps classifying in a background thread, or change it.
+
+        About ``per_minute`` classifications a minute, evenly spaced with a little jitter from
+        the crowd's seed, one at a time and each the way a ``run_volunteers`` turn makes it
+        (same volunteers for the same config, same subject choice and retirement), on every
+        active workflow with linked, unretired subjects in turn, or only on ``workflow_id``.
+        With no open subject it idles and looks again every second. A running crowd is
+        replaced; ``per_minute=0`` stops it. Gold-standard classifications are not made live.
+
+        Raises:
+            ValueError: a negative or non-finite rate, no volunteers, an unknown profile.
+        """
+        rate = float(per_minute)
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"per_minute must be a finite number >= 0, got {per_minute!r}")
+        crowd = crowd or CrowdConfig()
+        if rate > 0 and crowd.n_volunteers < 1:
+            raise ValueError("a live crowd needs at least one volunteer")
+        truth_fn = _truth_fn(truth)
+        with self._live_control:
+            self._live_stop()
+            if rate == 0:
+                return
+            with self.lock:
+                if workflow_id is not None:
+                    self._workflow(workflow_id)
+                rng = random.Random(crowd.seed)
+                volunteers = self._recruit(crowd, rng)
+                self._save()
+                live = _LiveCrowd(
+                    per_minute=rate,
+                    crowd=crowd,
+                    truth=truth_fn,
+                    workflow_id=workflow_id,
+                    volunteers=volunteers,
+                    rng=rng,
+                    jitter=random.Random(f"live-crowd:{crowd.seed}"),
+                    started_at=self.now(),
+                )
+                self._live = live
+            live.thread = threading.Thread(
+                target=self._live_run, args=(live,), name="sandbox-live-crowd", daemon=True
+            )
+            live.thread.start()
+
+    def live_crowd_stop(self) -> None:
+        """Stop the live crowd, if any; no classification is made after this returns."""
+        with self._live_control:
+            self._live_stop()
+
+    def live_crowd_status(self) -> LiveCrowdStatus:
+        with self.lock:
+            live = self._live
+            running = (
+                live is not None
+                and not live.stop.is_set()
+                and live.thread is not None
+                and live.thread.is_alive()
+            )
+            return LiveCrowdStatus(
+                running=running,
+                per_minute=live.per_minute if live and running else 0.0,
+                workflow_id=live.workflow_id if live else None,
+                classifications=self._live_made,
+                retired=self._live_retired,
+                last_at=self._live_last_at,
+                started_at=live.started_at if live else None,
+                idle=running and live is not None and live.idle_reason is not None,
+                idle_reason=live.idle_reason if live and running else None,
+                open_subjects=live.open_subjects if live else 0,
+                volunteers=len(live.volunteers) if live else 0,
+                error=live.error if live else None,
+            )
+
+    def _live_stop(self) -> None:
+        live = self._live
+        if live is None:
+            return
+        live.stop.set()
+        if live.thread is not None and live.thread is not threading.current_thread():
+            # A turn checks the stop signal under the store lock before classifying, so even a
+            # caller holding that lock (and timing out here) gets no classification afterwards.
+            live.thread.join(5)
+        with self.lock:
+            if self._live is live:
+                self._live = None
+
+    def _live_run(self, live: _LiveCrowd) -> None:
+        interval = 60.0 / live.per_minute
+        while not live.stop.is_set():
+            try:
+                made = self._live_turn(live)
+            except Exception as exc:
+                # A demo's crowd must not die silently: report the error and keep going.
+                with self.lock:
+                    live.error = f"{type(exc).__name__}: {exc}"
+                made = False
+            if made:
+                delay = interval * live.jitter.uniform(1 - LIVE_JITTER, 1 + LIVE_JITTER)
+            else:
+                delay = min(interval, LIVE_IDLE_POLL_S)
+            if self.sleep is None:
+                if live.stop.wait(delay):
+                    break
+            else:
+                self.sleep(delay)
+
+    def _live_turn(self, live: _LiveCrowd) -> bool:
+        """One classification on the next workflow with open subjects; False when idle."""
+        with self.lock:
+            if live.stop.is_set():
+                return False
+            if live.workflow_id is not None:
+                workflow_ids = [live.workflow_id]
+            else:
+                workflow_ids = sorted(w.id for w in self.state.workflows.values() if w.active)
+            candidates = [self._live_turns_for(live, wid) for wid in workflow_ids]
+            live.open_subjects = sum(len(t.open_ids) for t in candidates)
+            candidates = [t for t in candidates if t.open_ids]
+            if not candidates:
+                live.idle_reason = "no open subject: none linked, or all retired"
+                return False
+            # Round robin: start after the workflow that got the previous classification.
+            candidates.sort(key=lambda t: (t.workflow.id <= live.cursor, t.workflow.id))
+            for turns in candidates:
+                while turns.active:
+                    record, retired = self._crowd_turn(turns)
+                    if record is None:
+                        continue
+                    live.cursor = turns.workflow.id
+                    live.idle_reason = None
+                    self._live_made += 1
+                    self._live_retired += int(retired)
+                    self._live_last_at = record.created_at
+                    if retired:
+                        live.open_subjects -= 1
+                    self._save()
+                    return True
+            live.idle_reason = "every volunteer has classified every open subject"
+            return False
+
+    def _live_turns_for(self, live: _LiveCrowd, workflow_id: int) -> _CrowdTurns:
+        """The live crowd's turns on a workflow, brought up to date with the store."""
+        workflow = self._workflow(workflow_id)
+        turns = live.turns.get(workflow_id)
+        if turns is None:
+            turns = self._crowd_turns(workflow, live.crowd, live.rng, live.truth, live.volunteers)
+            live.turns[workflow_id] = turns
+        else:
+            self._crowd_catch_up(turns)
+        # Between two turns anything may have changed: new sets linked, subjects retired or
+        # unretired by the app, the vocabulary edited, the selection order switched.
+        turns.workflow = workflow
+        turns.answer_index = self._answer_index(workflow)
+        turns.open_ids = [
+            m.subject_id
+            for m in self._linked_members(workflow_id)
+            if not self._is_retired(m.subject_id, workflow_id)
+        ]
+        turns.active = list(turns.volunteers)
+        return turns
 
     # ---------------------------------------------------------------- exports
 
@@ -2044,6 +2351,10 @@ class Sandbox:
                 route_path = request.path[len("/api") :]
                 with self.lock:
                     return self._route_api(request, route_path, fault)
+            if request.path == "/_sandbox/live":
+                # Outside the store lock: stopping waits for the crowd thread, which takes that
+                # lock for every turn.
+                return self._admin_live(request)
             with self.lock:
                 return self._route_other(request, fault)
         except ApiError as exc:
@@ -2805,6 +3116,46 @@ class Sandbox:
             return _json_response(200, {"requests": [asdict(e) for e in self.request_log]})
         return error_response(404, f"Unknown sandbox admin route {route!r}")
 
+    def _admin_live(self, req: Request) -> Response:
+        if req.method == "GET":
+            return _json_response(200, self.live_crowd_status())
+        if req.method == "DELETE":
+            self.live_crowd_stop()
+            return _json_response(200, self.live_crowd_status())
+        if req.method != "POST":
+            return error_response(405, f"{req.method} not allowed on /_sandbox/live")
+        data = req.json()
+        if not isinstance(data, dict):
+            raise ApiError(422, "the body must be a JSON object")
+        per_minute = data.get("per_minute")
+        if isinstance(per_minute, bool) or not isinstance(per_minute, int | float):
+            raise ApiError(422, f"per_minute must be a number (0 stops), got {per_minute!r}")
+        crowd = data.get("crowd") or {}
+        if not isinstance(crowd, dict):
+            raise ApiError(422, "crowd must be a JSON object of CrowdConfig fields")
+        # Fields left out keep the running crowd's, so {"per_minute": K} only changes the rate.
+        running = self._live
+        truth: Truth | None = data.get("truth")
+        workflow_id = data.get("workflow_id")
+        try:
+            if running is not None and "crowd" not in data:
+                config = running.crowd
+            else:
+                config = CrowdConfig.from_json(crowd)
+            if running is not None and "truth" not in data:
+                truth = running.truth
+            if running is not None and "workflow_id" not in data:
+                workflow_id = running.workflow_id
+            self.live_crowd_start(
+                per_minute=per_minute,
+                crowd=config,
+                truth=truth,
+                workflow_id=None if workflow_id is None else _int(workflow_id, "workflow_id"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, f"bad live crowd: {exc}") from exc
+        return _json_response(200, self.live_crowd_status())
+
 
 CLASSIFICATION_EXPORT_COLUMNS = (
     "classification_id",
@@ -2898,6 +3249,37 @@ def _truth_from_metadata(subject_id: int, metadata: dict[str, Any]) -> list[str]
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def _truth_entries(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    raise ValueError(f"truth entries must be a list of labels or keys, got {value!r}")
+
+
+def _truth_fn(truth: Truth | None) -> TruthFn:
+    """A truth function from what callers pass: None, a function, or an external-id mapping.
+
+    A mapping is read through ``metadata["external_id"]``; a subject whose external id it does
+    not list falls back to ``metadata["#truth"]``.
+    """
+    if truth is None:
+        return _truth_from_metadata
+    if isinstance(truth, Mapping):
+        table = {str(k): _truth_entries(v) for k, v in truth.items()}
+
+        def from_external_id(subject_id: int, metadata: dict[str, Any]) -> list[str]:
+            external_id = metadata.get("external_id")
+            if external_id is not None and str(external_id) in table:
+                return table[str(external_id)]
+            return _truth_from_metadata(subject_id, metadata)
+
+        return from_external_id
+    if callable(truth):
+        return truth
+    raise TypeError(f"truth must be None, a function or a mapping, not {type(truth).__name__}")
+
+
 def _truth_indices(entries: Iterable[str], index: Sandbox._AnswerIndex) -> set[int]:
     return {index.lookup[e.lower()] for e in entries if e.lower() in index.lookup}
 
@@ -2936,8 +3318,10 @@ class SandboxServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def shutdown(self) -> None:
-        # Wake hanging fault handlers so shutdown is not held up by a simulated hang.
+        # Wake hanging fault handlers so shutdown is not held up by a simulated hang, and stop
+        # a live crowd that was started over HTTP with this server.
         self.sandbox._shutdown.set()
+        self.sandbox.live_crowd_stop()
         super().shutdown()
 
     def __enter__(self) -> SandboxServer:

@@ -1,16 +1,24 @@
 """Run the local Panoptes sandbox with the project's vocabulary as the workflow's answers.
 
     python manage.py zooniverse_sandbox --port 8765 [--host 127.0.0.1] [--state var/sandbox.json]
+        [--volunteers-per-minute 6 --truth var/demo/truth.json --crowd-seed 0 --crowd-size 20]
 
 The first lines of output are ``KEY=value`` pairs a shell or a demo script can read:
 ``PANOPTES_ENDPOINT``, ``PANOPTES_PROJECT_ID`` and ``PANOPTES_WORKFLOW_ID``. The sandbox accepts
-any client id, secret, username and password. Everything else lives in
+any client id, secret, username and password.
+
+``--volunteers-per-minute K`` starts a live crowd that keeps classifying the linked, unretired
+subjects at about K a minute (idle while there are none), so a running app sees new votes arrive
+by themselves; ``--truth`` is a JSON file ``{external_id: [concept keys]}`` for what its careful
+volunteers should see (subjects it does not list fall back to their ``#truth`` metadata).
+Ctrl-C (or SIGTERM) stops the crowd and the server. Everything else lives in
 ``annotate.zooniverse.sandbox``.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +27,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from annotate.models import Concept
-from annotate.zooniverse.sandbox import DEFAULT_RETIREMENT_COUNT, Sandbox, SandboxServer, serve
+from annotate.zooniverse.sandbox import (
+    DEFAULT_RETIREMENT_COUNT,
+    CrowdConfig,
+    Sandbox,
+    SandboxServer,
+    serve,
+)
 
 DEFAULT_VOCABULARY_FILE = Path(__file__).resolve().parents[2] / "data" / "europeana_vocabulary.json"
 
@@ -45,13 +59,52 @@ def vocabulary_load(*, path: Path | None = None) -> tuple[list[str], list[str]]:
     return [str(e["label"]) for e in entries], [str(e.get("key") or e["label"]) for e in entries]
 
 
+def truth_load(*, path: Path) -> dict[str, list[str]]:
+    """The live crowd's truth file: ``{external_id: [concept keys]}``, checked entry by entry."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"--truth {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"--truth {path}: cannot read it ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"--truth {path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise CommandError(
+            f"--truth {path}: must hold a JSON object {{external_id: [concept keys]}}, "
+            f"not a {type(data).__name__}"
+        )
+    for external_id, keys in data.items():
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise CommandError(
+                f"--truth {path}: the entry for {external_id!r} must be a list of concept keys, "
+                f"got {keys!r}"
+            )
+    return data
+
+
 def wait_until_interrupted(server: SandboxServer, thread: threading.Thread) -> None:
-    """Block until Ctrl-C (tests replace this to stop at once)."""
+    """Block until Ctrl-C or SIGTERM (tests replace this to stop at once)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A demo runs the sandbox as a background process and ends it with SIGTERM: take the same
+    # clean way out as Ctrl-C. Signal handlers can only be set from the main thread.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if on_main else None
     try:
         while thread.is_alive():
             thread.join(0.5)
     except KeyboardInterrupt:
         pass
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 class Command(BaseCommand):
@@ -67,9 +120,41 @@ class Command(BaseCommand):
             default=DEFAULT_RETIREMENT_COUNT,
             help="Classifications before a subject retires (Panoptes default 15).",
         )
+        parser.add_argument(
+            "--volunteers-per-minute",
+            type=float,
+            default=0.0,
+            metavar="K",
+            help="A live crowd classifies about K subjects a minute (default 0: no live crowd).",
+        )
+        parser.add_argument(
+            "--truth",
+            type=Path,
+            default=None,
+            metavar="PATH",
+            help="JSON {external_id: [concept keys]}: what the live crowd should see "
+            "(default: each subject's #truth metadata).",
+        )
+        parser.add_argument(
+            "--crowd-seed", type=int, default=0, metavar="N", help="The live crowd's seed."
+        )
+        parser.add_argument(
+            "--crowd-size",
+            type=int,
+            default=CrowdConfig.n_volunteers,
+            metavar="N",
+            help=f"Volunteers in the live crowd (default {CrowdConfig.n_volunteers}).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        per_minute = options["volunteers_per_minute"]
+        if per_minute < 0:
+            raise CommandError(f"--volunteers-per-minute must be 0 or more, got {per_minute:g}")
+        truth = truth_load(path=options["truth"]) if options["truth"] else None
+        crowd = CrowdConfig(n_volunteers=options["crowd_size"], seed=options["crowd_seed"])
         labels, keys = vocabulary_load()
+        if truth:
+            self._warn_unknown_truth(options["truth"], truth, labels, keys)
         try:
             sandbox = Sandbox(
                 labels,
@@ -80,17 +165,49 @@ class Command(BaseCommand):
             server, thread = serve(options["host"], options["port"], sandbox=sandbox)
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"PANOPTES_ENDPOINT={server.endpoint}")
-        self.stdout.write(f"PANOPTES_PROJECT_ID={sandbox.project_id}")
-        self.stdout.write(f"PANOPTES_WORKFLOW_ID={sandbox.workflow_id}")
-        self.stdout.write(
-            f"# {len(labels)} answers; any client id/secret is accepted. "
-            f"Faults: POST {server.endpoint}/_sandbox/faults; crowd: POST "
-            f"{server.endpoint}/_sandbox/volunteers. Ctrl-C stops."
-        )
-        self.stdout.flush()
         try:
+            if per_minute > 0:
+                try:
+                    sandbox.live_crowd_start(per_minute=per_minute, crowd=crowd, truth=truth)
+                except ValueError as exc:
+                    raise CommandError(f"live crowd: {exc}") from exc
+            self.stdout.write(f"PANOPTES_ENDPOINT={server.endpoint}")
+            self.stdout.write(f"PANOPTES_PROJECT_ID={sandbox.project_id}")
+            self.stdout.write(f"PANOPTES_WORKFLOW_ID={sandbox.workflow_id}")
+            self.stdout.write(
+                f"# {len(labels)} answers; any client id/secret is accepted. "
+                f"Faults: POST {server.endpoint}/_sandbox/faults; crowd: POST "
+                f"{server.endpoint}/_sandbox/volunteers. Ctrl-C stops."
+            )
+            if per_minute > 0:
+                source = f"{options['truth']}, else #truth" if truth is not None else "#truth"
+                self.stdout.write(
+                    f"# live crowd: {per_minute:g} classifications a minute by "
+                    f"{crowd.n_volunteers} volunteers (seed {crowd.seed}, truth from {source}); "
+                    f"status and rate: GET/POST {server.endpoint}/_sandbox/live"
+                )
+            else:
+                self.stdout.write(
+                    f"# live crowd: off (--volunteers-per-minute K, or POST "
+                    f"{server.endpoint}/_sandbox/live)"
+                )
+            self.stdout.flush()
             wait_until_interrupted(server, thread)
         finally:
+            sandbox.live_crowd_stop()
             server.shutdown()
             server.server_close()
+
+    def _warn_unknown_truth(
+        self, path: Path, truth: dict[str, list[str]], labels: list[str], keys: list[str]
+    ) -> None:
+        # The sandbox ignores entries that name no answer, so a truth file written for another
+        # vocabulary would quietly make every careful volunteer tick nothing.
+        known = {name.lower() for name in [*labels, *keys]}
+        unknown = sorted({k for keys_ in truth.values() for k in keys_ if k.lower() not in known})
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            self.stderr.write(
+                f"--truth {path}: {len(unknown)} concept key(s) are not answers of the workflow "
+                f"and will never be ticked: {shown}"
+            )
