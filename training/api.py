@@ -1,8 +1,11 @@
 """REST endpoints of the model side: request a training run, list runs, read one; request the
-next round (``select_round`` as a background task), list those requests, read one."""
+next round (``select_round`` as a background task), list those requests, read one; list and read
+model versions. Scoring one image is ``training.api_predict``."""
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
+from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import BasePermission
@@ -11,8 +14,9 @@ from rest_framework.response import Response
 
 from annotate import roles
 from annotate.api.permissions import CanRead, CanRunRounds, PolicyMixin
+from annotate.api.views import ReadOnlyViewSet
 from ml.acquisition import list_strategies
-from training.models import RoundRequest, TrainingRun
+from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
 
@@ -195,3 +199,50 @@ class RoundRequestDetailApi(PolicyMixin, generics.RetrieveAPIView):
     policy = {"get": CanRead}
     serializer_class = RoundRequestOutputSerializer
     queryset = RoundRequest.objects.select_related("round", "requested_by")
+
+
+# --- model versions -------------------------------------------------------------------------------
+
+
+class ModelVersionSerializer(serializers.Serializer):
+    """A trained model version as the training app records it (no server paths)."""
+
+    id = serializers.IntegerField(read_only=True)
+    family = serializers.CharField(read_only=True)
+    status = serializers.CharField(read_only=True)
+    backbone = serializers.CharField(read_only=True)
+    mode = serializers.CharField(read_only=True)
+    concepts = serializers.ListField(child=serializers.CharField(), read_only=True)
+    thresholds = serializers.ListField(child=serializers.FloatField(), read_only=True)
+    metrics = serializers.DictField(read_only=True)
+    val_map = serializers.FloatField(read_only=True, allow_null=True)
+    n_train = serializers.IntegerField(read_only=True)
+    n_val = serializers.IntegerField(read_only=True)
+    training_run = serializers.IntegerField(
+        source="training_run_id", read_only=True, allow_null=True
+    )
+    checkpoint_sha256 = serializers.CharField(read_only=True)
+    scoring_chunks = serializers.IntegerField(read_only=True)
+    scoring_chunks_done = serializers.IntegerField(read_only=True)
+    scored_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    promoted_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class ModelVersionFilter(filters.FilterSet):
+    # Plain text, not a choice list: unknown states match nothing rather than answering 400.
+    status = filters.CharFilter(max_length=12)
+    family = filters.CharFilter(max_length=64)
+
+
+class ModelVersionViewSet(ReadOnlyViewSet):
+    """Trained model versions (candidate, active, archived), newest first. Read-only: training and
+    promotion are the training app's (``/api/v1/training-runs/``)."""
+
+    serializer_class = ModelVersionSerializer
+    ordering_fields = ("id", "created_at", "val_map")
+    ordering = ("-created_at", "-id")
+    filterset_class = ModelVersionFilter
+
+    def get_queryset(self) -> QuerySet:
+        return ModelVersion.objects.all()

@@ -100,9 +100,3 @@ class ReleaseFilter(filters.FilterSet):
     class Meta:
         model = DatasetRelease
         fields: list[str] = []
-
-
-class ModelVersionFilter(filters.FilterSet):
-    # Plain text, not a choice list: the training app owns the states; unknown ones match nothing.
-    status = filters.CharFilter(max_length=12)
-    family = filters.CharFilter(max_length=64)

@@ -208,28 +208,3 @@ class ReleaseSerializer(serializers.ModelSerializer):
             path = reverse("api:release-download", kwargs={"pk": release.pk, "what": what})
             links[what] = request.build_absolute_uri(path) if request else path
         return links
-
-
-class ModelVersionSerializer(serializers.Serializer):
-    """A trained model version as the training app records it (no server paths)."""
-
-    id = serializers.IntegerField(read_only=True)
-    family = serializers.CharField(read_only=True)
-    status = serializers.CharField(read_only=True)
-    backbone = serializers.CharField(read_only=True)
-    mode = serializers.CharField(read_only=True)
-    concepts = serializers.ListField(child=serializers.CharField(), read_only=True)
-    thresholds = serializers.ListField(child=serializers.FloatField(), read_only=True)
-    metrics = serializers.DictField(read_only=True)
-    val_map = serializers.FloatField(read_only=True, allow_null=True)
-    n_train = serializers.IntegerField(read_only=True)
-    n_val = serializers.IntegerField(read_only=True)
-    training_run = serializers.IntegerField(
-        source="training_run_id", read_only=True, allow_null=True
-    )
-    checkpoint_sha256 = serializers.CharField(read_only=True)
-    scoring_chunks = serializers.IntegerField(read_only=True)
-    scoring_chunks_done = serializers.IntegerField(read_only=True)
-    scored_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    created_at = serializers.DateTimeField(read_only=True)
-    promoted_at = serializers.DateTimeField(read_only=True, allow_null=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from annotate.api import docs, predict, views
+from annotate.api import docs, views
 
 app_name = "api"
 
@@ -15,11 +15,9 @@ router.register("reviews", views.ReviewViewSet, basename="review")
 router.register("volunteers", views.VolunteerViewSet, basename="volunteer")
 router.register("rounds", views.RoundViewSet, basename="round")
 router.register("releases", views.ReleaseViewSet, basename="release")
-router.register("model-versions", views.ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [
     path("schema/", docs.schema_view, name="schema"),
     path("docs/", docs.api_docs, name="docs"),
-    path("predict/", predict.PredictApi.as_view(), name="predict"),
     path("", include(router.urls)),
 ]

@@ -20,7 +20,6 @@ from annotate.api.serializers import (
     ConceptSerializer,
     ItemDetailSerializer,
     ItemSerializer,
-    ModelVersionSerializer,
     ReleaseSerializer,
     ReviewSerializer,
     RoundSerializer,
@@ -124,21 +123,6 @@ class RoundViewSet(ReadOnlyViewSet):
     serializer_class = RoundSerializer
     ordering_fields = ("number", "created_at")
     ordering = ("-number",)
-
-
-class ModelVersionViewSet(ReadOnlyViewSet):
-    """Trained model versions (candidate, active, archived), newest first. Read-only: training and
-    promotion are the training app's (``/api/v1/training-runs/``)."""
-
-    serializer_class = ModelVersionSerializer
-    ordering_fields = ("id", "created_at", "val_map")
-    ordering = ("-created_at", "-id")
-    filterset_class = filters.ModelVersionFilter
-
-    def get_queryset(self) -> QuerySet:
-        from training.models import ModelVersion
-
-        return ModelVersion.objects.all()
 
 
 class ReviewViewSet(
