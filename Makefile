@@ -32,11 +32,13 @@ serve: setup ## Serve the web UI without re-running the demo
 
 test: setup ## Run the tests (SQLite unless DATABASE_URL is set)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
 	$(BIN)/pytest -q
 
-lint: setup ## ruff check
+lint: setup ## ruff check, and lint-imports (ml <- annotate <- training <- loop)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 format: setup ## ruff format and fix imports
 	$(BIN)/ruff format .
