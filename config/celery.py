@@ -22,6 +22,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     task_default_queue="default",
     task_routes={
+        # A round's push talks to Zooniverse: it must not wait behind a training.
+        "training.tasks.round_request_push_task": {"queue": "default"},
         "training.tasks.*": {"queue": "train"},
     },
 )

@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotate.api.urls")),
     path("api/v1/", include("training.api_urls")),
+    path("api/v1/", include("loop.api_urls")),
     path("training/", include("training.urls")),
     path("review/", include("annotate.urls")),
     path("review/", include("loop.urls")),

@@ -129,3 +129,39 @@ def round_select_task(self, *, request_id: int) -> dict[str, Any]:
     from training.services.round_requests import round_request_execute
 
     return round_request_execute(request_id=request_id).as_json()
+
+
+PUSH_RETRIES = 5
+
+
+@shared_task(
+    name="training.tasks.round_request_push_task",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=PUSH_RETRIES,
+    soft_time_limit=1900,
+    time_limit=1960,
+)
+def round_request_push_task(self, *, request_id: int) -> dict[str, Any]:
+    """Push a requested round (the request's primary key) to Zooniverse; a re-run pushes nothing
+    new. Transient Zooniverse errors retry with backoff; the last failure, or any other error,
+    marks the request failed with the reason ("push: ...")."""
+    from annotate.zooniverse.client import TransientError
+    from training.services.round_requests import round_request_push, round_request_push_failed
+
+    try:
+        return round_request_push(request_id=request_id).as_json()
+    except TransientError as exc:
+        final = self.request.retries >= PUSH_RETRIES
+        round_request_push_failed(request_id=request_id, error=f"{exc}", final=final)
+        if final:
+            raise
+        countdown = int(min(600, _visibility_timeout() / 4, 30 * 2**self.request.retries))
+        raise self.retry(exc=exc, countdown=countdown) from None
+    except Exception as exc:
+        round_request_push_failed(
+            request_id=request_id, error=f"{type(exc).__name__}: {exc}", final=True
+        )
+        raise

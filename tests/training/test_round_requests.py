@@ -93,18 +93,87 @@ def test_a_request_that_cannot_be_served_fails_with_the_reason(db):
     assert not Round.objects.exists()
 
 
-def test_a_request_to_push_hands_the_chosen_round_to_the_push_task(
-    people, pool, monkeypatch, django_capture_on_commit_callbacks
-):
-    Workflow.objects.create(zooniverse_id=11)
-    pushed: list[int] = []
-    monkeypatch.setattr(
-        "annotate.tasks.push_round.delay", lambda *, round_id: pushed.append(round_id)
+@pytest.fixture
+def sandbox_workflow(db, settings):
+    """A sandbox serving a workflow of the digits, with crowdloop configured to reach it."""
+    from annotate.zooniverse.sandbox import Sandbox, serve
+    from ml.mosaics import DIGIT_KEYS
+
+    sandbox = Sandbox(list(DIGIT_KEYS), keys=list(DIGIT_KEYS))
+    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
+    settings.PANOPTES_ENDPOINT = server.endpoint
+    settings.PANOPTES_PROJECT_ID = str(sandbox.project_id)
+    settings.PANOPTES_CLIENT_ID, settings.PANOPTES_CLIENT_SECRET = "crowdloop-test", "secret"
+    settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:9/media"
+    workflow = Workflow.objects.create(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
     )
+    try:
+        yield sandbox, server, workflow
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_request_to_push_succeeds_only_once_zooniverse_has_the_round(
+    people, pool, sandbox_workflow, django_capture_on_commit_callbacks
+):
+    sandbox, _, _ = sandbox_workflow
     with django_capture_on_commit_callbacks(execute=True):
         response = as_user(people["staff"]).post(URL, {"size": 3, "push": True}, format="json")
     assert response.status_code == 202, response.content
-    assert pushed == [Round.objects.get().pk]
+    body = as_user(people["viewer"]).get(f"{URL}{response.json()['id']}/").json()
+    assert body["status"] == "succeeded", body
+    assert "pushed: " in body["summary"] and body["error"] == ""
+    assert len(sandbox.subjects()) == 3
+
+
+def test_a_request_whose_push_fails_reads_failed_with_the_push_error(
+    people, pool, sandbox_workflow, django_capture_on_commit_callbacks, settings
+):
+    from annotate.zooniverse.client import FatalError
+    from annotate.zooniverse.sandbox import FaultAction, FaultRule
+
+    sandbox, _, _ = sandbox_workflow
+    settings.PANOPTES_MAX_ATTEMPTS = 1
+    sandbox.faults.add(
+        FaultRule(path=r"/subject_sets", method="POST",
+                  actions=[FaultAction("status", status=403)] * 10)
+    )
+    with pytest.raises(FatalError), django_capture_on_commit_callbacks(execute=True):
+        # Eager tasks raise here; a worker records the same failure and logs it.
+        response = as_user(people["staff"]).post(URL, {"size": 3, "push": True}, format="json")
+    body = as_user(people["viewer"]).get(f"{URL}{response.json()['id']}/").json()
+    assert body["status"] == "failed", body
+    assert body["error"].startswith("push: ") and "403" in body["error"]
+    assert body["round"] is not None  # chosen, but not on Zooniverse
+
+
+def test_a_push_that_keeps_meeting_a_transient_error_retries_then_fails_saying_so(
+    people, pool, sandbox_workflow, django_capture_on_commit_callbacks, monkeypatch
+):
+    from celery.exceptions import Retry
+
+    from annotate.zooniverse.client import TransientError
+
+    def down(**kwargs):
+        raise TransientError("Zooniverse answered 503")
+
+    monkeypatch.setattr("annotate.services.rounds.round_publish", down)
+    monkeypatch.setattr(tasks.round_request_push_task, "delay", lambda **kwargs: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_user(people["staff"]).post(URL, {"size": 3, "push": True}, format="json")
+    request = RoundRequest.objects.get(pk=response.json()["id"])
+    push = tasks.round_request_push_task
+    with pytest.raises(Retry):  # a worker sends it again 30 s, 60 s, ... later
+        push.apply(kwargs={"request_id": request.pk}, retries=0, throw=True)
+    request.refresh_from_db()
+    assert request.status == "running"
+    assert request.error == "push: Zooniverse answered 503 (retrying)"
+    with pytest.raises(TransientError):
+        push.apply(kwargs={"request_id": request.pk}, retries=tasks.PUSH_RETRIES, throw=True)
+    request.refresh_from_db()
+    assert (request.status, request.error) == ("failed", "push: Zooniverse answered 503")
 
 
 def test_the_schema_says_only_staff_and_admins_may_ask_for_a_round(people):

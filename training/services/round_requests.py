@@ -170,14 +170,22 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
         else None
     )
 
+    if request.round_id is not None:
+        # Chosen by an earlier attempt whose push was lost with its worker: push, don't choose.
+        transaction.on_commit(partial(_push, request_id=request_id))
+        return RoundRequestOutcome(request_id, request.status, request.round_id, request.summary)
+
     def link(round_: Round) -> None:
         # Inside the transaction that records the picks: the round, the link and the push are
-        # committed together, so no delivery after this one can make a second round.
-        RoundRequest.objects.filter(pk=request_id).update(
-            round=round_, status=RoundRequest.Status.SUCCEEDED, finished_at=timezone.now()
-        )
+        # committed together, so no delivery after this one can make a second round. A request
+        # with a push stays running until the push has answered (round_request_push).
         if params.get("push"):
-            transaction.on_commit(partial(_push, round_id=round_.pk))
+            RoundRequest.objects.filter(pk=request_id).update(round=round_)
+            transaction.on_commit(partial(_push, request_id=request_id))
+        else:
+            RoundRequest.objects.filter(pk=request_id).update(
+                round=round_, status=RoundRequest.Status.SUCCEEDED, finished_at=timezone.now()
+            )
 
     try:
         result = round_select(
@@ -204,13 +212,48 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
         return RoundRequestOutcome(request_id, RoundRequest.Status.FAILED, summary=str(exc))
     summary = result.summary()
     RoundRequest.objects.filter(pk=request_id).update(summary=summary)
-    return RoundRequestOutcome(
-        request_id, RoundRequest.Status.SUCCEEDED, result.round.pk, summary
+    status = RoundRequest.objects.values_list("status", flat=True).get(pk=request_id)
+    return RoundRequestOutcome(request_id, status, result.round.pk, summary)
+
+
+def _push(*, request_id: int) -> None:
+    # The push has its own task on the default queue (task_routes): it must not wait behind a
+    # training on the train queue, and Zooniverse errors retry there with their own backoff.
+    from training.tasks import round_request_push_task
+
+    round_request_push_task.delay(request_id=request_id)
+
+
+def round_request_push(*, request_id: int) -> RoundRequestOutcome:
+    """Push the round a request chose; the request succeeds only once Zooniverse has it.
+
+    Safe to call again: only a running request with a round is pushed, and a push finds what
+    exists. Errors propagate (the task retries transient ones and then records the failure with
+    :func:`round_request_push_failed`).
+    """
+    from annotate.services.rounds import round_publish
+
+    request = RoundRequest.objects.select_related("round__workflow").filter(pk=request_id).first()
+    if request is None:
+        return RoundRequestOutcome(request_id, "unknown")
+    if request.status != RoundRequest.Status.RUNNING or request.round is None:
+        return RoundRequestOutcome(request_id, request.status, request.round_id, request.summary)
+    pushed = round_publish(round=request.round)
+    summary = f"{request.summary}; pushed: {pushed}".strip("; ")
+    RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
+        status=RoundRequest.Status.SUCCEEDED, summary=summary, error="",
+        finished_at=timezone.now(),
     )
+    return RoundRequestOutcome(request_id, RoundRequest.Status.SUCCEEDED, request.round_id,
+                               summary)
 
 
-def _push(*, round_id: int) -> None:
-    # The Zooniverse side has its own task, retries and queue; selection only hands it over.
-    from annotate.tasks import push_round
-
-    push_round.delay(round_id=round_id)
+def round_request_push_failed(*, request_id: int, error: str, final: bool) -> None:
+    """Record a failed push: the reason while it retries, then the request as failed."""
+    message = f"push: {error}"
+    if final:
+        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
+            status=RoundRequest.Status.FAILED, error=message, finished_at=timezone.now()
+        )
+    else:
+        RoundRequest.objects.filter(pk=request_id).update(error=f"{message} (retrying)")
