@@ -19,16 +19,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP) ## Create .venv and install the pinned requirements
 
-demo: setup ## Run the whole loop offline on SQLite, then serve the web UI on http://127.0.0.1:$(PORT)/
-	$(BIN)/python manage.py demo --reset
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@echo "Serving on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
-	$(BIN)/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 --access-logfile - --log-level warning
+demo: setup ## Run the loop offline on SQLite, then serve it running by itself on http://127.0.0.1:$(PORT)/
+	$(BIN)/python manage.py demo --reset --serve --port $(PORT)
 
-serve: setup ## Serve the web UI without re-running the demo
-	$(BIN)/python manage.py migrate --noinput --verbosity 0
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 --access-logfile -
+serve: setup ## Serve the web UI with a Celery worker and beat (the loop runs by itself)
+	$(BIN)/python manage.py serve --port $(PORT)
 
 test: setup ## Run the tests (SQLite unless DATABASE_URL is set)
 	$(BIN)/ruff check .
@@ -47,10 +42,10 @@ format: setup ## ruff format and fix imports
 bench: setup ## Run the benchmarks (see bench/README.md)
 	$(BIN)/python bench/run_all.py
 
-worker: setup ## A Celery worker for the default and train queues (needs REDIS_URL)
+worker: setup ## A Celery worker for the default and train queues (Redis, or the filesystem broker)
 	$(BIN)/celery -A config worker -Q default,train --concurrency 2 --loglevel INFO
 
-beat: setup ## Celery beat: periodic sync and nightly retrain (needs REDIS_URL)
+beat: setup ## Celery beat: periodic pull, the loop's reconciler, nightly retrain
 	$(BIN)/celery -A config beat --loglevel INFO
 
 clean: ## Remove the demo database, media and artifacts (keeps .venv)

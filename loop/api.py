@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -17,6 +18,20 @@ class LoopStatusApi(PolicyMixin, APIView):
 
     policy = {"get": CanRead}
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="loop_status")
+    class QuerySerializer(serializers.Serializer):
+        events = serializers.IntegerField(min_value=0, max_value=200, default=20)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "events", OpenApiTypes.INT, description="How many recent events (0-200, 20).",
+                required=False,
+            )
+        ],
+        responses=OpenApiTypes.OBJECT,
+        operation_id="loop_status",
+    )
     def get(self, request):  # type: ignore[no-untyped-def]
-        return Response(loop_status())
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(loop_status(events=query.validated_data["events"]))

@@ -70,7 +70,7 @@ Truth entries are answer labels or keys (case-insensitive). ``#priority`` (lower
 order when the workflow is prioritized; retired subjects are skipped; a subject retires when its
 non-repeat classification count reaches the workflow's ``retirement`` count (default 15).
 Over HTTP: ``POST /_sandbox/volunteers`` with ``{"workflow_id": 1, "classifications": 100,
-"crowd": {...CrowdConfig fields...}}``.
+"crowd": {...CrowdConfig fields...}, "truth": {external_id: [labels]}}`` (truth optional).
 
 Live crowd
 ----------
@@ -3102,10 +3102,14 @@ class Sandbox:
             data = req.json()
             try:
                 crowd = CrowdConfig.from_json(data.get("crowd") or {})
+                truth = data.get("truth")
+                if truth is not None and not isinstance(truth, dict):
+                    raise ValueError("truth must be an object {external_id: [labels]}")
                 run = self.run_volunteers(
                     _int(data.get("workflow_id", self.workflow_id), "workflow_id"),
                     crowd=crowd,
                     classifications=data.get("classifications"),
+                    truth=truth,
                 )
             except (TypeError, ValueError) as exc:
                 raise ApiError(422, f"bad crowd: {exc}") from exc

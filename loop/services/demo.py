@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import Q
 from PIL import Image
 
 from annotate.roles import ADMIN, CURATOR, roles_setup
@@ -112,122 +114,199 @@ class DemoLoopConfig:
     volunteers: int = 40
     curator_edits: int = 10
     train_params: dict | None = None
+    #: How long the demo waits for the worker at each step before it gives up, in seconds.
+    patience_s: float = 900.0
 
 
-def demo_loop(*, config: DemoLoopConfig, say: Callable[[str], None]) -> dict[str, object]:
-    """The whole loop offline, against a Panoptes sandbox started in this process.
+def demo_crowd(config: DemoLoopConfig) -> dict[str, object]:
+    """The simulated volunteers, as the sandbox's ``CrowdConfig`` fields."""
+    return {
+        "n_volunteers": config.volunteers,
+        "anonymous_share": 0.2,
+        "repeat_rate": 0.03,
+        "gold_share": 0.02,
+        "seed": config.seed,
+    }
 
-    vocabulary -> items -> round 1 (cold start) pushed -> volunteers classify -> pull ->
-    aggregate and retire -> a curator corrects a few labels -> train -> round 2 chosen by the
-    model, pushed -> volunteers -> pull -> aggregate -> retrain -> a dataset release.
-    Returns what it made, for the closing summary.
-    """
-    from annotate.models import Workflow
-    from annotate.selectors import review_queue
-    from annotate.services.aggregation import labels_aggregate_and_retire
+
+def demo_prepare(*, config: DemoLoopConfig, say: Callable[[str], None]) -> DemoManifest:
+    """The digits as the vocabulary, the mosaics as items, and the truth for the stand-in's
+    volunteers (``var/demo/truth.json``)."""
+    import json
+
     from annotate.services.items import items_import
-    from annotate.services.releases import release_request
-    from annotate.services.review import review_record
-    from annotate.services.rounds import round_publish
     from annotate.services.vocabulary import vocabulary_load
-    from annotate.services.zooniverse_sync import classifications_pull, workflow_versions_sync
-    from annotate.zooniverse.client import connect
-    from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, serve
-    from training.selection import round_select
-    from training.services import model_version_active, training_run_request
 
     vocabulary_load(entries=demo_vocabulary())
     say(f"images: {config.items} mosaics of handwritten digits, with noisy prior labels")
     manifest = demo_manifest_write(n=config.items, seed=config.seed)
     _, counts = items_import(path=manifest.path)
     say(f"  {counts.summary()}")
+    (demo_dir() / "truth.json").write_text(json.dumps(manifest.truth))
+    return manifest
 
-    labels = [c["label"] for c in demo_vocabulary()]
-    keys = [c["key"] for c in demo_vocabulary()]
-    sandbox = Sandbox(labels, keys=keys, retirement_count=config.votes_per_subject)
-    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
-    made: dict[str, object] = {"sandbox": server.endpoint}
-    try:
-        client = connect(endpoint=server.endpoint, client_id="crowdloop-demo", client_secret="demo")
-        workflow, _ = Workflow.objects.update_or_create(
-            zooniverse_id=sandbox.workflow_id,
-            defaults={"project_id": sandbox.project_id, "display_name": "Which digits do you see?"},
+
+def _sandbox_post(endpoint: str, route: str, body: dict[str, object]) -> dict:
+    import requests
+
+    response = requests.post(f"{endpoint}/_sandbox/{route}", json=body, timeout=600)
+    response.raise_for_status()
+    return response.json()
+
+
+def demo_wait(
+    what: str, done: Callable[[], bool], *, patience_s: float, say: Callable[[str], None],
+    poll_s: float = 1.0,
+) -> None:
+    """Wait for the worker to do ``what``; say so every half minute; fail after ``patience_s``."""
+    started = time.monotonic()
+    told = started
+    while not done():
+        now = time.monotonic()
+        if now - started > patience_s:
+            raise TimeoutError(
+                f"waited {patience_s:.0f} s for {what}: is the Celery worker running?"
+            )
+        if now - told >= 30:
+            say(f"  ... still waiting for {what} ({now - started:.0f} s)")
+            told = now
+        time.sleep(poll_s)
+
+
+def _loop_idle(*names: str) -> Callable[[], bool]:
+    from django.db.models import F
+
+    from loop.models import LoopStep
+
+    def idle() -> bool:
+        busy = LoopStep.objects.filter(name__in=names).filter(
+            Q(request_seq__gt=F("served_seq")) | Q(running_since__isnull=False)
         )
-        versions = workflow_versions_sync(workflow=workflow, client=client)
+        return not busy.exists()
+
+    return idle
+
+
+def _last_summary(step: str) -> str:
+    from loop.models import LoopEvent
+
+    event = LoopEvent.objects.filter(step=step).first()
+    return f"{event.status}: {event.summary}" if event else "never ran"
+
+
+def demo_loop(
+    *,
+    config: DemoLoopConfig,
+    manifest: DemoManifest,
+    endpoint: str,
+    say: Callable[[str], None],
+) -> dict[str, object]:
+    """The scripted rounds, against the Zooniverse stand-in at ``endpoint``, with a worker.
+
+    round 1 (cold start) pushed -> volunteers classify -> pull -> the loop aggregates and retires
+    -> a curator corrects a few labels -> a training run (the loop's own once enough labels are
+    new, else one asked for) -> round 2 chosen by the model, pushed -> ... -> a dataset release.
+    Aggregation, retirement, training and the release run in the worker, as in production: this
+    process only asks and waits. Returns what it made, for the closing summary.
+    """
+    from annotate.models import Workflow
+    from annotate.selectors import review_queue
+    from annotate.services.releases import release_request
+    from annotate.services.review import review_record
+    from annotate.services.rounds import round_publish
+    from annotate.services.zooniverse_sync import classifications_pull, workflow_versions_sync
+    from annotate.zooniverse.client import connect
+    from loop.models import StepName
+    from training.models import TrainingRun
+    from training.selection import round_select
+    from training.services import model_version_active, training_run_request
+
+    client = connect(endpoint=endpoint, client_id="crowdloop-demo", client_secret="demo")
+    workflow, _ = Workflow.objects.update_or_create(
+        zooniverse_id=DEMO_WORKFLOW_ID,
+        defaults={"project_id": DEMO_PROJECT_ID, "display_name": "Which digits do you see?"},
+    )
+    versions = workflow_versions_sync(workflow=workflow, client=client)
+    say(f"Zooniverse stand-in at {endpoint}: workflow {workflow.zooniverse_id}, "
+        f"{versions.summary()}")
+    made: dict[str, object] = {"sandbox": endpoint}
+    patience = config.patience_s
+    curator = get_user_model().objects.filter(username="curator").first()
+    sizes = (config.first_round, *config.next_rounds)
+    for number, size in enumerate(sizes, start=1):
+        result = round_select(size=size, workflow=workflow, seed=config.seed + number)
+        say(f"round {number}: {result.summary()}")
+        say(f"  pushed: {round_publish(round=result.round, client=client)}")
+        run = _sandbox_post(endpoint, "volunteers", {
+            "workflow_id": workflow.zooniverse_id,
+            "crowd": demo_crowd(config),
+            "truth": manifest.truth,
+        })
+        profiles = ", ".join(f"{n} {k}" for k, n in sorted(run["by_profile"].items()))
+        say(f"  volunteers: {run['classifications']} classifications ({profiles})")
+        pulled = classifications_pull(workflow=workflow, client=client)
+        say(f"  pull: {pulled.summary()}")
+        demo_wait("the loop to aggregate and retire",
+                  _loop_idle(StepName.AGGREGATE, StepName.RETIRE), patience_s=patience, say=say)
+        say(f"  loop, aggregate: {_last_summary(StepName.AGGREGATE)}")
+        say(f"  loop, retire: {_last_summary(StepName.RETIRE)}")
+        say(f"  crowd labels match the truth exactly on {_exact_match(manifest.truth):.1%} "
+            "of the classified items")
+        if curator is not None and config.curator_edits:
+            fixed = 0
+            for item in review_queue()[: config.curator_edits]:
+                review_record(item=item, curator=curator, action="edit",
+                              concepts=manifest.truth.get(item.external_id, []),
+                              comment="checked against the scan")
+                fixed += 1
+            say(f"  curator: {fixed} contested items corrected (the audit keeps each decision)")
+        demo_wait("the loop's retrain check", _loop_idle(StepName.TRAIN), patience_s=patience,
+                  say=say)
+        with transaction.atomic():
+            train_run, created = training_run_request(
+                trigger="command", params=config.train_params or DEMO_TRAIN_PARAMS
+            )
+        origin = "asked for by the demo" if created else f"requested by the loop ({train_run.trigger})"
+        say(f"  train: run {train_run.pk} ({origin}), in the worker")
+
+        def finished(run_id: int = train_run.pk) -> bool:
+            return TrainingRun.objects.filter(pk=run_id, status__in=(
+                TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED)).exists()
+
+        demo_wait(f"training run {train_run.pk}", finished, patience_s=patience, say=say)
+        train_run.refresh_from_db()
+        version = model_version_active()
         say(
-            f"Zooniverse sandbox at {server.endpoint}: workflow {workflow.zooniverse_id}, "
-            f"{versions.summary()}"
+            f"  train: run {train_run.pk} {train_run.status}"
+            + (f" ({train_run.error})" if train_run.error else "")
+            + (
+                f", active model v{version.pk} (validation mAP {version.val_map:.3f})"
+                if version and version.val_map is not None
+                else ""
+            )
         )
-
-        def truth(subject_id: int, metadata: dict) -> list[str]:
-            return manifest.truth.get(str(metadata.get("external_id")), [])
-
-        curator = get_user_model().objects.filter(username="curator").first()
-        sizes = (config.first_round, *config.next_rounds)
-        for number, size in enumerate(sizes, start=1):
-            result = round_select(size=size, workflow=workflow, seed=config.seed + number)
-            say(f"round {number}: {result.summary()}")
-            say(f"  pushed: {round_publish(round=result.round, client=client)}")
-            run = sandbox.run_volunteers(
-                sandbox.workflow_id,
-                crowd=CrowdConfig(
-                    n_volunteers=config.volunteers,
-                    anonymous_share=0.2,
-                    repeat_rate=0.03,
-                    gold_share=0.02,
-                    seed=config.seed,
-                ),
-                truth=truth,
-            )
-            say(
-                f"  volunteers: {len(run.classifications)} classifications "
-                f"({', '.join(f'{n} {k}' for k, n in sorted(run.count_by_profile().items()))})"
-            )
-            pulled = classifications_pull(workflow=workflow, client=client)
-            say(f"  pull: {pulled.summary()}")
-            summary, retired = labels_aggregate_and_retire(client=client)
-            say(f"  aggregate: {summary.summary()}; {retired} retired on Zooniverse")
-            say(
-                f"  crowd labels match the truth exactly on {_exact_match(manifest.truth):.1%} "
-                "of the classified items"
-            )
-            if curator is not None and config.curator_edits:
-                fixed = 0
-                for item in review_queue()[: config.curator_edits]:
-                    review_record(
-                        item=item,
-                        curator=curator,
-                        action="edit",
-                        concepts=manifest.truth.get(item.external_id, []),
-                        comment="checked against the scan",
-                    )
-                    fixed += 1
-                say(f"  curator: {fixed} contested items corrected (the audit keeps each decision)")
-            with transaction.atomic():
-                train_run, created = training_run_request(
-                    trigger="command", params=config.train_params or DEMO_TRAIN_PARAMS
-                )
-            train_run.refresh_from_db()
-            version = model_version_active()
-            say(
-                f"  train: run {train_run.pk} {train_run.status}"
-                + (
-                    f", active model v{version.pk} (validation mAP {version.val_map:.3f})"
-                    if version and version.val_map is not None
-                    else ""
-                )
-            )
-        release = release_request(user=curator, note="demo release")
-        release.refresh_from_db()
-        say(
-            f"release v{release.version}: {release.status}, {release.n_items} items "
-            f"({release.split_counts}) in {', '.join(release.formats)}"
-        )
-        made["release"] = release.version
-    finally:
-        server.shutdown()
-        server.server_close()
+        if version is not None:
+            demo_wait(f"model v{version.pk} to score the pool",
+                      lambda v=version: type(v).objects.filter(pk=v.pk,
+                                                                scored_at__isnull=False).exists(),
+                      patience_s=patience, say=say)
+    release = release_request(user=curator, note="demo release")
+    demo_wait(f"release v{release.version}",
+              lambda: type(release).objects.filter(pk=release.pk).exclude(
+                  status__in=("queued", "running")).exists(),
+              patience_s=patience, say=say)
+    release.refresh_from_db()
+    say(
+        f"release v{release.version}: {release.status}, {release.n_items} items "
+        f"({release.split_counts}) in {', '.join(release.formats)}"
+    )
+    made["release"] = release.version
     return made
+
+
+#: The stand-in's ids: a fresh sandbox's first project and workflow.
+DEMO_PROJECT_ID = 1
+DEMO_WORKFLOW_ID = 1
 
 
 DEMO_TRAIN_PARAMS = {
