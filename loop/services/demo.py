@@ -266,7 +266,9 @@ def demo_loop(
             train_run, created = training_run_request(
                 trigger="command", params=config.train_params or DEMO_TRAIN_PARAMS
             )
-        origin = "asked for by the demo" if created else f"requested by the loop ({train_run.trigger})"
+        origin = (
+            "asked for by the demo" if created else f"requested by the loop ({train_run.trigger})"
+        )
         say(f"  train: run {train_run.pk} ({origin}), in the worker")
 
         def finished(run_id: int = train_run.pk) -> bool:
