@@ -10,8 +10,7 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 #: New classifications were stored. kwargs: ``workflow_id`` (Zooniverse id), ``created``
-#: (rows new to the database), ``source`` (the import report's kind: "sync" for a pull,
-#: "classifications" for an export file).
+#: (rows new to the database), ``source`` ("pull" or "export file").
 votes_stored = Signal()
 
 #: Curators decided on items (accept, edit, reject). kwargs: ``item_ids``, ``n`` (decisions).

@@ -651,17 +651,21 @@ def classifications_ingest(
         note = f"unknown workflow versions: {versions}"
         report.message = f"{report.message}\n{note}".strip()
         report.save(update_fields=["message"])
-    if total.created:
+    return total
+
+
+def votes_stored_announce(*, workflow: Workflow, created: int, source: str) -> None:
+    """Tell whoever drives the loop that votes arrived: once per pull or file, after commit."""
+    if created:
         transaction.on_commit(
             partial(
                 votes_stored.send,
                 sender=Classification,
                 workflow_id=workflow.zooniverse_id,
-                created=total.created,
-                source=str(report.kind),
+                created=created,
+                source=source,
             )
         )
-    return total
 
 
 @dataclass(slots=True)

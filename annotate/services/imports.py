@@ -32,6 +32,7 @@ from annotate.services.classifications import (
     IngestCounts,
     QuarantineEntry,
     classifications_ingest,
+    votes_stored_announce,
 )
 from annotate.zooniverse.export_blocks import BLOCK_BYTES, classification_blocks
 from annotate.zooniverse.exports import ExportFormatError
@@ -105,6 +106,7 @@ def classifications_import(
         _finish(report, ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     _finish(report, ImportReport.Status.SUCCEEDED, counts.summary())
+    votes_stored_announce(workflow=workflow, created=counts.created, source="export file")
     return report, counts
 
 

@@ -58,6 +58,7 @@ from annotate.services.classifications import (
     IngestCounts,
     QuarantineEntry,
     classifications_ingest,
+    votes_stored_announce,
 )
 from annotate.services.media import image_path
 from annotate.zooniverse.client import (
@@ -749,8 +750,11 @@ def classifications_pull(
     except BaseException as exc:
         result.last_id = _cursor_read(workflow)
         _report_finish(report, ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        # The pages committed before the failure are stored votes all the same.
+        votes_stored_announce(workflow=workflow, created=result.counts.created, source="pull")
         raise
     result.last_id = _cursor_read(workflow)
+    votes_stored_announce(workflow=workflow, created=result.counts.created, source="pull")
     if result.pages == 0 and result.stale_pages == 0:
         # A periodic pull that found nothing leaves no report behind: every few minutes per
         # workflow they would bury the ones that matter. The cursor's updated_at tells when
