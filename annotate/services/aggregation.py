@@ -358,18 +358,22 @@ def _parameters_load(data: VoteData, state: AggregationState) -> aggregation.Two
     n_workers, n_concepts = len(data.volunteer_ids), len(data.concept_ids)
     sensitivity = np.full((n_workers, n_concepts), np.nan)
     specificity = np.full((n_workers, n_concepts), np.nan)
-    column = {pk: j for j, pk in enumerate(data.concept_ids.tolist())}
-    skills = VolunteerSkill.objects.values_list(
+    skills = VolunteerSkill.objects.filter(concept_id__in=data.concept_ids.tolist()).values_list(
         "volunteer_id", "concept_id", "sensitivity", "specificity"
     )
-    for query in _scoped(skills, VolunteerSkill, "volunteer_id", data.volunteer_ids):
-        for volunteer_pk, concept_pk, sens, spec in query.iterator(chunk_size=20_000):
-            j = column.get(concept_pk)
-            if j is None:
-                continue
-            # volunteer_ids is sorted (np.unique), and the filter only returns its members.
-            i = int(np.searchsorted(data.volunteer_ids, volunteer_pk))
-            sensitivity[i, j], specificity[i, j] = sens, spec
+    rows = [
+        row
+        for query in _scoped(skills, VolunteerSkill, "volunteer_id", data.volunteer_ids)
+        for row in query.iterator(chunk_size=20_000)
+    ]
+    if rows:
+        volunteer_pk, concept_pk = np.array([r[:2] for r in rows], dtype=np.int64).T
+        values = np.array([r[2:] for r in rows], dtype=np.float64)
+        # Both id arrays map to positions by sorted search; the query returns only their members.
+        i = np.searchsorted(data.volunteer_ids, volunteer_pk)
+        order = np.argsort(data.concept_ids)
+        j = order[np.searchsorted(data.concept_ids[order], concept_pk)]
+        sensitivity[i, j], specificity[i, j] = values[:, 0], values[:, 1]
 
     def per_concept(values: dict[str, float]) -> np.ndarray:
         return np.array([values[str(pk)] for pk in data.concept_ids.tolist()], dtype=np.float64)
