@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.workers import pg, redis_url, workers  # noqa: F401 - fixtures for every test
+
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
 
 

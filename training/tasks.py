@@ -106,9 +106,12 @@ def training_score_chunk(self, *, chunk_id: int) -> str:
 @train_task(soft_time_limit=240, time_limit=300)
 def training_reconcile(self, *, stale_after_s: float | None = None) -> str:
     """Beat, every few minutes: re-send stranded runs and chunks, fail the spent ones."""
+    from training.services.round_requests import round_requests_reconcile
     from training.services.runs import training_runs_reconcile
 
-    return training_runs_reconcile(stale_after_s=stale_after_s).summary()
+    pushes = round_requests_reconcile()
+    summary = training_runs_reconcile(stale_after_s=stale_after_s).summary()
+    return summary + (f"; round pushes sent again: {pushes}" if pushes else "")
 
 
 @train_task(soft_time_limit=240, time_limit=300)

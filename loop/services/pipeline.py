@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from loop.models import LoopEvent, LoopStep, StepName
+from loop.services import faults
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ def step_execute(
     if claim is None:
         return {"step": name, "skipped": "nothing requested, or running elsewhere"}
     try:
+        faults.step_started(name)
         outcome = work(claim)
     except transient as exc:
         reason = f"{type(exc).__name__}: {exc}"

@@ -125,7 +125,18 @@ class Supervisor:
         return reason["why"]
 
     def stop(self, *, grace_s: float = 10.0) -> None:
-        """SIGTERM every child's group, then SIGKILL what is left after ``grace_s``."""
+        """SIGTERM every child's group, then SIGKILL what is left after ``grace_s``.
+
+        A second Ctrl-C meanwhile is ignored: the children are already being stopped, and
+        leaving now would orphan them.
+        """
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._stop(grace_s)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop(self, grace_s: float) -> None:
         for process in self.children.values():
             if process.poll() is None:
                 try:

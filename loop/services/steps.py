@@ -209,7 +209,7 @@ def next_round(claim: Claim) -> StepOutcome:
     """
     from annotate.models import Round, Subject
     from annotate.services.zooniverse_sync import subject_statuses_sync
-    from training.models import RoundRequest
+    from training.models import RoundRequest, TrainingRun
     from training.services.round_requests import round_request_create
     from training.services.versions import model_version_active
 
@@ -240,7 +240,25 @@ def next_round(claim: Claim) -> StepOutcome:
             done=False,
             detail={"round_id": current.pk, "retired": retired, "subjects": total},
         )
+    # A model on its way is worth the wait: the round it chooses asks the crowd better questions.
+    training = TrainingRun.objects.filter(
+        status__in=(TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+    ).first()
+    if training is not None:
+        return StepOutcome(
+            f"{current.name} is done ({retired} of {total} retired); the next round waits for "
+            f"training run {training.pk} to finish",
+            done=False,
+            detail={"round_id": current.pk, "training_run_id": training.pk},
+        )
     version = model_version_active()
+    if version is not None and version.scored_at is None:
+        return StepOutcome(
+            f"{current.name} is done; the next round waits for model v{version.pk} to score "
+            "the pool",
+            done=False,
+            detail={"round_id": current.pk, "model_version_id": version.pk},
+        )
     request = round_request_create(
         user=None,
         size=int(settings.ROUND_NEXT_SIZE),

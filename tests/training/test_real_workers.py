@@ -8,19 +8,14 @@ beat is stood in for by sending ``training_reconcile`` every few seconds.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import quote
+from collections.abc import Callable
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
+from tests.workers import CELERY, ROOT, sender, until, worker_env  # noqa: F401
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_active, model_version_load, training_params_parse
 
@@ -28,115 +23,6 @@ from .conftest import TINY_PARAMS, write_mosaic_items
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.timeout(180)]
-
-ROOT = Path(__file__).resolve().parents[2]
-CELERY = str(ROOT / ".venv" / "bin" / "celery")
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("CROWDLOOP_TEST_REDIS_URL", "")
-    if not url:
-        pytest.skip("CROWDLOOP_TEST_REDIS_URL is not set")
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.RedisError as exc:
-        pytest.skip(f"no Redis at {url}: {exc}")
-    client.flushdb()
-    yield url
-    client.flushdb()
-
-
-@pytest.fixture
-def pg(transactional_db) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("real-worker tests share the test database: PostgreSQL only")
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    return (f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'])}@{db['HOST'] or '127.0.0.1'}"
-            f":{db['PORT'] or 5432}/{db['NAME']}")
-
-
-def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDLOOP_TRAINING")}
-    env.update(
-        REDIS_URL=redis_url, DATABASE_URL=database_url(), DATABASE_CONN_MAX_AGE="0",
-        MEDIA_ROOT=str(settings.MEDIA_ROOT), ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
-        DJANGO_SETTINGS_MODULE="config.settings", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
-
-
-class Worker:
-    """A ``celery -A config worker -Q train`` in its own process group, killed in finally."""
-
-    def __init__(self, env: dict[str, str], name: str, log_dir: Path) -> None:
-        self.log = log_dir / f"{name}.log"
-        self.proc = subprocess.Popen(
-            [CELERY, "-A", "config", "worker", "-Q", "train", "--concurrency", "1",
-             "--pool", "prefork", "-n", f"{name}@%h", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        until(lambda: " ready." in self.log.read_text() or self.proc.poll() is not None,
-              timeout, "worker start")
-        assert self.proc.poll() is None, self.tail()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def tail(self) -> str:
-        return self.log.read_text()[-4000:]
-
-
-@pytest.fixture
-def workers(tmp_path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(env: dict[str, str], name: str) -> Worker:
-        worker = Worker(env, name, tmp_path)
-        started.append(worker)
-        worker.wait_ready()
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            worker.kill()
-
-
-def until(check: Callable[[], object], timeout: float, what: str, every: float = 0.3,
-          tick: Callable[[], None] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if tick is not None:
-            tick()
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def sender(redis_url: str):
-    """A bare Celery client: sends by task name, as the services and beat do."""
-    from celery import Celery
-
-    client = Celery("test-client", broker=redis_url, set_as_current=False)
-    client.conf.update(task_serializer="json", accept_content=["json"])
-    return client
-
 
 def send_run(client, run_id: int) -> None:
     client.send_task("training.tasks.training_run_task", kwargs={"run_id": run_id},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -257,3 +257,20 @@ def round_request_push_failed(*, request_id: int, error: str, final: bool) -> No
         )
     else:
         RoundRequest.objects.filter(pk=request_id).update(error=f"{message} (retrying)")
+
+
+def round_requests_reconcile(*, now: datetime | None = None) -> list[int]:
+    """Send again the pushes lost with their worker: requests still running, with their round
+    chosen, claimed longer ago than the push task may run. Beat runs it with the training
+    reconciler; a push sent twice finds what exists. The ids sent again."""
+    now = now or timezone.now()
+    stale = RoundRequest.objects.filter(
+        status=RoundRequest.Status.RUNNING,
+        round__isnull=False,
+        started_at__lt=now - STALE_AFTER,
+    ).values_list("pk", flat=True)
+    resent = list(stale)
+    for request_id in resent:
+        RoundRequest.objects.filter(pk=request_id).update(started_at=now)
+        _push(request_id=request_id)
+    return resent
