@@ -136,10 +136,9 @@ def test_a_worker_killed_mid_aggregation_and_one_killed_mid_push_cost_nothing_bu
 ):
     from django.utils import timezone
 
+    from annotate.services.zooniverse_sync import classifications_pull
     from loop.services import pipeline
     from training.services import round_requests
-
-    from annotate.services.zooniverse_sync import classifications_pull
 
     sandbox, endpoint = stand_in
     first_round_classified(sandbox)
