@@ -102,6 +102,8 @@ def aggregate(claim: Claim) -> StepOutcome:
             "to_retire": len(summary.retire_subject_ids),
             "incremental": summary.incremental,
             "seconds": round(summary.seconds, 3),
+            # Every vote with an id up to this one is in these labels (bench/loop_latency.py).
+            "watermark": top,
         },
         state=state,
         then=then,
