@@ -157,3 +157,18 @@ def test_concurrent_requests_from_two_threads_give_one_run(monkeypatch):
     assert TrainingRun.objects.count() == 1
     assert len({pk for pk, _ in results}) == 1
     assert sum(created for _, created in results) == 1
+
+
+def test_train_wait_says_when_no_worker_seems_to_serve_the_queue(
+    db, no_send, monkeypatch, capsys
+):
+    from django.core.management import CommandError, call_command
+
+    from training.management.commands import train
+
+    monkeypatch.setattr(train, "QUEUED_HINT_AFTER_S", 0.0)
+    with pytest.raises(CommandError, match="still queued after 1.5 s"):
+        call_command("train", "--epochs", "1", "--wait", "--timeout", "1.5")
+    assert "is a worker serving the 'train' queue? (make worker, or make serve)" in (
+        capsys.readouterr().err
+    )

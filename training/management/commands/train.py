@@ -8,6 +8,9 @@ from ml.models import list_models
 from training.models import TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
+#: A run still queued this long after --wait began probably has no worker to serve it.
+QUEUED_HINT_AFTER_S = 60.0
+
 
 class Command(BaseCommand):
     help = (
@@ -51,10 +54,20 @@ class Command(BaseCommand):
         self.stdout.write(summary)
 
     def _follow(self, run: TrainingRun, *, timeout: float, verbose: bool) -> TrainingRun:
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         seen = -1
+        hinted = False
         while True:
             run.refresh_from_db()
+            if run.status == TrainingRun.Status.QUEUED and not hinted and (
+                time.monotonic() - started > QUEUED_HINT_AFTER_S
+            ):
+                hinted = True
+                self.stderr.write(
+                    f"  training run {run.pk} is still queued after {QUEUED_HINT_AFTER_S:.0f} s: "
+                    "is a worker serving the 'train' queue? (make worker, or make serve)"
+                )
             if verbose and len(run.metrics) != seen:
                 seen = len(run.metrics)
                 row = run.metrics[-1] if run.metrics else {}
