@@ -31,11 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from annotate.services.classifications import (
-    ClassificationColumns,
-    ClassificationRecord,
-    QuarantineEntry,
-)
 from annotate.zooniverse.exports import (
     CLASSIFICATION_COLUMNS,
     ExportFormatError,
@@ -47,6 +42,11 @@ from annotate.zooniverse.exports import (
     _task_answers,
     classification_from_row,
     parse_classification_export,
+)
+from annotate.zooniverse.records import (
+    ClassificationColumns,
+    ClassificationRecord,
+    QuarantineEntry,
 )
 
 #: Bytes read per block: about 12,000 rows of a typical export.

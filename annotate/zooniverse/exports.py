@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from annotate.services.classifications import ClassificationRecord, QuarantineEntry
+from annotate.zooniverse.records import ClassificationRecord, QuarantineEntry
 
 CLASSIFICATION_COLUMNS = (
     "classification_id",

@@ -364,7 +364,8 @@ def test_a_failing_batch_rolls_back_with_its_cursor(workflow, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(classifications, "_counts_recompute", broken)
+    for module in (classifications, classifications.store):
+        monkeypatch.setattr(module, "counts_recompute", broken)
     with pytest.raises(RuntimeError):
         ingest(workflow, [record(2), record(3)], cursor=True)
     assert SyncCursor.objects.get().last_id == 1
@@ -546,7 +547,8 @@ def test_a_database_error_marks_the_report_failed_and_reraises(concepts, tmp_pat
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(classifications, "_counts_recompute", broken)
+    for module in (classifications, classifications.store):
+        monkeypatch.setattr(module, "counts_recompute", broken)
     with pytest.raises(RuntimeError):
         classifications_import(
             path=write_export(tmp_path / "cls.csv", [export_row(1)]), workflow_id=7
@@ -726,13 +728,14 @@ def test_sqlite_checks_foreign_keys_again_after_an_import_that_skipped_them_row_
             return cursor.execute("PRAGMA foreign_keys").fetchone()[0]
 
     workflow_configure(workflow_id=7)
-    real, seen = ingest._rows_insert, []
+    real, seen = ingest.sql.rows_insert, []
 
     def insert(*args, **kwargs):
         seen.append(foreign_keys())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "_rows_insert", insert)
+    for module in (ingest.store, ingest.subjects):  # where rows_insert is called
+        monkeypatch.setattr(module, "rows_insert", insert)
     classifications_import(path=_mixed_export(tmp_path), workflow_id=7, batch_size=6)
     assert seen and set(seen) == {0}
     assert foreign_keys() == 1
@@ -742,7 +745,8 @@ def test_sqlite_checks_foreign_keys_again_after_an_import_that_skipped_them_row_
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest, "_rows_insert", broken)
+    for module in (ingest.store, ingest.subjects):
+        monkeypatch.setattr(module, "rows_insert", broken)
     Classification.objects.all().delete()
     with pytest.raises(RuntimeError, match="disk full"):
         classifications_import(path=_mixed_export(tmp_path), workflow_id=7, batch_size=6)

@@ -1,0 +1,314 @@
+"""The ingestion core for Zooniverse classifications, shared by the export importer and the sync.
+
+Both sources are turned into :class:`ClassificationRecord` objects (or :class:`QuarantineEntry`
+objects for input their parser already refused) and handed to :func:`classifications_ingest`, which
+writes them in batches. Each batch is one transaction and costs a small, fixed number of queries
+whatever its size: versions, volunteers, subjects, items and classifications are all read and
+written in bulk.
+
+Rules it keeps (``reliability.md`` §2, §4.1):
+
+* a classification id is stored once; re-importing or re-syncing is a no-op (B5);
+* answers resolve through the answer map of the record's workflow version: answer indices (API)
+  need the exact version, label strings (exports) may fall back to the ``*`` wildcard version
+  because labels describe themselves (B3); answers that map to no concept are kept in
+  ``invalid_answers`` and counted, never aggregated (B4);
+* a volunteer classifying the same subject twice keeps both rows; the earliest by ``created_at``
+  (then classification id) counts and the later ones are flagged ``is_duplicate``, also when the
+  earlier one arrives in a later batch or import (B6); logged-out volunteers are only compared
+  within one browser session, never by hashed IP alone (B7);
+* a classification of several subjects is quarantined, never attributed to the first (B9);
+* with ``cursor=True`` the sync cursor moves in the same transaction as the batch it covers.
+
+The steps, one module each: ``read`` cuts the input into batches (``annotate.zooniverse.records``
+holds the record types); ``answers`` resolves answers to concepts; ``subjects`` finds or creates
+subjects and links them to items; ``repeats`` flags repeat votes; ``store`` writes a batch's rows;
+``counters`` recounts ``n_classifications``; ``sql`` holds the bulk SQL they share. This module
+runs them batch by batch and refuses what fails a check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotate.models import Classification, ImportReport, QuarantinedRow, SyncCursor, Workflow
+from annotate.services.classifications.answers import (
+    SUPPORTED_TASK_TYPES,
+    WILDCARD_VERSION,
+    answers_resolve,
+)
+from annotate.services.classifications.counters import COUNTERS_EVERY_S, counts_recompute
+from annotate.services.classifications.read import IngestContext, batches
+from annotate.services.classifications.sql import INSERT_BATCH
+from annotate.services.classifications.store import rows_store, volunteer_key
+from annotate.signals import votes_stored
+from annotate.zooniverse.records import (
+    ClassificationColumns,
+    ClassificationRecord,
+    QuarantineEntry,
+)
+
+__all__ = [
+    "COUNTERS_EVERY_S",
+    "SUPPORTED_TASK_TYPES",
+    "WILDCARD_VERSION",
+    "BatchResult",
+    "ClassificationColumns",
+    "ClassificationRecord",
+    "IngestCounts",
+    "QuarantineEntry",
+    "classifications_ingest",
+    "volunteer_key",
+    "votes_stored_announce",
+]
+
+logger = logging.getLogger(__name__)
+
+
+#: Longest ``raw`` text kept with a quarantined row, so one huge bad row cannot bloat the table.
+RAW_LIMIT = 10_000
+
+
+@dataclass(slots=True)
+class IngestCounts:
+    """What an ingest did. ``read`` counts every record and refused row handed in.
+
+    ``repeats_flagged`` counts rows marked as repeats, new or stored; ``reflagged`` counts stored
+    rows whose repeat flag changed because an earlier classification arrived late.
+    """
+
+    read: int = 0
+    created: int = 0
+    unchanged: int = 0
+    repeats_flagged: int = 0
+    repeats_cleared: int = 0
+    reflagged: int = 0
+    quarantined: int = 0
+    invalid_answers: int = 0
+    unknown_versions: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: IngestCounts) -> None:
+        for f in dataclasses.fields(self):
+            if f.name == "unknown_versions":
+                for version, n in other.unknown_versions.items():
+                    self.unknown_versions[version] = self.unknown_versions.get(version, 0) + n
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def summary(self) -> str:
+        return (
+            f"read {self.read}, created {self.created}, unchanged {self.unchanged}, "
+            f"repeats flagged {self.repeats_flagged}, invalid answers {self.invalid_answers}, "
+            f"quarantined {self.quarantined}"
+        )
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Handed to ``on_batch_committed`` after each batch's transaction has committed."""
+
+    counts: IngestCounts
+    max_id: int | None
+
+
+def classifications_ingest(
+    *,
+    records: Iterable[ClassificationRecord | QuarantineEntry | ClassificationColumns],
+    workflow: Workflow,
+    report: ImportReport,
+    batch_size: int = 5000,
+    on_batch_committed: Callable[[BatchResult], None] | None = None,
+    cursor: bool = False,
+    counters_at_end: bool = False,
+) -> IngestCounts:
+    """Store classifications batch by batch; each batch is one transaction.
+
+    ``records`` may be a generator over a file of any size: it is consumed ``batch_size`` at a
+    time. ``QuarantineEntry`` items (rows a parser refused) are stored with the batch they arrive
+    in. :class:`ClassificationColumns` items (a fast parser's blocks) are joined into batches of
+    at least ``batch_size`` rows.
+    ``report`` must be saved; its counters are advanced with each batch, and its quarantined
+    rows are written with the batch. With ``cursor=True`` the workflow's ``SyncCursor`` moves to
+    the largest classification id seen in the batch, in the same transaction, and never backwards.
+
+    Safe to call more than once with the same input: stored ids are skipped, counters are
+    recomputed from the rows, not nudged. They are recounted after each batch, or with
+    ``counters_at_end`` once for the whole ingest (also when it fails half-way), for the items
+    and volunteers of every row handed in, stored before or not: a large import touches nearly
+    every volunteer in every batch, and recounting them each time read the table over and over.
+    An ingest that runs longer than ``COUNTERS_EVERY_S`` also recounts what its batches touched
+    since the last recount once that long has passed, before ``on_batch_committed``, so that the
+    counters curators see lag a long import by that much at most.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if report.pk is None:
+        raise ValueError("Save the ImportReport before ingesting: quarantined rows point at it.")
+    context = IngestContext(workflow)
+    if cursor:
+        SyncCursor.objects.get_or_create(workflow=workflow)
+    total = IngestCounts()
+    if counters_at_end:
+        context.deferred = (set(), set())
+    recounted = time.monotonic()
+    try:
+        for batch in batches(records, batch_size):
+            result = _ingest_batch(batch, context=context, report=report, cursor=cursor)
+            total.add(result.counts)
+            if context.deferred is not None and time.monotonic() - recounted >= COUNTERS_EVERY_S:
+                counts_recompute(items=context.deferred[0], volunteers=context.deferred[1])
+                context.deferred = (set(), set())
+                recounted = time.monotonic()
+            if on_batch_committed is not None:
+                on_batch_committed(result)
+    except BaseException:
+        # The batches committed so far keep true counters; the original error is what counts.
+        if context.deferred is not None:
+            try:
+                counts_recompute(items=context.deferred[0], volunteers=context.deferred[1])
+            except Exception:
+                logger.exception("counters not recounted after a failed ingest")
+        raise
+    if context.deferred is not None:
+        counts_recompute(items=context.deferred[0], volunteers=context.deferred[1])
+    if total.unknown_versions:
+        # One alert per version and run, not one per row (reliability B3).
+        versions = ", ".join(f"{v} ({n} rows)" for v, n in sorted(total.unknown_versions.items()))
+        logger.warning(
+            "Workflow %s: classifications of unknown versions quarantined: %s. "
+            "Run configure_workflow with a fresh workflow export.",
+            workflow.zooniverse_id,
+            versions,
+        )
+        note = f"unknown workflow versions: {versions}"
+        report.message = f"{report.message}\n{note}".strip()
+        report.save(update_fields=["message"])
+    return total
+
+
+def votes_stored_announce(*, workflow: Workflow, created: int, source: str) -> None:
+    """Tell whoever drives the loop that votes arrived: once per pull or file, after commit."""
+    if created:
+        transaction.on_commit(
+            partial(
+                votes_stored.send,
+                sender=Classification,
+                workflow_id=workflow.zooniverse_id,
+                created=created,
+                source=source,
+            )
+        )
+
+
+def _ingest_batch(
+    columns: ClassificationColumns,
+    *,
+    context: IngestContext,
+    report: ImportReport,
+    cursor: bool,
+) -> BatchResult:
+    counts = IngestCounts(read=len(columns) + len(columns.quarantine))
+    workflow = context.workflow
+    refused: list[tuple[int, QuarantineEntry]] = list(columns.quarantine)
+    context.prefetch(set(columns.versions))
+
+    def refuse(rows: np.ndarray, field_name: str, reason: str) -> None:
+        for i in rows.tolist():
+            record = columns.record(i)
+            entry = QuarantineEntry(
+                record.line, str(record.zooniverse_id), field_name, reason, _raw(record)
+            )
+            refused.append((int(columns.order[i]), entry))
+
+    ids = columns.zooniverse_id
+    seen_ids = [int(e.record_id) for _, e in columns.quarantine if e.record_id.isdigit()]
+    max_id = max(seen_ids + ([int(ids.max())] if len(ids) else []), default=None)
+
+    # The checks, in the order a row meets them; a row is refused for the first that fails.
+    rows = np.arange(len(columns))
+    wrong = columns.workflow_id[rows] != workflow.zooniverse_id
+    for workflow_id in np.unique(columns.workflow_id[rows[wrong]]).tolist():
+        reason = f"wrong_workflow: {workflow_id} is not workflow {workflow.zooniverse_id}"
+        refuse(rows[wrong & (columns.workflow_id[rows] == workflow_id)], "workflow_id", reason)
+    rows = rows[~wrong]
+    count = columns.subject_count[rows]
+    refuse(rows[count == 0], "subject_ids", "missing_subject")
+    refuse(rows[count > 1], "subject_ids", "multi_subject_unsupported")
+    rows = rows[count == 1]
+    answer_code, resolved = answers_resolve(columns, context, rows)
+    bad = np.array([a.refusal is not None for a in resolved], bool)[answer_code]
+    for code in np.unique(answer_code[bad]).tolist():
+        field_name, reason = resolved[code].refusal  # type: ignore[misc]
+        these = rows[answer_code == code]
+        if reason == "unknown_workflow_version":
+            version = columns.versions[columns.version_code[these[0]]]
+            counts.unknown_versions[version] = counts.unknown_versions.get(version, 0) + len(these)
+        refuse(these, field_name, reason)
+    rows, answer_code = rows[~bad], answer_code[~bad]
+    # The same id twice in one page or file (B5): the first stays, the others are unchanged.
+    by_id = np.lexsort((columns.order[rows], ids[rows]))  # by id, then by place in the input
+    sorted_ids = ids[rows][by_id]
+    first = np.ones(len(rows), bool)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    if not first.all():
+        counts.unchanged += int((~first).sum())
+        keep = np.sort(by_id[first])
+        rows, answer_code = rows[keep], answer_code[keep]
+
+    refused.sort(key=lambda pair: pair[0])
+    quarantine = [
+        QuarantinedRow(
+            report_id=report.pk,
+            line=entry.line,
+            record_id=entry.record_id[:255],
+            field=entry.field[:100],
+            reason=entry.reason[:1000],
+            raw=_clean_text(entry.raw),
+        )
+        for _, entry in refused
+    ]
+    counts.quarantined = len(quarantine)
+    with transaction.atomic():
+        if len(rows):
+            rows_store(columns, rows, answer_code, resolved, context=context, counts=counts)
+        if quarantine:
+            QuarantinedRow.objects.bulk_create(quarantine, batch_size=INSERT_BATCH)
+        ImportReport.objects.filter(pk=report.pk).update(
+            total=F("total") + counts.read,
+            created=F("created") + counts.created,
+            updated=F("updated") + counts.reflagged,
+            unchanged=F("unchanged") + counts.unchanged,
+            quarantined=F("quarantined") + counts.quarantined,
+        )
+        if cursor and max_id is not None:
+            SyncCursor.objects.filter(workflow=workflow, last_id__lt=max_id).update(
+                last_id=max_id, updated_at=timezone.now()
+            )
+    report.total += counts.read
+    report.created += counts.created
+    report.updated += counts.reflagged
+    report.unchanged += counts.unchanged
+    report.quarantined += counts.quarantined
+    return BatchResult(counts=counts, max_id=max_id)
+
+
+def _raw(record: ClassificationRecord) -> str:
+    data = dataclasses.asdict(record)
+    data["created_at"] = record.created_at.isoformat()
+    return json.dumps(data, default=str)[:RAW_LIMIT]
+
+
+def _clean_text(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; the row is already refused, the text is only evidence.
+    return text.replace("\x00", "\\x00")[:RAW_LIMIT]

@@ -1,0 +1,90 @@
+"""Counters: ``n_classifications`` of the items and volunteers an ingest touched, recounted."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import connections, router
+from django.db.models import Count, IntegerField, Model, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from annotate.models import Classification, Item, Volunteer
+
+#: With counters recounted at the end of an ingest: how often, in seconds, a long ingest still
+#: recounts what it has touched so far. A million-row file import on SQLite takes about 20 s.
+COUNTERS_EVERY_S = 60.0
+
+
+def counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
+    """Recount the touched items (votes that count: no repeats) and volunteers (all their votes).
+
+    Recomputed from the rows rather than incremented, so a replayed or concurrent batch cannot
+    drift the counters. On SQLite and PostgreSQL the rows are counted in one grouped scan
+    (:func:`_counts_recount`); a correlated subquery per row took seven times as long on
+    PostgreSQL, where it was a quarter of a million-row import.
+    """
+    vendor = connections[router.db_for_write(Classification)].vendor
+    if vendor in ("sqlite", "postgresql"):
+        _counts_recount(Item, items, "item_id", "NOT is_duplicate", vendor)
+        _counts_recount(Volunteer, volunteers, "volunteer_id", "TRUE", vendor)
+        return
+    if items:
+        Item.objects.filter(pk__in=items).update(
+            n_classifications=Coalesce(
+                Subquery(
+                    Classification.objects.filter(item_id=OuterRef("pk"), is_duplicate=False)
+                    .order_by()
+                    .values("item_id")
+                    .annotate(n=Count("id"))
+                    .values("n")[:1],
+                    output_field=IntegerField(),
+                ),
+                Value(0),
+            )
+        )
+    if volunteers:
+        # A volunteer's count is every classification they made, repeats included: it measures
+        # activity, and it is an index-only count on a column every row has indexed.
+        Volunteer.objects.filter(pk__in=volunteers).update(
+            n_classifications=Coalesce(
+                Subquery(
+                    Classification.objects.filter(volunteer_id=OuterRef("pk"))
+                    .order_by()
+                    .values("volunteer_id")
+                    .annotate(n=Count("id"))
+                    .values("n")[:1],
+                    output_field=IntegerField(),
+                ),
+                Value(0),
+            )
+        )
+
+
+def _counts_recount(
+    model: type[Model], ids: set[int], column: str, counted: str, vendor: str
+) -> None:
+    """``n_classifications`` of the ``ids`` rows of ``model``: their classifications that meet
+    ``counted``, 0 for none. ``column`` and ``counted`` are constants of this module."""
+    if not ids:
+        return
+    table = model._meta.db_table
+    votes = Classification._meta.db_table
+    if vendor == "postgresql":
+        listed, among, param = "unnest(%s::bigint[]) AS t(id)", f"{column} = ANY(%s)", sorted(ids)
+    else:
+        listed, among = "(SELECT value AS id FROM json_each(%s)) AS t", f"{column} IN "
+        among += "(SELECT value FROM json_each(%s))"
+        param = json.dumps(sorted(ids))
+    sql = f"""
+        UPDATE {table} SET n_classifications = c.n
+        FROM (
+            SELECT t.id, COALESCE(g.n, 0) AS n FROM {listed}
+            LEFT JOIN (
+                SELECT {column} AS id, COUNT(*) AS n FROM {votes}
+                WHERE {among} AND {counted} GROUP BY {column}
+            ) AS g ON g.id = t.id
+        ) AS c
+        WHERE {table}.id = c.id
+    """
+    with connections[router.db_for_write(model)].cursor() as cursor:
+        cursor.execute(sql, [param, param])

@@ -1,0 +1,86 @@
+"""Reading: the records handed in, cut into batches, and the state one ingest keeps across them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from annotate.models import Concept, Workflow, WorkflowVersion
+from annotate.services.classifications.answers import WILDCARD_VERSION, AnswerMap
+from annotate.zooniverse.records import (
+    ClassificationColumns,
+    ClassificationRecord,
+    QuarantineEntry,
+)
+
+
+class IngestContext:
+    """State kept across the batches of one ingest: caches of small, stable tables."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self.concepts: dict[str, tuple[int, str]] = {
+            key.casefold(): (pk, label)
+            for pk, key, label in Concept.objects.values_list("id", "key", "label")
+        }
+        self.maps: dict[str, AnswerMap | None] = {}
+        self.volunteers: dict[str, int] = {}
+        # Subject id -> the item metadata last looked up for it without finding an item: items do
+        # not appear during an ingest, so the same subject's next votes need not look again.
+        self.unmatched: dict[int, tuple[Any, ...]] = {}
+        # With counters recounted at the end of the ingest: the items and volunteers to recount.
+        self.deferred: tuple[set[int], set[int]] | None = None
+        self._load(None)
+
+    def _load(self, versions: set[str] | None) -> None:
+        qs = WorkflowVersion.objects.filter(workflow=self.workflow)
+        if versions is not None:
+            qs = qs.filter(version__in=versions)
+            for version in versions:
+                self.maps.setdefault(version, None)
+        for version in qs:
+            self.maps[version.version] = AnswerMap.build(version, self.concepts)
+
+    def prefetch(self, versions: set[str]) -> None:
+        """Look up versions configured since the ingest started (one query, only when needed)."""
+        missing = {v for v in versions if v not in self.maps}
+        if missing:
+            self._load(missing)
+
+    def answer_map(self, version: str, *, labels: bool) -> AnswerMap | None:
+        found = self.maps.get(version)
+        if found is None and labels:
+            found = self.maps.get(WILDCARD_VERSION)
+        return found
+
+
+def batches(
+    records: Iterable[ClassificationRecord | QuarantineEntry | ClassificationColumns], size: int
+) -> Iterator[ClassificationColumns]:
+    """Batches of about ``size`` rows: records are counted one by one, ``ClassificationColumns``
+    items (a fast parser's blocks) are joined whole until they reach ``size``."""
+    pending: list[ClassificationRecord | QuarantineEntry] = []
+    blocks: list[ClassificationColumns] = []
+    rows = 0
+    for item in records:
+        if isinstance(item, ClassificationColumns):
+            if pending:
+                yield ClassificationColumns.from_records(pending)
+                pending = []
+            blocks.append(item)
+            rows += len(item) + len(item.quarantine)
+            if rows >= size:
+                yield blocks[0] if len(blocks) == 1 else ClassificationColumns.concat(blocks)
+                blocks, rows = [], 0
+            continue
+        if blocks:
+            yield blocks[0] if len(blocks) == 1 else ClassificationColumns.concat(blocks)
+            blocks, rows = [], 0
+        pending.append(item)
+        if len(pending) >= size:
+            yield ClassificationColumns.from_records(pending)
+            pending = []
+    if blocks:
+        yield blocks[0] if len(blocks) == 1 else ClassificationColumns.concat(blocks)
+    if pending:
+        yield ClassificationColumns.from_records(pending)

@@ -1,0 +1,186 @@
+"""Storing: a batch's accepted rows written, with their volunteers, subjects and repeat flags."""
+
+from __future__ import annotations
+
+from itertools import repeat
+from typing import TYPE_CHECKING
+
+import numpy as np
+from django.db import connections, router
+
+from annotate.models import Classification, Volunteer
+from annotate.services.classifications.counters import counts_recompute
+from annotate.services.classifications.repeats import repeats_decide
+from annotate.services.classifications.sql import among, json_adapter, rows_insert, times_adapted
+from annotate.services.classifications.subjects import subjects_resolve
+
+if TYPE_CHECKING:
+    from annotate.services.classifications import IngestCounts
+    from annotate.services.classifications.answers import Answers
+    from annotate.services.classifications.read import IngestContext
+    from annotate.zooniverse.records import ClassificationColumns
+
+
+def rows_store(
+    columns: ClassificationColumns,
+    rows: np.ndarray,
+    answer_code: np.ndarray,
+    resolved: list[Answers],
+    *,
+    context: IngestContext,
+    counts: IngestCounts,
+) -> None:
+    """Write the accepted ``rows`` of a batch; runs inside the batch transaction."""
+    workflow = context.workflow
+
+    # Known ids are skipped before anything else: a re-import touches nothing (B5, L2).
+    ids = columns.zooniverse_id[rows]
+    stored = Classification.objects.filter(among("zooniverse_id", ids.tolist()))
+    if context.deferred is None:
+        known = list(stored.values_list("zooniverse_id", flat=True))
+    else:
+        # A re-run after a failed import recounts what the failed run stored, too.
+        found = list(stored.values_list("zooniverse_id", "item_id", "volunteer_id"))
+        known = [zid for zid, _, _ in found]
+        context.deferred[0].update(item for _, item, _ in found if item is not None)
+        context.deferred[1].update(volunteer for _, _, volunteer in found)
+    if known:
+        counts.unchanged += len(known)
+        fresh = ~np.isin(ids, np.array(known, np.int64))
+        rows, answer_code, ids = rows[fresh], answer_code[fresh], ids[fresh]
+        if not len(rows):
+            return
+
+    # Volunteers and subjects: resolved once per distinct value, then spread over the rows.
+    codes, volunteer_of_row = np.unique(columns.volunteer_code[rows], return_inverse=True)
+    # Two codes may name one volunteer (a user renamed between classifications): key them.
+    keys = []
+    wanted: dict[str, tuple[int | None, str]] = {}
+    for code in codes.tolist():
+        user_id, user_name = columns.volunteers[code]
+        keys.append(volunteer_key(user_id=user_id, user_name=user_name))
+        wanted.setdefault(keys[-1], (user_id, user_name))
+    by_key = _volunteers_resolve(wanted, known=context.volunteers)
+    volunteer_pk = np.array([by_key[key] for key in keys], np.int64)[volunteer_of_row]
+    logged_in = np.array([key.startswith("user:") for key in keys], bool)[volunteer_of_row]
+
+    zids, subject_of_row = np.unique(columns.subject_id[rows], return_inverse=True)
+    metadata = {}
+    for zid in zids.tolist():
+        meta = columns.subject_metadata.get(zid)
+        metadata[zid] = meta if isinstance(meta, dict) else {}
+    subjects, created_subjects = subjects_resolve(metadata, unmatched=context.unmatched)
+    subject_pk = np.array([subjects[z][0] for z in metadata], np.int64)[subject_of_row]
+    item_of_subject = [subjects[z][1] for z in metadata]
+    item_id = np.array(item_of_subject, object)[subject_of_row]
+    is_new_subject = np.array([subjects[z][0] in created_subjects for z in metadata], bool)
+    is_new_subject = is_new_subject[subject_of_row]
+
+    invalid = np.array([bool(a.invalid) for a in resolved], bool)[answer_code]
+    counts.invalid_answers += int(invalid.sum())
+
+    created_at = columns.created_at[rows]
+    session = np.array([s[:128] for s in columns.session[rows].tolist()], object)
+    duplicate, flag_changes = repeats_decide(
+        volunteer_pk=volunteer_pk,
+        subject_pk=subject_pk,
+        logged_in=logged_in,
+        session=session,
+        created_at=created_at,
+        zooniverse_id=ids,
+        is_new_subject=is_new_subject,
+        workflow=workflow,
+    )
+    touched_items = {i for i in set(item_of_subject) if i is not None}
+    for _pk, item, _flag in flag_changes:
+        if item is not None:
+            touched_items.add(item)
+    counts.repeats_flagged += int(duplicate.sum())
+    to_flag = [pk for pk, _, flag in flag_changes if flag]
+    to_clear = [pk for pk, _, flag in flag_changes if not flag]
+    counts.repeats_flagged += len(to_flag)
+    counts.repeats_cleared += len(to_clear)
+    counts.reflagged += len(to_flag) + len(to_clear)
+
+    connection = connections[router.db_for_write(Classification)]
+    adapt_json = json_adapter(connection)
+    concept_ids = np.array([adapt_json(a.concept_ids) for a in resolved], object)
+    invalid_answers = np.array([adapt_json(a.invalid) for a in resolved], object)
+    versions = np.array([v[:32] for v in columns.versions], object)
+    n = len(rows)
+    values = list(
+        zip(
+            ids.tolist(),
+            repeat(workflow.pk, n),
+            versions[columns.version_code[rows]].tolist(),
+            subject_pk.tolist(),
+            item_id.tolist(),
+            volunteer_pk.tolist(),
+            times_adapted(created_at, connection),
+            concept_ids[answer_code].tolist(),
+            invalid_answers[answer_code].tolist(),
+            duplicate.tolist(),
+            columns.gold_standard[rows].tolist(),
+            columns.expert[rows].tolist(),
+            session.tolist(),
+            [source[:8] for source in columns.source[rows].tolist()],
+            strict=False,
+        )
+    )
+    rows_insert(Classification, _FILLED, values)
+    counts.created += n
+    if to_flag:
+        Classification.objects.filter(pk__in=to_flag).update(is_duplicate=True)
+    if to_clear:
+        Classification.objects.filter(pk__in=to_clear).update(is_duplicate=False)
+
+    if context.deferred is None:
+        counts_recompute(items=touched_items, volunteers=set(by_key.values()))
+    else:
+        context.deferred[0].update(touched_items)
+        context.deferred[1].update(by_key.values())
+
+
+# The columns the ingest fills itself, by attribute name; any other column of Classification
+# (one added later) gets its field default.
+_FILLED = (
+    "zooniverse_id", "workflow_id", "workflow_version", "subject_id", "item_id", "volunteer_id",
+    "created_at", "concept_ids", "invalid_answers", "is_duplicate", "gold_standard", "expert",
+    "session", "source",
+)  # fmt: skip
+
+
+def volunteer_key(*, user_id: int | None, user_name: str) -> str:
+    """The stable key of a volunteer: ``user:<id>`` logged in, ``anon:<user_name>`` logged out.
+
+    Zooniverse names logged-out volunteers ``not-logged-in-<hashed ip>``; that name is the only
+    stable handle there is, so it is the key (and never used alone to flag repeats).
+    """
+    if user_id is not None:
+        return f"user:{user_id}"
+    return f"anon:{user_name}"[:255]  # the column's length
+
+
+def _volunteers_resolve(
+    wanted: dict[str, tuple[int | None, str]], *, known: dict[str, int]
+) -> dict[str, int]:
+    """Volunteer key -> id for ``wanted`` (key -> (user id, user name)), creating the missing.
+
+    ``known`` caches ids across the batches of one ingest: a volunteer is never deleted while it
+    has votes, and a few thousand keys recur in every batch of a large export.
+    """
+    found = {key: known[key] for key in wanted if key in known}
+    unknown = [key for key in wanted if key not in found]
+    if unknown:
+        found.update(Volunteer.objects.filter(among("key", unknown)).values_list("key", "id"))
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        rows = [
+            (key, wanted[key][0], wanted[key][1][:255], wanted[key][0] is not None)
+            for key in missing
+        ]
+        rows_insert(Volunteer, ("key", "zooniverse_user_id", "user_name", "logged_in"), rows)
+        found.update(Volunteer.objects.filter(among("key", missing)).values_list("key", "id"))
+    if len(known) < 1_000_000:  # bounded: about 100 MB at most
+        known.update(found)
+    return found
