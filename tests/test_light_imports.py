@@ -33,3 +33,18 @@ def test_setup_urlconf_checks_and_data_commands_do_not_import_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "none"
+
+
+def test_checking_a_training_request_does_not_import_torch() -> None:
+    """The "Retrain now" button and the API check a request's parameters in the web process."""
+    probe = (
+        "import sys, django; django.setup()\n"
+        "from training.services.params import training_params_parse\n"
+        "training_params_parse({'backbone': 'resnet18', 'epochs': 2})\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"

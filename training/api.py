@@ -16,6 +16,7 @@ from annotate import roles
 from annotate.api.permissions import CanRead, CanRunRounds, PolicyMixin
 from annotate.api.views import ReadOnlyViewSet
 from ml.acquisition import list_strategies
+from ml.model_names import MODEL_NAMES
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
@@ -85,12 +86,9 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
         )
 
         def validate_backbone(self, value: str) -> str:
-            # The registry lives with the models (PyTorch); importing it here rather than at
-            # module level keeps torch out of every process that merely loads the URLconf.
-            from ml.models import list_models
-
-            if value not in list_models():
-                raise serializers.ValidationError(f"not one of {', '.join(list_models())}")
+            # The registry's names without the registry: ml.models would load PyTorch here.
+            if value not in MODEL_NAMES:
+                raise serializers.ValidationError(f"not one of {', '.join(MODEL_NAMES)}")
             return value
 
     def post(self, request: Request) -> Response:

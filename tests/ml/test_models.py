@@ -127,3 +127,9 @@ def test_weights_of_another_backbone_are_refused(tmp_path):
 def test_a_missing_weights_file_is_refused_rather_than_downloaded(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         create_model("resnet50", NUM_CONCEPTS, weights=tmp_path / "imagenet.safetensors")
+
+
+def test_the_torch_free_list_of_model_names_matches_the_registry():
+    from ml.model_names import MODEL_NAMES
+
+    assert tuple(sorted(MODEL_NAMES)) == tuple(list_models())

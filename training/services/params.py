@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 
+from ml.model_names import MODEL_NAMES
+
 
 class TrainingParamsError(ValueError):
     """A request asked for something a run cannot do; nothing was created."""
@@ -23,7 +25,7 @@ class TrainingParams:
     """The knobs of one run, stored as JSON on the run row.
 
     Attributes:
-        backbone: a name from ``ml.models.list_models()``.
+        backbone: a name from ``ml.models.list_models()`` (``ml.model_names.MODEL_NAMES``).
         mode: ``"head"`` (a head on cached features: needs pretrained weights to be useful) or
             ``"finetune"`` (the whole network).
         epochs: at most this many epochs (early stopping may end sooner).
@@ -75,11 +77,9 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
         raise TrainingParamsError(f"unknown training parameters: {', '.join(unknown)}")
     defaults = TrainingParams()
     backbone = str(raw.get("backbone") or settings.TRAINING_BACKBONE)
-    from ml.models import list_models  # imports torch: only when a run is requested
-
-    if backbone not in list_models():
+    if backbone not in MODEL_NAMES:  # not ml.models: a web request must not load PyTorch
         raise TrainingParamsError(
-            f"backbone {backbone!r} is not one of {', '.join(list_models())}"
+            f"backbone {backbone!r} is not one of {', '.join(MODEL_NAMES)}"
         )
     mode = str(raw.get("mode") or ("head" if backbone_weights(backbone) else "finetune"))
     if mode not in ("head", "finetune"):
