@@ -10,7 +10,8 @@ and otherwise every concept whose crowd posterior is above 0.5 (``item_final_lab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -27,6 +28,7 @@ from annotate.models import (
     Round,
     Subject,
 )
+from loop.selectors import loop_status
 from training.models import ModelVersion
 
 #: The dashboard lists this many rounds and model versions at most, the latest ones.
@@ -35,6 +37,85 @@ RECENT_MODEL_VERSIONS = 50
 
 _CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
 _DECIDED_STATES = (*_CURATED_STATES, Item.ReviewState.REJECTED)
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+#: A step's or an event's status as its badge reads (the JavaScript refresh, dashboard.js, has the
+#: same words).
+STATUS_BADGES = {
+    "done": "done",
+    "nothing": "nothing to do",
+    "retrying": "retrying",
+    "failed": "failed",
+}
+#: The last day's totals of ``loop_status()``, in the order and words of the panel: (key, one,
+#: many).
+LOOP_TOTALS = (
+    ("votes_pulled", "vote pulled", "votes pulled"),
+    ("labels_changed", "label changed", "labels changed"),
+    ("subjects_retired", "subject retired", "subjects retired"),
+    ("training_runs_requested", "training run requested", "training runs requested"),
+    ("rounds_requested", "round requested", "rounds requested"),
+)
+#: The placeholder in ``run_url_template`` that a training run's id replaces.
+RUN_ID = "__id__"
+
+
+def time_ago(seconds: float) -> str:
+    """``"12 s ago"``, ``"5 min ago"``, ``"3 h ago"``, ``"2 d ago"``: whole units, rounded down."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s ago"
+    if s < 3600:
+        return f"{s // 60} min ago"
+    if s < 2 * 86400:
+        return f"{s // 3600} h ago"
+    return f"{s // 86400} d ago"
+
+
+def exact_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _stamp(row: dict[str, Any], key: str, now: datetime) -> None:
+    """Add ``ago`` (relative to the status's own clock) and ``at`` (exact) for ``row[key]``."""
+    value = row.get(key)
+    moment = datetime.fromisoformat(value) if value else None
+    row["ago"] = time_ago((now - moment).total_seconds()) if moment else ""
+    row["at"] = exact_time(moment) if moment else ""
+
+
+def loop_panel(*, events: int = 10, run_url_template: str = "") -> dict[str, Any]:
+    """``loop_status()`` (one call) plus what the panel prints beside it: relative and exact
+    times, badge words, the totals in order, a progress percentage and the training run's link.
+
+    Times are relative to the status's ``generated_at``, as the page's refresh computes them, so
+    the first render and every refresh agree. ``run_url_template`` holds :data:`RUN_ID` where the
+    run's id goes; empty, the run gets no link (a viewer who may not open training runs).
+    """
+    status = loop_status(events=events)
+    now = datetime.fromisoformat(status["generated_at"])
+    for step in status["steps"]:
+        _stamp(step, "last_finished_at", now)
+        step["badge"] = STATUS_BADGES.get(step["last_status"], step["last_status"] or "never ran")
+    for event in (*status["events"], *status["failures"]):
+        _stamp(event, "finished_at", now)
+        event["badge"] = STATUS_BADGES.get(event["status"], event["status"])
+    totals = status["totals_24h"]
+    status["totals"] = [
+        (one if totals.get(key, 0) == 1 else many, totals.get(key, 0))
+        for key, one, many in LOOP_TOTALS
+    ]
+    run = status["training"]["latest_run"]
+    if run is not None:
+        run["percent"] = round(100 * float(run["progress"] or 0))
+        run["url"] = run_url_template.replace(RUN_ID, str(run["id"])) if run_url_template else ""
+    model = status["training"]["active_model"]
+    if model is not None:
+        _stamp(model, "promoted_at", now)
+    status["generated_at_exact"] = exact_time(now)
+    return status
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -400,6 +481,7 @@ __all__ = [
     "classifications_per_day",
     "item_states",
     "label_stats",
+    "loop_panel",
     "model_versions_curve",
     "release_summary",
     "retirement_counts",

@@ -1,7 +1,9 @@
 """The dashboard: the whole loop on one page, with server-side PNG plots beside small tables.
 
 Same access rule as the review screens (active staff with ``annotate.view_item``); the plots are
-drawn per request from live data and never cached.
+drawn per request from live data and never cached. The loop panel at the top is
+``loop.selectors.loop_status()``, rendered here and refreshed in place every 10 s by
+``loop/static/loop/dashboard.js`` from ``/api/v1/loop/``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from django.views.decorators.http import require_GET
 
 from annotate.review_views import _context, can_view
 from loop import dashboard, dashboard_plots
+
+#: The loop panel lists this many recent events; its refresh asks the API for as many.
+LOOP_EVENTS = 10
 
 
 def _release_links(release) -> list[tuple[str, str]]:
@@ -30,6 +35,17 @@ def _release_links(release) -> list[tuple[str, str]]:
     except NoReverseMatch:
         return []
     return links
+
+
+def _run_url_template(request: HttpRequest) -> str:
+    """The admin page of a training run, with ``dashboard.RUN_ID`` for its id; empty for a user
+    who may not open training runs (the panel then shows the run without a link)."""
+    if not request.user.has_perm("training.view_trainingrun"):
+        return ""
+    try:
+        return reverse("admin:training_trainingrun_change", args=[dashboard.RUN_ID])
+    except NoReverseMatch:
+        return ""
 
 
 def _model_admin_url() -> str:
@@ -48,12 +64,16 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     labels = dashboard.label_stats()
     releases = dashboard.release_summary()
     models = dashboard.model_versions_curve()
+    run_url_template = _run_url_template(request)
     return render(
         request,
         "loop/dashboard.html",
         _context(
             request,
             title="Dashboard",
+            loop=dashboard.loop_panel(events=LOOP_EVENTS, run_url_template=run_url_template),
+            loop_api_url=f"{reverse('api-loop')}?events={LOOP_EVENTS}",
+            run_url_template=run_url_template,
             rounds=rounds,
             n_rounds=n_rounds,
             daily=dashboard.classifications_per_day(),

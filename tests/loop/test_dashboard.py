@@ -23,14 +23,17 @@ from annotate.models import (
     Workflow,
 )
 from loop import dashboard, dashboard_plots
-from training.models import ModelVersion
+from loop.models import LoopEvent, StepName
+from loop.services.pipeline import event_record
+from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# Measured at 18 (session, user, permissions, 15 dashboard reads); the bound leaves room for the
-# admin's own context to grow a little, never for a query per row.
-MAX_QUERIES = 22
+# Measured at 33 (session, user, permissions, 14 dashboard reads, 15 of the loop panel's one
+# ``loop_status()`` call); the bound leaves room for the admin's own context to grow a little,
+# never for a query per row, event or step.
+MAX_QUERIES = 37
 
 
 def decoded(png: bytes) -> Image.Image:
@@ -178,6 +181,110 @@ def test_the_dashboard_takes_a_bounded_number_of_queries_whatever_the_data(
     populate(concepts, scale=scale)
     with django_assert_max_num_queries(MAX_QUERIES):
         assert curator_client.get(reverse("loop:dashboard")).status_code == 200
+
+
+# --- the loop panel -------------------------------------------------------------------------------
+
+
+def record_loop_events(n: int = 1) -> None:
+    """``n`` rounds of pull, aggregate and a failed retirement, as the pipeline logs them."""
+    for k in range(n):
+        event_record(
+            step=StepName.PULL,
+            status=LoopEvent.Status.DONE,
+            summary=f"{7 + k} new votes",
+            detail={"votes": 7 + k},
+        )
+        event_record(
+            step=StepName.AGGREGATE, status=LoopEvent.Status.NOTHING, summary="no new votes"
+        )
+        event_record(
+            step=StepName.RETIRE,
+            status=LoopEvent.Status.FAILED,
+            summary="retirement failed",
+            error="PanoptesAPIException: 503 from upstream",
+        )
+
+
+def test_the_dashboard_shows_the_loop_panel_with_each_steps_waiting_text_and_a_failed_reason(
+    curator_client, settings
+):
+    settings.TRAIN_AFTER_NEW_LABELS = 40
+    settings.AUTO_ROUNDS = False
+    record_loop_events()
+    page = curator_client.get(reverse("loop:dashboard"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="loop-panel"' in html
+    # The panel comes first, above the existing sections, and refreshes from its own static file.
+    assert html.index('id="loop-panel"') < html.index('id="dash-loop"')
+    assert "loop/dashboard.js" in html and 'data-api="/api/v1/loop/?events=10"' in html
+    assert 'href="/api/v1/loop/">as JSON</a>' in html
+    for step in ("pull", "aggregate", "retire", "train", "round"):
+        assert f'data-step="{step}"' in html
+    assert "retrain after 40 more labels (0 of 40)" in html
+    assert "AUTO_ROUNDS is off: staff choose the next round" in html
+    assert "every vote is aggregated" in html
+    assert "7 new votes" in html
+    assert 'class="cl-badge cl-badge-done">done<' in html
+    assert 'class="cl-badge cl-badge-nothing">nothing to do<' in html
+    assert 'class="cl-badge cl-badge-failed">failed<' in html
+    # The failure's reason, in red, in the failures list and the events table.
+    assert html.count("PanoptesAPIException: 503 from upstream") >= 2
+    failures = html[html.index('id="loop-failures"') : html.index('id="loop-events"')]
+    assert '<li class="cl-error">' in failures and "503 from upstream" in failures
+    assert "7 votes pulled" in html
+    assert "0 s ago" in html and " UTC" in html  # relative time, the exact one in a title
+    # The curator persona may not open training runs: no run link is offered.
+    assert 'data-run-url=""' in html
+
+
+def test_the_latest_training_run_links_to_its_page_for_users_who_may_open_it(client, people):
+    run = TrainingRun.objects.create(
+        status=TrainingRun.Status.FAILED, progress=0.4, error="CUDA out of memory"
+    )
+    staff = people["staff"]
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    client.force_login(staff)
+    html = client.get(reverse("loop:dashboard")).content.decode()
+    panel = html[html.index('id="loop-training"') : html.index('id="loop-failures"')]
+    assert f'href="/admin/training/trainingrun/{run.pk}/change/"' in panel
+    assert 'value="40"' in panel and "CUDA out of memory" in panel
+    assert 'data-run-url="/admin/training/trainingrun/__id__/change/"' in html
+
+
+def test_a_fresh_loop_renders_its_panel_with_nothing_run_yet(curator_client):
+    html = curator_client.get(reverse("loop:dashboard")).content.decode()
+    assert "No event yet: the loop has not run." in html
+    assert "No training run yet." in html and "None recorded." in html
+
+
+@pytest.mark.parametrize("rounds", [1, 10])
+def test_the_dashboard_takes_a_bounded_number_of_queries_with_loop_events(
+    curator_client, concepts, django_assert_max_num_queries, rounds
+):
+    populate(concepts)
+    record_loop_events(rounds)
+    TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, progress=0.5)
+    with django_assert_max_num_queries(MAX_QUERIES):
+        assert curator_client.get(reverse("loop:dashboard")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s ago"),
+        (59.9, "59 s ago"),
+        (60, "1 min ago"),
+        (3599, "59 min ago"),
+        (7200, "2 h ago"),
+        (3 * 86400, "3 d ago"),
+        (-5, "0 s ago"),
+    ],
+)
+def test_times_read_in_whole_units_ago(seconds, text):
+    assert dashboard.time_ago(seconds) == text
 
 
 # --- the plots ------------------------------------------------------------------------------------
