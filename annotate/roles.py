@@ -1,6 +1,7 @@
 """Roles as Django groups: viewer, curator, staff, admin. Each is a set of model permissions.
 
-- viewer: reads everything on the crowd and model side (``view_*``), changes nothing;
+- viewer: reads everything on the crowd and model side and the loop's log (``view_*``), changes
+  nothing;
 - curator: a viewer who reviews labels (``add_review``, ``change_item`` for the review screens);
 - staff: a curator who runs the loop: rounds, retraining, model versions, dataset releases;
 - admin: every permission of the project's apps and of user management.
@@ -19,7 +20,10 @@ from django.db.models import Q
 
 VIEWER, CURATOR, STAFF, ADMIN = "viewer", "curator", "staff", "admin"
 ROLES = (VIEWER, CURATOR, STAFF, ADMIN)
-APPS = ("annotate", "training")
+#: The apps whose permissions the roles hand out, by label only (``loop`` is imported nowhere here:
+#: the layers run annotate <- training <- loop). The loop's models are written by the pipeline
+#: alone, so its admin offers every role nothing but ``view_*``.
+APPS = ("annotate", "training", "loop")
 
 #: The permission each API policy asks for (``app_label.codename``).
 PERM_READ = "annotate.view_item"
