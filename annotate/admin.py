@@ -250,6 +250,7 @@ class WorkflowAdmin(admin.ModelAdmin):
         "project_id",
         "task_key",
         "task_type",
+        "subject_match",
         "active",
     )
     list_filter = ("active", "task_type")

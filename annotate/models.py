@@ -147,7 +147,21 @@ class Workflow(models.Model):
     task_key = models.CharField(max_length=32, default="T0")
     task_type = models.CharField(max_length=32, default="multiple")
     active = models.BooleanField(default=True)
+    subject_match = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=(
+            "How this workflow's subjects find their items: empty for the built-in metadata keys "
+            "(external_id, europeana_id, crowdloop_id), 'subject_id' for subjects brought in by "
+            "import_subjects, or the subject metadata key that holds the item's external id "
+            "(e.g. '!europeana_id', 'Filename')."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    #: ``subject_match`` value: items found through the subject id (see import_subjects).
+    MATCH_SUBJECT_ID = "subject_id"
 
     def __str__(self) -> str:
         return self.display_name or f"workflow {self.zooniverse_id}"
@@ -338,6 +352,7 @@ class ImportReport(models.Model):
         SYNC = "sync", "Zooniverse sync"
         HARVEST = "harvest", "Europeana harvest"
         VOCABULARY = "vocabulary", "vocabulary"
+        SUBJECTS = "subjects", "subject export"
 
     class Status(models.TextChoices):
         RUNNING = "running", "running"

@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotate.models import Concept, ImportReport, Item, PriorLabel, QuarantinedRow
+from annotate.services.classifications.subjects import subjects_link_pending
 from annotate.services.media import image_store
 from ml import images
 
@@ -68,12 +69,18 @@ class ImportCounts:
     unchanged: int = 0
     quarantined: int = 0
     image_problems: int = 0
+    #: Items that subjects waiting for them (votes imported first) were linked to.
+    subjects_linked: int = 0
 
     def summary(self) -> str:
         return (
             f"{self.total} rows: {self.created} created, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.quarantined} reported "
             f"({self.image_problems} with image problems)"
+        ) + (
+            f", {self.subjects_linked} items linked to waiting subjects"
+            if self.subjects_linked
+            else ""
         )
 
 
@@ -417,6 +424,8 @@ def items_import(
             quarantine_rows(report, problems, counts)
             problems = []
         quarantine_rows(report, problems, counts)
+        # Votes may have arrived before their items: link their subjects now.
+        counts.subjects_linked = len(subjects_link_pending())
     except Exception as exc:
         report_finish(report, counts, status=ImportReport.Status.FAILED, message=str(exc))
         raise

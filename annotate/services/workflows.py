@@ -162,3 +162,22 @@ def _configure_wildcard(workflow: Workflow, task_key: str) -> WorkflowConfigResu
     return WorkflowConfigResult(
         workflow=workflow, task_key=task_key, versions=[WILDCARD_VERSION], mapped=len(answers)
     )
+
+
+def workflow_subject_match_set(*, workflow_id: int, match: str) -> tuple[Workflow, int]:
+    """Say how the workflow's subjects find their items, then link those that now can.
+
+    ``match`` is ``subject_id`` (items made by ``import_subjects``), a subject metadata key
+    holding the item's external id (``!europeana_id``, ``Filename``), or empty for the built-in
+    keys. Returns the workflow and how many items got subjects linked.
+    """
+    from annotate.services.classifications.subjects import subjects_link_pending
+
+    match = match.strip()
+    if len(match) > Workflow._meta.get_field("subject_match").max_length:  # type: ignore[operator]
+        raise WorkflowConfigError(f"match key too long: {match[:40]!r}...")
+    workflow, _ = Workflow.objects.get_or_create(zooniverse_id=workflow_id)
+    if workflow.subject_match != match:
+        workflow.subject_match = match
+        workflow.save(update_fields=["subject_match"])
+    return workflow, len(subjects_link_pending())

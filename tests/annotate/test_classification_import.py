@@ -500,7 +500,8 @@ def test_every_bad_input_is_quarantined_with_its_line_and_the_rest_imports(conce
     )
     assert out.getvalue().strip() == (
         f"import_classifications {path}: read 9, created 2, unchanged 1, repeats flagged 0, "
-        f"invalid answers 2, quarantined 6 (import report {report.pk})"
+        f"invalid answers 2, quarantined 6, subjects matching no item 1 (e.g. 96588101) "
+        f"(import report {report.pk})"
     )
 
 

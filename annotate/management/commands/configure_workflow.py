@@ -4,7 +4,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.workflows import WorkflowConfigError, workflow_configure
+from annotate.services.workflows import (
+    WorkflowConfigError,
+    workflow_configure,
+    workflow_subject_match_set,
+)
 
 
 class Command(BaseCommand):
@@ -23,9 +27,25 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workflow-export", type=Path, default=None, help="workflow export CSV"
         )
+        parser.add_argument(
+            "--match-key",
+            default=None,
+            help=(
+                "how subjects find their items: 'subject_id' (subjects brought in by "
+                "import_subjects), a subject metadata key holding the item's external id "
+                "('!europeana_id', 'Filename'), or '' for the built-in keys (external_id, "
+                "europeana_id, crowdloop_id)"
+            ),
+        )
 
     def handle(
-        self, *args, workflow_id: int, task: str | None, workflow_export: Path | None, **options
+        self,
+        *args,
+        workflow_id: int,
+        task: str | None,
+        workflow_export: Path | None,
+        match_key: str | None,
+        **options,
     ) -> None:
         try:
             result = workflow_configure(
@@ -36,3 +56,15 @@ class Command(BaseCommand):
         for row in result.refused_rows[:20]:
             self.stderr.write(f"{workflow_export}:{row.line}: {row.field}: {row.reason}")
         self.stdout.write(f"configure_workflow: {result.summary()}")
+        if match_key is not None:
+            try:
+                workflow, linked = workflow_subject_match_set(
+                    workflow_id=workflow_id, match=match_key
+                )
+            except WorkflowConfigError as exc:
+                raise CommandError(str(exc)) from exc
+            shown = workflow.subject_match or "the built-in keys"
+            self.stdout.write(
+                f"configure_workflow: subjects find their items by {shown}; "
+                f"{linked} items got votes that were waiting"
+            )

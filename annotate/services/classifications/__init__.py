@@ -52,6 +52,7 @@ from annotate.services.classifications.counters import COUNTERS_EVERY_S, counts_
 from annotate.services.classifications.read import IngestContext, batches
 from annotate.services.classifications.sql import INSERT_BATCH
 from annotate.services.classifications.store import rows_store, volunteer_key
+from annotate.services.classifications.subjects import subjects_link_batch, subjects_unlinked
 from annotate.signals import votes_stored
 from annotate.zooniverse.records import (
     ClassificationColumns,
@@ -97,6 +98,9 @@ class IngestCounts:
     quarantined: int = 0
     invalid_answers: int = 0
     unknown_versions: dict[str, int] = field(default_factory=dict)
+    #: Subjects of this ingest that match no item (their votes wait for it), the first few named.
+    unmatched_subjects: int = 0
+    unmatched_examples: list[int] = field(default_factory=list)
 
     def add(self, other: IngestCounts) -> None:
         for f in dataclasses.fields(self):
@@ -111,6 +115,11 @@ class IngestCounts:
             f"read {self.read}, created {self.created}, unchanged {self.unchanged}, "
             f"repeats flagged {self.repeats_flagged}, invalid answers {self.invalid_answers}, "
             f"quarantined {self.quarantined}"
+        ) + (
+            f", subjects matching no item {self.unmatched_subjects} "
+            f"(e.g. {', '.join(map(str, self.unmatched_examples))})"
+            if self.unmatched_subjects
+            else ""
         )
 
 
@@ -182,6 +191,7 @@ def classifications_ingest(
         raise
     if context.deferred is not None:
         counts_recompute(items=context.deferred[0], volunteers=context.deferred[1])
+    _unmatched_note(total, context, report)
     if total.unknown_versions:
         # One alert per version and run, not one per row (reliability B3).
         versions = ", ".join(f"{v} ({n} rows)" for v, n in sorted(total.unknown_versions.items()))
@@ -195,6 +205,28 @@ def classifications_ingest(
         report.message = f"{report.message}\n{note}".strip()
         report.save(update_fields=["message"])
     return total
+
+
+#: How many subject ids an import's summary names when subjects match no item.
+UNMATCHED_NAMED = 5
+
+
+def _unmatched_note(total: IngestCounts, context: IngestContext, report: ImportReport) -> None:
+    """Count and name the ingest's subjects that still match no item, in ``report.message``."""
+    unlinked = subjects_unlinked(context.unlinked) if context.unlinked else []
+    if not unlinked:
+        return
+    total.unmatched_subjects = len(unlinked)
+    total.unmatched_examples = unlinked[:UNMATCHED_NAMED]
+    match = context.workflow.subject_match or "the built-in keys external_id, europeana_id"
+    note = (
+        f"{len(unlinked)} subjects match no item by {match} "
+        f"(e.g. {', '.join(map(str, unlinked[:UNMATCHED_NAMED]))}); their votes count once "
+        "import_items or import_subjects brings their items, or configure_workflow --match-key "
+        "names the right key."
+    )
+    report.message = f"{report.message}\n{note}".strip()
+    report.save(update_fields=["message"])
 
 
 def votes_stored_announce(*, workflow: Workflow, created: int, source: str) -> None:
@@ -282,6 +314,8 @@ def _ingest_batch(
     with transaction.atomic():
         if len(rows):
             rows_store(columns, rows, answer_code, resolved, context=context, counts=counts)
+            # After the store, which skips known votes: their subjects may have items by now.
+            subjects_link_batch(columns, rows, context=context)
         if quarantine:
             QuarantinedRow.objects.bulk_create(quarantine, batch_size=INSERT_BATCH)
         ImportReport.objects.filter(pk=report.pk).update(

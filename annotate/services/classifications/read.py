@@ -28,6 +28,8 @@ class IngestContext:
         # Subject id -> the item metadata last looked up for it without finding an item: items do
         # not appear during an ingest, so the same subject's next votes need not look again.
         self.unmatched: dict[int, tuple[Any, ...]] = {}
+        # Subject ids seen without an item (some may be linked later in the same ingest).
+        self.unlinked: set[int] = set()
         # With counters recounted at the end of the ingest: the items and volunteers to recount.
         self.deferred: tuple[set[int], set[int]] | None = None
         self._load(None)

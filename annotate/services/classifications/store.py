@@ -69,7 +69,9 @@ def rows_store(
     for zid in zids.tolist():
         meta = columns.subject_metadata.get(zid)
         metadata[zid] = meta if isinstance(meta, dict) else {}
-    subjects, created_subjects = subjects_resolve(metadata, unmatched=context.unmatched)
+    subjects, created_subjects = subjects_resolve(
+        metadata, unmatched=context.unmatched, match=workflow.subject_match
+    )
     subject_pk = np.array([subjects[z][0] for z in metadata], np.int64)[subject_of_row]
     item_of_subject = [subjects[z][1] for z in metadata]
     item_id = np.array(item_of_subject, object)[subject_of_row]
