@@ -190,7 +190,8 @@ def test_it_idles_without_an_open_subject_and_starts_on_a_set_linked_later(
     # Idle, it looks again every second: the first vote comes at once, not a minute later.
     assert parse_iso(first.created_at) - linked_at <= timedelta(seconds=2)
     wait_for(lambda: status(sandbox)["retired"] == 2)
-    assert status(sandbox)["idle"]
+    # It notices on its next look that nothing is open any more.
+    wait_for(lambda: status(sandbox)["idle"])
     assert {c.subject_ids[0] for c in sandbox.classifications()} == set(ids)
 
 
