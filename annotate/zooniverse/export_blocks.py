@@ -33,6 +33,8 @@ import pyarrow.csv as pcsv
 
 from annotate.zooniverse.exports import (
     CLASSIFICATION_COLUMNS,
+    FALSE_FLAGS,
+    MISSING,
     ExportFormatError,
     ExportRow,
     _Bad,
@@ -54,7 +56,8 @@ BLOCK_BYTES = 16 << 20
 
 _DIGITS = r"^[0-9]{1,18}$"
 _TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC$"
-_TRUE = pa.array(["true", "t", "1", "yes"])
+_FALSE = pa.array(sorted(FALSE_FLAGS))
+_MISSING = pa.array(sorted(MISSING))
 #: The bytes that may stand before an opening quote or after a closing one: a comma, a line end,
 #: or the other quote of an escaped pair (``""``).
 _QUOTE_NEIGHBOUR = np.zeros(256, bool)
@@ -62,9 +65,16 @@ _QUOTE_NEIGHBOUR[list(b'",\n\r')] = True
 
 
 def classification_blocks(
-    handle: IO[bytes], *, task_key: str = "T0", block_bytes: int = BLOCK_BYTES
+    handle: IO[bytes],
+    *,
+    task_key: str = "T0",
+    block_bytes: int = BLOCK_BYTES,
+    workflow_id: int | None = None,
 ) -> Iterator[ClassificationColumns]:
     """The export's rows as :class:`ClassificationColumns`, one block of the file at a time.
+
+    With ``workflow_id``, rows of other workflows come as the row parser gives them
+    (:func:`~annotate.zooniverse.exports.other_workflow_record`): their ids only.
 
     Raises :class:`ExportFormatError` when the header is missing or lacks a required column.
     The caller may read ``handle.tell()`` between blocks to report progress.
@@ -80,7 +90,7 @@ def classification_blocks(
     header = _header_checked(header, CLASSIFICATION_COLUMNS)
     if not header_bytes.endswith(b"\n"):
         header_bytes += b"\n"
-    reader = _Blocks(header, header_bytes, task_key)
+    reader = _Blocks(header, header_bytes, task_key, workflow_id)
     first_line = 2
     rest = b""
     while True:
@@ -121,10 +131,13 @@ def _row_end(buffer: bytes, *, give_up: bool) -> int:
 class _Blocks:
     """Turns blocks of one export into columns; caches parsed ``subject_data`` across blocks."""
 
-    def __init__(self, header: list[str], header_bytes: bytes, task_key: str) -> None:
+    def __init__(
+        self, header: list[str], header_bytes: bytes, task_key: str, workflow_id: int | None
+    ) -> None:
         self.header = header
         self.header_bytes = header_bytes
         self.task_key = task_key
+        self.workflow_id = workflow_id
         self.subjects: dict[str, dict[int, dict[str, Any]]] = {}  # for the exact path
         self.names = [f"c{i}" for i in range(len(header))]
         self.index = {name: i for i, name in enumerate(header)}  # the last of a repeated name wins
@@ -189,7 +202,14 @@ class _Blocks:
 
         for name in ("classification_id", "workflow_id", "subject_ids"):
             matches(name, _DIGITS)
-        matches("user_id", r"^([0-9]{1,18})?$")
+        if self.workflow_id is not None:  # other workflows' rows: the row parser skips them
+            ok &= pc.equal(col("workflow_id"), str(self.workflow_id)).to_numpy(zero_copy_only=False)
+        # NA, NaN, null: blank (R and pandas); 1234.0: 1234 (pandas, a column with blanks).
+        user_id = col("user_id")
+        missing = pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(user_id)), value_set=_MISSING)
+        user_id = pc.if_else(missing, "", user_id)
+        user_id = pc.replace_substring_regex(user_id, r"^([0-9]{1,18})\.0$", r"\1")
+        ok &= pc.match_substring_regex(user_id, r"^([0-9]{1,18})?$").to_numpy(zero_copy_only=False)
         matches("workflow_version", r"^\S(.*\S)?$")
         matches("user_name", r"^(\S(.*\S)?)?$")
         matches("created_at", _TIMESTAMP)
@@ -203,8 +223,10 @@ class _Blocks:
 
         # Answers repeat: parsed once per distinct text. The other JSON cells differ row by row
         # and are parsed a block at a time.
-        answer_lists, answer_code, answers_ok = self._distinct(col("annotations"), self._answers)
+        parsed, answer_code, answers_ok = self._distinct(col("annotations"), self._answers)
         ok &= answers_ok
+        answer_lists = [p[0] if p is not None else None for p in parsed]
+        shown = np.array([p is not None and p[1] for p in parsed], bool)[answer_code]
         subject_data = _objects(col("subject_data"))
         metadata = _objects(col("metadata"))
         sessions = np.empty(n, object)
@@ -225,7 +247,7 @@ class _Blocks:
             return pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
 
         fast = np.flatnonzero(ok)
-        user_id = pc.if_else(pc.equal(col("user_id"), ""), "-", col("user_id"))
+        user_id = pc.if_else(pc.equal(user_id, ""), "-", user_id)
         volunteer = pc.binary_join_element_wise(user_id, col("user_name"), "\x1f")
         volunteers, volunteer_code = _encoded(volunteer)
         versions, version_code = _encoded(col("workflow_version"))
@@ -247,6 +269,7 @@ class _Blocks:
             subject_metadata=_SubjectData(subjects),
             line=lines[fast],
             order=lines[fast],
+            task_shown=shown[fast],
         )
         slow = np.flatnonzero(~ok)
         if not len(slow):
@@ -262,11 +285,15 @@ class _Blocks:
         good = np.array([v is not None for v in values], bool)
         return values, codes, good[codes]
 
-    def _answers(self, text: str) -> list[Any] | None:
+    def _answers(self, text: str) -> tuple[list[Any], bool] | None:
+        """(answers, whether the task was shown), or None where the row parser refuses it."""
         try:
-            return _task_answers(_json({"annotations": text}, "annotations", list), self.task_key)
+            answers = _task_answers(
+                _json({"annotations": text}, "annotations", list), self.task_key
+            )
         except _Bad:
             return None
+        return (answers, True) if answers is not None else ([], False)
 
     def _with_slow(
         self, columns: ClassificationColumns, table: pa.Table, lines: np.ndarray, slow: np.ndarray
@@ -280,7 +307,12 @@ class _Blocks:
             row = ExportRow(line, named, [_csv_text(cells[name] for name in self.names)])
             try:
                 records.append(
-                    classification_from_row(row, task_key=self.task_key, subjects=self.subjects)
+                    classification_from_row(
+                        row,
+                        task_key=self.task_key,
+                        subjects=self.subjects,
+                        workflow_id=self.workflow_id,
+                    )
                 )
             except _Bad as bad:
                 record_id = named["classification_id"].strip()
@@ -298,6 +330,7 @@ class _Blocks:
                 io.BytesIO(self.header_bytes + block),
                 task_key=self.task_key,
                 first_line=first_line - 1,
+                workflow_id=self.workflow_id,
             )
         )
         columns = ClassificationColumns.from_records(items)
@@ -351,8 +384,9 @@ def _volunteer(text: str) -> tuple[int | None, str]:
 
 
 def _flags(column: pa.ChunkedArray) -> np.ndarray:
+    """True unless blank or a false or missing spelling, as ``exports._flag`` reads a cell."""
     folded = pc.utf8_lower(pc.utf8_trim_whitespace(column))
-    return pc.is_in(folded, value_set=_TRUE).to_numpy(zero_copy_only=False)
+    return pc.invert(pc.is_in(folded, value_set=_FALSE)).to_numpy(zero_copy_only=False)
 
 
 def _objects(column: pa.ChunkedArray) -> list[dict[str, Any] | None]:

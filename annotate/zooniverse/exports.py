@@ -167,6 +167,8 @@ def read_export_rows(
     lines.take()
     header = _header_checked(header, required)
     width = len(header)
+    # The record id is the first required column's cell (not the first cell: an index may lead).
+    id_at = header.index(required[0]) if required else 0
 
     while True:
         try:
@@ -185,12 +187,13 @@ def read_export_rows(
             continue
         if len(cells) != width:
             reason = f"column_count: {len(cells)} columns, expected {width}"
-            record_id = cells[0] if cells[0].isdigit() else ""
+            cell = cells[id_at] if id_at < len(cells) else ""
+            record_id = cell if cell.isdigit() else ""
             yield QuarantineEntry(number, record_id, "row", reason, _clip(texts[0]))
             # The row may have swallowed good rows behind a broken quote: read them again.
             lines.push_back(number + 1, texts[1:])
             continue
-        record_id = cells[0] if cells[0].isdigit() else ""
+        record_id = cells[id_at] if cells[id_at].isdigit() else ""
         if lines.flagged(number, len(texts), lines.bad_utf8):
             yield QuarantineEntry(number, record_id, "row", "invalid_utf8", _clip("".join(texts)))
             continue
@@ -200,8 +203,22 @@ def read_export_rows(
         yield ExportRow(number, dict(zip(header, cells, strict=True)), texts)
 
 
+#: How a leading column of row numbers is named: pandas writes an empty name or ``Unnamed: 0``,
+#: R's ``write.csv`` writes ``""``. It is no field of the export and is ignored.
+INDEX_COLUMN_NAMES = frozenset({"", "Unnamed: 0"})
+
+#: Cells that mean "no value": Panoptes leaves them blank; R writes ``NA``, pandas ``NaN`` (or a
+#: blank), JSON tools ``null``. Compared case-folded and stripped.
+MISSING = frozenset({"", "na", "nan", "null", "none", "<na>"})
+
+#: Flag cells that read as false; any other text (``true``, ``expert``, a user name) is true.
+FALSE_FLAGS = MISSING | {"false", "f", "0", "0.0", "no"}
+
+
 def _header_checked(header: list[str], required: Sequence[str]) -> list[str]:
     header = [name.strip() for name in header]
+    if header and header[0] in INDEX_COLUMN_NAMES and required and header[0] != required[0]:
+        header[0] = "\x00index"  # a name no export column has: the cells are never read
     missing = [name for name in required if name not in header]
     if missing:
         raise ExportFormatError(f"line 1: the header lacks column(s) {', '.join(missing)}")
@@ -213,8 +230,12 @@ def _header_checked(header: list[str], required: Sequence[str]) -> list[str]:
 
 def _int(cells: dict[str, str], name: str, *, optional: bool = False) -> int | None:
     text = cells.get(name, "").strip()
-    if not text and optional:
-        return None
+    if optional:
+        if text.lower() in MISSING:
+            return None
+        # pandas writes an integer column with blanks in it as floats: "1234.0".
+        if text.endswith(".0") and text[:-2].isdigit():
+            text = text[:-2]
     if not text.isdigit():  # also refuses "-1", "1.5", "abc" and "" when required
         raise _Bad(name, f"not_an_id: {text[:40]!r}")
     return int(text)
@@ -263,14 +284,19 @@ def _time(cells: dict[str, str], name: str, *, optional: bool = False) -> dateti
 
 
 def _flag(text: str) -> bool:
-    return text.strip().casefold() in {"true", "t", "1", "yes"}
+    """A flag cell: true unless blank or a false/missing spelling (``expert`` holds a user name)."""
+    return text.strip().lower() not in FALSE_FLAGS
 
 
 # --- classification export (§5.1) --------------------------------------------------------------
 
 
-def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str]:
-    """The answers given to ``task_key``: labels (or indices in old exports); ``[]`` if none."""
+def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str] | None:
+    """The answers given to ``task_key``: labels (or indices in old exports); ``[]`` if none.
+
+    None when no annotation is of ``task_key``: the volunteer was never asked it (another branch
+    of a decision tree, a version without the task), which is no answer at all.
+    """
     for annotation in annotations:
         if not isinstance(annotation, dict) or annotation.get("task") != task_key:
             continue
@@ -291,7 +317,7 @@ def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str
             if value and all(isinstance(v, dict) and "task" in v for v in value):
                 raise _Bad("annotations", "unsupported_task_type:combo")
         raise _Bad("annotations", f"unsupported_task_type:{_guess_type(value)}")
-    return []
+    return None
 
 
 def _guess_type(value: Any) -> str:
@@ -312,13 +338,19 @@ def classification_from_row(
     *,
     task_key: str,
     subjects: dict[str, dict[int, dict[str, Any]]] | None = None,
+    workflow_id: int | None = None,
 ) -> ClassificationRecord:
     """One classification export row as a record; raises _Bad on the first bad field.
 
     ``subjects`` caches parsed ``subject_data`` cells by their text: a subject's cell repeats on
     each of its classifications, so most rows skip the parse and share one (read-only) mapping.
+    With ``workflow_id``, a row of another workflow (a project-wide export) is not read further:
+    it comes back as :func:`other_workflow_record`, for the ingest to count and skip.
     """
     cells = row.cells
+    workflow_text = cells["workflow_id"].strip()
+    if workflow_id is not None and workflow_text.isdigit() and int(workflow_text) != workflow_id:
+        return other_workflow_record(row, int(workflow_text))
     zooniverse_id = _required_int(cells, "classification_id")
     workflow_id = _required_int(cells, "workflow_id")
     version = cells["workflow_version"].strip()
@@ -345,6 +377,7 @@ def classification_from_row(
             subjects[subject_data_text] = subject_metadata
     user_name = cells["user_name"].strip()
     session = metadata.get("session")
+    answers = _task_answers(annotations, task_key)
     return ClassificationRecord(
         zooniverse_id=zooniverse_id,
         workflow_id=workflow_id,
@@ -353,20 +386,46 @@ def classification_from_row(
         user_id=_int(cells, "user_id", optional=True),
         user_name=user_name,
         created_at=created_at,
-        answers=_task_answers(annotations, task_key),
+        answers=answers if answers is not None else [],
         gold_standard=_flag(cells["gold_standard"]),
         expert=_flag(cells["expert"]),
         subject_metadata=subject_metadata,
         session=session if isinstance(session, str) else "",
         source="export",
         line=row.line,
+        task_shown=answers is not None,
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def other_workflow_record(row: ExportRow, workflow_id: int) -> ClassificationRecord:
+    """A row of another workflow than the one imported: only its ids are kept (the ingest counts
+    and skips it), so that its tasks, which may be of any type, are never read or refused."""
+    text = row.cells["classification_id"].strip()
+    return ClassificationRecord(
+        zooniverse_id=int(text) if text.isdigit() and len(text) <= 18 else 0,
+        workflow_id=workflow_id,
+        workflow_version="",
+        subject_ids=[],
+        user_id=None,
+        user_name="",
+        created_at=_EPOCH,
+        answers=[],
+        source="export",
+        line=row.line,
+        task_shown=False,
     )
 
 
 def parse_classification_export(
-    handle: IO[bytes], *, task_key: str = "T0", first_line: int = 1
+    handle: IO[bytes], *, task_key: str = "T0", first_line: int = 1, workflow_id: int | None = None
 ) -> Iterator[ClassificationRecord | QuarantineEntry]:
-    """Records of a classification export, answers taken from task ``task_key``."""
+    """Records of a classification export, answers taken from task ``task_key``.
+
+    With ``workflow_id``, rows of other workflows come back as :func:`other_workflow_record`.
+    """
     subjects: dict[str, dict[int, dict[str, Any]]] = {}
     rows = read_export_rows(handle, required=CLASSIFICATION_COLUMNS, first_line=first_line)
     for row in rows:
@@ -374,7 +433,9 @@ def parse_classification_export(
             yield row
             continue
         try:
-            yield classification_from_row(row, task_key=task_key, subjects=subjects)
+            yield classification_from_row(
+                row, task_key=task_key, subjects=subjects, workflow_id=workflow_id
+            )
         except _Bad as bad:
             record_id = row.cells["classification_id"].strip()
             yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))

@@ -23,8 +23,11 @@ class ClassificationRecord:
 
     ``answers`` are the answers to the workflow's task: answer indices from the API (an int for a
     single-answer task is passed as a one-element list), label strings from exports; ``None`` or
-    ``[]`` when nothing was ticked. ``subject_metadata`` maps subject id to its metadata (the
-    export's ``subject_data``), used to create subjects not seen before and match them to items.
+    ``[]`` when nothing was ticked. ``task_shown`` is False when the classification does not hold
+    the task at all (a branch of a decision tree that never asked it, a version without it): then
+    it gives no vote, not even "ticked nothing". ``subject_metadata`` maps subject id to its
+    metadata (the export's ``subject_data``), used to create subjects not seen before and match
+    them to items.
     """
 
     zooniverse_id: int
@@ -41,6 +44,7 @@ class ClassificationRecord:
     session: str = ""
     source: str = "api"
     line: int | None = None
+    task_shown: bool = True
 
 
 @dataclass(slots=True)
@@ -66,14 +70,15 @@ class ClassificationColumns:
     more are refused, and ``subject_lists`` keeps those rows' ids for the report). ``order`` places
     rows and the ``quarantine`` entries (refused by the parser) in input order, so quarantined rows
     are stored in the order they were met. ``line`` is 0 where a source has no lines; ``source``
-    names each row's source (``api``, ``export``).
+    names each row's source (``api``, ``export``); ``task_shown`` is False for rows that do not
+    hold the workflow's task.
     """
 
     __slots__ = (
         "answer_code", "answer_lists", "created_at", "expert", "gold_standard", "line",
         "order", "quarantine", "session", "source", "subject_count", "subject_id",
-        "subject_lists", "subject_metadata", "version_code", "versions", "volunteer_code",
-        "volunteers", "workflow_id", "zooniverse_id",
+        "subject_lists", "subject_metadata", "task_shown", "version_code", "versions",
+        "volunteer_code", "volunteers", "workflow_id", "zooniverse_id",
     )  # fmt: skip
 
     def __init__(
@@ -99,6 +104,7 @@ class ClassificationColumns:
         subject_count: np.ndarray | None = None,
         subject_lists: dict[int, list[int]] | None = None,
         quarantine: list[tuple[int, QuarantineEntry]] | None = None,
+        task_shown: np.ndarray | None = None,
     ) -> None:
         n = len(zooniverse_id)
         self.zooniverse_id = np.asarray(zooniverse_id, dtype=np.int64)
@@ -125,6 +131,9 @@ class ClassificationColumns:
         )
         self.subject_lists = subject_lists or {}
         self.quarantine = quarantine or []
+        self.task_shown = (
+            np.ones(n, bool) if task_shown is None else np.asarray(task_shown, dtype=bool)
+        )
 
     def __len__(self) -> int:
         return len(self.zooniverse_id)
@@ -178,6 +187,7 @@ class ClassificationColumns:
             columns["session"].append(r.session)
             columns["line"].append(r.line or 0)
             columns["source"].append(r.source)
+            columns["task_shown"].append(r.task_shown)
         return cls(
             zooniverse_id=np.array(columns["zooniverse_id"], np.int64),
             workflow_id=np.array(columns["workflow_id"], np.int64),
@@ -199,6 +209,7 @@ class ClassificationColumns:
             subject_count=np.array(columns["subject_count"], np.int64),
             subject_lists=subject_lists,
             quarantine=quarantine,
+            task_shown=np.array(columns["task_shown"], bool),
         )
 
     @classmethod
@@ -256,13 +267,14 @@ class ClassificationColumns:
             session=self.session[i],
             source=self.source[i],
             line=int(self.line[i]) or None,
+            task_shown=bool(self.task_shown[i]),
         )
 
 
 #: The per-row arrays of :class:`ClassificationColumns` that are not codes.
 _PLAIN_COLUMNS = (
     "zooniverse_id", "workflow_id", "subject_id", "created_at", "gold_standard", "expert",
-    "session", "source", "line", "order", "subject_count",
+    "session", "source", "line", "order", "subject_count", "task_shown",
 )  # fmt: skip
 
 

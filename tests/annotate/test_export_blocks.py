@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,15 +17,15 @@ from annotate.zooniverse.exports import ExportFormatError, parse_classification_
 from tests.annotate.test_export_parsers import export_row, export_text
 
 
-def by_rows(data: bytes) -> tuple[list[tuple], list[tuple]]:
+def by_rows(data: bytes, **kwargs) -> tuple[list[tuple], list[tuple]]:
     """(records, refusals) of the exact row parser, as comparable tuples."""
-    items = list(parse_classification_export(io.BytesIO(data)))
+    items = list(parse_classification_export(io.BytesIO(data), **kwargs))
     columns = ClassificationColumns.from_records(items)
     return _records(columns), _refusals(columns)
 
 
-def by_blocks(data: bytes, block_bytes: int) -> tuple[list[tuple], list[tuple]]:
-    blocks = list(classification_blocks(io.BytesIO(data), block_bytes=block_bytes))
+def by_blocks(data: bytes, block_bytes: int, **kwargs) -> tuple[list[tuple], list[tuple]]:
+    blocks = list(classification_blocks(io.BytesIO(data), block_bytes=block_bytes, **kwargs))
     if not blocks:
         return [], []
     merged = ClassificationColumns.concat(blocks)
@@ -40,7 +41,7 @@ def _records(columns: ClassificationColumns) -> list[tuple]:
             (
                 r.line, r.zooniverse_id, r.workflow_id, r.workflow_version, tuple(r.subject_ids),
                 r.user_id, r.user_name, r.created_at, tuple(r.answers or ()), r.gold_standard,
-                r.expert, r.session, json.dumps(meta, sort_keys=True, default=str),
+                r.expert, r.session, json.dumps(meta, sort_keys=True, default=str), r.task_shown,
             )
         )  # fmt: skip
     return sorted(rows, key=lambda row: (row[0] or 0, row[1]))
@@ -123,6 +124,22 @@ ODD_ROWS = {
         export_row(3, subject="901", subject_data=json.dumps({"901": {"external_id": "x"}})),
     ],
     "nul byte": [export_row(1, user_name="evil\x00name"), export_row(2)],
+    "missing values as R and pandas write them": [
+        export_row(1, user_id="NA", user_name="not-logged-in-a"),
+        export_row(2, user_id="NaN", user_name="not-logged-in-b"),
+        export_row(3, user_id="1002.0"),
+        export_row(4, user_id=" null ", gold_standard="NA", expert="expert"),
+        export_row(5, gold_standard="nan", expert="a_user_name"),
+        export_row(6, gold_standard="0", expert="False"),
+        export_row(7, user_id="12.5"),
+        export_row(8),
+    ],
+    "a task not shown": [
+        export_row(1, annotations=json.dumps([{"task": "T1", "value": "Yes"}])),
+        export_row(2, annotations="[]"),
+        export_row(3, annotations=json.dumps([{"task": "T0", "value": None}])),
+        export_row(4),
+    ],
     "blank lines": [export_row(1), "", export_row(2)],
 }
 
@@ -132,6 +149,29 @@ ODD_ROWS = {
 def test_blocks_give_the_records_and_refusals_the_row_parser_gives(case, block_bytes):
     data = export_text(ODD_ROWS[case]).encode()
     assert by_blocks(data, block_bytes) == by_rows(data)
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
+
+
+@pytest.mark.parametrize("block_bytes", [300, 1 << 20])
+@pytest.mark.parametrize(
+    ("name", "task_key"),
+    [
+        ("decision_tree_export.csv", "T1"),
+        ("r_written_export.csv", "T1"),
+        ("pandas_written_export.csv", "T1"),
+        ("project_export_three_workflows.csv", "T0"),
+        ("markdown_labels_export.csv", "T0"),
+    ],
+)
+@pytest.mark.parametrize("workflow_id", [None, 7])
+def test_blocks_read_the_fixture_exports_as_the_row_parser_does(
+    name, task_key, workflow_id, block_bytes
+):
+    data = (FIXTURES / name).read_bytes()
+    kwargs = {"task_key": task_key, "workflow_id": workflow_id}
+    assert by_blocks(data, block_bytes, **kwargs) == by_rows(data, **kwargs)
 
 
 def test_a_line_that_is_not_utf8_is_refused_alone_by_blocks_too():

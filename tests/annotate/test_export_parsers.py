@@ -310,3 +310,71 @@ def test_a_bad_subject_export_row_is_refused_and_unlinked_rows_have_no_workflow(
     assert items[0].retirement_reason == "consensus"
     assert items[2].metadata == {"crowdloop_id": "9"}
     assert items[2].workflow_id is None and items[2].retired_at is None
+
+
+# --- exports as real projects write them (fixtures in tests/annotate/fixtures/zooniverse) -----
+
+FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
+
+
+def parse_fixture(name: str, **kwargs: Any) -> list[ClassificationRecord | QuarantineEntry]:
+    with (FIXTURES / name).open("rb") as handle:
+        return list(parse_classification_export(handle, **kwargs))
+
+
+def test_a_classification_without_the_task_was_not_shown_it_rather_than_ticking_nothing():
+    """A decision tree asks T1 only after "Yes" to T0: the other branch holds no T1 at all."""
+    records = parse_fixture("decision_tree_export.csv", task_key="T1")
+    assert [(r.zooniverse_id, r.task_shown, r.answers) for r in records] == [
+        (701, True, ["Painting", "Drawing"]),
+        (702, False, []),
+        (703, True, []),
+        (704, False, []),
+        (705, True, ["Map"]),
+        (706, False, []),
+    ]
+
+
+@pytest.mark.parametrize("name", ["r_written_export.csv", "pandas_written_export.csv"])
+def test_an_export_written_by_r_or_pandas_reads_as_the_original(name):
+    """A leading index column is ignored; NA (R) or a blank is a logged-out user_id, 40.0 is 40."""
+    original = parse_fixture("decision_tree_export.csv", task_key="T1")
+    rewritten = parse_fixture(name, task_key="T1")
+    assert all(isinstance(r, ClassificationRecord) for r in rewritten)
+    assert rewritten == original
+    assert [r.user_id for r in rewritten] == [40, 41, 42, None, 43, 44]
+
+
+@pytest.mark.parametrize(
+    ("text", "flag"),
+    [
+        ("expert", True), ("a_user_name", True), ("true", True), ("TRUE", True), ("1", True),
+        ("", False), ("false", False), ("0", False), ("NA", False), ("NaN", False),
+        ("null", False), (" ", False),
+    ],
+)  # fmt: skip
+def test_expert_and_gold_standard_are_true_for_any_value_but_a_false_or_missing_one(text, flag):
+    (record,) = parse(export_text([export_row(1, expert=text, gold_standard=text)]))
+    assert (record.expert, record.gold_standard) == (flag, flag)
+
+
+@pytest.mark.parametrize("text", ["NA", "NaN", "null", "", "nan"])
+def test_a_missing_user_id_in_any_spelling_is_a_logged_out_volunteer(text):
+    (record,) = parse(export_text([export_row(1, user_id=text, user_name="not-logged-in-ab")]))
+    assert isinstance(record, ClassificationRecord) and record.user_id is None
+
+
+def test_rows_of_other_workflows_come_back_as_ids_only_never_refused():
+    """A project-wide export: the survey rows of workflow 456 are not read, so not refused."""
+    items = parse_fixture("project_export_three_workflows.csv", workflow_id=7)
+    assert all(isinstance(r, ClassificationRecord) for r in items)
+    others = [(r.zooniverse_id, r.workflow_id) for r in items if r.workflow_id != 7]
+    assert others == [(802, 123), (803, 456), (805, 456), (807, 123), (809, 456)]
+    assert all(not r.task_shown and r.subject_ids == [] for r in items if r.workflow_id != 7)
+    ours = [r for r in items if r.workflow_id == 7]
+    assert [r.expert for r in ours] == [True, True, True, False, False]
+    # Without a workflow the survey rows are refused, as before.
+    refused_rows = parse_fixture("project_export_three_workflows.csv")
+    assert {q.reason for q in refused_rows if isinstance(q, QuarantineEntry)} == {
+        "unsupported_task_type:survey"
+    }
