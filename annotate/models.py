@@ -314,6 +314,17 @@ class Classification(models.Model):
     is_duplicate = models.BooleanField(
         default=False, help_text="A later repeat by the same volunteer on the same subject."
     )
+    # A vote is only what the volunteer was asked. A classification that does not hold the
+    # workflow's task (a decision-tree branch that never asks it, a version without it) is kept
+    # but gives no vote; nor does one with an answer that is none of its version's answers, whose
+    # meaning is unknown. Aggregation reads only rows with both flags set.
+    task_shown = models.BooleanField(
+        default=True, help_text="False when the classification does not hold the task: no vote."
+    )
+    answers_known = models.BooleanField(
+        default=True,
+        help_text="False when an answer is none of its workflow version's answers: no vote.",
+    )
     gold_standard = models.BooleanField(default=False)
     expert = models.BooleanField(default=False)
     # Logged-out volunteers are keyed by a hashed IP, which a classroom shares: repeats among them
