@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Count, IntegerField, Max, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from loop.models import LoopEvent, LoopStep, StepName
@@ -127,6 +129,26 @@ def _waiting(now: datetime, steps: dict[str, LoopStep]) -> dict[str, str]:
     return waiting
 
 
+def _day_totals(now: datetime) -> dict[str, int]:
+    """What the steps did in the last 24 h, summed in the database (one query)."""
+
+    def summed(step: str, key: str) -> Coalesce:
+        return Coalesce(
+            Sum(Cast(KT(f"detail__{key}"), IntegerField()), filter=Q(step=step)), 0
+        )
+
+    done = LoopEvent.objects.filter(
+        finished_at__gte=now - timedelta(days=1), status=LoopEvent.Status.DONE
+    )
+    return done.aggregate(
+        votes_pulled=summed(StepName.PULL, "votes"),
+        labels_changed=summed(StepName.AGGREGATE, "labels_changed"),
+        subjects_retired=summed(StepName.RETIRE, "retired"),
+        training_runs_requested=Count("pk", filter=Q(step=StepName.TRAIN)),
+        rounds_requested=Count("pk", filter=Q(step=StepName.ROUND)),
+    )
+
+
 def loop_status(*, events: int = 20) -> dict[str, Any]:
     """The pipeline at a glance, JSON-ready."""
     from annotate.models import Round
@@ -160,23 +182,7 @@ def loop_status(*, events: int = 20) -> dict[str, Any]:
             }
         )
 
-    day = LoopEvent.objects.filter(finished_at__gte=now - timedelta(days=1))
-    totals = {"votes_pulled": 0, "labels_changed": 0, "subjects_retired": 0,
-              "training_runs_requested": 0, "rounds_requested": 0}
-    for step, status, detail in day.values_list("step", "status", "detail"):
-        if status != LoopEvent.Status.DONE:
-            continue
-        if step == StepName.PULL:
-            totals["votes_pulled"] += int(detail.get("votes", 0))
-        elif step == StepName.AGGREGATE:
-            totals["labels_changed"] += int(detail.get("labels_changed", 0))
-        elif step == StepName.RETIRE:
-            totals["subjects_retired"] += int(detail.get("retired", 0))
-        elif step == StepName.TRAIN:
-            totals["training_runs_requested"] += 1
-        elif step == StepName.ROUND:
-            totals["rounds_requested"] += 1
-
+    totals = _day_totals(now)
     latest_run = TrainingRun.objects.order_by("-created_at", "-id").first()
     active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
     last_round = Round.objects.order_by("-number").first()
