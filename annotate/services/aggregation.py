@@ -135,6 +135,11 @@ def _scoped(query: Any, model: type[Model], column: str, scope: np.ndarray | Non
     return [query.filter(f) for f in _id_filters(model, column, scope)]
 
 
+#: The classifications that are votes: the volunteer was shown the task and every answer is one
+#: the workflow version offers (``Classification.task_shown``, ``answers_known``).
+VOTES = {"task_shown": True, "answers_known": True}
+
+
 def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -> VoteData:
     """Read the counted classifications into arrays: no Python work per concept tick.
 
@@ -143,7 +148,7 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
         item_ids: read only these items' votes (None: every item's).
     """
     counted = (
-        Classification.objects.filter(item__isnull=False, is_duplicate=False)
+        Classification.objects.filter(item__isnull=False, is_duplicate=False, **VOTES)
         .exclude(item__review_state=Item.ReviewState.REJECTED)
         .exclude(subject__upstream_state=Subject.Upstream.DELETED)
         .values_list("item_id", "volunteer_id", "concept_ids", "gold_standard")
@@ -520,7 +525,7 @@ def _labels_write(
 
     now = timezone.now()
     concept_pks = data.concept_ids.tolist()
-    counted = Classification.objects.filter(is_duplicate=False, item__isnull=False)
+    counted = Classification.objects.filter(is_duplicate=False, item__isnull=False, **VOTES)
     with transaction.atomic():
         changed = _labels_changed(data, posteriors, _labels_positive_read(scope))
         # Item-major, concept-minor: row k is item k // n_concepts, concept k % n_concepts.

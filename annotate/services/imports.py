@@ -80,7 +80,10 @@ def classifications_import(
     try:
         with _collector_paused(), _sqlite_bulk():
             source = (_ParsedElsewhere if parallel else _ParsedHere)(
-                path, task_key=workflow.task_key, batch_size=batch_size
+                path,
+                task_key=workflow.task_key,
+                batch_size=batch_size,
+                workflow_id=workflow.zooniverse_id,
             )
             reported = 0
 
@@ -125,10 +128,11 @@ def _can_fork() -> bool:
 class _ParsedHere:
     """The export's records, parsed in this process; ``position`` is the bytes read so far."""
 
-    def __init__(self, path: Path, *, task_key: str, batch_size: int) -> None:
+    def __init__(self, path: Path, *, task_key: str, batch_size: int, workflow_id: int) -> None:
         self._path = path
         self._task_key = task_key
         self._batch_size = batch_size
+        self._workflow_id = workflow_id
         self.position = 0
 
     def __enter__(self) -> _ParsedHere:
@@ -140,20 +144,26 @@ class _ParsedHere:
 
     def __iter__(self) -> Iterator[Parsed]:
         blocks = classification_blocks(
-            self._handle, task_key=self._task_key, block_bytes=_block_bytes(self._batch_size)
+            self._handle,
+            task_key=self._task_key,
+            block_bytes=_block_bytes(self._batch_size),
+            workflow_id=self._workflow_id,
         )
         for block in blocks:
             self.position = self._handle.tell()  # read so far; the block is stored next
             yield block
 
 
-def _parse_into(path: str, task_key: str, batch_size: int, out: Any) -> None:
+def _parse_into(path: str, task_key: str, batch_size: int, workflow_id: int, out: Any) -> None:
     """The child's work: parse the file and put ``(kind, payload, position)`` on ``out``."""
     try:
         gc.disable()  # see _collector_paused
         with open(path, "rb") as handle:
             blocks = classification_blocks(
-                handle, task_key=task_key, block_bytes=_block_bytes(batch_size)
+                handle,
+                task_key=task_key,
+                block_bytes=_block_bytes(batch_size),
+                workflow_id=workflow_id,
             )
             for block in blocks:
                 out.put(("batch", [block], handle.tell()))
@@ -165,12 +175,12 @@ def _parse_into(path: str, task_key: str, batch_size: int, out: Any) -> None:
 class _ParsedElsewhere:
     """The export's records, parsed by a forked child process a few batches ahead."""
 
-    def __init__(self, path: Path, *, task_key: str, batch_size: int) -> None:
+    def __init__(self, path: Path, *, task_key: str, batch_size: int, workflow_id: int) -> None:
         context = multiprocessing.get_context("fork")
         self._queue = context.Queue(maxsize=_QUEUE_BLOCKS)
         self._process = context.Process(
             target=_parse_into,
-            args=(str(path), task_key, batch_size, self._queue),
+            args=(str(path), task_key, batch_size, workflow_id, self._queue),
             name="crowdloop-export-parser",
             daemon=True,
         )

@@ -21,6 +21,7 @@ from annotate.services.classifications import (
     WILDCARD_VERSION,
     QuarantineEntry,
 )
+from annotate.services.classifications.answers import label_normalise
 from annotate.zooniverse.exports import ExportFormatError, WorkflowExportRow, parse_workflow_export
 
 
@@ -66,7 +67,7 @@ def _concept_index() -> dict[str, str]:
     index: dict[str, str] = {}
     concepts = list(Concept.objects.values_list("key", "label"))
     for key, label in concepts:
-        index.setdefault(" ".join(label.split()).casefold(), key)
+        index.setdefault(label_normalise(label), key)
     for key, _ in concepts:
         index[key.casefold()] = key
     return index
@@ -76,7 +77,7 @@ def answers_map(labels: list[str], concepts: dict[str, str]) -> list[dict[str, s
     """``[{"label", "concept"}]`` in index order; ``concept`` is None where nothing matches."""
     mapped: list[dict[str, str | None]] = []
     for label in labels:
-        normal = " ".join(label.split()).casefold()
+        normal = label_normalise(label)  # the function the ingest reads export labels with
         # Labels may be written as the key with spaces ("archaeological site").
         concept = concepts.get(normal) or concepts.get(normal.replace(" ", "_"))
         mapped.append({"label": label, "concept": concept})

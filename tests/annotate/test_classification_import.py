@@ -271,10 +271,11 @@ def test_a_classification_of_two_subjects_is_quarantined_never_attributed_b9(wor
     )
 
 
-def test_a_classification_of_another_workflow_is_quarantined(workflow):
-    counts = ingest(workflow, [record(1, workflow_id=8)])
-    assert counts.quarantined == 1
-    assert QuarantinedRow.objects.get().reason.startswith("wrong_workflow")
+def test_a_classification_of_another_workflow_is_counted_and_skipped_never_quarantined(workflow):
+    counts = ingest(workflow, [record(1, workflow_id=8), record(2, workflow_id=8), record(3)])
+    assert (counts.quarantined, counts.created, counts.other_workflows) == (0, 1, {8: 2})
+    assert "skipped 2 rows of workflows 8 (2)" in counts.summary()
+    assert not QuarantinedRow.objects.exists()
 
 
 def test_parser_quarantine_entries_are_stored_with_the_batch(workflow):
@@ -500,7 +501,8 @@ def test_every_bad_input_is_quarantined_with_its_line_and_the_rest_imports(conce
     )
     assert out.getvalue().strip() == (
         f"import_classifications {path}: read 9, created 2, unchanged 1, repeats flagged 0, "
-        f"invalid answers 2, quarantined 6, subjects matching no item 1 (e.g. 96588101) "
+        f"invalid answers 2, quarantined 6, answers mapping to no concept: 'drawing' (2), "
+        f"subjects matching no item 1 (e.g. 96588101) "
         f"(import report {report.pk})"
     )
 
@@ -752,3 +754,109 @@ def test_sqlite_checks_foreign_keys_again_after_an_import_that_skipped_them_row_
     with pytest.raises(RuntimeError, match="disk full"):
         classifications_import(path=_mixed_export(tmp_path), workflow_id=7, batch_size=6)
     assert foreign_keys() == 1
+
+
+# --- what real projects' exports hold (fixtures in tests/annotate/fixtures/zooniverse) -------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
+
+
+def _votes(concepts: list[Concept]) -> dict[int, list[int]]:
+    """Classification id -> its row of 0/1 votes, as aggregation reads them."""
+    from annotate.services.aggregation import votes_load
+
+    data = votes_load(concepts=concepts)
+    item_of = {pk: i for i, pk in enumerate(data.item_ids.tolist())}
+    rows: dict[int, list[int]] = {}
+    by_item_volunteer = {
+        (item_of[item], volunteer): zid
+        for zid, item, volunteer in Classification.objects.values_list(
+            "zooniverse_id", "item_id", "volunteer_id"
+        )
+        if item in item_of
+    }
+    volunteers = data.volunteer_ids.tolist()
+    for k in range(len(data.votes.item_idx)):
+        key = (int(data.votes.item_idx[k]), volunteers[int(data.votes.worker_idx[k])])
+        rows[by_item_volunteer[key]] = data.votes.labels[k].tolist()
+    return rows
+
+
+def _decision_tree_workflow(concepts) -> Workflow:
+    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T1", task_type="multiple")
+    WorkflowVersion.objects.create(
+        workflow=workflow,
+        version="3.1",
+        task_key="T1",
+        task_type="multiple",
+        answers=[{"label": label.title(), "concept": label} for label in ANSWERS],
+    )
+    for subject in (501, 502, 503):
+        Item.objects.create(external_id=f"item-{subject}")
+    return workflow
+
+
+def test_a_classification_that_never_showed_the_task_is_stored_but_gives_no_vote(concepts):
+    """T1 is asked only after "Yes" to T0: the "No" branch is no "no" to every label."""
+    _decision_tree_workflow(concepts)
+    summary = run_import(FIXTURES / "decision_tree_export.csv", "--workflow-id", "7")
+    assert "created 6" in summary and "quarantined 0" in summary
+    assert "task not shown 3 (no vote)" in summary
+    shown = dict(Classification.objects.values_list("zooniverse_id", "task_shown"))
+    assert shown == {701: True, 702: False, 703: True, 704: False, 705: True, 706: False}
+    vocabulary = [concepts[key] for key in ANSWERS]
+    votes = _votes(vocabulary)
+    assert sorted(votes) == [701, 703, 705]
+    assert votes[701] == [1, 1, 0, 0] and votes[703] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("name", ["r_written_export.csv", "pandas_written_export.csv"])
+def test_an_export_rewritten_by_r_or_pandas_imports_as_the_original(concepts, name):
+    _decision_tree_workflow(concepts)
+    summary = run_import(FIXTURES / name, "--workflow-id", "7")
+    assert "created 6" in summary and "quarantined 0" in summary
+    anonymous = Volunteer.objects.get(logged_in=False)
+    assert anonymous.key == "anon:not-logged-in-b644752d0e39"
+    assert Volunteer.objects.filter(logged_in=True).count() == 5
+
+
+def test_a_project_wide_export_imports_its_workflow_and_counts_the_others(workflow, concepts):
+    """Workflows 123 (single) and 456 (survey) share the file: skipped, never bad rows."""
+    path = FIXTURES / "project_export_three_workflows.csv"
+    summary = run_import(path, "--workflow-id", "7")
+    assert "read 10, created 5" in summary and "quarantined 0" in summary
+    assert "skipped 5 rows of workflows 123 (2), 456 (3)" in summary
+    assert not QuarantinedRow.objects.exists()
+    report = ImportReport.objects.get()
+    assert "skipped 5 rows of workflows 123 (2), 456 (3)" in report.message
+    expert = dict(Classification.objects.values_list("zooniverse_id", "expert"))
+    assert expert == {801: True, 804: True, 806: True, 808: False, 810: False}
+
+
+def test_markdown_html_and_emoji_labels_map_and_an_unknown_answer_is_no_vote(db):
+    for key in ("ring", "spiral", "elliptical", "merger"):
+        Concept.objects.create(key=key, label=key.title())
+    workflow_configure(
+        workflow_id=7, task_key="T0", export_path=FIXTURES / "markdown_labels_workflow.csv"
+    )
+    mapped = [a["concept"] for a in WorkflowVersion.objects.get(version="5.2").answers]
+    assert mapped == ["ring", "spiral", "elliptical", None]  # "Merger (two galaxies)?" is not
+    Item.objects.create(external_id="item-521")
+    Item.objects.create(external_id="item-522")
+    summary = run_import(FIXTURES / "markdown_labels_export.csv", "--workflow-id", "7")
+    assert "created 4" in summary
+    assert "answers mapping to no concept: " in summary
+    assert "'Star ⭐' (1)" in summary and "(two galaxies)?' (1)" in summary
+    keys = {c.pk: c.key for c in Concept.objects.all()}
+    stored = {
+        zid: [keys[pk] for pk in ids]
+        for zid, ids in Classification.objects.values_list("zooniverse_id", "concept_ids")
+    }
+    assert stored == {901: ["ring", "spiral"], 902: ["elliptical"], 903: [], 904: []}
+    known = dict(Classification.objects.values_list("zooniverse_id", "answers_known"))
+    # "Star" is no answer of version 5.2: what it meant is unknown, so it is no vote at all.
+    # The offered but unmapped "Merger" answer is a vote: no to the other shapes.
+    assert known == {901: True, 902: True, 903: False, 904: True}
+    assert Classification.objects.get(zooniverse_id=903).invalid_answers == ["Star ⭐"]
+    votes = _votes(list(Concept.objects.order_by("key")))
+    assert sorted(votes) == [901, 902, 904]

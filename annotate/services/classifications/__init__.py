@@ -87,6 +87,10 @@ class IngestCounts:
 
     ``repeats_flagged`` counts rows marked as repeats, new or stored; ``reflagged`` counts stored
     rows whose repeat flag changed because an earlier classification arrived late.
+    ``task_not_shown`` counts stored rows without the workflow's task (no vote);
+    ``unmapped_answers`` counts stored rows per answer text that maps to no concept;
+    ``other_workflows`` counts rows of other workflows per workflow id, skipped (a project-wide
+    export holds every workflow's rows).
     """
 
     read: int = 0
@@ -98,29 +102,54 @@ class IngestCounts:
     quarantined: int = 0
     invalid_answers: int = 0
     unknown_versions: dict[str, int] = field(default_factory=dict)
+    task_not_shown: int = 0
+    unmapped_answers: dict[str, int] = field(default_factory=dict)
+    other_workflows: dict[int, int] = field(default_factory=dict)
     #: Subjects of this ingest that match no item (their votes wait for it), the first few named.
     unmatched_subjects: int = 0
     unmatched_examples: list[int] = field(default_factory=list)
 
     def add(self, other: IngestCounts) -> None:
         for f in dataclasses.fields(self):
-            if f.name == "unknown_versions":
-                for version, n in other.unknown_versions.items():
-                    self.unknown_versions[version] = self.unknown_versions.get(version, 0) + n
+            mine = getattr(self, f.name)
+            if isinstance(mine, dict):
+                for key, n in getattr(other, f.name).items():
+                    mine[key] = mine.get(key, 0) + n
             else:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def summary(self) -> str:
         return (
-            f"read {self.read}, created {self.created}, unchanged {self.unchanged}, "
-            f"repeats flagged {self.repeats_flagged}, invalid answers {self.invalid_answers}, "
-            f"quarantined {self.quarantined}"
-        ) + (
-            f", subjects matching no item {self.unmatched_subjects} "
-            f"(e.g. {', '.join(map(str, self.unmatched_examples))})"
-            if self.unmatched_subjects
-            else ""
+            (
+                f"read {self.read}, created {self.created}, unchanged {self.unchanged}, "
+                f"repeats flagged {self.repeats_flagged}, invalid answers {self.invalid_answers}, "
+                f"quarantined {self.quarantined}"
+            )
+            + self._votes_note()
+            + (
+                f", subjects matching no item {self.unmatched_subjects} "
+                f"(e.g. {', '.join(map(str, self.unmatched_examples))})"
+                if self.unmatched_subjects
+                else ""
+            )
         )
+
+    def _votes_note(self) -> str:
+        """What was read but gave no vote: tasks not shown, unmapped answers, other workflows."""
+        parts = []
+        if self.task_not_shown:
+            parts.append(f"task not shown {self.task_not_shown} (no vote)")
+        if self.unmapped_answers:
+            ranked = sorted(self.unmapped_answers.items(), key=lambda pair: (-pair[1], pair[0]))
+            named = ", ".join(f"{text!r} ({n})" for text, n in ranked[:UNMAPPED_NAMED])
+            more = len(ranked) - UNMAPPED_NAMED
+            named += f" and {more} more" if more > 0 else ""
+            parts.append(f"answers mapping to no concept: {named}")
+        if self.other_workflows:
+            total = sum(self.other_workflows.values())
+            named = ", ".join(f"{w} ({n})" for w, n in sorted(self.other_workflows.items()))
+            parts.append(f"skipped {total} rows of workflows {named}")
+        return "".join(f", {part}" for part in parts)
 
 
 @dataclass(slots=True)
@@ -207,6 +236,9 @@ def classifications_ingest(
     return total
 
 
+#: How many answer texts an import's summary names when answers map to no concept.
+UNMAPPED_NAMED = 10
+
 #: How many subject ids an import's summary names when subjects match no item.
 UNMATCHED_NAMED = 5
 
@@ -267,13 +299,13 @@ def _ingest_batch(
     seen_ids = [int(e.record_id) for _, e in columns.quarantine if e.record_id.isdigit()]
     max_id = max(seen_ids + ([int(ids.max())] if len(ids) else []), default=None)
 
-    # The checks, in the order a row meets them; a row is refused for the first that fails.
+    # Rows of other workflows (a project-wide export) are counted and skipped, not refused.
     rows = np.arange(len(columns))
     wrong = columns.workflow_id[rows] != workflow.zooniverse_id
-    for workflow_id in np.unique(columns.workflow_id[rows[wrong]]).tolist():
-        reason = f"wrong_workflow: {workflow_id} is not workflow {workflow.zooniverse_id}"
-        refuse(rows[wrong & (columns.workflow_id[rows] == workflow_id)], "workflow_id", reason)
+    others, per_workflow = np.unique(columns.workflow_id[rows[wrong]], return_counts=True)
+    counts.other_workflows = dict(zip(others.tolist(), per_workflow.tolist(), strict=True))
     rows = rows[~wrong]
+    # The checks, in the order a row meets them; a row is refused for the first that fails.
     count = columns.subject_count[rows]
     refuse(rows[count == 0], "subject_ids", "missing_subject")
     refuse(rows[count > 1], "subject_ids", "multi_subject_unsupported")

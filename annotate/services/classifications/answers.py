@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import re
+import unicodedata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,12 +20,59 @@ if TYPE_CHECKING:
 #: The version name of the answer map used for export labels when a record's version is unknown.
 WILDCARD_VERSION = "*"
 
+#: A label that is none of the version's answers (``AnswerMap.seen`` remembers it too).
+_UNKNOWN: Any = object()
+
 #: Task types whose answers are concept choices; everything else is reported, not guessed at.
 SUPPORTED_TASK_TYPES = frozenset({"single", "multiple", "shortcut"})
 
 
-def _normalise(label: str) -> str:
-    return " ".join(label.split()).casefold()
+_MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_HTML_TAG = re.compile(r"<[^>]*>")
+_MARKDOWN_MARKS = re.compile(r"[*`~]+|^\s*#+\s|^\s*>\s")
+_FILE_SUFFIX = re.compile(r"\.(png|jpe?g|gif|svg|webp)$", re.IGNORECASE)
+
+
+def _decoration(char: str) -> bool:
+    """Emoji and other pictographs, their modifiers and joiners: never part of a label's words."""
+    category = unicodedata.category(char)
+    return category in ("So", "Sk", "Cf", "Co", "Cs") or 0xFE00 <= ord(char) <= 0xFE0F
+
+
+def _trimmed(text: str) -> str:
+    """Without punctuation, symbols and spaces around it (``"Ring."``, ``"(Ring)"``)."""
+    start, end = 0, len(text)
+    while start < end and unicodedata.category(text[start])[0] in "PSZ":
+        start += 1
+    while end > start and unicodedata.category(text[end - 1])[0] in "PSZ":
+        end -= 1
+    return text[start:end]
+
+
+def label_normalise(label: str) -> str:
+    """An answer label reduced to its words, for matching; the raw text is kept elsewhere.
+
+    Project Builder labels carry Markdown (``![ring.png](https://...) Ring``, ``**Ring**``,
+    ``[Ring](url)``), sometimes HTML (``<b>Ring</b>``, ``&amp;``), emoji and punctuation around
+    the words; exports repeat the label as displayed. Images go (a label that is only an image
+    keeps its file name, without the suffix), links keep their text, tags, emphasis and emoji
+    go, then whitespace is collapsed, case folded and punctuation around the words trimmed. The
+    same function reads the workflow's labels and the export's, so they meet whatever the markup.
+    """
+    text = unicodedata.normalize("NFKC", str(label))
+    images = _MARKDOWN_IMAGE.findall(text)
+    text = _MARKDOWN_IMAGE.sub(" ", text)
+    text = _MARKDOWN_LINK.sub(r"\1", text)
+    text = html.unescape(_HTML_TAG.sub(" ", text))
+    text = _MARKDOWN_MARKS.sub(" ", text)
+    text = "".join(" " if _decoration(char) else char for char in text)
+    text = _trimmed(" ".join(text.split()).casefold())
+    if not text and images:  # only an image: its name is all the label says
+        text = _trimmed(" ".join(_FILE_SUFFIX.sub("", images[0]).split()).casefold())
+    if not text:  # only punctuation or symbols: matched as written
+        text = " ".join(str(label).split()).casefold()
+    return text
 
 
 @dataclass(slots=True)
@@ -34,8 +84,8 @@ class AnswerMap:
     by_index: list[int | None]
     # Normalised label (or concept key/label) -> concept id; None marks a known but unmapped answer.
     by_label: dict[str, int | None]
-    # Labels as written -> concept id: exports repeat a few labels a million times.
-    seen: dict[str, int | None] = field(default_factory=dict)
+    # Labels as written -> concept id (or _UNKNOWN): exports repeat a few labels a million times.
+    seen: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, version: WorkflowVersion, concepts: dict[str, tuple[int, str]]) -> AnswerMap:
@@ -49,54 +99,76 @@ class AnswerMap:
             label = str(answer.get("label") or "")
             if label:
                 # An earlier answer with the same label wins, as the index order is the truth.
-                by_label.setdefault(_normalise(label), concept_id)
+                by_label.setdefault(label_normalise(label), concept_id)
             if concept:
-                by_label.setdefault(_normalise(key), concept_id)
-                by_label.setdefault(_normalise(concept[1]), concept_id)
+                by_label.setdefault(label_normalise(key), concept_id)
+                by_label.setdefault(label_normalise(concept[1]), concept_id)
         return cls(version.version, version.task_type, by_index, by_label)
 
-    def resolve(self, answers: list[int] | list[str]) -> tuple[list[int], list[int | str]]:
-        """Concept ids ticked (sorted, unique) and the answers that map to none."""
+    def resolve(self, answers: list[int] | list[str]) -> tuple[list[int], list[int | str], bool]:
+        """Concept ids ticked (sorted, unique), the answers that map to none, and whether every
+        answer is one the version offers (an answer offered but mapped to no concept, such as
+        "None of these", is known: the volunteer said no to the others)."""
         ids: set[int] = set()
         invalid: list[int | str] = []
+        known = True
         for answer in answers:
             if isinstance(answer, bool):  # bool is an int subclass; never a valid answer
                 invalid.append(str(answer))
+                known = False
                 continue
             if isinstance(answer, int):
-                concept_id = self.by_index[answer] if 0 <= answer < len(self.by_index) else None
-            elif answer in self.seen:
-                concept_id = self.seen[answer]
+                offered = 0 <= answer < len(self.by_index)
+                concept_id = self.by_index[answer] if offered else None
             else:
-                concept_id = self.by_label.get(_normalise(str(answer)))
-                if len(self.seen) < 10_000:  # free text must not grow it without bound
-                    self.seen[answer] = concept_id
+                if answer in self.seen:
+                    concept_id = self.seen[answer]
+                else:
+                    concept_id = self.by_label.get(label_normalise(answer), _UNKNOWN)
+                    if len(self.seen) < 10_000:  # free text must not grow it without bound
+                        self.seen[answer] = concept_id
+                offered = concept_id is not _UNKNOWN
+                concept_id = concept_id if offered else None
+            known = known and offered
             if concept_id is None:
                 invalid.append(answer)
             else:
-                ids.add(concept_id)
-        return sorted(ids), invalid
+                ids.add(concept_id)  # type: ignore[arg-type]
+        return sorted(ids), invalid, known
 
 
 @dataclass(slots=True)
 class Answers:
-    """What one (version, answer list) pair of a batch resolves to; ``refusal`` when refused."""
+    """What one (version, answer list) pair of a batch resolves to; ``refusal`` when refused.
+
+    ``known`` is False when an answer is none of the version's answers: the row is kept and
+    reported, and gives no vote (what it meant is unknown, so it is no "no" to anything).
+    """
 
     refusal: tuple[str, str] | None = None
     concept_ids: list[int] = field(default_factory=list)
     invalid: list[int | str] = field(default_factory=list)
+    known: bool = True
 
 
 def answers_resolve(
     columns: ClassificationColumns, context: IngestContext, rows: np.ndarray
 ) -> tuple[np.ndarray, list[Answers]]:
-    """Per row, a code into the resolutions of the batch's distinct (version, answers) pairs."""
+    """Per row, a code into the resolutions of the batch's distinct (version, answers) pairs.
+
+    Rows whose task was not shown resolve to nothing, whatever their version: there is no answer
+    to read, so an unknown version or an unsupported task type is no reason to refuse them.
+    """
     width = len(columns.answer_lists) + 1
     pair = columns.version_code[rows].astype(np.int64) * width + columns.answer_code[rows]
     pair = pair * 2 + (columns.source[rows] == "export")
+    pair[~columns.task_shown[rows]] = -1
     distinct, code = np.unique(pair, return_inverse=True)
     resolved: list[Answers] = []
     for value in distinct.tolist():
+        if value == -1:
+            resolved.append(Answers(None))
+            continue
         version = columns.versions[value // 2 // width]
         answers = columns.answer_lists[value // 2 % width]
         labels = value % 2 == 1 and all(isinstance(a, str) for a in answers)
@@ -109,5 +181,6 @@ def answers_resolve(
         elif not all(isinstance(a, int | str) for a in answers):
             resolved.append(Answers(("annotations", "invalid_answer_type")))
         else:
-            resolved.append(Answers(None, *answer_map.resolve(answers)))
+            concept_ids, invalid, known = answer_map.resolve(answers)
+            resolved.append(Answers(None, concept_ids, invalid, known))
     return code, resolved

@@ -80,6 +80,13 @@ def rows_store(
 
     invalid = np.array([bool(a.invalid) for a in resolved], bool)[answer_code]
     counts.invalid_answers += int(invalid.sum())
+    codes_invalid, rows_invalid = np.unique(answer_code[invalid], return_counts=True)
+    for code, n in zip(codes_invalid.tolist(), rows_invalid.tolist(), strict=True):
+        for text in dict.fromkeys(str(a) for a in resolved[code].invalid):
+            counts.unmapped_answers[text] = counts.unmapped_answers.get(text, 0) + n
+    task_shown = columns.task_shown[rows]
+    counts.task_not_shown += int((~task_shown).sum())
+    answers_known = np.array([a.known for a in resolved], bool)[answer_code]
 
     created_at = columns.created_at[rows]
     session = np.array([s[:128] for s in columns.session[rows].tolist()], object)
@@ -126,6 +133,8 @@ def rows_store(
             columns.expert[rows].tolist(),
             session.tolist(),
             [source[:8] for source in columns.source[rows].tolist()],
+            task_shown.tolist(),
+            answers_known.tolist(),
             strict=False,
         )
     )
@@ -148,7 +157,7 @@ def rows_store(
 _FILLED = (
     "zooniverse_id", "workflow_id", "workflow_version", "subject_id", "item_id", "volunteer_id",
     "created_at", "concept_ids", "invalid_answers", "is_duplicate", "gold_standard", "expert",
-    "session", "source",
+    "session", "source", "task_shown", "answers_known",
 )  # fmt: skip
 
 
