@@ -35,7 +35,7 @@ from annotate.services.classifications import (
     votes_stored_announce,
 )
 from annotate.zooniverse.export_blocks import BLOCK_BYTES, classification_blocks
-from annotate.zooniverse.exports import ExportFormatError
+from annotate.zooniverse.exports import ExportFormatError, export_tasks_seen
 
 #: Files at least this large are parsed in a child process (when the platform can fork).
 PARALLEL_MIN_BYTES = 8 << 20
@@ -78,6 +78,7 @@ def classifications_import(
     if parallel is None:
         parallel = _can_fork() and path.is_file() and path.stat().st_size >= PARALLEL_MIN_BYTES
     try:
+        warning = _task_warning(path, task_key=workflow.task_key, workflow_id=workflow_id)
         with _collector_paused(), _sqlite_bulk():
             source = (_ParsedElsewhere if parallel else _ParsedHere)(
                 path,
@@ -108,12 +109,33 @@ def classifications_import(
     except Exception as exc:
         _finish(report, ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
+    if warning:
+        counts.warnings.append(warning)
     _finish(report, ImportReport.Status.SUCCEEDED, counts.summary())
     votes_stored_announce(workflow=workflow, created=counts.created, source="export file")
     return report, counts
 
 
 Parsed = ClassificationRecord | QuarantineEntry | ClassificationColumns
+
+#: How many rows of the workflow are looked at for its task before the import starts.
+TASK_CHECK_ROWS = 1_000
+
+
+def _task_warning(path: Path, *, task_key: str, workflow_id: int) -> str:
+    """A warning when the workflow's task is in none of the first rows, naming the tasks that are:
+    the wrong task configured (or ``--task``) turns every vote into "task not shown"."""
+    with path.open("rb") as handle:
+        read, holding, seen = export_tasks_seen(
+            handle, task_key=task_key, workflow_id=workflow_id, rows=TASK_CHECK_ROWS
+        )
+    if not read or holding:
+        return ""
+    found = ", ".join(f"{key} ({n})" for key, n in sorted(seen.items())) or "none"
+    return (
+        f"warning: task {task_key} is in none of the first {read} rows of workflow "
+        f"{workflow_id}; tasks found: {found}. Run configure_workflow with the right task."
+    )
 
 
 def _block_bytes(batch_size: int) -> int:

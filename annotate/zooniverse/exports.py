@@ -441,6 +441,33 @@ def parse_classification_export(
             yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
 
 
+def export_tasks_seen(
+    handle: IO[bytes], *, task_key: str, workflow_id: int | None = None, rows: int = 1_000
+) -> tuple[int, int, dict[str, int]]:
+    """A look at the first ``rows`` rows (of ``workflow_id``): how many were read, how many hold
+    ``task_key``, and how many hold each task key, so an import can warn about a wrong task."""
+    read = holding = 0
+    seen: dict[str, int] = {}
+    for row in read_export_rows(handle, required=CLASSIFICATION_COLUMNS):
+        if read >= rows:
+            break
+        if isinstance(row, QuarantineEntry):
+            continue
+        workflow_text = row.cells["workflow_id"].strip()
+        if workflow_id is not None and workflow_text != str(workflow_id):
+            continue
+        try:
+            annotations = _json(row.cells, "annotations", list)
+        except _Bad:
+            continue
+        read += 1
+        keys = {str(a.get("task")) for a in annotations if isinstance(a, dict) and "task" in a}
+        holding += task_key in keys
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
+    return read, holding, seen
+
+
 # --- subject export (§5.2) ---------------------------------------------------------------------
 
 

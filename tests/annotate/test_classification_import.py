@@ -860,3 +860,20 @@ def test_markdown_html_and_emoji_labels_map_and_an_unknown_answer_is_no_vote(db)
     assert Classification.objects.get(zooniverse_id=903).invalid_answers == ["Star ⭐"]
     votes = _votes(list(Concept.objects.order_by("key")))
     assert sorted(votes) == [901, 902, 904]
+
+
+def test_an_import_warns_when_the_task_is_in_none_of_the_first_rows_naming_those_found(concepts):
+    """The wrong task configured: every row would be "task not shown", so the import says so."""
+    _decision_tree_workflow(concepts)
+    Workflow.objects.filter(zooniverse_id=7).update(task_key="T9")
+    out, err = io.StringIO(), io.StringIO()
+    path = FIXTURES / "decision_tree_export.csv"
+    call_command("import_classifications", str(path), "--workflow-id", "7", stdout=out, stderr=err)
+    warning = (
+        "warning: task T9 is in none of the first 6 rows of workflow 7; tasks found: T0 (6), T1 (3)"
+    )
+    assert warning in err.getvalue() and warning in out.getvalue()
+    assert warning in ImportReport.objects.get().message
+    # The right task: no warning.
+    Workflow.objects.filter(zooniverse_id=7).update(task_key="T1")
+    assert "warning" not in run_import(path, "--workflow-id", "7")

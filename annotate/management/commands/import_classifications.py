@@ -55,6 +55,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             bar.close()
+        for warning in counts.warnings:
+            self.stderr.write(warning)
         for row in report.rows.all()[:show]:
             where = f"{path}:{row.line}" if row.line else str(path)
             ident = f" classification {row.record_id}" if row.record_id else ""

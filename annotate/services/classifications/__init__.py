@@ -108,6 +108,8 @@ class IngestCounts:
     #: Subjects of this ingest that match no item (their votes wait for it), the first few named.
     unmatched_subjects: int = 0
     unmatched_examples: list[int] = field(default_factory=list)
+    #: Warnings about the input as a whole (the task in none of the first rows), in the summary.
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, other: IngestCounts) -> None:
         for f in dataclasses.fields(self):
@@ -132,6 +134,7 @@ class IngestCounts:
                 if self.unmatched_subjects
                 else ""
             )
+            + "".join(f"; {warning}" for warning in self.warnings)
         )
 
     def _votes_note(self) -> str:
