@@ -81,9 +81,9 @@ def press(session: requests.Session, base: str) -> tuple[float, int]:
 
 def run_status(env: dict[str, str], run_id: int) -> tuple[str, float | None]:
     out = manage(env, "shell", "-c", (
-        "from training.models import TrainingRun as T; r = T.objects.get(pk=%d); "
+        f"from training.models import TrainingRun as T; r = T.objects.get(pk={run_id}); "
         "d = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at "
-        "else ''; print(r.status, d)" % run_id))
+        "else ''; print(r.status, d)"))
     status, _, seconds = out.strip().splitlines()[-1].partition(" ")
     return status, float(seconds) if seconds else None
 
