@@ -155,3 +155,25 @@ BEAT_SCHEDULE_ENTRY: dict[str, dict[str, Any]] = {
         "options": {"expires": 280},
     }
 }
+
+
+@shared_task(
+    name="annotate.tasks.fetch_item_images",
+    acks_late=True,
+    reject_on_worker_lost=False,
+    max_retries=0,
+    soft_time_limit=1800,
+    time_limit=1860,
+)
+def fetch_item_images(*, limit: int = 50) -> dict[str, Any]:
+    """Fetch a slice of pending remote images (default queue), then hand the rest on.
+
+    Runs twice harmlessly: each item is fetched only while pending, and each failure is stored as
+    the item's image state, so the chain ends when no pending remote image is left.
+    """
+    from annotate.services.image_fetch import item_images_fetch
+
+    counts = item_images_fetch(limit=limit)
+    if counts.more:
+        fetch_item_images.delay(limit=limit)
+    return {"fetched": counts.fetched, "failed": counts.failed, "more": counts.more}

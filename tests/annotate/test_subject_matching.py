@@ -24,7 +24,11 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def workflow(concepts) -> Workflow:
-    """Workflow 7, version 3.1, as in test_classification_import."""
+    return workflow_create()
+
+
+def workflow_create() -> Workflow:
+    """Workflow 7, version 3.1, as in test_classification_import (concepts loaded)."""
     workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
     WorkflowVersion.objects.create(
         workflow=workflow,
