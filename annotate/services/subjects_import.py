@@ -281,19 +281,12 @@ def _write_subjects(batch: dict[int, _Subject], counts: SubjectImportCounts) -> 
             "id", "external_id", "image_url", "metadata", "image_state"
         )
     }
-    to_create: list[Item] = []
+    to_create: list[_Subject] = []
     to_update: list[Item] = []
     for external_id, subject in wanted.items():
         item = existing.get(external_id)
         if item is None:
-            to_create.append(
-                Item(
-                    external_id=external_id,
-                    image_url=subject.image_url,
-                    metadata=subject.metadata,
-                    image_state=Item.ImageState.PENDING,
-                )
-            )
+            to_create.append(subject)  # a model instance per row cost a fifth of the import
         elif item.image_url != subject.image_url:
             # A new image: fetched again, its old file forgotten.
             item.image_url, item.metadata = subject.image_url, subject.metadata
@@ -312,7 +305,10 @@ def _write_subjects(batch: dict[int, _Subject], counts: SubjectImportCounts) -> 
     rows_insert(
         Item,
         ("external_id", "image_url", "metadata", "image_state"),
-        [(i.external_id, i.image_url, adapt_json(i.metadata), i.image_state) for i in to_create],
+        [
+            (i.external_id, i.image_url, adapt_json(i.metadata), Item.ImageState.PENDING)
+            for i in to_create
+        ],
     )
     if to_update:
         Item.objects.bulk_update(
@@ -327,7 +323,7 @@ def _write_subjects(batch: dict[int, _Subject], counts: SubjectImportCounts) -> 
     counts.items_updated += len(to_update)
     item_of = dict(
         Item.objects.filter(
-            among("external_id", [i.external_id for i in to_create + to_update])
+            among("external_id", [i.external_id for i in [*to_create, *to_update]])
         ).values_list("external_id", "id")
     )
     item_of.update((e, i.pk) for e, i in existing.items())
