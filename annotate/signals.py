@@ -13,5 +13,9 @@ from django.dispatch import Signal
 #: (rows new to the database), ``source`` ("pull" or "export file").
 votes_stored = Signal()
 
+#: Votes stored earlier were linked to their items (their subjects' items arrived later).
+#: kwargs: ``subjects`` (subjects linked), ``votes`` (votes that now count).
+votes_linked = Signal()
+
 #: Curators decided on items (accept, edit, reject). kwargs: ``item_ids``, ``n`` (decisions).
 reviews_recorded = Signal()

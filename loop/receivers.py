@@ -49,6 +49,18 @@ def on_votes_stored(sender: Any, *, workflow_id: int, created: int, source: str,
     )
 
 
+def on_votes_linked(sender: Any, *, subjects: int, votes: int, **kwargs: Any) -> None:
+    """Votes that waited for their items count now; they are older than the aggregation's
+    watermark, so they need a full pass."""
+    from loop.services.pipeline import step_request
+
+    step_request(
+        name=StepName.AGGREGATE,
+        reason=f"full pass: {votes} votes of {subjects} subjects linked to their items",
+        countdown=float(settings.LOOP_AGGREGATE_DELAY_S),
+    )
+
+
 def on_reviews_recorded(sender: Any, *, item_ids: list[int], n: int, **kwargs: Any) -> None:
     """A curator's decision is a new final label: it counts toward the next retrain."""
     from loop.services.pipeline import step_request
@@ -87,10 +99,11 @@ def on_pool_scored(sender: Any, *, version_id: int, failed: int, **kwargs: Any) 
 
 
 def connect() -> None:
-    from annotate.signals import reviews_recorded, votes_stored
+    from annotate.signals import reviews_recorded, votes_linked, votes_stored
     from training.signals import model_version_promoted, pool_scored
 
     votes_stored.connect(on_votes_stored, dispatch_uid="loop.votes_stored")
+    votes_linked.connect(on_votes_linked, dispatch_uid="loop.votes_linked")
     reviews_recorded.connect(on_reviews_recorded, dispatch_uid="loop.reviews_recorded")
     model_version_promoted.connect(on_model_version_promoted, dispatch_uid="loop.promoted")
     pool_scored.connect(on_pool_scored, dispatch_uid="loop.pool_scored")
@@ -98,10 +111,11 @@ def connect() -> None:
 
 def disconnect() -> None:
     """The tests of one side's services run without the pipeline reacting (tests/conftest.py)."""
-    from annotate.signals import reviews_recorded, votes_stored
+    from annotate.signals import reviews_recorded, votes_linked, votes_stored
     from training.signals import model_version_promoted, pool_scored
 
     votes_stored.disconnect(dispatch_uid="loop.votes_stored")
+    votes_linked.disconnect(dispatch_uid="loop.votes_linked")
     reviews_recorded.disconnect(dispatch_uid="loop.reviews_recorded")
     model_version_promoted.disconnect(dispatch_uid="loop.promoted")
     pool_scored.disconnect(dispatch_uid="loop.pool_scored")

@@ -144,3 +144,28 @@ def test_loop_aggregate_delay_s_is_the_wait_before_an_aggregation(
     sends = [c for c in callbacks if getattr(c, "func", None) is pipeline._send]
     assert [c.keywords for c in sends] == [{"name": "aggregate", "countdown": 42.0}]
     assert LoopStep.objects.get(name=StepName.AGGREGATE).request_reason.startswith("3 new votes")
+
+
+def test_votes_linked_to_items_that_arrived_later_ask_for_a_full_aggregation(
+    django_capture_on_commit_callbacks, loop_on, monkeypatch
+):
+    from annotate.signals import votes_linked
+
+    with django_capture_on_commit_callbacks():
+        votes_linked.send(sender=None, subjects=2, votes=9)
+    step = LoopStep.objects.get(name=StepName.AGGREGATE)
+    assert step.request_reason == "full pass: 9 votes of 2 subjects linked to their items"
+    asked: list = []
+
+    class Asked(Exception):
+        pass
+
+    def aggregate(*, item_ids=None):
+        asked.append(item_ids)
+        raise Asked  # what it asked for is what counts here
+
+    monkeypatch.setattr("annotate.services.aggregation.labels_aggregate", aggregate)
+    state = {"last_full_at": timezone.now().isoformat(), "watermark": 10**9}
+    with pytest.raises(Asked):
+        steps.aggregate(_claim(StepName.AGGREGATE, reason=step.request_reason, state=state))
+    assert asked == [None]  # a full pass, though no vote is newer than the watermark

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import OuterRef, Subquery
 
 from annotate.models import Classification, Item, Subject
 from annotate.services.classifications.counters import counts_recompute
 from annotate.services.classifications.sql import INSERT_BATCH, among, json_adapter, rows_insert
+from annotate.signals import votes_linked
 
 if TYPE_CHECKING:
     from annotate.services.classifications.read import IngestContext
@@ -179,13 +181,20 @@ def subjects_link(item_of_subject: dict[int, int]) -> None:
     subjects = [Subject(pk=pk, item_id=item_id) for pk, item_id in item_of_subject.items()]
     Subject.objects.bulk_update(subjects, ["item"], batch_size=INSERT_BATCH)
     pks = list(item_of_subject)
+    moved = 0
     for start in range(0, len(pks), INSERT_BATCH):
-        Classification.objects.filter(
+        moved += Classification.objects.filter(
             subject_id__in=pks[start : start + INSERT_BATCH], item__isnull=True
         ).update(
             item_id=Subquery(
                 Subject.objects.filter(pk=OuterRef("subject_id")).values("item_id")[:1]
             )
+        )
+    if moved:
+        # Votes stored earlier count from now on: the loop aggregates them (a full pass, since
+        # their ids are older than what it has aggregated).
+        transaction.on_commit(
+            partial(votes_linked.send, sender=Subject, subjects=len(pks), votes=moved)
         )
 
 
