@@ -589,11 +589,11 @@ def classification_record(
     annotation = next(
         (a for a in annotations if isinstance(a, dict) and a.get("task") == task_key), None
     )
-    if annotation is None:
-        return refuse("annotations", f"missing_task:{task_key}")
-    value = annotation.get("value")
+    # Without the task (a decision tree's other branch, a version without it) the volunteer was
+    # not asked: stored, but no vote, as the export readers do.
+    value = annotation.get("value") if annotation is not None else None
     answers: list[int] | None
-    if value is None:
+    if annotation is None or value is None:
         answers = None
     elif isinstance(value, int) and not isinstance(value, bool):
         answers = [value]
@@ -616,6 +616,7 @@ def classification_record(
         expert=bool(row.get("expert_classifier")),
         session=session,
         source="api",
+        task_shown=annotation is not None,
     )
 
 

@@ -837,3 +837,22 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
             second.kill()
     assert _stored() == expected
     _invariants(env)
+
+
+def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quarantined():
+    from annotate.zooniverse.records import ClassificationRecord
+
+    row = {
+        "id": "9000042",
+        "created_at": "2026-11-02T10:00:00.000Z",
+        "links": {"workflow": "1", "subjects": ["100001"], "user": "5001"},
+        "metadata": {"workflow_version": "3.1", "session": "s"},
+        "annotations": [{"task": "T1", "value": 0}],  # the other branch of the tree
+    }
+    record = zooniverse_sync.classification_record(row, task_key="T0")
+    assert isinstance(record, ClassificationRecord)
+    assert record.task_shown is False and record.answers is None
+    asked = zooniverse_sync.classification_record(
+        {**row, "annotations": [{"task": "T0", "value": [1, 2]}]}, task_key="T0"
+    )
+    assert asked.task_shown is True and asked.answers == [1, 2]
