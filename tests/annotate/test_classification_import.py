@@ -877,3 +877,62 @@ def test_an_import_warns_when_the_task_is_in_none_of_the_first_rows_naming_those
     # The right task: no warning.
     Workflow.objects.filter(zooniverse_id=7).update(task_key="T1")
     assert "warning" not in run_import(path, "--workflow-id", "7")
+
+
+def _single_answer_workflow(concepts) -> Workflow:
+    """Workflow 7 at version 16.50 (from its workflow export): one single-answer question."""
+    workflow_configure(
+        workflow_id=7, task_key="T0", export_path=FIXTURES / "single_answer_workflow.csv"
+    )
+    for subject in (600, 601):
+        Item.objects.create(external_id=f"item-{subject}")
+    return Workflow.objects.get(zooniverse_id=7)
+
+
+def test_a_single_answer_export_votes_yes_for_the_answer_and_a_skip_gives_no_vote(concepts):
+    """R wrote version 16.50 as 16.5: it is still version 16.50. The null answer (803) was a
+    skip, stored but no vote; "Something else" maps to no concept: a no to every concept."""
+    _single_answer_workflow(concepts)
+    assert list(WorkflowVersion.objects.values_list("version", flat=True)) == ["16.50"]
+    summary = run_import(FIXTURES / "r_written_single_answer_export.csv", "--workflow-id", "7")
+    assert "read 5, created 5" in summary and "quarantined 0" in summary
+    assert "task skipped 1 (no vote)" in summary
+    keys = {c.pk: c.key for c in Concept.objects.all()}
+    stored = {
+        zid: [keys[pk] for pk in ids]
+        for zid, ids in Classification.objects.values_list("zooniverse_id", "concept_ids")
+    }
+    assert stored == {801: ["painting"], 802: ["drawing"], 803: [], 804: [], 805: ["painting"]}
+    known = dict(Classification.objects.values_list("zooniverse_id", "answers_known"))
+    assert known == {801: True, 802: True, 803: False, 804: True, 805: True}
+    vocabulary = [concepts[key] for key in ANSWERS]
+    votes = _votes(vocabulary)
+    assert sorted(votes) == [801, 802, 804, 805]
+    assert votes[801] == [1, 0, 0, 0] and votes[802] == [0, 1, 0, 0] and votes[804] == [0] * 4
+
+
+def test_a_skipped_single_answer_from_the_api_gives_no_vote(concepts):
+    _single_answer_workflow(concepts)
+    records = [
+        record(1, workflow_version="16.50", answers=[0], subject_ids=[600], source="api"),
+        record(2, workflow_version="16.50", answers=None, subject_ids=[601], source="api"),
+    ]
+    counts = ingest(Workflow.objects.get(), records)
+    assert (counts.created, counts.skipped, counts.quarantined) == (2, 1, 0)
+    known = dict(Classification.objects.values_list("zooniverse_id", "answers_known"))
+    assert known == {1: True, 2: False}
+    assert Classification.objects.get(zooniverse_id=1).concept_ids == [concepts["painting"].pk]
+
+
+def test_a_version_differing_only_by_trailing_zeros_is_not_guessed_when_two_could_match(
+    concepts,
+):
+    workflow = _single_answer_workflow(concepts)
+    WorkflowVersion.objects.create(
+        workflow=workflow, version="16.500", task_type="single", answers=[]
+    )
+    summary = run_import(FIXTURES / "r_written_single_answer_export.csv", "--workflow-id", "7")
+    assert "created 0" in summary and "quarantined 5" in summary
+    assert set(QuarantinedRow.objects.values_list("reason", flat=True)) == {
+        "unknown_workflow_version"
+    }

@@ -163,6 +163,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
         ("pandas_written_export.csv", "T1"),
         ("project_export_three_workflows.csv", "T0"),
         ("markdown_labels_export.csv", "T0"),
+        ("r_written_single_answer_export.csv", "T0"),
     ],
 )
 @pytest.mark.parametrize("workflow_id", [None, 7])

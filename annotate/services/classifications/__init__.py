@@ -88,6 +88,7 @@ class IngestCounts:
     ``repeats_flagged`` counts rows marked as repeats, new or stored; ``reflagged`` counts stored
     rows whose repeat flag changed because an earlier classification arrived late.
     ``task_not_shown`` counts stored rows without the workflow's task (no vote);
+    ``skipped`` counts stored rows of a single-answer task answered with nothing (no vote);
     ``unmapped_answers`` counts stored rows per answer text that maps to no concept;
     ``other_workflows`` counts rows of other workflows per workflow id, skipped (a project-wide
     export holds every workflow's rows).
@@ -103,6 +104,7 @@ class IngestCounts:
     invalid_answers: int = 0
     unknown_versions: dict[str, int] = field(default_factory=dict)
     task_not_shown: int = 0
+    skipped: int = 0
     unmapped_answers: dict[str, int] = field(default_factory=dict)
     other_workflows: dict[int, int] = field(default_factory=dict)
     #: Subjects of this ingest that match no item (their votes wait for it), the first few named.
@@ -142,6 +144,8 @@ class IngestCounts:
         parts = []
         if self.task_not_shown:
             parts.append(f"task not shown {self.task_not_shown} (no vote)")
+        if self.skipped:
+            parts.append(f"task skipped {self.skipped} (no vote)")
         if self.unmapped_answers:
             ranked = sorted(self.unmapped_answers.items(), key=lambda pair: (-pair[1], pair[0]))
             named = ", ".join(f"{text!r} ({n})" for text, n in ranked[:UNMAPPED_NAMED])

@@ -24,7 +24,14 @@ WILDCARD_VERSION = "*"
 _UNKNOWN: Any = object()
 
 #: Task types whose answers are concept choices; everything else is reported, not guessed at.
+#: A survey's answers are its choices (the species marked); the questions asked about each
+#: choice (how many, what behaviour) are not read.
 SUPPORTED_TASK_TYPES = frozenset({"single", "multiple", "shortcut"})
+
+#: Task types whose classification carries exactly one answer. Panoptes writes ``null`` when the
+#: volunteer went on without answering (a question that is not required): that is no answer,
+#: so no vote, not a "no" to every answer, as an empty multiple-answer list is.
+SINGLE_ANSWER_TYPES = frozenset({"single"})
 
 
 _MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
@@ -77,7 +84,20 @@ def label_normalise(label: str) -> str:
 
 @dataclass(slots=True)
 class AnswerMap:
-    """One workflow version's answers, resolved to concept ids, for both lookup directions."""
+    """One workflow version's answers, resolved to concept ids, for both lookup directions.
+
+    What a vote says: the concepts of the answers ticked are yes, every other concept is no.
+    That holds for a single-answer question (the one answer chosen excludes the others), a
+    multiple-answer question (what was not ticked was judged absent) and a survey, where the
+    volunteer marks each species they saw, so a species left unmarked was not seen. An answer
+    that maps to no concept ("None of these", a survey's ``NOTHINGHERE``) is reported as
+    unmapped and says yes to nothing: the vote is a no to every concept, never a vote for a
+    concept of its own. A single-answer classification without an answer (``null``: skipped)
+    gives no vote at all (``resolve`` calls it not known).
+
+    Survey answers are choice codes (``"ZBR"``); the version's answers carry each choice's code
+    (``"choice"``) beside its label, and both are looked up.
+    """
 
     version: str
     task_type: str
@@ -96,6 +116,9 @@ class AnswerMap:
             concept = concepts.get(key.casefold()) if key else None
             concept_id = concept[0] if concept else None
             by_index.append(concept_id)
+            choice = str(answer.get("choice") or "")
+            if choice:  # a survey choice code: the text both the export and the API give
+                by_label.setdefault(label_normalise(choice), concept_id)
             label = str(answer.get("label") or "")
             if label:
                 # An earlier answer with the same label wins, as the index order is the truth.
@@ -108,7 +131,12 @@ class AnswerMap:
     def resolve(self, answers: list[int] | list[str]) -> tuple[list[int], list[int | str], bool]:
         """Concept ids ticked (sorted, unique), the answers that map to none, and whether every
         answer is one the version offers (an answer offered but mapped to no concept, such as
-        "None of these", is known: the volunteer said no to the others)."""
+        "None of these", is known: the volunteer said no to the others).
+
+        A single-answer task answered with nothing (skipped) is not known: no vote.
+        """
+        if not answers and self.task_type in SINGLE_ANSWER_TYPES:
+            return [], [], False
         ids: set[int] = set()
         invalid: list[int | str] = []
         known = True
@@ -143,12 +171,15 @@ class Answers:
 
     ``known`` is False when an answer is none of the version's answers: the row is kept and
     reported, and gives no vote (what it meant is unknown, so it is no "no" to anything).
+    ``skipped`` marks a single-answer task left unanswered (``null``): also no vote (``known``
+    False), counted apart.
     """
 
     refusal: tuple[str, str] | None = None
     concept_ids: list[int] = field(default_factory=list)
     invalid: list[int | str] = field(default_factory=list)
     known: bool = True
+    skipped: bool = False
 
 
 def answers_resolve(
@@ -182,5 +213,6 @@ def answers_resolve(
             resolved.append(Answers(("annotations", "invalid_answer_type")))
         else:
             concept_ids, invalid, known = answer_map.resolve(answers)
-            resolved.append(Answers(None, concept_ids, invalid, known))
+            skipped = not answers and not known
+            resolved.append(Answers(None, concept_ids, invalid, known, skipped))
     return code, resolved

@@ -24,6 +24,8 @@ class IngestContext:
             for pk, key, label in Concept.objects.values_list("id", "key", "label")
         }
         self.maps: dict[str, AnswerMap | None] = {}
+        # (major, minor without trailing zeros) -> the one configured version it names.
+        self.numeric: dict[tuple[int, str], AnswerMap | None] = {}
         self.volunteers: dict[str, int] = {}
         # Subject id -> the item metadata last looked up for it without finding an item: items do
         # not appear during an ingest, so the same subject's next votes need not look again.
@@ -35,13 +37,19 @@ class IngestContext:
         self._load(None)
 
     def _load(self, versions: set[str] | None) -> None:
+        # All of the workflow's versions (a handful), also when only some are new: a version
+        # written back without its trailing zeros ("16.5") is found through the others.
         qs = WorkflowVersion.objects.filter(workflow=self.workflow)
-        if versions is not None:
-            qs = qs.filter(version__in=versions)
-            for version in versions:
-                self.maps.setdefault(version, None)
+        for version in versions or ():
+            self.maps.setdefault(version, None)
         for version in qs:
             self.maps[version.version] = AnswerMap.build(version, self.concepts)
+        self.numeric = {}
+        for name, found in self.maps.items():
+            key = version_numeric(name)
+            if found is not None and key is not None:
+                # Two configured versions equal but for trailing zeros: neither is guessed.
+                self.numeric[key] = None if key in self.numeric else found
 
     def prefetch(self, versions: set[str]) -> None:
         """Look up versions configured since the ingest started (one query, only when needed)."""
@@ -51,9 +59,23 @@ class IngestContext:
 
     def answer_map(self, version: str, *, labels: bool) -> AnswerMap | None:
         found = self.maps.get(version)
+        if found is None:
+            key = version_numeric(version)
+            found = self.numeric.get(key) if key is not None else None
         if found is None and labels:
             found = self.maps.get(WILDCARD_VERSION)
         return found
+
+
+def version_numeric(version: str) -> tuple[int, str] | None:
+    """``major.minor`` as numbers would keep it: ``16.50`` and ``16.5`` (and ``16.0``, ``16``)
+    are equal, as a version written back through R or a spreadsheet, read as a decimal number,
+    loses its minor number's trailing zeros. None for text that is no version number.
+    """
+    major, _, minor = version.strip().partition(".")
+    if not major.isdigit() or (minor and not minor.isdigit()):
+        return None
+    return int(major), minor.rstrip("0")
 
 
 def batches(

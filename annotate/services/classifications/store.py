@@ -87,6 +87,7 @@ def rows_store(
     task_shown = columns.task_shown[rows]
     counts.task_not_shown += int((~task_shown).sum())
     answers_known = np.array([a.known for a in resolved], bool)[answer_code]
+    counts.skipped += int(np.array([a.skipped for a in resolved], bool)[answer_code].sum())
 
     created_at = columns.created_at[rows]
     session = np.array([s[:128] for s in columns.session[rows].tolist()], object)
