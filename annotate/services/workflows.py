@@ -2,7 +2,10 @@
 
 From a workflow export every (version, minor_version) row becomes one ``WorkflowVersion`` whose
 answers, in index order, are mapped to concepts by key or label, case-insensitively; answers that
-match no concept are kept with ``concept: null`` and reported. Without an export, a wildcard
+match no concept are kept with ``concept: null`` and reported. A survey task's answers are its
+choices (``choicesOrder``), matched by label, else by choice code, and keep their code
+(``{"label": "Zebra", "choice": "ZBR", "concept": "zebra"}``): classifications name choices by
+code. Without an export, a wildcard
 version ``*`` lists the active concepts in vocabulary order: export labels describe themselves, so
 the ingest may fall back to it for any version, while API answer indices never do (an index means
 nothing without its version).
@@ -73,14 +76,28 @@ def _concept_index() -> dict[str, str]:
     return index
 
 
-def answers_map(labels: list[str], concepts: dict[str, str]) -> list[dict[str, str | None]]:
-    """``[{"label", "concept"}]`` in index order; ``concept`` is None where nothing matches."""
+def answers_map(
+    labels: list[str], concepts: dict[str, str], choices: list[str] | None = None
+) -> list[dict[str, str | None]]:
+    """``[{"label", "concept"}]`` in index order; ``concept`` is None where nothing matches.
+
+    With ``choices`` (a survey's choice codes, parallel to ``labels``) each entry also keeps its
+    ``"choice"``, and a choice whose label matches no concept is matched by its code.
+    """
     mapped: list[dict[str, str | None]] = []
-    for label in labels:
-        normal = label_normalise(label)  # the function the ingest reads export labels with
-        # Labels may be written as the key with spaces ("archaeological site").
-        concept = concepts.get(normal) or concepts.get(normal.replace(" ", "_"))
-        mapped.append({"label": label, "concept": concept})
+    for i, label in enumerate(labels):
+        texts = [label] + ([choices[i]] if choices else [])
+        concept = None
+        for text in texts:
+            normal = label_normalise(text)  # the function the ingest reads export labels with
+            # Labels may be written as the key with spaces ("archaeological site").
+            concept = concepts.get(normal) or concepts.get(normal.replace(" ", "_"))
+            if concept:
+                break
+        entry: dict[str, str | None] = {"label": label, "concept": concept}
+        if choices:
+            entry = {"label": label, "choice": choices[i], "concept": concept}
+        mapped.append(entry)
     return mapped
 
 
@@ -124,9 +141,9 @@ def workflow_configure(
         for row in rows:
             task = row.tasks.get(task_key)
             task_type = task.type if task else "absent"
-            answers = answers_map(task.answers, concepts) if task else []
+            answers = answers_map(task.answers, concepts, task.choices) if task else []
             if task_type not in SUPPORTED_TASK_TYPES:
-                # Survey, drawing, text ... are recognised and reported, not mapped: the
+                # Drawing, text, dropdown ... are recognised and reported, not mapped: the
                 # ingest quarantines their classifications as unsupported_task_type.
                 result.unsupported.append(f"{row.version}:{task_type}")
                 answers = []

@@ -69,6 +69,7 @@ from annotate.zooniverse.client import (
     ZooniverseClient,
     connect,
 )
+from annotate.zooniverse.records import survey_choices
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +325,13 @@ def round_push(
             if isinstance(source, LocalImage):
                 # Created upstream, never recorded here: its upload may not have happened.
                 _upload(payload, source, client=client, fresh=False)
-            _subject_record(subject_zid, item=item, round=round, priority=priority,
-                            metadata=payload.get("metadata") or metadata)
+            _subject_record(
+                subject_zid,
+                item=item,
+                round=round,
+                priority=priority,
+                metadata=payload.get("metadata") or metadata,
+            )
             result.existing += 1
             result.recovered += 1
         else:
@@ -349,8 +355,13 @@ def round_push(
             subject_zid = int(payload["id"])
             if isinstance(source, LocalImage):
                 _upload(payload, source, client=client, fresh=not any(found_instead))
-            _subject_record(subject_zid, item=item, round=round, priority=priority,
-                            metadata=payload.get("metadata") or metadata)
+            _subject_record(
+                subject_zid,
+                item=item,
+                round=round,
+                priority=priority,
+                metadata=payload.get("metadata") or metadata,
+            )
             result.created += 1
             # The create carries the set link; link it separately if the server dropped it.
             in_sets = {str(s) for s in (payload.get("links") or {}).get("subject_sets") or []}
@@ -385,8 +396,11 @@ def _tombstone_deleted(
     again) or was deleted on Zooniverse (reliability B10: tombstoned, its votes kept, and the
     item pushed as a new subject).
     """
-    missing = {s.zooniverse_id: item_id for item_id, s in local.items()
-               if s.zooniverse_id not in remote_ids}
+    missing = {
+        s.zooniverse_id: item_id
+        for item_id, s in local.items()
+        if s.zooniverse_id not in remote_ids
+    }
     if not missing:
         return
     alive = {int(s["id"]) for s in client.subjects_get(list(missing))}
@@ -559,7 +573,8 @@ def classification_record(
 ) -> ClassificationRecord | QuarantineEntry:
     """One API classification as a record; a row that cannot be read becomes a quarantine entry.
 
-    The API's ``value`` is an answer index (single) or a list of indices (multiple). The API does
+    The API's ``value`` is an answer index (single), a list of indices (multiple) or a survey's
+    list of ``{"choice", "answers", "filters"}`` (read as its choice codes). The API does
     not carry the volunteer's login: logged-in volunteers are keyed by user id; logged-out ones
     by their browser session (``not-logged-in-<session>``), the only stable handle the API gives.
     """
@@ -592,11 +607,14 @@ def classification_record(
     # Without the task (a decision tree's other branch, a version without it) the volunteer was
     # not asked: stored, but no vote, as the export readers do.
     value = annotation.get("value") if annotation is not None else None
-    answers: list[int] | None
+    answers: list[int] | list[str] | None
+    choices = survey_choices(value)
     if annotation is None or value is None:
-        answers = None
+        answers = None  # a single-answer task left unanswered: the ingest reads it as skipped
     elif isinstance(value, int) and not isinstance(value, bool):
         answers = [value]
+    elif choices is not None:  # a survey: the choice codes marked
+        answers = choices
     elif isinstance(value, list):
         answers = value
     else:
@@ -624,9 +642,7 @@ def _attach_subject_metadata(
     records: list[ClassificationRecord | QuarantineEntry], *, client: ZooniverseClient
 ) -> None:
     """Give records of subjects we have never seen their metadata, so they match an item."""
-    wanted = {
-        sid for r in records if isinstance(r, ClassificationRecord) for sid in r.subject_ids
-    }
+    wanted = {sid for r in records if isinstance(r, ClassificationRecord) for sid in r.subject_ids}
     known = set(
         Subject.objects.filter(zooniverse_id__in=wanted).values_list("zooniverse_id", flat=True)
     )
@@ -718,8 +734,11 @@ def classifications_pull(
             # always try one page, so a small budget cannot starve the sync for good.
             margin = min(BUDGET_MARGIN_S, client.policy.budget_s / 10)
             if result.pages and client.time_left() < margin:
-                logger.warning("Workflow %s: budget nearly spent; stopping at cursor %s",
-                               workflow.zooniverse_id, last_id)
+                logger.warning(
+                    "Workflow %s: budget nearly spent; stopping at cursor %s",
+                    workflow.zooniverse_id,
+                    last_id,
+                )
                 break
             page = client.classifications_page(
                 project_id=project_id,
@@ -740,8 +759,11 @@ def classifications_pull(
             if counts is None:
                 result.stale_pages += 1
                 last_id = _cursor_read(workflow)
-                logger.info("Workflow %s: another pull moved the cursor to %s; continuing there",
-                            workflow.zooniverse_id, last_id)
+                logger.info(
+                    "Workflow %s: another pull moved the cursor to %s; continuing there",
+                    workflow.zooniverse_id,
+                    last_id,
+                )
                 continue
             result.counts.add(counts)
             result.pages += 1

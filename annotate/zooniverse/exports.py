@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from annotate.zooniverse.records import ClassificationRecord, QuarantineEntry
+from annotate.zooniverse.records import ClassificationRecord, QuarantineEntry, survey_choices
 
 CLASSIFICATION_COLUMNS = (
     "classification_id",
@@ -292,7 +292,8 @@ def _flag(text: str) -> bool:
 
 
 def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str] | None:
-    """The answers given to ``task_key``: labels (or indices in old exports); ``[]`` if none.
+    """The answers given to ``task_key``: labels (or indices in old exports), a survey's choice
+    codes; ``[]`` if none (a single-answer task's ``null``: the ingest reads it as skipped).
 
     None when no annotation is of ``task_key``: the volunteer was never asked it (another branch
     of a decision tree, a version without the task), which is no answer at all.
@@ -312,8 +313,9 @@ def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str
                 return list(value)
             if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 return list(value)
-            if value and all(isinstance(v, dict) and "choice" in v for v in value):
-                raise _Bad("annotations", "unsupported_task_type:survey")
+            choices = survey_choices(value)
+            if choices is not None:
+                return choices
             if value and all(isinstance(v, dict) and "task" in v for v in value):
                 raise _Bad("annotations", "unsupported_task_type:combo")
         raise _Bad("annotations", f"unsupported_task_type:{_guess_type(value)}")
@@ -552,6 +554,8 @@ class TaskDefinition:
     type: str
     question: str
     answers: list[str] = field(default_factory=list)
+    #: A survey's choice codes (``"ZBR"``), parallel to ``answers`` (their labels); else empty.
+    choices: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -581,20 +585,47 @@ def _tasks(raw_tasks: dict[str, Any], strings: dict[str, Any]) -> dict[str, Task
     for key, task in raw_tasks.items():
         if not isinstance(task, dict):
             raise _Bad("tasks", f"invalid_task: {key!r} is not an object")
-        answers = task.get("answers") or []
-        if not isinstance(answers, list):
-            raise _Bad("tasks", f"invalid_task: {key!r} answers is not a list")
-        labels = [
-            _text(strings, answer.get("label")) if isinstance(answer, dict) else str(answer)
-            for answer in answers
-        ]
+        if task.get("type") == "survey":
+            codes, labels = _survey_choices(str(key), task, strings)
+        else:
+            answers = task.get("answers") or []
+            if not isinstance(answers, list):
+                raise _Bad("tasks", f"invalid_task: {key!r} answers is not a list")
+            codes = []
+            labels = [
+                _text(strings, answer.get("label")) if isinstance(answer, dict) else str(answer)
+                for answer in answers
+            ]
         tasks[str(key)] = TaskDefinition(
             key=str(key),
             type=str(task.get("type") or "unknown"),
             question=_text(strings, task.get("question") or task.get("instruction")),
             answers=labels,
+            choices=codes,
         )
     return tasks
+
+
+def _survey_choices(
+    key: str, task: dict[str, Any], strings: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """A survey's choice codes and labels, in ``choicesOrder`` (then any choice it leaves out).
+
+    ``choices`` maps each code to ``{"label": "T1.choices.ZBR.label", ...}`` (Project Builder)
+    or to an inline label (older workflows).
+    """
+    choices = task.get("choices") or {}
+    if not isinstance(choices, dict):
+        raise _Bad("tasks", f"invalid_task: {key!r} choices is not an object")
+    order = task.get("choicesOrder") or []
+    codes = [str(c) for c in order if str(c) in choices] if isinstance(order, list) else []
+    codes += [str(c) for c in choices if str(c) not in codes]
+    labels = []
+    for code in codes:
+        choice = choices[code]
+        label = choice.get("label") if isinstance(choice, dict) else choice
+        labels.append(_text(strings, label) or code)
+    return codes, labels
 
 
 def parse_workflow_export(handle: IO[bytes]) -> Iterator[WorkflowExportRow | QuarantineEntry]:

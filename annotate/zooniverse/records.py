@@ -47,6 +47,20 @@ class ClassificationRecord:
     task_shown: bool = True
 
 
+def survey_choices(value: Any) -> list[str] | None:
+    """The choices marked in a survey task's value, in order, once each; None if it is none.
+
+    A survey's value (export and API alike) is a list of ``{"choice", "answers", "filters"}``,
+    one per species marked: ``[{"choice": "ZBR", "answers": {"HWMN": "1"}, "filters": {}}]``.
+    The choice codes are its answers; the questions about each choice are not read.
+    """
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(v, dict) and isinstance(v.get("choice"), str) for v in value):
+        return None
+    return list(dict.fromkeys(v["choice"] for v in value))
+
+
 @dataclass(slots=True)
 class QuarantineEntry:
     """Input refused before it became a record: where it was, which field, and why."""

@@ -507,14 +507,13 @@ def test_every_bad_input_is_quarantined_with_its_line_and_the_rest_imports(conce
     )
 
 
-def test_wildcam_survey_rows_are_reported_not_imported(concepts):
+def test_wildcam_survey_rows_import_and_their_choices_are_reported_unmapped(concepts):
+    """Without the survey's workflow export, its choice codes match no pilot concept."""
     workflow_configure(workflow_id=2649, task_key="T1")
     path = reference_path("zooniverse", "wildcam_gorongosa_sample.csv")
     summary = run_import(path, "--workflow-id", "2649")
-    assert "read 20, created 0" in summary and "quarantined 20" in summary
-    assert set(QuarantinedRow.objects.values_list("reason", flat=True)) == {
-        "unsupported_task_type:survey"
-    }
+    assert "read 20, created 20" in summary and "quarantined 0" in summary
+    assert "answers mapping to no concept: " in summary and "'BBN'" in summary
 
 
 def test_a_version_configured_as_unsupported_quarantines_its_rows(concepts, tmp_path):
@@ -936,3 +935,55 @@ def test_a_version_differing_only_by_trailing_zeros_is_not_guessed_when_two_coul
     assert set(QuarantinedRow.objects.values_list("reason", flat=True)) == {
         "unknown_workflow_version"
     }
+
+
+SPECIES = ["zebra", "baboon", "warthog"]
+
+
+def _survey_workflow() -> list[Concept]:
+    vocabulary = [Concept.objects.create(key=key, label=key.title()) for key in SPECIES]
+    workflow_configure(workflow_id=9, task_key="T1", export_path=FIXTURES / "survey_workflow.csv")
+    for subject in (700, 701, 702):
+        Item.objects.create(external_id=f"item-{subject}")
+    return vocabulary
+
+
+def test_a_survey_export_votes_yes_for_each_species_marked_and_no_for_the_others(db):
+    """Nothing here (903) is a no to every species, never a vote of its own; a row without the
+    survey (905) and a choice the version does not offer (906) give no vote."""
+    vocabulary = _survey_workflow()
+    summary = run_import(FIXTURES / "survey_export.csv", "--workflow-id", "9")
+    assert "read 6, created 6" in summary and "quarantined 0" in summary
+    assert "task not shown 1 (no vote)" in summary
+    assert "'NTHNGHR' (1)" in summary and "'LION' (1)" in summary
+    votes = _votes(vocabulary)
+    assert sorted(votes) == [901, 902, 903, 904]
+    assert votes[901] == [1, 1, 0] and votes[902] == [0, 0, 1]
+    assert votes[903] == [0, 0, 0] and votes[904] == [1, 0, 0]
+
+
+def test_survey_classifications_from_the_api_resolve_choice_codes_by_exact_version(db):
+    from annotate.services.zooniverse_sync import classification_record
+
+    vocabulary = _survey_workflow()
+    payloads = [
+        {
+            "id": str(cid),
+            "created_at": "2024-02-23T17:00:00.000Z",
+            "metadata": {"workflow_version": version, "session": f"s{cid}"},
+            "annotations": [{"task": "T1", "value": value}],
+            "links": {"workflow": "9", "user": str(cid), "subjects": [str(700 + cid % 3)]},
+        }
+        for cid, version, value in [
+            (1, "4.12", [{"choice": "BBN", "answers": {"HWMN": "1"}, "filters": {}}]),
+            (2, "4.12", [{"choice": "ZBR", "answers": {}, "filters": {}},
+                         {"choice": "WARTHOG", "answers": {}, "filters": {}}]),
+            (3, "4.13", [{"choice": "ZBR", "answers": {}, "filters": {}}]),
+        ]
+    ]  # fmt: skip
+    records = [classification_record(p, task_key="T1") for p in payloads]
+    counts = ingest(Workflow.objects.get(zooniverse_id=9), records)
+    assert (counts.created, counts.quarantined) == (2, 1)
+    assert counts.unknown_versions == {"4.13": 1}
+    by_id = dict(Classification.objects.values_list("zooniverse_id", "concept_ids"))
+    assert by_id == {1: [vocabulary[1].pk], 2: sorted([vocabulary[0].pk, vocabulary[2].pk])}

@@ -164,6 +164,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
         ("project_export_three_workflows.csv", "T0"),
         ("markdown_labels_export.csv", "T0"),
         ("r_written_single_answer_export.csv", "T0"),
+        ("survey_export.csv", "T1"),
     ],
 )
 @pytest.mark.parametrize("workflow_id", [None, 7])

@@ -121,12 +121,21 @@ def test_the_reference_second_task_is_read_when_asked_for_and_absent_means_no_an
     assert [r.answers for r in records] == [["Yes"], [], ["No"], [], ["No"], [], []]
 
 
-def test_wildcam_survey_rows_are_recognised_and_reported_not_crashed_on():
+def test_wildcam_survey_rows_read_as_the_choices_marked():
     with reference_path("zooniverse", "wildcam_gorongosa_sample.csv").open("rb") as handle:
         items = list(parse_classification_export(handle, task_key="T1"))
-    assert len(items) == 20
-    assert {(q.field, q.reason) for q in items} == {("annotations", "unsupported_task_type:survey")}
-    assert items[0].line == 2 and items[0].record_id == "18059832"
+    assert len(items) == 20 and all(isinstance(r, ClassificationRecord) for r in items)
+    assert items[0].line == 2 and items[0].zooniverse_id == 18059832
+    assert items[0].answers == ["BBN"] and items[0].task_shown
+
+
+def test_a_survey_workflow_export_lists_its_choices_in_order_with_their_labels():
+    with (FIXTURES / "survey_workflow.csv").open("rb") as handle:
+        (row,) = list(parse_workflow_export(handle))
+    task = row.tasks["T1"]
+    assert (row.version, task.type) == ("4.12", "survey")
+    assert task.choices == ["ZBR", "BBN", "WARTHOG", "NTHNGHR"]
+    assert task.answers[0] == "Zebra" and task.answers[3] == "Nothing here"
 
 
 def test_the_reference_workflow_export_gives_one_answer_map_per_version():
@@ -373,8 +382,6 @@ def test_rows_of_other_workflows_come_back_as_ids_only_never_refused():
     assert all(not r.task_shown and r.subject_ids == [] for r in items if r.workflow_id != 7)
     ours = [r for r in items if r.workflow_id == 7]
     assert [r.expert for r in ours] == [True, True, True, False, False]
-    # Without a workflow the survey rows are refused, as before.
-    refused_rows = parse_fixture("project_export_three_workflows.csv")
-    assert {q.reason for q in refused_rows if isinstance(q, QuarantineEntry)} == {
-        "unsupported_task_type:survey"
-    }
+    # Without a workflow the survey rows are read too: their choices are their answers.
+    every = parse_fixture("project_export_three_workflows.csv")
+    assert not [q for q in every if isinstance(q, QuarantineEntry)]

@@ -98,14 +98,25 @@ def test_configuring_twice_updates_in_place(concepts, tmp_path):
     assert WorkflowVersion.objects.get().answers == [{"label": "map", "concept": "map"}]
 
 
-def test_a_survey_task_is_recognised_and_reported_unsupported(concepts, tmp_path):
-    survey = {"T0": {"type": "survey", "choices": {"BBN": {"label": "T0.choices.BBN.label"}}}}
-    path = workflow_export(
-        tmp_path / "wf.csv", [(1, 1, survey, {"T0.choices.BBN.label": "Baboon"})]
-    )
-    result = workflow_configure(workflow_id=7, export_path=path)
-    assert result.unsupported == ["1.1:survey"]
-    assert WorkflowVersion.objects.get().task_type == "survey"
+def test_a_survey_task_maps_its_choices_by_label_then_by_code(db):
+    """--task T1: each choice is an answer; "Nothing here" maps to no concept and is reported."""
+    for key, label in (("zebra", "Zebra"), ("baboon", "Baboon"), ("warthog", "Warthog")):
+        Concept.objects.create(key=key, label=label)
+    path = Path(__file__).parent / "fixtures" / "zooniverse" / "survey_workflow.csv"
+    out = io.StringIO()
+    call_command(
+        "configure_workflow", "--workflow-id", "9", "--task", "T1", "--workflow-export",
+        str(path), stdout=out,
+    )  # fmt: skip
+    version = WorkflowVersion.objects.get()
+    assert (version.version, version.task_key, version.task_type) == ("4.12", "T1", "survey")
+    assert [(a["choice"], a["concept"]) for a in version.answers] == [
+        ("ZBR", "zebra"),
+        ("BBN", "baboon"),  # its label is Markdown around "Baboon"
+        ("WARTHOG", "warthog"),  # its label is the Latin name: matched by code
+        ("NTHNGHR", None),
+    ]
+    assert "3 answer(s) mapped, 1 unmapped (4.12:Nothing here)" in out.getvalue()
 
 
 def test_without_an_export_a_wildcard_lists_the_active_concepts_in_order(concepts):

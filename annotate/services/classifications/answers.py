@@ -26,7 +26,7 @@ _UNKNOWN: Any = object()
 #: Task types whose answers are concept choices; everything else is reported, not guessed at.
 #: A survey's answers are its choices (the species marked); the questions asked about each
 #: choice (how many, what behaviour) are not read.
-SUPPORTED_TASK_TYPES = frozenset({"single", "multiple", "shortcut"})
+SUPPORTED_TASK_TYPES = frozenset({"single", "multiple", "shortcut", "survey"})
 
 #: Task types whose classification carries exactly one answer. Panoptes writes ``null`` when the
 #: volunteer went on without answering (a question that is not required): that is no answer,
