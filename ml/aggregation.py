@@ -12,7 +12,9 @@ Methods (see ``../shared/docs/aggregation.md``):
   sensitivity (P(tick | concept applies)) and a specificity (P(no tick | it does not)) per concept,
   shrunk by a Beta prior towards the crowd's average for that concept, scaled by how careful the
   volunteer is across all concepts; so a volunteer with few votes behaves like an average
-  volunteer, and carefulness learnt on common concepts carries over to rare ones. Volunteers with
+  volunteer, and carefulness learnt on common concepts carries over to rare ones. No skill is
+  more extreme than the rule of succession allows for the volunteer's record, and a clear
+  majority is overruled only on odds of ``OVERRULE_FACTOR`` or more. Volunteers with
   very few classifications, and any volunteers the caller marks (anonymous ``not-logged-in-*``
   sessions), can be pooled into one shared "rare" volunteer. Two coins matter because tagging
   errors are asymmetric: volunteers miss concepts far more often than they invent them.
@@ -46,6 +48,40 @@ BoolArray: TypeAlias = NDArray[np.bool_]
 # Probabilities are clipped away from 0 and 1 before taking logs: one volunteer who has never
 # disagreed with the crowd must not be able to veto an item with log(0).
 _PROB_CLIP = 1e-6
+
+# A clear majority: at least CLEAR_MAJORITY_VOTES classifications of the item, of which at least
+# CLEAR_MAJORITY_SHARE agree on the concept (ticked, or did not). See ``OVERRULE_FACTOR``.
+CLEAR_MAJORITY_VOTES = 3
+CLEAR_MAJORITY_SHARE = 2 / 3
+
+OVERRULE_FACTOR = 1.25
+"""Default ``overrule_factor`` of the two-coin model: the odds a dissent needs against a clear
+majority.
+
+The rule, in one sentence: on an item where a clear majority agrees on a concept, the
+posterior lands on the minority's side only if the volunteers' stored skills and the concept's
+prior make the minority's answer at least ``overrule_factor`` times as likely as the
+majority's, and then with those odds divided by the factor; short of that it is held just on
+the majority's side of 0.5. Everything in it is on the item page: each vote multiplies the
+odds by ``sensitivity / (1 - specificity)`` (a tick) or ``(1 - sensitivity) / specificity`` (no
+tick) of its volunteer for the concept, and the concept's prior odds start them off. So where
+the prior sides with the majority, the dissenters' skills must be clearly better than the
+majority's; where it sides with the dissent, they need not be.
+
+Chosen by evidence (bench/README.md, issue 17). Leaving the prior out cost the two-coin model
+2.4 points on D_Product even at factor 1 (0.939 to 0.915): of its ~590 overrules of a 2-to-1
+majority, ~175 are the prior's doing (matches are rare) and ~73% of those are right. With the
+prior counted, factors 2, 3 and 10 cost 0.6, 0.9 and 3.5 points there (and 10 cost the simulated
+crowd 0.002 micro-F1 at 10 votes). At 1.25 no reference figure drops (D_Product, bluebirds, the
+simulated crowd at 5 and 10 votes; D_Product moves within +-0.001 for factors 1.1 to 1.5 as EM
+settles slightly differently), the small simulated crowds gain, and the rule still stops the
+small-data overrules that EM talks itself into (tests/ml/test_aggregation.py).
+"""
+
+# Where the rule holds a posterior back, it sits this far (in log-odds) on the majority's side of
+# 0.5 (posterior 0.5025 or 0.4975): a contested item, uncertain, so it is neither retired nor
+# presented as settled, and keeps collecting votes until they decide it.
+_HELD_LOG_ODDS = 0.01
 
 AnchorsLike: TypeAlias = (
     Mapping[tuple[int, int], "float | bool | int"]
@@ -332,6 +368,8 @@ class AggregationResult:
         crowd_sensitivity: ``(n_concepts,)`` the sensitivity a volunteer without votes gets (the
             Beta prior's mean); None for methods without a prior (majority vote).
         crowd_specificity: ``(n_concepts,)`` likewise for the specificity.
+        overrule_factor: the odds a dissent needed against a clear majority
+            (``OVERRULE_FACTOR``); None where no such rule applied.
     """
 
     method: str
@@ -347,6 +385,7 @@ class AggregationResult:
     pooled: BoolArray
     crowd_sensitivity: FloatArray | None = None
     crowd_specificity: FloatArray | None = None
+    overrule_factor: float | None = None
 
     @property
     def labels(self) -> BoolArray:
@@ -623,22 +662,47 @@ def _worker_groups(
     return group, n_groups, pooled
 
 
-def _crowd_error(hits: FloatArray, mass: FloatArray, floor: float = _PROB_CLIP) -> FloatArray:
-    """``(n_concepts,)`` the crowd's pooled error rate per concept: all groups' errors / mass."""
+def _succession(mass: FloatArray, pseudo: float | None) -> FloatArray:
+    """The smallest error rate a record of ``mass`` votes supports: Laplace's rule of succession.
+
+    With ``pseudo`` = 1, ``1 / (n + 2)``: after n right answers and no wrong one, the chance that
+    the next answer is wrong. 0 when the bound is off (``pseudo`` None or 0).
+    """
+    if not pseudo:
+        return np.zeros_like(mass)
+    return pseudo / (mass + 2.0 * pseudo)
+
+
+def _crowd_error(
+    hits: FloatArray, mass: FloatArray, succession: float | None, floor: float = _PROB_CLIP
+) -> FloatArray:
+    """``(n_concepts,)`` the crowd's pooled error rate per concept: all groups' errors / mass.
+
+    Kept within the rule of succession on the crowd's whole record, so that a concept on which
+    nobody has erred yet (a small project, or EM talking itself into a tidy story) does not
+    make every volunteer infallible on it.
+    """
     errors = np.maximum(mass - hits, 0.0)
-    crowd = errors.sum(axis=0) / np.maximum(mass.sum(axis=0), 1e-12)
+    total = mass.sum(axis=0)
+    crowd = errors.sum(axis=0) / np.maximum(total, 1e-12)
+    bound = _succession(total, succession)
+    crowd = np.clip(crowd, bound, 1.0 - bound)
     return np.clip(crowd, floor, 1 - floor)
 
 
 def _unseen_skill(
-    hits: FloatArray, mass: FloatArray, sharing: float | None, floor: float = _PROB_CLIP
+    hits: FloatArray,
+    mass: FloatArray,
+    sharing: float | None,
+    succession: float | None,
+    floor: float = _PROB_CLIP,
 ) -> FloatArray:
     """``(n_concepts,)`` what ``_shrink`` gives a group without votes: the Beta prior's mean.
 
     With no errors and no mass the cross-concept factor is ``sharing / sharing`` = 1, and the
     estimate is the prior itself, whatever the prior strength.
     """
-    error = _crowd_error(hits, mass, floor)
+    error = _crowd_error(hits, mass, succession, floor)
     if sharing is not None:
         error = np.clip(error, floor, 0.5)
     return np.clip(1.0 - error, floor, 1 - floor)
@@ -649,6 +713,8 @@ def _shrink(
     mass: FloatArray,
     strength: FloatArray,
     sharing: float | None,
+    succession: float | None,
+    record: FloatArray,
     floor: float = _PROB_CLIP,
 ) -> FloatArray:
     """MAP rate per group and concept under a Beta prior of ``strength`` pseudo-votes.
@@ -659,9 +725,20 @@ def _shrink(
     carefulness is a trait of the volunteer more than of the concept: a volunteer who misses
     "bridge" tends to miss "boat" too, which per-concept models (crowd-kit's BinaryRelevance)
     cannot use.
+
+    The estimate is then kept no more extreme than both the crowd's rate and the rule of
+    succession on the group's record (``_succession``; ``record`` is ``(n_groups, 1)``
+    classifications): a volunteer with n classifications gets a skill of at most the larger of
+    the crowd's skill and ``(n + 1) / (n + 2)``, and at least the smaller of the crowd's and
+    ``1 / (n + 2)``. The whole record counts, not only the votes on this coin, for the reason
+    the prior mean is shared across concepts: carefulness shows in every classification (and
+    bounding by the per-coin mass cost accuracy on the simulated crowd, whose rare concepts
+    give careful volunteers few positives). The Beta prior alone does not bound skills, because
+    its mean is itself near 1 wherever the crowd has not erred yet, and a few perfect-looking
+    volunteers then veto clear majorities.
     """
     errors = np.maximum(mass - hits, 0.0)
-    crowd = _crowd_error(hits, mass, floor)
+    crowd = _crowd_error(hits, mass, succession, floor)
     prior = np.broadcast_to(crowd[None, :], errors.shape)
     if sharing is not None:
         expected = (mass * crowd[None, :]).sum(axis=1, keepdims=True)
@@ -675,7 +752,63 @@ def _shrink(
         (errors + strength * prior) / np.maximum(denominator, 1e-12),
         prior,
     )
+    if succession:
+        bound = _succession(record, succession)
+        # For a group without votes the bounds are the crowd's and 1/2: its prior lies between.
+        error = np.clip(
+            error, np.minimum(crowd[None, :], bound), np.maximum(crowd[None, :], 1.0 - bound)
+        )
     return np.clip(1.0 - error, floor, 1 - floor)
+
+
+@dataclass(frozen=True)
+class _ClearMajorities:
+    """Where an item's votes on a concept form a clear majority, and the rule that guards it.
+
+    A clear majority: at least ``CLEAR_MAJORITY_VOTES`` classifications, of which at least
+    ``CLEAR_MAJORITY_SHARE`` agree (ticked, or did not). ``ticked`` lists the flat
+    ``item * n_concepts + concept`` cells where such a majority ticked (few: concepts are
+    sparse); ``unticked`` marks the cells where one did not (most).
+    """
+
+    ticked: IntArray
+    unticked: BoolArray  # (n_items * n_concepts,)
+
+    @classmethod
+    def build(cls, ticks: FloatArray, item_votes: IntArray) -> _ClearMajorities:
+        """From ``(n_items, n_concepts)`` tick counts and ``(n_items,)`` classifications."""
+        n = item_votes[:, None].astype(np.float64)
+        # The slack keeps 2 of 3 a clear majority although 2/3 is inexact in floating point.
+        needed = CLEAR_MAJORITY_SHARE * n - 1e-9
+        enough = n >= CLEAR_MAJORITY_VOTES
+        ticked = enough & (ticks >= needed)
+        unticked = enough & (n - ticks >= needed)
+        return cls(np.flatnonzero(ticked), unticked.ravel())
+
+    def hold(self, log_odds: FloatArray, factor: float) -> FloatArray:
+        """Apply the ``overrule_factor`` rule to an E-step's log-odds (in place where they are
+        contiguous) and return them.
+
+        Where the model's log-odds against a clear majority exceed ``-_HELD_LOG_ODDS``, they
+        become ``max(-_HELD_LOG_ODDS, log_odds_against - log(factor))``: the odds against the
+        majority divided by the factor, and never past the held value on the majority's side.
+        Items where the model sides with the majority are left alone, and the result is
+        continuous and monotone in the model's log-odds.
+        """
+        if factor < 1.0:
+            raise ValueError(f"overrule_factor must be at least 1 (None: no rule), got {factor}")
+        flat = log_odds.reshape(-1)
+        shift = np.log(factor)
+        # A clear majority ticked; the model leans (or nearly leans) towards "absent".
+        lean = flat[self.ticked]
+        doubt = lean < _HELD_LOG_ODDS
+        flat[self.ticked[doubt]] = np.minimum(_HELD_LOG_ODDS, lean[doubt] + shift)
+        # A clear majority did not tick; the model leans towards "present". Found through the
+        # few cells leaning that way, not the many unticked ones.
+        leaning = np.flatnonzero(flat > -_HELD_LOG_ODDS)
+        doubt_cells = leaning[self.unticked[leaning]]
+        flat[doubt_cells] = np.maximum(-_HELD_LOG_ODDS, flat[doubt_cells] - shift)
+        return flat.reshape(log_odds.shape)
 
 
 def dawid_skene_binary(
@@ -686,6 +819,8 @@ def dawid_skene_binary(
     tol: float = 1e-6,
     prior_strength: float = 2.0,
     sharing_strength: float | None = 5.0,
+    succession: float | None = 1.0,
+    overrule_factor: float | None = OVERRULE_FACTOR,
     pool_below: int | None = 0,
     pool_workers: ArrayLike | None = None,
 ) -> AggregationResult:
@@ -696,6 +831,19 @@ def dawid_skene_binary(
     ``1 - specificity[w, c]`` if not, independently across volunteers. The M-step is a MAP
     estimate under Beta priors centred on the crowd's pooled rate (``prior_strength``
     pseudo-votes), so a volunteer with three votes stays close to the average volunteer.
+
+    Small data must not be overfitted (issue 17). Every skill stays within the rule of
+    succession (``succession``): a volunteer with n classifications gets at most the larger of
+    the crowd's skill and ``(n + 1) / (n + 2)``, never 1.0, and the crowd's own skill is bounded
+    the same way by its whole record. And a clear majority (at least ``CLEAR_MAJORITY_VOTES`` = 3
+    votes, at least ``CLEAR_MAJORITY_SHARE`` = 2/3 of them agreeing) is overruled only on
+    evidence the item page can show: **the posterior lands on the minority's side only if the
+    volunteers' skills and the concept's prior make the minority's answer at least
+    ``overrule_factor`` times as likely as the majority's, and then with those odds divided by
+    the factor; short of that it is held just on the majority's side of 0.5** (uncertain, so
+    the item keeps collecting votes). The rule acts inside EM too, so a contested item cannot
+    teach the skills that would overrule it. ``dawid_skene_binary_posteriors`` applies the same
+    rule, so incremental and full passes agree. See ``OVERRULE_FACTOR`` for its default.
 
     Anchored (item, concept) pairs have their posterior fixed at 0/1 throughout EM, so curator
     decisions and gold-standard items teach the model how reliable each volunteer is.
@@ -714,6 +862,10 @@ def dawid_skene_binary(
         prior_strength: pseudo-votes of the Beta prior towards the crowd's average skill.
         sharing_strength: pseudo-errors behind each volunteer's cross-concept error factor;
             None uses the plain per-concept crowd average as the prior mean.
+        succession: pseudo-votes of the rule of succession that bounds every skill (1:
+            Laplace's ``(n + 1) / (n + 2)`` for n classifications); None or 0 turns it off.
+        overrule_factor: the odds a dissent needs against a clear majority
+            (``OVERRULE_FACTOR``); None turns the rule off (plain Dawid-Skene).
         pool_below: volunteers with fewer classifications share one pooled skill
             (0 or None disables it).
         pool_workers: volunteers always pooled (boolean mask or indices), e.g. anonymous
@@ -737,23 +889,29 @@ def dawid_skene_binary(
     strength = np.full((n_groups, 1), float(prior_strength))
     if pooled.any():
         strength[-1] = 0.0
+    record = design.group_votes[:, None]
 
     crowd: list[FloatArray] = []  # the latest M-step's (sensitivity, specificity) prior means
 
     def m_step(post: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         stats = design.skill_counts(post)
-        sensitivity = _shrink(stats.true_pos, stats.mass_pos, strength, sharing_strength)
-        specificity = _shrink(stats.true_neg, stats.mass_neg, strength, sharing_strength)
+        shrink = (strength, sharing_strength, succession, record)
+        sensitivity = _shrink(stats.true_pos, stats.mass_pos, *shrink)
+        specificity = _shrink(stats.true_neg, stats.mass_neg, *shrink)
         crowd[:] = [
-            _unseen_skill(stats.true_pos, stats.mass_pos, sharing_strength),
-            _unseen_skill(stats.true_neg, stats.mass_neg, sharing_strength),
+            _unseen_skill(stats.true_pos, stats.mass_pos, sharing_strength, succession),
+            _unseen_skill(stats.true_neg, stats.mass_neg, sharing_strength, succession),
         ]
         # With no information at all about a concept, the prior is an honest 0.5.
         prior = _informative_mean(post, informative, np.full(n_concepts, 0.5))
         return sensitivity, specificity, np.clip(prior, _PROB_CLIP, 1 - _PROB_CLIP)
 
     # Initialise from the vote fractions, like crowd-kit's DawidSkene.
-    posteriors, _ = _tick_fractions(design.ticks.sum(axis=1), item_votes, fixed)
+    ticks = np.asarray(design.ticks.sum(axis=1)).reshape(n_items, n_concepts)
+    posteriors, _ = _tick_fractions(ticks, item_votes, fixed)
+    majorities = None
+    if overrule_factor is not None:
+        majorities = _ClearMajorities.build(ticks, item_votes)
     anchored = bool(known.any())
     sensitivity, specificity, prior = m_step(posteriors)
     trace: list[float] = []
@@ -764,7 +922,10 @@ def dawid_skene_binary(
         present, absent = design.log_evidence(sensitivity, specificity)
         log_present = np.log(prior)[None, :] + present
         log_absent = np.log1p(-prior)[None, :] + absent
-        posteriors = expit(log_present - log_absent)
+        log_odds = log_present - log_absent
+        if majorities is not None and overrule_factor is not None:
+            log_odds = majorities.hold(log_odds, overrule_factor)
+        posteriors = expit(log_odds)
         # Marginal log-likelihood of the votes; anchored pairs contribute their known branch.
         per_pair = np.logaddexp(log_present, log_absent)
         if anchored:
@@ -794,6 +955,7 @@ def dawid_skene_binary(
         pooled=pooled,
         crowd_sensitivity=crowd[0],
         crowd_specificity=crowd[1],
+        overrule_factor=overrule_factor,
     )
 
 
@@ -812,6 +974,8 @@ class TwoCoinParameters:
         pooled_sensitivity: ``(n_concepts,)`` the skill every pooled volunteer shares, or None
             when the full pass pooled nobody.
         pooled_specificity: ``(n_concepts,)`` likewise, or None.
+        overrule_factor: the full pass's odds for overruling a clear majority
+            (``dawid_skene_binary``'s ``overrule_factor``); None for no such rule.
     """
 
     sensitivity: FloatArray
@@ -821,6 +985,7 @@ class TwoCoinParameters:
     crowd_specificity: FloatArray
     pooled_sensitivity: FloatArray | None = None
     pooled_specificity: FloatArray | None = None
+    overrule_factor: float | None = OVERRULE_FACTOR
 
     @classmethod
     def from_result(cls, result: AggregationResult) -> TwoCoinParameters:
@@ -841,6 +1006,7 @@ class TwoCoinParameters:
             crowd_specificity=result.crowd_specificity,
             pooled_sensitivity=result.sensitivity[pooled[0]] if pooled.size else None,
             pooled_specificity=result.specificity[pooled[0]] if pooled.size else None,
+            overrule_factor=result.overrule_factor,
         )
 
 
@@ -856,7 +1022,9 @@ def dawid_skene_binary_posteriors(
     What an incremental aggregation runs on the items that got new votes, with the skills and
     priors of the last full ``dawid_skene_binary`` pass: given that pass's parameters, an item's
     posterior depends only on its own votes, so the E-step over a subset of items reproduces the
-    full pass's posteriors for them. Skills are not re-estimated.
+    full pass's posteriors for them. Skills are not re-estimated. A clear majority is overruled
+    only as the full pass allows (``parameters.overrule_factor``; see ``dawid_skene_binary``):
+    the rule, too, depends on nothing but the item's own votes and the parameters.
 
     A volunteer (or volunteer x concept) that ``parameters`` does not know (NaN) gets the crowd's
     average skill, the Beta prior mean the full pass gives a volunteer without votes. Volunteers
@@ -920,7 +1088,12 @@ def dawid_skene_binary_posteriors(
     present, absent = design.log_evidence(sensitivity, specificity)
     log_present = np.log(prior)[None, :] + present
     log_absent = np.log1p(-prior)[None, :] + absent
-    posteriors = expit(log_present - log_absent)
+    log_odds = log_present - log_absent
+    if parameters.overrule_factor is not None:
+        ticks = np.asarray(design.ticks.sum(axis=1)).reshape(votes.n_items, n_concepts)
+        majorities = _ClearMajorities.build(ticks, votes.item_vote_counts())
+        log_odds = majorities.hold(log_odds, parameters.overrule_factor)
+    posteriors = expit(log_odds)
     per_pair = np.logaddexp(log_present, log_absent)
     if known.any():
         posteriors[known] = fixed[known]
@@ -941,6 +1114,7 @@ def dawid_skene_binary_posteriors(
         pooled=pooled,
         crowd_sensitivity=np.asarray(parameters.crowd_sensitivity, dtype=np.float64),
         crowd_specificity=np.asarray(parameters.crowd_specificity, dtype=np.float64),
+        overrule_factor=parameters.overrule_factor,
     )
 
 

@@ -339,14 +339,19 @@ def test_new_votes_on_a_few_items_get_nearly_the_full_pass_labels_and_touch_noth
     full = labels_aggregate(method="dawid_skene")
     assert not full.incremental
     redone = labels_table()
+    # 0.07, not 0.05: the newcomer's "no" makes items[2]'s "map" a clear majority against u1's
+    # tick (4 of 6, three of them anonymous), and where the clear-majority rule divides the odds
+    # against it (ml.aggregation.OVERRULE_FACTOR) the posterior lands on a steeper part of the
+    # curve: 0.84 under the old skills, 0.78 under the re-estimated ones.
     for key in (k for k in after if k[0] in touched):
-        assert after[key][0] == pytest.approx(redone[key][0], abs=0.05), key
+        assert after[key][0] == pytest.approx(redone[key][0], abs=0.07), key
         assert (after[key][0] > 0.5) == (redone[key][0] > 0.5), key
         assert after[key][1:] == redone[key][1:]
     # (Consensus may differ where a posterior sits near RETIRE_CONFIDENCE.)
     redone_states = item_states()
     for pk in touched:
-        assert states_after[pk][1] == pytest.approx(redone_states[pk][1], abs=0.1)
+        # Uncertainty is 1 - |2p - 1|: twice the posteriors' tolerance.
+        assert states_after[pk][1] == pytest.approx(redone_states[pk][1], abs=0.14)
 
 
 def test_an_incremental_pass_over_items_without_counted_votes_clears_them_like_a_full_pass(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,8 +25,14 @@ REFERENCE = Path(
     os.environ.get("CROWDLOOP_CROWD_REFERENCE", REPO.parent / "shared" / "reference" / "crowd")
 )
 
-# One iteration, no priors: the bare EM step that the hand-checked cases below follow.
-BARE = {"prior_strength": 0.0, "sharing_strength": None, "pool_below": 0}
+# No priors, no bounds, no majority rule: the bare EM step that the hand-checked cases below follow.
+BARE = {
+    "prior_strength": 0.0,
+    "sharing_strength": None,
+    "succession": None,
+    "overrule_factor": None,
+    "pool_below": 0,
+}
 
 
 def simulate(
@@ -543,6 +550,196 @@ def test_retirement_waits_for_the_minimum_votes_and_stops_at_the_cap():
 def test_retirement_refuses_a_confidence_at_or_below_one_half():
     with pytest.raises(ValueError, match="confidence"):
         agg.retirement_decide(np.array([[0.5]]), confidence=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Small data: bounded skills and clear majorities (issue 17)
+# --------------------------------------------------------------------------------------------
+
+PLAYING = 1  # column of "Playing"; column 0 is "Other"
+
+
+def three_playing_against_one_other() -> tuple[VoteMatrix, int]:
+    """A small project in which several volunteers look perfect, then disagree.
+
+    D, E and F tick "Playing" on six items and "Other" on six more, never wrong; A, B and C each
+    saw two Playing items (ticked) and two Other items, on one of which they also ticked
+    Playing. On the last item A, B and C tick "Playing" and D ticks "Other". Before issue 17,
+    EM decided the last item shows no play, which made all six volunteers' sensitivity 1.0
+    (above 0.9995) and D's missing tick a veto: posterior 0.002 against three votes.
+    """
+    a, b, c, d, e, f = range(6)
+    rows: list[tuple[int, int, tuple[int, int]]] = []
+    for i in range(6):
+        rows += [(i, w, (0, 1)) for w in (d, e, f, (a, b, c)[i % 3])]
+    for i in range(6):
+        also = (a, b, c)[i % 3]
+        rows += [(6 + i, w, (1, 0)) for w in (d, e, f)]
+        rows.append((6 + i, also, (1, int(i < 3))))
+    target = 12
+    rows += [(target, w, (0, 1)) for w in (a, b, c)] + [(target, d, (1, 0))]
+    item, worker, ticks = zip(*rows, strict=True)
+    return VoteMatrix.from_arrays(item, worker, ticks), target
+
+
+def test_three_playing_votes_are_not_overruled_by_one_perfect_looking_volunteer():
+    votes, target = three_playing_against_one_other()
+    result = agg.dawid_skene_binary(votes)
+    assert result.posteriors[target, PLAYING] > 0.5
+    assert result.labels[target, PLAYING]
+    # Held, not settled: the item stays uncertain and keeps collecting votes.
+    assert result.posteriors[target, PLAYING] < 0.51
+    # The skills alone (bounded, but without the rule) would still have let D win, mildly.
+    unruled = agg.dawid_skene_binary(votes, overrule_factor=None)
+    assert 0.1 < unruled.posteriors[target, PLAYING] < 0.5
+
+
+def test_no_volunteer_with_few_classifications_reaches_a_skill_of_one():
+    small, _ = simulate(n_items=40, n_concepts=4, votes_per_item=4, n_workers=15, seed=31)
+    for votes in (three_playing_against_one_other()[0], small):
+        result = agg.dawid_skene_binary(votes)
+        n = votes.worker_vote_counts()[:, None]
+        few = n[:, 0] < 20
+        assert few.sum() >= 6
+        succession = (n + 1) / (n + 2)
+        for skill, crowd in (
+            (result.sensitivity, result.crowd_sensitivity),
+            (result.specificity, result.crowd_specificity),
+        ):
+            # What the skills table stores (six decimals) is never 1.0 ...
+            assert (np.round(skill, 6) < 1.0).all()
+            assert (crowd < 0.999).all()
+            # ... and nobody is surer than both the crowd and their own record allow.
+            bound = np.maximum(crowd[None, :], succession)
+            assert (skill[few] <= bound[few] + 1e-12).all()
+    # Without the bound and the rule (the model before issue 17), all six look perfect.
+    bare = agg.dawid_skene_binary(
+        three_playing_against_one_other()[0], succession=None, overrule_factor=None
+    )
+    assert (bare.sensitivity[:, PLAYING] > 0.9995).all()
+
+
+def skills_of(sensitivity: list[float], specificity: list[float], prior: float = 0.5):
+    """One-concept parameters for volunteers with the given skills."""
+    return agg.TwoCoinParameters(
+        sensitivity=np.array(sensitivity)[:, None],
+        specificity=np.array(specificity)[:, None],
+        priors=np.array([prior]),
+        crowd_sensitivity=np.array([0.8]),
+        crowd_specificity=np.array([0.9]),
+    )
+
+
+def test_a_clear_majority_needs_odds_of_the_overrule_factor_against_it():
+    # Three volunteers tick, volunteer 3 does not: a clear majority for "present".
+    votes = VoteMatrix.from_arrays([0, 0, 0, 0], [0, 1, 2, 3], [1, 1, 1, 0])
+    factor = agg.OVERRULE_FACTOR
+    # Each tick multiplies the odds by 0.55 / 0.5 = 1.1; the dissent's missing tick divides
+    # them by 0.95 / 0.05 = 19 (a clearly better volunteer) or by 0.6 / 0.4 = 1.5 (barely).
+    clearly = skills_of([0.55, 0.55, 0.55, 0.95], [0.5, 0.5, 0.5, 0.95])
+    barely = skills_of([0.55, 0.55, 0.55, 0.6], [0.5, 0.5, 0.5, 0.6])
+    for parameters, against in ((clearly, 19 / 1.1**3), (barely, 1.5 / 1.1**3)):
+        plain = dataclasses.replace(parameters, overrule_factor=None)
+        unruled = agg.dawid_skene_binary_posteriors(votes, plain).posteriors[0, 0]
+        assert unruled == pytest.approx(1 / (1 + against))
+        ruled = agg.dawid_skene_binary_posteriors(votes, parameters).posteriors[0, 0]
+        if against >= factor:  # the better volunteer wins, with odds divided by the factor
+            assert ruled == pytest.approx(1 / (1 + against / factor))
+            assert ruled < 0.1
+        else:  # held just on the majority's side
+            assert 0.5 < ruled < 0.51
+    with pytest.raises(ValueError, match="at least 1"):
+        agg.dawid_skene_binary_posteriors(votes, dataclasses.replace(clearly, overrule_factor=0.5))
+    # The prior is evidence too: a rare concept lets even the barely better dissent win.
+    rare = dataclasses.replace(barely, priors=np.array([0.2]))
+    assert agg.dawid_skene_binary_posteriors(votes, rare).posteriors[0, 0] < 0.5
+    # Two of three is a clear majority; two of four is not. Each dissent divides the odds by
+    # 0.52 / 0.4 = 1.3, against 1.1 per tick: slightly better, not by the factor.
+    params = skills_of([0.55, 0.55, 0.6, 0.6], [0.5, 0.5, 0.52, 0.52])
+    two_of_three = VoteMatrix.from_arrays([0, 0, 0], [0, 1, 2], [1, 1, 0], n_workers=4)
+    two_of_four = VoteMatrix.from_arrays([0, 0, 0, 0], [0, 1, 2, 3], [1, 1, 0, 0])
+    assert 0.5 < agg.dawid_skene_binary_posteriors(two_of_three, params).posteriors[0, 0] < 0.51
+    assert agg.dawid_skene_binary_posteriors(two_of_four, params).posteriors[0, 0] < 0.5
+
+
+def expert_among_coin_flippers() -> tuple[VoteMatrix, dict[tuple[int, int], int], int]:
+    """Gold items show an expert (volunteer 3) always right and three volunteers ticking at
+    random; on the last item the three tick and the expert does not."""
+    rng = np.random.default_rng(5)
+    n_gold = 60
+    truth = np.arange(n_gold) % 2
+    item = np.repeat(np.arange(n_gold), 4)
+    worker = np.tile([0, 1, 2, 3], n_gold)
+    ticks = np.where(worker == 3, truth[item], rng.random(item.size) < 0.5)
+    target = n_gold
+    votes = VoteMatrix.from_arrays(
+        np.concatenate([item, [target] * 4]),
+        np.concatenate([worker, [0, 1, 2, 3]]),
+        np.concatenate([ticks, [1, 1, 1, 0]]),
+    )
+    return votes, {(i, 0): int(truth[i]) for i in range(n_gold)}, target
+
+
+def test_a_clear_majority_falls_to_a_dissent_from_clearly_better_volunteers():
+    votes, gold, target = expert_among_coin_flippers()
+    result = agg.dawid_skene_binary(votes, gold)
+    assert result.specificity[3, 0] > 0.9 and result.sensitivity[3, 0] > 0.9
+    assert (result.specificity[:3, 0] < 0.7).all()
+    assert result.posteriors[target, 0] < 0.1
+
+
+def test_posteriors_against_a_clear_majority_follow_the_rule_on_a_simulated_crowd():
+    votes, _ = simulate(n_items=600, votes_per_item=5, seed=32)
+    result = agg.dawid_skene_binary(votes)
+    params = agg.TwoCoinParameters.from_result(result)
+    unruled = agg.dawid_skene_binary_posteriors(
+        votes, dataclasses.replace(params, overrule_factor=None)
+    ).posteriors
+    fraction = votes.positive_counts() / votes.item_vote_counts()[:, None]
+    clear = np.abs(fraction - 0.5) >= 1 / 6 - 1e-9  # 5 votes: 4 or 5 agree
+    majority = fraction > 0.5
+    odds_against = np.where(majority, 1 - unruled, unruled) / np.where(
+        majority, unruled, 1 - unruled
+    )
+    factor, hold = agg.OVERRULE_FACTOR, agg._HELD_LOG_ODDS
+    against = clear & (result.labels != majority)
+    assert against.any()  # the rule is not "the majority always wins"
+    assert (odds_against[against] >= factor).all()
+    # Beyond the factor, the odds against the majority are the model's divided by it ...
+    beyond = clear & (odds_against >= factor * np.exp(-hold))
+    assert (beyond >= against).all()
+    posterior_odds = np.where(majority, 1 - result.posteriors, result.posteriors)
+    posterior_odds = posterior_odds / (1 - posterior_odds)
+    np.testing.assert_allclose(posterior_odds[beyond], odds_against[beyond] / factor)
+    # ... and short of it, where the model leans against the majority, held on its side.
+    held = clear & (odds_against > np.exp(-hold)) & ~beyond
+    assert held.any()
+    towards_majority = np.where(majority, result.posteriors, 1 - result.posteriors)
+    np.testing.assert_allclose(towards_majority[held], 1 / (1 + np.exp(-hold)))
+    # Where the votes are split, the model decides alone.
+    split = ~clear
+    np.testing.assert_allclose(result.posteriors[split], unruled[split], atol=1e-12)
+
+
+def test_the_e_step_holds_and_overrules_clear_majorities_exactly_as_the_full_pass():
+    small, target = three_playing_against_one_other()
+    expert, gold, expert_target = expert_among_coin_flippers()
+    for votes, anchors, item in ((small, None, target), (expert, gold, expert_target)):
+        full = agg.dawid_skene_binary(votes, anchors)
+        params = agg.TwoCoinParameters.from_result(full)
+        assert params.overrule_factor == agg.OVERRULE_FACTOR
+        alone = agg.dawid_skene_binary_posteriors(votes_of_items(votes, np.array([item])), params)
+        np.testing.assert_allclose(alone.posteriors[0], full.posteriors[item], rtol=0, atol=1e-9)
+        # The service builds its parameters without naming the factor: the default matches.
+        rebuilt = agg.TwoCoinParameters(
+            sensitivity=params.sensitivity,
+            specificity=params.specificity,
+            priors=params.priors,
+            crowd_sensitivity=params.crowd_sensitivity,
+            crowd_specificity=params.crowd_specificity,
+        )
+        again = agg.dawid_skene_binary_posteriors(votes_of_items(votes, np.array([item])), rebuilt)
+        np.testing.assert_allclose(again.posteriors, alone.posteriors, rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------
