@@ -69,6 +69,7 @@ from annotate.zooniverse.client import (
     ZooniverseClient,
     connect,
 )
+from annotate.zooniverse.exports import survey_labels
 from annotate.zooniverse.records import survey_choices
 
 logger = logging.getLogger(__name__)
@@ -485,6 +486,9 @@ def _version_answers(
     if task_type not in SUPPORTED_TASK_TYPES:
         return task_type, []
     strings = payload.get("strings") or {}
+    if task_type == "survey":  # its answers are its choices, read as the workflow export's
+        choices, labels = survey_labels(task_key, task, strings)
+        return task_type, answers_map(labels, concepts, choices)
     labels = []
     for answer in task.get("answers") or []:
         reference = answer.get("label") if isinstance(answer, dict) else answer

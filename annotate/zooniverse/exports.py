@@ -586,7 +586,7 @@ def _tasks(raw_tasks: dict[str, Any], strings: dict[str, Any]) -> dict[str, Task
         if not isinstance(task, dict):
             raise _Bad("tasks", f"invalid_task: {key!r} is not an object")
         if task.get("type") == "survey":
-            codes, labels = _survey_choices(str(key), task, strings)
+            codes, labels = survey_labels(str(key), task, strings)
         else:
             answers = task.get("answers") or []
             if not isinstance(answers, list):
@@ -606,17 +606,17 @@ def _tasks(raw_tasks: dict[str, Any], strings: dict[str, Any]) -> dict[str, Task
     return tasks
 
 
-def _survey_choices(
+def survey_labels(
     key: str, task: dict[str, Any], strings: dict[str, Any]
 ) -> tuple[list[str], list[str]]:
     """A survey's choice codes and labels, in ``choicesOrder`` (then any choice it leaves out).
 
     ``choices`` maps each code to ``{"label": "T1.choices.ZBR.label", ...}`` (Project Builder)
-    or to an inline label (older workflows).
+    or to an inline label (older workflows); a ``choices`` that is not an object counts as none.
     """
     choices = task.get("choices") or {}
     if not isinstance(choices, dict):
-        raise _Bad("tasks", f"invalid_task: {key!r} choices is not an object")
+        choices = {}
     order = task.get("choicesOrder") or []
     codes = [str(c) for c in order if str(c) in choices] if isinstance(order, list) else []
     codes += [str(c) for c in choices if str(c) not in codes]

@@ -23,7 +23,8 @@ Starting it
     server, thread = serve("127.0.0.1", 0, sandbox=sandbox)  # port 0: any free port
     server.endpoint            # "http://127.0.0.1:54321": PANOPTES_ENDPOINT
     sandbox.project_id         # 1
-    sandbox.workflow_id        # 1 (task "T0", type "multiple", answers = the vocabulary)
+    sandbox.workflow_id        # 1 (task "T0", type "multiple", answers = the vocabulary;
+                               #    Sandbox(..., task_type="single" | "survey") for the others)
     ...
     server.shutdown(); server.server_close()   # or: with serve(...)[0]: ...
 
@@ -170,6 +171,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 DEFAULT_QUESTION = "Which of these labels apply?"
+
+#: The task types the sandbox workflow's task T0 can have.
+TASK_TYPES = frozenset({"single", "multiple", "survey"})
 DEFAULT_RETIREMENT_COUNT = 15  # Panoptes' default when a workflow's retirement is blank.
 RETIREMENT_REASONS = (
     "classification_count",
@@ -877,7 +881,7 @@ def _str_ids(ids: Iterable[int]) -> list[str]:
 
 
 class Sandbox:
-    """In-memory Panoptes with one project and one multiple-answer workflow.
+    """In-memory Panoptes with one project and one workflow (multiple-answer unless told).
 
     Args:
         vocabulary: answer labels, in order; answer index i of task T0 is ``vocabulary[i]``.
@@ -891,6 +895,10 @@ class Sandbox:
             (so a stop is immediate). Tests pass a fake that moves their clock.
         token_ttl_s: ``expires_in`` of issued OAuth tokens.
         export_delay_s: how long a requested export stays "creating" before it is generated.
+        task_type: T0's type when the workflow is created: ``multiple`` (volunteers tick any
+            answers), ``single`` (one answer each: a true one with the profile's sensitivity)
+            or ``survey`` (one choice per label, coded by ``choice_codes``; volunteers mark
+            species as they tick answers). Exports and the API carry each in its real shape.
     """
 
     def __init__(
@@ -910,11 +918,14 @@ class Sandbox:
         sleep: Callable[[float], None] | None = None,
         token_ttl_s: int = 7200,
         export_delay_s: float = 0.0,
+        task_type: str = "multiple",
     ) -> None:
         if not vocabulary:
             raise ValueError("the sandbox workflow needs at least one answer label")
         if keys is not None and len(keys) != len(vocabulary):
             raise ValueError("keys must be parallel to vocabulary")
+        if task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be one of {sorted(TASK_TYPES)}, not {task_type!r}")
         self.lock = threading.RLock()
         self.faults = FaultPlan()
         self.request_log: list[RequestLogEntry] = []
@@ -957,6 +968,7 @@ class Sandbox:
                     question,
                     retirement_count,
                     prioritized,
+                    task_type,
                 )
             else:
                 # A restarted demo with an edited vocabulary gets a new workflow version, as an
@@ -1000,19 +1012,51 @@ class Sandbox:
         return project
 
     @staticmethod
-    def _task_definition(n_answers: int) -> dict[str, Any]:
+    def _task_definition(labels: Sequence[str], task_type: str = "multiple") -> dict[str, Any]:
+        """Task T0 as the Project Builder writes it: a question (``single``, ``multiple``)
+        whose answers are ``T0.answers.i.label``, or a ``survey`` whose choices, one per label,
+        are coded as ``choice_codes`` makes them, with no questions about each choice."""
+        if task_type == "survey":
+            codes = choice_codes(labels)
+            return {
+                "T0": {
+                    "type": "survey",
+                    "choices": {
+                        code: {
+                            "label": f"T0.choices.{code}.label",
+                            "images": [],
+                            "characteristics": {},
+                            "confusionsOrder": [],
+                            "noQuestions": True,
+                        }
+                        for code in codes
+                    },
+                    "choicesOrder": codes,
+                    "questions": {},
+                    "questionsOrder": [],
+                    "characteristics": {},
+                    "characteristicsOrder": [],
+                    "images": {},
+                }
+            }
         return {
             "T0": {
-                "type": "multiple",
+                "type": task_type,
                 "question": "T0.question",
                 "help": "T0.help",
                 "required": False,
-                "answers": [{"label": f"T0.answers.{i}.label"} for i in range(n_answers)],
+                "answers": [{"label": f"T0.answers.{i}.label"} for i in range(len(labels))],
             }
         }
 
-    def _strings(self, labels: Sequence[str], question: str) -> dict[str, str]:
+    def _strings(
+        self, labels: Sequence[str], question: str, task_type: str = "multiple"
+    ) -> dict[str, str]:
         strings = {"T0.question": question, "T0.help": ""}
+        if task_type == "survey":
+            for code, label in zip(choice_codes(labels), labels, strict=True):
+                strings[f"T0.choices.{code}.label"] = label
+            return strings
         for i, label in enumerate(labels):
             strings[f"T0.answers.{i}.label"] = label
         return strings
@@ -1026,14 +1070,15 @@ class Sandbox:
         question: str,
         retirement_count: int,
         prioritized: bool,
+        task_type: str = "multiple",
     ) -> WorkflowRecord:
         now = self.now()
         workflow = WorkflowRecord(
             id=workflow_id,
             project_id=project_id,
             display_name=name,
-            tasks=self._task_definition(len(labels)),
-            strings=self._strings(labels, question),
+            tasks=self._task_definition(labels, task_type),
+            strings=self._strings(labels, question, task_type),
             retirement={"criteria": "classification_count", "options": {"count": retirement_count}},
             created_at=now,
             updated_at=now,
@@ -1067,8 +1112,9 @@ class Sandbox:
         with self.lock:
             workflow = self._workflow(workflow_id)
             question = workflow.strings.get("T0.question", self.question)
-            tasks = self._task_definition(len(labels))
-            strings = self._strings(labels, question)
+            task_type = task_type_of(workflow.tasks)
+            tasks = self._task_definition(labels, task_type)
+            strings = self._strings(labels, question, task_type)
             changed = False
             if tasks != workflow.tasks:
                 workflow.tasks = tasks
@@ -1182,7 +1228,12 @@ class Sandbox:
     def labels(self, workflow_id: int | None = None, version: str | None = None) -> list[str]:
         """Answer labels of a workflow, at its current or at a given ``major.minor`` version."""
         with self.lock:
-            strings = self._strings_at(workflow_id or self.workflow_id, version)
+            workflow_id = workflow_id or self.workflow_id
+            strings = self._strings_at(workflow_id, version)
+            if task_type_of(self._workflow(workflow_id).tasks) == "survey":
+                return [
+                    v for k, v in strings.items() if re.fullmatch(r"T0\.choices\.\w+\.label", k)
+                ]
             n = sum(1 for k in strings if re.fullmatch(r"T0\.answers\.\d+\.label", k))
             return [strings[f"T0.answers.{i}.label"] for i in range(n)]
 
@@ -1542,7 +1593,11 @@ class Sandbox:
             repeat = False
         subject = self.state.subjects[subject_id]
         true_idx = _truth_indices(turns.truth(subject_id, subject.metadata), turns.answer_index)
-        ticked = _answer(profile, true_idx, len(turns.answer_index.labels), rng)
+        n_answers = len(turns.answer_index.labels)
+        if task_type_of(workflow.tasks) == "single":
+            ticked = _answer_one(profile, true_idx, n_answers, rng)
+        else:
+            ticked = _answer(profile, true_idx, n_answers, rng)
         record = self._record_classification(
             workflow, volunteer, subject_id, ticked, repeat=repeat, gold=False
         )
@@ -1600,10 +1655,14 @@ class Sandbox:
         lookup: dict[str, int]
 
     def _answer_index(self, workflow: WorkflowRecord) -> Sandbox._AnswerIndex:
-        n = len(workflow.tasks["T0"]["answers"])
-        labels = [workflow.strings.get(f"T0.answers.{i}.label", "") for i in range(n)]
+        if task_type_of(workflow.tasks) == "survey":
+            codes = workflow.tasks["T0"]["choicesOrder"]
+            labels = [workflow.strings.get(f"T0.choices.{c}.label", c) for c in codes]
+        else:
+            n = len(workflow.tasks["T0"]["answers"])
+            labels = [workflow.strings.get(f"T0.answers.{i}.label", "") for i in range(n)]
         lookup = {label.lower(): i for i, label in enumerate(labels)}
-        for i, key in enumerate(self.state.answer_keys[:n]):
+        for i, key in enumerate(self.state.answer_keys[: len(labels)]):
             lookup.setdefault(key.lower(), i)
         return Sandbox._AnswerIndex(labels, lookup)
 
@@ -1715,7 +1774,7 @@ class Sandbox:
             user_name=volunteer.name,
             user_ip=volunteer.ip_hash,
             created_at=iso(moment),
-            annotations=[{"task": "T0", "value": sorted(ticked)}],
+            annotations=[{"task": "T0", "value": _api_value(workflow.tasks, ticked)}],
             subject_ids=[subject_id],
             metadata=metadata,
             gold_standard=gold,
@@ -1944,16 +2003,26 @@ class Sandbox:
         strings = self._strings_at(c.workflow_id, c.workflow_version)
         annotations = []
         for annotation in c.annotations:
-            task = annotation["task"]
-            values = annotation["value"] if isinstance(annotation["value"], list) else []
+            task, value = annotation["task"], annotation["value"]
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                annotations.append({"task": task, "value": value})  # survey: passed through
+                continue
+
+            def label(i: int, task: str = task) -> str:
+                return strings.get(f"{task}.answers.{i}.label", "unknown answer label")
+
             annotations.append(
                 {
                     "task": task,
                     "task_label": strings.get(f"{task}.question", ""),
-                    "value": [
-                        strings.get(f"{task}.answers.{i}.label", "unknown answer label")
-                        for i in values
-                    ],
+                    # single: the label or null; multiple: the labels ticked
+                    "value": (
+                        [label(i) for i in value]
+                        if isinstance(value, list)
+                        else None
+                        if value is None
+                        else label(value)
+                    ),
                 }
             )
         subject_data: dict[str, Any] = {}
@@ -3286,6 +3355,46 @@ def _truth_fn(truth: Truth | None) -> TruthFn:
 
 def _truth_indices(entries: Iterable[str], index: Sandbox._AnswerIndex) -> set[int]:
     return {index.lookup[e.lower()] for e in entries if e.lower() in index.lookup}
+
+
+def choice_codes(labels: Sequence[str]) -> list[str]:
+    """Survey choice codes for labels, as the Project Builder makes them: the letters in upper
+    case (``"Zebra"`` -> ``"ZEBRA"``), numbered when two would clash."""
+    codes: list[str] = []
+    for i, label in enumerate(labels):
+        code = re.sub(r"[^A-Z0-9]", "", label.upper()) or f"CHOICE{i}"
+        while code in codes:
+            code += str(i)
+        codes.append(code)
+    return codes
+
+
+def task_type_of(tasks: dict[str, Any]) -> str:
+    """The type of the sandbox workflow's task T0."""
+    return str(tasks.get("T0", {}).get("type", "multiple"))
+
+
+def _api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
+    """The API's ``value`` for answer indices ticked: an index or null (single), the sorted
+    indices (multiple), or a survey's list of ``{"choice", "answers", "filters"}``."""
+    task_type = task_type_of(tasks)
+    if task_type == "single":
+        return ticked[0] if ticked else None
+    if task_type == "survey":
+        codes = tasks["T0"]["choicesOrder"]
+        return [{"choice": codes[i], "answers": {}, "filters": {}} for i in sorted(ticked)]
+    return sorted(ticked)
+
+
+def _answer_one(
+    profile: VolunteerProfile, true_idx: set[int], n: int, rng: random.Random
+) -> list[int]:
+    """One answer of a single-answer question: a true one with the profile's sensitivity, else
+    another at random (any answer for a volunteer who ignores the subject)."""
+    if true_idx and not profile.ignores_truth and rng.random() < profile.sensitivity:
+        return [rng.choice(sorted(true_idx))]
+    others = [i for i in range(n) if i not in true_idx] or list(range(n))
+    return [rng.choice(others if not profile.ignores_truth else list(range(n)))]
 
 
 def _answer(profile: VolunteerProfile, true_idx: set[int], n: int, rng: random.Random) -> list[int]:

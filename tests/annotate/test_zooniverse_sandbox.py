@@ -1088,3 +1088,27 @@ def test_admin_mode_adds_a_query_parameter_the_sandbox_ignores(
         assert len(pages) == 2 and all(e.query.get("admin") == "True" for e in pages)
     finally:
         Panoptes._local.panoptes_client = None
+
+
+@pytest.mark.parametrize("task_type", ["single", "survey"])
+def test_a_single_answer_or_survey_workflow_exports_its_values_in_the_real_shapes(task_type):
+    sandbox = Sandbox(["Zebra", "Baboon"], task_type=task_type)
+    set_id = sandbox.create_subject_set("s")
+    sandbox.create_subject(
+        {"image/jpeg": "https://example.org/1.jpg"}, metadata={"#truth": ["Zebra"]},
+        subject_set_id=set_id,
+    )  # fmt: skip
+    sandbox.link_subject_set(sandbox.workflow_id, set_id)
+    sandbox.run_volunteers(crowd=CrowdConfig(n_volunteers=5, seed=1), classifications=5)
+    rows = list(csv.DictReader(io.StringIO(sandbox.export_csv("classifications"))))
+    assert len(rows) == 5
+    annotations = [json.loads(row["annotations"])[0] for row in rows]
+    if task_type == "single":
+        assert sandbox.workflow().tasks["T0"]["type"] == "single"
+        assert all(a["value"] in ("Zebra", "Baboon") and "task_label" in a for a in annotations)
+    else:
+        assert sandbox.labels() == ["Zebra", "Baboon"]
+        assert sandbox.workflow().tasks["T0"]["choicesOrder"] == ["ZEBRA", "BABOON"]
+        for a in annotations:
+            assert "task_label" not in a
+            assert all(set(v) == {"choice", "answers", "filters"} for v in a["value"])

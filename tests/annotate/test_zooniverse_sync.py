@@ -856,3 +856,72 @@ def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quara
         {**row, "annotations": [{"task": "T0", "value": [1, 2]}]}, task_key="T0"
     )
     assert asked.task_shown is True and asked.answers == [1, 2]
+
+
+# -- single-answer and survey workflows ------------------------------------------------------------
+
+
+@pytest.fixture
+def typed_env(db, concepts, request):
+    """A sandbox whose workflow's task is of the type the test is parametrized with."""
+    sandbox = Sandbox(LABELS, keys=LABELS, task_type=request.param)
+    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
+    workflow = Workflow.objects.create(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, task_key="T0"
+    )
+    try:
+        yield Env(sandbox=sandbox, server=server, clock=FakeClock(), workflow=workflow)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _expected_votes(env: Env) -> list[tuple[int, list[str]]]:
+    """Each sandbox classification's labels marked, read from its API annotation."""
+    codes = env.sandbox.workflow().tasks["T0"].get("choicesOrder")
+    expected = []
+    for c in env.sandbox.classifications(env.sandbox.workflow_id):
+        value = c.annotations[0]["value"]
+        if isinstance(value, int):
+            ticked = [LABELS[value]]
+        else:
+            ticked = [LABELS[codes.index(v["choice"])] for v in value]
+        expected.append((c.id, sorted(ticked)))
+    return expected
+
+
+@pytest.mark.parametrize("typed_env", ["single", "survey"], indirect=True)
+@pytest.mark.parametrize("source", ["api", "export"])
+def test_single_answer_and_survey_classifications_arrive_as_the_concepts_marked(
+    typed_env, source, tmp_path: Path
+):
+    env = typed_env
+    _pushed_and_classified(env, n_classifications=30)
+    task_type = env.sandbox.workflow().tasks["T0"]["type"]
+    values = [c.annotations[0]["value"] for c in env.sandbox.classifications()]
+    if task_type == "single":
+        assert all(isinstance(v, int) for v in values)
+    else:
+        assert all(isinstance(v, list) and all("choice" in x for x in v) for v in values)
+    synced = workflow_versions_sync(workflow=env.workflow, client=env.client())
+    version = WorkflowVersion.objects.get(version=synced.created[0])
+    assert version.task_type == task_type
+    assert [a["concept"] for a in version.answers] == LABELS
+    if source == "api":
+        result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+        counts = result.counts
+    else:
+        _, counts = classifications_export_pull(
+            workflow=env.workflow, client=env.client(), directory=tmp_path
+        )
+    assert (counts.created, counts.quarantined, counts.invalid_answers) == (30, 0, 0)
+    keys = dict(Concept.objects.values_list("id", "key"))
+    stored = [
+        (zid, sorted(keys[i] for i in ids))
+        for zid, ids in Classification.objects.order_by("zooniverse_id").values_list(
+            "zooniverse_id", "concept_ids"
+        )
+    ]
+    assert stored == _expected_votes(env)
+    if task_type == "single":
+        assert all(len(ids) == 1 for _, ids in stored)
