@@ -87,6 +87,9 @@ class AggregationSummary:
     # Item x concept labels written on the other side of 0.5 than before, plus labels new to the
     # table (labels deleted with an item's last vote are not counted).
     labels_changed: int = 0
+    # Share of the item x concept labels written on the same side of 0.5 as the majority vote of
+    # the same votes (1.0 when there are none): how often the method overrules the crowd.
+    majority_agreement: float = 1.0
 
     def summary(self) -> str:
         kind = "incremental, " if self.incremental else ""
@@ -95,9 +98,19 @@ class AggregationSummary:
             f"{self.n_volunteers} volunteers; {self.confident_items} confident, "
             f"{self.uncertain_items} uncertain, {self.contradicting_prior} contradict their prior; "
             f"{self.labels_changed} labels changed; "
+            f"{self.majority_agreement:.1%} of labels agree with majority vote; "
             f"{len(self.retire_subject_ids)} subjects to retire "
             f"({kind}{self.iterations} iterations, {self.seconds:.1f} s)"
         )
+
+
+def _majority_agreement(votes: aggregation.VoteMatrix, posteriors: np.ndarray) -> float:
+    """Share of item x concept posteriors on the same side of 0.5 as the majority vote of
+    ``votes`` (as stored: rounded to six decimals); 1.0 when there are none."""
+    if not posteriors.size:
+        return 1.0
+    majority = aggregation.majority_vote(votes).labels
+    return float((majority == (np.round(posteriors, 6) > 0.5)).mean())
 
 
 def _id_conditions(model: type[Model], column: str, ids: np.ndarray) -> Iterator[tuple[str, list]]:
@@ -320,6 +333,7 @@ def labels_aggregate(
     subject_items = np.array([row for query in queries for row in query], dtype=np.int64)
     subject_items = subject_items.reshape(-1, 2)
     retire_subjects = subject_items[np.isin(subject_items[:, 1], retire_items), 0].tolist()
+    agreement = _majority_agreement(data.votes, result.posteriors)
     summary = AggregationSummary(
         method=method,
         n_classifications=data.votes.n_votes,
@@ -335,6 +349,7 @@ def labels_aggregate(
         seconds=time.monotonic() - started,
         incremental=scope is not None,
         labels_changed=changed,
+        majority_agreement=agreement,
     )
     logger.info("aggregate %s", summary.summary())
     return summary

@@ -195,6 +195,36 @@ def test_no_votes_at_all_is_a_valid_empty_aggregation(concepts, capsys):
     assert Item.objects.get().consensus == Item.Consensus.NONE
 
 
+def test_the_summary_reports_how_many_labels_agree_with_majority_vote(concepts, capsys):
+    crowd = Crowd(concepts)
+    plain, overruled = crowd.item("plain"), crowd.item("overruled")
+    for v in ("u1", "u2", "u3"):
+        crowd.vote(plain, v, ["map"])
+        crowd.vote(overruled, v, ["map"])
+    # A curator says "no map": one label of the 2 x 20 goes against the three votes.
+    Item.objects.filter(pk=overruled.pk).update(review_state="accepted", curated_concepts=[])
+
+    summary = labels_aggregate(method="majority")
+    assert summary.majority_agreement == pytest.approx(39 / 40)
+    assert "97.5% of labels agree with majority vote" in summary.summary()
+
+    # Dawid-Skene learns from the curator that u1-u3 tick "map" where there is none, and may
+    # overrule them on the other item too: whatever it decides, the summary counts it.
+    call_command("aggregate", method="dawid_skene")
+    rows = AggregatedLabel.objects.values_list("posterior", "votes_for", "votes_against")
+    agree = [(p > 0.5) == (votes_for > votes_against) for p, votes_for, votes_against in rows]
+    share = sum(agree) / len(agree)
+    assert len(agree) == 40 and share < 1
+    assert f"{share:.1%} of labels agree with majority vote" in capsys.readouterr().out
+
+
+def test_with_no_labels_all_of_them_agree_with_majority_vote(concepts):
+    Item.objects.create(external_id="lonely")
+    summary = labels_aggregate(method="dawid_skene")
+    assert summary.majority_agreement == 1.0
+    assert "100.0% of labels agree with majority vote" in summary.summary()
+
+
 # --------------------------------------------------------------------------------------------
 # Incremental passes
 # --------------------------------------------------------------------------------------------
