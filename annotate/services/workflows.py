@@ -133,6 +133,13 @@ def workflow_configure(
             f"({others} row(s) of other workflows, {len(refused)} bad row(s))"
         )
     task_key = task_key or rows[-1].first_task or workflow.task_key
+    offered = sorted({key for row in rows for key in row.tasks})
+    if task_key not in offered:
+        # A wrong task would make every classification "not asked": no label, ever.
+        raise WorkflowConfigError(
+            f"{export_path}: workflow {workflow_id} has no task {task_key!r} in any version; "
+            f"its tasks: {', '.join(offered) or 'none'}"
+        )
     result = WorkflowConfigResult(
         workflow=workflow, task_key=task_key, refused_rows=refused, other_workflows=others
     )

@@ -155,3 +155,26 @@ def test_the_command_fails_on_a_missing_export(concepts, tmp_path):
         call_command(
             "configure_workflow", "--workflow-id", "7", "--workflow-export", str(tmp_path / "no")
         )
+
+
+def test_a_task_that_no_version_of_the_workflow_has_is_refused_naming_the_tasks_it_has(
+    db, concepts, tmp_path
+):
+    import csv
+    import json
+
+    from annotate.services.workflows import WorkflowConfigError, workflow_configure
+
+    path = tmp_path / "wf.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["workflow_id", "display_name", "version", "minor_version", "active",
+                         "tasks", "strings", "first_task", "retirement"])
+        tasks = {"T1": {"type": "multiple", "question": "T1.question",
+                        "answers": [{"label": "T1.answers.0.label"}]}}
+        strings = {"T1.question": "Which?", "T1.answers.0.label": "Painting"}
+        writer.writerow([44, "Which?", 3, 1, "true", json.dumps(tasks), json.dumps(strings),
+                         "T1", "{}"])
+    with pytest.raises(WorkflowConfigError, match=r"no task 'T0' in any version; its tasks: T1"):
+        workflow_configure(workflow_id=44, task_key="T0", export_path=path)
+    assert workflow_configure(workflow_id=44, task_key="T1", export_path=path).mapped == 1
