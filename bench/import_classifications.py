@@ -111,8 +111,25 @@ def workflow_export_write(path: Path) -> None:
         )  # fmt: skip
 
 
-def classification_export_write(path: Path, *, rows: int, seed: int = 7) -> None:
+def subject_id_of(index: int) -> int:
+    """The Zooniverse subject id of the generator's ``index``-th subject."""
+    return 90_000_000 + index
+
+
+def classification_export_write(
+    path: Path,
+    *,
+    rows: int,
+    seed: int = 7,
+    subjects: int | None = None,
+    external_keys: bool = True,
+) -> None:
     """``rows`` classifications, about 10 per subject, in id (and time) order.
+
+    ``subjects`` (default ``rows // 10``) sets how many subjects share the rows. Without
+    ``external_keys`` the ``subject_data`` has no ``europeana_id``, ``external_id`` or
+    ``crowdloop_id`` key, so only the subject id can find an item (as for subjects uploaded
+    without one); the random draws are the same either way.
 
     Subjects are uploaded in sets of 2,000 and each set is classified before the next, the way a
     live project works through its subject sets; volunteers follow a heavy-tailed activity
@@ -120,7 +137,7 @@ def classification_export_write(path: Path, *, rows: int, seed: int = 7) -> None
     same volunteer on the same subject.
     """
     rng = random.Random(seed)
-    n_subjects = max(1, rows // 10)
+    n_subjects = subjects if subjects is not None else max(1, rows // 10)
     n_users = max(10, rows // 125)  # 8,000 logged-in volunteers for 1M rows
     n_anon = max(10, rows // 50)  # 20,000 logged-out ip hashes
     user_weights = [1.0 / (rank + 1) ** 1.1 for rank in range(n_users)]
@@ -148,7 +165,7 @@ def classification_export_write(path: Path, *, rows: int, seed: int = 7) -> None
                 rng.shuffle(order)
                 next_set += 1
             subject_index = order.pop()
-            subject_id = 90_000_000 + subject_index
+            subject_id = subject_id_of(subject_index)
             if recent and rng.random() < 0.005:
                 user_name, user_id, session, subject_id = rng.choice(recent)  # a repeat
             elif rng.random() < 0.33:
@@ -211,6 +228,9 @@ def classification_export_write(path: Path, *, rows: int, seed: int = 7) -> None
                 "URI": f"http://data.europeana.eu/item{record_id}",
                 "#priority": round(rng.random(), 4),
             }
+            if not external_keys:
+                for key in ("europeana_id", "external_id", "crowdloop_id"):
+                    del subject[key]
             if rng.random() < 0.1:
                 subject["retired"] = {
                     "id": 125_000_000 + subject_index,
