@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -127,12 +128,20 @@ def _infer_size(index: IntArray, given: int | None, name: str) -> int:
 class VoteMatrix:
     """Multi-label votes: one row per classification, one 0/1 column per concept.
 
+    A vote is only what the volunteer was asked: where ``asked`` is False (a workflow version
+    whose question did not offer the concept), the cell is no vote at all, neither a yes nor a
+    no. It gives the item no evidence, the volunteer no skill counts, and it is not counted in
+    the item's votes on that concept.
+
     Attributes:
         item_idx: ``(n_votes,)`` item of each classification, in ``[0, n_items)``.
         worker_idx: ``(n_votes,)`` volunteer of each classification, in ``[0, n_workers)``.
-        labels: ``(n_votes, n_concepts)`` uint8, 1 where the concept was ticked.
+        labels: ``(n_votes, n_concepts)`` uint8, 1 where the concept was ticked (0 where it was
+            not asked).
         n_items: number of items, including items nobody has classified yet.
         n_workers: number of volunteers.
+        asked: ``(n_votes, n_concepts)`` bool, True where the classification was asked about the
+            concept; None when every classification was asked about every concept.
     """
 
     item_idx: IntArray
@@ -140,6 +149,7 @@ class VoteMatrix:
     labels: NDArray[np.uint8]
     n_items: int
     n_workers: int
+    asked: BoolArray | None = None
 
     @classmethod
     def from_arrays(
@@ -150,6 +160,7 @@ class VoteMatrix:
         *,
         n_items: int | None = None,
         n_workers: int | None = None,
+        asked: ArrayLike | None = None,
     ) -> VoteMatrix:
         """Build and validate a vote matrix from plain arrays.
 
@@ -160,12 +171,15 @@ class VoteMatrix:
             n_items: total number of items (default: largest index + 1). Items without votes are
                 allowed and receive the prior.
             n_workers: total number of volunteers (default: largest index + 1).
+            asked: ``(n_votes, n_concepts)`` bool, which concepts each classification was asked
+                about (None: all). A tick where nothing was asked is dropped; a mask that is
+                True everywhere is stored as None, which costs nothing.
 
         Returns:
             The validated ``VoteMatrix``.
 
         Raises:
-            ValueError: on mismatched lengths, negative indices or labels other than 0/1.
+            ValueError: on mismatched lengths or shapes, negative indices or labels other than 0/1.
         """
         items = _as_index(item_idx, "item_idx")
         workers = _as_index(worker_idx, "worker_idx")
@@ -181,12 +195,26 @@ class VoteMatrix:
             )
         if ticks.dtype != np.bool_ and ticks.size and not np.isin(ticks, (0, 1)).all():
             raise ValueError("labels must be 0/1 (ticked or not)")
+        ticks = ticks.astype(np.uint8, copy=False)
+        mask: BoolArray | None = None
+        if asked is not None:
+            mask = np.asarray(asked)
+            if mask.ndim == 1:
+                mask = mask[:, None]
+            if mask.shape != ticks.shape:
+                raise ValueError(f"asked must be shaped like labels, {ticks.shape}: {mask.shape}")
+            mask = mask.astype(bool, copy=False)
+            if mask.all():
+                mask = None
+            else:
+                ticks = ticks & mask
         return cls(
             item_idx=items,
             worker_idx=workers,
-            labels=ticks.astype(np.uint8, copy=False),
+            labels=ticks,
             n_items=_infer_size(items, n_items, "n_items"),
             n_workers=_infer_size(workers, n_workers, "n_workers"),
+            asked=mask,
         )
 
     @property
@@ -204,6 +232,42 @@ class VoteMatrix:
     def worker_vote_counts(self) -> IntArray:
         """Number of classifications by each volunteer, ``(n_workers,)``."""
         return np.bincount(self.worker_idx, minlength=self.n_workers).astype(np.int64)
+
+    @cached_property
+    def _unasked(self) -> tuple[IntArray, IntArray]:
+        """``(rows, concepts)`` of the cells not asked about; empty without a mask."""
+        if self.asked is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        return np.nonzero(~self.asked)
+
+    def _per_concept(self, index: IntArray, size: int) -> IntArray:
+        """``(size, n_concepts)``: asked votes per ``index`` value (item or volunteer) and concept.
+
+        Without a mask, a read-only broadcast of the per-row counts (no copy).
+        """
+        total = np.bincount(index, minlength=size).astype(np.int64)
+        shape = (size, self.n_concepts)
+        rows, concepts = self._unasked
+        if not rows.size:
+            return np.broadcast_to(total[:, None], shape)
+        flat = index[rows] * self.n_concepts + concepts
+        unasked = np.bincount(flat, minlength=size * self.n_concepts).reshape(shape)
+        return total[:, None] - unasked
+
+    def asked_counts(self) -> IntArray:
+        """Classifications of each item asked about each concept, ``(n_items, n_concepts)``.
+
+        May be a read-only view; copy it before writing.
+        """
+        return self._per_concept(self.item_idx, self.n_items)
+
+    def worker_asked_counts(self) -> IntArray:
+        """Votes of each volunteer on each concept (asked ones), ``(n_workers, n_concepts)``.
+
+        May be a read-only view; copy it before writing.
+        """
+        return self._per_concept(self.worker_idx, self.n_workers)
 
     def positive_counts(self) -> IntArray:
         """Number of ticks per item and concept, ``(n_items, n_concepts)``."""
@@ -425,11 +489,12 @@ class CategoricalResult:
 
 
 def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> AggregationResult:
-    """Vote fraction per item x concept: ticks / classifications.
+    """Vote fraction per item x concept: ticks / classifications asked about the concept.
 
-    Items nobody has classified get the overall tick rate of each concept. Each volunteer's
-    sensitivity and specificity are measured against the majority decision (posterior > 0.5),
-    with add-one smoothing, so that the output has the same shape as Dawid-Skene's.
+    Items nobody has classified (or asked about a concept) get the concept's overall tick rate.
+    Each volunteer's sensitivity and specificity are measured against the majority decision
+    (posterior > 0.5), with add-one smoothing, so that the output has the same shape as
+    Dawid-Skene's.
 
     Args:
         votes: the multi-label votes.
@@ -439,10 +504,10 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
         An ``AggregationResult`` with ``method="majority"``.
     """
     n_votes_per_item = votes.item_vote_counts()
+    asked = votes.asked_counts()
     fixed = anchors_to_array(anchors, votes.n_items, votes.n_concepts)
     known = ~np.isnan(fixed)
-    seen = n_votes_per_item > 0
-    posteriors, overall = _tick_fractions(votes.positive_counts(), n_votes_per_item, fixed)
+    posteriors, overall = _tick_fractions(votes.positive_counts(), asked, fixed)
 
     # Skill against the majority decision: one pass of the two-coin M-step with hard labels.
     design = _Design.build(votes, np.arange(votes.n_workers), votes.n_workers)
@@ -450,15 +515,14 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
     stats = design.skill_counts(decided)
     sensitivity = (stats.true_pos + 1.0) / (stats.mass_pos + 2.0)
     specificity = (stats.true_neg + 1.0) / (stats.mass_neg + 2.0)
-    worker_counts = votes.worker_vote_counts()
     return AggregationResult(
         method="majority",
         posteriors=posteriors,
         sensitivity=sensitivity,
         specificity=specificity,
-        worker_votes=np.repeat(worker_counts[:, None], votes.n_concepts, axis=1),
+        worker_votes=np.array(votes.worker_asked_counts()),
         item_votes=n_votes_per_item,
-        priors=_informative_mean(posteriors, seen[:, None] | known, overall),
+        priors=_informative_mean(posteriors, (asked > 0) | known, overall),
         iterations=0,
         log_likelihood=[],
         converged=True,
@@ -467,21 +531,24 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
 
 
 def _tick_fractions(
-    positives: ArrayLike, per_item: IntArray, fixed: FloatArray
+    positives: ArrayLike, asked: IntArray, fixed: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """Vote fractions with unseen items at the overall tick rate and anchors applied.
+    """Vote fractions with unseen item x concept pairs at the overall tick rate, anchors applied.
+
+    Args:
+        positives: ``(n_items, n_concepts)`` ticks.
+        asked: ``(n_items, n_concepts)`` classifications asked about the concept.
+        fixed: ``(n_items, n_concepts)`` anchors, NaN where free.
 
     Returns:
         ``(posteriors, overall)``: ``(n_items, n_concepts)`` fractions and ``(n_concepts,)``
-        overall tick rate (0.5 when there are no votes at all).
+        overall tick rate (0.5 for a concept nobody was asked about).
     """
     ticks = np.asarray(positives, dtype=np.float64).reshape(fixed.shape)
-    n_votes = per_item.sum()
-    overall = ticks.sum(axis=0) / n_votes if n_votes else np.full(fixed.shape[1], 0.5)
-    seen = per_item > 0
-    posteriors = np.empty_like(ticks)
-    posteriors[seen] = ticks[seen] / per_item[seen, None]
-    posteriors[~seen] = overall
+    n_votes = asked.sum(axis=0)
+    overall = np.where(n_votes > 0, ticks.sum(axis=0) / np.maximum(n_votes, 1), 0.5)
+    seen = asked > 0
+    posteriors = np.where(seen, ticks / np.maximum(asked, 1), overall[None, :])
     known = ~np.isnan(fixed)
     posteriors[known] = fixed[known]
     return posteriors, overall
@@ -562,15 +629,23 @@ class _Design:
     value = number of ticks of concept c on that item by that group. ``seen`` is
     ``(n_items, n_groups)`` = number of classifications of the item by the group. Ticks are
     sparse (most concepts are absent from most images), so ``ticks`` stays small, and ``seen``
-    serves every concept at once because every classification votes on every concept.
+    serves every concept at once as if every classification voted on every concept.
+
+    Where the votes carry an ``asked`` mask, ``unasked`` (shaped like ``ticks``) counts the
+    classifications of each item by each group that were not asked about the concept, and its
+    share is taken back out of every product with ``seen``: an unasked cell contributes neither
+    evidence nor skill counts. Without a mask it is None and nothing extra is computed.
     """
 
     ticks: sparse.csr_matrix
     ticks_t: sparse.csr_matrix
     seen: sparse.csr_matrix
     seen_t: sparse.csr_matrix
+    unasked: sparse.csr_matrix | None
+    unasked_t: sparse.csr_matrix | None
     group_ticks: FloatArray  # (n_groups, C) total ticks per group
-    group_votes: FloatArray  # (n_groups,) total classifications per group
+    group_votes: FloatArray  # (n_groups,) classifications asked about anything, per group
+    group_asked: FloatArray  # (n_groups, C) classifications asked about the concept, per group
     n_items: int
     n_groups: int
     n_concepts: int
@@ -591,13 +666,33 @@ class _Design:
             shape=(votes.n_items, n_groups),
         )
         group_ticks = np.bincount(tick_cols, minlength=n_groups * n_concepts).astype(np.float64)
+        group_votes = np.bincount(group, minlength=n_groups).astype(np.float64)
+        group_asked = np.broadcast_to(group_votes[:, None], (n_groups, n_concepts))
+        unasked = unasked_t = None
+        rows, concepts = votes._unasked
+        if rows.size:
+            unasked_rows = votes.item_idx[rows] * n_concepts + concepts
+            unasked_cols = group[rows] * n_concepts + concepts
+            unasked = sparse.csr_matrix(
+                (np.ones(len(rows)), (unasked_rows, unasked_cols)), shape=ticks.shape
+            )
+            unasked_t = unasked.T.tocsr()
+            missing = np.bincount(unasked_cols, minlength=n_groups * n_concepts)
+            group_asked = group_asked - missing.reshape(n_groups, n_concepts)
+            # A classification asked about nothing is no vote: it adds nothing to the record.
+            assert votes.asked is not None
+            nothing = ~votes.asked.any(axis=1)
+            group_votes -= np.bincount(group[nothing], minlength=n_groups)
         return cls(
             ticks=ticks,
             ticks_t=ticks.T.tocsr(),
             seen=seen,
             seen_t=seen.T.tocsr(),
+            unasked=unasked,
+            unasked_t=unasked_t,
             group_ticks=group_ticks.reshape(n_groups, n_concepts),
-            group_votes=np.bincount(group, minlength=n_groups).astype(np.float64),
+            group_votes=group_votes,
+            group_asked=group_asked,
             n_items=votes.n_items,
             n_groups=n_groups,
             n_concepts=n_concepts,
@@ -608,8 +703,14 @@ class _Design:
         shape = (self.n_groups, self.n_concepts)
         true_pos = (self.ticks_t @ posteriors.ravel()).reshape(shape)
         mass_pos = np.asarray(self.seen_t @ posteriors)
+        if self.unasked_t is not None:
+            mass_pos -= (self.unasked_t @ posteriors.ravel()).reshape(shape)
+            # Subtracting can leave -1e-17 where a group was asked about nothing.
+            mass_pos = np.maximum(mass_pos, 0.0)
         false_pos = self.group_ticks - true_pos
-        mass_neg = self.group_votes[:, None] - mass_pos
+        mass_neg = self.group_asked - mass_pos
+        if self.unasked_t is not None:
+            mass_neg = np.maximum(mass_neg, 0.0)
         true_neg = mass_neg - false_pos
         return _SkillCounts(true_pos, mass_pos, np.maximum(true_neg, 0.0), mass_neg)
 
@@ -630,6 +731,12 @@ class _Design:
         c = self.n_concepts
         present = from_votes[:, :c] + from_ticks[:, 0].reshape(self.n_items, c)
         absent = from_votes[:, c:] + from_ticks[:, 1].reshape(self.n_items, c)
+        if self.unasked is not None:
+            # An unasked cell's "no tick" term was counted through ``seen``: take it back out.
+            per_cell = np.stack([log_miss.ravel(), log_spec.ravel()], 1)
+            from_unasked = np.asarray(self.unasked @ per_cell)  # (n_items * C, 2)
+            present -= from_unasked[:, 0].reshape(self.n_items, c)
+            absent -= from_unasked[:, 1].reshape(self.n_items, c)
         return present, absent
 
 
@@ -765,8 +872,8 @@ def _shrink(
 class _ClearMajorities:
     """Where an item's votes on a concept form a clear majority, and the rule that guards it.
 
-    A clear majority: at least ``CLEAR_MAJORITY_VOTES`` classifications, of which at least
-    ``CLEAR_MAJORITY_SHARE`` agree (ticked, or did not). ``ticked`` lists the flat
+    A clear majority: at least ``CLEAR_MAJORITY_VOTES`` classifications asked about the concept,
+    of which at least ``CLEAR_MAJORITY_SHARE`` agree (ticked, or did not). ``ticked`` lists the flat
     ``item * n_concepts + concept`` cells where such a majority ticked (few: concepts are
     sparse); ``unticked`` marks the cells where one did not (most).
     """
@@ -775,9 +882,9 @@ class _ClearMajorities:
     unticked: BoolArray  # (n_items * n_concepts,)
 
     @classmethod
-    def build(cls, ticks: FloatArray, item_votes: IntArray) -> _ClearMajorities:
-        """From ``(n_items, n_concepts)`` tick counts and ``(n_items,)`` classifications."""
-        n = item_votes[:, None].astype(np.float64)
+    def build(cls, ticks: FloatArray, asked: IntArray) -> _ClearMajorities:
+        """From ``(n_items, n_concepts)`` tick counts and classifications asked about them."""
+        n = asked.astype(np.float64)
         # The slack keeps 2 of 3 a clear majority although 2/3 is inexact in floating point.
         needed = CLEAR_MAJORITY_SHARE * n - 1e-9
         enough = n >= CLEAR_MAJORITY_VOTES
@@ -878,9 +985,10 @@ def dawid_skene_binary(
     fixed = anchors_to_array(anchors, n_items, n_concepts)
     known = ~np.isnan(fixed)
     item_votes = votes.item_vote_counts()
-    # The class prior is estimated from items that carry information; unseen items would only
-    # drag it towards itself.
-    informative = (item_votes > 0)[:, None] | known
+    asked = votes.asked_counts()
+    # The class prior is estimated from items that carry information; unseen items (or items
+    # nobody was asked about the concept) would only drag it towards itself.
+    informative = (asked > 0) | known
 
     group, n_groups, pooled = _worker_groups(votes, pool_below, pool_workers)
     design = _Design.build(votes, group, n_groups)
@@ -908,15 +1016,15 @@ def dawid_skene_binary(
 
     # Initialise from the vote fractions, like crowd-kit's DawidSkene.
     ticks = np.asarray(design.ticks.sum(axis=1)).reshape(n_items, n_concepts)
-    posteriors, _ = _tick_fractions(ticks, item_votes, fixed)
+    posteriors, _ = _tick_fractions(ticks, asked, fixed)
     majorities = None
     if overrule_factor is not None:
-        majorities = _ClearMajorities.build(ticks, item_votes)
+        majorities = _ClearMajorities.build(ticks, asked)
     anchored = bool(known.any())
     sensitivity, specificity, prior = m_step(posteriors)
     trace: list[float] = []
     converged = False
-    scale = max(votes.n_votes * n_concepts, 1)
+    scale = max(int(asked.sum()) if votes.asked is not None else votes.n_votes * n_concepts, 1)
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
         present, absent = design.log_evidence(sensitivity, specificity)
@@ -940,13 +1048,12 @@ def dawid_skene_binary(
         if iterations < max_iter:
             sensitivity, specificity, prior = m_step(posteriors)
 
-    worker_counts = votes.worker_vote_counts()
     return AggregationResult(
         method="dawid_skene",
         posteriors=posteriors,
         sensitivity=sensitivity[group],
         specificity=specificity[group],
-        worker_votes=np.repeat(worker_counts[:, None], n_concepts, axis=1),
+        worker_votes=np.array(votes.worker_asked_counts()),
         item_votes=item_votes,
         priors=prior,
         iterations=iterations,
@@ -1091,7 +1198,7 @@ def dawid_skene_binary_posteriors(
     log_odds = log_present - log_absent
     if parameters.overrule_factor is not None:
         ticks = np.asarray(design.ticks.sum(axis=1)).reshape(votes.n_items, n_concepts)
-        majorities = _ClearMajorities.build(ticks, votes.item_vote_counts())
+        majorities = _ClearMajorities.build(ticks, votes.asked_counts())
         log_odds = majorities.hold(log_odds, parameters.overrule_factor)
     posteriors = expit(log_odds)
     per_pair = np.logaddexp(log_present, log_absent)
@@ -1099,13 +1206,12 @@ def dawid_skene_binary_posteriors(
         posteriors[known] = fixed[known]
         per_pair[known] = np.where(fixed[known] == 1.0, log_present[known], log_absent[known])
 
-    worker_counts = votes.worker_vote_counts()
     return AggregationResult(
         method="dawid_skene",
         posteriors=posteriors,
         sensitivity=sensitivity,
         specificity=specificity,
-        worker_votes=np.repeat(worker_counts[:, None], n_concepts, axis=1),
+        worker_votes=np.array(votes.worker_asked_counts()),
         item_votes=votes.item_vote_counts(),
         priors=prior,
         iterations=0,

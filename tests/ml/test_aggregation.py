@@ -415,6 +415,7 @@ def votes_of_items(votes: VoteMatrix, items: np.ndarray) -> VoteMatrix:
         votes.labels[keep],
         n_items=len(items),
         n_workers=votes.n_workers,
+        asked=None if votes.asked is None else votes.asked[keep],
     )
 
 
@@ -740,6 +741,149 @@ def test_the_e_step_holds_and_overrules_clear_majorities_exactly_as_the_full_pas
         )
         again = agg.dawid_skene_binary_posteriors(votes_of_items(votes, np.array([item])), rebuilt)
         np.testing.assert_allclose(again.posteriors, alone.posteriors, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# A vote is only what the volunteer was asked (issue 17)
+# --------------------------------------------------------------------------------------------
+
+
+def with_unasked(votes: VoteMatrix, concept: int, share: float, seed: int) -> VoteMatrix:
+    """``votes`` where a random ``share`` of the classifications was not asked about
+    ``concept`` (an older workflow version without it); their ticks of it are dropped."""
+    rng = np.random.default_rng(seed)
+    asked = np.ones(votes.labels.shape, dtype=bool)
+    asked[rng.random(votes.n_votes) < share, concept] = False
+    return VoteMatrix.from_arrays(
+        votes.item_idx,
+        votes.worker_idx,
+        votes.labels,
+        n_items=votes.n_items,
+        n_workers=votes.n_workers,
+        asked=asked,
+    )
+
+
+def asked_only(votes: VoteMatrix, concept: int) -> VoteMatrix:
+    """The one-concept matrix of ``concept`` without the classifications not asked about it."""
+    keep = np.ones(votes.n_votes, dtype=bool) if votes.asked is None else votes.asked[:, concept]
+    return VoteMatrix.from_arrays(
+        votes.item_idx[keep],
+        votes.worker_idx[keep],
+        votes.labels[keep, concept],
+        n_items=votes.n_items,
+        n_workers=votes.n_workers,
+    )
+
+
+def test_a_mask_that_asks_everything_is_no_mask_and_a_wrong_shape_is_refused():
+    votes = VoteMatrix.from_arrays([0, 1], [0, 1], [[1, 0], [0, 1]], asked=np.ones((2, 2)))
+    assert votes.asked is None
+    masked = VoteMatrix.from_arrays([0, 1], [0, 1], [[1, 0], [0, 1]], asked=[[1, 0], [1, 1]])
+    assert masked.asked is not None
+    assert masked.asked_counts().tolist() == [[1, 0], [1, 1]]
+    assert masked.worker_asked_counts().tolist() == [[1, 0], [1, 1]]
+    with pytest.raises(ValueError, match="asked"):
+        VoteMatrix.from_arrays([0], [0], [[1, 0]], asked=[[True]])
+
+
+def test_a_tick_where_the_concept_was_not_asked_is_dropped():
+    votes = VoteMatrix.from_arrays([0, 0], [0, 1], [[1, 1], [1, 0]], asked=[[1, 0], [1, 1]])
+    assert votes.labels.tolist() == [[1, 0], [1, 0]]
+
+
+def test_majority_vote_counts_only_the_classifications_asked_about_the_concept():
+    # Item 0: three classifications; the second was not asked about concept 1 (its tick is
+    # dropped). Item 1: nobody was asked about concept 1, so it gets the concept's overall rate.
+    votes = VoteMatrix.from_arrays(
+        [0, 0, 0, 1, 1],
+        [0, 1, 2, 0, 1],
+        [[1, 1], [1, 1], [0, 0], [1, 0], [0, 0]],
+        asked=[[1, 1], [1, 0], [1, 1], [1, 0], [1, 0]],
+    )
+    result = agg.majority_vote(votes)
+    np.testing.assert_allclose(result.posteriors, [[2 / 3, 1 / 2], [1 / 2, 1 / 2]])
+    assert result.item_votes.tolist() == [3, 2]
+    assert result.worker_votes.tolist() == [[2, 1], [2, 0], [1, 1]]
+    # The same as the votes without the unasked cells, concept by concept.
+    alone = agg.majority_vote(asked_only(votes, 1))
+    np.testing.assert_allclose(result.posteriors[:, 1], alone.posteriors[:, 0])
+    np.testing.assert_allclose(result.sensitivity[:, 1], alone.sensitivity[:, 0])
+    np.testing.assert_allclose(result.specificity[:, 1], alone.specificity[:, 0])
+
+
+def test_a_concept_not_asked_gives_no_evidence_and_no_skill_counts():
+    full, _ = simulate(n_items=300, n_concepts=3, seed=41)
+    votes = with_unasked(full, concept=2, share=0.4, seed=42)
+    alone = asked_only(votes, 2)
+    workers = np.arange(votes.n_workers)
+    design = agg._Design.build(votes, workers, votes.n_workers)
+    plain = agg._Design.build(full, workers, votes.n_workers)
+    single = agg._Design.build(alone, workers, votes.n_workers)
+    rng = np.random.default_rng(43)
+    posteriors = rng.random((votes.n_items, 3))
+    sensitivity = rng.uniform(0.5, 0.95, (votes.n_workers, 3))
+    specificity = rng.uniform(0.5, 0.95, (votes.n_workers, 3))
+
+    # Concept 2 counts only the votes asked about it; the other concepts are untouched.
+    counts, plain_counts = design.skill_counts(posteriors), plain.skill_counts(posteriors)
+    single_counts = single.skill_counts(posteriors[:, 2:])
+    for name in ("true_pos", "mass_pos", "true_neg", "mass_neg"):
+        ours = getattr(counts, name)
+        np.testing.assert_allclose(ours[:, 2:], getattr(single_counts, name), atol=1e-9)
+        np.testing.assert_allclose(ours[:, :2], getattr(plain_counts, name)[:, :2], atol=1e-9)
+    evidence = design.log_evidence(sensitivity, specificity)
+    plain_evidence = plain.log_evidence(sensitivity, specificity)
+    single_evidence = single.log_evidence(sensitivity[:, 2:], specificity[:, 2:])
+    for ours, theirs, whole in zip(evidence, single_evidence, plain_evidence, strict=True):
+        np.testing.assert_allclose(ours[:, 2:], theirs, atol=1e-9)
+        np.testing.assert_allclose(ours[:, :2], whole[:, :2], atol=1e-9)
+
+    # A whole EM run on one concept: the unasked classifications are as if they were not there.
+    one = with_unasked(asked_only(full, 2), concept=0, share=0.4, seed=42)
+    without = asked_only(one, 0)
+    assert without.n_votes < one.n_votes
+    masked_result, dropped_result = agg.dawid_skene_binary(one), agg.dawid_skene_binary(without)
+    for name in ("posteriors", "sensitivity", "specificity", "priors", "worker_votes"):
+        np.testing.assert_allclose(
+            getattr(masked_result, name), getattr(dropped_result, name), atol=1e-9, err_msg=name
+        )
+    assert masked_result.iterations == dropped_result.iterations
+
+
+def test_the_e_step_with_a_mask_reproduces_the_full_pass_and_ignores_unasked_cells():
+    votes = with_unasked(simulate(n_items=600, seed=44)[0], concept=1, share=0.5, seed=45)
+    full = agg.dawid_skene_binary(votes)
+    parameters = agg.TwoCoinParameters.from_result(full)
+    subset = np.arange(2, 600, 7)
+    result = agg.dawid_skene_binary_posteriors(votes_of_items(votes, subset), parameters)
+    np.testing.assert_allclose(result.posteriors, full.posteriors[subset], rtol=0, atol=1e-6)
+
+    # Under fixed parameters, concept 1's posteriors are those of its asked votes alone, the
+    # clear-majority rule included (it counts only asked votes).
+    alone = agg.dawid_skene_binary_posteriors(
+        asked_only(votes, 1),
+        agg.TwoCoinParameters(
+            sensitivity=parameters.sensitivity[:, 1:2],
+            specificity=parameters.specificity[:, 1:2],
+            priors=parameters.priors[1:2],
+            crowd_sensitivity=parameters.crowd_sensitivity[1:2],
+            crowd_specificity=parameters.crowd_specificity[1:2],
+        ),
+    )
+    np.testing.assert_allclose(full.posteriors[:, 1], alone.posteriors[:, 0], rtol=0, atol=1e-9)
+
+
+def test_a_clear_majority_counts_only_the_votes_asked_about_the_concept():
+    # Two of three asked volunteers tick; two more classifications were never asked. Counted as
+    # "no", they would make it 2 of 5, no clear majority; asked only, it is 2 of 3.
+    ticks = agg._ClearMajorities.build(
+        np.array([[2.0]]),
+        VoteMatrix.from_arrays(
+            [0] * 5, range(5), [[1], [1], [0], [0], [0]], asked=[[1], [1], [1], [0], [0]]
+        ).asked_counts(),
+    )
+    assert ticks.ticked.tolist() == [0]
 
 
 # --------------------------------------------------------------------------------------------
