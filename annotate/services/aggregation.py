@@ -39,8 +39,12 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
+    WorkflowVersion,
 )
 from annotate.services.bulk_write import rows_update, rows_upsert
+from annotate.services.classifications import counters
+from annotate.services.classifications.answers import WILDCARD_VERSION, AnswerMap
+from annotate.services.classifications.read import version_numeric
 from ml import aggregation
 
 logger = logging.getLogger(__name__)
@@ -148,35 +152,83 @@ def _scoped(query: Any, model: type[Model], column: str, scope: np.ndarray | Non
     return [query.filter(f) for f in _id_filters(model, column, scope)]
 
 
-#: The classifications that are votes: the volunteer was shown the task and every answer is one
-#: the workflow version offers (``Classification.task_shown``, ``answers_known``).
-VOTES = {"task_shown": True, "answers_known": True}
+#: The classifications that are votes (not repeats, task shown, answers known): defined once, in
+#: ``annotate.services.classifications.counters``, which counts them per item.
+VOTES = counters.VOTES
+
+
+def _versions_asked(pairs: list[tuple[int, str]], concepts: list[Concept]) -> np.ndarray:
+    """``(n_pairs, n_concepts)`` bool: which concepts each (workflow, version) pair's question
+    offered, from the version's answer map.
+
+    The version is found as the ingest found it (``IngestContext.answer_map``): by name, else by
+    number (``16.5`` for ``16.50``), else the workflow's wildcard version. A pair with none of
+    these (votes stored before versions were configured) is taken to have offered everything,
+    as every vote was read before.
+    """
+    asked = np.ones((len(pairs), len(concepts)), dtype=bool)
+    if not pairs or not concepts:
+        return asked
+    column = {c.pk: j for j, c in enumerate(concepts)}
+    keys = {
+        key.casefold(): (pk, label)
+        for pk, key, label in Concept.objects.values_list("id", "key", "label")
+    }
+    by_workflow: dict[int, dict[str, WorkflowVersion]] = {}
+    stored = WorkflowVersion.objects.filter(workflow_id__in={w for w, _ in pairs})
+    for version in stored:
+        by_workflow.setdefault(version.workflow_id, {})[version.version] = version
+    for row, (workflow_id, name) in enumerate(pairs):
+        versions = by_workflow.get(workflow_id, {})
+        found = versions.get(name)
+        if found is None and (number := version_numeric(name)) is not None:
+            same = [v for v in versions.values() if version_numeric(v.version) == number]
+            found = same[0] if len(same) == 1 else None
+        found = found or versions.get(WILDCARD_VERSION)
+        if found is None:
+            continue
+        offered = AnswerMap.build(found, keys).by_index
+        asked[row] = False
+        asked[row, [column[pk] for pk in offered if pk in column]] = True
+    return asked
 
 
 def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -> VoteData:
     """Read the counted classifications into arrays: no Python work per concept tick.
+
+    A vote is only what the volunteer was asked: a concept that the classification's workflow
+    version did not offer is no vote on it (``VoteMatrix.asked``). The answer maps are read once
+    per (workflow, version) pair.
 
     Args:
         concepts: the active vocabulary, in column order.
         item_ids: read only these items' votes (None: every item's).
     """
     counted = (
-        Classification.objects.filter(item__isnull=False, is_duplicate=False, **VOTES)
+        Classification.objects.filter(item__isnull=False, **VOTES)
         .exclude(item__review_state=Item.ReviewState.REJECTED)
         .exclude(subject__upstream_state=Subject.Upstream.DELETED)
-        .values_list("item_id", "volunteer_id", "concept_ids", "gold_standard")
+        .values_list(
+            "item_id", "volunteer_id", "concept_ids", "gold_standard", "workflow_id",
+            "workflow_version",
+        )
         .order_by()
-    )
+    )  # fmt: skip
     item_col: list[int] = []
     volunteer_col: list[int] = []
     gold_col: list[bool] = []
+    version_col: list[int] = []
+    versions: dict[tuple[int, str], int] = {}
     lengths: list[int] = []
     flat: list[int] = []
     for rows in _scoped(counted, Classification, "item_id", item_ids):
-        for item_id, volunteer_id, ticked, gold in rows.iterator(chunk_size=20_000):
+        for item_id, volunteer_id, ticked, gold, workflow_id, version in rows.iterator(
+            chunk_size=20_000
+        ):
             item_col.append(item_id)
             volunteer_col.append(volunteer_id)
             gold_col.append(gold)
+            version_col.append(versions.setdefault((workflow_id, version), len(versions)))
             lengths.append(len(ticked))
             flat.extend(ticked)
 
@@ -195,6 +247,8 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
         vote_of_tick = np.repeat(np.arange(n_votes), np.asarray(lengths, dtype=np.int64))
         keep = columns >= 0
         labels[vote_of_tick[keep], columns[keep]] = 1
+    offered = _versions_asked(list(versions), concepts)
+    asked = None if offered.all() else offered[np.asarray(version_col, dtype=np.int64)]
 
     # A full pass reads the whole table and filters in numpy: an IN list of 100,000 ids is too
     # long for SQLite, and most volunteers are in it anyway.
@@ -207,7 +261,12 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
         ]
     return VoteData(
         votes=aggregation.VoteMatrix.from_arrays(
-            item_idx, worker_idx, labels, n_items=len(item_pks), n_workers=len(volunteer_pks)
+            item_idx,
+            worker_idx,
+            labels,
+            n_items=len(item_pks),
+            n_workers=len(volunteer_pks),
+            asked=asked,
         ),
         item_ids=item_pks,
         volunteer_ids=volunteer_pks,
@@ -229,7 +288,12 @@ def anchors_build(
     anchors = np.full((n_items, n_concepts), np.nan)
     if data.gold.any():
         gold_items = data.votes.item_idx[data.gold]
-        anchors[gold_items] = data.votes.labels[data.gold]
+        if data.votes.asked is None:
+            anchors[gold_items] = data.votes.labels[data.gold]
+        else:
+            # A gold classification anchors only the concepts its version asked about.
+            rows, columns = np.nonzero(data.votes.asked[data.gold])
+            anchors[gold_items[rows], columns] = data.votes.labels[data.gold][rows, columns]
     position = {pk: i for i, pk in enumerate(data.item_ids.tolist())}
     column = {c.key: j for j, c in enumerate(concepts)}
     curated = Item.objects.filter(review_state__in=CURATED_STATES).values_list(
@@ -512,9 +576,9 @@ def _labels_write(
     """
     votes = data.votes
     n_items, n_concepts = votes.n_items, len(concepts)
-    votes_for = np.zeros((n_items, n_concepts), dtype=np.int64)
-    np.add.at(votes_for, votes.item_idx, votes.labels)
-    votes_against = np.asarray(result.item_votes, dtype=np.int64)[:, None] - votes_for
+    # Only the votes asked about a concept count for or against it.
+    votes_for = votes.positive_counts()
+    votes_against = votes.asked_counts() - votes_for
     posteriors = np.round(result.posteriors, 6)
     # 1 at a coin toss, 0 when certain: the curator's sense of "how unsure is the crowd".
     uncertainty = (1.0 - np.abs(2.0 * posteriors - 1.0)).max(axis=1, initial=0.0)
@@ -540,7 +604,7 @@ def _labels_write(
 
     now = timezone.now()
     concept_pks = data.concept_ids.tolist()
-    counted = Classification.objects.filter(is_duplicate=False, item__isnull=False, **VOTES)
+    counted = Classification.objects.filter(item__isnull=False, **VOTES)
     with transaction.atomic():
         changed = _labels_changed(data, posteriors, _labels_positive_read(scope))
         # Item-major, concept-minor: row k is item k // n_concepts, concept k % n_concepts.

@@ -16,8 +16,10 @@ from annotate.models import (
     Volunteer,
     VolunteerSkill,
     Workflow,
+    WorkflowVersion,
 )
 from annotate.services.aggregation import labels_aggregate, labels_aggregate_and_retire
+from annotate.services.classifications.counters import counts_recompute
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -38,7 +40,9 @@ class Crowd:
             PriorLabel.objects.create(item=item, concept=self.concepts[key])
         return item
 
-    def vote(self, item: Item, volunteer: str, ticked: list[str], **extra) -> Classification:
+    def vote(
+        self, item: Item, volunteer: str, ticked: list[str], workflow_version="1.1", **extra
+    ) -> Classification:
         volunteer_row, _ = Volunteer.objects.get_or_create(
             key=volunteer, defaults={"logged_in": not volunteer.startswith("anon")}
         )
@@ -46,7 +50,7 @@ class Crowd:
         return Classification.objects.create(
             zooniverse_id=self.next_id,
             workflow=self.workflow,
-            workflow_version="1.1",
+            workflow_version=workflow_version,
             subject=item.subjects.get(),
             item=item,
             volunteer=volunteer_row,
@@ -453,3 +457,93 @@ def test_an_incremental_pass_lists_only_its_own_items_for_retirement(concepts):
     assert summary.incremental
     assert summary.retire_subject_ids == [settled[1].subjects.get().zooniverse_id]
     assert retired == 0  # the test subjects belong to no round of a workflow
+
+
+# A vote is only what the volunteer was asked (issue 17).
+
+
+def two_versions(crowd: Crowd) -> None:
+    """Version 1.1 of the crowd's workflow offered painting and map; 2.0 adds sculpture."""
+    offered = {"1.1": ["painting", "map"], "2.0": ["painting", "map", "sculpture"]}
+    for version, keys in offered.items():
+        WorkflowVersion.objects.create(
+            workflow=crowd.workflow,
+            version=version,
+            answers=[{"label": key.title(), "concept": key} for key in keys],
+        )
+
+
+def old_and_new_votes(crowd: Crowd) -> tuple[Item, list[Classification]]:
+    """Three volunteers on version 1.1 tick painting; two on version 2.0 tick sculpture too."""
+    item = crowd.item("versions")
+    old = [crowd.vote(item, v, ["painting"]) for v in ("o1", "o2", "o3")]
+    for v in ("n1", "n2"):
+        crowd.vote(item, v, ["painting", "sculpture"], workflow_version="2.0")
+    return item, old
+
+
+@pytest.mark.parametrize("method", ["majority", "dawid_skene"])
+def test_a_concept_the_old_workflow_version_never_offered_gets_no_vote_from_it(concepts, method):
+    crowd = Crowd(concepts)
+    two_versions(crowd)
+    item, old = old_and_new_votes(crowd)
+    labels_aggregate(method=method)
+    with_old = posterior(item, "sculpture")
+    label = AggregatedLabel.objects.get(item=item, concept__key="sculpture")
+    # votes_for + votes_against = the votes asked about sculpture: the two new ones.
+    assert (label.votes_for, label.votes_against) == (2, 0)
+    painting = AggregatedLabel.objects.get(item=item, concept__key="painting")
+    assert (painting.votes_for, painting.votes_against) == (5, 0)
+    # A concept neither version offered has no votes at all.
+    drawing = AggregatedLabel.objects.get(item=item, concept__key="drawing")
+    assert (drawing.votes_for, drawing.votes_against) == (0, 0)
+    skill = VolunteerSkill.objects.get(volunteer__key="o1", concept__key="sculpture")
+    assert skill.n_votes == 0
+    assert with_old > 0.5
+
+    # The old votes say nothing about sculpture: without them its posterior is the same.
+    Classification.objects.filter(pk__in=[c.pk for c in old]).update(is_duplicate=True)
+    labels_aggregate(method=method)
+    assert posterior(item, "sculpture") == pytest.approx(with_old, abs=1e-6)
+
+
+def test_a_version_written_without_trailing_zeros_or_unknown_is_read_as_the_ingest_reads_it(
+    concepts,
+):
+    crowd = Crowd(concepts)
+    two_versions(crowd)
+    item = crowd.item("numbers")
+    # "2" is version 2.0 as a spreadsheet writes it back: sculpture was offered.
+    crowd.vote(item, "u1", ["sculpture"], workflow_version="2")
+    # A version nobody configured: every concept is taken to have been asked, as before.
+    crowd.vote(item, "u2", [], workflow_version="9.9")
+    labels_aggregate(method="majority")
+    sculpture = AggregatedLabel.objects.get(item=item, concept__key="sculpture")
+    assert (sculpture.votes_for, sculpture.votes_against) == (1, 1)
+    drawing = AggregatedLabel.objects.get(item=item, concept__key="drawing")
+    assert (drawing.votes_for, drawing.votes_against) == (0, 1)
+
+
+def test_a_gold_classification_anchors_only_the_concepts_its_version_asked(concepts):
+    crowd = Crowd(concepts)
+    two_versions(crowd)
+    item = crowd.item("gold")
+    crowd.vote(item, "expert", ["painting"], gold_standard=True)
+    crowd.vote(item, "n1", ["sculpture"], workflow_version="2.0")
+    labels_aggregate(method="majority")
+    assert posterior(item, "painting") == 1.0 and posterior(item, "map") == 0.0
+    assert posterior(item, "sculpture") == 1.0  # n1's vote, not the gold row's silence
+
+
+def test_an_items_count_is_of_its_votes_only(concepts):
+    crowd = Crowd(concepts)
+    item = crowd.item("counted")
+    crowd.vote(item, "u1", ["map"])
+    crowd.vote(item, "u2", [])
+    crowd.vote(item, "u1", ["map"], is_duplicate=True)
+    crowd.vote(item, "u3", [], task_shown=False)
+    crowd.vote(item, "u4", [], answers_known=False)
+    counts_recompute(items={item.pk}, volunteers=set())
+    item.refresh_from_db()
+    assert item.n_classifications == 2
+    assert labels_aggregate(method="majority").n_classifications == item.n_classifications

@@ -14,9 +14,21 @@ from annotate.models import Classification, Item, Volunteer
 #: recounts what it has touched so far. A million-row file import on SQLite takes about 20 s.
 COUNTERS_EVERY_S = 60.0
 
+#: The classifications that are votes, as ``Classification`` field values: the earliest of a
+#: volunteer's repeats on a subject, shown the task, every answer one its workflow version
+#: offers. Aggregation reads these rows (``annotate.services.aggregation.votes_load``) and an
+#: item's ``n_classifications`` counts them; this is the one definition both use.
+VOTES = {"is_duplicate": False, "task_shown": True, "answers_known": True}
+
+
+def _votes_sql() -> str:
+    """``VOTES`` as an SQL condition on the classification table's columns."""
+    columns = [(Classification._meta.get_field(name).column, want) for name, want in VOTES.items()]
+    return " AND ".join(column if want else f"NOT {column}" for column, want in columns)
+
 
 def counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
-    """Recount the touched items (votes that count: no repeats) and volunteers (all their votes).
+    """Recount the touched items (their votes, ``VOTES``) and volunteers (all their rows).
 
     Recomputed from the rows rather than incremented, so a replayed or concurrent batch cannot
     drift the counters. On SQLite and PostgreSQL the rows are counted in one grouped scan
@@ -25,14 +37,14 @@ def counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
     """
     vendor = connections[router.db_for_write(Classification)].vendor
     if vendor in ("sqlite", "postgresql"):
-        _counts_recount(Item, items, "item_id", "NOT is_duplicate", vendor)
+        _counts_recount(Item, items, "item_id", _votes_sql(), vendor)
         _counts_recount(Volunteer, volunteers, "volunteer_id", "TRUE", vendor)
         return
     if items:
         Item.objects.filter(pk__in=items).update(
             n_classifications=Coalesce(
                 Subquery(
-                    Classification.objects.filter(item_id=OuterRef("pk"), is_duplicate=False)
+                    Classification.objects.filter(item_id=OuterRef("pk"), **VOTES)
                     .order_by()
                     .values("item_id")
                     .annotate(n=Count("id"))
