@@ -244,30 +244,26 @@ class VoteMatrix:
     def _per_concept(self, index: IntArray, size: int) -> IntArray:
         """``(size, n_concepts)``: asked votes per ``index`` value (item or volunteer) and concept.
 
-        Without a mask, a read-only broadcast of the per-row counts (no copy).
+        Without a mask, ``(size, 1)``: the per-row counts, which broadcast over the concepts.
         """
         total = np.bincount(index, minlength=size).astype(np.int64)
         shape = (size, self.n_concepts)
         rows, concepts = self._unasked
         if not rows.size:
-            return np.broadcast_to(total[:, None], shape)
+            return total[:, None]
         flat = index[rows] * self.n_concepts + concepts
         unasked = np.bincount(flat, minlength=size * self.n_concepts).reshape(shape)
         return total[:, None] - unasked
 
     def asked_counts(self) -> IntArray:
-        """Classifications of each item asked about each concept, ``(n_items, n_concepts)``.
-
-        May be a read-only view; copy it before writing.
-        """
+        """Classifications of each item asked about each concept, ``(n_items, n_concepts)``;
+        ``(n_items, 1)`` without a mask, which broadcasts over the concepts."""
         return self._per_concept(self.item_idx, self.n_items)
 
     def worker_asked_counts(self) -> IntArray:
-        """Votes of each volunteer on each concept (asked ones), ``(n_workers, n_concepts)``.
-
-        May be a read-only view; copy it before writing.
-        """
-        return self._per_concept(self.worker_idx, self.n_workers)
+        """Votes of each volunteer on each concept (asked ones), ``(n_workers, n_concepts)``."""
+        counts = self._per_concept(self.worker_idx, self.n_workers)
+        return np.repeat(counts, self.n_concepts // counts.shape[1], axis=1)
 
     def positive_counts(self) -> IntArray:
         """Number of ticks per item and concept, ``(n_items, n_concepts)``."""
@@ -520,7 +516,7 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
         posteriors=posteriors,
         sensitivity=sensitivity,
         specificity=specificity,
-        worker_votes=np.array(votes.worker_asked_counts()),
+        worker_votes=votes.worker_asked_counts(),
         item_votes=n_votes_per_item,
         priors=_informative_mean(posteriors, (asked > 0) | known, overall),
         iterations=0,
@@ -1053,7 +1049,7 @@ def dawid_skene_binary(
         posteriors=posteriors,
         sensitivity=sensitivity[group],
         specificity=specificity[group],
-        worker_votes=np.array(votes.worker_asked_counts()),
+        worker_votes=votes.worker_asked_counts(),
         item_votes=item_votes,
         priors=prior,
         iterations=iterations,
@@ -1211,7 +1207,7 @@ def dawid_skene_binary_posteriors(
         posteriors=posteriors,
         sensitivity=sensitivity,
         specificity=specificity,
-        worker_votes=np.array(votes.worker_asked_counts()),
+        worker_votes=votes.worker_asked_counts(),
         item_votes=votes.item_vote_counts(),
         priors=prior,
         iterations=0,
