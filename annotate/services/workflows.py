@@ -65,8 +65,11 @@ class WorkflowConfigResult:
         return text
 
 
-def _concept_index() -> dict[str, str]:
-    """Normalised key and label -> concept key. Keys win over labels on a clash."""
+def concept_index() -> dict[str, str]:
+    """Normalised key and label -> concept key. Keys win over labels on a clash.
+
+    The one index answers are matched against, for workflow exports and the API's versions.
+    """
     index: dict[str, str] = {}
     concepts = list(Concept.objects.values_list("key", "label"))
     for key, label in concepts:
@@ -143,7 +146,7 @@ def workflow_configure(
     result = WorkflowConfigResult(
         workflow=workflow, task_key=task_key, refused_rows=refused, other_workflows=others
     )
-    concepts = _concept_index()
+    concepts = concept_index()
     with transaction.atomic():
         for row in rows:
             task = row.tasks.get(task_key)

@@ -41,7 +41,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from annotate.models import (
-    Concept,
     ImportReport,
     Item,
     Round,
@@ -462,17 +461,6 @@ class VersionSyncResult:
         )
 
 
-def _concept_index() -> dict[str, str]:
-    """Normalised key and label -> concept key (keys win on a clash), as configure_workflow does."""
-    index: dict[str, str] = {}
-    concepts = list(Concept.objects.values_list("key", "label"))
-    for key, label in concepts:
-        index.setdefault(" ".join(label.split()).casefold(), key)
-    for key, _ in concepts:
-        index[key.casefold()] = key
-    return index
-
-
 def _version_answers(
     payload: dict[str, Any], *, task_key: str, concepts: dict[str, str]
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -508,8 +496,10 @@ def workflow_versions_sync(
     its text. A version already stored with the same answer texts is left alone, so a mapping a
     curator corrected is not overwritten.
     """
+    from annotate.services.workflows import concept_index
+
     client = _client(client)
-    concepts = _concept_index()
+    concepts = concept_index()
     result = VersionSyncResult()
     stored = {v.version: v for v in WorkflowVersion.objects.filter(workflow=workflow)}
     for payload in client.workflow_versions(workflow.zooniverse_id):
