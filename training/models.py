@@ -62,6 +62,12 @@ class TrainingRun(models.Model):
     snapshot_path = models.CharField(max_length=500, blank=True)
     snapshot_sha256 = models.CharField(max_length=64, blank=True)
     n_items = models.PositiveIntegerField(null=True, blank=True)
+    labels_counted = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Final labels counted (training_set_count) when the snapshot was taken: the "
+        "baseline of 'new labels since the last run'.",
+    )
     state_sha256 = models.CharField(max_length=64, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)

@@ -36,6 +36,7 @@ def test_a_retrain_publishes_an_active_version_with_a_verified_checkpoint_and_pr
     assert run.attempts == 1 and run.progress == 1.0
     assert [row["epoch"] for row in run.metrics] == [1, 2, 3]
     assert run.n_items == 40 and len(run.snapshot_sha256) == 64
+    assert run.labels_counted == 40  # the new-label trigger's baseline
 
     version = model_version_active()
     assert version is not None and version.training_run_id == run.pk

@@ -74,3 +74,20 @@ def test_the_nightly_retrain_skips_when_nothing_changed_since_the_active_model(d
     write_mosaic_items(3, seed=9, prefix="late")
     nightly = training_nightly()
     assert nightly is not None and nightly.trigger == "beat"
+
+
+def test_crowd_labels_too_unsure_to_train_on_never_count_as_new_after_a_run(db, settings, sent):
+    """The snapshot leaves out unsure crowd labels; the trigger must not count them as new
+    after every aggregation, or the loop would retrain forever on the same labels."""
+    from annotate.models import AggregatedLabel
+
+    settings.TRAIN_AFTER_NEW_LABELS = 10
+    write_mosaic_items(30, curated=10)
+    AggregatedLabel.objects.update(posterior=0.5)  # the 20 crowd items: a coin toss
+    from training.services.dataset import training_set_build, training_set_count
+
+    assert len(training_set_build()) == 10 and training_set_count() == 30
+    TrainingRun.objects.create(trigger="auto", status="succeeded", n_items=10,
+                               labels_counted=training_set_count())
+    assert training_new_labels_count() == 0
+    assert training_maybe_trigger() is None

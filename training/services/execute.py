@@ -32,6 +32,7 @@ from training.services.dataset import (
     snapshot_load,
     snapshot_write,
     training_set_build,
+    training_set_count,
 )
 from training.services.faults import faults_from_env
 from training.services.params import backbone_weights
@@ -139,12 +140,13 @@ def _data(run: TrainingRun, attempt: int) -> TrainingSet:
     """The run's snapshot when an earlier attempt wrote one, else a new one from final labels."""
     if run.snapshot_sha256:
         return snapshot_load(path=run.snapshot_path, sha256=run.snapshot_sha256)
+    counted = training_set_count()
     data = training_set_build()
     path, sha = snapshot_write(run_id=run.pk, data=data)
     counts = data.counts()
     training_run_record(
         run_id=run.pk, attempt=attempt, snapshot_path=path, snapshot_sha256=sha,
-        n_items=len(data),
+        n_items=len(data), labels_counted=counted,
     )
     training_run_heartbeat(
         run_id=run.pk, attempt=attempt, lease_s=lease_seconds(run),

@@ -31,7 +31,11 @@ def training_new_labels_count(*, family: str = DEFAULT_FAMILY) -> int:
         return now_count
     reviews = Review.objects.filter(created_at__gt=last.created_at).exclude(
         action=Review.Action.SKIP).count()
-    return max(0, now_count - (last.n_items or 0)) + reviews
+    # Counted the same way then and now: the snapshot itself keeps only confident crowd labels,
+    # so comparing with its size would see "new" labels that no run can ever take in, and ask
+    # for a retrain after every aggregation.
+    baseline = last.labels_counted if last.labels_counted is not None else last.n_items or 0
+    return max(0, now_count - baseline) + reviews
 
 
 def training_maybe_trigger(*, family: str = DEFAULT_FAMILY) -> TrainingRun | None:
