@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import time
 from typing import Any
 
@@ -195,9 +197,15 @@ class Command(BaseCommand):
                say: Any) -> None:
         port = options["port"]
         say("the loop now runs by itself: web server, beat and a worker with AUTO_ROUNDS=1")
+        # The scripted rounds' worker (AUTO_ROUNDS=0) makes way for the served one: a warm
+        # shutdown, then a kill if it is still busy after a minute (its tasks are idempotent).
         worker = supervisor.children.pop("worker")
-        os.killpg(worker.pid, 15)
-        worker.wait(timeout=60)
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
         call_command("collectstatic", interactive=False, verbosity=0)
         for spec in embedded_specs(port=port, env=env):
             supervisor.start(spec)
