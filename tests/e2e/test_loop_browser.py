@@ -36,19 +36,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-PASSWORD = "a-long-test-password"
-
-
-@pytest.fixture
-def staff(db, django_user_model):
-    from django.contrib.auth.models import Group
-
-    from annotate.roles import STAFF, roles_setup
-
-    roles_setup()
-    user = django_user_model.objects.create_user("stan", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name=STAFF))
-    return user
+from tests.e2e.conftest import PASSWORD  # noqa: E402
 
 
 def two_rounds_of_the_loop() -> None:
