@@ -82,7 +82,12 @@ class Env:
 
 @pytest.fixture
 def env(db, concepts):
-    sandbox = Sandbox(LABELS, keys=LABELS)  # retirement at 15: runs stop at their count
+    # Retirement at 15: runs stop at their count.
+    yield from _served(Sandbox(LABELS, keys=LABELS))
+
+
+def _served(sandbox: Sandbox):
+    """The sandbox served on a free port, with its workflow configured here; shut down after."""
     server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
     workflow = Workflow.objects.create(
         zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, task_key="T0"
@@ -864,16 +869,7 @@ def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quara
 @pytest.fixture
 def typed_env(db, concepts, request):
     """A sandbox whose workflow's task is of the type the test is parametrized with."""
-    sandbox = Sandbox(LABELS, keys=LABELS, task_type=request.param)
-    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, task_key="T0"
-    )
-    try:
-        yield Env(sandbox=sandbox, server=server, clock=FakeClock(), workflow=workflow)
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from _served(Sandbox(LABELS, keys=LABELS, task_type=request.param))
 
 
 def _expected_votes(env: Env) -> list[tuple[int, list[str]]]:
