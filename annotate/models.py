@@ -39,6 +39,19 @@ def item_has_votes() -> models.Case:
     )
 
 
+def item_is_uncertain() -> models.Case:
+    """1 for an item whose crowd has not made up its mind (consensus "uncertain"), else 0.
+
+    The review queue's second sort key: undecided items come before any conflict. One definition
+    for the queue's ORDER BY and the index behind it, like :func:`item_has_votes`.
+    """
+    return models.Case(
+        models.When(consensus="uncertain", then=models.Value(1)),
+        default=models.Value(0),
+        output_field=models.IntegerField(),
+    )
+
+
 class Item(models.Model):
     """A digitised object with one image: the unit volunteers classify and the model learns."""
 
@@ -90,6 +103,12 @@ class Item(models.Model):
         default=0.0, db_index=True, help_text="Largest per-concept uncertainty, 0 to 1."
     )
     contradicts_prior = models.BooleanField(default=False, db_index=True)
+    conflicts_model = models.BooleanField(
+        default=False,
+        db_index=True,
+        help_text="The active model is confident one way on a concept where a confident crowd "
+        "says the other (kept by the training app).",
+    )
     review_state = models.CharField(
         max_length=12, choices=ReviewState.choices, default=ReviewState.UNREVIEWED, db_index=True
     )
@@ -111,6 +130,8 @@ class Item(models.Model):
             models.Index(
                 models.F("review_state"),
                 item_has_votes().desc(),
+                item_is_uncertain().desc(),
+                models.F("conflicts_model").desc(),
                 models.F("contradicts_prior").desc(),
                 models.F("uncertainty").desc(),
                 models.F("id"),
@@ -260,10 +281,40 @@ class Volunteer(models.Model):
     user_name = models.CharField(max_length=255, blank=True)
     logged_in = models.BooleanField(default=True)
     n_classifications = models.PositiveIntegerField(default=0)
+    excluded = models.BooleanField(
+        default=False,
+        db_index=True,
+        help_text="Left out of aggregation (a spammer, a test account); see VolunteerExclusion.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.user_name or self.key
+
+
+class VolunteerExclusion(models.Model):
+    """Audit of excluding a volunteer from aggregation, or taking them back: append-only."""
+
+    volunteer = models.ForeignKey(Volunteer, on_delete=models.PROTECT, related_name="exclusions")
+    excluded = models.BooleanField(help_text="True: excluded; False: taken back.")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    reason = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        verb = "excluded" if self.excluded else "taken back"
+        return f"{self.volunteer_id} {verb} by {self.by_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("Exclusions are append-only: record a new one instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Exclusions are append-only and cannot be deleted.")
 
 
 class RowIdAutoField(models.BigAutoField):
@@ -490,15 +541,35 @@ class Review(models.Model):
 
     class Action(models.TextChoices):
         ACCEPT = "accept", "accept"
+        ACCEPT_PRIOR = "accept_prior", "accept the prior enrichment"
         EDIT = "edit", "edit"
         REJECT = "reject", "reject"
         SKIP = "skip", "skip"
+        UNDO = "undo", "undo"
 
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="reviews")
     curator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    action = models.CharField(max_length=8, choices=Action.choices)
+    action = models.CharField(max_length=12, choices=Action.choices)
     before = models.JSONField(default=list, help_text="Concept keys before the decision.")
     after = models.JSONField(default=list, help_text="Concept keys after the decision.")
+    state_before = models.CharField(
+        max_length=12,
+        choices=Item.ReviewState.choices,
+        blank=True,
+        help_text="The item's review state before the decision (blank on rows older than undo).",
+    )
+    state_after = models.CharField(max_length=12, choices=Item.ReviewState.choices, blank=True)
+    batch = models.UUIDField(
+        null=True, blank=True, db_index=True, help_text="Shared by the rows of one bulk decision."
+    )
+    undoes = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="undone_by",
+        help_text="For an undo: the decision it reverses.",
+    )
     comment = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -506,9 +577,16 @@ class Review(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(action__in=["accept", "edit", "reject", "skip"]),
+                condition=Q(
+                    action__in=["accept", "accept_prior", "edit", "reject", "skip", "undo"]
+                ),
                 name="review_action_valid",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(action="undo", undoes__isnull=False)
+                | (~Q(action="undo") & Q(undoes__isnull=True)),
+                name="review_undo_names_its_decision",
+            ),
         ]
 
     def __str__(self) -> str:
