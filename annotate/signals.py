@@ -19,3 +19,7 @@ votes_linked = Signal()
 
 #: Curators decided on items (accept, edit, reject). kwargs: ``item_ids``, ``n`` (decisions).
 reviews_recorded = Signal()
+
+#: The crowd's labels were rewritten (sent after the aggregation's transactions committed).
+#: kwargs: ``item_ids`` (the items of an incremental pass, or None after a full pass).
+labels_aggregated = Signal()

@@ -45,6 +45,7 @@ from annotate.services.bulk_write import rows_update, rows_upsert
 from annotate.services.classifications import counters
 from annotate.services.classifications.answers import WILDCARD_VERSION, AnswerMap
 from annotate.services.classifications.read import version_numeric
+from annotate.signals import labels_aggregated
 from ml import aggregation
 
 logger = logging.getLogger(__name__)
@@ -416,6 +417,11 @@ def labels_aggregate(
         majority_agreement=agreement,
     )
     logger.info("aggregate %s", summary.summary())
+    # Whoever keeps flags derived from the crowd's labels (the model-vs-crowd conflict) refreshes
+    # them: the items of an incremental pass, or every item after a full one.
+    labels_aggregated.send(
+        sender=AggregatedLabel, item_ids=None if scope is None else scope.tolist()
+    )
     return summary
 
 
