@@ -31,7 +31,7 @@ test: setup ## Run the tests (SQLite unless DATABASE_URL is set)
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
 	$(BIN)/pytest -q
 
-lint: setup ## ruff check, and lint-imports (ml <- annotate <- training <- loop)
+lint: setup ## ruff check, and lint-imports (ml <- annotate <- training <- review <- loop)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 

@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "annotate",
     "training",
+    "review",
     "loop",
 ]
 

@@ -16,7 +16,7 @@ urlpatterns = [
     path("api/v1/", include("training.api_urls")),
     path("api/v1/", include("loop.api_urls")),
     path("training/", include("training.urls")),
-    path("review/", include("annotate.urls")),
+    path("review/", include("review.urls")),
     path("review/", include("loop.urls")),
     path("", annotate_views.home, name="home"),
 ]

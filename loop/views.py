@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from annotate.review_views import _context, can_view
+from review.views import _context, can_view
 from loop import dashboard, dashboard_plots
 
 #: The loop panel lists this many recent events; its refresh asks the API for as many.

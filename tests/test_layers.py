@@ -1,4 +1,4 @@
-"""Imports run one way, ml <- annotate <- training <- loop, and ml never imports Django.
+"""Imports run one way, ml <- annotate <- training <- review <- loop, and ml never imports Django.
 
 The contracts are ``[tool.importlinter]`` in pyproject.toml; ``make lint`` and ``make test`` run
 ``lint-imports`` on them, and this test runs the same check so plain ``pytest`` holds it too.

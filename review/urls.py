@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotate import review_views
+from review import views as review_views
 
 app_name = "review"
 

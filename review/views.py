@@ -114,7 +114,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     query = _filters_query(filters)
     return render(
         request,
-        "annotate/review/queue.html",
+        "review/queue.html",
         _context(
             request,
             title="Review queue",
@@ -189,7 +189,7 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
     context = selectors.item_review_context(obj)
     return render(
         request,
-        "annotate/review/item.html",
+        "review/item.html",
         _context(
             request,
             title=f"Review {obj.external_id}",
@@ -215,7 +215,7 @@ def plots_page(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     return render(
         request,
-        "annotate/review/plots.html",
+        "review/plots.html",
         _context(request, title="Crowd plots", plots=plots.PLOTS),
     )
 
