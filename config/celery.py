@@ -24,6 +24,8 @@ app.conf.update(
     task_routes={
         # A round's push talks to Zooniverse: it must not wait behind a training.
         "training.tasks.round_request_push_task": {"queue": "default"},
+        # A flag refresh is a few queries: it must not wait behind a training either.
+        "training.tasks.item_model_conflicts_refresh_task": {"queue": "default"},
         "training.tasks.*": {"queue": "train"},
     },
 )

@@ -279,6 +279,9 @@ THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 256)
 # Aggregation and retirement.
 AGGREGATION_METHOD = os.environ.get("AGGREGATION_METHOD", "dawid_skene")
 RETIRE_CONFIDENCE = env_float("RETIRE_CONFIDENCE", 0.95)
+# The model is "confident" on a concept at this score one way or the other; with a confident crowd
+# on the other side, the item is flagged as a model-vs-crowd conflict (training.services.conflicts).
+MODEL_CONFLICT_CONFIDENCE = env_float("MODEL_CONFLICT_CONFIDENCE", 0.8, minimum=0.5)
 RETIRE_MIN_CLASSIFICATIONS = env_int("RETIRE_MIN_CLASSIFICATIONS", 3)
 
 # Training: the defaults of a requested run (a request's own parameters win), when one is

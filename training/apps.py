@@ -7,8 +7,10 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         from annotate.services.exports import record_source_register
-        from training import checks  # noqa: F401 - registers the system checks
+        from training import checks, receivers  # noqa: F401 - checks registers system checks
         from training.services.proposals import proposal_records
 
         # Exports and releases of kind "proposals" are the model's; annotate never imports us.
         record_source_register(kind="proposals", source=proposal_records)
+        # The model-vs-crowd conflict flag follows aggregations, promotions and pool scorings.
+        receivers.connect()

@@ -168,3 +168,17 @@ def round_request_push_task(self, *, request_id: int) -> dict[str, Any]:
             request_id=request_id, error=f"{type(exc).__name__}: {exc}", final=True
         )
         raise
+
+
+@shared_task(
+    name="training.tasks.item_model_conflicts_refresh_task",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=1800,
+    time_limit=1900,
+)
+def item_model_conflicts_refresh_task(*, item_ids: list[int] | None = None) -> int:
+    """Recompute the model-vs-crowd conflict flag of these items (None: all); idempotent."""
+    from training.services.conflicts import item_model_conflicts_refresh
+
+    return item_model_conflicts_refresh(item_ids=item_ids)

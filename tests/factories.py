@@ -1,0 +1,87 @@
+"""Small builders for the rows most tests need, written straight to the tables as the services
+that own them would (aggregation, scoring), so a test states only what it is about."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from annotate.models import AggregatedLabel, Concept, Item, PriorLabel
+
+
+def item_with_labels(
+    concepts: Mapping[str, Concept],
+    external_id: str,
+    posteriors: dict[str, float] | None = None,
+    *,
+    votes: int = 5,
+    uncertainty: float | None = None,
+    contradicts_prior: bool = False,
+    priors: tuple[str, ...] = (),
+    consensus: str | None = None,
+    **fields,
+) -> Item:
+    """An item with crowd labels as the aggregation would write them.
+
+    Consensus is "uncertain" for an item with posteriors unless given, "none" without.
+    """
+    posteriors = posteriors or {}
+    if uncertainty is None:
+        uncertainty = max((1 - abs(2 * p - 1) for p in posteriors.values()), default=0.0)
+    item = Item.objects.create(
+        external_id=external_id,
+        n_classifications=votes if posteriors else 0,
+        consensus=consensus or ("uncertain" if posteriors else "none"),
+        uncertainty=uncertainty,
+        contradicts_prior=contradicts_prior,
+        **fields,
+    )
+    AggregatedLabel.objects.bulk_create(
+        AggregatedLabel(
+            item=item,
+            concept=concepts[key],
+            posterior=p,
+            votes_for=round(p * votes),
+            votes_against=votes - round(p * votes),
+            method="test",
+        )
+        for key, p in posteriors.items()
+    )
+    PriorLabel.objects.bulk_create(PriorLabel(item=item, concept=concepts[key]) for key in priors)
+    return item
+
+
+def model_version_with_scores(
+    scores: Mapping[int, Mapping[str, float]],
+    *,
+    concepts: list[str],
+    status: str = "active",
+    val_map: float | None = 0.6,
+):
+    """A model version (active by default) with stored predictions ``{item_id: {key: score}}``;
+    concepts missing from an item's scores get 0.5."""
+    from training.models import ModelVersion, Prediction
+
+    version = ModelVersion.objects.create(
+        status=status,
+        backbone="small_cnn",
+        concepts=list(concepts),
+        thresholds=[0.5] * len(concepts),
+        checkpoint_path="checkpoints/test.pt",
+        checkpoint_sha256="a" * 64,
+        val_map=val_map,
+    )
+    rows = []
+    for item_id, by_key in scores.items():
+        probs = np.array([by_key.get(key, 0.5) for key in concepts], dtype=np.float32)
+        rows.append(
+            Prediction(
+                model_version=version,
+                item_id=item_id,
+                scores=Prediction.pack(probs),
+                uncertainty=float((1 - np.abs(2 * probs - 1)).max()),
+            )
+        )
+    Prediction.objects.bulk_create(rows)
+    return version

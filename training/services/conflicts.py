@@ -1,0 +1,147 @@
+"""The model-vs-crowd conflict: where the active model is sure of one answer and the crowd of the
+other.
+
+A concept conflicts on an item when the active model's score is at least
+``MODEL_CONFLICT_CONFIDENCE`` one way (``p >= c`` or ``p <= 1 - c``) and the crowd's posterior,
+backed by votes, is at least ``RETIRE_CONFIDENCE`` the other way (the same "confident crowd" that
+the prior-contradiction flag uses). Either side unsure is no conflict: an unsure crowd is already
+first in the review queue, and an unsure model has no opinion to weigh.
+
+``Item.conflicts_model`` keeps the item-level flag so the queue can filter and sort on it without
+decoding predictions. It follows both sides: a new active version or a finished pool scoring
+refreshes every item, an aggregation refreshes the items it rewrote (``training.receivers``).
+The item screen recomputes the per-concept flags live with :func:`concept_conflicts`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from annotate.models import AggregatedLabel, Concept, Item
+from training.models import ModelVersion, Prediction
+from training.services.versions import model_version_active
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 5_000
+
+
+def model_confidence() -> float:
+    return float(settings.MODEL_CONFLICT_CONFIDENCE)
+
+
+def crowd_confidence() -> float:
+    return float(settings.RETIRE_CONFIDENCE)
+
+
+def concept_conflicts(
+    model: np.ndarray, crowd: np.ndarray, voted: np.ndarray | None = None
+) -> np.ndarray:
+    """Element-wise conflict of model scores and crowd posteriors (NaN where either is missing).
+
+    ``voted`` (optional, boolean) says which crowd posteriors are backed by votes; without votes
+    the crowd has said nothing to conflict with.
+    """
+    model = np.asarray(model, dtype=np.float64)
+    crowd = np.asarray(crowd, dtype=np.float64)
+    m, c = model_confidence(), crowd_confidence()
+    with np.errstate(invalid="ignore"):
+        model_yes, model_no = model >= m, model <= 1.0 - m
+        crowd_yes, crowd_no = crowd >= c, crowd <= 1.0 - c
+    conflict = (model_yes & crowd_no) | (model_no & crowd_yes)
+    if voted is not None:
+        conflict &= np.asarray(voted, dtype=bool)
+    return conflict
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _conflicted_among(version: ModelVersion, item_ids: list[int]) -> set[int]:
+    """The items of ``item_ids`` (all scored by ``version``) with at least one conflict."""
+    concept_pk = dict(Concept.objects.filter(key__in=version.concepts).values_list("key", "pk"))
+    # Column of each concept in the version's output order; concepts since deleted are skipped.
+    column_of = {concept_pk[key]: i for i, key in enumerate(version.concepts) if key in concept_pk}
+    if not column_of:
+        return set()
+    rows = {item_id: n for n, item_id in enumerate(item_ids)}
+    scores = np.full((len(item_ids), len(version.concepts)), np.nan, dtype=np.float32)
+    for item_id, blob in Prediction.objects.filter(
+        model_version=version, item_id__in=item_ids
+    ).values_list("item_id", "scores"):
+        scores[rows[item_id]] = np.frombuffer(bytes(blob), dtype="<f4")
+    c = crowd_confidence()
+    confident_crowd = AggregatedLabel.objects.filter(
+        Q(votes_for__gt=0) | Q(votes_against__gt=0),
+        Q(posterior__gte=c) | Q(posterior__lte=1.0 - c),
+        item_id__in=item_ids,
+        concept_id__in=list(column_of),
+    )
+    labels = np.array(
+        list(confident_crowd.values_list("item_id", "concept_id", "posterior")), dtype=np.float64
+    ).reshape(-1, 3)
+    if not len(labels):
+        return set()
+    row = np.array([rows[int(i)] for i in labels[:, 0]], dtype=np.int64)
+    col = np.array([column_of[int(k)] for k in labels[:, 1]], dtype=np.int64)
+    conflict = concept_conflicts(scores[row, col], labels[:, 2])
+    return {item_ids[r] for r in np.unique(row[conflict])}
+
+
+def item_model_conflicts_refresh(*, item_ids: Collection[int] | None = None) -> int:
+    """Recompute ``Item.conflicts_model`` for ``item_ids`` (None: every item); return how many
+    flags changed.
+
+    Items the active version has not scored, and every item when no version is active, are not in
+    conflict. Reads and writes in chunks of 5,000 items, so a million-item pool stays in memory
+    a chunk at a time.
+    """
+    version = model_version_active()
+    if item_ids is None:
+        flagged = set(Item.objects.filter(conflicts_model=True).values_list("pk", flat=True))
+        scored = (
+            list(
+                Prediction.objects.filter(model_version=version)
+                .order_by("item_id")
+                .values_list("item_id", flat=True)
+            )
+            if version is not None
+            else []
+        )
+        scope = sorted(set(scored) | flagged)
+    else:
+        scope = sorted({int(pk) for pk in item_ids})
+        flagged = set(
+            pk
+            for chunk in _chunks(scope)
+            for pk in Item.objects.filter(pk__in=chunk, conflicts_model=True).values_list(
+                "pk", flat=True
+            )
+        )
+    conflicted: set[int] = set()
+    if version is not None:
+        for chunk in _chunks(scope):
+            conflicted |= _conflicted_among(version, chunk)
+    raise_ids = sorted(conflicted - flagged)
+    clear_ids = sorted(flagged - conflicted)
+    with transaction.atomic():
+        for chunk in _chunks(raise_ids):
+            Item.objects.filter(pk__in=chunk).update(conflicts_model=True)
+        for chunk in _chunks(clear_ids):
+            Item.objects.filter(pk__in=chunk).update(conflicts_model=False)
+    if raise_ids or clear_ids:
+        logger.info(
+            "model conflicts: %d items flagged, %d cleared (v%s)",
+            len(raise_ids),
+            len(clear_ids),
+            getattr(version, "pk", None),
+        )
+    return len(raise_ids) + len(clear_ids)
