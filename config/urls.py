@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from django.views.static import serve
 
 from annotate import views as annotate_views
@@ -11,6 +13,8 @@ admin.site.index_title = "Crowd labels and model training"
 
 urlpatterns = [
     path("healthz", annotate_views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the admin's names one).
+    path("favicon.ico", RedirectView.as_view(url=static("annotate/favicon.ico"))),
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotate.api.urls")),
     path("api/v1/", include("training.api_urls")),
