@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,32 +25,19 @@ from django.utils import timezone
 
 from annotate.models import Item
 from annotate.services.media import image_path
-from ml.checkpoint import LoadedCheckpoint
 from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
 from ml.models import MultiLabelNet
 from training.models import ModelVersion, Prediction, ScoringChunk
-from training.services.versions import model_version_active, model_version_load
+from training.services.model_cache import model_version_loaded
+from training.services.versions import model_version_active
 from training.signals import pool_scored
 
 logger = logging.getLogger(__name__)
-
-_MODELS: OrderedDict[tuple[int, str], LoadedCheckpoint] = OrderedDict()
 
 
 def pool_items():
     """The pool: every item whose image was checked and stored."""
     return Item.objects.filter(image_state=Item.ImageState.OK).exclude(image_file="")
-
-
-def _loaded(version: ModelVersion) -> LoadedCheckpoint:
-    """The version's verified model, kept per worker process: chunks of one version share it."""
-    key = (version.pk, version.checkpoint_sha256)
-    if key not in _MODELS:
-        _MODELS[key] = model_version_load(version)
-        while len(_MODELS) > 2:
-            _MODELS.popitem(last=False)
-    _MODELS.move_to_end(key)
-    return _MODELS[key]
 
 
 def embedding_cache(model: MultiLabelNet) -> EmbeddingCache:
@@ -71,7 +57,8 @@ def probabilities(
     version: ModelVersion, sources: list[str]
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Scores (n, C) of image files under a version, an ok mask (n,), and refusals by index."""
-    loaded = _loaded(version)
+    # Kept per worker process: the chunks of one version share one loaded model.
+    loaded = model_version_loaded(version)
     model = loaded.model
     if not isinstance(model, MultiLabelNet):
         raise TypeError("scoring needs a full network checkpoint, not a bare head")

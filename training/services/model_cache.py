@@ -1,0 +1,49 @@
+"""Verified models of recent versions, kept per process: scoring chunks and map views share them.
+
+A module of its own, apart from the scoring service, because importing that one imports
+torchvision (through the embedding pipeline): about 1.5 s that a web process drawing its first
+Grad-CAM map should not pay. Loading here needs PyTorch and safetensors only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from ml.checkpoint import LoadedCheckpoint
+from training.models import ModelVersion
+from training.services.versions import model_version_load
+
+#: Versions kept loaded in one process: the active one and the one before it (or a candidate).
+KEEP = 2
+
+_MODELS: OrderedDict[tuple[int, str], LoadedCheckpoint] = OrderedDict()
+# Web workers serve a page's maps from several threads at once: one of them loads, the rest wait
+# for it instead of each reading and verifying the same checkpoint.
+_LOCK = threading.Lock()
+
+
+def model_version_loaded(version: ModelVersion) -> LoadedCheckpoint:
+    """The version's verified model, loaded once per process and kept for the next callers.
+
+    Keyed by the version and its checkpoint's sha256; the least recently used of more than
+    :data:`KEEP` versions is dropped. The model is in eval mode; callers must not train it.
+
+    Raises:
+        ml.checkpoint.CheckpointError: the checkpoint is missing or does not verify (nothing is
+            kept, so the next call tries again).
+    """
+    key = (version.pk, version.checkpoint_sha256)
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = model_version_load(version)
+            while len(_MODELS) > KEEP:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
+        return _MODELS[key]
+
+
+def model_cache_clear() -> None:
+    """Forget every loaded model (tests, and a benchmark's cold start)."""
+    with _LOCK:
+        _MODELS.clear()
