@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotate.models import Item
-from annotate.services.media import image_path
 from training.models import ModelVersion, Prediction
 from training.services.versions import model_version_active
 
@@ -45,25 +44,31 @@ def predictions_for_items(
 
 
 def prediction_explain_png(
-    *, item: Item, concept_key: str, version: ModelVersion | None = None
+    *,
+    item: Item,
+    concept_key: str,
+    version: ModelVersion | None = None,
+    size: int = 512,
+    layer: str = "overlay",
 ) -> bytes:
-    """Grad-CAM of one concept over the item's image, as PNG bytes (for the review screens).
+    """Grad-CAM of one concept on the item's image, as PNG bytes (for the review screens).
+
+    Read from the version's map cache, or drawn once and cached there
+    (:mod:`training.services.explain`).
+
+    Args:
+        version: default the active version.
+        size: the longest side in pixels, clamped to 64..1024 and rounded up to a multiple of 32;
+            the aspect ratio is the image's.
+        layer: ``"overlay"`` (the map blended over the image) or ``"map"`` (the bare map, RGBA).
 
     Raises:
-        LookupError: no active version, or the concept is not one of the version's outputs.
+        LookupError: no usable image, no active version, or the concept is not one of the
+            version's outputs (``MapUnavailable``).
         ml.images.ImageError: the image was refused.
         ml.checkpoint.CheckpointError: the version's checkpoint does not verify.
     """
-    version = version or model_version_active()
-    if version is None:
-        raise LookupError("there is no active model version")
-    if concept_key not in version.concepts:
-        raise LookupError(f"v{version.pk} does not predict {concept_key!r}")
-    # PyTorch is imported only when a map is drawn, not by every process loading the URLconf.
-    from ml.explain import explain_image, overlay_png
-    from training.services.scoring import _loaded
+    from training.services.explain import explain_map_png, explain_map_request
 
-    model = _loaded(version).model
-    cam, image = explain_image(model, str(image_path(item.image_file)),
-                               version.concepts.index(concept_key))
-    return overlay_png(image, cam)
+    return explain_map_png(explain_map_request(
+        item=item, concept_key=concept_key, size=size, layer=layer, version=version))
