@@ -23,6 +23,7 @@ from django.db.models import (
     F,
     FloatField,
     IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -33,12 +34,16 @@ from django.db.models.functions import Cast, Floor, Least
 
 from annotate.models import (
     AggregatedLabel,
+    Classification,
     Concept,
     Item,
     PriorLabel,
     Review,
+    RoundPick,
+    Subject,
     VolunteerSkill,
     item_has_votes,
+    item_is_uncertain,
 )
 
 CROWD_THRESHOLD = 0.5
@@ -47,23 +52,6 @@ _ID_CHUNK = 10_000
 
 QUEUE_STATES = ("unreviewed", "accepted", "edited", "rejected", "all")
 _CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
-
-
-# --- model predictions (filled in by the training app) ------------------------------------------
-
-
-def prediction_for_items(item_ids: Iterable[int]) -> dict[int, dict[str, float]]:
-    """The active model's scores for these items: ``{item_id: {concept_key: score in [0, 1]}}``.
-
-    Hook for the training app. The item screen shows a "model" column only when this returns
-    something, so until a model version is active it returns ``{}``. Contract for whoever fills it:
-
-    - one or two queries for any number of ids (the item screen calls it with one id, a list
-      page may call it with a page of ids); never a query per item;
-    - items without a prediction are simply absent; concepts without a score are absent too;
-    - scores are probabilities (after the sigmoid), not logits, and not thresholded.
-    """
-    return {}
 
 
 # --- final labels -------------------------------------------------------------------------------
@@ -129,37 +117,109 @@ def _final_labels_chunk(ids) -> dict[int, list[str]]:
 # --- review queue -------------------------------------------------------------------------------
 
 
-def review_queue(
-    *, concept: str | Concept | None = None, state: str = "unreviewed"
-) -> QuerySet[Item]:
+@dataclass(frozen=True)
+class QueueFilters:
+    """What the review queue shows: every field comes from the query string, checked here.
+
+    - ``state``: a review state or ``"all"``.
+    - ``concept``: a concept key; the items where it is in play (the crowd ticked it at least
+      once, its posterior is above 0.5, or a prior enrichment claims it).
+    - ``consensus``: "none", "uncertain" or "confident" (``Item.Consensus``).
+    - ``flag``: "model" (the model confidently disagrees with a confident crowd), "prior" (a
+      confident crowd disagrees with the prior enrichment) or "either".
+    - ``round``: a round's number; the items it picked or whose subjects it holds.
+    - ``volunteer``: a volunteer's primary key; the items they classified.
+    - ``votes``: "with" (the default: items nobody has voted on are hidden), "without" or
+      "all". Ignored when ``consensus`` is given, which says it already.
+    """
+
+    state: str = "unreviewed"
+    concept: str | None = None
+    consensus: str | None = None
+    flag: str | None = None
+    round: int | None = None
+    volunteer: int | None = None
+    votes: str = "with"
+
+    def __post_init__(self) -> None:
+        allowed = {
+            "state": QUEUE_STATES,
+            "consensus": (None, *Item.Consensus.values),
+            "flag": (None, *QUEUE_FLAGS),
+            "votes": QUEUE_VOTES,
+        }
+        for name, values in allowed.items():
+            value = getattr(self, name)
+            if value not in values:
+                shown = ", ".join(str(v) for v in values if v is not None)
+                raise ValueError(f"unknown {name} {value!r}; use one of {shown}")
+
+
+QUEUE_FLAGS = ("model", "prior", "either")
+QUEUE_VOTES = ("with", "without", "all")
+
+#: The queue's sort keys, most significant first, and how each sorts: "flag" for a 0/1 key
+#: sorted descending, "desc" for a number sorted descending, "asc" for the id.
+_QUEUE_ORDER = (
+    ("has_votes", "flag"),
+    ("is_uncertain", "flag"),
+    ("conflicts_model", "flag"),
+    ("contradicts_prior", "flag"),
+    ("uncertainty", "desc"),
+    ("id", "asc"),
+)
+
+
+def review_queue(filters: QueueFilters | None = None, **fields) -> QuerySet[Item]:
     """Items to review, the most in need first.
 
-    Order: items with votes before items without; among them items whose confident crowd label
-    contradicts a prior enrichment; then the most uncertain crowd; then by id, so that the order is
-    total and "next item" is well defined (see ``review_queue_neighbours``).
+    Order: items with votes first; then the undecided crowd (consensus "uncertain"); then items
+    where the active model confidently disagrees with a confident crowd; then a confident crowd
+    against a prior enrichment; then the most uncertain; then by id, so the order is total and
+    "next item" is well defined (see ``review_queue_neighbours``). The index
+    "item_review_queue" holds this order per review state.
 
-    ``concept`` (a key or a Concept) keeps the items where that concept is in play: the crowd
-    ticked it at least once, its posterior is above 0.5, or a prior enrichment claims it.
-    ``state`` is a review state or ``"all"``; anything else is a ValueError (an allowlist, since it
-    comes from the query string).
+    Takes a :class:`QueueFilters` or its fields as keywords (``review_queue(state="all")``);
+    an unknown value of any of them is a ValueError, as is an unknown concept key.
     """
-    if state not in QUEUE_STATES:
-        raise ValueError(f"unknown review state {state!r}; use one of {', '.join(QUEUE_STATES)}")
-    # The index "item_review_queue" holds this order per review state.
-    items = Item.objects.annotate(has_votes=item_has_votes())
-    if state != "all":
-        items = items.filter(review_state=state)
-    if concept is not None:
-        concept_pk = concept.pk if isinstance(concept, Concept) else _concept_pk(concept)
+    filters = filters or QueueFilters(**fields)
+    items = Item.objects.annotate(has_votes=item_has_votes(), is_uncertain=item_is_uncertain())
+    if filters.state != "all":
+        items = items.filter(review_state=filters.state)
+    if filters.consensus is not None:
+        items = items.filter(consensus=filters.consensus)
+    elif filters.votes == "with":
+        items = items.filter(n_classifications__gt=0)
+    elif filters.votes == "without":
+        items = items.filter(n_classifications=0)
+    if filters.flag == "model":
+        items = items.filter(conflicts_model=True)
+    elif filters.flag == "prior":
+        items = items.filter(contradicts_prior=True)
+    elif filters.flag == "either":
+        items = items.filter(Q(conflicts_model=True) | Q(contradicts_prior=True))
+    if filters.concept:
+        concept_pk = _concept_pk(filters.concept)
         crowd = AggregatedLabel.objects.filter(
             item_id=OuterRef("pk"), concept_id=concept_pk
         ).filter(Q(votes_for__gt=0) | Q(posterior__gt=CROWD_THRESHOLD))
         prior = PriorLabel.objects.filter(item_id=OuterRef("pk"), concept_id=concept_pk)
         items = items.filter(Exists(crowd) | Exists(prior))
-    return items.order_by("-has_votes", "-contradicts_prior", "-uncertainty", "id")
+    if filters.round is not None:
+        picked = RoundPick.objects.filter(item_id=OuterRef("pk"), round__number=filters.round)
+        held = Subject.objects.filter(item_id=OuterRef("pk"), round__number=filters.round)
+        items = items.filter(Exists(picked) | Exists(held))
+    if filters.volunteer is not None:
+        voted = Classification.objects.filter(
+            item_id=OuterRef("pk"), volunteer_id=filters.volunteer
+        )
+        items = items.filter(Exists(voted))
+    return items.order_by(*(("" if how == "asc" else "-") + key for key, how in _QUEUE_ORDER))
 
 
-def _concept_pk(key: str) -> int:
+def _concept_pk(key: str | Concept) -> int:
+    if isinstance(key, Concept):
+        return key.pk
     pk = Concept.objects.filter(key=key).values_list("pk", flat=True).first()
     if pk is None:
         raise ValueError(f"unknown concept {key!r}")
@@ -167,7 +227,7 @@ def _concept_pk(key: str) -> int:
 
 
 def review_queue_neighbours(
-    *, item: Item, concept: str | Concept | None = None, state: str = "unreviewed"
+    *, item: Item, filters: QueueFilters | None = None, **fields
 ) -> tuple[int | None, int | None]:
     """Ids of the items before and after ``item`` in the queue order, ``None`` at either end.
 
@@ -175,41 +235,52 @@ def review_queue_neighbours(
     left the queue (a decision moves it out of "unreviewed"): the next item is the one that would
     have followed it.
 
-    The queue sorts by (has_votes desc, contradicts_prior desc, uncertainty desc, id asc). The
-    neighbour is looked for tier by tier, from the closest: the same first three keys, then the
-    same first two, then the same first one, then none. Each tier is an equality on a prefix of
-    the queue index and a range on the next key, a few index entries to read; one OR of the four
-    would walk the index from one end to the item (50 ms at 100,000 items). Usually one query
-    per direction, at most four.
+    The neighbour is looked for tier by tier, from the closest: the same values on every sort
+    key but the last and a range on it, then the same values on all but the last two and a range
+    on the one before, and so on. Each tier is an equality on a prefix of the queue index and a
+    range on the next key, a few index entries to read; one OR of them all would walk the index
+    from one end to the item (50 ms at 100,000 items). Usually one query per direction.
     """
-    queue = review_queue(concept=concept, state=state)
-    hv, cp, u = (1 if item.n_classifications > 0 else 0), item.contradicts_prior, item.uncertainty
-    # Booleans compared by equality to "the other value" rather than with < and >, which backends
-    # differ on; a tier that cannot exist (nothing sorts after hv=0) is left out.
-    after = [
-        (Q(has_votes=hv, contradicts_prior=cp, uncertainty=u, id__gt=item.pk), ("id",)),
-        (Q(has_votes=hv, contradicts_prior=cp, uncertainty__lt=u), ("-uncertainty", "id")),
-        (Q(has_votes=hv, contradicts_prior=False), ("-uncertainty", "id")) if cp else None,
-        (Q(has_votes=0), ("-contradicts_prior", "-uncertainty", "id")) if hv else None,
-    ]
-    before = [
-        (Q(has_votes=hv, contradicts_prior=cp, uncertainty=u, id__lt=item.pk), ("-id",)),
-        (Q(has_votes=hv, contradicts_prior=cp, uncertainty__gt=u), ("uncertainty", "-id")),
-        None if cp else (Q(has_votes=hv, contradicts_prior=True), ("uncertainty", "-id")),
-        None if hv else (Q(has_votes=1), ("contradicts_prior", "uncertainty", "-id")),
-    ]
+    queue = review_queue(filters, **fields)
+    values = {
+        "has_votes": 1 if item.n_classifications > 0 else 0,
+        "is_uncertain": 1 if item.consensus == Item.Consensus.UNCERTAIN else 0,
+        "conflicts_model": item.conflicts_model,
+        "contradicts_prior": item.contradicts_prior,
+        "uncertainty": item.uncertainty,
+        "id": item.pk,
+    }
 
-    def first(tiers: list[tuple[Q, tuple[str, ...]] | None]) -> int | None:
-        for tier in tiers:
-            if tier is None:
-                continue
-            where, order = tier
+    def tiers(after: bool) -> list[tuple[Q, list[str]]]:
+        found = []
+        for depth in range(len(_QUEUE_ORDER) - 1, -1, -1):
+            key, how = _QUEUE_ORDER[depth]
+            same = {name: values[name] for name, _how in _QUEUE_ORDER[:depth]}
+            value = values[key]
+            if how == "flag":
+                # 0/1 keys compared by equality to "the other value" rather than with < and >,
+                # which backends differ on for booleans; a tier that cannot exist is left out.
+                if bool(value) != after:
+                    continue
+                other = 0 if after else 1
+                step = Q(**{key: bool(other) if isinstance(value, bool) else other})
+            elif how == "desc":
+                step = Q(**{f"{key}__{'lt' if after else 'gt'}": value})
+            else:
+                step = Q(**{f"{key}__{'gt' if after else 'lt'}": value})
+            rest = _QUEUE_ORDER[depth:]
+            order = [("" if (how_ == "asc") == after else "-") + name for name, how_ in rest]
+            found.append((Q(**same) & step, order))
+        return found
+
+    def first(direction: list[tuple[Q, list[str]]]) -> int | None:
+        for where, order in direction:
             pk = queue.filter(where).order_by(*order).values_list("pk", flat=True).first()
             if pk is not None:
                 return pk
         return None
 
-    return first(before), first(after)
+    return first(tiers(after=False)), first(tiers(after=True))
 
 
 # --- item screen --------------------------------------------------------------------------------
@@ -223,18 +294,33 @@ class ConceptRow:
     votes_against: int
     posterior: float | None  # None: the aggregation has not labelled this item x concept
     prior: bool
-    model: float | None  # None: no prediction from an active model
     final: bool
 
 
 @dataclass(frozen=True)
 class ReviewEntry:
+    id: int
     created_at: datetime
     curator: str
     action: str
     before: list[str]
     after: list[str]
     comment: str
+    batch: str  # "" for a single decision
+    undoes: int | None
+    undone: bool
+
+
+@dataclass(frozen=True)
+class VoterVote:
+    """One volunteer's vote on one concept of the item, with their skill on that concept."""
+
+    volunteer_id: int
+    name: str
+    ticked: bool
+    sensitivity: float | None  # None: no skill estimated yet (no full aggregation since)
+    specificity: float | None
+    excluded: bool
 
 
 @dataclass(frozen=True)
@@ -242,8 +328,10 @@ class ItemReviewContext:
     item: Item
     rows: list[ConceptRow]
     final: list[str] | None  # None: rejected
-    has_model: bool
     history: list[ReviewEntry] = field(default_factory=list)
+    #: Per concept key, the counted votes on it, earliest first.
+    votes: dict[str, list[VoterVote]] = field(default_factory=dict)
+    n_voters: int = 0
 
 
 def item_review_context(item: Item) -> ItemReviewContext:
@@ -265,7 +353,6 @@ def item_review_context(item: Item) -> ItemReviewContext:
     crowd = [key_of[pk] for pk, (p, _f, _a) in labels.items() if p > CROWD_THRESHOLD]
     final = item_final_label(item, crowd=crowd)
     final_set = set(final or [])
-    scores = prediction_for_items([item.pk]).get(item.pk, {})
 
     rows = []
     for pk, key, label, active in concepts:
@@ -280,28 +367,154 @@ def item_review_context(item: Item) -> ItemReviewContext:
                 votes_against=votes_against,
                 posterior=posterior,
                 prior=pk in priors,
-                model=scores.get(key),
                 final=key in final_set,
             )
         )
+    undone = set(
+        Review.objects.filter(item_id=item.pk, undoes__isnull=False).values_list(
+            "undoes_id", flat=True
+        )
+    )
     history = [
         ReviewEntry(
+            id=pk,
             created_at=created_at,
             curator=username,
             action=action,
             before=list(before or []),
             after=list(after or []),
             comment=comment,
+            batch=str(batch or ""),
+            undoes=undoes,
+            undone=pk in undone,
         )
-        for created_at, username, action, before, after, comment in Review.objects.filter(
-            item_id=item.pk
+        for pk, created_at, username, action, before, after, comment, batch, undoes in (
+            Review.objects.filter(item_id=item.pk)
+            .order_by("-created_at", "-id")
+            .values_list(
+                "pk",
+                "created_at",
+                "curator__username",
+                "action",
+                "before",
+                "after",
+                "comment",
+                "batch",
+                "undoes_id",
+            )
         )
-        .order_by("-created_at", "-id")
-        .values_list("created_at", "curator__username", "action", "before", "after", "comment")
     ]
+    votes, n_voters = item_votes(item)
     return ItemReviewContext(
-        item=item, rows=rows, final=final, has_model=bool(scores), history=history
+        item=item, rows=rows, final=final, history=history, votes=votes, n_voters=n_voters
     )
+
+
+def item_votes(item: Item) -> tuple[dict[str, list[VoterVote]], int]:
+    """Who voted what on ``item``: per concept key, each counted vote with the volunteer's skill
+    on that concept; and how many volunteers voted.
+
+    A classification votes on the concepts its workflow version asked (ticked: for, not ticked:
+    against), as the aggregation reads it. Three queries (votes, vocabulary, skills) plus one
+    for the workflow versions.
+    """
+    from annotate.services.classifications.counters import VOTES
+    from annotate.services.workflows import workflow_versions_asked
+
+    rows = list(
+        Classification.objects.filter(item_id=item.pk, **VOTES)
+        .order_by("created_at", "pk")
+        .values_list(
+            "volunteer_id",
+            "volunteer__user_name",
+            "volunteer__key",
+            "volunteer__excluded",
+            "workflow_id",
+            "workflow_version",
+            "concept_ids",
+        )
+    )
+    if not rows:
+        return {}, 0
+    concepts = list(Concept.objects.filter(active=True).order_by("position", "key"))
+    pairs = sorted({(workflow_id, version) for _v, _n, _k, _e, workflow_id, version, _c in rows})
+    asked = workflow_versions_asked(pairs, concepts)
+    row_of = {pair: n for n, pair in enumerate(pairs)}
+    skills = {
+        (volunteer_id, concept_id): (se, sp)
+        for volunteer_id, concept_id, se, sp in VolunteerSkill.objects.filter(
+            volunteer_id__in={row[0] for row in rows}
+        ).values_list("volunteer_id", "concept_id", "sensitivity", "specificity")
+    }
+    votes: dict[str, list[VoterVote]] = {}
+    for volunteer_id, user_name, key, excluded, workflow_id, version, ticked in rows:
+        offered = asked[row_of[(workflow_id, version)]]
+        ticked_ids = set(ticked or [])
+        for j, concept in enumerate(concepts):
+            if not offered[j]:
+                continue
+            se, sp = skills.get((volunteer_id, concept.pk), (None, None))
+            votes.setdefault(concept.key, []).append(
+                VoterVote(
+                    volunteer_id=volunteer_id,
+                    name=user_name or key,
+                    ticked=concept.pk in ticked_ids,
+                    sensitivity=se,
+                    specificity=sp,
+                    excluded=excluded,
+                )
+            )
+    return votes, len({row[0] for row in rows})
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+def review_history(*, batch=None) -> QuerySet[Review]:
+    """Curators' decisions, newest first, each with ``undone`` (an undo reverses it); only the
+    rows of one bulk decision when ``batch`` is given. Two related rows joined, no N+1."""
+    rows = Review.objects.select_related("item", "curator", "undoes").annotate(
+        undone=Exists(Review.objects.filter(undoes_id=OuterRef("pk")))
+    )
+    if batch is not None:
+        rows = rows.filter(batch=batch)
+    return rows.order_by("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class BulkDecision:
+    batch: str
+    action: str
+    curator: str
+    created_at: datetime
+    n: int
+    undone: int
+
+
+def bulk_decisions(*, limit: int = 20) -> list[BulkDecision]:
+    """The latest bulk decisions, one line each: how many rows, how many since undone."""
+    groups = (
+        Review.objects.filter(batch__isnull=False)
+        .exclude(action=Review.Action.UNDO)
+        .values("batch", "action", "curator__username")
+        .annotate(
+            n=Count("pk"),
+            at=Max("created_at"),
+            undone=Count("undone_by"),
+        )
+        .order_by("-at")[:limit]
+    )
+    return [
+        BulkDecision(
+            batch=str(row["batch"]),
+            action=row["action"],
+            curator=row["curator__username"],
+            created_at=row["at"],
+            n=row["n"],
+            undone=row["undone"],
+        )
+        for row in groups
+    ]
 
 
 # --- plot data ----------------------------------------------------------------------------------

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from review import views as review_views
+from review import views
 
 app_name = "review"
 
 urlpatterns = [
-    path("", review_views.queue, name="queue"),
-    path("bulk-accept/", review_views.bulk_accept, name="bulk_accept"),
-    path("item/<int:pk>/", review_views.item, name="item"),
-    path("plots/", review_views.plots_page, name="plots"),
-    path("plots/<slug:name>.png", review_views.plot_png, name="plot"),
+    path("", views.queue, name="queue"),
+    path("bulk-accept/", views.bulk_accept, name="bulk_accept"),
+    path("item/<int:pk>/", views.item, name="item"),
+    path("decisions/", views.decisions, name="decisions"),
+    path("decisions/<int:pk>/undo/", views.undo, name="undo"),
+    path("decisions/bulk/<uuid:batch>/undo/", views.undo_batch, name="undo_batch"),
+    path("plots/", views.plots_page, name="plots"),
+    path("plots/<slug:name>.png", views.plot_png, name="plot"),
 ]

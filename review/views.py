@@ -7,6 +7,8 @@ render. Staff members who may view items can look at everything here; only those
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import asdict, replace
 from urllib.parse import urlencode
 
 from django import forms
@@ -17,16 +19,30 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotate import plots, selectors
-from annotate.admin import image_src
-from annotate.models import Concept, Item, Review
-from annotate.services.review import COMMENT_MAX_LENGTH, review_record, reviews_bulk_accept
+from annotate.models import Concept, Item, Review, Round, Volunteer
+from annotate.selectors import review_history
+from annotate.services.item_images import item_image_src
+from annotate.services.review import (
+    COMMENT_MAX_LENGTH,
+    DECISIONS,
+    UndoError,
+    review_record,
+    review_undo,
+    reviews_bulk_accept,
+    reviews_undo_batch,
+    settled_items,
+)
+from review import selectors as workbench
 
 VIEW_PERMISSION = "annotate.view_item"
 REVIEW_PERMISSION = "annotate.add_review"
 QUEUE_PAGE_SIZE = 50
+GRID_PAGE_SIZE = 48
 
 
 def can_view(request: HttpRequest) -> bool:
@@ -42,47 +58,88 @@ def can_review(request: HttpRequest) -> bool:
 class QueueFilterForm(forms.Form):
     """The queue's filters: an allowlist, never passed to the ORM as they come."""
 
-    concept = forms.ChoiceField(required=False)
     state = forms.ChoiceField(
         required=False,
         choices=[(state, state) for state in selectors.QUEUE_STATES],
         initial="unreviewed",
     )
+    consensus = forms.ChoiceField(
+        required=False, choices=[("", "any consensus"), *Item.Consensus.choices]
+    )
+    flag = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "any flag"),
+            ("model", "model vs crowd"),
+            ("prior", "crowd vs prior"),
+            ("either", "either conflict"),
+        ],
+    )
+    concept = forms.ChoiceField(required=False)
+    round = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    volunteer = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    votes = forms.ChoiceField(
+        required=False,
+        choices=[("with", "with votes"), ("without", "without votes"), ("all", "with or without")],
+        initial="with",
+    )
+    view = forms.ChoiceField(
+        required=False, choices=[("list", "list"), ("grid", "grid")], initial="list"
+    )
 
     def __init__(self, *args, concepts: list[tuple[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["concept"].choices = [("", "any concept"), *concepts]
+        self.fields["round"].choices = [
+            ("", "any round"),
+            *((n, f"round {n}: {name}") for n, name in Round.objects.values_list("number", "name")),
+        ]
 
-    def filters(self) -> dict[str, str]:
-        """The valid filters, defaults for anything missing or invalid."""
-        data = self.cleaned_data if self.is_valid() else {}
-        return {
-            "concept": data.get("concept") or "",
-            "state": data.get("state") or "unreviewed",
+    def filters(self) -> selectors.QueueFilters:
+        """The valid filters; defaults for anything missing, invalid filters are dropped."""
+        self.is_valid()
+        data = {
+            name: self.cleaned_data.get(name) for name in self.fields if name not in self.errors
         }
+        return selectors.QueueFilters(
+            state=data.get("state") or "unreviewed",
+            concept=data.get("concept") or None,
+            consensus=data.get("consensus") or None,
+            flag=data.get("flag") or None,
+            round=data.get("round"),
+            volunteer=data.get("volunteer"),
+            votes=data.get("votes") or "with",
+        )
+
+    def invalid(self) -> list[str]:
+        """Names of the filters in the query string that were not understood (and ignored)."""
+        return sorted(name for name in self.errors if self.data.get(name))
 
 
 class BulkAcceptForm(forms.Form):
     min_confidence = forms.FloatField(min_value=0.51, max_value=1.0, initial=0.95)
+    confirm = forms.BooleanField(required=False)
 
 
 class DecisionForm(forms.Form):
-    action = forms.ChoiceField(choices=Review.Action.choices)
+    action = forms.ChoiceField(
+        choices=[(a, label) for a, label in Review.Action.choices if a in DECISIONS]
+    )
     # Django's CharField already refuses NUL characters; the service checks again for other callers.
     comment = forms.CharField(required=False, max_length=COMMENT_MAX_LENGTH, strip=True)
 
 
-def _queue_filters(request: HttpRequest, concepts: list[tuple[str, str]]) -> dict[str, str]:
-    return QueueFilterForm(request.GET, concepts=concepts).filters()
+_DEFAULTS = {"state": "unreviewed", "votes": "with", "view": "list"}
 
 
-def _filters_query(filters: dict[str, str]) -> str:
+def _filters_query(filters: selectors.QueueFilters, *, view: str = "list", **extra) -> str:
     """The filters as a query string, defaults left out, so links keep the curator's queue."""
-    kept = {}
-    if filters.get("concept"):
-        kept["concept"] = filters["concept"]
-    if filters.get("state", "unreviewed") != "unreviewed":
-        kept["state"] = filters["state"]
+    kept = {
+        name: value
+        for name, value in {**asdict(filters), "view": view}.items()
+        if value not in (None, "") and _DEFAULTS.get(name) != value
+    }
+    kept.update({k: v for k, v in extra.items() if v is not None})
     return urlencode(kept)
 
 
@@ -94,9 +151,17 @@ def _concept_choices() -> list[tuple[str, str]]:
     return list(Concept.objects.filter(active=True).values_list("key", "label"))
 
 
+def _filter_form(request: HttpRequest) -> QueueFilterForm:
+    return QueueFilterForm(request.GET, concepts=_concept_choices())
+
+
 def _context(request: HttpRequest, **extra) -> dict:
     # The admin's own context (site header, sidebar, user tools) so these pages look like it.
     return {**admin.site.each_context(request), **extra}
+
+
+def _view_of(form: QueueFilterForm) -> str:
+    return form.cleaned_data.get("view") or "list" if "view" not in form.errors else "list"
 
 
 @staff_member_required
@@ -104,14 +169,21 @@ def _context(request: HttpRequest, **extra) -> dict:
 def queue(request: HttpRequest) -> HttpResponse:
     if not can_view(request):
         raise PermissionDenied
-    concepts = _concept_choices()
-    filter_form = QueueFilterForm(request.GET, concepts=concepts)
+    filter_form = _filter_form(request)
     filters = filter_form.filters()
-    items = selectors.review_queue(concept=filters["concept"] or None, state=filters["state"])
-    page = Paginator(items, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
-    # Without a thumbnail yet, our stored copy scaled down beats "no image".
-    rows = [(item, image_src(item) or image_src(item, large=True)) for item in page.object_list]
-    query = _filters_query(filters)
+    view = _view_of(filter_form)
+    try:
+        items = selectors.review_queue(filters)
+    except ValueError as exc:  # a concept deleted since the link was made
+        messages.error(request, str(exc))
+        return redirect("review:queue")
+    page = Paginator(items, GRID_PAGE_SIZE if view == "grid" else QUEUE_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    volunteer = (
+        Volunteer.objects.filter(pk=filters.volunteer).first() if filters.volunteer else None
+    )
+    query = _filters_query(filters, view=view)
     return render(
         request,
         "review/queue.html",
@@ -120,10 +192,17 @@ def queue(request: HttpRequest) -> HttpResponse:
             title="Review queue",
             filter_form=filter_form,
             filters=filters,
+            ignored=filter_form.invalid(),
             filters_query=query,
+            item_query=_filters_query(filters),
+            list_query=_filters_query(filters, view="list"),
+            grid_query=_filters_query(filters, view="grid"),
+            view=view,
+            volunteer=volunteer,
+            drop_volunteer_query=_filters_query(replace(filters, volunteer=None), view=view),
             bulk_form=BulkAcceptForm(),
             page_obj=page,
-            rows=rows,
+            rows=workbench.queue_rows(list(page.object_list)),
             can_review=can_review(request),
         ),
     )
@@ -132,20 +211,50 @@ def queue(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_POST
 def bulk_accept(request: HttpRequest) -> HttpResponse:
+    """Bulk accept in two steps: the first POST shows how many items would be accepted and asks
+    for confirmation; the second (``confirm``) accepts them, with a link to undo the batch."""
     if not can_review(request):
         raise PermissionDenied
-    filters = _queue_filters(request, _concept_choices())
+    filters = replace(_filter_form(request).filters(), state="unreviewed")
+    item_query = _filters_query(filters)
+    back = _with_query(reverse("review:queue"), item_query)
     form = BulkAcceptForm(request.POST)
-    back = _with_query(reverse("review:queue"), _filters_query(filters))
     if not form.is_valid():
         messages.error(request, "Bulk accept needs a confidence above 0.5 and at most 1.")
         return redirect(back)
+    min_confidence = form.cleaned_data["min_confidence"]
+    items = selectors.review_queue(filters)
+    if not form.cleaned_data["confirm"]:
+        count = settled_items(items_qs=items, min_confidence=min_confidence).count()
+        return render(
+            request,
+            "review/bulk_confirm.html",
+            _context(
+                request,
+                title="Bulk accept: confirm",
+                count=count,
+                min_confidence=min_confidence,
+                filters=filters,
+                item_query=item_query,
+                back=back,
+            ),
+        )
+    batch = uuid.uuid4()
     accepted = reviews_bulk_accept(
-        items_qs=selectors.review_queue(concept=filters["concept"] or None, state="unreviewed"),
-        curator=request.user,
-        min_confidence=form.cleaned_data["min_confidence"],
+        items_qs=items, curator=request.user, min_confidence=min_confidence, batch=batch
     )
-    messages.success(request, f"Accepted the crowd's label on {accepted} settled items.")
+    if accepted:
+        messages.success(
+            request,
+            format_html(
+                'Accepted the crowd\'s label on {} settled items. <a href="{}">Undo this bulk '
+                "accept</a> from the decisions page.",
+                accepted,
+                reverse("review:decisions") + f"?batch={batch}",
+            ),
+        )
+    else:
+        messages.info(request, "No settled items were left to accept.")
     return redirect(back)
 
 
@@ -157,11 +266,15 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and not can_review(request):
         raise PermissionDenied
     obj = get_object_or_404(Item, pk=pk)
-    filters = _queue_filters(request, _concept_choices())
+    filter_form = _filter_form(request)
+    filters = filter_form.filters()
     query = _filters_query(filters)
-    previous_id, next_id = selectors.review_queue_neighbours(
-        item=obj, concept=filters["concept"] or None, state=filters["state"]
-    )
+    previous_id, next_id = selectors.review_queue_neighbours(item=obj, filters=filters)
+    # After a decision the next item opens with ?from=<the item decided>: "previous" (k) goes
+    # back to it, though it has left the queue's state.
+    came_from = request.GET.get("from", "")
+    if came_from.isdigit() and Item.objects.filter(pk=int(came_from)).exists():
+        previous_id = int(came_from)
     form = DecisionForm(request.POST or None)
     error = ""
     if request.method == "POST":
@@ -182,11 +295,12 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.success(request, f"{obj.external_id}: {action} recorded.")
                 if next_id is None:
                     return redirect(_with_query(reverse("review:queue"), query))
-                return redirect(_with_query(reverse("review:item", args=[next_id]), query))
+                following = _filters_query(filters, **{"from": obj.pk})
+                return redirect(_with_query(reverse("review:item", args=[next_id]), following))
         else:
             error = "; ".join(message for errors in form.errors.values() for message in errors)
 
-    context = selectors.item_review_context(obj)
+    bench = workbench.item_workbench(obj)
     return render(
         request,
         "review/item.html",
@@ -194,8 +308,10 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             request,
             title=f"Review {obj.external_id}",
             item=obj,
-            review=context,
-            image=image_src(obj, large=True),
+            review=bench.crowd,
+            bench=bench,
+            flag_thresholds=workbench.thresholds(),
+            image=item_image_src(obj, large=True),
             previous_id=previous_id,
             next_id=next_id,
             filters_query=query,
@@ -203,9 +319,84 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             error=error,
             can_review=can_review(request),
             comment_max_length=COMMENT_MAX_LENGTH,
+            has_prior=any(row.crowd.prior for row in bench.rows),
         ),
         status=400 if error else 200,
     )
+
+
+@staff_member_required
+@require_GET
+def decisions(request: HttpRequest) -> HttpResponse:
+    """The decisions of every curator, newest first, bulk ones grouped: each can be undone."""
+    if not can_view(request):
+        raise PermissionDenied
+    batch = request.GET.get("batch", "")
+    try:
+        batch_uuid = uuid.UUID(batch) if batch else None
+    except ValueError:
+        batch_uuid = None
+        messages.error(request, f"{batch!r} is not a bulk decision's id.")
+    page = Paginator(review_history(batch=batch_uuid), 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "review/decisions.html",
+        _context(
+            request,
+            title="Decisions",
+            page_obj=page,
+            batch=batch_uuid,
+            bulk=selectors.bulk_decisions() if batch_uuid is None else [],
+            can_review=can_review(request),
+        ),
+    )
+
+
+@staff_member_required
+@require_POST
+def undo(request: HttpRequest, pk: int) -> HttpResponse:
+    """Undo one decision (from the item's history or the decisions page)."""
+    if not can_review(request):
+        raise PermissionDenied
+    review = get_object_or_404(Review.objects.select_related("item"), pk=pk)
+    try:
+        review_undo(review=review, curator=request.user)
+    except UndoError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"{review.item.external_id}: {review.action} #{review.pk} undone; the item is "
+            f"{Item.objects.get(pk=review.item_id).get_review_state_display()} again.",
+        )
+    return redirect(_safe_next(request, reverse("review:item", args=[review.item_id])))
+
+
+@staff_member_required
+@require_POST
+def undo_batch(request: HttpRequest, batch: uuid.UUID) -> HttpResponse:
+    """Undo every decision of a bulk accept that can still be undone."""
+    if not can_review(request):
+        raise PermissionDenied
+    try:
+        result = reviews_undo_batch(batch=batch, curator=request.user)
+    except LookupError as exc:
+        raise Http404(str(exc)) from exc
+    left = "; ".join(f"{n} left as they are: {reason}" for reason, n in result.skipped.items())
+    messages.success(
+        request,
+        f"Undid {result.undone} decisions of the bulk accept." + (f" {left}." if left else ""),
+    )
+    return redirect(reverse("review:decisions") + f"?batch={batch}")
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
 
 
 @staff_member_required

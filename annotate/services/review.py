@@ -7,7 +7,9 @@ and the label can never disagree. See ``annotate.selectors`` for what "final lab
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -15,12 +17,29 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from annotate.models import AggregatedLabel, Concept, Item, Review
+from annotate.models import AggregatedLabel, Concept, Item, PriorLabel, Review
 from annotate.selectors import item_final_label, item_final_labels
 from annotate.signals import reviews_recorded
 
 COMMENT_MAX_LENGTH = 2000
 _BULK_CHUNK = 1000
+_CURATED = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
+
+#: The actions a curator takes on an item; an undo is taken on a decision instead.
+DECISIONS = tuple(action for action in Review.Action.values if action != Review.Action.UNDO)
+
+
+class UndoError(ValueError):
+    """A decision that cannot be undone (already undone, a later decision on top, a skip...)."""
+
+
+def item_prior_keys(item: Item) -> list[str]:
+    """The item's prior enrichment labels among the active concepts, sorted keys."""
+    return sorted(
+        PriorLabel.objects.filter(item_id=item.pk, concept__active=True).values_list(
+            "concept__key", flat=True
+        )
+    )
 
 
 def review_record(
@@ -37,7 +56,13 @@ def review_record(
     - edit: ``concepts`` (active concept keys, possibly none) become the curated label
       (state ``edited``);
     - reject: the item leaves the dataset (state ``rejected``, no curated concepts);
-    - skip: nothing changes, but the audit still records who looked and passed.
+    - skip: nothing changes, but the audit still records who looked and passed;
+    - accept_prior: the item's prior enrichment labels (active concepts) become the curated label
+      (state ``accepted``), recorded as such: for an item nobody has voted on, where "accept"
+      would otherwise save an empty label.
+
+    Accept is refused on an item without counted votes (there is no crowd label to accept), and
+    accept_prior on an item without prior labels.
 
     Raises ValueError for an unknown action, concepts given with anything but edit, an unknown or
     inactive concept key (named in the message), or a comment that is too long or holds NUL.
@@ -45,7 +70,7 @@ def review_record(
     serialised and each audit row's ``before`` is what that curator actually replaced. The
     ``item`` passed in is updated in place.
     """
-    if action not in Review.Action.values:
+    if action not in DECISIONS:
         raise ValueError(f"unknown review action {action!r}")
     if concepts is not None and action != Review.Action.EDIT:
         raise ValueError("concepts are only given with the edit action")
@@ -57,8 +82,20 @@ def review_record(
     with transaction.atomic():
         locked = Item.objects.select_for_update().get(pk=item.pk)
         before = item_final_label(locked) or []
+        state_before = locked.review_state
         if action == Review.Action.ACCEPT:
+            if locked.n_classifications == 0:
+                raise ValueError(
+                    f"{locked.external_id} has no votes yet: there is no crowd label to accept "
+                    "(take the prior labels, edit the label, or wait for votes)"
+                )
             after = before
+            locked.review_state = Item.ReviewState.ACCEPTED
+            locked.curated_concepts = after
+        elif action == Review.Action.ACCEPT_PRIOR:
+            after = item_prior_keys(locked)
+            if not after:
+                raise ValueError(f"{locked.external_id} has no prior labels to take")
             locked.review_state = Item.ReviewState.ACCEPTED
             locked.curated_concepts = after
         elif action == Review.Action.EDIT:
@@ -79,6 +116,8 @@ def review_record(
             action=action,
             before=before,
             after=after,
+            state_before=state_before,
+            state_after=locked.review_state,
             comment=comment,
         )
         if action != Review.Action.SKIP:
@@ -127,7 +166,11 @@ def settled_items(*, items_qs: QuerySet[Item], min_confidence: float) -> QuerySe
 
 
 def reviews_bulk_accept(
-    *, items_qs: QuerySet[Item], curator: AbstractBaseUser, min_confidence: float = 0.95
+    *,
+    items_qs: QuerySet[Item],
+    curator: AbstractBaseUser,
+    min_confidence: float = 0.95,
+    batch: uuid.UUID | None = None,
 ) -> int:
     """Accept the crowd's label on every settled item of ``items_qs``; return how many.
 
@@ -136,8 +179,10 @@ def reviews_bulk_accept(
     comment says it was a bulk decision. Works in chunks of 1,000 items, each chunk one
     transaction with its rows locked and their state re-checked, so an item a curator decided on
     meanwhile (or whose crowd changed its mind) is left alone. Safe to call twice: the second
-    call finds nothing left to accept.
+    call finds nothing left to accept. Every row of one call shares ``batch`` (a new UUID unless
+    given), so the whole bulk decision can be undone at once (:func:`reviews_undo_batch`).
     """
+    batch = batch or uuid.uuid4()
     candidate_ids = list(
         settled_items(items_qs=items_qs, min_confidence=min_confidence)
         .order_by("pk")
@@ -180,6 +225,9 @@ def reviews_bulk_accept(
                         action=Review.Action.ACCEPT,
                         before=labels.get(pk, []),
                         after=labels.get(pk, []),
+                        state_before=Item.ReviewState.UNREVIEWED,
+                        state_after=Item.ReviewState.ACCEPTED,
+                        batch=batch,
                         comment=comment,
                     )
                     for pk in ids
@@ -192,3 +240,116 @@ def reviews_bulk_accept(
                 )
         accepted += len(ids)
     return accepted
+
+
+def _undo_blocker(review: Review) -> str:
+    """Why ``review`` cannot be undone now, or "" when it can (call with the item locked)."""
+    if review.action in (Review.Action.SKIP, Review.Action.UNDO):
+        return f"a {review.action} changes nothing to undo"
+    if not review.state_before:
+        return "it was recorded before decisions could be undone (its earlier state is unknown)"
+    if Review.objects.filter(undoes_id=review.pk).exists():
+        return "it is already undone"
+    later = (
+        Review.objects.filter(item_id=review.item_id, pk__gt=review.pk)
+        .exclude(action__in=[Review.Action.SKIP, Review.Action.UNDO])
+        .exclude(undone_by__isnull=False)
+        .select_related("curator")
+        .first()
+    )
+    if later is not None:
+        return (
+            f"a later decision ({later.action} by {later.curator}, #{later.pk}) is on top of it: "
+            "undo that first"
+        )
+    return ""
+
+
+def _undo_locked(review: Review, *, curator: AbstractBaseUser, comment: str, batch) -> Review:
+    item = Item.objects.select_for_update().get(pk=review.item_id)
+    blocker = _undo_blocker(review)
+    if blocker:
+        raise UndoError(f"decision #{review.pk} on {item.external_id} cannot be undone: {blocker}")
+    before = item_final_label(item) or []
+    state_now = item.review_state
+    item.review_state = review.state_before
+    # An item back to unreviewed (or rejected) has no curated label; back to accepted or edited
+    # it has the label it had then, which is the undone decision's "before".
+    item.curated_concepts = list(review.before) if review.state_before in _CURATED else []
+    item.save(update_fields=["review_state", "curated_concepts", "updated_at"])
+    after = item_final_label(item) or []
+    return Review.objects.create(
+        item=item,
+        curator=curator,
+        action=Review.Action.UNDO,
+        undoes=review,
+        before=before,
+        after=after,
+        state_before=state_now,
+        state_after=item.review_state,
+        batch=batch,
+        comment=comment,
+    )
+
+
+def review_undo(*, review: Review, curator: AbstractBaseUser, comment: str = "") -> Review:
+    """Undo one decision: the item goes back to its state and label before it; return the audit
+    row of the undo (the undone row stays, as the audit keeps both).
+
+    Raises UndoError (a ValueError) naming the decision and why when it cannot be undone: a skip
+    or an undo, already undone, recorded before undo existed, or a later decision on the same
+    item that is not undone (undo that first, so no curator's work is silently overwritten).
+    """
+    comment_clean(comment)
+    with transaction.atomic():
+        undo = _undo_locked(review, curator=curator, comment=comment, batch=None)
+        transaction.on_commit(
+            partial(reviews_recorded.send, sender=Review, item_ids=[review.item_id], n=1)
+        )
+    return undo
+
+
+@dataclass(frozen=True)
+class BatchUndo:
+    undone: int
+    skipped: dict[str, int]  # reason -> how many rows of the batch were left as they are
+
+
+def reviews_undo_batch(
+    *, batch: uuid.UUID | str, curator: AbstractBaseUser, comment: str = ""
+) -> BatchUndo:
+    """Undo every decision of one bulk decision that can still be undone.
+
+    Rows already undone, or with a later decision on their item, are left alone and counted by
+    reason. Works in chunks of 1,000 rows, each one transaction; the undo rows share a new batch
+    of their own. Raises LookupError for a batch with no decisions.
+    """
+    comment_clean(comment)
+    ids = list(
+        Review.objects.filter(batch=batch)
+        .exclude(action=Review.Action.UNDO)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        raise LookupError(f"no bulk decision {batch}")
+    undo_batch = uuid.uuid4()
+    undone, skipped = 0, {}
+    for start in range(0, len(ids), _BULK_CHUNK):
+        chunk = ids[start : start + _BULK_CHUNK]
+        touched: list[int] = []
+        with transaction.atomic():
+            for review in Review.objects.filter(pk__in=chunk).order_by("pk"):
+                try:
+                    _undo_locked(review, curator=curator, comment=comment, batch=undo_batch)
+                except UndoError as exc:
+                    reason = str(exc).split(": ", 1)[-1].split(" (")[0]
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                else:
+                    touched.append(review.item_id)
+            if touched:
+                transaction.on_commit(
+                    partial(reviews_recorded.send, sender=Review, item_ids=touched, n=len(touched))
+                )
+        undone += len(touched)
+    return BatchUndo(undone=undone, skipped=skipped)

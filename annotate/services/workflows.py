@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from django.db import transaction
 
 from annotate.models import Concept, Workflow, WorkflowVersion
@@ -24,7 +25,8 @@ from annotate.services.classifications import (
     WILDCARD_VERSION,
     QuarantineEntry,
 )
-from annotate.services.classifications.answers import label_normalise
+from annotate.services.classifications.answers import AnswerMap, label_normalise
+from annotate.services.classifications.read import version_numeric
 from annotate.zooniverse.exports import ExportFormatError, WorkflowExportRow, parse_workflow_export
 
 
@@ -209,3 +211,39 @@ def workflow_subject_match_set(*, workflow_id: int, match: str) -> tuple[Workflo
         workflow.subject_match = match
         workflow.save(update_fields=["subject_match"])
     return workflow, len(subjects_link_pending())
+
+
+def workflow_versions_asked(pairs: list[tuple[int, str]], concepts: list[Concept]) -> np.ndarray:
+    """``(n_pairs, n_concepts)`` bool: which concepts each (workflow id, version name) pair's
+    question offered, from the version's answer map.
+
+    The version is found as the ingest found it (``IngestContext.answer_map``): by name, else by
+    number (``16.5`` for ``16.50``), else the workflow's wildcard version. A pair with none of
+    these (votes stored before versions were configured) is taken to have offered everything,
+    as every vote was read before.
+    """
+    asked = np.ones((len(pairs), len(concepts)), dtype=bool)
+    if not pairs or not concepts:
+        return asked
+    column = {c.pk: j for j, c in enumerate(concepts)}
+    keys = {
+        key.casefold(): (pk, label)
+        for pk, key, label in Concept.objects.values_list("id", "key", "label")
+    }
+    by_workflow: dict[int, dict[str, WorkflowVersion]] = {}
+    stored = WorkflowVersion.objects.filter(workflow_id__in={w for w, _ in pairs})
+    for version in stored:
+        by_workflow.setdefault(version.workflow_id, {})[version.version] = version
+    for row, (workflow_id, name) in enumerate(pairs):
+        versions = by_workflow.get(workflow_id, {})
+        found = versions.get(name)
+        if found is None and (number := version_numeric(name)) is not None:
+            same = [v for v in versions.values() if version_numeric(v.version) == number]
+            found = same[0] if len(same) == 1 else None
+        found = found or versions.get(WILDCARD_VERSION)
+        if found is None:
+            continue
+        offered = AnswerMap.build(found, keys).by_index
+        asked[row] = False
+        asked[row, [column[pk] for pk in offered if pk in column]] = True
+    return asked

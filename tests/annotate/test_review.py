@@ -9,48 +9,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotate import selectors
-from annotate.models import AggregatedLabel, AppendOnlyError, Item, PriorLabel, Review
+from annotate.models import AppendOnlyError, Item, Review
 from annotate.services.review import review_record, reviews_bulk_accept
+from tests.factories import item_with_labels, model_version_with_scores
 
 pytestmark = pytest.mark.django_db
 
 
-def make_item(
-    concepts,
-    external_id: str,
-    posteriors: dict[str, float] | None = None,
-    *,
-    votes: int = 5,
-    uncertainty: float | None = None,
-    contradicts_prior: bool = False,
-    priors: tuple[str, ...] = (),
-    **fields,
-) -> Item:
-    """An item with crowd labels written straight to the table, as the aggregation would."""
-    posteriors = posteriors or {}
-    if uncertainty is None:
-        uncertainty = max((1 - abs(2 * p - 1) for p in posteriors.values()), default=0.0)
-    item = Item.objects.create(
-        external_id=external_id,
-        n_classifications=votes if posteriors else 0,
-        consensus="uncertain" if posteriors else "none",
-        uncertainty=uncertainty,
-        contradicts_prior=contradicts_prior,
-        **fields,
-    )
-    AggregatedLabel.objects.bulk_create(
-        AggregatedLabel(
-            item=item,
-            concept=concepts[key],
-            posterior=p,
-            votes_for=round(p * votes),
-            votes_against=votes - round(p * votes),
-            method="test",
-        )
-        for key, p in posteriors.items()
-    )
-    PriorLabel.objects.bulk_create(PriorLabel(item=item, concept=concepts[key]) for key in priors)
-    return item
+make_item = item_with_labels
 
 
 # --- the final label ------------------------------------------------------------------------------
@@ -284,17 +250,66 @@ def test_bulk_accept_writes_in_a_bounded_number_of_queries(concepts, curator):
 # --- the queue ------------------------------------------------------------------------------------
 
 
-def test_the_queue_puts_voted_then_contradicting_then_uncertain_items_first(concepts):
-    no_votes = make_item(concepts, "no-votes")
-    calm = make_item(concepts, "calm", {"painting": 0.9})
-    unsure = make_item(concepts, "unsure", {"painting": 0.55})
-    contradicting = make_item(concepts, "contradicting", {"painting": 0.99}, contradicts_prior=True)
-    calm_twin = make_item(concepts, "calm-twin", {"painting": 0.9})
+def test_the_queue_puts_the_undecided_then_model_conflicts_then_prior_conflicts_first(concepts):
+    make_item(concepts, "no-votes")
+    make_item(concepts, "calm", {"painting": 0.9}, consensus="confident")
+    make_item(concepts, "unsure", {"painting": 0.55})
+    make_item(
+        concepts, "contradicting", {"painting": 0.99}, contradicts_prior=True, consensus="confident"
+    )
+    make_item(
+        concepts, "model-says-no", {"painting": 0.99}, conflicts_model=True, consensus="confident"
+    )
+    make_item(concepts, "calm-twin", {"painting": 0.9}, consensus="confident")
 
     order = list(selectors.review_queue().values_list("external_id", flat=True))
 
-    assert order == ["contradicting", "unsure", "calm", "calm-twin", "no-votes"]
-    assert [no_votes, calm, unsure, contradicting, calm_twin]  # all created
+    assert order == ["unsure", "model-says-no", "contradicting", "calm", "calm-twin"]
+    everything = list(selectors.review_queue(votes="all").values_list("external_id", flat=True))
+    assert everything == [*order, "no-votes"]
+    assert list(selectors.review_queue(votes="without").values_list("external_id", flat=True)) == [
+        "no-votes"
+    ]
+
+
+def test_the_queue_filters_by_consensus_flag_round_and_volunteer(concepts, curator):
+    from annotate.models import Classification, Round, RoundPick, Subject, Volunteer, Workflow
+
+    unsure = make_item(concepts, "unsure", {"painting": 0.55})
+    model = make_item(
+        concepts, "model", {"painting": 0.99}, conflicts_model=True, consensus="confident"
+    )
+    prior = make_item(
+        concepts, "prior", {"painting": 0.99}, contradicts_prior=True, consensus="confident"
+    )
+    round_ = Round.objects.create(number=3, name="third")
+    RoundPick.objects.create(round=round_, item=unsure, rank=1, reason="uncertain")
+    workflow = Workflow.objects.create(zooniverse_id=7)
+    subject = Subject.objects.create(zooniverse_id=70, item=model)
+    volunteer = Volunteer.objects.create(key="ann")
+    Classification.objects.create(
+        zooniverse_id=1,
+        workflow=workflow,
+        workflow_version="1.1",
+        subject=subject,
+        item=model,
+        volunteer=volunteer,
+        created_at="2026-01-01T00:00:00Z",
+    )
+
+    def ids(**filters):
+        return set(selectors.review_queue(**filters).values_list("external_id", flat=True))
+
+    assert ids(consensus="uncertain") == {"unsure"}
+    assert ids(consensus="confident") == {"model", "prior"}
+    assert ids(flag="model") == {"model"} and ids(flag="prior") == {"prior"}
+    assert ids(flag="either") == {"model", "prior"}
+    assert ids(round=3) == {"unsure"} and ids(round=4) == set()
+    assert ids(volunteer=volunteer.pk) == {"model"}
+    for bad in ({"consensus": "maybe"}, {"flag": "red"}, {"votes": "some"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            selectors.review_queue(**bad)
+    assert prior.pk
 
 
 def test_the_queue_filters_by_state_and_concept(concepts, curator):
@@ -334,19 +349,33 @@ def test_the_neighbours_follow_the_queue_order_even_after_a_decision(concepts, c
 
 def test_the_neighbours_agree_with_the_queue_order_through_ties(db):
     # Every combination of the sort keys, with ties on uncertainty, in a shuffled id order.
-    keys = [(n, cp, u) for n in (0, 2) for cp in (False, True) for u in (0.2, 0.7, 0.7)]
+    keys = [
+        (n, consensus, cm, cp, u)
+        for n in (0, 2)
+        for consensus in ("confident", "uncertain")
+        for cm in (False, True)
+        for cp in (False, True)
+        for u in (0.2, 0.7, 0.7)
+    ]
     Item.objects.bulk_create(
-        Item(external_id=f"t{i}", n_classifications=n, contradicts_prior=cp, uncertainty=u)
-        for i, (n, cp, u) in enumerate(keys[5:] + keys[:5] + keys[3:9])
+        Item(
+            external_id=f"t{i}",
+            n_classifications=n,
+            consensus=consensus if n else "none",
+            conflicts_model=cm,
+            contradicts_prior=cp,
+            uncertainty=u,
+        )
+        for i, (n, consensus, cm, cp, u) in enumerate(keys[17:] + keys[:17] + keys[5:20])
     )
-    order = list(selectors.review_queue().values_list("pk", flat=True))
+    order = list(selectors.review_queue(votes="all").values_list("pk", flat=True))
     items = Item.objects.in_bulk(order)
     for position, pk in enumerate(order):
         expected = (
             order[position - 1] if position else None,
             order[position + 1] if position + 1 < len(order) else None,
         )
-        assert selectors.review_queue_neighbours(item=items[pk]) == expected
+        assert selectors.review_queue_neighbours(item=items[pk], votes="all") == expected
 
 
 def test_the_review_context_shows_crowd_prior_and_final_label_per_concept(concepts, curator):
@@ -356,28 +385,17 @@ def test_the_review_context_shows_crowd_prior_and_final_label_per_concept(concep
     with CaptureQueriesContext(connection) as queries:
         context = selectors.item_review_context(item)
 
-    assert len(queries) <= 5
+    assert len(queries) <= 6
     rows = {row.key: row for row in context.rows}
     assert len(rows) == 20
     assert rows["painting"].posterior == 0.9 and rows["painting"].votes_for == 4
     assert rows["painting"].final is False and rows["map"].final is True
     assert rows["map"].prior is True and rows["painting"].prior is False
-    assert rows["toy"].posterior is None and rows["toy"].model is None
-    assert context.has_model is False
+    assert rows["toy"].posterior is None
     assert context.final == ["map"]
     assert [(h.curator, h.action, h.before, h.after, h.comment) for h in context.history] == [
         ("cora", "edit", ["painting"], ["map"], "a map")
     ]
-
-
-def test_the_model_column_shows_what_the_prediction_hook_returns(concepts, monkeypatch):
-    item = make_item(concepts, "a", {"painting": 0.9})
-    monkeypatch.setattr(
-        selectors, "prediction_for_items", lambda ids: {pk: {"painting": 0.8} for pk in ids}
-    )
-    context = selectors.item_review_context(item)
-    assert context.has_model is True
-    assert {row.key: row.model for row in context.rows}["painting"] == 0.8
 
 
 # --- the screens ----------------------------------------------------------------------------------
@@ -452,7 +470,10 @@ def test_a_curator_decides_and_lands_on_the_next_item_in_the_queue(curator_clien
     )
 
     assert response.status_code == 302
-    assert response["Location"] == reverse("review:item", args=[second.pk])
+    assert response["Location"] == reverse("review:item", args=[second.pk]) + f"?from={first.pk}"
+    # k goes back to the item just decided, though it has left the unreviewed queue.
+    page = curator_client.get(response["Location"])
+    assert page.context["previous_id"] == first.pk
     first.refresh_from_db()
     assert (first.review_state, first.curated_concepts) == ("edited", ["map", "painting"])
     review = Review.objects.get()
@@ -483,10 +504,18 @@ def test_a_bad_decision_is_shown_again_with_the_reason(curator_client, concepts)
     assert not Review.objects.exists()
 
 
-def test_the_bulk_accept_form_accepts_settled_items_of_the_queue(curator_client, concepts):
+def test_the_bulk_accept_form_shows_the_count_and_accepts_only_once_confirmed(
+    curator_client, concepts
+):
     make_item(concepts, "settled", {"painting": 0.99})
     make_item(concepts, "unsure", {"painting": 0.7})
-    response = curator_client.post(reverse("review:bulk_accept"), {"min_confidence": "0.95"})
+    asked = curator_client.post(reverse("review:bulk_accept"), {"min_confidence": "0.95"})
+    assert asked.status_code == 200 and asked.context["count"] == 1
+    assert not Item.objects.filter(review_state="accepted").exists()
+
+    response = curator_client.post(
+        reverse("review:bulk_accept"), {"min_confidence": "0.95", "confirm": "on"}
+    )
     assert response.status_code == 302
     assert list(
         Item.objects.filter(review_state="accepted").values_list("external_id", flat=True)
@@ -504,13 +533,21 @@ def test_the_bulk_accept_form_needs_a_csrf_token(client, curator, concepts):
 def test_the_queue_page_takes_a_bounded_number_of_queries(
     curator_client, concepts, django_assert_max_num_queries
 ):
-    for i in range(60):
+    items = [
         make_item(concepts, f"i{i}", {"painting": 0.6, "map": 0.2}, priors=("map",))
-    with django_assert_max_num_queries(10):
+        for i in range(60)
+    ]
+    # With an active model, so the model's tags are on: its version and its predictions are
+    # two queries for the whole page, as are the final labels.
+    model_version_with_scores(
+        {item.pk: {"painting": 0.9, "map": 0.7} for item in items}, concepts=["painting", "map"]
+    )
+    with django_assert_max_num_queries(12):
         response = curator_client.get(reverse("review:queue"))
     assert response.status_code == 200
     assert response.content.count(b'class="cl-item-link"') == 50
-    with django_assert_max_num_queries(11):
+    assert response.content.count(b"cl-tag-model") == 100
+    with django_assert_max_num_queries(13):
         assert (
             curator_client.get(reverse("review:queue") + "?concept=map&page=2").status_code == 200
         )
@@ -520,10 +557,12 @@ def test_the_item_screen_takes_a_bounded_number_of_queries(
     curator_client, curator, concepts, django_assert_max_num_queries
 ):
     item = make_item(concepts, "a", {k: 0.6 for k in concepts}, priors=("map", "toy"))
+    model_version_with_scores({item.pk: {"map": 0.9}}, concepts=list(concepts))
     for _ in range(10):
         review_record(item=item, curator=curator, action="skip", comment="later")
-    # 11 for the page, and up to four index lookups per neighbour (a lone item tries them all).
-    with django_assert_max_num_queries(19):
+    # 15 for the page with the model and the votes, and up to four index lookups per neighbour
+    # (a lone item tries every tier that can exist).
+    with django_assert_max_num_queries(23):
         response = curator_client.get(reverse("review:item", args=[item.pk]))
     assert response.status_code == 200
     assert response.content.count(b"later") == 10

@@ -1,7 +1,9 @@
 // Keyboard shortcuts of the review screens. No framework: the page works without this file.
-//   a / e / r / s  press Accept, Save edit, Reject, Skip
+//   a / e / r / s  press Accept, Save edit, Reject, Skip (p: take the prior labels, when offered)
 //   1-9, 0         toggle the first ten concepts' checkboxes (0 is the tenth)
-//   j / k          next / previous item in the queue
+//   j / k          next / previous item in the queue (after a decision, k goes back to it)
+//   z              zoom the image (twice its shown size; the stage scrolls)
+//   g              evidence map: cycle through the concepts the model scored, then none
 //   Esc            leave the comment box, so the keys above work again
 (function () {
   "use strict";
@@ -24,6 +26,11 @@
     }
     var links = { j: document.getElementById("review-next"), k: document.getElementById("review-previous") };
     var submitting = false;
+    var evidence = evidenceInit();
+    var stage = document.getElementById("review-stage");
+    if (stage) {
+      stage.addEventListener("click", function () { stage.classList.toggle("cl-zoomed"); });
+    }
 
     // A row whose tick differs from the shown final label is marked, so an edit is visible.
     boxes.forEach(function (box) {
@@ -64,12 +71,66 @@
         }
         return;
       }
+      if (key === "z" && stage) {
+        event.preventDefault();
+        stage.classList.toggle("cl-zoomed");
+        return;
+      }
+      if (key === "g" && evidence) {
+        event.preventDefault();
+        evidence.cycle();
+        return;
+      }
       var link = links[key];
       if (link) {
         event.preventDefault();
         window.location.assign(link.href);
       }
     });
+  }
+
+  // Grad-CAM of the active model laid over the image: a transparent map at the image's shown
+  // size, from /training/items/<id>/explain/<concept>.png (cached per model version there).
+  function evidenceInit() {
+    var select = document.getElementById("review-evidence-concept");
+    var layer = document.getElementById("review-evidence");
+    var image = document.getElementById("review-image");
+    var status = document.getElementById("review-evidence-status");
+    if (!select || !layer || !image) return null;
+    var template = select.getAttribute("data-url");
+
+    function show(concept) {
+      select.value = concept;
+      document.querySelectorAll(".cl-evidence-button").forEach(function (button) {
+        button.classList.toggle("cl-active", button.getAttribute("data-concept") === concept);
+      });
+      if (!concept) {
+        layer.hidden = true;
+        layer.removeAttribute("src");
+        if (status) status.textContent = "";
+        return;
+      }
+      var size = Math.round(Math.max(image.clientWidth, image.clientHeight) * (window.devicePixelRatio || 1));
+      var url = template.replace("CONCEPT", encodeURIComponent(concept)) + "?overlay=0&size=" + Math.max(64, Math.min(1024, size || 512));
+      if (status) status.textContent = "drawing the evidence map for " + concept + "…";
+      layer.onload = function () { if (status) status.textContent = "evidence map: " + concept; layer.hidden = false; };
+      layer.onerror = function () { if (status) status.textContent = "no evidence map for " + concept; layer.hidden = true; };
+      layer.src = url;
+    }
+
+    select.addEventListener("change", function () { show(select.value); });
+    document.querySelectorAll(".cl-evidence-button").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var concept = button.getAttribute("data-concept");
+        show(select.value === concept ? "" : concept);
+      });
+    });
+    return {
+      cycle: function () {
+        var next = (select.selectedIndex + 1) % select.options.length;
+        show(select.options[next].value);
+      },
+    };
   }
 
   if (document.readyState === "loading") {

@@ -1,0 +1,133 @@
+"""Reads of the workbench: the crowd's side (``annotate.selectors``) joined with the model's
+(``training.selectors``), for a page of the queue or one item.
+
+A page of the queue costs a fixed number of queries whatever its length: the items, their final
+labels (two), the active version and its predictions (two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from annotate import selectors as crowd
+from annotate.models import Item
+from annotate.services.item_images import item_image_src
+from training.models import ModelVersion
+from training.selectors import predictions_for_items
+from training.services.conflicts import concept_conflicts, crowd_confidence, model_confidence
+from training.services.versions import model_version_active
+
+#: Model concepts shown as tags in a queue row: those predicted (score at its threshold or above).
+ROW_MODEL_TAGS = 6
+
+
+@dataclass(frozen=True)
+class ModelTag:
+    key: str
+    score: float
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    item: Item
+    image: str
+    large_image: str
+    labels: list[str] | None  # the final label; None: rejected
+    model: list[ModelTag]  # the concepts the active model predicts, most confident first
+
+
+def queue_rows(items: list[Item], *, version: ModelVersion | None = None) -> list[QueueRow]:
+    """One row per item of a queue page: its thumbnail, final label and the model's tags."""
+    ids = [item.pk for item in items]
+    labels = crowd.item_final_labels(ids)
+    version = version if version is not None else model_version_active()
+    scores = predictions_for_items(ids, version=version) if version is not None else {}
+    rows = []
+    for item in items:
+        predicted = sorted(
+            (s for s in scores.get(item.pk, []) if s.predicted),
+            key=lambda s: -s.probability,
+        )
+        rows.append(
+            QueueRow(
+                item=item,
+                image=item_image_src(item) or item_image_src(item, large=True),
+                large_image=item_image_src(item, large=True) or item_image_src(item),
+                labels=labels.get(item.pk),
+                model=[ModelTag(s.key, s.probability) for s in predicted[:ROW_MODEL_TAGS]],
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class WorkbenchRow:
+    """One concept of the item screen: the crowd's row, the model's score, and the flags."""
+
+    crowd: crowd.ConceptRow
+    model: float | None  # None: the active version has not scored this item or concept
+    predicted: bool
+    conflicts_model: bool
+    conflicts_prior: bool
+    votes: list[crowd.VoterVote]
+
+
+@dataclass(frozen=True)
+class Workbench:
+    crowd: crowd.ItemReviewContext
+    rows: list[WorkbenchRow]
+    version: ModelVersion | None
+    scored: bool  # the active version has a prediction for this item
+
+    @property
+    def has_model(self) -> bool:
+        return self.version is not None and self.scored
+
+    @property
+    def explained(self) -> bool:
+        """Evidence maps can be drawn: a scored item with a stored image."""
+        return self.has_model and self.crowd.item.image_state == Item.ImageState.OK
+
+
+def item_workbench(item: Item) -> Workbench:
+    """Everything the item screen shows: per concept the crowd (with who voted), the prior, the
+    active model's score, the model-vs-crowd and prior conflicts, and the final label."""
+    context = crowd.item_review_context(item)
+    version = model_version_active()
+    scores = (
+        {s.key: s for s in predictions_for_items([item.pk], version=version).get(item.pk, [])}
+        if version is not None
+        else {}
+    )
+    keys = [row.key for row in context.rows]
+    model = np.array(
+        [scores[k].probability if k in scores else np.nan for k in keys], dtype=np.float64
+    )
+    posterior = np.array(
+        [row.posterior if row.posterior is not None else np.nan for row in context.rows],
+        dtype=np.float64,
+    )
+    voted = np.array([row.votes_for + row.votes_against > 0 for row in context.rows], dtype=bool)
+    conflicts = concept_conflicts(model, posterior, voted)
+    c = crowd_confidence()
+    rows = []
+    for n, row in enumerate(context.rows):
+        sure = row.posterior is not None and voted[n] and not (1 - c < row.posterior < c)
+        rows.append(
+            WorkbenchRow(
+                crowd=row,
+                model=scores[row.key].probability if row.key in scores else None,
+                predicted=scores[row.key].predicted if row.key in scores else False,
+                conflicts_model=bool(conflicts[n]),
+                conflicts_prior=bool(sure and (row.posterior > 0.5) != row.prior),
+                votes=context.votes.get(row.key, []),
+            )
+        )
+    return Workbench(crowd=context, rows=rows, version=version, scored=bool(scores))
+
+
+def thresholds() -> dict[str, float]:
+    """The confidences the flags use, for the screens' explanations."""
+    return {"model": model_confidence(), "crowd": crowd_confidence()}
