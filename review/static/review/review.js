@@ -111,7 +111,7 @@
         return;
       }
       var size = Math.round(Math.max(image.clientWidth, image.clientHeight) * (window.devicePixelRatio || 1));
-      var url = template.replace("CONCEPT", encodeURIComponent(concept)) + "?overlay=0&size=" + Math.max(64, Math.min(1024, size || 512));
+      var url = template.replace("CONCEPT", encodeURIComponent(concept)) + "?size=" + Math.max(64, Math.min(1024, size || 512));
       if (status) status.textContent = "drawing the evidence map for " + concept + "…";
       layer.onload = function () { if (status) status.textContent = "evidence map: " + concept; layer.hidden = false; };
       layer.onerror = function () { if (status) status.textContent = "no evidence map for " + concept; layer.hidden = true; };
