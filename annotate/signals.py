@@ -23,3 +23,8 @@ reviews_recorded = Signal()
 #: The crowd's labels were rewritten (sent after the aggregation's transactions committed).
 #: kwargs: ``item_ids`` (the items of an incremental pass, or None after a full pass).
 labels_aggregated = Signal()
+
+#: Volunteers were excluded from aggregation, or taken back (sent after commit). Their votes
+#: drop out of, or return to, every item's labels only with a full pass. kwargs:
+#: ``volunteer_ids`` (those whose state changed), ``excluded`` (True: excluded; False: taken back).
+volunteers_excluded = Signal()

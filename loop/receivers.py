@@ -61,6 +61,21 @@ def on_votes_linked(sender: Any, *, subjects: int, votes: int, **kwargs: Any) ->
     )
 
 
+def on_volunteers_excluded(sender: Any, *, volunteer_ids: list[int], excluded: bool,
+                           **kwargs: Any) -> None:
+    """Excluded volunteers' votes leave every item they voted on (or come back to them): only a
+    full pass rewrites all those labels and the skills."""
+    from loop.services.pipeline import step_request
+
+    n = len(volunteer_ids)
+    what = "excluded from" if excluded else "taken back into"
+    step_request(
+        name=StepName.AGGREGATE,
+        reason=f"full pass: {n} volunteer{'s' if n != 1 else ''} {what} aggregation",
+        countdown=float(settings.LOOP_AGGREGATE_DELAY_S),
+    )
+
+
 def on_reviews_recorded(sender: Any, *, item_ids: list[int], n: int, **kwargs: Any) -> None:
     """A curator's decision is a new final label: it counts toward the next retrain."""
     from loop.services.pipeline import step_request
@@ -99,11 +114,17 @@ def on_pool_scored(sender: Any, *, version_id: int, failed: int, **kwargs: Any) 
 
 
 def connect() -> None:
-    from annotate.signals import reviews_recorded, votes_linked, votes_stored
+    from annotate.signals import (
+        reviews_recorded,
+        volunteers_excluded,
+        votes_linked,
+        votes_stored,
+    )
     from training.signals import model_version_promoted, pool_scored
 
     votes_stored.connect(on_votes_stored, dispatch_uid="loop.votes_stored")
     votes_linked.connect(on_votes_linked, dispatch_uid="loop.votes_linked")
+    volunteers_excluded.connect(on_volunteers_excluded, dispatch_uid="loop.volunteers_excluded")
     reviews_recorded.connect(on_reviews_recorded, dispatch_uid="loop.reviews_recorded")
     model_version_promoted.connect(on_model_version_promoted, dispatch_uid="loop.promoted")
     pool_scored.connect(on_pool_scored, dispatch_uid="loop.pool_scored")
@@ -111,11 +132,17 @@ def connect() -> None:
 
 def disconnect() -> None:
     """The tests of one side's services run without the pipeline reacting (tests/conftest.py)."""
-    from annotate.signals import reviews_recorded, votes_linked, votes_stored
+    from annotate.signals import (
+        reviews_recorded,
+        volunteers_excluded,
+        votes_linked,
+        votes_stored,
+    )
     from training.signals import model_version_promoted, pool_scored
 
     votes_stored.disconnect(dispatch_uid="loop.votes_stored")
     votes_linked.disconnect(dispatch_uid="loop.votes_linked")
+    volunteers_excluded.disconnect(dispatch_uid="loop.volunteers_excluded")
     reviews_recorded.disconnect(dispatch_uid="loop.reviews_recorded")
     model_version_promoted.disconnect(dispatch_uid="loop.promoted")
     pool_scored.disconnect(dispatch_uid="loop.pool_scored")

@@ -154,7 +154,9 @@ def _scoped(query: Any, model: type[Model], column: str, scope: np.ndarray | Non
 
 
 #: The classifications that are votes (not repeats, task shown, answers known): defined once, in
-#: ``annotate.services.classifications.counters``, which counts them per item.
+#: ``annotate.services.classifications.counters``, which counts them per item. The whole
+#: definition is ``counters.votes_filter()``: it also leaves out volunteers excluded from
+#: aggregation.
 VOTES = counters.VOTES
 
 
@@ -199,14 +201,15 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
 
     A vote is only what the volunteer was asked: a concept that the classification's workflow
     version did not offer is no vote on it (``VoteMatrix.asked``). The answer maps are read once
-    per (workflow, version) pair.
+    per (workflow, version) pair. A volunteer excluded from aggregation (``Volunteer.excluded``)
+    casts no vote at all, gold-standard classifications included (``counters.votes_filter``).
 
     Args:
         concepts: the active vocabulary, in column order.
         item_ids: read only these items' votes (None: every item's).
     """
     counted = (
-        Classification.objects.filter(item__isnull=False, **VOTES)
+        Classification.objects.filter(counters.votes_filter(), item__isnull=False)
         .exclude(item__review_state=Item.ReviewState.REJECTED)
         .exclude(subject__upstream_state=Subject.Upstream.DELETED)
         .values_list(
@@ -610,7 +613,9 @@ def _labels_write(
 
     now = timezone.now()
     concept_pks = data.concept_ids.tolist()
-    counted = Classification.objects.filter(item__isnull=False, **VOTES)
+    # The same votes as votes_load's, so that an item whose only votes came from excluded
+    # volunteers loses its labels and its consensus like an item without votes.
+    counted = Classification.objects.filter(counters.votes_filter(), item__isnull=False)
     with transaction.atomic():
         changed = _labels_changed(data, posteriors, _labels_positive_read(scope))
         # Item-major, concept-minor: row k is item k // n_concepts, concept k % n_concepts.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.db import connections, router
-from django.db.models import Count, IntegerField, Model, OuterRef, Subquery, Value
+from django.db.models import Count, IntegerField, Model, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from annotate.models import Classification, Item, Volunteer
@@ -16,19 +16,45 @@ COUNTERS_EVERY_S = 60.0
 
 #: The classifications that are votes, as ``Classification`` field values: the earliest of a
 #: volunteer's repeats on a subject, shown the task, every answer one its workflow version
-#: offers. Aggregation reads these rows (``annotate.services.aggregation.votes_load``) and an
-#: item's ``n_classifications`` counts them; this is the one definition both use.
+#: offers. A vote also needs a volunteer who is not excluded from aggregation: :func:`votes_filter`
+#: is the whole definition, which aggregation (``annotate.services.aggregation.votes_load``) and
+#: an item's ``n_classifications`` both use.
 VOTES = {"is_duplicate": False, "task_shown": True, "answers_known": True}
 
 
+def excluded_volunteers() -> bool:
+    """Whether any volunteer is excluded from aggregation (``Volunteer.excluded``)."""
+    return Volunteer.objects.filter(excluded=True).exists()
+
+
+def votes_filter() -> Q:
+    """The classifications that are votes, as a filter: ``VOTES``, less the classifications of
+    volunteers excluded from aggregation.
+
+    The volunteer condition is added only while someone is excluded (one indexed query to know),
+    so that the usual read of a million votes stays a scan of the classification table alone.
+    """
+    votes = Q(**VOTES)
+    if excluded_volunteers():
+        votes &= ~Q(volunteer__in=Volunteer.objects.filter(excluded=True).values("pk"))
+    return votes
+
+
 def _votes_sql() -> str:
-    """``VOTES`` as an SQL condition on the classification table's columns."""
+    """:func:`votes_filter` as an SQL condition on the classification table's columns."""
     columns = [(Classification._meta.get_field(name).column, want) for name, want in VOTES.items()]
-    return " AND ".join(column if want else f"NOT {column}" for column, want in columns)
+    sql = " AND ".join(column if want else f"NOT {column}" for column, want in columns)
+    if excluded_volunteers():
+        volunteers = Volunteer._meta.db_table
+        excluded = Volunteer._meta.get_field("excluded").column
+        column = Classification._meta.get_field("volunteer").column
+        sql += f" AND {column} NOT IN (SELECT id FROM {volunteers} WHERE {excluded})"
+    return sql
 
 
 def counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
-    """Recount the touched items (their votes, ``VOTES``) and volunteers (all their rows).
+    """Recount the touched items (their votes, :func:`votes_filter`) and volunteers (all their
+    rows).
 
     Recomputed from the rows rather than incremented, so a replayed or concurrent batch cannot
     drift the counters. On SQLite and PostgreSQL the rows are counted in one grouped scan
@@ -44,7 +70,7 @@ def counts_recompute(*, items: set[int], volunteers: set[int]) -> None:
         Item.objects.filter(pk__in=items).update(
             n_classifications=Coalesce(
                 Subquery(
-                    Classification.objects.filter(item_id=OuterRef("pk"), **VOTES)
+                    Classification.objects.filter(votes_filter(), item_id=OuterRef("pk"))
                     .order_by()
                     .values("item_id")
                     .annotate(n=Count("id"))
