@@ -61,7 +61,7 @@ def model_version_with_scores(
 ):
     """A model version (active by default) with stored predictions ``{item_id: {key: score}}``;
     concepts missing from an item's scores get 0.5."""
-    from training.models import ModelVersion, Prediction
+    from training.models import ModelVersion
 
     version = ModelVersion.objects.create(
         status=status,
@@ -72,9 +72,57 @@ def model_version_with_scores(
         checkpoint_sha256="a" * 64,
         val_map=val_map,
     )
+    predictions_store(version, scores)
+    return version
+
+
+def model_version_checkpoint(
+    *, concepts: list[str], seed: int = 0, active: bool = True, val_map: float | None = None
+):
+    """A tiny untrained small CNN saved as a verified checkpoint under ARTIFACT_ROOT and
+    registered as a version (active by default): enough for Grad-CAM maps and scoring plumbing,
+    whose content is tested in tests/ml."""
+    from pathlib import Path
+
+    import torch
+    from django.conf import settings
+
+    from ml.checkpoint import save_checkpoint
+    from ml.models import create_model
+    from training.models import ModelVersion
+
+    torch.manual_seed(seed)
+    model = create_model("small_cnn", len(concepts), widths=[4, 8], input_size=16)
+    relative = f"models/test-{ModelVersion.objects.count() + 1}-{seed}/model.json"
+    saved = save_checkpoint(
+        Path(settings.ARTIFACT_ROOT) / relative,
+        model,
+        config={},
+        concepts=list(concepts),
+        thresholds=[0.5] * len(concepts),
+    )
+    if active:
+        ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).update(
+            status=ModelVersion.Status.ARCHIVED
+        )
+    return ModelVersion.objects.create(
+        backbone="small_cnn",
+        concepts=list(concepts),
+        checkpoint_path=relative,
+        checkpoint_sha256=saved.sha256,
+        val_map=val_map,
+        status=ModelVersion.Status.ACTIVE if active else ModelVersion.Status.CANDIDATE,
+    )
+
+
+def predictions_store(version, scores: Mapping[int, Mapping[str, float]]) -> None:
+    """Predictions ``{item_id: {key: score}}`` for ``version``, as pool scoring stores them;
+    concepts missing from an item's scores get 0.5."""
+    from training.models import Prediction
+
     rows = []
     for item_id, by_key in scores.items():
-        probs = np.array([by_key.get(key, 0.5) for key in concepts], dtype=np.float32)
+        probs = np.array([by_key.get(key, 0.5) for key in version.concepts], dtype=np.float32)
         rows.append(
             Prediction(
                 model_version=version,
@@ -84,4 +132,3 @@ def model_version_with_scores(
             )
         )
     Prediction.objects.bulk_create(rows)
-    return version
