@@ -1,10 +1,13 @@
-"""Admin for the pipeline: its steps and its event log, to read only.
+"""Admin for the pipeline: its steps and its event log, to read only; and the staff actions page.
 
 Both tables are written by the pipeline alone (``loop.services``): a hand-edited lock or request
 would confuse the reconciler, and the event log is an audit, so nobody adds, changes or deletes
 a row here, not even a superuser. Viewing needs the models' view permission
 (``loop.view_loopstep``, ``loop.view_loopevent``), which every default role holds
 (``annotate.roles``).
+
+The staff actions page (``loop.staff_views``: sync now, request or push a round, make a release)
+is mounted here, under ``/admin/loop/loopstep/actions/``, behind the admin's login.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
+from django.urls import path
 from django.utils.html import format_html
 
 from loop.models import LoopEvent, LoopStep
@@ -137,3 +141,22 @@ class LoopStepAdmin(ReadOnlyAdmin):
     @admin.display(description="pending", boolean=True)
     def pending(self, step: LoopStep) -> bool:
         return step.request_seq > step.served_seq
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        from loop import staff_views
+
+        wrap = self.admin_site.admin_view
+        return [
+            path("actions/", wrap(staff_views.staff_actions_page), name="loop_staff_actions"),
+            path(
+                "actions/runs.json",
+                wrap(staff_views.staff_actions_runs),
+                name="loop_staff_actions_runs",
+            ),
+            path(
+                "actions/<slug:action>/",
+                wrap(staff_views.staff_action_submit),
+                name="loop_staff_action",
+            ),
+            *super().get_urls(),
+        ]
