@@ -18,6 +18,7 @@ from annotate.models import (
     Volunteer,
     VolunteerSkill,
 )
+from annotate.services.item_images import WEB_SCHEMES, item_image_src
 
 
 class ConceptSerializer(serializers.ModelSerializer):
@@ -27,7 +28,17 @@ class ConceptSerializer(serializers.ModelSerializer):
 
 
 class ItemSerializer(serializers.ModelSerializer):
-    image_url = serializers.SerializerMethodField()
+    image_url = serializers.SerializerMethodField(
+        help_text="The image's source URL (web URLs only; empty otherwise)."
+    )
+    image = serializers.SerializerMethodField(
+        help_text="Absolute URL to show the image with: our stored copy once fetched, else the "
+        "source URL; null when there is neither."
+    )
+    thumbnail = serializers.SerializerMethodField(
+        help_text="Absolute URL of a small version: our stored thumbnail, else the image; null "
+        "when there is neither."
+    )
     final_labels = serializers.SerializerMethodField(
         help_text="Final concept keys (curator's, else the crowd's above 0.5); null if rejected."
     )
@@ -41,6 +52,8 @@ class ItemSerializer(serializers.ModelSerializer):
             "provider",
             "rights",
             "image_url",
+            "image",
+            "thumbnail",
             "image_state",
             "image_width",
             "image_height",
@@ -56,7 +69,19 @@ class ItemSerializer(serializers.ModelSerializer):
 
     def get_image_url(self, item: Item) -> str:
         # Only web URLs: a javascript: or data: "URL" from a manifest is never handed on.
-        return item.image_url if item.image_url.startswith(("https://", "http://")) else ""
+        return item.image_url if item.image_url.startswith(WEB_SCHEMES) else ""
+
+    def get_image(self, item: Item) -> str | None:
+        return self._absolute(item_image_src(item, large=True))
+
+    def get_thumbnail(self, item: Item) -> str | None:
+        return self._absolute(item_image_src(item))
+
+    def _absolute(self, src: str) -> str | None:
+        if not src:
+            return None
+        request = self.context.get("request")
+        return request.build_absolute_uri(src) if request else src
 
     def get_final_labels(self, item: Item) -> list[str] | None:
         finals: dict[int, list[str]] = self.context.get("finals", {})
