@@ -4,6 +4,7 @@ model versions. Scoring one image is ``training.api_predict``."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
@@ -54,6 +55,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
             "max_attempts", "followup_requested", "enqueue_error", "error", "n_items",
             "created_at", "started_at", "finished_at", "model_version",
         ]
+        read_only_fields = fields  # output only: a run is requested with InputSerializer
 
     def get_model_version(self, run: TrainingRun) -> dict | None:
         version = getattr(run, "model_version", None)
@@ -73,43 +75,73 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
     serializer_class = TrainingRunOutputSerializer
     queryset = TrainingRun.objects.select_related("model_version").order_by("-created_at", "-id")
 
+    @extend_schema_serializer(component_name="TrainingRunInput")
     class InputSerializer(serializers.Serializer):
+        # Every field may be left empty (null, or "" for text): empty means the default, so the
+        # browsable API's form posts as it is shown.
         backbone = serializers.CharField(
-            required=False, max_length=64, help_text="A registered model name, e.g. small_cnn."
+            required=False, allow_blank=True, max_length=64,
+            help_text="A registered model name, e.g. small_cnn (default TRAINING_BACKBONE).",
         )
-        epochs = serializers.IntegerField(min_value=1, max_value=1000, required=False)
-        mode = serializers.ChoiceField(choices=["head", "finetune"], required=False)
+        epochs = serializers.IntegerField(
+            min_value=1, max_value=1000, required=False, allow_null=True,
+            help_text="At most this many epochs (default TRAINING_EPOCHS).",
+        )
+        mode = serializers.ChoiceField(
+            choices=["head", "finetune"], required=False, allow_blank=True, initial="",
+            help_text="Default: head when the backbone has pretrained weights, else finetune.",
+        )
         dropout = serializers.FloatField(
-            min_value=0.0, max_value=0.95, required=False,
+            min_value=0.0, max_value=0.95, required=False, allow_null=True,
             help_text="Dropout before the head's layers; above 0, BALD samples the head (MC "
             "dropout). Default 0.2.",
         )
 
         def validate_backbone(self, value: str) -> str:
             # The registry's names without the registry: ml.models would load PyTorch here.
-            if value not in MODEL_NAMES:
+            if value and value not in MODEL_NAMES:
                 raise serializers.ValidationError(f"not one of {', '.join(MODEL_NAMES)}")
             return value
 
+    @extend_schema_serializer(component_name="TrainingRunRequested")
+    class OutputSerializer(serializers.Serializer):
+        created = serializers.BooleanField(help_text="False: the run already in flight.")
+        run = TrainingRunOutputSerializer()
+        detail = serializers.CharField(
+            required=False, help_text="Why the run is left queued (503 only)."
+        )
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        # The browsable API's form is built from this serializer: the request's fields on POST.
+        return self.InputSerializer if self.request.method == "POST" else self.serializer_class
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer, 201: OutputSerializer, 503: OutputSerializer},
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        params = {k: v for k, v in data.validated_data.items() if v is not None and v != ""}
         try:
             run, created = training_run_request(
-                requested_by=request.user, trigger=TrainingRun.Trigger.API,
-                params=dict(data.validated_data),
+                requested_by=request.user, trigger=TrainingRun.Trigger.API, params=params
             )
         except TrainingParamsError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        body = {"created": created, "run": TrainingRunOutputSerializer(run).data}
+        body = {"created": created, "run": run}
         if run.enqueue_error:
             body["detail"] = run.enqueue_error
-            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            return Response(self.OutputSerializer(body).data,
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
                             headers={"Retry-After": "60"})
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(self.OutputSerializer(body).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class TrainingRunDetailApi(PolicyMixin, generics.RetrieveAPIView):
+    """One training run: its state, progress, metrics per epoch and the model version it made."""
+
     policy = {"get": CanViewTrainingRuns}
     serializer_class = TrainingRunOutputSerializer
     queryset = TrainingRun.objects.select_related("model_version")
@@ -128,6 +160,7 @@ class RoundRequestOutputSerializer(serializers.ModelSerializer):
             "id", "status", "params", "round", "summary", "error", "attempts", "requested_by",
             "created_at", "started_at", "finished_at",
         ]
+        read_only_fields = fields  # output only: a round is asked for with InputSerializer
 
     def get_round(self, request: RoundRequest) -> dict | None:
         round_ = request.round
@@ -151,7 +184,11 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
 
     @extend_schema_serializer(component_name="RoundRequestInput")
     class InputSerializer(serializers.Serializer):
-        size = serializers.IntegerField(min_value=1, max_value=10_000)
+        size = serializers.IntegerField(
+            min_value=1, max_value=10_000,
+            initial=lambda: settings.ROUND_NEXT_SIZE,  # what the browsable form offers
+            help_text="How many items the round holds (the loop's own rounds: ROUND_NEXT_SIZE).",
+        )
         strategy = serializers.ChoiceField(
             choices=list_strategies(), required=False, allow_null=True, default=None,
             help_text="Default: ACQUISITION_STRATEGY. A cold start when no model is scored yet.",
@@ -165,7 +202,7 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
             help_text="Let contested, already classified items compete for places "
             "(default ACQUISITION_RELABEL, off).",
         )
-        seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+        seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0, initial=0)
         push = serializers.BooleanField(
             default=False, help_text="Push the round to Zooniverse once chosen."
         )
@@ -173,6 +210,10 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
             min_value=1, required=False, allow_null=True, default=None,
             help_text="Whose predictions choose the round (default: the active version).",
         )
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        # The browsable API's form is built from this serializer: the request's fields on POST.
+        return self.InputSerializer if self.request.method == "POST" else self.serializer_class
 
     @extend_schema(request=InputSerializer, responses={202: RoundRequestOutputSerializer})
     def post(self, request: Request) -> Response:
