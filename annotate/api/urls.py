@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
-from annotate.api import docs, views
+from annotate.api import docs, root, views
 
 app_name = "api"
 
@@ -17,6 +17,7 @@ router.register("rounds", views.RoundViewSet, basename="round")
 router.register("releases", views.ReleaseViewSet, basename="release")
 
 urlpatterns = [
+    path("", root.ApiRootApi.as_view(), name="root"),
     path("schema/", docs.schema_view, name="schema"),
     path("docs/", docs.api_docs, name="docs"),
     path("", include(router.urls)),

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -38,6 +43,7 @@ from annotate.models import (
 )
 from annotate.selectors import item_final_labels
 from annotate.services.exports import FORMATS
+from annotate.services.releases import CONTENT_TYPES
 
 ID = r"[0-9]{1,19}"
 READ = {"list": CanRead, "retrieve": CanRead}
@@ -224,16 +230,20 @@ class ReleaseViewSet(
         return Response(ReleaseSerializer(release, context=context).data, status=202)
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="the file")}
+        parameters=[
+            OpenApiParameter(
+                "what",
+                location=OpenApiParameter.PATH,
+                enum=list(CONTENT_TYPES),
+                description="A format of the release, or its manifest.",
+            )
+        ],
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="the file")},
     )
     @action(detail=True, methods=["get"], url_path=r"download/(?P<what>[a-z]{1,16})")
     def download(self, request: Request, pk: str, what: str) -> FileResponse:
         """Download one file of a written release, as an attachment."""
-        from annotate.services.releases import (
-            CONTENT_TYPES,
-            release_download_name,
-            release_file_path,
-        )
+        from annotate.services.releases import release_download_name, release_file_path
 
         release = self.get_object()
         try:

@@ -13,10 +13,10 @@ from drf_spectacular.generators import SchemaGenerator
 
 pytestmark = pytest.mark.django_db
 
+#: A row of the page's index: method, path (a link to the operation's section), permission, roles.
 ROW = re.compile(
-    r'<tr><td class="m">(?P<method>\w+)</td><td><code>(?P<path>[^<]+)</code></td>\s*'
-    r"<td>.*?</td><td><code>(?P<permission>[^<]*)</code></td><td>(?P<roles>[^<]*)</td>",
-    re.DOTALL,
+    r'<tr><td class="m">(?P<method>\w+)</td>\s*<td><a href="#[^"]+"><code>(?P<path>[^<]+)</code>'
+    r"</a></td>\s*<td><code>(?P<permission>[^<]*)</code></td><td>(?P<roles>[^<]*)</td>",
 )
 
 @pytest.fixture

@@ -215,6 +215,11 @@ def test_no_server_error_and_no_2xx_without_the_right(
     assert len(operations) >= 20
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            raw = operation.definition.raw
+            if mode is GenerationMode.NEGATIVE and not (raw.get("parameters") or raw.get(
+                "requestBody"
+            )):
+                continue  # nothing to make invalid: the API root takes no input at all
             fuzz(operation, mode, send)
 
     # The run did reach the views: a role reads every collection and every object we made.
