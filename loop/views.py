@@ -15,8 +15,8 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from review.views import _context, can_view
 from loop import dashboard, dashboard_plots
+from review.views import _context, can_view
 
 #: The loop panel lists this many recent events; its refresh asks the API for as many.
 LOOP_EVENTS = 10
