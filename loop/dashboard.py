@@ -217,6 +217,9 @@ class ItemStates:
     image: list[tuple[str, int]]  # (display label, items), in the choices' order
     consensus: list[tuple[str, int]]
     review: list[tuple[str, int]]
+    #: What waits for a curator, each with the query string of the review queue that lists it:
+    #: (label, unreviewed items, query).
+    to_review: list[tuple[str, int, str]]
 
 
 def item_states() -> ItemStates:
@@ -244,11 +247,24 @@ def item_states() -> ItemStates:
     def ordered(counts: dict[str, int], choices: list[tuple[str, str]]) -> list[tuple[str, int]]:
         return [(label, counts.get(value, 0)) for value, label in choices]
 
+    waiting = Item.objects.filter(review_state=Item.ReviewState.UNREVIEWED).aggregate(
+        uncertain=Count("pk", filter=Q(consensus=Item.Consensus.UNCERTAIN)),
+        model=Count("pk", filter=Q(conflicts_model=True, n_classifications__gt=0)),
+        prior=Count("pk", filter=Q(contradicts_prior=True, n_classifications__gt=0)),
+        voted=Count("pk", filter=Q(n_classifications__gt=0)),
+    )
+
     return ItemStates(
         total=total,
         image=ordered(image, Item.ImageState.choices),
         consensus=ordered(consensus, Item.Consensus.choices),
         review=ordered(review, Item.ReviewState.choices),
+        to_review=[
+            ("undecided crowd", waiting["uncertain"], "consensus=uncertain"),
+            ("model against a confident crowd", waiting["model"], "flag=model"),
+            ("crowd against the prior enrichment", waiting["prior"], "flag=prior"),
+            ("every item with votes", waiting["voted"], ""),
+        ],
     )
 
 

@@ -374,3 +374,23 @@ def test_the_learning_curve_is_oldest_first_with_missing_maps_as_none(concepts):
     points = dashboard.model_versions_curve()
     assert [p.val_map for p in points] == [0.41, 0.55, None]
     assert points[1].status == "active"
+
+
+def test_the_dashboard_links_what_waits_for_a_curator_to_the_filtered_queue(
+    curator_client, concepts
+):
+    from tests.factories import item_with_labels
+
+    item_with_labels(concepts, "unsure", {"painting": 0.6})
+    item_with_labels(
+        concepts, "model", {"painting": 0.99}, conflicts_model=True, consensus="confident"
+    )
+
+    page = curator_client.get(reverse("loop:dashboard")).content.decode()
+
+    table = page[page.index('id="dash-to-review"') :]
+    table = table[: table.index("</table>")]
+    assert f'href="{reverse("review:queue")}?flag=model">model against a confident crowd' in table
+    assert f'href="{reverse("review:queue")}?consensus=uncertain">undecided crowd' in table
+    queue = curator_client.get(reverse("review:queue") + "?flag=model").content.decode()
+    assert ">model</a>" in queue and ">unsure</a>" not in queue
