@@ -432,6 +432,7 @@ def fill(args: argparse.Namespace) -> None:
                 concepts=[keys[k % n_concepts]] if action == "edit" else None,
                 comment="benchmark decision",
             )
+    model_add(crowd["truth"], item_pks, concepts, timings, seed=args.seed)
     with Timer("ANALYZE", timings), connection.cursor() as c:
         c.execute("ANALYZE")
 
@@ -445,6 +446,73 @@ def fill(args: argparse.Namespace) -> None:
         c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         say(f"  database size {c.fetchone()[0]}")
     say(f"total {sum(timings.values()):.1f} s; load average at the end: {os.getloadavg()}")
+
+
+def model_add(
+    truth: np.ndarray,
+    item_pks: np.ndarray,
+    concepts: list[Any],
+    timings: dict[str, float],
+    *,
+    seed: int = 0,
+    accuracy: float = 0.995,
+) -> None:
+    """An active model version with a prediction for every item, so the review screens show the
+    model's column and flags: scores right ``accuracy`` of the time, confident (0.7-0.99 on the
+    side they pick) like a trained model; then the real model-vs-crowd conflict refresh.
+
+    The version has no checkpoint (its path names none): the load test reads the scores, and an
+    evidence map, which would need one, is not part of a page's HTML.
+    """
+    from training.models import ModelVersion, Prediction
+    from training.services.conflicts import item_model_conflicts_refresh
+
+    rng = np.random.default_rng(seed + 1)
+    keys = [c.key for c in concepts]
+    with Timer(f"an active model with {len(item_pks):,} predictions (COPY)", timings):
+        version = ModelVersion.objects.create(
+            backbone="resnet18",
+            concepts=keys,
+            thresholds=[0.5] * len(keys),
+            checkpoint_path="models/benchmark-without-checkpoint/model.json",
+            checkpoint_sha256="0" * 64,
+            status=ModelVersion.Status.ACTIVE,
+            val_map=0.65,
+        )
+        right = rng.random(truth.shape) < accuracy
+        says_yes = np.where(right, truth, ~truth)
+        strength = rng.uniform(0.7, 0.99, truth.shape)
+        scores = np.where(says_yes, strength, 1.0 - strength).astype("<f4")
+        uncertainty = (1.0 - np.abs(2.0 * scores - 1.0)).max(axis=1)
+        copy_rows(
+            Prediction,
+            ["model_version_id", "item_id", "scores", "uncertainty"],
+            (
+                (version.pk, int(pk), scores[i].tobytes(), float(uncertainty[i]))
+                for i, pk in enumerate(item_pks)
+            ),
+        )
+    with Timer("model-vs-crowd conflict flags (item_model_conflicts_refresh)", timings):
+        changed = item_model_conflicts_refresh()
+    say(f"    {changed:,} items flagged where the model and a confident crowd disagree")
+
+
+def model(args: argparse.Namespace) -> None:
+    """Add the model step to a database filled before it existed (re-simulates the same truth)."""
+    url = database_url(args.admin_url, args.database)
+    django_setup(url)
+    from annotate.models import Concept, Item
+    from training.models import ModelVersion
+
+    if ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists():
+        raise SystemExit(f"{args.database} already has an active model")
+    concepts = list(Concept.objects.filter(active=True).order_by("position", "key"))
+    item_pks = ids_in_order(Item)
+    rng = np.random.default_rng(args.seed)
+    prevalence = rng.uniform(0.03, 0.3, len(concepts))
+    truth = rng.random((len(item_pks), len(concepts))) < prevalence
+    timings: dict[str, float] = {}
+    model_add(truth, item_pks, concepts, timings, seed=args.seed)
 
 
 def _migrated() -> bool:
@@ -535,13 +603,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_fill.add_argument("--classifications", type=int, default=1_000_000)
     p_fill.add_argument("--reviews", type=int, default=300)
     p_fill.add_argument("--seed", type=int, default=0)
+    p_model = sub.add_parser("model", help="add the active model to a database filled before")
+    p_model.add_argument("--database", default="crowdloop_bench")
+    p_model.add_argument("--seed", type=int, default=0)
     p_ingest = sub.add_parser("ingest", help="time export CSV -> import -> aggregate")
     p_ingest.add_argument("--database", default="crowdloop_bench_ingest")
     p_ingest.add_argument("--rows", type=int, default=1_000_000)
     p_ingest.add_argument("--workdir", type=Path, default=None, help="keep the CSV here")
     p_ingest.add_argument("--reuse-csv", action="store_true", help="keep an existing CSV")
     args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], None] = fill if args.command == "fill" else ingest
+    commands: dict[str, Callable[[argparse.Namespace], None]] = {
+        "fill": fill, "model": model, "ingest": ingest,
+    }  # fmt: skip
+    run = commands[args.command]
     run(args)
 
 

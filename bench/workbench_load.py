@@ -1,0 +1,94 @@
+"""The review screens under load with the model column and flags on, side by side with an anchor.
+
+Usage, from the repository root, after ``bench/load_data.py fill`` (which now also stores an
+active model with a prediction for each of the 100,000 items and flags the model-vs-crowd
+conflicts)::
+
+    .venv/bin/python bench/workbench_load.py --anchor 3fa1b51 --runs 3
+
+It checks the anchor revision out into a temporary git worktree (sharing this checkout's
+``.venv``), then alternates ``bench/load_test.py --routes review_queue review_item`` between the
+anchor's tree and this one, ``--runs`` times each, on the same database, so both see the same
+machine load. The anchor's screens ignore the model (it had no model column), this tree's show
+the model's scores, tags and flags. It prints every run's p95 per route, then the median and
+range of each side and the ratio this tree / anchor (below 1 is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ROUTES = ("review_queue", "review_item")
+ROW = re.compile(r"^(review_queue|review_item)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s")
+
+
+def load_test(tree: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One load_test.py run in ``tree``; p95 in ms per route."""
+    command = [
+        sys.executable, str(tree / "bench" / "load_test.py"), "--database", args.database,
+        "--duration", str(args.duration), "--clients", str(args.clients),
+        "--routes", *ROUTES,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=900)
+    if result.returncode:
+        raise SystemExit(f"load_test failed in {tree}:\n{result.stdout}\n{result.stderr}")
+    p95 = {}
+    for line in result.stdout.splitlines():
+        if match := ROW.match(line):
+            p95[match.group(1)] = float(match.group(5))
+    if set(p95) != set(ROUTES) or "tracebacks in the gunicorn log: 0" not in result.stdout:
+        raise SystemExit(f"unexpected load_test output in {tree}:\n{result.stdout}")
+    return p95
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--anchor", required=True, help="git revision to compare with")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--database", default="crowdloop_bench")
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="crowdloop-anchor-") as folder:
+        anchor = Path(folder) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(anchor), args.anchor],
+            cwd=REPO, check=True, capture_output=True,
+        )  # fmt: skip
+        try:
+            (anchor / ".venv").symlink_to(REPO / ".venv")
+            runs: dict[str, list[dict[str, float]]] = {"anchor": [], "this": []}
+            for n in range(args.runs):
+                for side, tree in (("anchor", anchor), ("this", REPO)):
+                    p95 = load_test(tree, args)
+                    runs[side].append(p95)
+                    shown = "  ".join(f"{r} {p95[r]:6.0f} ms" for r in ROUTES)
+                    print(f"run {n + 1} {side:6} p95: {shown}", flush=True)
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(anchor)], cwd=REPO, check=False
+            )
+
+    print(f"\n{args.clients} clients, {args.duration} s per route, {args.runs} runs each side, "
+          f"alternating; anchor {args.anchor}")  # fmt: skip
+    print(f"{'route':13} {'anchor p95 (median, range)':>30} {'this p95 (median, range)':>30} ratio")
+    for route in ROUTES:
+        cells = []
+        for side in ("anchor", "this"):
+            values = [run[route] for run in runs[side]]
+            cells.append((statistics.median(values), min(values), max(values)))
+        (a, a_lo, a_hi), (t, t_lo, t_hi) = cells
+        print(f"{route:13} {a:10.0f} ms ({a_lo:.0f}-{a_hi:.0f}) {'':6} "
+              f"{t:10.0f} ms ({t_lo:.0f}-{t_hi:.0f}) {'':6} {t / a:5.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
