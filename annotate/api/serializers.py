@@ -140,6 +140,10 @@ class ReviewSerializer(serializers.ModelSerializer):
             "action",
             "before",
             "after",
+            "state_before",
+            "state_after",
+            "batch",
+            "undoes",
             "comment",
             "created_at",
         )

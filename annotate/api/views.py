@@ -134,9 +134,10 @@ class RoundViewSet(ReadOnlyViewSet):
 class ReviewViewSet(
     PolicyMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    """The audit of curator decisions; curators add to it with POST."""
+    """The audit of curator decisions; curators add to it with POST, and undo one with
+    ``POST /reviews/<id>/undo/`` (the undo is a new audit row; the decision stays)."""
 
-    policy = {**READ, "create": CanReview}
+    policy = {**READ, "create": CanReview, "undo": CanReview}
     lookup_value_regex = ID
     queryset = Review.objects.select_related("item", "curator")
     serializer_class = ReviewSerializer
@@ -147,7 +148,9 @@ class ReviewViewSet(
     @extend_schema_serializer(component_name="ReviewInput")
     class InputSerializer(serializers.Serializer):
         item = serializers.IntegerField(min_value=1, max_value=filters.MAX_ID)
-        action = serializers.ChoiceField(choices=Review.Action.choices)
+        action = serializers.ChoiceField(
+            choices=[(a, label) for a, label in Review.Action.choices if a != Review.Action.UNDO]
+        )
         concepts = serializers.ListField(
             child=serializers.SlugField(max_length=64),
             required=False,
@@ -179,6 +182,19 @@ class ReviewViewSet(
         except ValueError as exc:
             raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from exc
         return Response(ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={201: ReviewSerializer})
+    @action(detail=True, methods=["post"])
+    def undo(self, request: Request, pk: str | None = None) -> Response:
+        """Undo this decision: the item goes back to its state and label before it. 400 with the
+        reason when it cannot be undone (already undone, a later decision on the item, a skip)."""
+        from annotate.services.review import UndoError, review_undo
+
+        try:
+            undo = review_undo(review=self.get_object(), curator=request.user)
+        except UndoError as exc:
+            raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from exc
+        return Response(ReviewSerializer(undo).data, status=status.HTTP_201_CREATED)
 
 
 class ReleaseViewSet(

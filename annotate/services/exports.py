@@ -601,7 +601,12 @@ def lineage_describe() -> dict[str, Any]:
         "aggregation_methods": methods,
         "aggregation_method_setting": getattr(settings, "AGGREGATION_METHOD", ""),
         "n_classifications": Classification.objects.filter(is_duplicate=False).count(),
-        "n_curator_decisions": Review.objects.exclude(action=Review.Action.SKIP).count(),
+        # Decisions that stand: an undo and the decision it reversed count for nothing.
+        "n_curator_decisions": Review.objects.exclude(
+            action__in=[Review.Action.SKIP, Review.Action.UNDO]
+        )
+        .filter(undone_by__isnull=True)
+        .count(),
         "n_items_curated": Item.objects.filter(
             review_state__in=[Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED]
         ).count(),

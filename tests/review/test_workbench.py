@@ -225,3 +225,24 @@ def test_a_filter_the_queue_does_not_understand_is_named_not_silently_dropped(
     page = curator_client.get(reverse("review:queue") + "?state=uncertain")
     assert page.status_code == 200
     assert b"not understood: state" in page.content
+
+
+def test_a_decision_is_undone_through_the_api_and_an_undo_cannot_be_posted_as_a_decision(
+    client, concepts, curator
+):
+    item = item_with_labels(concepts, "a", {"painting": 0.9})
+    client.force_login(curator)
+    made = client.post(
+        "/api/v1/reviews/", {"item": item.pk, "action": "accept"}, content_type="application/json"
+    )
+    assert made.status_code == 201, made.content
+    undone = client.post(f"/api/v1/reviews/{made.json()['id']}/undo/")
+    assert undone.status_code == 201, undone.content
+    assert (undone.json()["action"], undone.json()["undoes"]) == ("undo", made.json()["id"])
+    assert Item.objects.get(pk=item.pk).review_state == "unreviewed"
+    again = client.post(f"/api/v1/reviews/{made.json()['id']}/undo/")
+    assert again.status_code == 400 and "already undone" in again.content.decode()
+    posted = client.post(
+        "/api/v1/reviews/", {"item": item.pk, "action": "undo"}, content_type="application/json"
+    )
+    assert posted.status_code == 400
