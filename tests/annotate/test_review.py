@@ -622,7 +622,10 @@ def test_the_admin_bulk_accept_action_accepts_only_the_settled_selected_items(
 
     response = curator_client.post(
         reverse("admin:annotate_item_changelist"),
-        {"action": "bulk_accept_confident", "_selected_action": [settled.pk, unsure.pk]},
+        # Confirmed: the action asks first with the count
+        # (tests/annotate/test_admin_fit_and_finish.py).
+        {"action": "bulk_accept_confident", "_selected_action": [settled.pk, unsure.pk],
+         "confirm": "Yes, accept 1 items"},
         follow=True,
     )
 
