@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from annotate.admin import confirmation_page, shortened, when
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services import (
     PromotionError,
@@ -18,30 +19,37 @@ from training.services import (
     model_version_promote,
     training_run_request,
 )
+from training.services.versions import PromotionNeedsConfirmation
 
 
 def _map(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
+def _percent(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.0%}"
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
     change_list_template = "training/admin/run_change_list.html"
     change_form_template = "training/admin/run_change_form.html"
+    # Narrow columns, so the list fits 1,400 px beside its filters; attempts are on the page.
     list_display = [
-        "id", "status", "trigger", "progress_bar", "attempts", "requested_by", "version_link",
-        "created_at", "finished_at",
+        "id", "status", "trigger", "progress_bar", "version_link", "requested_by_short",
+        "created", "finished",
     ]
     list_filter = ["status", "trigger"]
     list_select_related = ["requested_by", "model_version"]
     ordering = ["-created_at", "-id"]
     readonly_fields = [
-        "status", "trigger", "requested_by", "params", "progress", "attempts", "max_attempts",
+        "status", "trigger", "requested_by", "params", "progress_percent", "attempts",
+        "max_attempts",
         "worker_id", "lease_until", "heartbeat_at", "enqueued_at", "enqueue_error",
         "followup_requested", "n_items", "snapshot_path", "snapshot_sha256", "error", "log",
         "created_at", "started_at", "finished_at",
     ]
-    exclude = ["metrics", "state_sha256", "family"]
+    exclude = ["metrics", "state_sha256", "family", "progress"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Runs are requested with the "Retrain now" button, which goes through the service.
@@ -56,9 +64,25 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_bar(self, run: TrainingRun) -> str:
         return format_html(
-            '<progress max="100" value="{}" title="{}%"></progress>',
+            '<progress max="100" value="{}" title="{}%" style="width:6em"></progress>',
             round(run.progress * 100), round(run.progress * 100),
         )
+
+    @admin.display(description="requested by", ordering="requested_by__username")
+    def requested_by_short(self, run: TrainingRun) -> str:
+        return shortened(run.requested_by.get_username(), 16) if run.requested_by else "–"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, run: TrainingRun) -> str:
+        return when(run.created_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, run: TrainingRun) -> str:
+        return when(run.finished_at)
+
+    @admin.display(description="progress")
+    def progress_percent(self, run: TrainingRun) -> str:
+        return _percent(run.progress)
 
     @admin.display(description="model version")
     def version_link(self, run: TrainingRun) -> str:
@@ -131,12 +155,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-id"]
     actions = ["promote"]
     readonly_fields = [
-        "status", "backbone", "mode", "training_run", "val_map", "metrics_table",
+        "status", "backbone", "mode", "training_run", "val_map_display", "metrics_table",
         "checkpoint_path", "checkpoint_sha256", "snapshot_sha256", "n_train", "n_val",
         "scoring_chunks", "scoring_chunks_done", "scoring_chunks_failed", "scored_at",
-        "created_at", "promoted_at", "promoted_by",
+        "created_at", "promoted_at", "promoted_by", "promotion_note",
     ]
-    exclude = ["concepts", "thresholds", "metrics", "family"]
+    # val_map shows rounded (val_map_display); the numbers of a trained model never change.
+    exclude = ["concepts", "thresholds", "metrics", "family", "val_map"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -178,21 +203,48 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return summary + table
 
     @admin.action(description="Promote to active (verifies the checkpoint)", permissions=["change"])
-    def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+    def promote(
+        self, request: HttpRequest, queryset: QuerySet[ModelVersion]
+    ) -> HttpResponse | None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
-            return
+            return None
         version = queryset.get()
         try:
-            changed = model_version_promote(version=version, by=request.user)
+            changed = model_version_promote(
+                version=version, by=request.user, confirm="confirm" in request.POST
+            )
+        except PromotionNeedsConfirmation as exc:
+            # A worse model must not become active in one click: show both mAPs, ask again.
+            return confirmation_page(
+                request,
+                self,
+                action="promote",
+                title=f"Promote v{version.pk} over a better model?",
+                lines=[
+                    f"v{version.pk} has a validation mAP of {_map(version.val_map)}; the active "
+                    f"v{exc.active.pk} has {_map(exc.active.val_map)}.",
+                    "Promoting it makes a model that did worse on validation score the pool and "
+                    "choose the next rounds. Your name is recorded on the version with both mAPs.",
+                ],
+                objects=[
+                    f"active now: v{exc.active.pk} ({exc.active.backbone}), val mAP "
+                    f"{_map(exc.active.val_map)}",
+                    f"to promote: v{version.pk} ({version.backbone}), val mAP "
+                    f"{_map(version.val_map)}",
+                ],
+                confirm_label="Promote anyway",
+            )
         except PromotionError as exc:
             self.message_user(request, str(exc), messages.ERROR)
-            return
-        self.message_user(
-            request,
-            f"v{version.pk} is now active." if changed else f"v{version.pk} was already active.",
-            messages.SUCCESS,
-        )
+            return None
+        if not changed:
+            self.message_user(request, f"v{version.pk} was already active.", messages.SUCCESS)
+            return None
+        version.refresh_from_db(fields=["promotion_note"])
+        note = f" ({version.promotion_note})" if version.promotion_note else ""
+        self.message_user(request, f"v{version.pk} is now active{note}.", messages.SUCCESS)
+        return None
 
 
 @admin.register(RoundRequest)

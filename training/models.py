@@ -137,6 +137,12 @@ class ModelVersion(models.Model):
     promoted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    promotion_note = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Set when a person promoted this version over a better one: over which "
+        "version, both validation mAPs, and who confirmed it.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

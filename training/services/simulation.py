@@ -232,7 +232,7 @@ def _train(params: dict) -> tuple[object | None, str]:
     if version.status != ModelVersion.Status.ACTIVE:
         # The simulation retrains every round, as ml.simulation does; a new validation split
         # must not keep an older model choosing the rounds.
-        model_version_promote(version=version)
+        model_version_promote(version=version, confirm=True)
         version.refresh_from_db()
     return version, "trained"
 

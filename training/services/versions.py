@@ -27,6 +27,19 @@ class PromotionError(ValueError):
     """The version cannot become active (its checkpoint does not verify)."""
 
 
+class PromotionNeedsConfirmation(PromotionError):
+    """A person promoting a version that did worse on validation than the active one (or whose
+    mAP is unknown while the active one's is known) must say so: promote again with
+    ``confirm=True``. Carries both versions and their validation mAPs, to show them."""
+
+    def __init__(self, *, version: ModelVersion, active: ModelVersion) -> None:
+        self.version, self.active = version, active
+        super().__init__(
+            f"v{version.pk} has a validation mAP of {_fmt(version.val_map)}, the active "
+            f"v{active.pk} {_fmt(active.val_map)}: promoting it needs a confirmation"
+        )
+
+
 def checkpoint_file(version: ModelVersion) -> Path:
     """The sidecar path of a version, refusing anything outside ARTIFACT_ROOT."""
     root = Path(settings.ARTIFACT_ROOT).resolve()
@@ -58,16 +71,19 @@ def _not_worse(candidate: float | None, active: float | None) -> bool:
     return candidate >= active
 
 
-def _activate(version: ModelVersion, *, previous: ModelVersion | None, by: Any = None) -> None:
+def _activate(
+    version: ModelVersion, *, previous: ModelVersion | None, by: Any = None, note: str = ""
+) -> None:
     now = timezone.now()
     if previous is not None and previous.pk != version.pk:
         # Archive first: the partial unique constraint allows one active version at a time.
         ModelVersion.objects.filter(pk=previous.pk).update(status=ModelVersion.Status.ARCHIVED)
     ModelVersion.objects.filter(pk=version.pk).update(
         status=ModelVersion.Status.ACTIVE, promoted_at=now,
-        promoted_by=by if getattr(by, "pk", None) else None,
+        promoted_by=by if getattr(by, "pk", None) else None, promotion_note=note,
     )
     version.status, version.promoted_at = ModelVersion.Status.ACTIVE, now
+    version.promotion_note = note
     transaction.on_commit(
         partial(
             model_version_promoted.send,
@@ -152,12 +168,18 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-def model_version_promote(*, version: ModelVersion, by: Any = None) -> bool:
+def model_version_promote(
+    *, version: ModelVersion, by: Any = None, confirm: bool = False
+) -> bool:
     """Make a version active (staff action); False when it already was.
 
-    The checkpoint is verified first: a version whose files changed is never made active.
+    The checkpoint is verified first: a version whose files changed is never made active. A
+    version that did worse on validation than the active one (the publish gate's rule,
+    ``_not_worse``) is promoted only with ``confirm=True``, and the override is written on it
+    (``promotion_note``: over which version, both mAPs, confirmed by whom).
 
     Raises:
+        PromotionNeedsConfirmation: a worse version, without ``confirm``.
         PromotionError: the checkpoint is missing or does not match its sha256.
     """
     try:
@@ -172,7 +194,15 @@ def model_version_promote(*, version: ModelVersion, by: Any = None) -> bool:
         )
         if current is not None and current.pk == version.pk:
             return False
-        _activate(version, previous=current, by=by)
+        note = ""
+        if current is not None and not _not_worse(version.val_map, current.val_map):
+            if not confirm:
+                raise PromotionNeedsConfirmation(version=version, active=current)
+            note = (
+                f"promoted over v{current.pk} (val mAP {_fmt(current.val_map)}) with val mAP "
+                f"{_fmt(version.val_map)}, confirmed by {getattr(by, 'username', None) or 'system'}"
+            )
+        _activate(version, previous=current, by=by, note=note)
         if version.scored_at is None and not version.scoring_chunks:
             _score_after_commit(version)
     logger.info("model v%s promoted by %s", version.pk, getattr(by, "username", "system"))
