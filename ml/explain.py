@@ -30,7 +30,6 @@ from ml.models import DataConfig, MultiLabelNet
 
 #: How much of the heat map's colour goes into a pixel of the overlay (and the bare map's alpha).
 ALPHA = 0.45
-LAYERS = ("overlay", "map")
 
 
 def model_input(image: Image.Image | np.ndarray, data_config: DataConfig) -> torch.Tensor:
@@ -165,18 +164,19 @@ def display_size(width: int, height: int, longest: int) -> tuple[int, int]:
     return max(1, round(width * longest / height)), longest
 
 
-def _cam_at(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A small map upsampled (bilinear) to ``size`` = (w, h), as 0..255 indices."""
-    cam = np.clip(np.asarray(cam, dtype=np.float32), 0, 1)
+def _cam_at(cam: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A small map upsampled (bilinear) to ``size`` = (w, h), as an "L" image of 0..255."""
+    cam = np.clip(np.asarray(cam, dtype=np.float32), 0, 1) * 255.0
     if cam.shape != (size[1], size[0]):
         cam = np.asarray(Image.fromarray(cam).resize(size, Image.Resampling.BILINEAR))
-    return np.clip(np.rint(cam * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.clip(np.rint(cam), 0, 255).astype(np.uint8))
 
 
-def _png(array: np.ndarray) -> bytes:
+def _png(image: Image.Image, **options: object) -> bytes:
     out = io.BytesIO()
-    # Level 3 instead of 6: about twice as fast to write, a few percent larger; cached anyway.
-    Image.fromarray(array).save(out, format="PNG", compress_level=3)
+    # Level 1: a 512-pixel overlay is written in about half the time of level 3 and is about 6%
+    # larger (a third of the time of the default 6, 18% larger); maps are cached anyway.
+    image.save(out, format="PNG", compress_level=1, **options)
     return out.getvalue()
 
 
@@ -186,22 +186,22 @@ def render_png(cam: np.ndarray, *, image: Image.Image | None, size: tuple[int, i
 
     Args:
         cam: (h, w) in [0, 1], any resolution: upsampled bilinearly to ``size``.
-        image: the picture under the map (resized to ``size``); None for the bare map, an RGBA
-            PNG whose alpha is ``alpha`` everywhere, so that laid over the same picture at the
-            same size it looks exactly like the blended overlay.
+        image: the picture under the map (resized to ``size``); None for the bare map, whose
+            every pixel has the opacity ``alpha``, so that laid over the same picture at the
+            same size it looks like the blended overlay.
         size: (width, height) of the result.
     """
-    heat = _palette(cmap)[_cam_at(cam, size)]  # (H, W, 3) uint8
+    heat = _cam_at(cam, size)
+    heat.putpalette(_palette(cmap).tobytes())  # "L" -> "P": the colormap as a PNG palette
     alpha_8 = round(alpha * 255)  # the bare map's alpha byte; the blend uses the same weight
     if image is None:
-        a = np.full((*heat.shape[:2], 1), alpha_8, dtype=np.uint8)
-        return _png(np.concatenate([heat, a], axis=2))
-    alpha = alpha_8 / 255
+        # A palette PNG with one alpha per entry (tRNS): a quarter of the bytes of RGBA to
+        # compress, and the smooth map compresses well.
+        return _png(heat, transparency=bytes([alpha_8]) * 256)
     base = image.convert("RGB")
     if base.size != size:
         base = base.resize(size, Image.Resampling.LANCZOS)
-    blended = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * heat
-    return _png(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    return _png(Image.blend(base, heat.convert("RGB"), alpha_8 / 255))
 
 
 def overlay_png(image: np.ndarray | Image.Image, cam: np.ndarray, *, alpha: float = ALPHA,

@@ -60,7 +60,8 @@ def prediction_explain_png(
         version: default the active version.
         size: the longest side in pixels, clamped to 64..1024 and rounded up to a multiple of 32;
             the aspect ratio is the image's.
-        layer: ``"overlay"`` (the map blended over the image) or ``"map"`` (the bare map, RGBA).
+        layer: ``"overlay"`` (the map blended over the image) or ``"map"`` (the bare map,
+            45% opaque).
 
     Raises:
         LookupError: no usable image, no active version, or the concept is not one of the

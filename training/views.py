@@ -79,8 +79,9 @@ def item_explain_png(
 
     ``GET /training/items/<item_id>/explain/<concept>.png`` is the map blended over the item's
     image (RGB PNG); ``GET /training/items/<item_id>/explain/<concept>.map.png`` is the bare map
-    (RGBA PNG, alpha 0.45 everywhere): laid over the displayed ``<img>`` at the same box it looks
-    exactly like the overlay, and CSS ``opacity`` toggles it without reloading the image.
+    (a palette PNG whose every pixel is 45% opaque, a quarter of the overlay's bytes): laid over
+    the displayed ``<img>`` in the same box it looks like the overlay, and CSS ``opacity``
+    toggles it without reloading the image.
 
     Query parameters:
 

@@ -6,7 +6,7 @@ read the file. Everything lives under ``ARTIFACT_ROOT/explain``::
 
     v<version>/<item>-<image key>/cams.npz                   every concept's (h, w) map + image size
     v<version>/<item>-<image key>/<concept>-<size>.png       the map blended over the image
-    v<version>/<item>-<image key>/<concept>-<size>-map.png   the bare map (RGBA)
+    v<version>/<item>-<image key>/<concept>-<size>-map.png   the bare map (transparent)
 
 The version is in the path, so a newly promoted model draws new maps; the image key (the
 image's sha256) is too, so a re-imported picture is never shown with its predecessor's map.
@@ -114,7 +114,7 @@ def explain_map_request(
 
     Args:
         size: the longest side wanted, in pixels (see :func:`explain_size`).
-        layer: ``"overlay"`` (blended over the image) or ``"map"`` (the bare RGBA map).
+        layer: ``"overlay"`` (blended over the image) or ``"map"`` (the bare map, 45% opaque).
         version: default the active version.
 
     Raises:
@@ -208,11 +208,21 @@ def explain_cams_compute(*, version: ModelVersion, image: Image) -> np.ndarray:
     Raises:
         ml.checkpoint.CheckpointError: the version's checkpoint does not verify.
     """
+    import torch
+
     from ml.explain import image_cams
     from training.services.model_cache import model_version_loaded
 
     model = model_version_loaded(version).model
-    return image_cams(model, image)
+    # One thread: one image's convolutions split over the cores of a shared 2-core machine wait
+    # for each other (a 64 px small CNN: 3 ms on one thread, 20-40 ms median on two under load);
+    # the web server's threads and processes are the parallelism. Callers hold _COMPUTE.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return image_cams(model, image)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
