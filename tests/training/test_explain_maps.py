@@ -294,3 +294,20 @@ def test_one_model_is_loaded_per_version_and_process(items, monkeypatch):
     monkeypatch.setattr(model_cache, "model_version_load", counted)
     first = model_cache.model_version_loaded(version)
     assert model_cache.model_version_loaded(version) is first and loads == [version.pk]
+
+
+def test_the_warm_up_loads_the_active_model_and_says_so_without_one(db):
+    from training.services.explain import explain_warm
+    from training.services.model_cache import _MODELS
+
+    assert explain_warm() is False
+    version = publish_version()
+    assert explain_warm() is True
+    assert any(key[0] == version.pk for key in _MODELS)
+
+
+def test_gunicorn_reads_the_warm_up_hook_from_the_repository_root():
+    import runpy
+
+    config = runpy.run_path(str(Path(settings.BASE_DIR) / "gunicorn.conf.py"))
+    assert callable(config["post_worker_init"])

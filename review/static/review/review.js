@@ -98,6 +98,8 @@
     var status = document.getElementById("review-evidence-status");
     if (!select || !layer || !image) return null;
     var template = select.getAttribute("data-url");
+    // The version pins the map in the browser's cache for a day; a promotion redirects it.
+    var version = select.getAttribute("data-version");
 
     function show(concept) {
       select.value = concept;
@@ -111,7 +113,7 @@
         return;
       }
       var size = Math.round(Math.max(image.clientWidth, image.clientHeight) * (window.devicePixelRatio || 1));
-      var url = template.replace("CONCEPT", encodeURIComponent(concept)) + "?size=" + Math.max(64, Math.min(1024, size || 512));
+      var url = template.replace("CONCEPT", encodeURIComponent(concept)) + "?size=" + Math.max(64, Math.min(1024, size || 512)) + (version ? "&v=" + version : "");
       if (status) status.textContent = "drawing the evidence map for " + concept + "…";
       layer.onload = function () { if (status) status.textContent = "evidence map: " + concept; layer.hidden = false; };
       layer.onerror = function () { if (status) status.textContent = "no evidence map for " + concept; layer.hidden = true; };
