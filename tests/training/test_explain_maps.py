@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from django.conf import settings
 from django.urls import reverse
 from PIL import Image
 
 from ml.mosaics import DIGIT_KEYS
+from tests.factories import model_version_checkpoint
 from training.models import ModelVersion
 
-from .conftest import TINY_PARAMS, write_mosaic_items
+from .conftest import write_mosaic_items
 
 
 def publish_version(*, seed: int = 0, concepts: list[str] | None = None,
@@ -23,22 +23,8 @@ def publish_version(*, seed: int = 0, concepts: list[str] | None = None,
     """A tiny untrained small CNN saved as a verified checkpoint, registered as a version.
 
     The maps' content is tested in tests/ml; here only the plumbing around them is."""
-    from ml.checkpoint import save_checkpoint
-    from ml.models import create_model
-
-    concepts = list(concepts or DIGIT_KEYS)
-    torch.manual_seed(seed)
-    model = create_model("small_cnn", len(concepts), **TINY_PARAMS["model_kwargs"])
-    relative = f"models/test-{ModelVersion.objects.count() + 1}-{seed}/model.json"
-    saved = save_checkpoint(Path(settings.ARTIFACT_ROOT) / relative, model, config={},
-                            concepts=concepts, thresholds=[0.5] * len(concepts))
-    if active:
-        ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).update(
-            status=ModelVersion.Status.ARCHIVED)
-    return ModelVersion.objects.create(
-        backbone="small_cnn", concepts=concepts, checkpoint_path=relative,
-        checkpoint_sha256=saved.sha256,
-        status=ModelVersion.Status.ACTIVE if active else ModelVersion.Status.CANDIDATE)
+    return model_version_checkpoint(concepts=list(concepts or DIGIT_KEYS), seed=seed,
+                                    active=active)
 
 
 def wide_item(name: str = "wide", size: tuple[int, int] = (96, 48)):
