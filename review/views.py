@@ -38,6 +38,7 @@ from annotate.services.review import (
     settled_items,
 )
 from review import selectors as workbench
+from review.render import VoterLinks, votes_html
 
 VIEW_PERMISSION = "annotate.view_item"
 REVIEW_PERMISSION = "annotate.add_review"
@@ -301,6 +302,7 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             error = "; ".join(message for errors in form.errors.values() for message in errors)
 
     bench = workbench.item_workbench(obj)
+    links = VoterLinks()
     return render(
         request,
         "review/item.html",
@@ -310,6 +312,7 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             item=obj,
             review=bench.crowd,
             bench=bench,
+            concept_rows=[(row, votes_html(row.votes, links)) for row in bench.rows],
             flag_thresholds=workbench.thresholds(),
             image=item_image_src(obj, large=True),
             previous_id=previous_id,
