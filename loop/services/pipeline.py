@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -95,10 +95,18 @@ def step_request(*, name: str, reason: str, countdown: float = 0.0) -> bool:
     now = timezone.now()
     with transaction.atomic():
         _row(name)
+        # A standing request for a full pass ("full ...") is not demoted by a later, ordinary
+        # one coalescing into it: the step would otherwise run incrementally and the full pass
+        # (an excluded volunteer, votes linked late) would wait for the periodic one.
+        keep_full = Q(request_seq__gt=F("served_seq"), request_reason__startswith="full")
         LoopStep.objects.filter(name=name).update(
             request_seq=F("request_seq") + 1,
             requested_at=Coalesce(F("requested_at"), now),
-            request_reason=reason[:300],
+            request_reason=(
+                Value(reason[:300])
+                if reason.startswith("full")
+                else Case(When(keep_full, then=F("request_reason")), default=Value(reason[:300]))
+            ),
         )
         sent = LoopStep.objects.filter(name=name, queued=False).update(queued=True, queued_at=now)
         if sent:

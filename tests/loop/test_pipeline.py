@@ -50,6 +50,22 @@ def test_ten_requests_before_the_task_runs_send_one_message(django_capture_on_co
     assert step.request_seq == 10 and step.served_seq == 0 and step.queued
 
 
+def test_a_standing_full_pass_request_is_not_demoted_by_a_later_ordinary_one(
+    work, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks():
+        step_request(name=StepName.TRAIN, reason="full pass: 1 volunteer excluded")
+        step_request(name=StepName.TRAIN, reason="new votes from a pull")
+    STEP_TASKS[StepName.TRAIN].apply(task_id="message-1").get()
+    assert work["calls"] == ["full pass: 1 volunteer excluded"]
+
+    # Once served, an ordinary request is ordinary again.
+    with django_capture_on_commit_callbacks():
+        step_request(name=StepName.TRAIN, reason="new votes from a pull")
+    STEP_TASKS[StepName.TRAIN].apply(task_id="message-2").get()
+    assert work["calls"][-1] == "new votes from a pull"
+
+
 def test_a_step_delivered_twice_does_its_work_once(work, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks():
         step_request(name=StepName.TRAIN, reason="labels changed")
