@@ -306,7 +306,7 @@ class VolunteerExclusion(models.Model):
 
     def __str__(self) -> str:
         verb = "excluded" if self.excluded else "taken back"
-        return f"{self.volunteer_id} {verb} by {self.by_id}"
+        return f"{self.volunteer} {verb} by {self.by} on {self.created_at:%Y-%m-%d %H:%M}"
 
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None:

@@ -40,6 +40,8 @@ _STAFF_EXTRA = (
     ("annotate", "add_round"),
     ("annotate", "change_round"),
     ("annotate", "add_datasetrelease"),
+    # Excluding a spammer from aggregation (audited, reversible) is a staff decision.
+    ("annotate", "add_volunteerexclusion"),
     ("training", "add_"),
     ("training", "change_"),
 )

@@ -364,6 +364,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RoundStatusEnum": "annotate.models.Round.Status",
         "JobStatusEnum": "annotate.models.DatasetRelease.Status",
+        # An item's review state, and a decision's state before and after it.
+        "ReviewStateEnum": "annotate.models.Item.ReviewState",
     },
 }
 
