@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -41,6 +40,7 @@ from annotate.models import (
     Workflow,
     WorkflowVersion,
 )
+from annotate.services.item_images import item_image_src
 
 
 def rounded(value: float | None, places: int = 3) -> str:
@@ -104,24 +104,8 @@ def confirmation_page(
     return TemplateResponse(request, "admin/crowdloop/confirm_action.html", context)
 
 
-def media_url(relative: str) -> str:
-    # Django prefixes a relative MEDIA_URL with the script name at run time ("/media/").
-    return f"{settings.MEDIA_URL}{relative}"
-
-
-def image_src(item: Item, *, large: bool = False) -> str:
-    """The URL to show an item's image with: our stored copy, else its http(s) source."""
-    if large and item.image_file:
-        return media_url(item.image_file)
-    if item.thumbnail:
-        return media_url(item.thumbnail)
-    if item.image_url.startswith(("https://", "http://")):
-        return item.image_url
-    return ""
-
-
 def thumbnail_html(item: Item, *, size: int = 64) -> str:
-    src = image_src(item)
+    src = item_image_src(item)
     if not src:
         return format_html('<span class="cl-noimage" title="{}">no image</span>', item.image_state)
     return format_html(
@@ -361,7 +345,7 @@ class ItemAdmin(admin.ModelAdmin):
 
     @admin.display(description="image")
     def image_preview(self, item: Item) -> str:
-        src = image_src(item, large=True)
+        src = item_image_src(item, large=True)
         if not src:
             return format_html("no image ({})", item.get_image_state_display())
         # Small scans are scaled up with crisp pixels; photographs keep smooth scaling.

@@ -39,12 +39,10 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
-    WorkflowVersion,
 )
 from annotate.services.bulk_write import rows_update, rows_upsert
 from annotate.services.classifications import counters
-from annotate.services.classifications.answers import WILDCARD_VERSION, AnswerMap
-from annotate.services.classifications.read import version_numeric
+from annotate.services.workflows import workflow_versions_asked
 from annotate.signals import labels_aggregated
 from ml import aggregation
 
@@ -160,42 +158,6 @@ def _scoped(query: Any, model: type[Model], column: str, scope: np.ndarray | Non
 VOTES = counters.VOTES
 
 
-def _versions_asked(pairs: list[tuple[int, str]], concepts: list[Concept]) -> np.ndarray:
-    """``(n_pairs, n_concepts)`` bool: which concepts each (workflow, version) pair's question
-    offered, from the version's answer map.
-
-    The version is found as the ingest found it (``IngestContext.answer_map``): by name, else by
-    number (``16.5`` for ``16.50``), else the workflow's wildcard version. A pair with none of
-    these (votes stored before versions were configured) is taken to have offered everything,
-    as every vote was read before.
-    """
-    asked = np.ones((len(pairs), len(concepts)), dtype=bool)
-    if not pairs or not concepts:
-        return asked
-    column = {c.pk: j for j, c in enumerate(concepts)}
-    keys = {
-        key.casefold(): (pk, label)
-        for pk, key, label in Concept.objects.values_list("id", "key", "label")
-    }
-    by_workflow: dict[int, dict[str, WorkflowVersion]] = {}
-    stored = WorkflowVersion.objects.filter(workflow_id__in={w for w, _ in pairs})
-    for version in stored:
-        by_workflow.setdefault(version.workflow_id, {})[version.version] = version
-    for row, (workflow_id, name) in enumerate(pairs):
-        versions = by_workflow.get(workflow_id, {})
-        found = versions.get(name)
-        if found is None and (number := version_numeric(name)) is not None:
-            same = [v for v in versions.values() if version_numeric(v.version) == number]
-            found = same[0] if len(same) == 1 else None
-        found = found or versions.get(WILDCARD_VERSION)
-        if found is None:
-            continue
-        offered = AnswerMap.build(found, keys).by_index
-        asked[row] = False
-        asked[row, [column[pk] for pk in offered if pk in column]] = True
-    return asked
-
-
 def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -> VoteData:
     """Read the counted classifications into arrays: no Python work per concept tick.
 
@@ -251,7 +213,7 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
         vote_of_tick = np.repeat(np.arange(n_votes), np.asarray(lengths, dtype=np.int64))
         keep = columns >= 0
         labels[vote_of_tick[keep], columns[keep]] = 1
-    offered = _versions_asked(list(versions), concepts)
+    offered = workflow_versions_asked(list(versions), concepts)
     asked = None if offered.all() else offered[np.asarray(version_col, dtype=np.int64)]
 
     # A full pass reads the whole table and filters in numpy: an IN list of 100,000 ids is too
