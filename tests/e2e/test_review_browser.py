@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.conf import settings
 from PIL import Image
 
-from annotate.models import AggregatedLabel, Item, PriorLabel, Review, Volunteer, VolunteerSkill
+from annotate.models import Item, PriorLabel, Review, Volunteer, VolunteerSkill
 from tests.browser import BROWSER_MARKS  # noqa: E402
+from tests.factories import item_with_labels
 
 pytestmark = BROWSER_MARKS
 
@@ -23,18 +23,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-
-@pytest.fixture
-def served_media(monkeypatch):
-    """Serve this test's MEDIA_ROOT: config.urls bound the media folder when it was imported."""
-    from config import urls
-
-    for pattern in urls.urlpatterns:
-        if "document_root" in getattr(pattern, "default_args", {}):
-            monkeypatch.setitem(pattern.default_args, "document_root", str(settings.MEDIA_ROOT))
-            return Path(settings.MEDIA_ROOT)
-    pytest.skip("media is not served by Django in these settings")
 
 
 def image_file(media: Path, name: str, seed: int) -> str:
@@ -52,27 +40,9 @@ def image_file(media: Path, name: str, seed: int) -> str:
 
 
 def crowd_item(concepts, external_id: str, posteriors: dict[str, float], **fields) -> Item:
-    votes = fields.pop("votes", 6)
-    uncertainty = max(1 - abs(2 * p - 1) for p in posteriors.values())
-    item = Item.objects.create(
-        external_id=external_id,
-        n_classifications=votes,
-        consensus="uncertain",
-        uncertainty=uncertainty,
-        **fields,
+    return item_with_labels(
+        concepts, external_id, posteriors, votes=fields.pop("votes", 6), **fields
     )
-    AggregatedLabel.objects.bulk_create(
-        AggregatedLabel(
-            item=item,
-            concept=concepts[key],
-            posterior=p,
-            votes_for=round(p * votes),
-            votes_against=votes - round(p * votes),
-            method="dawid_skene",
-        )
-        for key, p in posteriors.items()
-    )
-    return item
 
 
 def background(concepts) -> None:

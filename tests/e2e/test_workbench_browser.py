@@ -23,18 +23,6 @@ from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture
-def served_media(monkeypatch):
-    """Serve this test's MEDIA_ROOT: config.urls bound the media folder when it was imported."""
-    from config import urls
-
-    for pattern in urls.urlpatterns:
-        if "document_root" in getattr(pattern, "default_args", {}):
-            monkeypatch.setitem(pattern.default_args, "document_root", str(settings.MEDIA_ROOT))
-            return
-    pytest.skip("media is not served by Django in these settings")
-
-
 def login(browser, live_server, user, path: str) -> None:
     browser.get(f"{live_server.url}{path}")
     WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "id_username")))
