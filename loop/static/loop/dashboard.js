@@ -17,38 +17,8 @@
   ];
   var RUN_ID = "__id__";
 
-  // el("td", {class: "num"}, "12", otherNode): attributes set as attributes, children as text
-  // or nodes; null and "" children are skipped.
-  function el(tag, attrs, ...children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (name) {
-      if (attrs[name] !== null && attrs[name] !== undefined) node.setAttribute(name, attrs[name]);
-    });
-    children.forEach(function (child) {
-      if (child === null || child === undefined || child === "") return;
-      node.appendChild(typeof child === "string" || typeof child === "number"
-        ? document.createTextNode(String(child)) : child);
-    });
-    return node;
-  }
-
-  function truncate(text, n) {
-    text = text || "";
-    return text.length > n ? text.slice(0, n - 1) + "…" : text;
-  }
-
-  function exact(iso) {
-    return new Date(iso).toISOString().slice(0, 19).replace("T", " ") + " UTC";
-  }
-
-  // Whole units, rounded down, as loop.dashboard.time_ago writes them.
-  function ago(seconds) {
-    var s = Math.max(0, Math.floor(seconds));
-    if (s < 60) return s + " s ago";
-    if (s < 3600) return Math.floor(s / 60) + " min ago";
-    if (s < 2 * 86400) return Math.floor(s / 3600) + " h ago";
-    return Math.floor(s / 86400) + " d ago";
-  }
+  var live = window.crowdloopLive;  // loop/static/loop/live.js
+  var el = live.el, truncate = live.truncate, exact = live.exact, ago = live.ago;
 
   // A <time> relative to the answer's own clock, so the browser's clock does not matter.
   function when(iso, now) {
@@ -166,48 +136,12 @@
   function init() {
     var panel = document.getElementById("loop-panel");
     if (!panel || !window.fetch) return;
-    var url = panel.getAttribute("data-api");
-    var timer = null;
-    var inFlight = false;
-
-    function schedule() {
-      clearTimeout(timer);
-      timer = setTimeout(refresh, REFRESH_MS);
-    }
-
-    function refresh() {
-      // A hidden tab asks nothing; it refreshes as soon as it is shown again.
-      if (document.hidden || inFlight) return schedule();
-      inFlight = true;
-      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
-        .then(function (response) {
-          if (!response.ok) throw new Error("HTTP " + response.status);
-          var type = response.headers.get("Content-Type") || "";
-          // A lost session lands on the login page: HTML, not the loop.
-          if (type.indexOf("application/json") === -1) throw new Error("not signed in?");
-          return response.json();
-        })
-        .then(function (data) {
-          render(panel, data);
-          refreshed(panel);
-        })
-        .catch(function (error) {
-          var reason = error && error.message ? error.message : "network error";
-          failed(panel, reason === "Failed to fetch" ? "no answer from the server" : reason);
-        })
-        .finally(function () {
-          inFlight = false;
-          schedule();
-        });
-    }
-
-    document.addEventListener("visibilitychange", function () {
-      if (!document.hidden) {
-        clearTimeout(timer);
-        refresh();
-      }
+    live.poll(panel.getAttribute("data-api"), REFRESH_MS, function (data) {
+      render(panel, data);
+      refreshed(panel);
+    }, function (reason) {
+      failed(panel, reason);
     });
-    schedule();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
