@@ -810,11 +810,14 @@ class VolunteerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html(
             "<table><thead><tr><th>when</th><th>item</th><th>subject</th><th>ticked</th></tr>"
             '</thead><tbody>{}</tbody></table><p><a href="{}?volunteer__id__exact={}">'
-            "all {} classifications →</a></p>",
+            'all {} classifications →</a> · <a href="{}?volunteer={}&amp;state=all">'
+            "their items in the review queue →</a></p>",
             rows,
             everything,
             volunteer.pk,
             volunteer.n_classifications,
+            reverse("review:queue"),
+            volunteer.pk,
         )
 
 

@@ -233,6 +233,7 @@ def test_the_volunteers_page_has_the_button_the_history_and_their_classification
     assert f'href="{exclusion}"' in page and "Exclude from aggregation" in page
     classifications = reverse("admin:annotate_classification_changelist")
     assert f'href="{classifications}?volunteer__id__exact={spammer.pk}"' in page
+    assert f'href="{reverse("review:queue")}?volunteer={spammer.pk}&amp;state=all"' in page
     assert "sensitivity 0.501 · specificity 0.100" in page
 
     form = excluder_client.get(exclusion).content.decode()
