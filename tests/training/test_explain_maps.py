@@ -297,3 +297,14 @@ def test_gunicorn_reads_the_warm_up_hook_from_the_repository_root():
 
     config = runpy.run_path(str(Path(settings.BASE_DIR) / "gunicorn.conf.py"))
     assert callable(config["post_worker_init"])
+
+
+def test_the_warm_up_of_a_version_whose_checkpoint_is_gone_says_so_in_one_line(db, caplog):
+    from training.services.explain import explain_warm
+
+    version = publish_version()
+    (Path(settings.ARTIFACT_ROOT) / version.checkpoint_path).unlink()
+    with caplog.at_level("WARNING"):
+        assert explain_warm() is False
+    [record] = [r for r in caplog.records if "evidence maps" in r.getMessage()]
+    assert f"v{version.pk} is not loaded" in record.getMessage() and record.exc_info is None

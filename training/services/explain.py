@@ -273,6 +273,7 @@ def explain_warm() -> bool:
     its own. Returns whether a model was loaded; never raises (a bad checkpoint is reported by
     the map views themselves).
     """
+    from ml.checkpoint import CheckpointError
     from training.services.model_cache import model_version_loaded
     from training.services.versions import model_version_active
 
@@ -284,6 +285,9 @@ def explain_warm() -> bool:
 
         model_version_loaded(version)
         return True
+    except CheckpointError as exc:
+        logger.warning("evidence maps: the active model v%s is not loaded: %s", version.pk, exc)
+        return False
     except Exception:  # noqa: BLE001 - a warm-up must never take the worker down
         logger.warning("evidence maps: warming up the active model failed", exc_info=True)
         return False
