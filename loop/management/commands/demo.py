@@ -224,7 +224,9 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Serving on http://127.0.0.1:{port}/")
             + f" (dashboard: /review/dashboard/, loop as JSON: /api/v1/loop/, review queue: "
-            f"/review/, admin: /admin/). Accounts also in {settings.VAR_DIR}/demo/credentials.txt."
+            "/review/, the model against the crowd: /review/?flag=model, decisions and their "
+            "undo: /review/decisions/, staff actions: /admin/loop/loopstep/actions/, admin: "
+            f"/admin/). Accounts also in {settings.VAR_DIR}/demo/credentials.txt."
             " Ctrl-C stops every process."
         )
         self.stdout.flush()
