@@ -329,9 +329,6 @@ class ItemReviewContext:
     rows: list[ConceptRow]
     final: list[str] | None  # None: rejected
     history: list[ReviewEntry] = field(default_factory=list)
-    #: Per concept key, the counted votes on it, earliest first.
-    votes: dict[str, list[VoterVote]] = field(default_factory=dict)
-    n_voters: int = 0
 
 
 def item_review_context(item: Item) -> ItemReviewContext:
@@ -404,10 +401,7 @@ def item_review_context(item: Item) -> ItemReviewContext:
             )
         )
     ]
-    votes, n_voters = item_votes(item)
-    return ItemReviewContext(
-        item=item, rows=rows, final=final, history=history, votes=votes, n_voters=n_voters
-    )
+    return ItemReviewContext(item=item, rows=rows, final=final, history=history)
 
 
 def item_votes(item: Item) -> tuple[dict[str, list[VoterVote]], int]:

@@ -71,7 +71,6 @@ class WorkbenchRow:
     predicted: bool
     conflicts_model: bool
     conflicts_prior: bool
-    votes: list[crowd.VoterVote]
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,41 @@ def item_workbench(item: Item) -> Workbench:
                 predicted=scores[row.key].predicted if row.key in scores else False,
                 conflicts_model=bool(conflicts[n]),
                 conflicts_prior=bool(sure and (row.posterior > 0.5) != row.prior),
-                votes=context.votes.get(row.key, []),
             )
         )
     return Workbench(crowd=context, rows=rows, version=version, scored=bool(scores))
+
+
+def item_votes_document(item: Item, *, volunteer_url, queue_url) -> dict:
+    """Who voted what on ``item``, for the item screen's vote lists (fetched when a curator opens
+    one): the voters once, then per concept key each vote as ``[voter index, ticked,
+    sensitivity, specificity]`` (skills rounded to 3 places, null when not estimated yet).
+
+    ``volunteer_url`` and ``queue_url`` map a volunteer id to their admin page and to the review
+    queue of the items they classified.
+    """
+    votes, n_voters = crowd.item_votes(item)
+    index: dict[int, int] = {}
+    voters: list[dict] = []
+    concepts: dict[str, list[list]] = {}
+    for key, entries in votes.items():
+        for vote in entries:
+            if vote.volunteer_id not in index:
+                index[vote.volunteer_id] = len(voters)
+                voters.append({
+                    "id": vote.volunteer_id,
+                    "name": vote.name,
+                    "excluded": vote.excluded,
+                    "url": volunteer_url(vote.volunteer_id),
+                    "items_url": queue_url(vote.volunteer_id),
+                })  # fmt: skip
+            concepts.setdefault(key, []).append([
+                index[vote.volunteer_id],
+                vote.ticked,
+                None if vote.sensitivity is None else round(vote.sensitivity, 3),
+                None if vote.specificity is None else round(vote.specificity, 3),
+            ])  # fmt: skip
+    return {"item": item.pk, "n_voters": n_voters, "voters": voters, "concepts": concepts}
 
 
 def thresholds() -> dict[str, float]:

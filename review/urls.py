@@ -12,6 +12,7 @@ urlpatterns = [
     path("", views.queue, name="queue"),
     path("bulk-accept/", views.bulk_accept, name="bulk_accept"),
     path("item/<int:pk>/", views.item, name="item"),
+    path("item/<int:pk>/votes.json", views.item_votes, name="item_votes"),
     path("decisions/", views.decisions, name="decisions"),
     path("decisions/<int:pk>/undo/", views.undo, name="undo"),
     path("decisions/bulk/<uuid:batch>/undo/", views.undo_batch, name="undo_batch"),

@@ -16,7 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
@@ -38,7 +38,6 @@ from annotate.services.review import (
     settled_items,
 )
 from review import selectors as workbench
-from review.render import VoterLinks, votes_html
 
 VIEW_PERMISSION = "annotate.view_item"
 REVIEW_PERMISSION = "annotate.add_review"
@@ -302,7 +301,6 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             error = "; ".join(message for errors in form.errors.values() for message in errors)
 
     bench = workbench.item_workbench(obj)
-    links = VoterLinks()
     return render(
         request,
         "review/item.html",
@@ -312,7 +310,6 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             item=obj,
             review=bench.crowd,
             bench=bench,
-            concept_rows=[(row, votes_html(row.votes, links)) for row in bench.rows],
             flag_thresholds=workbench.thresholds(),
             image=item_image_src(obj, large=True),
             previous_id=previous_id,
@@ -325,6 +322,24 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             has_prior=any(row.crowd.prior for row in bench.rows),
         ),
         status=400 if error else 200,
+    )
+
+
+@staff_member_required
+@require_GET
+def item_votes(request: HttpRequest, pk: int) -> JsonResponse:
+    """Who voted what on the item, each volunteer with their skill per concept: the item
+    screen's vote lists, fetched when a curator first opens one."""
+    if not can_view(request):
+        raise PermissionDenied
+    obj = get_object_or_404(Item, pk=pk)
+    queue_url = reverse("review:queue")
+    return JsonResponse(
+        workbench.item_votes_document(
+            obj,
+            volunteer_url=lambda pk: reverse("admin:annotate_volunteer_change", args=[pk]),
+            queue_url=lambda pk: f"{queue_url}?volunteer={pk}&state=all",
+        )
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
-from annotate.models import Item, Review
+from annotate.models import Classification, Item, Review, Subject, Volunteer, Workflow
 from tests.browser import BROWSER_MARKS
 from tests.e2e.conftest import PASSWORD
 from tests.factories import item_with_labels, model_version_checkpoint, predictions_store
@@ -57,6 +57,18 @@ def test_the_item_page_shows_the_model_its_conflict_flag_and_the_evidence_map_on
         conflicts_model=True,
         consensus="confident",
     )
+    workflow = Workflow.objects.create(zooniverse_id=5)
+    subject = Subject.objects.create(zooniverse_id=50, item=item)
+    Classification.objects.create(
+        zooniverse_id=1,
+        workflow=workflow,
+        workflow_version="1.1",
+        subject=subject,
+        item=item,
+        volunteer=Volunteer.objects.create(key="ann", user_name="ann"),
+        created_at="2026-01-01T00:00:00Z",
+        concept_ids=[concepts["map"].pk],
+    )
     version = model_version_checkpoint(concepts=["painting", "map"], val_map=0.61)
     predictions_store(version, {item.pk: {"painting": 0.96, "map": 0.9}})
 
@@ -92,6 +104,18 @@ def test_the_item_page_shows_the_model_its_conflict_flag_and_the_evidence_map_on
     )
     browser.find_element(By.TAG_NAME, "body").send_keys("g")
     WebDriverWait(browser, 10).until(lambda d: layer.get_attribute("hidden") is not None)
+
+    # v opens every concept's votes, fetched once: who voted what, with their skill.
+    browser.find_element(By.TAG_NAME, "body").send_keys("v")
+    WebDriverWait(browser, 15).until(
+        lambda d: (
+            d.find_element(By.ID, "review-concepts").get_attribute("data-votes-loaded") is not None
+        )
+    )
+    painting_votes = browser.find_element(By.CSS_SELECTOR, 'ul.cl-voters[data-concept="painting"]')
+    map_votes = browser.find_element(By.CSS_SELECTOR, 'ul.cl-voters[data-concept="map"]')
+    assert "✗ ann" in painting_votes.text and "✓ ann" in map_votes.text
+    assert "skill not estimated yet" in map_votes.text
 
     # z zooms the image to twice its shown width.
     image = browser.find_element(By.ID, "review-image")

@@ -91,16 +91,19 @@ def test_the_item_screen_lists_who_voted_what_with_their_skill(curator_client, c
         volunteer=ann, concept=concepts["painting"], sensitivity=0.91, specificity=0.42, n_votes=9
     )
 
-    bench = item_workbench(item)
-    votes = {row.crowd.key: row.votes for row in bench.rows}["painting"]
-    assert [(v.name, v.ticked, v.sensitivity, v.specificity) for v in votes] == [
-        ("ann", True, 0.91, 0.42),
-        ("bob", False, None, None),
+    document = curator_client.get(reverse("review:item_votes", args=[item.pk])).json()
+    voters = document["voters"]
+    votes = [
+        (voters[i]["name"], ticked, se, sp)
+        for i, ticked, se, sp in document["concepts"]["painting"]
     ]
-    assert bench.crowd.n_voters == 2
-    html = curator_client.get(reverse("review:item", args=[item.pk])).content.decode()
-    assert "se 0.91 · sp 0.42" in html
-    assert reverse("admin:annotate_volunteer_change", args=[ann.pk]) in html
+    assert votes == [("ann", True, 0.91, 0.42), ("bob", False, None, None)]
+    assert document["n_voters"] == 2
+    assert voters[0]["url"] == reverse("admin:annotate_volunteer_change", args=[ann.pk])
+    assert voters[0]["items_url"] == f"{reverse('review:queue')}?volunteer={ann.pk}&state=all"
+    page = curator_client.get(reverse("review:item", args=[item.pk])).content.decode()
+    assert reverse("review:item_votes", args=[item.pk]) in page
+    assert '<ul class="cl-voters" data-concept="painting">' in page
 
 
 def test_accept_is_refused_on_an_item_nobody_voted_on_and_the_prior_can_be_taken_instead(

@@ -4,6 +4,7 @@
 //   j / k          next / previous item in the queue (after a decision, k goes back to it)
 //   z              zoom the image (twice its shown size; the stage scrolls)
 //   g              evidence map: cycle through the concepts the model scored, then none
+//   v              open (or close) every concept's list of votes
 //   Esc            leave the comment box, so the keys above work again
 (function () {
   "use strict";
@@ -27,6 +28,7 @@
     var links = { j: document.getElementById("review-next"), k: document.getElementById("review-previous") };
     var submitting = false;
     var evidence = evidenceInit();
+    var votes = votesInit();
     var stage = document.getElementById("review-stage");
     if (stage) {
       stage.addEventListener("click", function () { stage.classList.toggle("cl-zoomed"); });
@@ -76,6 +78,11 @@
         stage.classList.toggle("cl-zoomed");
         return;
       }
+      if (key === "v" && votes) {
+        event.preventDefault();
+        votes.toggleAll();
+        return;
+      }
       if (key === "g" && evidence) {
         event.preventDefault();
         evidence.cycle();
@@ -87,6 +94,81 @@
         window.location.assign(link.href);
       }
     });
+  }
+
+  // Who voted what: fetched once, when a curator first opens a concept's votes (most decisions
+  // need only the counts), then every list is filled: ✓ or ✗, the volunteer linked to their page,
+  // their sensitivity and specificity on that concept, and a link to every item they classified.
+  function votesInit() {
+    var table = document.getElementById("review-concepts");
+    if (!table || !window.fetch) return null;
+    var lists = Array.prototype.slice.call(table.querySelectorAll("ul.cl-voters"));
+    var details = lists.map(function (list) { return list.closest("details"); });
+    var asked = false;
+
+    function text(tag, className, value) {
+      var node = document.createElement(tag);
+      if (className) node.className = className;
+      node.textContent = value;
+      return node;
+    }
+
+    function link(href, className, value, title) {
+      var node = text("a", className, value);
+      node.href = href;
+      if (title) node.title = title;
+      return node;
+    }
+
+    function fill(data) {
+      lists.forEach(function (list) {
+        (data.concepts[list.getAttribute("data-concept")] || []).forEach(function (vote) {
+          var voter = data.voters[vote[0]];
+          var item = document.createElement("li");
+          item.className = (vote[1] ? "cl-vote-for" : "cl-vote-against") + (voter.excluded ? " cl-vote-excluded" : "");
+          item.appendChild(document.createTextNode(vote[1] ? "✓ " : "✗ "));
+          item.appendChild(link(voter.url, "", voter.name));
+          var skill = vote[2] === null ? "skill not estimated yet"
+            : "se " + vote[2].toFixed(2) + " · sp " + vote[3].toFixed(2);
+          var span = text("span", "cl-skill", skill);
+          span.title = "this volunteer's sensitivity (ticks it when present) and specificity (leaves it when absent) on this concept";
+          item.appendChild(span);
+          if (voter.excluded) item.appendChild(text("em", "", " excluded"));
+          item.appendChild(link(voter.items_url, "cl-voter-items", "items", "every item this volunteer classified"));
+          list.appendChild(item);
+        });
+      });
+      table.setAttribute("data-votes-loaded", "");
+    }
+
+    function load() {
+      if (asked) return;
+      asked = true;
+      fetch(table.getAttribute("data-votes-url"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.json();
+        })
+        .then(fill)
+        .catch(function (error) {
+          asked = false;  // the next opening tries again
+          lists.forEach(function (list) {
+            list.textContent = "";
+            list.appendChild(text("li", "cl-error", "could not load the votes (" + error.message + ")"));
+          });
+        });
+    }
+
+    details.forEach(function (node) {
+      node.addEventListener("toggle", function () { if (node.open) load(); });
+    });
+    return {
+      toggleAll: function () {
+        var open = !details.some(function (node) { return node.open; });
+        details.forEach(function (node) { node.open = open; });
+        if (open) load();
+      },
+    };
   }
 
   // Grad-CAM of the active model laid over the image: a transparent map at the image's shown
