@@ -367,11 +367,6 @@ def item_review_context(item: Item) -> ItemReviewContext:
                 final=key in final_set,
             )
         )
-    undone = set(
-        Review.objects.filter(item_id=item.pk, undoes__isnull=False).values_list(
-            "undoes_id", flat=True
-        )
-    )
     history = [
         ReviewEntry(
             id=pk,
@@ -383,24 +378,18 @@ def item_review_context(item: Item) -> ItemReviewContext:
             comment=comment,
             batch=str(batch or ""),
             undoes=undoes,
-            undone=pk in undone,
+            undone=undone,
         )
-        for pk, created_at, username, action, before, after, comment, batch, undoes in (
+        for pk, created_at, username, action, before, after, comment, batch, undoes, undone in (
             Review.objects.filter(item_id=item.pk)
+            .annotate(undone=Exists(Review.objects.filter(undoes_id=OuterRef("pk"))))
             .order_by("-created_at", "-id")
             .values_list(
-                "pk",
-                "created_at",
-                "curator__username",
-                "action",
-                "before",
-                "after",
-                "comment",
-                "batch",
-                "undoes_id",
+                "pk", "created_at", "curator__username", "action", "before", "after", "comment",
+                "batch", "undoes_id", "undone",
             )
         )
-    ]
+    ]  # fmt: skip
     return ItemReviewContext(item=item, rows=rows, final=final, history=history)
 
 

@@ -75,8 +75,8 @@ class QueueFilterForm(forms.Form):
             ("either", "either conflict"),
         ],
     )
-    concept = forms.ChoiceField(required=False)
-    round = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    concept = forms.SlugField(required=False, max_length=64)
+    round = forms.IntegerField(required=False, min_value=1)
     volunteer = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     votes = forms.ChoiceField(
         required=False,
@@ -87,13 +87,28 @@ class QueueFilterForm(forms.Form):
         required=False, choices=[("list", "list"), ("grid", "grid")], initial="list"
     )
 
-    def __init__(self, *args, concepts: list[tuple[str, str]], **kwargs) -> None:
+    def __init__(self, *args, concepts: list[tuple[str, str]] | None = None, **kwargs) -> None:
+        """``concepts``: the active vocabulary, for a page that shows the filters as menus (the
+        queue); without it the concept and round are only checked for their form (the item
+        screen, which passes the filters on and costs no query for the menus)."""
         super().__init__(*args, **kwargs)
-        self.fields["concept"].choices = [("", "any concept"), *concepts]
-        self.fields["round"].choices = [
-            ("", "any round"),
-            *((n, f"round {n}: {name}") for n, name in Round.objects.values_list("number", "name")),
-        ]
+        if concepts is None:
+            return
+        self.fields["concept"] = forms.ChoiceField(
+            required=False, choices=[("", "any concept"), *concepts]
+        )
+        self.fields["round"] = forms.TypedChoiceField(
+            required=False,
+            coerce=int,
+            empty_value=None,
+            choices=[
+                ("", "any round"),
+                *(
+                    (n, f"round {n}: {name}")
+                    for n, name in Round.objects.values_list("number", "name")
+                ),
+            ],
+        )
 
     def filters(self) -> selectors.QueueFilters:
         """The valid filters; defaults for anything missing, invalid filters are dropped."""
@@ -151,8 +166,8 @@ def _concept_choices() -> list[tuple[str, str]]:
     return list(Concept.objects.filter(active=True).values_list("key", "label"))
 
 
-def _filter_form(request: HttpRequest) -> QueueFilterForm:
-    return QueueFilterForm(request.GET, concepts=_concept_choices())
+def _filter_form(request: HttpRequest, *, menus: bool = False) -> QueueFilterForm:
+    return QueueFilterForm(request.GET, concepts=_concept_choices() if menus else None)
 
 
 def _context(request: HttpRequest, **extra) -> dict:
@@ -169,7 +184,7 @@ def _view_of(form: QueueFilterForm) -> str:
 def queue(request: HttpRequest) -> HttpResponse:
     if not can_view(request):
         raise PermissionDenied
-    filter_form = _filter_form(request)
+    filter_form = _filter_form(request, menus=True)
     filters = filter_form.filters()
     view = _view_of(filter_form)
     try:
@@ -223,7 +238,11 @@ def bulk_accept(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Bulk accept needs a confidence above 0.5 and at most 1.")
         return redirect(back)
     min_confidence = form.cleaned_data["min_confidence"]
-    items = selectors.review_queue(filters)
+    try:
+        items = selectors.review_queue(filters)
+    except ValueError as exc:  # a concept in the link that is gone
+        messages.error(request, str(exc))
+        return redirect(back)
     if not form.cleaned_data["confirm"]:
         count = settled_items(items_qs=items, min_confidence=min_confidence).count()
         return render(
@@ -266,10 +285,13 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and not can_review(request):
         raise PermissionDenied
     obj = get_object_or_404(Item, pk=pk)
-    filter_form = _filter_form(request)
-    filters = filter_form.filters()
+    filters = _filter_form(request).filters()
+    try:
+        previous_id, next_id = selectors.review_queue_neighbours(item=obj, filters=filters)
+    except ValueError:  # a concept in the link that is gone: the queue without that filter
+        filters = replace(filters, concept=None)
+        previous_id, next_id = selectors.review_queue_neighbours(item=obj, filters=filters)
     query = _filters_query(filters)
-    previous_id, next_id = selectors.review_queue_neighbours(item=obj, filters=filters)
     # After a decision the next item opens with ?from=<the item decided>: "previous" (k) goes
     # back to it, though it has left the queue's state.
     came_from = request.GET.get("from", "")

@@ -249,3 +249,15 @@ def test_a_decision_is_undone_through_the_api_and_an_undo_cannot_be_posted_as_a_
         "/api/v1/reviews/", {"item": item.pk, "action": "undo"}, content_type="application/json"
     )
     assert posted.status_code == 400
+
+
+def test_an_item_link_with_a_concept_that_is_gone_opens_the_item_with_that_filter_dropped(
+    curator_client, concepts
+):
+    item = item_with_labels(concepts, "a", {"painting": 0.6})
+    page = curator_client.get(reverse("review:item", args=[item.pk]) + "?concept=unicorn")
+    assert page.status_code == 200
+    bulk = curator_client.post(
+        reverse("review:bulk_accept") + "?concept=unicorn", {"min_confidence": "0.95"}
+    )
+    assert bulk.status_code == 302
