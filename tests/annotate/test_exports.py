@@ -207,7 +207,7 @@ def test_the_export_reads_a_few_queries_per_chunk_not_per_item(
 
 def test_the_split_is_stable_and_agrees_with_the_training_split():
     pytest.importorskip("torch")
-    from ml.data import stable_split
+    from ml.splits import stable_split
 
     ids = [f"/9200/item_{i}" for i in range(500)]
     names = {"train": "train", "val": "validation", "test": "test"}

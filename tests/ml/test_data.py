@@ -19,10 +19,10 @@ from ml.data import (
     normalize,
     preprocess,
     source_sha256,
-    stable_split,
 )
 from ml.models import DataConfig
 from ml.mosaics import make_mosaics
+from ml.splits import stable_split
 
 CFG = DataConfig(input_size=32, train_size=32)
 

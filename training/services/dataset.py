@@ -24,7 +24,7 @@ from django.db.models import Q
 
 from annotate.models import AggregatedLabel, Concept, Item, Subject
 from ml.checkpoint import atomic_write_bytes
-from ml.data import stable_split
+from ml.splits import stable_split
 
 SNAPSHOT_FORMAT = "crowdloop-training-snapshot"
 CURATED = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
