@@ -19,3 +19,10 @@ def test_the_demo_accounts_hold_their_roles(settings, tmp_path, django_user_mode
         assert [g.name for g in user.groups.all()] == [role]
         assert set(user.groups.get().permissions.all()) == set(role_permissions(role))
     assert (tmp_path / "demo" / "credentials.txt").read_text().count("\n") == 2
+
+
+def test_the_demo_refuses_to_serve_on_the_stand_ins_port():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="stand-in's port"):
+        call_command("demo", "--serve", "--port", "8765", "--sandbox-port", "8765")

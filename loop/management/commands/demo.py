@@ -101,6 +101,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
+        if options["serve"] and options["port"] == options["sandbox_port"]:
+            raise CommandError(
+                f"--port {options['port']} is the Zooniverse stand-in's port: pick another "
+                "(or move the stand-in with --sandbox-port)"
+            )
 
         def say(text: str) -> None:
             stamp = f"[{time.monotonic() - started:5.0f} s]"
