@@ -176,7 +176,10 @@ def _context(request: HttpRequest, **extra) -> dict:
 
 
 def _view_of(form: QueueFilterForm) -> str:
-    return form.cleaned_data.get("view") or "list" if "view" not in form.errors else "list"
+    """"list" or "grid"; a view the form refused is the list."""
+    if "view" in form.errors:
+        return "list"
+    return form.cleaned_data.get("view") or "list"
 
 
 @staff_member_required
