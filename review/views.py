@@ -1,4 +1,5 @@
-"""The curator's review screens, inside the admin's look: queue, item, plots.
+"""The curator's review screens, inside the admin's look: queue, item, decisions (and their
+undo), plots.
 
 Views are thin: check who is asking, parse the input with a form, call one selector or service,
 render. Staff members who may view items can look at everything here; only those with
