@@ -442,17 +442,8 @@ class RoundAdmin(admin.ModelAdmin):
         "created_at",
         "pushed_at",
     )
-    readonly_fields = (
-        "number",
-        "status",
-        "workflow",
-        "strategy",
-        "model_version",
-        "random_share_rounded",
-        "subject_set_id",
-        "created_at",
-        "pushed_at",
-    )
+    # Only the round service makes and changes rounds: people may rename them and take notes.
+    readonly_fields = tuple(f for f in fields if f not in ("name", "notes"))
     inlines = (RoundPickInline,)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

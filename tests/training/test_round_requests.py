@@ -186,3 +186,32 @@ def test_the_schema_says_only_staff_and_admins_may_ask_for_a_round(people):
         "RoundRequestInput"
     )
     assert "202" in post["responses"]
+
+
+@pytest.mark.parametrize(
+    ("send", "waiting", "expected"),
+    [
+        ("round_request_enqueue", "queued", "the task queue is unreachable (down); ask again"),
+        ("round_push_enqueue", "running", "push: the task queue is unreachable (down); push again"),
+    ],
+)
+def test_a_request_whose_task_the_broker_refuses_fails_saying_so(
+    db, monkeypatch, send, waiting, expected
+):
+    from kombu.exceptions import OperationalError
+
+    from training.services import round_pushes, round_requests
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("down")
+
+    monkeypatch.setattr(tasks.round_select_task, "apply_async", refuse)
+    monkeypatch.setattr(tasks.round_request_push_task, "apply_async", refuse)
+    request = RoundRequest.objects.create(status=waiting, params={"size": 4})
+    module = round_requests if send == "round_request_enqueue" else round_pushes
+
+    error = getattr(module, send)(request_id=request.pk)
+
+    request.refresh_from_db()
+    assert error.startswith(expected) and request.status == "failed"
+    assert request.error == error and request.finished_at is not None

@@ -14,17 +14,13 @@ new request that records only the push.
 
 from __future__ import annotations
 
-import logging
-
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Round
 from training.models import RoundRequest
-from training.services.round_requests import RoundRequestError
-
-logger = logging.getLogger(__name__)
+from training.services.round_requests import RoundRequestError, task_send_or_fail
 
 
 def round_push_request(
@@ -93,17 +89,12 @@ def round_push_request(
 def round_push_enqueue(*, request_id: int) -> str:
     """Send the push task; when the broker refuses, fail the request saying so (pushing again
     is the retry), so that it does not wait for the reconciler. The error, or ""."""
-    from kombu.exceptions import OperationalError
-
     from training.tasks import round_request_push_task
 
-    try:
-        round_request_push_task.apply_async(kwargs={"request_id": request_id})
-    except OperationalError as exc:
-        message = f"push: the task queue is unreachable ({exc}); push again when it is back"
-        logger.error("round push %s not enqueued: %s", request_id, exc)
-        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
-            status=RoundRequest.Status.FAILED, error=message, finished_at=timezone.now()
-        )
-        return message
-    return ""
+    return task_send_or_fail(
+        round_request_push_task,
+        request_id=request_id,
+        waiting=RoundRequest.Status.RUNNING,
+        retry="push again when it is back",
+        prefix="push: ",
+    )

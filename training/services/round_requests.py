@@ -111,16 +111,29 @@ def round_request_create(
 def round_request_enqueue(*, request_id: int) -> str:
     """Send the request's task; when the broker refuses, fail the request saying so (a new
     request is the retry: a queued row with no message behind it would wait forever)."""
-    from kombu.exceptions import OperationalError
-
     from training.tasks import round_select_task
 
+    return task_send_or_fail(
+        round_select_task,
+        request_id=request_id,
+        waiting=RoundRequest.Status.QUEUED,
+        retry="ask again when it is back",
+    )
+
+
+def task_send_or_fail(
+    task: Any, *, request_id: int, waiting: str, retry: str, prefix: str = ""
+) -> str:
+    """Send ``task`` for the round request; when the broker refuses, the request (still in
+    ``waiting``) fails with a message that says so and how to retry. The error, or ""."""
+    from kombu.exceptions import OperationalError
+
     try:
-        round_select_task.apply_async(kwargs={"request_id": request_id})
+        task.apply_async(kwargs={"request_id": request_id})
     except OperationalError as exc:
-        message = f"the task queue is unreachable ({exc}); ask again when it is back"
-        logger.error("round request %s not enqueued: %s", request_id, exc)
-        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.QUEUED).update(
+        message = f"{prefix}the task queue is unreachable ({exc}); {retry}"
+        logger.error("round request %s: %s not enqueued: %s", request_id, task.name, exc)
+        RoundRequest.objects.filter(pk=request_id, status=waiting).update(
             status=RoundRequest.Status.FAILED, error=message, finished_at=timezone.now()
         )
         return message
