@@ -14,7 +14,7 @@ from functools import partial
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from annotate.models import AggregatedLabel, Concept, Item, PriorLabel, Review
@@ -242,54 +242,92 @@ def reviews_bulk_accept(
     return accepted
 
 
-def _undo_blocker(review: Review) -> str:
-    """Why ``review`` cannot be undone now, or "" when it can (call with the item locked)."""
-    if review.action in (Review.Action.SKIP, Review.Action.UNDO):
-        return f"a {review.action} changes nothing to undo"
-    if not review.state_before:
-        return "it was recorded before decisions could be undone (its earlier state is unknown)"
-    if Review.objects.filter(undoes_id=review.pk).exists():
-        return "it is already undone"
-    later = (
-        Review.objects.filter(item_id=review.item_id, pk__gt=review.pk)
-        .exclude(action__in=[Review.Action.SKIP, Review.Action.UNDO])
-        .exclude(undone_by__isnull=False)
-        .select_related("curator")
-        .first()
-    )
-    if later is not None:
-        return (
-            f"a later decision ({later.action} by {later.curator}, #{later.pk}) is on top of it: "
-            "undo that first"
-        )
-    return ""
+@dataclass(frozen=True)
+class _Blocked:
+    reason: str  # short, shared by the rows it stops ("it is already undone")
+    detail: str = ""  # what only this row says (which later decision)
 
 
-def _undo_locked(review: Review, *, curator: AbstractBaseUser, comment: str, batch) -> Review:
-    item = Item.objects.select_for_update().get(pk=review.item_id)
-    blocker = _undo_blocker(review)
-    if blocker:
-        raise UndoError(f"decision #{review.pk} on {item.external_id} cannot be undone: {blocker}")
-    before = item_final_label(item) or []
-    state_now = item.review_state
-    item.review_state = review.state_before
-    # An item back to unreviewed (or rejected) has no curated label; back to accepted or edited
-    # it has the label it had then, which is the undone decision's "before".
-    item.curated_concepts = list(review.before) if review.state_before in _CURATED else []
-    item.save(update_fields=["review_state", "curated_concepts", "updated_at"])
-    after = item_final_label(item) or []
-    return Review.objects.create(
-        item=item,
-        curator=curator,
-        action=Review.Action.UNDO,
-        undoes=review,
-        before=before,
-        after=after,
-        state_before=state_now,
-        state_after=item.review_state,
-        batch=batch,
-        comment=comment,
+def _undo_rows(
+    ids: list[int], *, curator: AbstractBaseUser, comment: str, batch: uuid.UUID | None
+) -> tuple[list[int], dict[int, _Blocked]]:
+    """Undo the decisions ``ids`` that can be undone, in one transaction the caller holds: their
+    items locked, a fixed number of queries whatever the number of rows. Returns the items put
+    back and, per decision left alone, why.
+
+    A decision can be undone when it is an accept, edit or reject recorded with the state before
+    it, not undone yet, and the latest decision on its item that stands (no later one on top).
+    """
+    reviews = list(Review.objects.filter(pk__in=ids).order_by("pk"))
+    item_ids = sorted({r.item_id for r in reviews})
+    items = Item.objects.select_for_update().in_bulk(item_ids)
+    undone = set(
+        Review.objects.filter(undoes_id__in=ids).values_list("undoes_id", flat=True)
     )
+    standing = Review.objects.filter(item_id__in=item_ids).exclude(
+        action__in=[Review.Action.SKIP, Review.Action.UNDO]
+    )
+    latest = dict(
+        standing.filter(undone_by__isnull=True)
+        .values("item_id")
+        .annotate(latest=Max("pk"))
+        .values_list("item_id", "latest")
+    )
+    blocked: dict[int, _Blocked] = {}
+    todo: list[Review] = []
+    for review in reviews:
+        if review.action in (Review.Action.SKIP, Review.Action.UNDO):
+            blocked[review.pk] = _Blocked(f"a {review.action} changes nothing to undo")
+        elif not review.state_before:
+            blocked[review.pk] = _Blocked(
+                "it was recorded before decisions could be undone (its earlier state is unknown)"
+            )
+        elif review.pk in undone:
+            blocked[review.pk] = _Blocked("it is already undone")
+        elif latest.get(review.item_id) != review.pk:
+            blocked[review.pk] = _Blocked(
+                "a later decision is on top of it",
+                f" (#{latest.get(review.item_id)}): undo that first",
+            )
+        else:
+            todo.append(review)
+    if not todo:
+        return [], blocked
+    touched = [r.item_id for r in todo]
+    before = item_final_labels(touched)
+    states_now = {pk: items[pk].review_state for pk in touched}
+    now = timezone.now()  # bulk_update leaves auto_now alone
+    for review in todo:
+        item = items[review.item_id]
+        item.updated_at = now
+        item.review_state = review.state_before
+        # Back to accepted or edited, the item has the label it had then (the undone decision's
+        # "before"); back to unreviewed or rejected, it has no curated label.
+        item.curated_concepts = list(review.before) if review.state_before in _CURATED else []
+    Item.objects.bulk_update(
+        [items[pk] for pk in touched], ["review_state", "curated_concepts", "updated_at"],
+        batch_size=500,
+    )  # fmt: skip
+    after = item_final_labels(touched)
+    Review.objects.bulk_create(
+        [
+            Review(
+                item_id=review.item_id,
+                curator=curator,
+                action=Review.Action.UNDO,
+                undoes=review,
+                before=before.get(review.item_id, []),
+                after=after.get(review.item_id, []),
+                state_before=states_now[review.item_id],
+                state_after=review.state_before,
+                batch=batch,
+                comment=comment,
+            )
+            for review in todo
+        ],
+        batch_size=500,
+    )
+    return touched, blocked
 
 
 def review_undo(*, review: Review, curator: AbstractBaseUser, comment: str = "") -> Review:
@@ -302,11 +340,19 @@ def review_undo(*, review: Review, curator: AbstractBaseUser, comment: str = "")
     """
     comment_clean(comment)
     with transaction.atomic():
-        undo = _undo_locked(review, curator=curator, comment=comment, batch=None)
-        transaction.on_commit(
-            partial(reviews_recorded.send, sender=Review, item_ids=[review.item_id], n=1)
+        touched, blocked = _undo_rows(
+            [review.pk], curator=curator, comment=comment, batch=None
         )
-    return undo
+        if review.pk in blocked:
+            why = blocked[review.pk]
+            raise UndoError(
+                f"decision #{review.pk} on {review.item.external_id} cannot be undone: "
+                f"{why.reason}{why.detail}"
+            )
+        transaction.on_commit(
+            partial(reviews_recorded.send, sender=Review, item_ids=touched, n=1)
+        )
+    return Review.objects.get(undoes=review)
 
 
 @dataclass(frozen=True)
@@ -321,8 +367,9 @@ def reviews_undo_batch(
     """Undo every decision of one bulk decision that can still be undone.
 
     Rows already undone, or with a later decision on their item, are left alone and counted by
-    reason. Works in chunks of 1,000 rows, each one transaction; the undo rows share a new batch
-    of their own. Raises LookupError for a batch with no decisions.
+    reason. Works in chunks of 1,000 rows, each one transaction with a fixed number of queries;
+    the undo rows share a new batch of their own. Raises LookupError for a batch with no
+    decisions.
     """
     comment_clean(comment)
     ids = list(
@@ -336,20 +383,18 @@ def reviews_undo_batch(
     undo_batch = uuid.uuid4()
     undone, skipped = 0, {}
     for start in range(0, len(ids), _BULK_CHUNK):
-        chunk = ids[start : start + _BULK_CHUNK]
-        touched: list[int] = []
         with transaction.atomic():
-            for review in Review.objects.filter(pk__in=chunk).order_by("pk"):
-                try:
-                    _undo_locked(review, curator=curator, comment=comment, batch=undo_batch)
-                except UndoError as exc:
-                    reason = str(exc).split(": ", 1)[-1].split(" (")[0]
-                    skipped[reason] = skipped.get(reason, 0) + 1
-                else:
-                    touched.append(review.item_id)
+            touched, blocked = _undo_rows(
+                ids[start : start + _BULK_CHUNK], curator=curator, comment=comment,
+                batch=undo_batch,
+            )  # fmt: skip
             if touched:
                 transaction.on_commit(
-                    partial(reviews_recorded.send, sender=Review, item_ids=touched, n=len(touched))
+                    partial(
+                        reviews_recorded.send, sender=Review, item_ids=touched, n=len(touched)
+                    )
                 )
+        for why in blocked.values():
+            skipped[why.reason] = skipped.get(why.reason, 0) + 1
         undone += len(touched)
     return BatchUndo(undone=undone, skipped=skipped)

@@ -261,3 +261,19 @@ def test_an_item_link_with_a_concept_that_is_gone_opens_the_item_with_that_filte
         reverse("review:bulk_accept") + "?concept=unicorn", {"min_confidence": "0.95"}
     )
     assert bulk.status_code == 302
+
+
+@pytest.mark.parametrize("n", [4, 40])
+def test_undoing_a_bulk_accept_takes_the_same_queries_for_4_or_40_items(
+    concepts, curator, n, django_assert_max_num_queries
+):
+    for i in range(n):
+        item_with_labels(concepts, f"i{i}", {"painting": 0.99})
+    reviews_bulk_accept(items_qs=Item.objects.all(), curator=curator)
+    batch = Review.objects.first().batch
+
+    with django_assert_max_num_queries(16):
+        result = reviews_undo_batch(batch=batch, curator=curator)
+
+    assert result.undone == n
+    assert Item.objects.filter(review_state="unreviewed").count() == n
