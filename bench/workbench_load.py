@@ -12,11 +12,17 @@ anchor's tree and this one, ``--runs`` times each, on the same database, so both
 machine load. The anchor's screens ignore the model (it had no model column), this tree's show
 the model's scores, tags and flags. It prints every run's p95 per route, then the median and
 range of each side and the ratio this tree / anchor (below 1 is faster).
+
+Before the load runs, it times single requests in each tree, one at a time in one process
+(Django's test client on the same database, a staff account; the item screen for items
+6000-6059, the queue's first ten pages), so the cost of one page can be read beside its p95
+under load. ``--single-only`` stops there.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -25,8 +31,47 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from load_data import DEFAULT_ADMIN_URL, database_url  # noqa: E402
+
 ROUTES = ("review_queue", "review_item")
 ROW = re.compile(r"^(review_queue|review_item)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s")
+
+
+SINGLE = """
+import statistics, time
+from django.contrib.auth import get_user_model
+from django.test import Client
+client = Client()
+client.force_login(get_user_model().objects.filter(is_staff=True).order_by("pk").first())
+def median_ms(urls):
+    client.get(urls[0], HTTP_HOST="127.0.0.1")  # warm: templates, the first queries
+    times = []
+    for url in urls:
+        started = time.perf_counter()
+        assert client.get(url, HTTP_HOST="127.0.0.1").status_code == 200, url
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+print("SINGLE review_item", median_ms([f"/review/item/{pk}/" for pk in range(6000, 6060)]))
+print("SINGLE review_queue", median_ms([f"/review/?page={n}" for n in range(1, 11)]))
+"""
+
+
+def single_requests(tree: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Median ms of one request at a time per route, in one process of ``tree``."""
+    env = {**os.environ, "DATABASE_URL": database_url(args.admin_url, args.database)}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", SINGLE],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    found = dict(
+        (line.split()[1], float(line.split()[2]))
+        for line in result.stdout.splitlines()
+        if line.startswith("SINGLE ")
+    )
+    if set(found) != set(ROUTES):
+        raise SystemExit(f"single requests failed in {tree}:\n{result.stdout}\n{result.stderr}")
+    return found
 
 
 def load_test(tree: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -55,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default="crowdloop_bench")
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
+    parser.add_argument("--single-only", action="store_true", help="no load runs")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="crowdloop-anchor-") as folder:
@@ -65,6 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         try:
             (anchor / ".venv").symlink_to(REPO / ".venv")
+            for side, tree in (("anchor", anchor), ("this", REPO)):
+                alone = single_requests(tree, args)
+                shown = "  ".join(f"{r} {alone[r]:6.1f} ms" for r in ROUTES)
+                print(f"one request at a time, median, {side:6}: {shown}", flush=True)
+            if args.single_only:
+                return
             runs: dict[str, list[dict[str, float]]] = {"anchor": [], "this": []}
             for n in range(args.runs):
                 for side, tree in (("anchor", anchor), ("this", REPO)):
