@@ -4,10 +4,60 @@ that own them would (aggregation, scoring), so a test states only what it is abo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from annotate.models import AggregatedLabel, Concept, Item, PriorLabel
+from annotate.models import (
+    AggregatedLabel,
+    Classification,
+    Concept,
+    Item,
+    PriorLabel,
+    Subject,
+    Volunteer,
+    Workflow,
+)
+
+#: When a Crowd's first vote is cast; each later one comes a minute after the one before.
+CROWD_T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class Crowd:
+    """Builds items with one subject each and classifications straight in the database: votes
+    for the real aggregation to read. Volunteers whose key starts with "anon" are logged out."""
+
+    def __init__(self, concepts: Mapping[str, Concept]) -> None:
+        self.concepts = concepts
+        self.workflow = Workflow.objects.create(zooniverse_id=1)
+        self.next_id = 1
+
+    def item(self, external_id: str, prior: list[str] | tuple[str, ...] = ()) -> Item:
+        item = Item.objects.create(external_id=external_id)
+        Subject.objects.create(zooniverse_id=10_000 + item.pk, item=item)
+        for key in prior:
+            PriorLabel.objects.create(item=item, concept=self.concepts[key])
+        return item
+
+    def vote(
+        self, item: Item, volunteer: str, ticked: list[str], workflow_version="1.1", **extra
+    ) -> Classification:
+        volunteer_row, _ = Volunteer.objects.get_or_create(
+            key=volunteer,
+            defaults={"user_name": volunteer, "logged_in": not volunteer.startswith("anon")},
+        )
+        self.next_id += 1
+        return Classification.objects.create(
+            zooniverse_id=self.next_id,
+            workflow=self.workflow,
+            workflow_version=workflow_version,
+            subject=item.subjects.get(),
+            item=item,
+            volunteer=volunteer_row,
+            created_at=CROWD_T0 + timedelta(minutes=self.next_id),
+            concept_ids=[self.concepts[k].pk for k in ticked],
+            **extra,
+        )
 
 
 def item_with_labels(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -11,53 +11,15 @@ from annotate.models import (
     AggregationState,
     Classification,
     Item,
-    PriorLabel,
     Subject,
-    Volunteer,
     VolunteerSkill,
-    Workflow,
     WorkflowVersion,
 )
 from annotate.services.aggregation import labels_aggregate, labels_aggregate_and_retire
 from annotate.services.classifications.counters import counts_recompute
+from tests.factories import Crowd
 
 pytestmark = pytest.mark.django_db
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-class Crowd:
-    """Builds classifications straight in the database."""
-
-    def __init__(self, concepts):
-        self.concepts = concepts
-        self.workflow = Workflow.objects.create(zooniverse_id=1)
-        self.next_id = 1
-
-    def item(self, external_id: str, prior: list[str] = ()) -> Item:
-        item = Item.objects.create(external_id=external_id)
-        Subject.objects.create(zooniverse_id=10_000 + item.pk, item=item)
-        for key in prior:
-            PriorLabel.objects.create(item=item, concept=self.concepts[key])
-        return item
-
-    def vote(
-        self, item: Item, volunteer: str, ticked: list[str], workflow_version="1.1", **extra
-    ) -> Classification:
-        volunteer_row, _ = Volunteer.objects.get_or_create(
-            key=volunteer, defaults={"logged_in": not volunteer.startswith("anon")}
-        )
-        self.next_id += 1
-        return Classification.objects.create(
-            zooniverse_id=self.next_id,
-            workflow=self.workflow,
-            workflow_version=workflow_version,
-            subject=item.subjects.get(),
-            item=item,
-            volunteer=volunteer_row,
-            created_at=T0 + timedelta(minutes=self.next_id),
-            concept_ids=[self.concepts[k].pk for k in ticked],
-            **extra,
-        )
 
 
 def posterior(item: Item, key: str) -> float:

@@ -3,21 +3,16 @@ pass and back after they are taken back, and the loop asked for that full pass."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.models import (
     AggregatedLabel,
     AppendOnlyError,
-    Classification,
     Item,
-    Subject,
     Volunteer,
     VolunteerExclusion,
     VolunteerSkill,
-    Workflow,
 )
 from annotate.services.aggregation import labels_aggregate
 from annotate.services.classifications.counters import counts_recompute
@@ -26,38 +21,9 @@ from annotate.services.volunteers import (
     volunteers_exclude,
     volunteers_include,
 )
+from tests.factories import Crowd
 
 pytestmark = pytest.mark.django_db
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-class Crowd:
-    """Three careful volunteers and a spammer, voting straight into the database."""
-
-    def __init__(self, concepts):
-        self.concepts = concepts
-        self.workflow = Workflow.objects.create(zooniverse_id=1)
-        self.next_id = 0
-
-    def item(self, external_id: str) -> Item:
-        item = Item.objects.create(external_id=external_id)
-        Subject.objects.create(zooniverse_id=10_000 + item.pk, item=item)
-        return item
-
-    def vote(self, item: Item, volunteer: str, ticked: list[str], **extra) -> Classification:
-        row, _ = Volunteer.objects.get_or_create(key=volunteer, defaults={"user_name": volunteer})
-        self.next_id += 1
-        return Classification.objects.create(
-            zooniverse_id=self.next_id,
-            workflow=self.workflow,
-            workflow_version="1.1",
-            subject=item.subjects.get(),
-            item=item,
-            volunteer=row,
-            created_at=T0 + timedelta(minutes=self.next_id),
-            concept_ids=[self.concepts[k].pk for k in ticked],
-            **extra,
-        )
 
 
 @pytest.fixture
