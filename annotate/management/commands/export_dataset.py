@@ -4,7 +4,24 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.exports import FORMATS, dataset_export
+from annotate.services.exports import FILE_NAMES, FORMATS, dataset_export
+
+
+def _out_path(out: Path, fmt: str) -> Path:
+    """Where the export goes: a folder given for a one-file format receives the file under the
+    name a release gives it; missing parent folders are created by the export. A path that runs
+    through a file, or a file given for an imagefolder, is refused before anything is written."""
+    if fmt == "imagefolder":
+        if out.exists() and not out.is_dir():
+            raise CommandError(f"--out {out} is a file: imagefolder writes a folder")
+    elif out.is_dir():
+        out = out / FILE_NAMES[fmt]
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CommandError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    return out
 
 
 def _confidence(text: str) -> float:
@@ -68,9 +85,10 @@ class Command(BaseCommand):
                 return
             if len(formats) != 1 or options["out"] is None:
                 raise CommandError("give exactly one --format and --out (or use --release)")
+            out = _out_path(options["out"], formats[0])
             result = dataset_export(
                 fmt=formats[0],
-                out=options["out"],
+                out=out,
                 reviewed_only=options["reviewed_only"],
                 min_confidence=options["min_confidence"],
                 concepts=concepts or None,
@@ -78,6 +96,12 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        except OSError as exc:
+            # A folder that cannot be written, a full disk: say where and why, not a traceback.
+            where = exc.filename or options["out"]
+            raise CommandError(
+                f"cannot write the export to {where}: {exc.strerror or exc}"
+            ) from exc
         self.stdout.write(f"export_dataset {result.summary()}")
 
     def _release(self, formats: list[str], concepts: list[str], options: dict) -> None:
