@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -62,3 +63,10 @@ def test_an_existing_file_given_as_an_imagefolder_out_is_refused_and_kept(db, tm
         export("--format", "imagefolder", "--out", str(blocker))
 
     assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_cannot_be_created_is_a_command_error_naming_it(db):
+    # /proc refuses new folders even to root, as a read-only mount or a permission would.
+    with pytest.raises(CommandError, match=r"cannot write the export to /proc/crowdloop-nowhere"):
+        export("--format", "csv", "--out", "/proc/crowdloop-nowhere/x.csv")
