@@ -72,6 +72,32 @@ class WorkbenchRow:
     conflicts_model: bool
     conflicts_prior: bool
 
+    # The numbers as the screen prints them, formatted here: the template's floatformat filter
+    # costs more than the rest of a row.
+    @property
+    def posterior_text(self) -> str:
+        return _two_places(self.crowd.posterior)
+
+    @property
+    def posterior_meter(self) -> str:
+        return _meter_value(self.crowd.posterior)
+
+    @property
+    def model_text(self) -> str:
+        return _two_places(self.model)
+
+    @property
+    def model_meter(self) -> str:
+        return _meter_value(self.model)
+
+
+def _two_places(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _meter_value(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
 
 @dataclass(frozen=True)
 class Workbench:

@@ -172,12 +172,27 @@ def _filter_form(request: HttpRequest, *, menus: bool = False) -> QueueFilterFor
 
 
 def _context(request: HttpRequest, **extra) -> dict:
-    # The admin's own context (site header, sidebar, user tools) so these pages look like it.
-    return {**admin.site.each_context(request), **extra}
+    """The admin's frame (site header and title, user tools) so these pages look like it.
+
+    Not ``admin.site.each_context``: that also builds the sidebar's list of every app and model,
+    asking the permissions of each, on every request, and these screens hide the sidebar.
+    """
+    site = admin.site
+    script_name = request.META.get("SCRIPT_NAME", "")
+    return {
+        "site_title": site.site_title,
+        "site_header": site.site_header,
+        "site_url": script_name if site.site_url == "/" and script_name else site.site_url,
+        "has_permission": site.has_permission(request),
+        "available_apps": [],
+        "is_popup": False,
+        "is_nav_sidebar_enabled": False,
+        **extra,
+    }
 
 
 def _view_of(form: QueueFilterForm) -> str:
-    """"list" or "grid"; a view the form refused is the list."""
+    """ "list" or "grid"; a view the form refused is the list."""
     if "view" in form.errors:
         return "list"
     return form.cleaned_data.get("view") or "list"
