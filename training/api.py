@@ -22,25 +22,25 @@ from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services import TrainingParamsError, training_run_request
 
 
-class _AdminSiteAccount(BasePermission):
-    """One permission, held by an account that may use the admin site (``is_staff``): training
-    runs are the admin's objects, and the API shows them to the same people."""
+class _HasPerm(BasePermission):
+    """One permission, as every API permission is: the account's roles decide, not ``is_staff``
+    (the admin site's flag; a viewer reads runs through the API without using the admin)."""
 
     perm = ""
 
     def has_permission(self, request: Request, view: object) -> bool:
         user = request.user
-        return bool(user and user.is_authenticated and user.is_staff and user.has_perm(self.perm))
+        return bool(user and user.is_authenticated and user.has_perm(self.perm))
 
 
-class CanViewTrainingRuns(_AdminSiteAccount):
-    """Read training runs (viewer, curator, staff, admin; admin-site accounts)."""
+class CanViewTrainingRuns(_HasPerm):
+    """Read training runs (viewer, curator, staff, admin)."""
 
     perm = roles.PERM_VIEW_TRAINING
 
 
-class CanRequestTraining(_AdminSiteAccount):
-    """Request a training run (staff, admin; admin-site accounts)."""
+class CanRequestTraining(_HasPerm):
+    """Request a training run (staff, admin)."""
 
     perm = roles.PERM_RETRAIN
 
