@@ -53,8 +53,9 @@ def image_predict(*, data: bytes, maps: int = 3) -> PredictResult:
     """
     from ml import images
     from ml.explain import explain_image, overlay_png
+    from training.services.model_cache import model_version_loaded
     from training.services.scoring import probabilities
-    from training.services.versions import model_version_active, model_version_load
+    from training.services.versions import model_version_active
 
     images.inspect_image(
         data, max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.IMAGE_MAX_BYTES
@@ -73,7 +74,7 @@ def image_predict(*, data: bytes, maps: int = 3) -> PredictResult:
         scores = {k: round(float(p), 6) for k, p in zip(keys, probs[0], strict=True)}
         overlays = []
         if maps:
-            model = model_version_load(version).model
+            model = model_version_loaded(version).model
             top = sorted(range(len(keys)), key=lambda i: -probs[0][i])[:maps]
             for i in top:
                 cam, resized = explain_image(model, str(path), i)

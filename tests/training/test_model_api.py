@@ -139,3 +139,31 @@ def test_predict_without_an_active_model_is_a_conflict(db, people):
         "/api/v1/predict/", {"image": upload}, format="multipart"
     )
     assert response.status_code == 409
+
+
+def test_predictions_with_maps_read_and_verify_the_checkpoint_once_per_process(
+    tiny_model, people, monkeypatch
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.images import png_bytes
+    from training.services import model_cache, versions
+
+    model_cache.model_cache_clear()
+    loads = []
+    real_load = versions.load_checkpoint
+
+    def counting_load(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(versions, "load_checkpoint", counting_load)
+    for _ in range(3):
+        upload = SimpleUploadedFile("a.png", png_bytes(), content_type="image/png")
+        response = as_user(people["staff"]).post(
+            "/api/v1/predict/", {"image": upload, "maps": 1}, format="multipart"
+        )
+        assert response.status_code == 200, response.content
+        assert len(response.json()["maps"]) == 1
+    model_cache.model_cache_clear()
+    assert len(loads) == 1
