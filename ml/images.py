@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,12 @@ class CorruptImage(ImageError):
     state = "corrupt"
 
 
+class FileNotReadable(ImageError):
+    """The path is missing, not a regular file (a folder, FIFO, device) or cannot be opened."""
+
+    state = "missing"
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What a successful check found out about an image."""
@@ -82,19 +90,54 @@ def read_bytes(
     if isinstance(source, bytes):
         data = source
     elif isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError as exc:
-            raise ImageError(f"file not found: {path}") from exc
-        if size > max_bytes:
-            raise ImageTooLarge(f"file is {size} bytes, over the {max_bytes}-byte cap")
-        data = path.read_bytes()
+        data = read_file_capped(Path(source), max_bytes=max_bytes)
     else:
         data = source.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ImageTooLarge(f"more than the {max_bytes}-byte cap")
     return data
+
+
+def read_file_capped(path: Path, *, max_bytes: int, follow_symlinks: bool = True) -> bytes:
+    """Read a regular file, refusing it once more than ``max_bytes`` came.
+
+    The size the file system reports is never trusted (``/dev/zero`` says 0, a file can grow
+    while read): at most ``max_bytes + 1`` bytes are read. The file is opened non-blocking and
+    checked on the open descriptor, so a FIFO without a writer is refused instead of waited on.
+    Without ``follow_symlinks`` a final symlink is refused: a caller that resolved and checked
+    the path first cannot be sent elsewhere by a link swapped in afterwards.
+
+    Raises:
+        FileNotReadable: missing, not a regular file, or unreadable (the reason is in the message).
+        ImageTooLarge: more than ``max_bytes``.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise FileNotReadable(f"file not found: {path}") from exc
+    except OSError as exc:
+        raise FileNotReadable(f"cannot open {path}: {exc.strerror}") from exc
+    chunks: list[bytes] = []
+    left = max_bytes + 1
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotReadable(f"not a regular file: {path}")
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise FileNotReadable(f"cannot read {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise ImageTooLarge(f"more than the {max_bytes}-byte cap")
+    return b"".join(chunks)
 
 
 def _open_checked(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str]:

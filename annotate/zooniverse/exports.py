@@ -14,7 +14,6 @@ swallowed are parsed again, so the good rows behind it still arrive.
 from __future__ import annotations
 
 import csv
-import json
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import IO, Any
 import orjson
 
 from annotate.zooniverse.records import ClassificationRecord, QuarantineEntry, survey_choices
+from ml import safe_json
 
 CLASSIFICATION_COLUMNS = (
     "classification_id",
@@ -497,7 +497,7 @@ def _locations(cells: dict[str, str]) -> list[str]:
     if not text.strip():
         return []
     try:
-        value = json.loads(text)
+        value = safe_json.loads(text)  # deep nesting is a ValueError here, not a RecursionError
     except ValueError as exc:
         raise _Bad("locations", f"invalid_json: {exc}")
     if isinstance(value, dict):
