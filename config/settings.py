@@ -276,6 +276,15 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 20 * 1024 * 1024)
 THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 256)
 
+# Item manifests: a local image path must lie, symlinks resolved, in the manifest's own folder or
+# in one of these absolute folders (comma-separated); anything else reads as a missing file.
+IMPORT_ROOTS = env_list("IMPORT_ROOTS")
+for _root in IMPORT_ROOTS:
+    if not Path(_root).is_absolute() or Path(_root).resolve() == Path("/"):
+        raise ImproperlyConfigured(
+            f"IMPORT_ROOTS must list absolute folders other than '/', not {_root!r}."
+        )
+
 # Aggregation and retirement.
 AGGREGATION_METHOD = os.environ.get("AGGREGATION_METHOD", "dawid_skene")
 RETIRE_CONFIDENCE = env_float("RETIRE_CONFIDENCE", 0.95)

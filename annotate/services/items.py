@@ -5,27 +5,48 @@ an http(s) URL or a path relative to the manifest, ``prior_labels`` concept keys
 (a JSON list in JSONL). Other columns are kept as item metadata. Re-importing a file updates items
 by external id and never duplicates them; a row that cannot be imported is reported with its line
 and the reason, and the rest imports.
+
+Manifests come from outside, so a local image path must lead (symlinks resolved) into the
+manifest's folder or one of ``settings.IMPORT_ROOTS``, and must be a regular file read with the
+``IMAGE_MAX_BYTES`` cap; anything else reads exactly as a missing file does. A manifest is UTF-8
+(a byte order mark is fine) unless another encoding is named; a line that does not decode is
+reported, never imported with replacement characters. JSON is read by ``ml.safe_json``: no deep
+nesting, no ``NaN``, ``Infinity`` or numbers beyond a double.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
+import math
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotate.models import Concept, ImportReport, Item, PriorLabel, QuarantinedRow
+from annotate.models import (
+    Concept,
+    ImportReport,
+    Item,
+    ItemIdentityChange,
+    PriorLabel,
+    QuarantinedRow,
+)
 from annotate.services.classifications.subjects import subjects_link_pending
+from annotate.services.item_identity import identity_changes, image_source_values
 from annotate.services.media import image_store
-from ml import images
+from ml import images, safe_json
 
 MANIFEST_SOURCE = "manifest"
 _ITEM_FIELDS = ("external_id", "image", "title", "prior_labels", "provider", "rights")
@@ -52,7 +73,10 @@ class ItemRow:
     line: int
     external_id: str
     image_url: str = ""
+    #: The local image, resolved and inside the allowed folders; None when it is not allowed.
     image_path: Path | None = None
+    #: The local image path as the manifest wrote it: the only form a message shows.
+    image_name: str = ""
     title: str = ""
     provider: str = ""
     rights: str = ""
@@ -87,70 +111,158 @@ class ImportCounts:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    """Yield (line, raw record) or (line, problem) for each row of a CSV or JSONL manifest."""
-    if not path.exists():
-        raise ManifestError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".ndjson", ".json"}:
-        yield from _jsonl_rows(path)
-    else:
-        yield from _csv_rows(path)
+def manifest_rows(
+    path: Path, *, encoding: str = "utf-8"
+) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
+    """Yield (line, raw record) or (line, problem) for each row of a CSV or JSONL manifest.
+
+    Raises:
+        ManifestError: (on the first ``next``) the file is missing, not a regular file, cannot
+            be opened, is in an unknown encoding, or its CSV header is unusable.
+    """
+    fh = _manifest_open(path, encoding)
+    with fh:
+        lines = _Lines(fh, encoding)
+        suffix = path.suffix.lower()
+        if suffix in {".jsonl", ".ndjson", ".json"}:
+            yield from _jsonl_rows(lines)
+        else:
+            yield from _csv_rows(path, lines)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    with path.open(encoding="utf-8-sig", errors="replace") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield line_no, RowProblem(line_no, f"invalid JSON: {exc.msg}", raw=line[:500])
-                continue
-            if not isinstance(record, dict):
-                yield line_no, RowProblem(line_no, "expected a JSON object", raw=line[:500])
-                continue
-            yield line_no, record
+def _manifest_open(path: Path, encoding: str) -> TextIO:
+    """The manifest as text; a FIFO or a folder is refused without reading from it."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ManifestError(f"unknown encoding {encoding!r}") from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ManifestError(f"{path}: not a regular file")
+    try:
+        # Undecodable bytes become lone surrogates, which _Lines finds and reports by line.
+        return open(  # noqa: SIM115 - the caller closes it
+            fd,
+            encoding="utf-8-sig" if name == "utf-8" else name,
+            errors="surrogateescape",
+            newline="",
+        )
+    except LookupError as exc:  # a codec that is not a text encoding (base64, rot13)
+        os.close(fd)
+        raise ManifestError(f"unknown encoding {encoding!r}: {exc}") from None
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.reader(fh, strict=True)
+class _Lines:
+    """A manifest's physical lines, remembering each that is not valid in its encoding."""
+
+    def __init__(self, fh: TextIO, encoding: str) -> None:
+        self._fh = fh
+        self._label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+        #: line number -> the first byte that did not decode
+        self.bad: dict[int, int] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        for number, text in enumerate(self._fh, start=1):
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    self.bad[number] = ord(text[exc.start]) - 0xDC00
+            yield text
+
+    def problem(self, first: int, last: int) -> str | None:
+        """Why lines ``first`` to ``last`` (one record) cannot be read, or None."""
+        if not self.bad:
+            return None
+        found = [(n, self.bad.pop(n)) for n in range(first, last + 1) if n in self.bad]
+        return self._message(*found[0]) if found else None
+
+    def _message(self, line: int, byte: int) -> str:
+        return (
+            f"line {line} is not valid {self._label} (byte 0x{byte:02X}): save the manifest as "
+            "UTF-8, or name its encoding (import_items --encoding cp1252)"
+        )
+
+
+def _printable(text: str) -> str:
+    """Text with undecodable bytes written as ``\\xe9``: storable, and showing what was there."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _jsonl_rows(lines: _Lines) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        undecodable = lines.problem(line_no, line_no)
+        if undecodable:
+            yield line_no, RowProblem(line_no, undecodable, raw=_printable(line[:500]))
+            continue
         try:
-            header = [h.strip() for h in next(reader)]
+            record = safe_json.loads(line)
+        except safe_json.JSONValueError as exc:
+            yield (
+                line_no,
+                RowProblem(
+                    line_no, str(exc), field=re.split(r"[.\[]", exc.path)[0], raw=line[:500]
+                ),
+            )
+            continue
+        if not isinstance(record, dict):
+            yield line_no, RowProblem(line_no, "expected a JSON object", raw=line[:500])
+            continue
+        yield line_no, record
+
+
+def _csv_rows(path: Path, lines: _Lines) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: line 1: unreadable header: {exc}") from exc
+    undecodable = lines.problem(1, reader.line_num)
+    if undecodable:
+        raise ManifestError(f"{path}: {undecodable}")
+    if "external_id" not in header:
+        raise ManifestError(f"{path}: line 1: the header has no 'external_id' column")
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            values = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ManifestError(f"{path}: line 1: unreadable header: {exc}") from exc
-        if "external_id" not in header:
-            raise ManifestError(f"{path}: line 1: the header has no 'external_id' column")
-        end = reader.line_num
-        while True:
-            start = end + 1
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                # A broken quote swallows the rest of the line; csv resynchronises on the next one.
-                end = reader.line_num
-                yield start, RowProblem(start, f"malformed CSV: {exc}")
-                continue
+            # A broken quote swallows the rest of the line; csv resynchronises on the next one.
             end = reader.line_num
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                yield (
+            lines.problem(start, end)
+            yield start, RowProblem(start, f"malformed CSV: {exc}")
+            continue
+        end = reader.line_num
+        undecodable = lines.problem(start, end)
+        if undecodable:
+            yield start, RowProblem(start, undecodable, raw=_printable(",".join(values))[:500])
+            continue
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            yield (
+                start,
+                RowProblem(
                     start,
-                    RowProblem(
-                        start,
-                        f"expected {len(header)} columns, found {len(values)}",
-                        raw=",".join(values)[:500],
-                    ),
-                )
-                continue
-            yield start, dict(zip(header, values, strict=True))
+                    f"expected {len(header)} columns, found {len(values)}",
+                    raw=",".join(values)[:500],
+                ),
+            )
+            continue
+        yield start, dict(zip(header, values, strict=True))
 
 
 def _text(record: dict[str, Any], name: str) -> str:
@@ -159,6 +271,8 @@ def _text(record: dict[str, Any], name: str) -> str:
         return ""
     if not isinstance(value, (str, int, float)):
         raise _FieldError(name, f"'{name}' must be text")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _FieldError(name, f"'{name}' is not a finite number: {value}")
     text = str(value).strip()
     if "\x00" in text:
         raise _FieldError(name, f"'{name}' contains a NUL byte")
@@ -175,9 +289,18 @@ class _FieldError(ValueError):
 
 
 def item_row_parse(
-    line: int, record: dict[str, Any], *, base_dir: Path, concept_keys: set[str]
+    line: int,
+    record: dict[str, Any],
+    *,
+    base_dir: Path,
+    concept_keys: set[str],
+    roots: Sequence[Path] = (),
 ) -> ItemRow:
     """Validate one manifest record.
+
+    A local image path is relative to ``base_dir`` (absolute paths are taken as they are) and is
+    only kept when it leads, symlinks resolved, into ``base_dir`` or one of ``roots`` (both
+    already resolved); otherwise ``image_path`` stays None and the image reads as missing.
 
     Raises:
         _FieldError: the record is refused; the message names the field.
@@ -203,7 +326,8 @@ def item_row_parse(
     elif scheme and len(scheme) > 1:
         raise _FieldError("image", f"'image' URL scheme {scheme!r} is not allowed (http, https)")
     else:
-        row.image_path = (base_dir / image).resolve()
+        row.image_name = image
+        row.image_path = _image_path_allowed(image, roots=[base_dir, *roots])
 
     labels = record.get("prior_labels") or []
     if isinstance(labels, str):
@@ -218,15 +342,35 @@ def item_row_parse(
     metadata = record.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _FieldError("metadata", "'metadata' must be an object")
-    row.metadata = dict(metadata or {})
-    for key, value in record.items():
-        if (
-            key not in _ITEM_FIELDS
-            and key not in {"metadata", "image_url"}
-            and value not in ("", None)
-        ):
-            row.metadata[str(key)[:100]] = value
+    extra = {
+        str(key)[:100]: value
+        for key, value in record.items()
+        if key not in _ITEM_FIELDS
+        and key not in {"metadata", "image_url"}
+        and value not in ("", None)
+    }
+    # A JSON column stores neither inf nor nan (records from other readers may hold them).
+    for name, value in (("metadata", metadata), *extra.items()):
+        where = safe_json.non_finite_path(value)
+        if where is not None:
+            where = name + (where if where.startswith("[") or not where else f".{where}")
+            raise _FieldError(name, f"'{where}' is not a finite number")
+    row.metadata = {**(metadata or {}), **extra}
     return row
+
+
+def _image_path_allowed(image: str, *, roots: Sequence[Path]) -> Path | None:
+    """The resolved image path when it lies inside one of ``roots``, else None."""
+    try:
+        resolved = (roots[0] / image).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unusable name
+        return None
+    return resolved if any(resolved.is_relative_to(root) for root in roots) else None
+
+
+def import_roots() -> list[Path]:
+    """``settings.IMPORT_ROOTS``, resolved: the folders beyond a manifest's own it may use."""
+    return [Path(root).resolve() for root in settings.IMPORT_ROOTS]
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -250,24 +394,28 @@ def _image_fields(row: ItemRow) -> tuple[dict[str, Any], RowProblem | None]:
     """
     if row.image_url:
         return {"image_url": row.image_url}, None
-    assert row.image_path is not None
     try:
-        data = images.read_bytes(row.image_path)
+        if row.image_path is None:
+            raise images.FileNotReadable("outside the manifest's folder and IMPORT_ROOTS")
+        data = images.read_file_capped(
+            row.image_path, max_bytes=settings.IMAGE_MAX_BYTES, follow_symlinks=False
+        )
         stored = image_store(data=data)
     except images.ImageError as exc:
-        state = Item.ImageState.MISSING if "not found" in str(exc) else exc.state
-        problem = RowProblem(
-            row.line,
-            f"image {row.image_path.name}: {exc}",
-            field="image",
-            record_id=row.external_id,
-        )
+        if isinstance(exc, images.FileNotReadable):
+            # One answer for missing, outside the allowed folders and not a regular file, so a
+            # manifest cannot find out which files exist elsewhere on the machine.
+            reason = f"image file not found or not allowed: {row.image_name}"
+            state, error = Item.ImageState.MISSING, reason
+        else:
+            reason, state, error = f"image {row.image_name}: {exc}", exc.state, str(exc)
+        problem = RowProblem(row.line, reason, field="image", record_id=row.external_id)
         return {
             "image_url": "",
             "image_file": "",
             "thumbnail": "",
             "image_state": state,
-            "image_error": str(exc)[:500],
+            "image_error": error[:500],
         }, problem
     return {
         "image_url": "",
@@ -304,14 +452,16 @@ def items_upsert(
     counts: ImportCounts,
     prior_source: str = MANIFEST_SOURCE,
     replace_priors: bool = True,
+    report: ImportReport | None = None,
 ) -> list[RowProblem]:
     """Create or update a batch of items by external id, in bulk; return the image problems.
 
     With ``replace_priors`` the items' prior labels from ``prior_source`` become exactly the rows'
     (a manifest states them all); without, the rows' labels are added (a harvest finds an item
-    once per concept).
+    once per concept). A changed image is audited against ``report`` (item_identity).
     """
     problems: list[RowProblem] = []
+    changes: list[ItemIdentityChange] = []
     # The last row wins when a manifest repeats an external id.
     by_id = {row.external_id: row for row in rows}
     existing = {i.external_id: i for i in Item.objects.filter(external_id__in=list(by_id))}
@@ -328,6 +478,8 @@ def items_upsert(
         if item is None:
             to_create.append(Item(external_id=external_id, **values))
         elif any(getattr(item, k) != v for k, v in values.items()):
+            values = image_source_values(item, values)
+            changes += identity_changes(item, values, report=report)
             for k, v in values.items():
                 setattr(item, k, v)
             to_update.append(item)
@@ -336,6 +488,7 @@ def items_upsert(
     with transaction.atomic():
         Item.objects.bulk_create(to_create)
         Item.objects.bulk_update(to_update, [f for f in _COMPARED], batch_size=500)
+        ItemIdentityChange.objects.bulk_create(changes)
         _priors_sync(by_id, concepts=concepts, source=prior_source, replace=replace_priors)
     counts.created += len(to_create)
     counts.updated += len(to_update)
@@ -374,10 +527,13 @@ def _priors_sync(
 def items_import(
     *,
     path: Path,
+    encoding: str = "utf-8",
     batch_size: int = 500,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[ImportReport, ImportCounts]:
     """Import a CSV or JSONL manifest of items; see the module docstring for the format.
+
+    ``encoding`` is the manifest's text encoding (``cp1252`` for a spreadsheet saved on Windows).
 
     Returns the stored report (with its quarantined rows) and the counts.
 
@@ -388,7 +544,8 @@ def items_import(
     base_dir = path.resolve().parent
     concepts = {c.key: c for c in Concept.objects.all()}
     concept_keys = set(concepts)
-    rows = manifest_rows(path)
+    roots = import_roots()
+    rows = manifest_rows(path, encoding=encoding)
     first = next(rows, None)  # raises ManifestError before a report exists for a bad file
     report = ImportReport.objects.create(kind=ImportReport.Kind.ITEMS, source=str(path))
     counts = ImportCounts()
@@ -406,7 +563,9 @@ def items_import(
             problems.append(record)
             return
         try:
-            yield item_row_parse(line, record, base_dir=base_dir, concept_keys=concept_keys)
+            yield item_row_parse(
+                line, record, base_dir=base_dir, concept_keys=concept_keys, roots=roots
+            )
         except _FieldError as exc:
             problems.append(
                 RowProblem(
@@ -420,7 +579,7 @@ def items_import(
 
     try:
         for batch in _chunks(parsed(), batch_size):
-            problems += items_upsert(batch, concepts=concepts, counts=counts)
+            problems += items_upsert(batch, concepts=concepts, counts=counts, report=report)
             quarantine_rows(report, problems, counts)
             problems = []
         quarantine_rows(report, problems, counts)
