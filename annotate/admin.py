@@ -208,6 +208,7 @@ class ItemAdmin(admin.ModelAdmin):
         "curated_concepts",
         "created_at",
         "updated_at",
+        "identity_history",
     )
     #: An item's identity: a re-import finds the item by these, so they never change by hand.
     identity_fields = ("external_id", "image_url")
@@ -224,6 +225,7 @@ class ItemAdmin(admin.ModelAdmin):
                     "image_error",
                     ("image_width", "image_height"),
                     "image_sha256",
+                    "identity_history",
                 )
             },
         ),
@@ -342,6 +344,26 @@ class ItemAdmin(admin.ModelAdmin):
             messages.SUCCESS if accepted else messages.WARNING,
         )
         return None
+
+    @admin.display(description="changed by imports")
+    def identity_history(self, item: Item) -> str:
+        """The audit of the item's image source and content, as imports changed them."""
+        changes = item.identity_changes.select_related("report") if item.pk else []
+        rows = format_html_join(
+            "",
+            "<li>{}: {} {} → {} ({})</li>",
+            (
+                (
+                    when(change.changed_at),
+                    change.field,
+                    change.before or "–",
+                    change.after or "–",
+                    f"import {change.report_id}" if change.report_id else "import deleted",
+                )
+                for change in changes
+            ),
+        )
+        return format_html("<ul>{}</ul>", rows) if rows else "–"
 
     @admin.display(description="image")
     def image_preview(self, item: Item) -> str:

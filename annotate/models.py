@@ -699,3 +699,23 @@ class RoundPick(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.rank} {self.reason}"
+
+
+class ItemIdentityChange(models.Model):
+    """A change of what an item is (its image source or image content) made by an import: the
+    audit of an item's identity, which nobody edits by hand."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="identity_changes")
+    report = models.ForeignKey(
+        ImportReport, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    field = models.CharField(max_length=32)
+    before = models.TextField(blank=True)
+    after = models.TextField(blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["item", "-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.field} changed"

@@ -246,5 +246,6 @@ def _write(
             counts=counts,
             prior_source=HARVEST_SOURCE,
             replace_priors=False,
+            report=report,
         )
     quarantine_rows(report, problems, counts)
