@@ -165,15 +165,17 @@ BEAT_SCHEDULE_ENTRY: dict[str, dict[str, Any]] = {
     soft_time_limit=1800,
     time_limit=1860,
 )
-def fetch_item_images(*, limit: int = 50) -> dict[str, Any]:
+def fetch_item_images(*, limit: int = 50, chain: bool = True) -> dict[str, Any]:
     """Fetch a slice of pending remote images (default queue), then hand the rest on.
 
     Runs twice harmlessly: each item is fetched only while pending, and each failure is stored as
-    the item's image state, so the chain ends when no pending remote image is left.
+    the item's image state, so the chain ends when no pending remote image is left. Beat sends it
+    every minute with ``chain`` off (CELERY_BEAT_SCHEDULE), one slice a tick, so items of any
+    import (a manifest, a harvest) are fetched without piling up chains.
     """
     from annotate.services.image_fetch import item_images_fetch
 
     counts = item_images_fetch(limit=limit)
-    if counts.more:
+    if counts.more and chain:
         fetch_item_images.delay(limit=limit)
     return {"fetched": counts.fetched, "failed": counts.failed, "more": counts.more}

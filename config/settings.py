@@ -7,9 +7,11 @@ DJANGO_DEBUG=1 asks for it, in either environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +79,20 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 def _secret_key() -> str:
     key = os.environ.get("SECRET_KEY", "")
     if key:
-        if PRODUCTION and (len(key) < 50 or key.startswith("django-insecure")):
+        # Django's own rule for a weak key (check --deploy, security.W009), plus no key that is
+        # blank or padded with whitespace, which a copy-paste or a quoted .env line leaves behind.
+        weak = (
+            len(key) < 50
+            or len(set(key)) < 5
+            or key.startswith("django-insecure-")
+            or not key.strip()
+            or key != key.strip()
+        )
+        if PRODUCTION and weak:
             raise ImproperlyConfigured(
-                "SECRET_KEY is too weak for production: use at least 50 random characters."
+                "SECRET_KEY is too weak for production: use at least 50 random characters, "
+                "at least 5 of them different, no whitespace around it and no django-insecure- "
+                "prefix."
             )
         return key
     if PRODUCTION:
@@ -109,6 +122,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "axes",
     "annotate",
     "training",
     "review",
@@ -116,6 +130,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Health probes reach gunicorn by its own address over HTTP: answered before host checks.
+    "config.healthz.HealthzMiddleware",
+    # Then: every later reader of REMOTE_ADDR (the lockouts, the throttles) gets the client's.
+    "config.client_address.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -125,6 +143,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out admin login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -235,6 +255,13 @@ if not REDIS_URL:
         _folder.mkdir(parents=True, exist_ok=True)
 CELERY_BEAT_SCHEDULE_FILE = str(VAR_DIR / "celerybeat-schedule")
 
+# Worker shutdown (config/celery.py): a worker told to stop lets its running tasks finish for this
+# many seconds, then hands the rest back to the broker for another worker (0: wait forever for
+# them). Keep it below the orchestrator's grace period (docker-compose.yml: stop_grace_period).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float(
+    "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 60.0, minimum=0.0
+)
+
 # The cache holds the API's throttle counters (and failed token guesses), so every web process
 # must share it: Redis when REDIS_URL is set; otherwise each process counts on its own.
 if REDIS_URL:
@@ -334,11 +361,55 @@ TRAINING_SCORE_BATCH_SIZE = env_int("TRAINING_SCORE_BATCH_SIZE", 64, minimum=1)
 TRAINING_SCORE_CHUNK_SIZE = env_int("TRAINING_SCORE_CHUNK_SIZE", 2000, minimum=1)
 TRAINING_SCORE_CANDIDATES = env_bool("TRAINING_SCORE_CANDIDATES", False)
 
+# -- Client addresses, throttles and the admin login ---------------------------------------------
+# The proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated); empty:
+# the header is ignored and the client is the peer (config/client_address.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must list IP addresses or CIDR ranges, not {_proxy!r}."
+        ) from None
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, ``N/second``, ``N/minute``, ``N/hour`` or ``N/day`` (N at least 1)."""
+    value = os.environ.get(name, "").strip() or default
+    match = re.fullmatch(r"(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)", value)
+    if not match or int(match.group(1)) < 1:
+        raise ImproperlyConfigured(f"{name} must be a rate like 60/minute, not {value!r}.")
+    return value
+
+
+# django-axes locks the admin login for one username from one address (a user elsewhere, or
+# another user here, still logs in) after ADMIN_LOGIN_FAILURE_LIMIT wrong passwords, for
+# ADMIN_LOGIN_COOLOFF_MINUTES. It reads the address from REMOTE_ADDR only, as set above.
+AUTHENTICATION_BACKENDS = [
+    "config.login_lockout.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+ADMIN_LOGIN_COOLOFF_MINUTES = env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ADMIN_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "config.client_address.request_client_address"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+AXES_RESET_ON_SUCCESS = True
+# No banner on every start; lockouts are still logged (WARNING, django-axes' "axes" logger).
+AXES_VERBOSE = False
+# -- end client addresses, throttles and the admin login -----------------------------------------
+
 REST_FRAMEWORK = {
+    # Throttles key on REMOTE_ADDR alone, never on a header the client writes; the client
+    # address middleware has already put the address a trusted proxy reported there.
+    "NUM_PROXIES": 0,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        # Token auth whose failures are counted per client: guessing tokens ends in 429.
+        # Token auth whose failures are counted per client and per key prefix: guesses end in 429.
         "annotate.api.authentication.ThrottledTokenAuthentication",
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -353,9 +424,11 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": os.environ.get("API_THROTTLE_ANON", "60/minute"),
-        "user": os.environ.get("API_THROTTLE_USER", "1200/minute"),
-        "auth_failures": os.environ.get("API_THROTTLE_AUTH_FAILURES", "20/hour"),
+        "anon": env_rate("API_THROTTLE_ANON", "60/minute"),
+        "user": env_rate("API_THROTTLE_USER", "1200/minute"),
+        # Failed tokens per client address, and per key prefix (annotate/api/authentication.py).
+        "auth_failures": env_rate("API_THROTTLE_AUTH_FAILURES", "20/hour"),
+        "auth_prefix_failures": env_rate("API_THROTTLE_AUTH_PREFIX_FAILURES", "20/hour"),
     },
 }
 
@@ -401,6 +474,21 @@ SESSION_COOKIE_HTTPONLY = True
 # The Content-Security-Policy header of every page that sets none; empty: the default policy of
 # config/middleware.py (self only, no inline scripts).
 CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY", "").strip()
+
+# -- Image hosts ---------------------------------------------------------------------------------
+# Hosts whose https images the screens show directly (exact names, or *.example.org for its
+# subdomains); every other image is shown from the copy a worker fetched and stored, or not at
+# all. The default policy's img-src lists the same hosts (config/middleware.py).
+IMAGE_HOSTS = tuple(host.lower() for host in env_list("IMAGE_HOSTS"))
+_label = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+for _host in IMAGE_HOSTS:  # a name with a dot whose last label starts with a letter: no IP
+    if not re.fullmatch(rf"(\*\.)?({_label}\.)+[a-z]([a-z0-9-]*[a-z0-9])?", _host):
+        raise ImproperlyConfigured(
+            f"IMAGE_HOSTS must be host names (images.example.org or *.example.org), separated by "
+            f"commas; {_host!r} is not one (no scheme, port, path or IP address)."
+        )
+# -- end image hosts -----------------------------------------------------------------------------
+
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -467,4 +555,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 50},
     },
     **TRAINING_BEAT_SCHEDULE,
+    # Remote item images of every import, fetched a slice a minute (annotate.tasks).
+    "annotate-fetch-item-images": {
+        "task": "annotate.tasks.fetch_item_images",
+        "schedule": 60.0,
+        "kwargs": {"chain": False},
+        "options": {"expires": 50},
+    },
 }

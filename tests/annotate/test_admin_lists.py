@@ -91,7 +91,8 @@ def test_an_admin_list_costs_the_same_queries_for_3_and_for_30_rows(
         assert admin_client.get(url).status_code == 200
 
 
-def test_the_item_list_shows_thumbnails_and_escapes_titles(concepts, admin_client):
+def test_the_item_list_shows_thumbnails_and_escapes_titles(concepts, admin_client, settings):
+    settings.IMAGE_HOSTS = ("example.org",)  # remote images shown from their source
     Item.objects.create(
         external_id="x-1",
         image_url="https://example.org/x.jpg",

@@ -296,7 +296,8 @@ def test_restructuredtext_becomes_safe_html():
 # --- items carry image URLs -----------------------------------------------------------------------
 
 
-def test_items_carry_the_url_of_their_image_and_thumbnail(world, people):
+def test_items_carry_the_url_of_their_image_and_thumbnail(world, people, settings):
+    settings.IMAGE_HOSTS = ("images.example.org",)  # remote images shown from their source
     client = as_user(people["viewer"])
     rows = {row["external_id"]: row for row in client.get("/api/v1/items/").json()["results"]}
     assert rows["stored"]["image"] == "http://testserver/media/items/ab/abc.jpg"
