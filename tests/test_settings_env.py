@@ -43,6 +43,9 @@ FROM_ENV: dict[str, tuple[str, object]] = {
     "PANOPTES_BUDGET": ("600", 600.0),
     "ZOONIVERSE_EXPORT_MAX_BYTES": ("1048576", 1048576),
     "CONTENT_SECURITY_POLICY": ("default-src 'none'", "default-src 'none'"),
+    "TRUSTED_PROXIES": ("10.0.0.0/8, 192.0.2.1", ["10.0.0.0/8", "192.0.2.1"]),
+    "ADMIN_LOGIN_FAILURE_LIMIT": ("3", 3),
+    "ADMIN_LOGIN_COOLOFF_MINUTES": ("30", 30),
 }
 
 #: The defaults, the same the code fell back to before these were settings.
@@ -70,6 +73,9 @@ DEFAULTS: dict[str, object] = {
     "PANOPTES_BUDGET": 1800.0,
     "ZOONIVERSE_EXPORT_MAX_BYTES": 2 * 1024**3,
     "CONTENT_SECURITY_POLICY": "",
+    "TRUSTED_PROXIES": [],
+    "ADMIN_LOGIN_FAILURE_LIMIT": 5,
+    "ADMIN_LOGIN_COOLOFF_MINUTES": 15,
 }
 
 
@@ -120,12 +126,81 @@ def test_without_the_environment_the_settings_keep_the_codes_old_defaults():
         ("TRAINING_DEVICE", "gpu"),
         ("TRAINING_MIN_CONFIDENCE", "1.5"),
         ("PANOPTES_MAX_ATTEMPTS", "many"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("TRUSTED_PROXIES", "proxy.example.org"),
+        ("ADMIN_LOGIN_FAILURE_LIMIT", "0"),
+        ("ADMIN_LOGIN_COOLOFF_MINUTES", "soon"),
+        ("API_THROTTLE_AUTH_FAILURES", "lots"),
+        ("API_THROTTLE_AUTH_PREFIX_FAILURES", "0/hour"),
+        ("API_THROTTLE_ANON", "60 / minute"),
     ],
 )
 def test_a_malformed_value_is_refused_naming_its_variable(name, value):
     result = settings_in_subprocess({name: value}, [name])
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and name in result.stderr
+
+
+# -- S7, S22: production refuses a weak SECRET_KEY ---------------------------------------------
+
+STRONG_KEY = "k" * 20 + "-Zq8v!x2Lr0#mT5pW9sJ4nB7cF1hD6gK3"
+PRODUCTION = {"CROWDLOOP_ENV": "production", "ALLOWED_HOSTS": "crowdloop.example.org"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "a" * 60,
+        " " * 60,
+        "\t \t" * 20,
+        "abcd" * 15,
+        "django-insecure-" + STRONG_KEY,
+        "  " + STRONG_KEY,
+        STRONG_KEY + " \n",
+        STRONG_KEY[:49],
+    ],
+    ids=["one-char", "spaces", "whitespace", "four-chars", "insecure", "lead-ws", "trail-ws", "49"],
+)
+def test_production_refuses_a_secret_key_django_calls_weak_or_padded_with_whitespace(key):
+    """Reliability S22, S7."""
+    result = settings_in_subprocess({**PRODUCTION, "SECRET_KEY": key}, ["DEBUG"])
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "SECRET_KEY is too weak" in result.stderr
+    assert key.strip() == "" or key.strip() not in result.stderr  # the key is never printed
+
+
+def test_production_takes_a_strong_secret_key_as_it_is():
+    """Reliability S7."""
+    result = settings_in_subprocess({**PRODUCTION, "SECRET_KEY": STRONG_KEY}, ["SECRET_KEY"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"SECRET_KEY": STRONG_KEY}
+
+
+def test_the_login_and_token_limits_reach_axes_and_the_api_throttles():
+    """Reliability S15, S19: the variables set what the lockouts count."""
+    env = {
+        "ADMIN_LOGIN_FAILURE_LIMIT": "3",
+        "API_THROTTLE_AUTH_FAILURES": "7/day",
+        "API_THROTTLE_AUTH_PREFIX_FAILURES": "9/hour",
+    }
+    result = settings_in_subprocess(env, ["AXES_FAILURE_LIMIT", "REST_FRAMEWORK"])
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["AXES_FAILURE_LIMIT"] == 3
+    assert loaded["REST_FRAMEWORK"]["NUM_PROXIES"] == 0
+    rates = loaded["REST_FRAMEWORK"]["DEFAULT_THROTTLE_RATES"]
+    assert (rates["auth_failures"], rates["auth_prefix_failures"]) == ("7/day", "9/hour")
+
+
+def test_admin_login_cooloff_minutes_is_axes_cool_off():
+    """Reliability S19."""
+    code = "from django.conf import settings as s; print(s.AXES_COOLOFF_TIME.total_seconds())"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env["ADMIN_LOGIN_COOLOFF_MINUTES"] = "30"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "1800.0", result.stderr
 
 
 # -- each setting changes behaviour ------------------------------------------------------------
