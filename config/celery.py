@@ -1,10 +1,21 @@
-"""The Celery app. JSON only on the wire; without REDIS_URL tasks run in-process."""
+"""The Celery app. JSON only on the wire; without REDIS_URL tasks run in-process.
+
+Stopping a worker: ``worker_soft_shutdown_timeout`` (CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT) is how
+long a cold shutdown lets running tasks finish before it hands them back to the broker, unacked,
+for the next worker. SIGTERM starts a cold shutdown only with ``REMAP_SIGTERM=SIGQUIT`` in the
+worker's environment (billiard reads it before this module is imported, so it cannot be set
+here); without it SIGTERM is a warm shutdown that waits for every running task however long it
+takes, and an orchestrator's SIGKILL then strands the message until the visibility timeout.
+docker-compose.yml sets it on the workers, with a stop_grace_period above the timeout.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -30,3 +41,27 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks()
+
+
+logger = logging.getLogger(__name__)
+
+
+def sigterm_warning(*, soft_shutdown_timeout: float, remap_sigterm: str | None) -> str | None:
+    """Why SIGTERM would not honour the soft-shutdown timeout on this worker, or None."""
+    if soft_shutdown_timeout > 0 and remap_sigterm != "SIGQUIT":
+        return (
+            f"REMAP_SIGTERM is {remap_sigterm or 'unset'}, not SIGQUIT: SIGTERM waits for running "
+            f"tasks without limit instead of {soft_shutdown_timeout:g} s "
+            "(CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT) before handing them back to the broker."
+        )
+    return None
+
+
+@worker_init.connect
+def _warn_when_sigterm_waits_without_limit(**kwargs: object) -> None:
+    warning = sigterm_warning(
+        soft_shutdown_timeout=float(app.conf.worker_soft_shutdown_timeout or 0),
+        remap_sigterm=os.environ.get("REMAP_SIGTERM"),
+    )
+    if warning:
+        logger.warning(warning)
