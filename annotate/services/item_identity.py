@@ -47,7 +47,7 @@ def identity_changes(
     url = values.get("image_url", item.image_url)
     if url != item.image_url:
         changes.append(("image_url", item.image_url, url))
-    sha = values.get("image_sha256", item.image_sha256)
+    sha = values.get("image_sha256", "")  # read the item's only then: it may be deferred
     if sha and item.image_sha256 and sha != item.image_sha256:
         changes.append(("image_sha256", item.image_sha256, sha))
     return [

@@ -37,10 +37,11 @@ from urllib.parse import urlsplit
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from annotate.models import ImportReport, Item, QuarantinedRow, Subject
+from annotate.models import ImportReport, Item, ItemIdentityChange, QuarantinedRow, Subject
 from annotate.services.classifications.counters import counts_recompute
 from annotate.services.classifications.sql import among, json_adapter, rows_insert
 from annotate.services.classifications.subjects import SUBJECT_EXTERNAL_ID, subjects_link
+from annotate.services.item_identity import identity_changes
 from annotate.zooniverse.exports import ExportFormatError, SubjectRow, parse_subject_export
 from annotate.zooniverse.records import QuarantineEntry
 
@@ -249,10 +250,12 @@ def _write(
             )
             counts.quarantined += len(refused)
         if batch:
-            _write_subjects(batch, counts)
+            _write_subjects(batch, counts, report=report)
 
 
-def _write_subjects(batch: dict[int, _Subject], counts: SubjectImportCounts) -> None:
+def _write_subjects(
+    batch: dict[int, _Subject], counts: SubjectImportCounts, *, report: ImportReport
+) -> None:
     stored = {
         zid: (pk, item_id, retired_at)
         for zid, pk, item_id, retired_at in Subject.objects.filter(
@@ -283,12 +286,14 @@ def _write_subjects(batch: dict[int, _Subject], counts: SubjectImportCounts) -> 
     }
     to_create: list[_Subject] = []
     to_update: list[Item] = []
+    changes: list[ItemIdentityChange] = []
     for external_id, subject in wanted.items():
         item = existing.get(external_id)
         if item is None:
             to_create.append(subject)  # a model instance per row cost a fifth of the import
         elif item.image_url != subject.image_url:
-            # A new image: fetched again, its old file forgotten.
+            # A new image: fetched again, its old file forgotten, the change audited.
+            changes += identity_changes(item, {"image_url": subject.image_url}, report=report)
             item.image_url, item.metadata = subject.image_url, subject.metadata
             item.image_file = item.thumbnail = item.image_sha256 = item.image_error = ""
             item.image_width = item.image_height = None
@@ -319,6 +324,7 @@ def _write_subjects(batch: dict[int, _Subject], counts: SubjectImportCounts) -> 
             ],
             batch_size=500,
         )  # fmt: skip
+        ItemIdentityChange.objects.bulk_create(changes)
     counts.items_created += len(to_create)
     counts.items_updated += len(to_update)
     item_of = dict(

@@ -296,6 +296,22 @@ def test_a_re_import_with_another_local_file_audits_the_image_change(concepts, t
     assert ImportReport.objects.count() == 2
 
 
+def test_a_subject_export_that_moves_a_subjects_image_is_audited(concepts, tmp_path):
+    from annotate.services.subjects_import import subjects_import
+
+    export = Path(__file__).parent / "fixtures" / "subjects" / "subject_export.csv"
+    subjects_import(path=export, fetch_images=False)
+    moved = tmp_path / "moved.csv"
+    moved.write_text(export.read_text().replace("subject_location/a2.png", "moved/a2.png"))
+    report, _ = subjects_import(path=moved, fetch_images=False)
+
+    item = Item.objects.get(external_id="zooniverse-subject-102")
+    (change,) = ItemIdentityChange.objects.all()
+    assert (change.item, change.field, change.report) == (item, "image_url", report)
+    assert change.before.endswith("/subject_location/a2.png")
+    assert change.after == item.image_url and item.image_url.endswith("/moved/a2.png")
+
+
 # --- remote images are fetched by themselves ---------------------------------------------------
 
 
