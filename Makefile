@@ -6,7 +6,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo serve test test-fast lint format bench worker beat clean
+.PHONY: help setup demo serve test test-fast lint format bench load-checks worker beat clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ format: setup ## ruff format and fix imports
 
 bench: setup ## Run the benchmarks (see bench/README.md)
 	$(BIN)/python bench/run_all.py
+
+load-checks: setup ## The reliability load checks L1-L5 on PostgreSQL (bench/reliability_load.py; slow)
+	$(BIN)/python bench/reliability_load.py $(ARGS)
 
 worker: setup ## A Celery worker for the default and train queues (Redis, or the filesystem broker)
 	$(BIN)/celery -A config worker -Q default,train --concurrency 2 --loglevel INFO
