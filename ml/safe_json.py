@@ -53,10 +53,22 @@ def loads(text: str | bytes) -> Any:
         raise JSONValueError(f"invalid JSON: {exc}") from None
 
 
-def non_finite_path(value: Any) -> str | None:
-    """The path to the first float in ``value`` that is inf or nan, or None."""
-    found = _first(value, lambda v: isinstance(v, float) and not math.isfinite(v))
-    return found[0] if found else None
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """Where ``value`` holds what a database JSON column refuses, and what, or None.
+
+    That is a float that is inf or nan, or a NUL character in a string or a key (PostgreSQL
+    stores neither); the path writes a NUL as ``\\x00``.
+    """
+    found = _first(value, _unstorable_leaf)
+    return (found[0], _unstorable_leaf(found[1]) or "") if found else None
+
+
+def _unstorable_leaf(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    if isinstance(value, str) and "\x00" in value:
+        return "contains a NUL character"
+    return None
 
 
 def _non_finite(text: str | bytes) -> tuple[str, str] | None:
@@ -80,12 +92,18 @@ def _non_finite(text: str | bytes) -> tuple[str, str] | None:
 
 
 def _first(value: Any, bad: Any) -> tuple[str, Any] | None:
-    """Depth first, without recursion: the path and value of the first ``bad`` leaf."""
+    """Depth first, without recursion: the path and value of the first ``bad`` key or leaf."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, node = stack.pop()
         if isinstance(node, dict):
-            children = [(f"{path}.{k}" if path else str(k), v) for k, v in node.items()]
+            children = []
+            for k, v in node.items():
+                name = str(k).replace("\x00", "\\x00")
+                child = f"{path}.{name}" if path else name
+                if bad(k):
+                    return child, k
+                children.append((child, v))
         elif isinstance(node, list):
             children = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
         else:

@@ -195,6 +195,11 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _printable_nul(text: str) -> str:
+    """Text with each NUL written as ``\\x00``: PostgreSQL stores no NUL in text."""
+    return text.replace("\x00", "\\x00")
+
+
 def _jsonl_rows(lines: _Lines) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
@@ -349,12 +354,15 @@ def item_row_parse(
         and key not in {"metadata", "image_url"}
         and value not in ("", None)
     }
-    # A JSON column stores neither inf nor nan (records from other readers may hold them).
+    # A JSON column stores no inf, nan or NUL (records from other readers may hold them).
     for name, value in (("metadata", metadata), *extra.items()):
-        where = safe_json.non_finite_path(value)
-        if where is not None:
+        if "\x00" in name:
+            raise _FieldError("metadata", f"'{_printable_nul(name)}' contains a NUL character")
+        found = safe_json.unstorable(value)
+        if found is not None:
+            where, what = found
             where = name + (where if where.startswith("[") or not where else f".{where}")
-            raise _FieldError(name, f"'{where}' is not a finite number")
+            raise _FieldError(name, f"'{where}' {what}")
     row.metadata = {**(metadata or {}), **extra}
     return row
 
@@ -599,10 +607,10 @@ def quarantine_rows(report: ImportReport, problems: list[RowProblem], counts: Im
         QuarantinedRow(
             report=report,
             line=p.line,
-            record_id=p.record_id[:255],
-            field=p.field,
-            reason=p.reason[:1000],
-            raw=p.raw,
+            record_id=_printable_nul(p.record_id)[:255],
+            field=_printable_nul(p.field)[:100],
+            reason=_printable_nul(p.reason)[:1000],
+            raw=_printable_nul(p.raw),
         )
         for p in problems
     )

@@ -457,3 +457,25 @@ def test_a_fifo_as_manifest_is_refused_without_waiting_for_a_writer(concepts, tm
     os.mkfifo(fifo)
     with deadline(30), pytest.raises(ManifestError, match="not a regular file"):
         items_import(path=fifo)
+
+
+def test_nul_characters_in_a_jsonl_row_are_reported_by_line_and_the_rest_imports(concepts, layout):
+    """Reliability B20: PostgreSQL stores no NUL in text or JSON, so such a row would take the
+    batch down with it."""
+    path = layout["dir"] / "items.jsonl"
+    path.write_bytes(
+        b'{"external_id": "a", "image": "img/good.png"}\n'
+        b'{"external_id": "raw", "image": "img/good.png"\x00}\n'
+        b'{"external_id": "meta", "image": "img/good.png", "metadata": {"k": ["a\\u0000b"]}}\n'
+        b'{"external_id": "key", "image": "img/good.png", "note\\u0000": 1}\n'
+        b'{"external_id": "b", "image": "img/good.png"}\n'
+    )
+    report, _ = items_import(path=path)
+
+    reasons = reasons_by_line(report)
+    assert set(reasons) == {2, 3, 4}
+    assert reasons[2].startswith("invalid JSON")
+    assert "\x00" not in report.rows.get(line=2).raw
+    assert reasons[3] == "'metadata.k[0]' contains a NUL character"
+    assert reasons[4] == "'note\\x00' contains a NUL character"
+    assert sorted(Item.objects.values_list("external_id", flat=True)) == ["a", "b"]
