@@ -302,6 +302,9 @@ def _ingest_batch(
             )
             refused.append((int(columns.order[i]), entry))
 
+    def refuse_one(i: int, reason: str) -> None:
+        refuse(np.array([i]), "classification_id", reason)
+
     ids = columns.zooniverse_id
     seen_ids = [int(e.record_id) for _, e in columns.quarantine if e.record_id.isdigit()]
     max_id = max(seen_ids + ([int(ids.max())] if len(ids) else []), default=None)
@@ -327,34 +330,48 @@ def _ingest_batch(
             counts.unknown_versions[version] = counts.unknown_versions.get(version, 0) + len(these)
         refuse(these, field_name, reason)
     rows, answer_code = rows[~bad], answer_code[~bad]
-    # The same id twice in one page or file (B5): the first stays, the others are unchanged.
+    # The same id twice in one page or file (B5): the first stays; an identical copy is
+    # unchanged, a copy that says something else is refused, naming what differs.
     by_id = np.lexsort((columns.order[rows], ids[rows]))  # by id, then by place in the input
     sorted_ids = ids[rows][by_id]
     first = np.ones(len(rows), bool)
     first[1:] = sorted_ids[1:] != sorted_ids[:-1]
     if not first.all():
-        counts.unchanged += int((~first).sum())
+        group_first = rows[by_id][np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))]
+        for i, original in zip(
+            rows[by_id][~first].tolist(), group_first[~first].tolist(), strict=True
+        ):
+            differs = _differs(columns, original, i)
+            if differs:
+                line = int(columns.line[original])
+                where = f"line {line}" if line else "earlier in this page"
+                refuse_one(i, f"classification_id_conflict: {differs} than the copy kept ({where})")
+            else:
+                counts.unchanged += 1
         keep = np.sort(by_id[first])
         rows, answer_code = rows[keep], answer_code[keep]
 
-    refused.sort(key=lambda pair: pair[0])
-    quarantine = [
-        QuarantinedRow(
-            report_id=report.pk,
-            line=entry.line,
-            record_id=entry.record_id[:255],
-            field=entry.field[:100],
-            reason=entry.reason[:1000],
-            raw=_clean_text(entry.raw),
-        )
-        for _, entry in refused
-    ]
-    counts.quarantined = len(quarantine)
     with transaction.atomic():
         if len(rows):
-            rows_store(columns, rows, answer_code, resolved, context=context, counts=counts)
+            rows_store(
+                columns, rows, answer_code, resolved, context=context, counts=counts,
+                refuse=refuse_one,
+            )  # fmt: skip
             # After the store, which skips known votes: their subjects may have items by now.
             subjects_link_batch(columns, rows, context=context)
+        refused.sort(key=lambda pair: pair[0])
+        quarantine = [
+            QuarantinedRow(
+                report_id=report.pk,
+                line=entry.line,
+                record_id=entry.record_id[:255],
+                field=entry.field[:100],
+                reason=entry.reason[:1000],
+                raw=_clean_text(entry.raw),
+            )
+            for _, entry in refused
+        ]
+        counts.quarantined = len(quarantine)
         if quarantine:
             QuarantinedRow.objects.bulk_create(quarantine, batch_size=INSERT_BATCH)
         ImportReport.objects.filter(pk=report.pk).update(
@@ -374,6 +391,27 @@ def _ingest_batch(
     report.unchanged += counts.unchanged
     report.quarantined += counts.quarantined
     return BatchResult(counts=counts, max_id=max_id)
+
+
+def _differs(columns: ClassificationColumns, first: int, other: int) -> str:
+    """What row ``other`` says otherwise than row ``first`` of the same id, or ""."""
+    if columns.subject_id[first] != columns.subject_id[other]:
+        return f"another subject ({columns.subject_id[other]})"
+    if columns.volunteers[columns.volunteer_code[first]] != columns.volunteers[
+        columns.volunteer_code[other]
+    ] or columns.session[first] != columns.session[other]:
+        return "another volunteer"
+    if columns.versions[columns.version_code[first]] != columns.versions[
+        columns.version_code[other]
+    ]:
+        return "another workflow version"
+    if (
+        columns.task_shown[first] != columns.task_shown[other]
+        or columns.answer_lists[columns.answer_code[first]]
+        != columns.answer_lists[columns.answer_code[other]]
+    ):
+        return "other answers"
+    return ""
 
 
 def _raw(record: ClassificationRecord) -> str:

@@ -28,18 +28,20 @@ def among(column: str, values: Collection[int | str], *, indexed: bool = True) -
     Django's ``__in`` prepares and binds every value on its own, which cost more than the
     queries themselves at 5,000 values a batch; a JSON array (SQLite ``json_each``) or an array
     (PostgreSQL ``= ANY``) is one parameter whatever its length. ``column`` is always a
-    constant of the ingest's modules, never input. ``indexed=False`` writes ``+column``, which
-    keeps the planner from choosing that column's index over a more selective one.
+    constant of the ingest's modules, never input; ``table.column`` names a column of a query
+    that joins another table. ``indexed=False`` writes ``+column``, which keeps the planner from
+    choosing that column's index over a more selective one.
     """
     vendor = connections[router.db_for_read(Classification)].vendor
     values = list(values)
-    name = f'"{column}"' if indexed else f'+"{column}"'
+    quoted = ".".join(f'"{part}"' for part in column.split("."))
+    name = quoted if indexed else f"+{quoted}"
     if vendor == "sqlite":
         sql, param = f"{name} IN (SELECT value FROM json_each(%s))", json.dumps(values)
     elif vendor == "postgresql":
         sql, param = f"{name} = ANY(%s)", values
     else:
-        return Q(**{f"{column}__in": values})
+        return Q(**{f"{column.rpartition('.')[2]}__in": values})
     return RawSQL(sql, (param,), output_field=BooleanField())
 
 

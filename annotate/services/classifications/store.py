@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import repeat
 from typing import TYPE_CHECKING
 
@@ -29,23 +30,38 @@ def rows_store(
     *,
     context: IngestContext,
     counts: IngestCounts,
+    refuse: Callable[[int, str], None],
 ) -> None:
-    """Write the accepted ``rows`` of a batch; runs inside the batch transaction."""
+    """Write the accepted ``rows`` of a batch; runs inside the batch transaction.
+
+    A row whose id is stored already is skipped (unchanged), or handed to ``refuse`` (its row
+    index and the reason) when it names another subject or another logged-in volunteer than the
+    stored row (B5). Answers are not compared here: the same classification from the API and
+    from an export, or read again after its workflow's answers were configured anew, may
+    resolve to other concepts and is still the same vote.
+    """
     workflow = context.workflow
 
     # Known ids are skipped before anything else: a re-import touches nothing (B5, L2).
     ids = columns.zooniverse_id[rows]
-    stored = Classification.objects.filter(among("zooniverse_id", ids.tolist()))
-    if context.deferred is None:
-        known = list(stored.values_list("zooniverse_id", flat=True))
-    else:
+    found = list(
+        Classification.objects.filter(
+            among(f"{Classification._meta.db_table}.zooniverse_id", ids.tolist())
+        ).values_list(
+            "zooniverse_id",
+            "item_id",
+            "volunteer_id",
+            "subject__zooniverse_id",
+            "volunteer__zooniverse_user_id",
+        )
+    )
+    known = [zid for zid, *_ in found]
+    if context.deferred is not None:
         # A re-run after a failed import recounts what the failed run stored, too.
-        found = list(stored.values_list("zooniverse_id", "item_id", "volunteer_id"))
-        known = [zid for zid, _, _ in found]
-        context.deferred[0].update(item for _, item, _ in found if item is not None)
-        context.deferred[1].update(volunteer for _, _, volunteer in found)
+        context.deferred[0].update(item for _, item, *_ in found if item is not None)
+        context.deferred[1].update(volunteer for _, _, volunteer, *_ in found)
     if known:
-        counts.unchanged += len(known)
+        _conflicts_refuse(columns, rows, found, refuse=refuse, counts=counts)
         fresh = ~np.isin(ids, np.array(known, np.int64))
         rows, answer_code, ids = rows[fresh], answer_code[fresh], ids[fresh]
         if not len(rows):
@@ -160,6 +176,32 @@ _FILLED = (
     "created_at", "concept_ids", "invalid_answers", "is_duplicate", "gold_standard", "expert",
     "session", "source", "task_shown", "answers_known",
 )  # fmt: skip
+
+
+def _conflicts_refuse(
+    columns: ClassificationColumns,
+    rows: np.ndarray,
+    found: list[tuple],
+    *,
+    refuse: Callable[[int, str], None],
+    counts: IngestCounts,
+) -> None:
+    """Count the rows of stored ids unchanged, or refuse those that are another vote (B5)."""
+    stored = {zid: (subject, user_id) for zid, _, _, subject, user_id in found}
+    for i in rows.tolist():
+        zid = int(columns.zooniverse_id[i])
+        if zid not in stored:
+            continue
+        subject, user_id = stored[zid]
+        new_user = columns.volunteers[columns.volunteer_code[i]][0]
+        if subject != int(columns.subject_id[i]):
+            differs = f"another subject ({columns.subject_id[i]}) than the one stored ({subject})"
+        elif user_id != new_user:
+            differs = "another volunteer than the one stored"
+        else:
+            counts.unchanged += 1
+            continue
+        refuse(i, f"classification_id_conflict: {differs}")
 
 
 def volunteer_key(*, user_id: int | None, user_name: str) -> str:
