@@ -449,9 +449,15 @@ class QuarantinedRow(models.Model):
     field = models.CharField(max_length=100, blank=True)
     reason = models.CharField(max_length=1000)
     raw = models.TextField(blank=True)
+    #: What makes the row this row (import kind, source, line, record, reason, raw text), hashed:
+    #: re-running an import stores no row twice (``annotate.services.quarantine``).
+    fingerprint = models.CharField(max_length=64, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["report", "line"]
+        constraints = [
+            models.UniqueConstraint(fields=["fingerprint"], name="quarantined_row_once")
+        ]
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"

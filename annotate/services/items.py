@@ -46,6 +46,7 @@ from annotate.models import (
 from annotate.services.classifications.subjects import subjects_link_pending
 from annotate.services.item_identity import identity_changes, image_source_values
 from annotate.services.media import image_store
+from annotate.services.quarantine import quarantine_store
 from ml import images, safe_json
 
 MANIFEST_SOURCE = "manifest"
@@ -603,7 +604,7 @@ def items_import(
 def quarantine_rows(report: ImportReport, problems: list[RowProblem], counts: ImportCounts) -> None:
     if not problems:
         return
-    QuarantinedRow.objects.bulk_create(
+    quarantine_store(  # a row a run of the same manifest stored before is not stored again
         QuarantinedRow(
             report=report,
             line=p.line,

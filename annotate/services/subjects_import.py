@@ -42,6 +42,7 @@ from annotate.services.classifications.counters import counts_recompute
 from annotate.services.classifications.sql import among, json_adapter, rows_insert
 from annotate.services.classifications.subjects import SUBJECT_EXTERNAL_ID, subjects_link
 from annotate.services.item_identity import identity_changes
+from annotate.services.quarantine import quarantine_store
 from annotate.zooniverse.exports import ExportFormatError, SubjectRow, parse_subject_export
 from annotate.zooniverse.records import QuarantineEntry
 
@@ -237,7 +238,7 @@ def _write(
     """One transaction: the batch's items and subjects created or brought up to date."""
     with transaction.atomic():
         if refused:
-            QuarantinedRow.objects.bulk_create(
+            quarantine_store(  # a row a run of the same export stored before is not stored again
                 QuarantinedRow(
                     report=report,
                     line=e.line,

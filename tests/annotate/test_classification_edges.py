@@ -4,7 +4,9 @@ volunteer whichever source brings their votes (B7), and another project's votes 
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +24,9 @@ from tests.annotate.test_classification_import import (
     ingest,
     record,
     report_new,
+    run_import,
 )
+from tests.annotate.test_export_parsers import export_row, write_export
 
 pytestmark = pytest.mark.django_db
 
@@ -111,3 +115,78 @@ def test_the_same_vote_from_the_api_after_the_export_is_unchanged_not_a_conflict
         [record(1, answers=[0], source="api", created_at=T0 + timedelta(minutes=1, seconds=0.25))],
     )
     assert (counts.created, counts.unchanged, counts.quarantined) == (0, 1, 0)
+
+
+# --- re-running an import quarantines nothing twice --------------------------------------------
+
+
+def _bad_classification_export(tmp_path: Path) -> Path:
+    return write_export(
+        tmp_path / "cls.csv",
+        [
+            export_row(1),
+            "2,too,few,columns",  # a malformed row: no id to go by, only its line
+            export_row(3, workflow_version="9.9"),  # an unknown version
+            export_row(4, subject_ids="11;12"),  # several subjects
+            export_row(1, subject_ids="96588199"),  # the first id again, about another subject
+        ],
+    )
+
+
+def test_reimporting_a_classification_export_adds_no_quarantined_row(workflow, tmp_path):
+    """Reliability B1, B5: the second run is a no-op, the quarantine table included; its report
+    still counts the rows it refused and says they were quarantined before."""
+    path = _bad_classification_export(tmp_path)
+    run_import(path, "--workflow-id", "7")
+    first = quarantined()
+    assert [reason.partition(":")[0] for *_, reason in first] == [
+        "column_count",
+        "unknown_workflow_version",
+        "multi_subject_unsupported",
+        "classification_id_conflict",
+    ]
+    summary = run_import(path, "--workflow-id", "7")
+    assert "created 0" in summary and "quarantined 4" in summary
+    assert quarantined() == first
+    again = ImportReport.objects.order_by("-id").first()
+    assert again.quarantined == 4 and "4 rows quarantined before" in again.message
+
+
+def test_a_resync_of_the_same_page_adds_no_quarantined_row(workflow):
+    page = [record(1, subject_ids=[11, 12]), record(2, workflow_version="9.9")]
+    ingest(workflow, page)
+    ingest(workflow, page)
+    assert QuarantinedRow.objects.count() == 2
+
+
+def test_another_file_with_the_same_bad_line_is_quarantined_again(workflow, tmp_path):
+    """Rows without an id are known by their file and line: another file is other evidence."""
+    rows = [export_row(1), "2,too,few,columns"]
+    run_import(write_export(tmp_path / "a.csv", rows), "--workflow-id", "7")
+    run_import(write_export(tmp_path / "b.csv", rows), "--workflow-id", "7")
+    assert [line for line, *_ in quarantined()] == [3, 3]
+
+
+def test_reimporting_a_subject_export_adds_no_quarantined_row(concepts):
+    from django.core.management import call_command
+
+    export = Path(__file__).parent / "fixtures" / "subjects" / "subject_export.csv"
+    for _ in range(2):
+        call_command("import_subjects", str(export), "--no-fetch", stdout=io.StringIO(),
+                     stderr=io.StringIO())  # fmt: skip
+    assert sorted(line for line, *_ in quarantined()) == [6, 7, 8]
+
+
+def test_reimporting_an_item_manifest_adds_no_quarantined_row(concepts, tmp_path):
+    from annotate.services.items import items_import
+
+    path = tmp_path / "manifest.csv"
+    lines = ["external_id,image,title,prior_labels", "ok,https://example.org/a.jpg,,"]
+    lines += ["bad,https://example.org/b.jpg,,unicorn", ",https://example.org/c.jpg,,"]
+    path.write_text("\n".join(lines) + "\n")
+    items_import(path=path)
+    first = quarantined()
+    assert [line for line, *_ in first] == [3, 4]
+    _, counts = items_import(path=path)
+    assert counts.quarantined == 2
+    assert quarantined() == first

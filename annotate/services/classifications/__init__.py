@@ -50,9 +50,9 @@ from annotate.services.classifications.answers import (
 )
 from annotate.services.classifications.counters import COUNTERS_EVERY_S, counts_recompute
 from annotate.services.classifications.read import IngestContext, batches
-from annotate.services.classifications.sql import INSERT_BATCH
 from annotate.services.classifications.store import rows_store, volunteer_key
 from annotate.services.classifications.subjects import subjects_link_batch, subjects_unlinked
+from annotate.services.quarantine import quarantine_store
 from annotate.signals import votes_stored
 from annotate.zooniverse.records import (
     ClassificationColumns,
@@ -101,6 +101,8 @@ class IngestCounts:
     repeats_cleared: int = 0
     reflagged: int = 0
     quarantined: int = 0
+    #: Of ``quarantined``, the rows an earlier run of the same input stored already.
+    quarantined_before: int = 0
     invalid_answers: int = 0
     unknown_versions: dict[str, int] = field(default_factory=dict)
     task_not_shown: int = 0
@@ -128,6 +130,11 @@ class IngestCounts:
                 f"read {self.read}, created {self.created}, unchanged {self.unchanged}, "
                 f"repeats flagged {self.repeats_flagged}, invalid answers {self.invalid_answers}, "
                 f"quarantined {self.quarantined}"
+            )
+            + (
+                f" ({self.quarantined_before} rows quarantined before, not stored again)"
+                if self.quarantined_before
+                else ""
             )
             + self._votes_note()
             + (
@@ -362,7 +369,7 @@ def _ingest_batch(
         refused.sort(key=lambda pair: pair[0])
         quarantine = [
             QuarantinedRow(
-                report_id=report.pk,
+                report=report,
                 line=entry.line,
                 record_id=entry.record_id[:255],
                 field=entry.field[:100],
@@ -373,7 +380,8 @@ def _ingest_batch(
         ]
         counts.quarantined = len(quarantine)
         if quarantine:
-            QuarantinedRow.objects.bulk_create(quarantine, batch_size=INSERT_BATCH)
+            # Rows a run of the same input stored before are counted, not stored again.
+            counts.quarantined_before = len(quarantine) - quarantine_store(quarantine)
         ImportReport.objects.filter(pk=report.pk).update(
             total=F("total") + counts.read,
             created=F("created") + counts.created,
@@ -397,13 +405,16 @@ def _differs(columns: ClassificationColumns, first: int, other: int) -> str:
     """What row ``other`` says otherwise than row ``first`` of the same id, or ""."""
     if columns.subject_id[first] != columns.subject_id[other]:
         return f"another subject ({columns.subject_id[other]})"
-    if columns.volunteers[columns.volunteer_code[first]] != columns.volunteers[
-        columns.volunteer_code[other]
-    ] or columns.session[first] != columns.session[other]:
+    if (
+        columns.volunteers[columns.volunteer_code[first]]
+        != columns.volunteers[columns.volunteer_code[other]]
+        or columns.session[first] != columns.session[other]
+    ):
         return "another volunteer"
-    if columns.versions[columns.version_code[first]] != columns.versions[
-        columns.version_code[other]
-    ]:
+    if (
+        columns.versions[columns.version_code[first]]
+        != columns.versions[columns.version_code[other]]
+    ):
         return "another workflow version"
     if (
         columns.task_shown[first] != columns.task_shown[other]
