@@ -369,3 +369,62 @@ def test_s14_a_pickle_message_injected_into_redis_is_refused_and_nothing_runs(
     assert not marker.exists()
     assert worker.proc.poll() is None
     invariants_check()
+
+
+# --- F5: Redis hands a running task to a second worker -------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+def test_f5_a_redelivery_while_the_first_worker_trains_finds_the_live_lease_and_exits(
+    pg, redis_url, workers
+):
+    """Visibility timeout 5 s, training about 30 s: Redis gives the unacked message to a second
+    worker while the first still trains. The second finds the lease alive and does nothing; the
+    run trains once and publishes one model."""
+    from tests.workers import sender
+
+    from .conftest import write_mosaic_items
+
+    write_mosaic_items(16)
+    env = worker_env(
+        redis_url, CELERY_VISIBILITY_TIMEOUT="5", TRAINING_TIME_LIMIT_SECONDS="120",
+        CROWDLOOP_TRAINING_FAULTS="sleep_per_epoch=5",
+    )  # fmt: skip
+    from training.services import training_params_parse
+
+    params = training_params_parse({**TINY_PARAMS, "epochs": 6, "lease_seconds": 30}).as_json()
+    run = TrainingRun.objects.create(trigger="api", params=params)
+    first = workers(env, "first")
+    message = sender(redis_url).send_task(
+        "training.tasks.training_run_task", kwargs={"run_id": run.pk}, queue="train"
+    )
+
+    def training() -> bool:
+        run.refresh_from_db()
+        return run.status == "running" and len(run.metrics) >= 1
+
+    until(training, 60, "the first epoch")
+    # A worker starting after the visibility timeout restores the unacked message at once.
+    import time
+
+    time.sleep(5.5)
+    second = workers(env, "second")
+    until(lambda: f"[{message.id}] received" in second.log.read_text().lower(), 30,
+          "the redelivery")  # fmt: skip
+
+    def finished() -> bool:
+        run.refresh_from_db()
+        return run.is_finished
+
+    until(finished, 90, "the run")
+    until(lambda: f"[{message.id}] succeeded" in second.log.read_text(), 30, "the duplicate")
+    assert run.status == "succeeded", run.log + run.error
+    assert run.attempts == 1
+    assert "'outcome': 'busy'" in second.log.read_text(), second.tail()
+    assert "resuming" not in run.log
+    assert ModelVersion.objects.filter(training_run=run).count() == 1
+    assert first.proc.poll() is None
+    invariants_check()
