@@ -5,6 +5,7 @@ volunteer whichever source brings their votes (B7), and another project's votes 
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from annotate.models import (
     Classification,
     ImportReport,
     QuarantinedRow,
+    Volunteer,
     Workflow,
     WorkflowVersion,
 )
@@ -190,3 +192,69 @@ def test_reimporting_an_item_manifest_adds_no_quarantined_row(concepts, tmp_path
     _, counts = items_import(path=path)
     assert counts.quarantined == 2
     assert quarantined() == first
+
+
+# --- B7: one anonymous volunteer, whichever source brings the votes ----------------------------
+
+SESSION = "7a1f4a17d190291faa1824be3b3febf1d8b77a4f2d25dd6f191f76ef335684bf"
+
+
+def _api_payload(cid: int, *, session: str = SESSION, subject: int = 96588101) -> dict:
+    """A classification as the Panoptes API gives it: no user link, the session in metadata."""
+    return {
+        "id": str(cid),
+        "created_at": "2024-02-23T16:30:42.000Z",
+        "annotations": [{"task": "T0", "value": [0]}],
+        "metadata": {"session": session, "workflow_version": "3.1"},
+        "links": {"workflow": "7", "subjects": [str(subject)], "user": None},
+    }
+
+
+def _anonymous_export_row(cid: int, *, session: str = SESSION) -> dict[str, str]:
+    return export_row(
+        cid,
+        user_id="",
+        user_name="not-logged-in-b644753d0e3948f81dc2",
+        metadata=json.dumps({"source": "api", "session": session}),
+    )
+
+
+def test_an_anonymous_volunteer_is_one_volunteer_in_an_export_and_in_the_api_b7(workflow, tmp_path):
+    """Reliability B7: the export names a logged-out volunteer by hashed IP, the API by nothing;
+    both carry the browser session, and the session is the key, so the same person's votes
+    from either source are one volunteer's."""
+    from annotate.services.zooniverse_sync import classification_record
+
+    run_import(write_export(tmp_path / "cls.csv", [_anonymous_export_row(1)]), "--workflow-id", "7")
+    ingest(workflow, [classification_record(_api_payload(2), task_key="T0")])
+    volunteer = Volunteer.objects.get()
+    assert not volunteer.logged_in
+    assert sorted(volunteer.classifications.values_list("zooniverse_id", flat=True)) == [1, 2]
+    assert volunteer.n_classifications == 2
+
+
+def test_the_same_anonymous_classification_from_both_sources_is_one_row_of_one_volunteer(
+    workflow, tmp_path
+):
+    """Reliability B5, B7: synced first, then exported: one row, and no conflict."""
+    from annotate.services.zooniverse_sync import classification_record
+
+    ingest(workflow, [classification_record(_api_payload(1, subject=96588101), task_key="T0")])
+    summary = run_import(
+        write_export(tmp_path / "cls.csv", [_anonymous_export_row(1)]), "--workflow-id", "7"
+    )
+    assert "unchanged 1" in summary and "quarantined 0" in summary
+    assert Volunteer.objects.count() == Classification.objects.count() == 1
+
+
+def test_two_sessions_behind_one_hashed_ip_are_two_volunteers_never_merged_by_ip_b7(
+    workflow, tmp_path
+):
+    rows = [_anonymous_export_row(1, session="s1"), _anonymous_export_row(2, session="s2")]
+    run_import(write_export(tmp_path / "cls.csv", rows), "--workflow-id", "7")
+    assert Volunteer.objects.count() == 2
+
+
+def test_without_a_session_an_exported_anonymous_vote_keeps_the_hashed_ip_name(workflow):
+    ingest(workflow, [record(1, user_id=None, user_name="not-logged-in-abc", session="")])
+    assert Volunteer.objects.get().key == "anon:not-logged-in-abc"

@@ -68,13 +68,24 @@ def rows_store(
             return
 
     # Volunteers and subjects: resolved once per distinct value, then spread over the rows.
-    codes, volunteer_of_row = np.unique(columns.volunteer_code[rows], return_inverse=True)
-    # Two codes may name one volunteer (a user renamed between classifications): key them.
+    # A logged-out volunteer is one per browser session (B7), so their session is part of the
+    # value; two values may name one volunteer (a user renamed between classifications).
+    anonymous = np.array([user_id is None for user_id, _ in columns.volunteers], bool)
+    row_codes = columns.volunteer_code[rows]
+    sessions = np.where(anonymous[row_codes], columns.session[rows], "")
+    distinct: dict[tuple[int, str], int] = {}
+    volunteer_of_row = np.array(
+        [
+            distinct.setdefault(pair, len(distinct))
+            for pair in zip(row_codes.tolist(), sessions.tolist(), strict=True)
+        ],
+        np.intp,
+    )
     keys = []
     wanted: dict[str, tuple[int | None, str]] = {}
-    for code in codes.tolist():
+    for code, session in distinct:
         user_id, user_name = columns.volunteers[code]
-        keys.append(volunteer_key(user_id=user_id, user_name=user_name))
+        keys.append(volunteer_key(user_id=user_id, user_name=user_name, session=session))
         wanted.setdefault(keys[-1], (user_id, user_name))
     by_key = _volunteers_resolve(wanted, known=context.volunteers)
     volunteer_pk = np.array([by_key[key] for key in keys], np.int64)[volunteer_of_row]
@@ -204,14 +215,20 @@ def _conflicts_refuse(
         refuse(i, f"classification_id_conflict: {differs}")
 
 
-def volunteer_key(*, user_id: int | None, user_name: str) -> str:
-    """The stable key of a volunteer: ``user:<id>`` logged in, ``anon:<user_name>`` logged out.
+def volunteer_key(*, user_id: int | None, user_name: str, session: str = "") -> str:
+    """The stable key of a volunteer: ``user:<id>`` logged in; logged out, one per browser
+    session, ``anon:not-logged-in-<session>`` (B7).
 
-    Zooniverse names logged-out volunteers ``not-logged-in-<hashed ip>``; that name is the only
-    stable handle there is, so it is the key (and never used alone to flag repeats).
+    The export names a logged-out volunteer ``not-logged-in-<hashed ip>`` and the API names them
+    not at all, but both carry the session (the export in ``metadata``), so the same person is
+    one volunteer whichever source brings their votes; the key is the one the API's volunteers
+    always had. Without a session the name is the only handle there is (the hashed IP for an
+    export), so it is the key, and never used alone to flag repeats.
     """
     if user_id is not None:
         return f"user:{user_id}"
+    if session:
+        return f"anon:not-logged-in-{session[:64]}"
     return f"anon:{user_name}"[:255]  # the column's length
 
 
