@@ -258,3 +258,36 @@ def test_two_sessions_behind_one_hashed_ip_are_two_volunteers_never_merged_by_ip
 def test_without_a_session_an_exported_anonymous_vote_keeps_the_hashed_ip_name(workflow):
     ingest(workflow, [record(1, user_id=None, user_name="not-logged-in-abc", session="")])
     assert Volunteer.objects.get().key == "anon:not-logged-in-abc"
+
+
+# --- S4: another project's votes --------------------------------------------------------------
+
+
+def test_another_projects_votes_are_neither_stored_nor_attributed_nor_listed_s4(workflow, people):
+    """Reliability S4, as it applies here: a deployment serves one Zooniverse project
+    (``PANOPTES_PROJECT_ID``; design.md), so there are no other tenants to hide from users.
+    Another project's votes can only arrive mixed into an input, as rows of workflows that are
+    not this one's (a project-wide export, a page of another workflow): they are counted and
+    skipped, never stored, never attributed to a subject, item or volunteer of ours, so no API
+    list shows them and no detail path finds them."""
+    from annotate.models import Item, Subject
+    from tests.conftest import as_user
+
+    item = Item.objects.create(external_id="item-500")
+    ours = record(1, subject_ids=[500], subject_metadata={500: {"external_id": "item-500"}})
+    theirs = [
+        record(cid, workflow_id=99, subject_ids=[500], user_id=7000 + cid, user_name="stranger")
+        for cid in (2, 3)
+    ]
+    counts = ingest(workflow, [theirs[0], ours, theirs[1]])
+    assert (counts.created, counts.other_workflows) == (1, {99: 2})
+    assert list(Classification.objects.values_list("zooniverse_id", flat=True)) == [1]
+    assert not Volunteer.objects.filter(zooniverse_user_id__gte=7000).exists()
+    assert Subject.objects.get(zooniverse_id=500).classifications.count() == 1
+    item.refresh_from_db()
+    assert item.n_classifications == 1
+
+    viewer = as_user(people["viewer"])
+    listed = viewer.get("/api/v1/volunteers/").json()["results"]
+    assert [v["user_name"] for v in listed] == [ours.user_name]
+    assert viewer.get(f"/api/v1/items/{item.pk}/").json()["n_classifications"] == 1
