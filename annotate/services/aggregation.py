@@ -576,8 +576,11 @@ def _labels_write(
     now = timezone.now()
     concept_pks = data.concept_ids.tolist()
     # The same votes as votes_load's, so that an item whose only votes came from excluded
-    # volunteers loses its labels and its consensus like an item without votes.
-    counted = Classification.objects.filter(counters.votes_filter(), item__isnull=False)
+    # volunteers, or from subjects deleted upstream (B10), loses its labels and its consensus
+    # like an item without votes.
+    counted = Classification.objects.filter(counters.votes_filter(), item__isnull=False).exclude(
+        subject__upstream_state=Subject.Upstream.DELETED
+    )
     with transaction.atomic():
         changed = _labels_changed(data, posteriors, _labels_positive_read(scope))
         # Item-major, concept-minor: row k is item k // n_concepts, concept k % n_concepts.

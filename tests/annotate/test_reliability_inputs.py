@@ -21,6 +21,7 @@ from annotate.services.items import items_import
 from ml import images
 from tests.annotate.test_export_parsers import export_row, write_export
 from tests.annotate.test_security import loopback_allowed, server  # noqa: F401 - fixtures
+from tests.annotate.test_zooniverse_sync import env  # noqa: F401 - fixture
 from tests.images import (
     HTML_BYTES,
     SVG_BYTES,
@@ -235,3 +236,41 @@ def test_b18_votes_that_are_all_invalid_aggregate_to_no_consensus_without_error(
         assert item.consensus == "none", method
         assert summary.confident_items == 0
         assert not item.aggregated_labels.exists()
+
+
+# --- B10: a subject deleted upstream -----------------------------------------------------------
+
+
+def test_b10_a_subject_deleted_upstream_keeps_its_votes_but_they_no_longer_count(
+    env,  # noqa: F811
+):
+    from annotate.models import AggregatedLabel, Round, Subject
+    from annotate.services.aggregation import labels_aggregate
+    from annotate.services.zooniverse_sync import classifications_pull, round_push
+    from tests.annotate.test_zooniverse_sync import _pushed_and_classified
+
+    _pushed_and_classified(env, n_items=4, n_classifications=30)
+    classifications_pull(workflow=env.workflow, client=env.client(), page_size=10)
+    labels_aggregate(method="majority")
+    gone = max(Subject.objects.all(), key=lambda s: s.classifications.count())
+    votes = sorted(gone.classifications.values_list("zooniverse_id", flat=True))
+    assert votes and AggregatedLabel.objects.filter(item=gone.item).exists()
+
+    env.sandbox.delete_subject(gone.zooniverse_id)
+    round_push(round=Round.objects.get(number=1), items=list(Item.objects.order_by("pk")),
+               client=env.client())  # fmt: skip
+
+    gone.refresh_from_db()
+    assert gone.upstream_state == Subject.Upstream.DELETED
+    assert sorted(gone.classifications.values_list("zooniverse_id", flat=True)) == votes
+    summary = labels_aggregate(method="majority")
+    assert not AggregatedLabel.objects.filter(item=gone.item).exists()
+    gone.item.refresh_from_db()
+    assert gone.item.consensus == Item.Consensus.NONE
+    assert (
+        summary.n_classifications
+        == Classification.objects.exclude(subject=gone)
+        .filter(is_duplicate=False, task_shown=True, answers_known=True)
+        .count()
+    )
+    invariants_check()
