@@ -46,7 +46,7 @@ load-checks: setup ## The reliability load checks L1-L5 on PostgreSQL (bench/rel
 	$(BIN)/python bench/reliability_load.py $(ARGS)
 
 worker: setup ## A Celery worker for the default and train queues (Redis, or the filesystem broker)
-	$(BIN)/celery -A config worker -Q default,train --concurrency 2 --loglevel INFO
+	REMAP_SIGTERM=SIGQUIT $(BIN)/celery -A config worker -Q default,train --concurrency 2 --loglevel INFO
 
 beat: setup ## Celery beat: periodic pull, the loop's reconciler, nightly retrain
 	$(BIN)/celery -A config beat --loglevel INFO

@@ -58,7 +58,10 @@ def embedded_specs(*, port: int, web_workers: int = 2, worker_concurrency: int =
             celery("worker", "-Q", "default,train", "--concurrency", str(worker_concurrency),
                    "--loglevel", "INFO", "--without-mingle", "--without-gossip",
                    "-n", "embedded@%h"),
-            env,
+            # Stopping the embedded worker waits for its running task, as a warm shutdown does:
+            # there is no other worker to hand it to (CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT is for
+            # deployments with several, config/celery.py).
+            {"CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "0", **env},
         ),
         ProcessSpec(
             "beat",

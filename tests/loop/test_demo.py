@@ -26,3 +26,13 @@ def test_the_demo_refuses_to_serve_on_the_stand_ins_port():
 
     with pytest.raises(CommandError, match="stand-in's port"):
         call_command("demo", "--serve", "--port", "8765", "--sandbox-port", "8765")
+
+
+def test_the_embedded_worker_stops_by_waiting_for_its_task_and_does_not_warn_about_sigterm():
+    from config.celery import sigterm_warning
+    from loop.services.processes import embedded_specs
+
+    worker = next(spec for spec in embedded_specs(port=8123) if spec.name == "worker")
+    timeout = float(worker.env["CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT"])
+    assert timeout == 0
+    assert sigterm_warning(soft_shutdown_timeout=timeout, remap_sigterm=None) is None
