@@ -4,6 +4,7 @@ account without a role sees nothing, and files we serve are attachments or check
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -172,3 +173,59 @@ def test_s17_stored_images_are_served_under_their_checked_type_with_nosniff(rf):
         assert response.status_code == 200
         assert response["Content-Type"] == kind
         assert response["X-Content-Type-Options"] == "nosniff"
+
+
+DANGEROUS = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-1+1", "@SUM(1)",
+             "\t=1"]  # fmt: skip
+
+
+def _cells(path: Path) -> list[str]:
+    import csv
+
+    with path.open(newline="") as fh:
+        return [cell for row in csv.reader(fh) for cell in row]
+
+
+def test_s10_every_text_field_of_an_export_is_escaped_in_csv_and_raw_in_jsonl(concepts, tmp_path):
+    import json
+
+    from annotate.services.exports import dataset_export
+
+    for n, text in enumerate(DANGEROUS):
+        item = Item.objects.create(
+            external_id=f"{text}#{n}", title=text, provider=text, rights=text,
+            metadata={"item_uri": text},
+        )  # fmt: skip
+        AggregatedLabel.objects.create(
+            item=item, concept=concepts["painting"], posterior=0.95, votes_for=4, votes_against=0,
+            method="majority",
+        )  # fmt: skip
+    dataset_export(fmt="csv", out=tmp_path / "labels.csv")
+    dataset_export(fmt="jsonl", out=tmp_path / "labels.jsonl")
+
+    cells = _cells(tmp_path / "labels.csv")
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r", "\0"))]
+    for text in DANGEROUS:
+        assert "'" + text in cells
+    lines = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert sorted(line["external_id"] for line in lines) == sorted(
+        f"{text}#{n}" for n, text in enumerate(DANGEROUS)
+    )
+
+
+def test_s10_the_round_picks_csv_of_select_round_escapes_item_ids(db, tmp_path):
+    from django.core.management import call_command
+
+    from tests.training.conftest import write_mosaic_items
+
+    mosaic = write_mosaic_items(12)
+    for n, pk in enumerate(mosaic.item_ids):
+        Item.objects.filter(pk=pk).update(external_id=f"{DANGEROUS[n % len(DANGEROUS)]}#{n}")
+    out = tmp_path / "picks.csv"
+    call_command("select_round", "--size", "6", "--out", str(out), stdout=io.StringIO())
+
+    cells = _cells(out)
+    assert len(cells) >= 4 * 7
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r", "\0"))]
+    assert any(c.startswith("'") and c.lstrip("'").startswith(tuple(d[0] for d in DANGEROUS))
+               for c in cells)  # fmt: skip

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from annotate.security import csv_escape
 from annotate.services.rounds import RoundPublishError, round_publish
 from ml.acquisition import list_strategies
 from training.selection import SelectionError, round_select
@@ -46,7 +47,8 @@ class Command(BaseCommand):
                 writer = csv.writer(fh)
                 writer.writerow(["rank", "external_id", "score", "reason"])
                 for pick in result.round.picks.select_related("item").order_by("rank"):
-                    writer.writerow([pick.rank, pick.item.external_id, pick.score, pick.reason])
+                    row = [pick.rank, pick.item.external_id, pick.score, pick.reason]
+                    writer.writerow([csv_escape(cell) for cell in row])
         self.stdout.write(f"select_round {result.summary()}")
         if options["push"]:
             try:
