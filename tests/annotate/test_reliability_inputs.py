@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 from pathlib import Path
 
@@ -274,3 +275,27 @@ def test_b10_a_subject_deleted_upstream_keeps_its_votes_but_they_no_longer_count
         .count()
     )
     invariants_check()
+
+
+def _isolated(page: str, char: str = "\u202e") -> bool:
+    """Every occurrence of ``char`` sits inside a <bdi> element (or is not there at all)."""
+    for found in re.finditer(char, page):
+        before = page[: found.start()]
+        if before.rfind("<bdi") <= before.rfind("</bdi>"):
+            return False
+    return True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="titles are HTML-escaped but not bidi-isolated: a right-to-left override in a title "
+    "reorders the text after it on the review screens",
+)
+def test_b17_a_right_to_left_override_in_a_title_is_isolated_on_the_review_screens(
+    concepts, curator_client
+):
+    item = Item.objects.create(external_id="rtl", title="invoice\u202egnp.exe", image_url="")
+    for url in (reverse("review:item", args=[item.pk]), reverse("review:queue")):
+        page = curator_client.get(url).content.decode()
+        assert "\u202e" in page or "&#8238;" in page
+        assert _isolated(page), url
