@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.invariants import invariants_check
 from tests.workers import CELERY, ROOT, sender, until, worker_env  # noqa: F401
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_active, model_version_load, training_params_parse
@@ -65,6 +66,7 @@ def test_two_concurrent_retrain_requests_give_one_run_and_one_message(pg, redis_
     # exactly one message went to the train queue
     assert redis.Redis.from_url(redis_url).llen("train") == 1
     assert sum("already queued" in err for _, err in outputs) == 1
+    invariants_check()
 
 
 def test_a_worker_killed_mid_training_leaves_the_active_model_and_the_retry_finishes_once(
@@ -109,6 +111,7 @@ def test_a_worker_killed_mid_training_leaves_the_active_model_and_the_retry_fini
     assert ModelVersion.objects.filter(training_run=run).count() == 1
     model_version_load(ModelVersion.objects.get(training_run=run))
     assert ModelVersion.objects.filter(status="active").count() == 1
+    invariants_check()
 
 
 def test_a_poison_run_that_kills_its_worker_fails_after_the_attempt_limit(
@@ -137,6 +140,7 @@ def test_a_poison_run_that_kills_its_worker_fails_after_the_attempt_limit(
     until(lambda: broker.llen("train") == 0 and not broker.hlen("unacked"), 20, "empty queue",
           tick=None)
     assert worker.proc.poll() is None
+    invariants_check()
 
 
 def test_a_broker_outage_at_enqueue_is_reported_and_the_reconciler_sends_the_run_later(
@@ -167,3 +171,4 @@ def test_a_broker_outage_at_enqueue_is_reported_and_the_reconciler_sends_the_run
     assert run.status == "succeeded", run.log + run.error
     assert "reconciler: sending the run again" in run.log and run.enqueue_error == ""
     assert model_version_active().training_run_id == run.pk
+    invariants_check()
