@@ -61,6 +61,10 @@ class TrainingRun(models.Model):
     # The training-set snapshot (JSON under ARTIFACT_ROOT) and the resumable training state.
     snapshot_path = models.CharField(max_length=500, blank=True)
     snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    # The pretrained weights the run started from, as asked (a torchvision weights name, a file, a
+    # URL) and as read: the sha256 of the file.
+    weights = models.CharField(max_length=500, blank=True)
+    weights_sha256 = models.CharField(max_length=64, blank=True)
     n_items = models.PositiveIntegerField(null=True, blank=True)
     labels_counted = models.PositiveIntegerField(
         null=True,
@@ -114,8 +118,19 @@ class ModelVersion(models.Model):
     training_run = models.OneToOneField(
         TrainingRun, on_delete=models.PROTECT, null=True, blank=True, related_name="model_version"
     )
+    class Kind(models.TextChoices):
+        TRAINED = "trained", "trained on crowd labels"
+        ZERO_SHOT = "zero_shot", "zero-shot (image-text model, no training)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TRAINED)
     backbone = models.CharField(max_length=64)
     mode = models.CharField(max_length=12, default="finetune")
+    # Provenance of the pretrained weights under the trunk (see TrainingRun.weights).
+    weights = models.CharField(max_length=500, blank=True)
+    weights_sha256 = models.CharField(max_length=64, blank=True)
+    # The promotion gate's comparison: the candidate and the version active then, scored on the
+    # same validation items ({"items", "candidate_map", "active_map", "active_version"}).
+    gate = models.JSONField(default=dict, blank=True)
     concepts = models.JSONField(default=list, help_text="Concept keys in output order.")
     checkpoint_path = models.CharField(
         max_length=500, help_text="Sidecar JSON path relative to ARTIFACT_ROOT."
