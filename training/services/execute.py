@@ -35,6 +35,7 @@ from training.services.dataset import (
     training_set_count,
 )
 from training.services.faults import faults_from_env
+from training.services.gate import gate_for_run
 from training.services.params import backbone_weights
 from training.services.runs import (
     ClaimOutcome,
@@ -259,9 +260,16 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
     )
     load_checkpoint(saved.meta_path, expected_sha256=saved.sha256)
     val_map = metrics.get("map")
+    # The promotion gate: the candidate and the active version on the same validation items.
+    gate = gate_for_run(
+        run=run, attempt=attempt, data=data, backbone=config.backbone, mode=config.mode,
+        checkpoint_path=str(saved.meta_path.relative_to(Path(settings.ARTIFACT_ROOT))),
+        checkpoint_sha256=saved.sha256, val_map=val_map,
+    )
     published = model_version_publish(
         run_id=run.pk,
         attempt=attempt,
+        gate=dict(gate),
         fields={
             "backbone": config.backbone,
             "mode": config.mode,

@@ -17,6 +17,12 @@ from django.utils import timezone
 
 from ml.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from training.models import DEFAULT_FAMILY, ModelVersion, TrainingRun
+from training.services.gate import (
+    SAME_ITEMS,
+    gate_describe,
+    gate_fallback,
+    gate_first,
+)
 from training.services.runs import LeaseLost, _followup, _line
 from training.signals import model_version_promoted
 
@@ -30,14 +36,44 @@ class PromotionError(ValueError):
 class PromotionNeedsConfirmation(PromotionError):
     """A person promoting a version that did worse on validation than the active one (or whose
     mAP is unknown while the active one's is known) must say so: promote again with
-    ``confirm=True``. Carries both versions and their validation mAPs, to show them."""
+    ``confirm=True``. Carries both versions and the comparison (:func:`promotion_comparison`),
+    to show both figures."""
 
-    def __init__(self, *, version: ModelVersion, active: ModelVersion) -> None:
+    def __init__(
+        self, *, version: ModelVersion, active: ModelVersion,
+        comparison: dict[str, Any] | None = None,
+    ) -> None:
         self.version, self.active = version, active
-        super().__init__(
-            f"v{version.pk} has a validation mAP of {_fmt(version.val_map)}, the active "
-            f"v{active.pk} {_fmt(active.val_map)}: promoting it needs a confirmation"
-        )
+        self.comparison = comparison or promotion_comparison(version=version, active=active)
+        if self.comparison.get("rule") == SAME_ITEMS:
+            figures = (f"on the same {self.comparison.get('items')} validation items v{version.pk} "
+                       f"has an mAP of {_fmt(self.comparison.get('candidate_map'))}, the active "
+                       f"v{active.pk} {_fmt(self.comparison.get('active_map'))}")
+        else:
+            figures = (f"v{version.pk} has a validation mAP of {_fmt(version.val_map)}, the "
+                       f"active v{active.pk} {_fmt(active.val_map)}")
+        super().__init__(f"{figures}: promoting it needs a confirmation")
+
+
+def promotion_comparison(
+    *, version: ModelVersion, active: ModelVersion | None
+) -> dict[str, Any]:
+    """How ``version`` compares with ``active``: its gate when the gate scored both on the same
+    items against that very version, else each one's own validation mAP (and why).
+
+    Returns:
+        A gate record (:class:`training.services.gate.Gate`); ``passed`` says "not worse".
+    """
+    if active is None:
+        return dict(gate_first())
+    gate = version.gate or {}
+    if gate.get("rule") == SAME_ITEMS and gate.get("active_version") == active.pk:
+        return dict(gate)
+    if gate.get("rule") == SAME_ITEMS:
+        reason = f"the gate compared v{version.pk} with v{gate.get('active_version')}"
+    else:
+        reason = f"v{version.pk} was not scored on the same items as v{active.pk}"
+    return dict(gate_fallback(candidate_map=version.val_map, active=active, reason=reason))
 
 
 def checkpoint_file(version: ModelVersion) -> Path:
@@ -60,15 +96,6 @@ def model_version_load(version: ModelVersion) -> LoadedCheckpoint:
 
 def model_version_active(*, family: str = DEFAULT_FAMILY) -> ModelVersion | None:
     return ModelVersion.objects.filter(family=family, status=ModelVersion.Status.ACTIVE).first()
-
-
-def _not_worse(candidate: float | None, active: float | None) -> bool:
-    """Promotion rule: validation mAP not worse than the active version's (unknown loses)."""
-    if active is None or not math.isfinite(active):
-        return True
-    if candidate is None or not math.isfinite(candidate):
-        return False
-    return candidate >= active
 
 
 def _activate(
@@ -114,13 +141,16 @@ def model_version_publish(
     attempt: int,
     fields: dict[str, Any],
     note: str,
+    gate: dict[str, Any] | None = None,
 ) -> Published:
     """Register a trained checkpoint as a version and finish the run, in ONE transaction.
 
     The transaction starts with ``UPDATE run SET status='succeeded' WHERE id=:run AND
     attempts=:mine AND status='running'``: an attempt whose lease was taken over publishes
-    nothing. The new version becomes active when its validation mAP is not worse than the active
-    one's; the pool is scored after commit.
+    nothing. The new version becomes active when it is not worse than the active one: on the same
+    validation items when ``gate`` (:func:`training.services.gate.gate_compare`) scored both
+    against the version still active, else on each one's own validation mAP (the reason is
+    recorded in ``ModelVersion.gate``). The pool is scored after commit.
 
     Raises:
         LeaseLost: this attempt no longer holds the run.
@@ -139,24 +169,28 @@ def model_version_publish(
         if fenced != 1:
             raise LeaseLost(f"training run {run_id}: attempt {attempt} lost it before publishing")
         run = TrainingRun.objects.get(pk=run_id)
-        version = ModelVersion.objects.create(family=run.family, training_run=run, **fields)
         previous = (
             ModelVersion.objects.select_for_update()
             .filter(family=run.family, status=ModelVersion.Status.ACTIVE)
             .first()
         )
-        promoted = _not_worse(version.val_map, previous.val_map if previous else None)
+        decided = _gate_decide(gate, val_map=fields.get("val_map"), previous=previous)
+        version = ModelVersion.objects.create(
+            family=run.family, training_run=run, gate=decided, **fields
+        )
+        promoted = bool(decided["passed"])
+        described = gate_describe(decided)
         if promoted:
-            _activate(version, previous=previous)
+            _activate(version, previous=previous,
+                      note=_note(f"promoted by the gate: {described}") if previous else "")
             _score_after_commit(version)
         elif settings.TRAINING_SCORE_CANDIDATES:
             _score_after_commit(version)
         verdict = (
-            f"model v{version.pk} active (val mAP {_fmt(version.val_map)}"
-            + (f" vs {_fmt(previous.val_map)} of v{previous.pk})" if previous else ")")
+            f"model v{version.pk} active ({described})"
             if promoted
-            else f"model v{version.pk} kept as candidate (val mAP {_fmt(version.val_map)} < "
-            f"{_fmt(previous.val_map)} of active v{previous.pk})"
+            else f"model v{version.pk} kept as candidate, worse than active v{previous.pk} "
+            f"({described})"
         )
         TrainingRun.objects.filter(pk=run_id).update(log=Concat(F("log"), Value(_line(verdict))))
         _followup(run)
@@ -168,15 +202,41 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
+def _note(text: str) -> str:
+    limit = ModelVersion._meta.get_field("promotion_note").max_length or 500
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _gate_decide(
+    gate: dict[str, Any] | None, *, val_map: float | None, previous: ModelVersion | None
+) -> dict[str, Any]:
+    """The gate record to store: the comparison made before publishing when it was made against
+    the version active now, else the fallback rule on each one's own validation mAP."""
+    if previous is None:
+        return dict(gate_first())
+    if gate and gate.get("active_version") == previous.pk and "passed" in gate:
+        return dict(gate)
+    if gate and gate.get("rule") == SAME_ITEMS:
+        reason = (f"v{previous.pk} became active while the gate scored "
+                  f"v{gate.get('active_version')}")
+    elif gate and gate.get("reason"):
+        reason = str(gate["reason"])
+    else:
+        reason = "the candidate and the active version were not scored on the same items"
+    return dict(gate_fallback(candidate_map=val_map, active=previous, reason=reason))
+
+
 def model_version_promote(
     *, version: ModelVersion, by: Any = None, confirm: bool = False
 ) -> bool:
     """Make a version active (staff action); False when it already was.
 
     The checkpoint is verified first: a version whose files changed is never made active. A
-    version that did worse on validation than the active one (the publish gate's rule,
-    ``_not_worse``) is promoted only with ``confirm=True``, and the override is written on it
-    (``promotion_note``: over which version, both mAPs, confirmed by whom).
+    version that did worse on validation than the active one (the publish gate's rule) is
+    promoted only with ``confirm=True``, and the override is written on it
+    (``promotion_note``: over which version, both mAPs, confirmed by whom). "Worse" is judged on
+    the same validation items when the version's gate compared it with the version active now
+    (:func:`promotion_comparison`).
 
     Raises:
         PromotionNeedsConfirmation: a worse version, without ``confirm``.
@@ -195,12 +255,18 @@ def model_version_promote(
         if current is not None and current.pk == version.pk:
             return False
         note = ""
-        if current is not None and not _not_worse(version.val_map, current.val_map):
+        comparison = promotion_comparison(version=version, active=current)
+        if current is not None and not comparison["passed"]:
             if not confirm:
-                raise PromotionNeedsConfirmation(version=version, active=current)
-            note = (
+                raise PromotionNeedsConfirmation(
+                    version=version, active=current, comparison=comparison
+                )
+            who = getattr(by, "username", None) or "system"
+            note = _note(
+                f"promoted over v{current.pk} ({gate_describe(comparison)}), confirmed by {who}"
+                if comparison.get("rule") == SAME_ITEMS else
                 f"promoted over v{current.pk} (val mAP {_fmt(current.val_map)}) with val mAP "
-                f"{_fmt(version.val_map)}, confirmed by {getattr(by, 'username', None) or 'system'}"
+                f"{_fmt(version.val_map)}, confirmed by {who}"
             )
         _activate(version, previous=current, by=by, note=note)
         if version.scored_at is None and not version.scoring_chunks:
