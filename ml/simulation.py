@@ -22,10 +22,21 @@ from ml.train import FeatureSet, TrainConfig, fit
 
 @dataclass(frozen=True)
 class CrowdProfile:
-    """A kind of volunteer: chance of ticking a present concept, and an absent one."""
+    """A kind of volunteer: chance of ticking a present concept, and an absent one.
+
+    With ``half_seen_scale`` > 0 the volunteer also misses small objects: an object whose side
+    is ``s`` (a share of the image side) is seen with probability
+    ``s**k / (s**k + half_seen_scale**k)``, ``k`` = ``size_steepness``, so half of the objects
+    of side ``half_seen_scale`` are missed, fewer of the bigger ones and more of the smaller
+    ones; a seen object is ticked with ``sensitivity``. Each volunteer's own half-seen scale is
+    the profile's times a log-normal factor (sigma 0.25). Needs the objects' sizes
+    (``SimulatedCrowd.classify(scale=...)``); without them size makes no difference.
+    """
 
     sensitivity: float
     false_positive: float
+    half_seen_scale: float = 0.0
+    size_steepness: float = 4.0
 
 
 DEFAULT_CROWD: dict[str, tuple[float, CrowdProfile]] = {
@@ -52,20 +63,56 @@ class SimulatedCrowd:
         self.false_positive = np.array([self.mix[names[k]][1].false_positive for k in kinds])
         activity = rng.pareto(1.2, size=self.n_volunteers) + 1  # a few volunteers do most work
         self.activity = activity / activity.sum()
+        self.half_seen = np.array([self.mix[names[k]][1].half_seen_scale for k in kinds])
+        self.steepness = np.array([self.mix[names[k]][1].size_steepness for k in kinds])
+        if self.half_seen.any():  # drawn only then, so that a crowd without it keeps its votes
+            self.half_seen = self.half_seen * rng.lognormal(0.0, 0.25, size=self.n_volunteers)
         self.rng = rng
 
     def classify(
-        self, truth: np.ndarray, items: np.ndarray, votes_each: int
+        self,
+        truth: np.ndarray,
+        items: np.ndarray,
+        votes_each: int | tuple[int, int],
+        *,
+        scale: np.ndarray | None = None,
     ) -> tuple[np.ndarray, ...]:
-        """Votes on ``items`` (indices into ``truth``): item, volunteer and tick arrays."""
-        item_idx = np.repeat(items, votes_each)
+        """Votes on ``items`` (indices into ``truth``): item, volunteer and tick arrays.
+
+        Args:
+            truth: (n, C) bool, the concepts present.
+            items: indices into ``truth`` to vote on.
+            votes_each: votes per item, or (low, high): each item gets low..high votes,
+                uniformly.
+            scale: (n, C) size of each present object (a share of the image side, NaN where
+                absent), for the volunteers who miss small objects.
+        """
+        items = np.asarray(items)
+        if isinstance(votes_each, tuple):
+            low, high = votes_each
+            item_idx = np.repeat(items, self.rng.integers(low, high + 1, size=len(items)))
+        else:
+            item_idx = np.repeat(items, votes_each)
         workers = self.rng.choice(self.n_volunteers, size=len(item_idx), p=self.activity)
         present = truth[item_idx]
+        seen = 1.0
+        if scale is not None:
+            seen = self.seen_probability(scale[item_idx], workers)
         p_tick = np.where(
-            present, self.sensitivity[workers, None], self.false_positive[workers, None]
+            present, self.sensitivity[workers, None] * seen, self.false_positive[workers, None]
         )
         ticks = (self.rng.random(present.shape) < p_tick).astype(np.uint8)
         return item_idx, workers, ticks
+
+    def seen_probability(self, scale: np.ndarray, workers: np.ndarray) -> np.ndarray:
+        """(V, C) chance that each vote's volunteer sees each object of size ``scale`` (V, C);
+        1 where the object is absent (NaN) or the volunteer's profile ignores size."""
+        half = self.half_seen[workers, None]
+        k = self.steepness[workers, None]
+        s = np.nan_to_num(np.asarray(scale, dtype=np.float64), nan=1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            seen = s**k / (s**k + half**k)
+        return np.where(half > 0, seen, 1.0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +120,7 @@ class LoopConfig:
     seed_round: int = 100
     rounds: int = 8
     round_size: int = 100
-    votes_each: int = 3
+    votes_each: int | tuple[int, int] = 3  # or (low, high): each item gets low..high votes
     random_share: float = 0.15
     epochs: int = 60
     mc_samples: int = 10
@@ -147,19 +194,25 @@ def run_loop(
     config: LoopConfig,
     seed: int,
     progress: Callable[[str], None] | None = None,
+    crowd_mix: dict[str, tuple[float, CrowdProfile]] | None = None,
+    pool_scale: np.ndarray | None = None,
 ) -> Curve:
-    """One simulated campaign: a random seed round, then ``rounds`` rounds by ``strategy``."""
+    """One simulated campaign: a random seed round, then ``rounds`` rounds by ``strategy``.
+
+    ``crowd_mix`` replaces the default crowd (``DEFAULT_CROWD``); ``pool_scale`` (pool, C) is
+    the size of each present object, for volunteers who miss small ones (``CrowdProfile``).
+    """
     started = time.monotonic()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    crowd = SimulatedCrowd(seed=seed)
+    crowd = SimulatedCrowd(seed=seed, mix=dict(crowd_mix or DEFAULT_CROWD))
     n_pool, n_concepts = pool_truth.shape
     labelled = np.zeros(n_pool, dtype=bool)
     votes_items, votes_workers, votes_ticks = [], [], []
     curve = Curve(strategy=strategy, seed=seed)
 
     def ask(items: np.ndarray) -> None:
-        i, w, t = crowd.classify(pool_truth, items, config.votes_each)
+        i, w, t = crowd.classify(pool_truth, items, config.votes_each, scale=pool_scale)
         votes_items.append(i)
         votes_workers.append(w)
         votes_ticks.append(t)
