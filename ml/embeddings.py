@@ -44,7 +44,9 @@ def model_key(model: MultiLabelNet) -> str:
     digest = hashlib.sha256()
     cfg = model.data_config
     digest.update(f"{model.spec.name}|{cfg.input_size}|{cfg.mean}|{cfg.std}".encode())
-    for name, tensor in sorted(model.features.state_dict().items()):
+    trunk = {**model.features.state_dict(),  # and a pre-logits norm's (ConvNeXt), if any
+             **{f"pre_logits.{k}": v for k, v in model.pre_logits.state_dict().items()}}
+    for name, tensor in sorted(trunk.items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

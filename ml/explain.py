@@ -2,7 +2,9 @@
 
 The map weighs the last convolutional block's activations by the spatially averaged gradient of
 one concept's logit (the logit, not the sigmoid, whose saturation would flatten the gradient),
-keeps the positive part and scales it to [0, 1].
+keeps the positive part and scales it to [0, 1]. For a Vision Transformer the "activations" are
+the patch tokens entering its last encoder block, on the patch grid, and the gradient runs back
+through that block (Grad-CAM on the last block's tokens, not attention rollout).
 
 The trunk runs once, without autograd: the gradient of a logit with respect to the last block's
 activations goes through the pooling and the head only, so every concept's map costs one small
@@ -63,8 +65,9 @@ def grad_cams(model: MultiLabelNet, x: torch.Tensor, concepts: Sequence[int] | N
     """Grad-CAM maps of several concepts for one image, at the last block's resolution.
 
     Args:
-        model: the network; the map is taken on ``forward_features`` (the output of its
-            ``gradcam_layer``, the trunk's last block).
+        model: the network; the map is taken on what its ``cam_split`` gives: for a CNN
+            ``forward_features`` (the output of its ``gradcam_layer``, the trunk's last block),
+            for a Vision Transformer the patch tokens entering its last block.
         x: a normalised (1, 3, H, W) or (3, H, W) float tensor.
         concepts: output indices; default every concept, in output order.
 
@@ -87,10 +90,13 @@ def grad_cams(model: MultiLabelNet, x: torch.Tensor, concepts: Sequence[int] | N
     model.eval()  # BatchNorm with running stats, no dropout: explain what inference does
     try:
         with torch.no_grad():
-            act = model.forward_features(x)  # (1, K, h, w): no graph through the trunk
+            # (1, K, h, w): no graph through the trunk. A CNN's last block output, pooled and
+            # classified by to_logits; a ViT's patch tokens entering its last block, re-run
+            # through that block (see ml.models.VisionTransformerNet).
+            act, to_logits = model.cam_split(x)
         act = act.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = model.forward_head(act)[0]  # (C,)
+            logits = to_logits(act)[0]  # (C,)
             # autograd.grad, not backward(): the parameters' .grad stay untouched.
             grads = [torch.autograd.grad(logits[c], act, retain_graph=True)[0] for c in wanted]
     finally:

@@ -7,4 +7,7 @@ would load PyTorch (about 1 GB, 2-3 s) inside the first request of every web wor
 
 from __future__ import annotations
 
-MODEL_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "small_cnn")
+MODEL_NAMES: tuple[str, ...] = (
+    "convnext_tiny", "efficientnet_v2_s", "resnet18", "resnet34", "resnet50", "small_cnn",
+    "vit_b_16",
+)

@@ -1,17 +1,20 @@
 """Model registry and factory: backbones with a multi-label head that returns logits.
 
-Every model is a :class:`MultiLabelNet`: a convolutional trunk (``features``), global average
-pooling, and a head (linear, or a small MLP with dropout so that MC-dropout sampling has something
-to sample). The split follows timm: ``forward_features`` gives the last feature map (Grad-CAM
-hooks onto it), ``forward_head`` pools and classifies, ``embed`` gives the pooled (N, D) features
-that the embedding cache stores.
+Every model is a :class:`MultiLabelNet`: a trunk (``features``), global average pooling (with
+the backbone's own pre-logits norm, ConvNeXt's LayerNorm), and a head (linear, or a small MLP with
+dropout so that MC-dropout sampling has something to sample). The split follows timm:
+``forward_features`` gives the last feature map (Grad-CAM hooks onto it), ``forward_head`` pools
+and classifies, ``embed`` gives the pooled (N, D) features that the embedding cache stores. The
+Vision Transformer (:class:`VisionTransformerNet`) has the same split with tokens for the map and
+the class token for the pooled features.
 
 ``forward`` returns raw logits. The Europeana pilot put a sigmoid inside ``forward`` and then fed
 it to ``BCEWithLogitsLoss`` (sigmoid twice); here the loss takes logits and the sigmoid lives only
 in :func:`predict_proba`, at inference.
 
-Nothing is ever downloaded: ImageNet weights are used only when a local file is given, read as
+Nothing is downloaded here: ImageNet weights are used only when a local file is given, read as
 safetensors or as a tensor-only state dict (``torch.load(weights_only=True)``, no fallback).
+``ml.weights`` resolves a weights spec (a torchvision weights name, a URL, a path) to such a file.
 """
 
 from __future__ import annotations
@@ -106,17 +109,29 @@ class MultiLabelNet(nn.Module):
         spec: the architecture, for checkpoints.
     """
 
+    #: How a torchvision checkpoint's keys outside the trunk map onto this model: (prefix,
+    #: replacement or None to drop). Keys not named here belong to the trunk (``features.``).
+    weights_renames: tuple[tuple[str, str | None], ...] = (
+        ("fc.", None),
+        ("classifier.", None),
+        ("heads.", None),
+    )
+
     def __init__(
         self,
-        features: nn.Sequential,
+        features: nn.Module,
         num_features: int,
         head: Head,
         *,
         data_config: DataConfig,
         spec: ModelSpec,
+        pre_logits: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.features = features
+        # Applied to the pooled features before the head (ConvNeXt's LayerNorm); Identity has no
+        # parameters, so the state dicts of the other backbones are unchanged.
+        self.pre_logits = pre_logits if pre_logits is not None else nn.Identity()
         self.head = head
         self.num_features = num_features
         self.data_config = data_config
@@ -131,8 +146,17 @@ class MultiLabelNet(nn.Module):
         return self.features(x)  # (N, 3, H, W) -> (N, D, h, w)
 
     def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (N, D, h, w) -> (N, D)
+        x = self.pre_logits(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))  # (N, D, h, w) -> (N, D)
         return x if pre_logits else self.head(x)
+
+    def cam_split(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """What Grad-CAM weighs: a map (N, K, h, w), and the function from that map to logits.
+
+        For a CNN the map is the last block's output and the function pools and classifies.
+        """
+        return self.forward_features(x), self.forward_head
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (N, D): what the embedding cache stores and heads train on."""
@@ -192,8 +216,9 @@ def create_model(
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
     if num_concepts < 1:
         raise ValueError("num_concepts must be at least 1")
-    spec = ModelSpec(name, num_concepts, head=head, hidden=hidden, dropout=dropout,
-                     kwargs=dict(kwargs))
+    spec = ModelSpec(
+        name, num_concepts, head=head, hidden=hidden, dropout=dropout, kwargs=dict(kwargs)
+    )
     model = _REGISTRY[name](spec=spec, **kwargs)
     if weights is not None:
         load_backbone_weights(model, weights)
@@ -220,7 +245,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError, RuntimeError: both mean "refused"
             raise ValueError(
-                f"refused to load {path.name}: not a tensor-only file ({exc})") from exc
+                f"refused to load {path.name}: not a tensor-only file ({exc})"
+            ) from exc
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(
@@ -231,8 +257,21 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     raise ValueError(f"unknown weights format {path.suffix!r}: use .safetensors or .pt/.pth")
 
 
+def _trunk_key(model: MultiLabelNet, key: str) -> str | None:
+    """A checkpoint key in this model's naming, or None for a key that is not the trunk's."""
+    if key.startswith(("features.", "pre_logits.")):
+        return key  # this module's own layout (and torchvision's for ConvNeXt, EfficientNet)
+    if key.startswith("head."):
+        return None  # a head of this module's: new concepts, new head
+    for prefix, replacement in model.weights_renames:
+        if key.startswith(prefix):
+            return None if replacement is None else replacement + key.removeprefix(prefix)
+    return "features." + key  # torchvision layout: "conv1.weight" -> features.conv1.weight
+
+
 def load_backbone_weights(model: MultiLabelNet, path: str | Path) -> None:
-    """Load trunk weights from a local file into ``model.features`` (strict on the trunk).
+    """Load trunk weights (and a pre-logits norm) from a local file; strict on everything but
+    the head.
 
     Raises:
         ValueError: keys or shapes of the file do not match the trunk.
@@ -240,15 +279,30 @@ def load_backbone_weights(model: MultiLabelNet, path: str | Path) -> None:
     state = load_state_dict_file(path)
     trunk: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.startswith("features."):
-            trunk[key.removeprefix("features.")] = value
-        elif not key.startswith(("fc.", "head.", "classifier.")):
-            trunk[key] = value  # torchvision layout: "conv1.weight" -> features.conv1.weight
-    try:
-        model.features.load_state_dict(trunk, strict=True)
-    except RuntimeError as exc:
+        mapped = _trunk_key(model, key)
+        if mapped is not None:
+            trunk[mapped] = value
+    wanted = {k for k in model.state_dict() if not k.startswith("head.")}
+    missing, unexpected = sorted(wanted - set(trunk)), sorted(set(trunk) - wanted)
+    name = Path(path).name
+    if missing or unexpected:
         raise ValueError(
-            f"weights in {Path(path).name} do not fit {model.spec.name}: {exc}") from exc
+            f"weights in {name} do not fit {model.spec.name}: "
+            + "; ".join(
+                part
+                for part in (
+                    f"{len(missing)} missing ({', '.join(missing[:3])}...)" if missing else "",
+                    f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}...)"
+                    if unexpected
+                    else "",
+                )
+                if part
+            )
+        )
+    try:
+        model.load_state_dict(trunk, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"weights in {name} do not fit {model.spec.name}: {exc}") from exc
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -262,16 +316,28 @@ def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _make(
-    features: nn.Sequential, num_features: int, spec: ModelSpec, data_config: DataConfig
+    features: nn.Module,
+    num_features: int,
+    spec: ModelSpec,
+    data_config: DataConfig,
+    *,
+    pre_logits: nn.Module | None = None,
+    cls: type[MultiLabelNet] = MultiLabelNet,
 ) -> MultiLabelNet:
-    head = Head(num_features, spec.num_concepts, kind=spec.head, hidden=spec.hidden,
-                dropout=spec.dropout)
-    return MultiLabelNet(features, num_features, head, data_config=data_config, spec=spec)
+    head = Head(
+        num_features, spec.num_concepts, kind=spec.head, hidden=spec.hidden, dropout=spec.dropout
+    )
+    return cls(
+        features, num_features, head, data_config=data_config, spec=spec, pre_logits=pre_logits
+    )
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 @register_model
@@ -301,10 +367,12 @@ def _torchvision_resnet(arch: str, spec: ModelSpec) -> MultiLabelNet:
 
     # weights=None: torchvision never touches the network; local weights are loaded afterwards.
     net = getattr(torchvision.models, arch)(weights=None)
-    trunk = nn.Sequential(OrderedDict(
-        (name, getattr(net, name))
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    ))
+    trunk = nn.Sequential(
+        OrderedDict(
+            (name, getattr(net, name))
+            for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        )
+    )
     # The Europeana pilot trained at 128 px and inferred at 224 px.
     return _make(trunk, net.fc.in_features, spec, DataConfig(input_size=224, train_size=128))
 
@@ -325,3 +393,116 @@ def resnet34(*, spec: ModelSpec) -> MultiLabelNet:
 def resnet50(*, spec: ModelSpec) -> MultiLabelNet:
     """torchvision ResNet-50 trunk (D=2048)."""
     return _torchvision_resnet("resnet50", spec)
+
+
+@register_model
+def convnext_tiny(*, spec: ModelSpec) -> MultiLabelNet:
+    """torchvision ConvNeXt-Tiny trunk (D=768), with its LayerNorm on the pooled features.
+
+    torchvision's recipe trains at 176 px and evaluates at 224 px.
+    """
+    import torchvision
+
+    net = torchvision.models.convnext_tiny(weights=None)
+    norm = net.classifier[0]  # LayerNorm2d over (N, D, 1, 1): a LayerNorm over (N, D)
+    pre_logits = nn.LayerNorm(norm.normalized_shape, eps=norm.eps)
+    model = _make(
+        net.features,
+        net.classifier[2].in_features,
+        spec,
+        DataConfig(input_size=224, train_size=176),
+        pre_logits=pre_logits,
+    )
+    model.weights_renames = (("classifier.0.", "pre_logits."), ("classifier.", None))
+    return model
+
+
+@register_model
+def efficientnet_v2_s(*, spec: ModelSpec) -> MultiLabelNet:
+    """torchvision EfficientNetV2-S trunk (D=1280); trained at 300 px, evaluated at 384 px."""
+    import torchvision
+
+    net = torchvision.models.efficientnet_v2_s(weights=None)
+    return _make(
+        net.features,
+        net.classifier[1].in_features,
+        spec,
+        DataConfig(input_size=384, train_size=300),
+    )
+
+
+class VisionTransformerNet(MultiLabelNet):
+    """A torchvision Vision Transformer (without its ``heads``) under a multi-label head.
+
+    ``features`` is the ``VisionTransformer`` itself, so its state dict has torchvision's keys
+    (``conv_proj.*``, ``class_token``, ``encoder.*``). ``forward_features`` gives the tokens after
+    the final norm (N, 1 + h*w, D); the pooled features are the class token (as torchvision's
+    classifier takes them). Inputs must be exactly ``image_size`` pixels square.
+
+    Grad-CAM weighs the tokens that enter the last encoder block (the patch grid, reshaped to
+    (D, h, w)) by the gradient of a logit through that block, the final norm and the head: the
+    class token reads the patches through the last block's attention, so the gradient there says
+    which patches the logit drew on. (The tokens *after* the last block get no gradient from the
+    class token, and a map there would be all zeros.)
+    """
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """The last encoder block: Grad-CAM weighs the tokens that enter it."""
+        return self.features.encoder.layers[-1]
+
+    def _tokens_before_last_block(self, x: torch.Tensor) -> torch.Tensor:
+        vit = self.features
+        x = vit._process_input(x)  # (N, 3, H, W) -> (N, h*w, D); checks the input size
+        x = torch.cat([vit.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = vit.encoder.dropout(x + vit.encoder.pos_embedding)
+        return vit.encoder.layers[:-1](x)  # (N, 1 + h*w, D)
+
+    def _last_block(self, tokens: torch.Tensor) -> torch.Tensor:
+        encoder = self.features.encoder
+        return encoder.ln(encoder.layers[-1](tokens))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._last_block(self._tokens_before_last_block(x))  # (N, 1 + h*w, D)
+
+    def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_logits(x[:, 0])  # the class token: (N, 1 + h*w, D) -> (N, D)
+        return x if pre_logits else self.head(x)
+
+    def cam_split(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        tokens = self._tokens_before_last_block(x)
+        n, length, dim = tokens.shape
+        side = self.features.image_size // self.features.patch_size
+        cls = tokens[:, :1].detach()
+        grid = tokens[:, 1:].transpose(1, 2).reshape(n, dim, side, side)  # (N, D, h, w)
+
+        def to_logits(act: torch.Tensor) -> torch.Tensor:
+            patches = act.flatten(2).transpose(1, 2)  # (N, D, h, w) -> (N, h*w, D)
+            return self.forward_head(self._last_block(torch.cat([cls, patches], dim=1)))
+
+        return grid, to_logits
+
+
+def vision_transformer_net(net: nn.Module, spec: ModelSpec) -> VisionTransformerNet:
+    """Wrap a torchvision ``VisionTransformer`` (any size) as a :class:`VisionTransformerNet`."""
+    net.heads = nn.Identity()  # torchvision's ImageNet classifier: not part of the trunk
+    size = int(net.image_size)
+    model = _make(
+        net,
+        int(net.hidden_dim),
+        spec,
+        DataConfig(input_size=size, train_size=size),
+        cls=VisionTransformerNet,
+    )
+    assert isinstance(model, VisionTransformerNet)
+    return model
+
+
+@register_model
+def vit_b_16(*, spec: ModelSpec) -> MultiLabelNet:
+    """torchvision ViT-B/16 (D=768) at 224 px, its only input size (position embeddings)."""
+    import torchvision
+
+    return vision_transformer_net(torchvision.models.vit_b_16(weights=None), spec)
