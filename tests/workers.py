@@ -64,15 +64,20 @@ def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 class Worker:
-    """A ``celery -A config worker -Q train`` in its own process group, killed in finally."""
+    """A ``celery -A config worker -Q train`` in its own process group, killed in finally.
 
-    def __init__(self, env: dict[str, str], name: str, log_dir: Path, queue: str = "train"
-                 ) -> None:
+    ``concurrency`` and ``extra`` arguments (e.g. ``--include`` of a test task module) make the
+    other shapes of worker the tests need.
+    """
+
+    def __init__(self, env: dict[str, str], name: str, log_dir: Path, queue: str = "train",
+                 *, concurrency: int = 1, extra: tuple[str, ...] = ()) -> None:
+        self.name = name
         self.log = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(
-            [CELERY, "-A", "config", "worker", "-Q", queue, "--concurrency", "1",
+            [CELERY, "-A", "config", "worker", "-Q", queue, "--concurrency", str(concurrency),
              "--pool", "prefork", "-n", f"{name}@%h", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+             "--without-gossip", "--without-mingle", "--without-heartbeat", *extra],
             cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )

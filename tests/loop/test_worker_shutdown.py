@@ -23,7 +23,8 @@ import pytest
 import redis
 import yaml
 
-from tests.workers import CELERY, ROOT, sender, until
+from tests import workers as workers_module
+from tests.workers import ROOT, sender, until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -56,23 +57,14 @@ def shutdown_env(redis_url: str, var_dir: Path, soft_timeout: float) -> dict[str
     return env
 
 
-class Worker:
+class Worker(workers_module.Worker):
     """``celery -A config worker -Q default --concurrency 2`` as compose runs it, plus the test
     task module; SIGTERM goes to the main process only, as Docker sends it to PID 1."""
 
     def __init__(self, env: dict[str, str], name: str, log_dir: Path) -> None:
-        self.name = name
-        self.log = log_dir / f"{name}.log"
-        self.proc = subprocess.Popen(
-            [CELERY, "-A", "config", "worker", "-Q", QUEUE, "--concurrency", "2",
-             "--pool", "prefork", "-n", f"{name}@%h", "--loglevel", "INFO",
-             "--include", "tests.loop.shutdown_tasks", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        until(lambda: " ready." in self.log.read_text() or self.proc.poll() is not None,
-              60, f"worker {name} to start")  # fmt: skip
-        assert self.proc.poll() is None, self.tail()
+        super().__init__(env, name, log_dir, QUEUE, concurrency=2,
+                         extra=("--include", "tests.loop.shutdown_tasks"))  # fmt: skip
+        self.wait_ready()
 
     def terminate(self) -> float:
         """SIGTERM, then the seconds until the worker has exited."""
@@ -83,14 +75,6 @@ class Worker:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"worker {self.name} ignored SIGTERM:\n{self.tail()}") from None
         return time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def tail(self) -> str:
-        return self.log.read_text()[-4000:]
 
 
 @pytest.fixture
