@@ -15,6 +15,11 @@ Only the Zooniverse push is stood in for: a round's new picks become subjects di
 itself is tested against the sandbox elsewhere). Each campaign runs in a transaction that is
 rolled back, with its files in a folder of its own, so nothing is left behind; a campaign holds
 that transaction for its whole length, so run long simulations against a scratch database.
+
+``SimulationConfig.scenario`` picks the images and the crowd from ``ml.scenarios``: "easy" is
+the digit mosaics and the default crowd above; "hard" is the long-tailed, cluttered scenario
+with its noisier crowd (careless volunteers miss small objects, 15% spammers, one to three
+votes per item instead of ``votes``).
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from django.test.utils import override_settings
 from PIL import Image
 
 from ml.metrics import mean_average_precision
-from ml.mosaics import DIGIT_KEYS, digit_vocabulary, make_mosaics
-from ml.simulation import Curve, SimulatedCrowd, budget_to_reach
+from ml.mosaics import DIGIT_KEYS, digit_vocabulary
+from ml.scenarios import scenario_crowd, scenario_pool
+from ml.simulation import DEFAULT_CROWD, Curve, SimulatedCrowd, budget_to_reach
 
 #: The workflow version the simulated classifications claim; answers are concept keys, which the
 #: wildcard answer map of ``workflow_configure`` resolves for any version.
@@ -62,6 +68,8 @@ class SimulationConfig:
         random_share: the random control share of every round.
         relabel: let contested items compete for places (ActiveLab's relabel-or-new); None:
             ACQUISITION_RELABEL.
+        scenario: ``ml.scenarios`` scenario, "easy" (digit mosaics) or "hard"; the hard
+            scenario's crowd gives one to three votes per item, whatever ``votes`` says.
     """
 
     strategies: tuple[str, ...] = ("random", "entropy")
@@ -77,6 +85,7 @@ class SimulationConfig:
     widths: tuple[int, ...] = (16, 32, 64)
     random_share: float = 0.15
     relabel: bool | None = None
+    scenario: str = "easy"
 
     def train_params(self, seed: int) -> dict:
         return {
@@ -174,6 +183,7 @@ class _Data:
     truth: np.ndarray  # (pool, 10) bool
     test_sources: list[str]
     test_truth: np.ndarray  # (test_items, 10) bool
+    scale: np.ndarray | None = None  # (pool, 10) object sizes, for volunteers who miss small ones
 
 
 def _write_data(config: SimulationConfig, root: Path) -> _Data:
@@ -181,8 +191,8 @@ def _write_data(config: SimulationConfig, root: Path) -> _Data:
     pool_dir, test_dir = root / "pool", root / "test"
     pool_dir.mkdir(parents=True, exist_ok=True)
     test_dir.mkdir(parents=True, exist_ok=True)
-    pool = make_mosaics(config.pool, seed=101, size=config.image_size)
-    test = make_mosaics(config.test_items, seed=202, size=config.image_size)
+    pool = scenario_pool(config.scenario, config.pool, seed=101, size=config.image_size)
+    test = scenario_pool(config.scenario, config.test_items, seed=202, size=config.image_size)
     index: dict[str, int] = {}
     manifest = pool_dir / "manifest.csv"
     with manifest.open("w", newline="") as fh:
@@ -191,14 +201,14 @@ def _write_data(config: SimulationConfig, root: Path) -> _Data:
         for i, image in enumerate(pool.images):
             external_id = f"sim-{i:05d}"
             Image.fromarray(image).save(pool_dir / f"{external_id}.png")
-            writer.writerow([external_id, f"{external_id}.png", f"mosaic {i}"])
+            writer.writerow([external_id, f"{external_id}.png", f"{config.scenario} image {i}"])
             index[external_id] = i
     sources = []
     for i, image in enumerate(test.images):
         path = test_dir / f"test-{i:05d}.png"
         Image.fromarray(image).save(path)
         sources.append(str(path))
-    return _Data(manifest, index, pool.labels, sources, test.labels)
+    return _Data(manifest, index, pool.labels, sources, test.labels, pool.scale)
 
 
 def _setup(data: _Data) -> None:
@@ -253,12 +263,13 @@ def _test_map(version, data: _Data) -> float:  # type: ignore[no-untyped-def]
 class _Crowd:
     """Simulated volunteers whose votes arrive as classifications through the ingest service."""
 
-    def __init__(self, data: _Data, *, seed: int, votes: int) -> None:
+    def __init__(self, data: _Data, *, seed: int, votes: int, scenario: str = "easy") -> None:
         from annotate.models import ImportReport, Workflow
 
+        kind = scenario_crowd(scenario)
         self.data = data
-        self.votes = votes
-        self.crowd = SimulatedCrowd(seed=seed)
+        self.votes: int | tuple[int, int] = kind.votes or votes
+        self.crowd = SimulatedCrowd(seed=seed, mix=dict(kind.mix or DEFAULT_CROWD))
         self.workflow = Workflow.objects.get(zooniverse_id=WORKFLOW_ID)
         self.report = ImportReport.objects.create(kind=ImportReport.Kind.CLASSIFICATIONS)
         self.next_id = 1
@@ -285,7 +296,9 @@ class _Crowd:
         subjects.update({p.item_id: p.item_id for p in picks if p.item_id not in subjects})
         rows = np.array([self.data.index[p.item.external_id] for p in picks])
         subject_of_row = {self.data.index[p.item.external_id]: subjects[p.item_id] for p in picks}
-        item_rows, workers, ticks = self.crowd.classify(self.data.truth, rows, self.votes)
+        item_rows, workers, ticks = self.crowd.classify(
+            self.data.truth, rows, self.votes, scale=self.data.scale
+        )
         records = []
         for row, worker, tick in zip(item_rows.tolist(), workers.tolist(), ticks, strict=True):
             records.append(
@@ -322,7 +335,7 @@ def _campaign(
 
     curve = Curve(strategy=strategy, seed=seed)
     _setup(data)
-    crowd = _Crowd(data, seed=seed, votes=config.votes)
+    crowd = _Crowd(data, seed=seed, votes=config.votes, scenario=config.scenario)
     size = config.seed_round
     for number in range(config.rounds + 1):
         try:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ml.acquisition import list_strategies
+from ml.scenarios import SCENARIOS
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -19,7 +20,8 @@ class Command(BaseCommand):
         "ingest, aggregation, training, round_select) on digit mosaics with known truth and a "
         "simulated crowd: test mAP against classifications per strategy, a learning-curve PNG and "
         "a table of the classifications each strategy needs to reach 95%% of the full-data mAP. "
-        "Needs an empty (scratch) database; every campaign is rolled back."
+        "Needs an empty (scratch) database; every campaign is rolled back. --scenario hard: "
+        "long-tailed concepts among clutter at 64 px, with a noisier crowd (ml.scenarios)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -37,6 +39,11 @@ class Command(BaseCommand):
         parser.add_argument("--test-items", type=int, default=300)
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--random-share", type=float, default=0.15)
+        parser.add_argument("--scenario", choices=SCENARIOS, default="easy",
+                            help="easy: digit mosaics, the default crowd; hard: ml.scenarios' "
+                            "long-tailed, cluttered images and noisier crowd (1-3 votes an item)")
+        parser.add_argument("--image-size", type=int, default=None,
+                            help="image side in pixels (default: 32 easy, 64 hard)")
         relabel = parser.add_mutually_exclusive_group()
         relabel.add_argument("--relabel", dest="relabel", action="store_true", default=None,
                              help="let contested items compete for places")
@@ -79,6 +86,8 @@ class Command(BaseCommand):
             seed_round=options["seed_round"], pool=options["pool"],
             test_items=options["test_items"], epochs=options["epochs"],
             random_share=options["random_share"], relabel=options["relabel"],
+            scenario=options["scenario"],
+            image_size=options["image_size"] or (64 if options["scenario"] == "hard" else 32),
         )
         bar = tqdm(total=config.steps, unit="training", file=self.stderr, dynamic_ncols=True)
 
@@ -96,9 +105,11 @@ class Command(BaseCommand):
         out: Path = options["out"]
         png = simulation_plot(result, out / "active_learning.png")
         table = simulation_write_table(result, out / "active_learning.csv")
+        votes = "1-3" if config.scenario == "hard" else config.votes
         self.stdout.write(result.table_text())
         self.stdout.write(
             f"simulate_active_learning: {len(config.seeds)} seeds x {len(strategies)} strategies, "
-            f"{config.rounds} rounds of {config.items_per_round} items x {config.votes} votes; "
+            f"{config.rounds} rounds of {config.items_per_round} items x {votes} votes, "
+            f"scenario {config.scenario}; "
             f"curves {png}, table {table}"
         )
