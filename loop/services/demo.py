@@ -3,6 +3,10 @@
 Images are 2x2 mosaics of scikit-learn's handwritten digits (``ml.mosaics``): the concepts are the
 ten digits, an image's true labels are the digits it shows. The manifest's prior labels are the
 truth with noise added, as earlier enrichments are: some digits dropped, some invented.
+
+``demo --scenario hard`` makes the items from ``ml.scenarios``' hard scenario instead: the same
+ten digits, long-tailed (the commonest in 40% of the images, the rarest in 1.5%), at random
+places and scales among clutter, partly hidden, on noisy backgrounds.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from django.db.models import Q
 from PIL import Image
 
 from annotate.roles import ADMIN, CURATOR, roles_setup
-from ml.mosaics import DIGIT_KEYS, digit_vocabulary, make_mosaics
+from ml.mosaics import DIGIT_KEYS, digit_vocabulary
+from ml.scenarios import scenario_pool
 
 DEMO_DIR_NAME = "demo"
 
@@ -44,14 +49,28 @@ def demo_vocabulary() -> list[dict[str, str]]:
     return digit_vocabulary()
 
 
+#: Per scenario: the items' external id prefix and title.
+_SCENARIO_ITEMS = {
+    "easy": ("mosaic", "Mosaic of handwritten digits no. "),
+    "hard": ("hard", "Handwritten digits among clutter no. "),
+}
+
+
 def demo_manifest_write(
-    *, n: int = 400, seed: int = 7, drop_rate: float = 0.25, add_rate: float = 0.04
+    *,
+    n: int = 400,
+    seed: int = 7,
+    drop_rate: float = 0.25,
+    add_rate: float = 0.04,
+    scenario: str = "easy",
 ) -> DemoManifest:
-    """Write ``n`` mosaic PNGs and a CSV manifest with noisy prior labels; the same each time."""
+    """Write ``n`` PNGs of ``scenario`` ("easy": digit mosaics, "hard": ``ml.scenarios``' hard
+    scenario) and a CSV manifest with noisy prior labels; the same each time."""
     root = demo_dir()
     images_dir = root / "images"
     images_dir.mkdir(exist_ok=True)
-    mosaics = make_mosaics(n, seed=seed)
+    prefix, title_text = _SCENARIO_ITEMS[scenario]
+    mosaics = scenario_pool(scenario, n, seed=seed, size=64)
     rng = np.random.default_rng(seed + 1)
     noisy = mosaics.labels.copy()
     noisy[mosaics.labels & (rng.random(noisy.shape) < drop_rate)] = False
@@ -63,14 +82,14 @@ def demo_manifest_write(
         writer = csv.writer(fh)
         writer.writerow(["external_id", "image", "title", "prior_labels", "provider"])
         for i in range(n):
-            external_id = f"mosaic-{seed}-{i:05d}"
+            external_id = f"{prefix}-{seed}-{i:05d}"
             image_path = images_dir / f"{external_id}.png"
             if not image_path.exists():
                 Image.fromarray(mosaics.images[i]).save(image_path, optimize=True)
             keys = [DIGIT_KEYS[d] for d in np.flatnonzero(mosaics.labels[i])]
             truth[external_id] = keys
             prior = ";".join(DIGIT_KEYS[d] for d in np.flatnonzero(noisy[i]))
-            title = "Mosaic of handwritten digits no. " + str(i + 1)
+            title = title_text + str(i + 1)
             writer.writerow(
                 [external_id, f"images/{image_path.name}", title, prior, "scikit-learn"]
             )
@@ -112,6 +131,7 @@ class DemoLoopConfig:
     next_rounds: tuple[int, ...] = (120,)
     votes_per_subject: int = 5
     volunteers: int = 40
+    scenario: str = "easy"  # the items: "easy" digit mosaics or the "hard" scenario
     curator_edits: int = 10
     train_params: dict | None = None
     #: How long the demo waits for the worker at each step before it gives up, in seconds.
@@ -138,8 +158,10 @@ def demo_prepare(*, config: DemoLoopConfig, say: Callable[[str], None]) -> DemoM
     from annotate.services.vocabulary import vocabulary_load
 
     vocabulary_load(entries=demo_vocabulary())
-    say(f"images: {config.items} mosaics of handwritten digits, with noisy prior labels")
-    manifest = demo_manifest_write(n=config.items, seed=config.seed)
+    what = {"easy": "mosaics of handwritten digits",
+            "hard": "images of the hard scenario (long-tailed digits among clutter)"}
+    say(f"images: {config.items} {what[config.scenario]}, with noisy prior labels")
+    manifest = demo_manifest_write(n=config.items, seed=config.seed, scenario=config.scenario)
     _, counts = items_import(path=manifest.path)
     say(f"  {counts.summary()}")
     (demo_dir() / "truth.json").write_text(json.dumps(manifest.truth))

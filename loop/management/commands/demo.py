@@ -80,6 +80,8 @@ class Command(BaseCommand):
         parser.add_argument("--votes", type=int, default=5, help="classifications per subject")
         parser.add_argument("--epochs", type=int, default=8)
         parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--scenario", choices=("easy", "hard"), default="easy",
+                            help="the items: digit mosaics (easy) or ml.scenarios' hard scenario")
         parser.add_argument(
             "--reset",
             action="store_true",
@@ -138,6 +140,7 @@ class Command(BaseCommand):
             first_round=options["first_round"],
             next_rounds=tuple(options["next_round"] or (120,)),
             votes_per_subject=options["votes"],
+            scenario=options["scenario"],
             train_params={**DEMO_TRAIN_PARAMS, "epochs": options["epochs"]},
         )
         manifest = demo_prepare(config=config, say=say)
