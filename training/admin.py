@@ -19,11 +19,21 @@ from training.services import (
     model_version_promote,
     training_run_request,
 )
+from training.services.gate import SAME_ITEMS, gate_describe
 from training.services.versions import PromotionNeedsConfirmation
 
 
 def _map(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def _comparison_line(version: ModelVersion, active: ModelVersion, gate: dict) -> str:
+    if gate.get("rule") == SAME_ITEMS:
+        return (f"On the same {gate.get('items')} validation items, v{version.pk} has an mAP of "
+                f"{_map(gate.get('candidate_map'))}; the active v{active.pk} has "
+                f"{_map(gate.get('active_map'))}.")
+    return (f"v{version.pk} has a validation mAP of {_map(version.val_map)}; the active "
+            f"v{active.pk} has {_map(active.val_map)}, each on its own validation split.")
 
 
 def _percent(value: float | None) -> str:
@@ -46,7 +56,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "status", "trigger", "requested_by", "params", "progress_percent", "attempts",
         "max_attempts",
         "worker_id", "lease_until", "heartbeat_at", "enqueued_at", "enqueue_error",
-        "followup_requested", "n_items", "snapshot_path", "snapshot_sha256", "error", "log",
+        "followup_requested", "n_items", "snapshot_path", "snapshot_sha256", "weights",
+        "weights_sha256", "error", "log",
         "created_at", "started_at", "finished_at",
     ]
     exclude = ["metrics", "state_sha256", "family", "progress"]
@@ -147,21 +158,23 @@ class TrainingRunAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "status", "backbone", "mode", "val_map_display", "n_train", "n_val", "scoring",
-        "training_run", "created_at", "promoted_at",
+        "id", "status", "backbone", "mode", "val_map_display", "gate_display", "n_train",
+        "n_val", "scoring", "training_run", "created_at", "promoted_at",
     ]
     list_filter = ["status", "backbone"]
     list_select_related = ["training_run"]
     ordering = ["-created_at", "-id"]
     actions = ["promote"]
     readonly_fields = [
-        "status", "backbone", "mode", "training_run", "val_map_display", "metrics_table",
-        "checkpoint_path", "checkpoint_sha256", "snapshot_sha256", "n_train", "n_val",
+        "status", "backbone", "mode", "training_run", "val_map_display", "gate_detail",
+        "metrics_table",
+        "checkpoint_path", "checkpoint_sha256", "snapshot_sha256", "weights", "weights_sha256",
+        "n_train", "n_val",
         "scoring_chunks", "scoring_chunks_done", "scoring_chunks_failed", "scored_at",
         "created_at", "promoted_at", "promoted_by", "promotion_note",
     ]
     # val_map shows rounded (val_map_display); the numbers of a trained model never change.
-    exclude = ["concepts", "thresholds", "metrics", "family", "val_map"]
+    exclude = ["concepts", "thresholds", "metrics", "family", "val_map", "gate"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -172,6 +185,41 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="val mAP", ordering="val_map")
     def val_map_display(self, version: ModelVersion) -> str:
         return _map(version.val_map)
+
+    @admin.display(description="gate: this vs active mAP")
+    def gate_display(self, version: ModelVersion) -> str:
+        """Both figures of the promotion gate, and the items they stand on."""
+        gate = version.gate or {}
+        if not gate:
+            return "–"
+        if gate.get("rule") == SAME_ITEMS:
+            return format_html(
+                "{} vs {} (v{}) on the same {} items", _map(gate.get("candidate_map")),
+                _map(gate.get("active_map")), gate.get("active_version"), gate.get("items"),
+            )
+        if gate.get("active_version") is None:
+            return "first version"
+        return format_html(
+            "{} vs {} (v{}), own splits", _map(gate.get("candidate_map")),
+            _map(gate.get("active_map")), gate.get("active_version"),
+        )
+
+    @admin.display(description="promotion gate")
+    def gate_detail(self, version: ModelVersion) -> str:
+        gate = version.gate or {}
+        if not gate:
+            return "–"
+        verdict = "not worse: promoted by the gate" if gate.get("passed") else "worse"
+        concepts = gate.get("concepts") or []
+        left = gate.get("concepts_left_out") or []
+        return format_html(
+            "<p>{}</p><p>{}</p>{}{}",
+            gate_describe(gate), verdict,
+            format_html("<p>concepts compared ({}): {}</p>", len(concepts), ", ".join(concepts))
+            if concepts else "",
+            format_html("<p>not known to the active version: {}</p>", ", ".join(left))
+            if left else "",
+        )
 
     @admin.display(description="scoring")
     def scoring(self, version: ModelVersion) -> str:
@@ -222,8 +270,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 action="promote",
                 title=f"Promote v{version.pk} over a better model?",
                 lines=[
-                    f"v{version.pk} has a validation mAP of {_map(version.val_map)}; the active "
-                    f"v{exc.active.pk} has {_map(exc.active.val_map)}.",
+                    _comparison_line(version, exc.active, exc.comparison),
                     "Promoting it makes a model that did worse on validation score the pool and "
                     "choose the next rounds. Your name is recorded on the version with both mAPs.",
                 ],
