@@ -330,9 +330,39 @@ if not re.fullmatch(r"auto|cpu|mps|xpu|cuda(:\d+)?", TRAINING_DEVICE):
     raise ImproperlyConfigured(
         f"TRAINING_DEVICE must be auto, cpu, cuda, cuda:N, mps or xpu, not {TRAINING_DEVICE!r}."
     )
-# Backbone name -> local pretrained weights file (NAME=PATH[,NAME=PATH...]); nothing is ever
-# downloaded. A backbone with weights trains a head on cached features by default.
+# Pretrained weights (ml.weights). Backbone name -> weights spec (NAME=SPEC[,NAME=SPEC...]): a
+# torchvision weights name (IMAGENET1K_V2, DEFAULT...) fetched once into ARTIFACT_ROOT/weights
+# and hash-checked, an http(s) URL ending in #sha256=<64 hex>, or a local file path. A backbone
+# with weights trains a head on cached features by default.
 TRAINING_BACKBONE_WEIGHTS = env_mapping("TRAINING_BACKBONE_WEIGHTS")
+# Where torchvision weights names are fetched from instead of https://download.pytorch.org/models/
+# (a mirror of that folder); empty: torchvision's own URLs.
+TRAINING_WEIGHTS_BASE_URL = os.environ.get("TRAINING_WEIGHTS_BASE_URL", "").strip()
+if TRAINING_WEIGHTS_BASE_URL and not re.fullmatch(r"https?://[^\s/]+(/\S*)?",
+                                                  TRAINING_WEIGHTS_BASE_URL):
+    raise ImproperlyConfigured(
+        f"TRAINING_WEIGHTS_BASE_URL must be an http(s) URL, not {TRAINING_WEIGHTS_BASE_URL!r}."
+    )
+
+
+def _check_backbone_weights() -> None:
+    from ml.model_names import MODEL_NAMES
+    from ml.weights import WeightsError, parse_weights_spec
+
+    for name, spec in TRAINING_BACKBONE_WEIGHTS.items():
+        if name not in MODEL_NAMES:
+            raise ImproperlyConfigured(
+                f"TRAINING_BACKBONE_WEIGHTS names {name!r}, which is not one of "
+                f"{', '.join(MODEL_NAMES)}."
+            )
+        try:
+            parse_weights_spec(name, spec, cache_dir=".")
+        except WeightsError as exc:
+            raise ImproperlyConfigured(f"TRAINING_BACKBONE_WEIGHTS: {exc}.") from None
+
+
+_check_backbone_weights()
+# End of the pretrained weights block.
 # New final labels since the last run that request a retrain on their own (0: never).
 TRAIN_AFTER_NEW_LABELS = env_int("TRAIN_AFTER_NEW_LABELS", 200, minimum=0)
 TRAINING_MIN_ITEMS = env_int("TRAINING_MIN_ITEMS", 10, minimum=1)

@@ -634,4 +634,7 @@ def active_model_version() -> dict[str, Any] | None:
     version = query.order_by("-pk").first()
     if version is None:
         return None
-    return {"id": version.pk, "name": str(version)}
+    described = {"id": version.pk, "name": str(version)}
+    if "weights_sha256" in names:  # the pretrained weights under the trunk, as asked and as read
+        described.update(weights=version.weights, weights_sha256=version.weights_sha256)
+    return described

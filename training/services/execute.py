@@ -36,7 +36,7 @@ from training.services.dataset import (
 )
 from training.services.faults import faults_from_env
 from training.services.gate import gate_for_run
-from training.services.params import backbone_weights
+from training.services.params import run_weights, weights_resolve, weights_spec
 from training.services.runs import (
     ClaimOutcome,
     LeaseLost,
@@ -117,10 +117,12 @@ def training_run_execute(*, run_id: int, worker_id: str) -> ExecuteResult:
 
 
 def _config(params: dict[str, Any]) -> TrainConfig:
+    weights = run_weights(params)
     return TrainConfig(
         mode=params["mode"],
         backbone=params["backbone"],
-        weights=backbone_weights(params["backbone"]),
+        # The file the spec names (the cache path for a download); verified in _weights.
+        weights=str(weights_spec(params["backbone"], weights).path) if weights else None,
         head=params.get("head", "linear"),
         loss=params.get("loss", "bce"),
         epochs=int(params["epochs"]),
@@ -181,6 +183,26 @@ def _resume_state(run: TrainingRun) -> dict[str, Any] | None:
         return None
 
 
+def _weights(run: TrainingRun, attempt: int) -> tuple[str, str, str | None]:
+    """The run's pretrained weights: (spec, sha256, verified file), fetched if not cached yet.
+
+    Raises:
+        ml.weights.WeightsError: a missing file that cannot be downloaded, a hash mismatch, an
+            unreadable file (the run fails with the message).
+    """
+    text = run_weights(run.params)
+    if not text:
+        return "", "", None
+    resolved = weights_resolve(run.params["backbone"], text, fetch=True)
+    training_run_record(run_id=run.pk, attempt=attempt, weights=text,
+                        weights_sha256=resolved.sha256)
+    training_run_heartbeat(
+        run_id=run.pk, attempt=attempt, lease_s=lease_seconds(run),
+        note=f"weights {text}: {resolved.path.name}, sha256 {resolved.sha256[:12]}",
+    )
+    return text, resolved.sha256, str(resolved.path)
+
+
 def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
     params = run.params
     lease_s = lease_seconds(run)
@@ -192,8 +214,9 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
     train_idx, val_idx = data.subset("train"), data.subset("val")
 
     # 1) the network, seeded: a retry rebuilds the same trunk, so head-mode features still match.
+    weights, weights_sha256, weights_path = _weights(run, attempt)
     torch.manual_seed(config.seed)
-    model = create_model(config.backbone, len(concepts), config.weights, head=config.head,
+    model = create_model(config.backbone, len(concepts), weights_path, head=config.head,
                          hidden=config.hidden, dropout=config.dropout,
                          **params.get("model_kwargs", {}))
     limits = {"max_pixels": settings.IMAGE_MAX_PIXELS, "max_bytes": settings.IMAGE_MAX_BYTES}
@@ -277,6 +300,8 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
             "checkpoint_path": str(saved.meta_path.relative_to(Path(settings.ARTIFACT_ROOT))),
             "checkpoint_sha256": saved.sha256,
             "snapshot_sha256": snapshot_sha,
+            "weights": weights,
+            "weights_sha256": weights_sha256,
             "metrics": {**metrics, "best_epoch": result.best_epoch,
                         "stopped_early": result.stopped_early,
                         "threshold_tuned": [bool(t) for t in result.threshold_tuned]},

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from ml.model_names import MODEL_NAMES
+from ml.weights import (
+    ResolvedWeights,
+    WeightsError,
+    WeightsMissing,
+    WeightsSpec,
+    parse_weights_spec,
+    resolve_weights,
+    verify_weights,
+)
 
 
 class TrainingParamsError(ValueError):
@@ -26,6 +36,9 @@ class TrainingParams:
 
     Attributes:
         backbone: a name from ``ml.models.list_models()`` (``ml.model_names.MODEL_NAMES``).
+        weights: the pretrained weights spec of the trunk (``ml.weights``: a torchvision weights
+            name, a URL with its sha256, a local path); "" for none. Defaults to the backbone's
+            entry in TRAINING_BACKBONE_WEIGHTS; a request's ``"none"`` asks for none.
         mode: ``"head"`` (a head on cached features: needs pretrained weights to be useful) or
             ``"finetune"`` (the whole network).
         epochs: at most this many epochs (early stopping may end sooner).
@@ -39,6 +52,7 @@ class TrainingParams:
     """
 
     backbone: str = "small_cnn"
+    weights: str = ""
     mode: str = ""
     epochs: int = 12
     batch_size: int = 32
@@ -59,9 +73,72 @@ class TrainingParams:
 _ALLOWED_KWARGS = {"small_cnn": {"widths", "input_size"}}
 
 
+#: What a request writes to train without the pretrained weights the settings give.
+NO_WEIGHTS = "none"
+
+
 def backbone_weights(backbone: str) -> str | None:
-    """A local pretrained weights file for the backbone, from TRAINING_BACKBONE_WEIGHTS."""
+    """The backbone's pretrained weights spec from TRAINING_BACKBONE_WEIGHTS, if any."""
     return settings.TRAINING_BACKBONE_WEIGHTS.get(backbone) or None
+
+
+def weights_cache_dir() -> Path:
+    """Where downloaded weights are kept: ARTIFACT_ROOT/weights."""
+    return Path(settings.ARTIFACT_ROOT) / "weights"
+
+
+def weights_spec(backbone: str, text: str) -> WeightsSpec:
+    """Parse a weights spec against the cache folder and TRAINING_WEIGHTS_BASE_URL.
+
+    Raises:
+        ml.weights.WeightsError: a malformed spec, or a weights name the backbone does not have.
+    """
+    return parse_weights_spec(backbone, text, cache_dir=weights_cache_dir(),
+                              base_url=settings.TRAINING_WEIGHTS_BASE_URL)
+
+
+def run_weights(params: dict[str, Any]) -> str:
+    """A stored run's weights spec ("" for none); runs stored before the field use the setting."""
+    if "weights" in params:
+        return str(params["weights"] or "")
+    return backbone_weights(str(params["backbone"])) or ""
+
+
+def weights_resolve(backbone: str, text: str, *, fetch: bool = True) -> ResolvedWeights:
+    """The verified weights file of a spec, downloaded into the cache first when need be.
+
+    Raises:
+        ml.weights.WeightsError: a bad spec, a hash mismatch, an unreadable file;
+            ``WeightsMissing`` when the file is absent and cannot be downloaded, naming where to
+            place it.
+    """
+    return resolve_weights(weights_spec(backbone, text), fetch=fetch)
+
+
+def training_weights_check(params: TrainingParams, *, fetch: bool = False) -> None:
+    """Check a request's weights before a run row exists, so that it fails now, not in a worker.
+
+    A local file must be there, complete and of its pinned hash. A file already in the cache is
+    verified. A torchvision name or URL not in the cache yet is downloaded when ``fetch`` (the
+    ``train`` command), and otherwise left to the worker (a web request does not download
+    hundreds of megabytes); the worker verifies every file again before use.
+
+    Raises:
+        TrainingParamsError: with the weights' message (which file, where to place it, why).
+    """
+    if not params.weights:
+        return
+    try:
+        spec = weights_spec(params.backbone, params.weights)
+        if fetch:
+            resolve_weights(spec)
+        else:
+            verify_weights(spec)
+    except WeightsMissing as exc:
+        if fetch or not spec.downloadable:
+            raise TrainingParamsError(str(exc)) from None
+    except WeightsError as exc:
+        raise TrainingParamsError(str(exc)) from None
 
 
 def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
@@ -81,12 +158,24 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
         raise TrainingParamsError(
             f"backbone {backbone!r} is not one of {', '.join(MODEL_NAMES)}"
         )
-    mode = str(raw.get("mode") or ("head" if backbone_weights(backbone) else "finetune"))
+    weights = raw.get("weights")
+    if weights is None:
+        weights = backbone_weights(backbone) or ""
+    if not isinstance(weights, str):
+        raise TrainingParamsError("weights must be a text: a weights name, a URL or a path")
+    weights = "" if weights.strip().lower() == NO_WEIGHTS else weights.strip()
+    if weights:
+        try:
+            weights_spec(backbone, weights)
+        except WeightsError as exc:
+            raise TrainingParamsError(str(exc)) from None
+    mode = str(raw.get("mode") or ("head" if weights else "finetune"))
     if mode not in ("head", "finetune"):
         raise TrainingParamsError("mode must be 'head' or 'finetune'")
-    if backbone != "small_cnn" and not backbone_weights(backbone) and mode == "head":
+    if backbone != "small_cnn" and not weights and mode == "head":
         raise TrainingParamsError(
-            f"mode 'head' needs pretrained weights for {backbone}: set TRAINING_BACKBONE_WEIGHTS"
+            f"mode 'head' needs pretrained weights for {backbone}: give --weights or set "
+            "TRAINING_BACKBONE_WEIGHTS"
         )
 
     def number(name: str, kind: type, low: float, high: float) -> Any:
@@ -132,6 +221,7 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
     lease = number("lease_seconds", int, 0, 86_400) or lease_default
     return TrainingParams(
         backbone=backbone,
+        weights=weights,
         mode=mode,
         epochs=number("epochs", int, 1, 1000),
         batch_size=number("batch_size", int, 1, 4096),

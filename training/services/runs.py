@@ -25,7 +25,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from training.models import DEFAULT_FAMILY, TrainingRun
-from training.services.params import training_params_parse
+from training.services.params import training_params_parse, training_weights_check
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ def training_run_request(
     trigger: str,
     params: dict[str, Any] | None = None,
     family: str = DEFAULT_FAMILY,
+    fetch_weights: bool = False,
 ) -> tuple[TrainingRun, bool]:
     """Ask for a retrain; every trigger (button, API, command, beat, new labels) comes here.
 
@@ -118,12 +119,17 @@ def training_run_request(
     The message is sent after commit. When the broker refuses it the run stays queued and its
     ``enqueue_error`` says so (the reconciler sends it later): check ``run.enqueue_error``.
 
+    The pretrained weights are checked here (a missing, truncated or tampered file is refused
+    now); with ``fetch_weights`` a torchvision name or URL not cached yet is downloaded now too.
+
     Raises:
-        TrainingParamsError: bad parameters; nothing was created.
+        TrainingParamsError: bad parameters or unusable weights; nothing was created.
     """
     if trigger not in Trigger.values:
         raise ValueError(f"unknown trigger {trigger!r}")
-    clean = training_params_parse(params).as_json()
+    parsed = training_params_parse(params)
+    training_weights_check(parsed, fetch=fetch_weights)
+    clean = parsed.as_json()
     max_attempts = int(settings.TRAINING_MAX_ATTEMPTS)
     for _ in range(3):
         try:
@@ -273,7 +279,9 @@ def _followup(run: TrainingRun) -> TrainingRun | None:
         return None
     from training.services.params import TrainingParamsError
 
-    params = {k: v for k, v in run.params.items() if k in ("backbone", "mode", "epochs")}
+    params = {
+        k: v for k, v in run.params.items() if k in ("backbone", "weights", "mode", "epochs")
+    }
     try:
         clean = training_params_parse(params).as_json()
     except TrainingParamsError:  # settings changed since: never let this block the finish

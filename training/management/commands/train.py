@@ -22,17 +22,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--backbone", choices=list_models(), default=None)
         parser.add_argument("--epochs", type=int, default=None)
+        parser.add_argument(
+            "--weights", default=None, metavar="SPEC",
+            help="Pretrained weights of the backbone: a torchvision weights name (IMAGENET1K_V2, "
+            "DEFAULT...), fetched once into ARTIFACT_ROOT/weights; an http(s) URL ending in "
+            "#sha256=<64 hex>; a local file path (optionally ending in #sha256=<hex>); or 'none'. "
+            "Default: the backbone's entry in TRAINING_BACKBONE_WEIGHTS. Checked (and fetched) "
+            "before the run is queued.",
+        )
         parser.add_argument("--mode", choices=["head", "finetune"], default=None)
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
         parser.add_argument("--timeout", type=float, default=24 * 3600,
                             help="Seconds --wait waits at most (default a day).")
 
     def handle(self, *args, backbone: str | None, epochs: int | None, mode: str | None,
-               wait: bool, timeout: float, **options) -> None:
-        params = {k: v for k, v in (("backbone", backbone), ("epochs", epochs), ("mode", mode))
+               weights: str | None, wait: bool, timeout: float, **options) -> None:
+        params = {k: v for k, v in (("backbone", backbone), ("epochs", epochs), ("mode", mode),
+                                    ("weights", weights))
                   if v is not None}
         try:
-            run, created = training_run_request(trigger=TrainingRun.Trigger.COMMAND, params=params)
+            run, created = training_run_request(trigger=TrainingRun.Trigger.COMMAND, params=params,
+                                                fetch_weights=True)
         except TrainingParamsError as exc:
             raise CommandError(str(exc)) from exc
         if run.enqueue_error:
