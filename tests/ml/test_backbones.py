@@ -176,3 +176,19 @@ def test_vit_b_16_is_registered_with_torchvisions_trunk_at_224_pixels():
     }
     assert set(model.features.state_dict()) == expected
     assert model.gradcam_layer is model.features.encoder.layers[-1]
+
+
+def test_a_convnext_checkpoint_round_trips_with_its_pre_logits_norm(tmp_path):
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+
+    model = small("convnext_tiny", seed=6)
+    with torch.no_grad():
+        model.pre_logits.bias.uniform_(-1.0, 1.0)
+    saved = save_checkpoint(
+        tmp_path / "v1", model, config={}, concepts=["a", "b", "c"], thresholds=[0.5] * C
+    )
+    loaded = load_checkpoint(saved.meta_path, expected_sha256=saved.sha256).model.eval()
+    assert torch.equal(loaded.pre_logits.bias, model.pre_logits.bias)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
