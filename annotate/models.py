@@ -109,6 +109,11 @@ class Item(models.Model):
         help_text="The active model is confident one way on a concept where a confident crowd "
         "says the other (kept by the training app).",
     )
+    zero_shot_contradicts_prior = models.BooleanField(
+        default=False,
+        help_text="The zero-shot model is confident that a concept of the prior enrichment does "
+        "not apply (kept by the training app).",
+    )
     review_state = models.CharField(
         max_length=12, choices=ReviewState.choices, default=ReviewState.UNREVIEWED, db_index=True
     )

@@ -4,7 +4,9 @@ The pool is every checked image not shown to volunteers yet. With an active mode
 stored predictions rank the pool; strategies that need more than scores (BALD's Monte-Carlo
 samples, k-center's embeddings) look again at a shortlist of the most uncertain items with the
 model itself. With no model yet, the round is a cold start: typical, varied images, chosen on
-the features of an untrained network (random convolutions still group images by look). Already
+the features of an untrained network (random convolutions still group images by look); or, when
+a zero-shot version has scored the pool, the images it is least sure of, spread by k-center over
+its image embeddings (``training.services.zero_shot``). Already
 classified items whose crowd label is still contested compete with new items for places
 (ActiveLab's relabel-or-new decision); they are put back in the queue on Zooniverse instead of
 being pushed again.
@@ -30,10 +32,13 @@ from ml.models import MultiLabelNet, create_model
 from training.models import ModelVersion, Prediction
 from training.services.scoring import pool_items
 from training.services.versions import model_version_active, model_version_load
+from training.services.zero_shot import zero_shot_cold_start_pool
 
 logger = logging.getLogger(__name__)
 
 COLD_START = "typical_diverse"
+# With a zero-shot version's scores: entropy-weighted k-center over its most uncertain images.
+ZERO_SHOT_COLD_START = "kcenter"
 
 
 class SelectionError(ValueError):
@@ -191,7 +196,29 @@ def round_select(
     notes: list[str] = []
     shortlist_size = min(len(candidates), max(5 * size, size + 50))
 
-    if version is None or (version.scored_at is None and not version.predictions.exists()):
+    cold = (
+        version is None
+        or version.kind == ModelVersion.Kind.ZERO_SHOT
+        or (version.scored_at is None and not version.predictions.exists())
+    )
+    zero_shot = (
+        zero_shot_cold_start_pool(
+            candidates, shortlist_size=shortlist_size, extra=size, rng=rng, version=version
+        )
+        if cold
+        else None
+    )
+    if zero_shot is not None:
+        # Cold start with a zero-shot version: the images it is least sure of, kept varied.
+        used, version, relabel = ZERO_SHOT_COLD_START, zero_shot.version, False
+        shortlist = zero_shot.shortlist
+        feats, ok = zero_shot.embeddings, np.ones(len(shortlist), dtype=bool)
+        if feats is None:
+            feats, ok = _cold_start_features([str(image_path(rel)) for _, rel in shortlist])
+        pool = acquisition.Pool(probs=zero_shot.probs[ok], embeddings=feats[ok])
+        shortlist = [c for c, good in zip(shortlist, ok, strict=True) if good]
+        notes.append(f"cold start: zero-shot v{version.pk}'s scores, uncertain and diverse")
+    elif cold:
         used = COLD_START
         sample = rng.permutation(len(candidates))[:shortlist_size]
         shortlist = [candidates[i] for i in np.sort(sample)]

@@ -11,6 +11,11 @@ first in the review queue, and an unsure model has no opinion to weigh.
 decoding predictions. It follows both sides: a new active version or a finished pool scoring
 refreshes every item, an aggregation refreshes the items it rewrote (``training.receivers``).
 The item screen recomputes the per-concept flags live with :func:`concept_conflicts`.
+
+``Item.zero_shot_contradicts_prior`` is the zero-shot counterpart for curators before any model
+is trained: the latest zero-shot version is confident (``MODEL_CONFLICT_CONFIDENCE``) that a
+concept of the item's prior enrichment does not apply (:func:`item_zero_shot_prior_refresh`,
+run after a zero-shot scoring).
 """
 
 from __future__ import annotations
@@ -140,6 +145,99 @@ def item_model_conflicts_refresh(*, item_ids: Collection[int] | None = None) -> 
     if raise_ids or clear_ids:
         logger.info(
             "model conflicts: %d items flagged, %d cleared (v%s)",
+            len(raise_ids),
+            len(clear_ids),
+            getattr(version, "pk", None),
+        )
+    return len(raise_ids) + len(clear_ids)
+
+
+# ---------------------------------------------------------------------------- zero-shot vs prior
+
+
+def zero_shot_prior_conflicts(scores: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Element-wise: a prior label the zero-shot model is confident does not apply.
+
+    A prior label says "this concept applies" (an earlier enrichment); a missing one says
+    nothing, so only ``prior & (score <= 1 - MODEL_CONFLICT_CONFIDENCE)`` is a doubt. NaN scores
+    (not scored) are never one.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        confident_no = scores <= 1.0 - model_confidence()
+    return confident_no & np.asarray(prior, dtype=bool)
+
+
+def _zero_shot_doubted_among(version: ModelVersion, item_ids: list[int]) -> set[int]:
+    """The items of ``item_ids`` with a prior label the zero-shot ``version`` doubts."""
+    from annotate.models import PriorLabel
+
+    column_of = {key: i for i, key in enumerate(version.concepts)}
+    priors = [
+        (item_id, column_of[key])
+        for item_id, key in PriorLabel.objects.filter(item_id__in=item_ids).values_list(
+            "item_id", "concept__key"
+        )
+        if key in column_of
+    ]
+    if not priors:
+        return set()
+    scores = {
+        item_id: np.frombuffer(bytes(blob), dtype="<f4")
+        for item_id, blob in Prediction.objects.filter(
+            model_version=version, item_id__in={i for i, _ in priors}
+        ).values_list("item_id", "scores")
+    }
+    prior_scores = np.array(
+        [scores[i][c] if i in scores else np.nan for i, c in priors], dtype=np.float64
+    )
+    doubted = zero_shot_prior_conflicts(prior_scores, np.ones(len(priors), dtype=bool))
+    return {priors[n][0] for n in np.flatnonzero(doubted)}
+
+
+def item_zero_shot_prior_refresh(*, item_ids: Collection[int] | None = None) -> int:
+    """Recompute ``Item.zero_shot_contradicts_prior`` for ``item_ids`` (None: every item) from
+    the latest scored zero-shot version; return how many flags changed.
+
+    An item is flagged when that version's score of a concept among its prior labels is at most
+    ``1 - MODEL_CONFLICT_CONFIDENCE``. With no scored zero-shot version every flag is cleared.
+    """
+    from training.services.zero_shot import zero_shot_version_latest
+
+    version = zero_shot_version_latest()
+    flagged_q = Item.objects.filter(zero_shot_contradicts_prior=True)
+    if item_ids is None:
+        flagged = set(flagged_q.values_list("pk", flat=True))
+        with_priors = (
+            set(
+                Prediction.objects.filter(
+                    model_version=version, item__prior_labels__isnull=False
+                ).values_list("item_id", flat=True)
+            )
+            if version is not None
+            else set()
+        )
+        scope = sorted(with_priors | flagged)
+    else:
+        scope = sorted({int(pk) for pk in item_ids})
+        flagged = set(
+            pk
+            for chunk in _chunks(scope)
+            for pk in flagged_q.filter(pk__in=chunk).values_list("pk", flat=True)
+        )
+    doubted: set[int] = set()
+    if version is not None:
+        for chunk in _chunks(scope):
+            doubted |= _zero_shot_doubted_among(version, chunk)
+    raise_ids, clear_ids = sorted(doubted - flagged), sorted(flagged - doubted)
+    with transaction.atomic():
+        for chunk in _chunks(raise_ids):
+            Item.objects.filter(pk__in=chunk).update(zero_shot_contradicts_prior=True)
+        for chunk in _chunks(clear_ids):
+            Item.objects.filter(pk__in=chunk).update(zero_shot_contradicts_prior=False)
+    if raise_ids or clear_ids:
+        logger.info(
+            "zero-shot doubts of prior labels: %d items flagged, %d cleared (v%s)",
             len(raise_ids),
             len(clear_ids),
             getattr(version, "pk", None),
