@@ -6,12 +6,22 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.urls import reverse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from annotate import roles
 from annotate.api.permissions import CanRead, CanRunRounds, PolicyMixin
@@ -20,6 +30,11 @@ from ml.acquisition import list_strategies
 from ml.model_names import MODEL_NAMES
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services import TrainingParamsError, training_run_request
+from training.services.proposals import (
+    ANNOTATION_MEDIA_TYPE,
+    proposal_collection,
+    proposal_page,
+)
 
 
 class _HasPerm(BasePermission):
@@ -255,6 +270,12 @@ class ModelVersionSerializer(serializers.Serializer):
     thresholds = serializers.ListField(child=serializers.FloatField(), read_only=True)
     metrics = serializers.DictField(read_only=True)
     val_map = serializers.FloatField(read_only=True, allow_null=True)
+    gate = serializers.DictField(
+        read_only=True,
+        help_text="The promotion gate: this version and the version active then, scored on the "
+        "same validation items (items, candidate_map, active_map, active_version, concepts), or "
+        "the fallback rule and its reason.",
+    )
     n_train = serializers.IntegerField(read_only=True)
     n_val = serializers.IntegerField(read_only=True)
     training_run = serializers.IntegerField(
@@ -266,6 +287,58 @@ class ModelVersionSerializer(serializers.Serializer):
     scored_at = serializers.DateTimeField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
     promoted_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class AnnotationRenderer(JSONRenderer):
+    """JSON-LD with the Web Annotation profile, the one representation of proposals."""
+
+    media_type = ANNOTATION_MEDIA_TYPE
+    format = "jsonld"
+
+
+class _OnlyRepresentation(BaseContentNegotiation):
+    """The collection has one representation: serve it whatever ``Accept`` asks for."""
+
+    def select_parser(self, request: Request, parsers: list) -> object:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None
+                        ) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class ProposalCollectionApi(PolicyMixin, APIView):
+    """The active model's enrichment proposals for items with no final label, as a W3C Web
+    Annotation ``AnnotationCollection``: without ``page``, the collection (``total``, links to the
+    ``first`` and ``last`` pages); with ``?page=N``, an ``AnnotationPage`` (``partOf``,
+    ``startIndex``, ``prev``, ``next``, ``items``). Each annotation tags an item (``target``)
+    with a concept URI (``body``), carries the model's score as ``confidence`` and names the
+    model version as ``generator``. Served as ``application/ld+json`` with the Web Annotation
+    profile."""
+
+    policy = {"get": CanRead}
+    renderer_classes = [AnnotationRenderer]
+    content_negotiation_class = _OnlyRepresentation
+
+    @extend_schema(
+        parameters=[OpenApiParameter("page", int, description="A page, from 1.")],
+        responses={(200, ANNOTATION_MEDIA_TYPE): OpenApiResponse(
+            description="An AnnotationCollection, or one of its AnnotationPages.")},
+    )
+    def get(self, request: Request) -> Response:
+        collection_url = request.build_absolute_uri(reverse("api-proposals"))
+        raw = request.query_params.get("page")
+        if raw is None:
+            return Response(proposal_collection(collection_url=collection_url))
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 1_000_000):
+            raise NotFound("no such page")
+        version_url = request.build_absolute_uri(
+            reverse("api-model-version-detail", args=[0])).replace("/0/", "/{id}/")
+        page = proposal_page(number=int(raw), collection_url=collection_url,
+                             version_url=version_url)
+        if page is None:
+            raise NotFound("no such page")
+        return Response(page)
 
 
 class ModelVersionFilter(filters.FilterSet):

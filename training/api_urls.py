@@ -18,5 +18,6 @@ urlpatterns = [
         "round-requests/<int:pk>/", api.RoundRequestDetailApi.as_view(), name="api-round-request"
     ),
     path("predict/", api_predict.PredictApi.as_view(), name="api-predict"),
+    path("proposals/", api.ProposalCollectionApi.as_view(), name="api-proposals"),
     *router.urls,
 ]

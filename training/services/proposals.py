@@ -4,20 +4,30 @@ A release or export of kind ``proposals`` holds these records; the crowd side's 
 releases read them through :data:`annotate.services.exports.RECORD_SOURCES`, where
 ``TrainingConfig.ready`` registers :func:`proposal_records`, so that annotate never imports
 training.
+
+The API serves the same proposals as a W3C Web Annotation ``AnnotationCollection`` in
+``AnnotationPage``s (:func:`proposal_collection`, :func:`proposal_page`): one ``tagging``
+annotation per item x proposed concept, shaped as the ``webannotation`` export writes them (concept
+URI as body, item URI as target), with the model's score as ``confidence`` and the model version
+as ``generator``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from django.db.models import Exists, OuterRef, QuerySet
 
 from annotate.models import AggregatedLabel, Concept, Item, Subject
 from annotate.services.exports import (
     CHUNK_SIZE,
+    W3C_CONTEXT,
     ExportFilters,
     ExportRecord,
+    concept_uri,
     export_concepts,
     item_uri,
     split_of,
@@ -55,7 +65,7 @@ def proposal_records(
     """
     if filters.reviewed_only:
         raise ValueError("enrichment proposals are unreviewed by definition: drop reviewed_only")
-    version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("-pk").first()
+    version = _active_version()
     if version is None:
         raise ValueError("there is no active model version: train and promote one first")
     keys = {c.key for c in (concepts if concepts is not None else export_concepts(filters))}
@@ -64,6 +74,10 @@ def proposal_records(
     floor = filters.min_confidence or 0.0
     cut = {k: max(_threshold(thresholds, i), floor) for i, k in enumerate(order)}
     return _proposals(version, keys, cut, chunk_size)
+
+
+def _active_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("-pk").first()
 
 
 def _threshold(thresholds: list[Any], i: int) -> float:
@@ -113,3 +127,129 @@ def _proposals(version, keys: set[str], cut: dict[str, float], chunk_size: int):
                 split=split_of(external_id),
                 model_version=version.pk,
             )
+
+
+# ---------------------------------------------------------------------------- W3C collection
+
+#: Annotations per ``AnnotationPage``.
+PAGE_SIZE = 100
+#: The Web Annotation context, and the one term it lacks: the model's score for the concept.
+ANNOTATION_CONTEXT: list[Any] = [
+    W3C_CONTEXT,
+    {
+        "crowdloop": "urn:crowdloop:vocab#",
+        "confidence": {
+            "@id": "crowdloop:confidence",
+            "@type": "http://www.w3.org/2001/XMLSchema#double",
+        },
+    },
+]
+#: The media type of a Web Annotation response (W3C Web Annotation Protocol, 4.1).
+ANNOTATION_MEDIA_TYPE = 'application/ld+json; profile="http://www.w3.org/ns/anno.jsonld"'
+
+
+def _generator(version: ModelVersion, version_url: str) -> dict[str, Any]:
+    return {
+        "id": version_url,
+        "type": "Software",
+        "name": f"crowdloop model v{version.pk} ({version.backbone})",
+    }
+
+
+def _annotations(version: ModelVersion, *, version_url: str) -> Iterator[dict[str, Any]]:
+    """Every proposal of ``version`` as an annotation, by item id then concept key."""
+    filters = ExportFilters()
+    concepts = export_concepts(filters)
+    uris = {c.key: concept_uri(c) for c in concepts}
+    generator = _generator(version, version_url)
+    created = (version.scored_at or version.created_at).isoformat().replace("+00:00", "Z")
+    for record in proposal_records(filters, concepts=concepts):
+        for key in record.labels:
+            yield {
+                "id": f"urn:crowdloop:model:{version.pk}:proposal:{record.item_id}/"
+                f"{quote(key, safe='')}",
+                "type": "Annotation",
+                "motivation": "tagging",
+                "created": created,
+                "creator": generator,
+                "generator": generator,
+                "confidence": record.scores[key],
+                "body": uris[key],
+                "target": record.item_uri,
+            }
+
+
+def _page_url(collection_url: str, number: int) -> str:
+    return f"{collection_url}?page={number}"
+
+
+def _collection_ref(
+    version: ModelVersion | None, *, collection_url: str, total: int, page_size: int
+) -> dict[str, Any]:
+    label = (f"Enrichment proposals of crowdloop model v{version.pk}" if version is not None
+             else "Enrichment proposals (no model version is active)")
+    ref: dict[str, Any] = {"id": collection_url, "type": "AnnotationCollection", "label": label,
+                           "total": total}
+    if total:
+        ref["first"] = _page_url(collection_url, 1)
+        ref["last"] = _page_url(collection_url, math.ceil(total / page_size))
+    return ref
+
+
+def proposal_collection(*, collection_url: str, page_size: int = PAGE_SIZE) -> dict[str, Any]:
+    """The active model's proposals as an ``AnnotationCollection``: ``total`` annotations, and
+    ``first`` / ``last`` page links (none when the collection is empty, or no model is active).
+
+    Args:
+        collection_url: the absolute URL the collection is served at (its ``id``).
+        page_size: annotations per page.
+    """
+    version = _active_version()
+    total = 0
+    if version is not None:
+        total = sum(1 for _ in _annotations(version, version_url=""))
+    return {"@context": ANNOTATION_CONTEXT,
+            **_collection_ref(version, collection_url=collection_url, total=total,
+                              page_size=page_size)}
+
+
+def proposal_page(
+    *, number: int, collection_url: str, version_url: str, page_size: int = PAGE_SIZE
+) -> dict[str, Any] | None:
+    """Page ``number`` (from 1) of the collection as an ``AnnotationPage``: ``partOf`` the
+    collection, ``startIndex`` (from 0), ``next`` / ``prev`` links and the annotations. None
+    when there is no such page.
+
+    Args:
+        number: the page, from 1.
+        collection_url: the absolute URL the collection is served at.
+        version_url: the model version's URL with ``{id}`` in place of its id (the generator).
+        page_size: annotations per page.
+    """
+    version = _active_version()
+    if version is None or number < 1:
+        return None
+    start = (number - 1) * page_size
+    items: list[dict[str, Any]] = []
+    total = 0
+    for annotation in _annotations(version, version_url=version_url.replace("{id}",
+                                                                             str(version.pk))):
+        if start <= total < start + page_size:
+            items.append(annotation)
+        total += 1
+    if not items:
+        return None
+    page: dict[str, Any] = {
+        "@context": ANNOTATION_CONTEXT,
+        "id": _page_url(collection_url, number),
+        "type": "AnnotationPage",
+        "partOf": _collection_ref(version, collection_url=collection_url, total=total,
+                                  page_size=page_size),
+        "startIndex": start,
+    }
+    if number > 1:
+        page["prev"] = _page_url(collection_url, number - 1)
+    if start + page_size < total:
+        page["next"] = _page_url(collection_url, number + 1)
+    page["items"] = items
+    return page
