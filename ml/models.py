@@ -245,7 +245,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError, RuntimeError: both mean "refused"
             raise ValueError(
-                f"refused to load {path.name}: not a tensor-only file ({exc})"
+                f"refused to load {path.name}: truncated, damaged or not a tensor-only file ({exc})"
             ) from exc
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]

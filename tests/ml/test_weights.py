@@ -192,3 +192,14 @@ def test_a_pinned_local_file_must_have_the_pinned_hash(tmp_path):
     missing = parse_weights_spec("small_cnn", str(tmp_path / "nope.pth"), cache_dir=tmp_path)
     with pytest.raises(WeightsMissing, match=f"place it at {tmp_path / 'nope.pth'}"):
         verify_weights(missing)
+
+
+def test_a_truncated_legacy_torch_file_is_refused_clearly_when_loaded(tmp_path):
+    out = io.BytesIO()
+    torch.manual_seed(0)
+    state = create_model("small_cnn", 3, widths=(4, 8)).state_dict()
+    torch.save(state, out, _use_new_zipfile_serialization=False)  # torchvision's older files
+    path = tmp_path / "trunk.pth"
+    path.write_bytes(out.getvalue()[: len(out.getvalue()) // 2])
+    with pytest.raises(ValueError, match="refused to load trunk.pth: truncated, damaged"):
+        create_model("small_cnn", 3, path, widths=(4, 8))
