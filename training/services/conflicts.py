@@ -21,7 +21,7 @@ run after a zero-shot scoring).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import numpy as np
 from django.conf import settings
@@ -101,55 +101,72 @@ def _conflicted_among(version: ModelVersion, item_ids: list[int]) -> set[int]:
     return {item_ids[r] for r in np.unique(row[conflict])}
 
 
-def item_model_conflicts_refresh(*, item_ids: Collection[int] | None = None) -> int:
-    """Recompute ``Item.conflicts_model`` for ``item_ids`` (None: every item); return how many
-    flags changed.
+def _flag_refresh(
+    *,
+    field: str,
+    version: ModelVersion | None,
+    item_ids: Collection[int] | None,
+    candidates: Callable[[ModelVersion], set[int]],
+    among: Callable[[ModelVersion, list[int]], set[int]],
+    what: str,
+) -> int:
+    """Bring the boolean ``Item.<field>`` in step with ``among`` for ``item_ids`` (None: the
+    ``candidates`` of ``version`` and every item flagged now); return how many flags changed.
 
-    Items the active version has not scored, and every item when no version is active, are not in
-    conflict. Reads and writes in chunks of 5,000 items, so a million-item pool stays in memory
-    a chunk at a time.
+    Without a version every flag in scope is cleared. Reads and writes in chunks of 5,000 items,
+    so a million-item pool stays in memory a chunk at a time.
     """
-    version = model_version_active()
+    flagged_q = Item.objects.filter(**{field: True})
     if item_ids is None:
-        flagged = set(Item.objects.filter(conflicts_model=True).values_list("pk", flat=True))
-        scored = (
-            list(
-                Prediction.objects.filter(model_version=version)
-                .order_by("item_id")
-                .values_list("item_id", flat=True)
-            )
-            if version is not None
-            else []
-        )
-        scope = sorted(set(scored) | flagged)
+        flagged = set(flagged_q.values_list("pk", flat=True))
+        scope = sorted((candidates(version) if version is not None else set()) | flagged)
     else:
         scope = sorted({int(pk) for pk in item_ids})
-        flagged = set(
+        flagged = {
             pk
             for chunk in _chunks(scope)
-            for pk in Item.objects.filter(pk__in=chunk, conflicts_model=True).values_list(
-                "pk", flat=True
-            )
-        )
-    conflicted: set[int] = set()
+            for pk in flagged_q.filter(pk__in=chunk).values_list("pk", flat=True)
+        }
+    found: set[int] = set()
     if version is not None:
         for chunk in _chunks(scope):
-            conflicted |= _conflicted_among(version, chunk)
-    raise_ids = sorted(conflicted - flagged)
-    clear_ids = sorted(flagged - conflicted)
+            found |= among(version, chunk)
+    raise_ids, clear_ids = sorted(found - flagged), sorted(flagged - found)
     with transaction.atomic():
         for chunk in _chunks(raise_ids):
-            Item.objects.filter(pk__in=chunk).update(conflicts_model=True)
+            Item.objects.filter(pk__in=chunk).update(**{field: True})
         for chunk in _chunks(clear_ids):
-            Item.objects.filter(pk__in=chunk).update(conflicts_model=False)
+            Item.objects.filter(pk__in=chunk).update(**{field: False})
     if raise_ids or clear_ids:
         logger.info(
-            "model conflicts: %d items flagged, %d cleared (v%s)",
+            "%s: %d items flagged, %d cleared (v%s)",
+            what,
             len(raise_ids),
             len(clear_ids),
             getattr(version, "pk", None),
         )
     return len(raise_ids) + len(clear_ids)
+
+
+def _scored(version: ModelVersion) -> set[int]:
+    return set(Prediction.objects.filter(model_version=version).values_list("item_id", flat=True))
+
+
+def item_model_conflicts_refresh(*, item_ids: Collection[int] | None = None) -> int:
+    """Recompute ``Item.conflicts_model`` for ``item_ids`` (None: every item); return how many
+    flags changed.
+
+    Items the active version has not scored, and every item when no version is active, are not in
+    conflict.
+    """
+    return _flag_refresh(
+        field="conflicts_model",
+        version=model_version_active(),
+        item_ids=item_ids,
+        candidates=_scored,
+        among=_conflicted_among,
+        what="model conflicts",
+    )
 
 
 # ---------------------------------------------------------------------------- zero-shot vs prior
@@ -195,6 +212,14 @@ def _zero_shot_doubted_among(version: ModelVersion, item_ids: list[int]) -> set[
     return {priors[n][0] for n in np.flatnonzero(doubted)}
 
 
+def _scored_with_priors(version: ModelVersion) -> set[int]:
+    return set(
+        Prediction.objects.filter(
+            model_version=version, item__prior_labels__isnull=False
+        ).values_list("item_id", flat=True)
+    )
+
+
 def item_zero_shot_prior_refresh(*, item_ids: Collection[int] | None = None) -> int:
     """Recompute ``Item.zero_shot_contradicts_prior`` for ``item_ids`` (None: every item) from
     the latest scored zero-shot version; return how many flags changed.
@@ -204,42 +229,11 @@ def item_zero_shot_prior_refresh(*, item_ids: Collection[int] | None = None) -> 
     """
     from training.services.zero_shot import zero_shot_version_latest
 
-    version = zero_shot_version_latest()
-    flagged_q = Item.objects.filter(zero_shot_contradicts_prior=True)
-    if item_ids is None:
-        flagged = set(flagged_q.values_list("pk", flat=True))
-        with_priors = (
-            set(
-                Prediction.objects.filter(
-                    model_version=version, item__prior_labels__isnull=False
-                ).values_list("item_id", flat=True)
-            )
-            if version is not None
-            else set()
-        )
-        scope = sorted(with_priors | flagged)
-    else:
-        scope = sorted({int(pk) for pk in item_ids})
-        flagged = set(
-            pk
-            for chunk in _chunks(scope)
-            for pk in flagged_q.filter(pk__in=chunk).values_list("pk", flat=True)
-        )
-    doubted: set[int] = set()
-    if version is not None:
-        for chunk in _chunks(scope):
-            doubted |= _zero_shot_doubted_among(version, chunk)
-    raise_ids, clear_ids = sorted(doubted - flagged), sorted(flagged - doubted)
-    with transaction.atomic():
-        for chunk in _chunks(raise_ids):
-            Item.objects.filter(pk__in=chunk).update(zero_shot_contradicts_prior=True)
-        for chunk in _chunks(clear_ids):
-            Item.objects.filter(pk__in=chunk).update(zero_shot_contradicts_prior=False)
-    if raise_ids or clear_ids:
-        logger.info(
-            "zero-shot doubts of prior labels: %d items flagged, %d cleared (v%s)",
-            len(raise_ids),
-            len(clear_ids),
-            getattr(version, "pk", None),
-        )
-    return len(raise_ids) + len(clear_ids)
+    return _flag_refresh(
+        field="zero_shot_contradicts_prior",
+        version=zero_shot_version_latest(),
+        item_ids=item_ids,
+        candidates=_scored_with_priors,
+        among=_zero_shot_doubted_among,
+        what="zero-shot doubts of prior labels",
+    )
