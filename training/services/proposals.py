@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from django.db.models import Exists, OuterRef, QuerySet
 
 from annotate.models import AggregatedLabel, Concept, Item, Subject
@@ -69,11 +70,14 @@ def proposal_records(
     if version is None:
         raise ValueError("there is no active model version: train and promote one first")
     keys = {c.key for c in (concepts if concepts is not None else export_concepts(filters))}
-    order = list(version.concepts)
+    return _proposals(version, keys, _cuts(version, filters), chunk_size)
+
+
+def _cuts(version: ModelVersion, filters: ExportFilters) -> dict[str, float]:
+    """Per concept, the score a proposal needs: its tuned threshold, at least ``min_confidence``."""
     thresholds = list(version.thresholds or [])
     floor = filters.min_confidence or 0.0
-    cut = {k: max(_threshold(thresholds, i), floor) for i, k in enumerate(order)}
-    return _proposals(version, keys, cut, chunk_size)
+    return {k: max(_threshold(thresholds, i), floor) for i, k in enumerate(version.concepts)}
 
 
 def _active_version() -> ModelVersion | None:
@@ -88,15 +92,24 @@ def _threshold(thresholds: list[Any], i: int) -> float:
     return value if 0.0 <= value <= 1.0 else 0.5
 
 
-def _proposals(version, keys: set[str], cut: dict[str, float], chunk_size: int):  # type: ignore[no-untyped-def]
-    import numpy as np
+#: A chunk of candidate items: their rows, their scores (n, C) rounded to 6 places in the version's
+#: concept order (NaN where a concept is missing or not asked for), and what is proposed (n, C).
+Chunk = tuple[list[tuple[Any, ...]], np.ndarray, np.ndarray]
+_FIELDS = ("pk", "external_id", "image_url", "image_file", "title", "metadata")
 
+
+def _chunks(
+    version: ModelVersion, keys: set[str], cut: dict[str, float], chunk_size: int
+) -> Iterator[Chunk]:
+    """Items without a final label that ``version`` scored, by id, a chunk at a time: a concept
+    is proposed where its score reaches its cut (compared in one array per chunk)."""
     order = list(version.concepts)
+    wanted = np.array([k in keys for k in order], dtype=bool)
+    cuts = np.array([cut[k] for k in order], dtype=np.float64)
     base = proposal_queryset(version.pk).order_by("pk")
-    fields = ("pk", "external_id", "image_url", "image_file", "title", "metadata")
     last = 0
     while True:
-        rows = list(base.filter(pk__gt=last).values_list(*fields)[:chunk_size])
+        rows = list(base.filter(pk__gt=last).values_list(*_FIELDS)[:chunk_size])
         if not rows:
             return
         last = rows[-1][0]
@@ -105,28 +118,45 @@ def _proposals(version, keys: set[str], cut: dict[str, float], chunk_size: int):
                 model_version=version, item_id__in=[r[0] for r in rows]
             ).values_list("item_id", "scores")
         )
-        for pk, external_id, url, image_file, title, metadata in rows:
-            probs = np.frombuffer(bytes(blobs[pk]), dtype="<f4")
-            scores = {
-                k: round(float(p), 6) for k, p in zip(order, probs, strict=False) if k in keys
-            }
-            labels = sorted(k for k, p in scores.items() if p >= cut[k])
-            if not labels:
-                continue
-            yield ExportRecord(
-                item_id=pk,
-                external_id=external_id,
-                item_uri=item_uri(external_id, metadata),
-                image=url or image_file,
-                image_file=image_file,
-                title=title,
-                labels=labels,
-                scores=dict(sorted(scores.items())),
-                source="model",
-                n_classifications=0,
-                split=split_of(external_id),
-                model_version=version.pk,
-            )
+        scores = np.full((len(rows), len(order)), np.nan)  # (n, C)
+        for i, row in enumerate(rows):
+            probs = np.frombuffer(bytes(blobs[row[0]]), dtype="<f4")[: len(order)]
+            scores[i, : len(probs)] = probs
+        scores = np.round(scores, 6)
+        scores[:, ~wanted] = np.nan
+        with np.errstate(invalid="ignore"):
+            proposed = scores >= cuts  # NaN compares False
+        yield rows, scores, proposed
+
+
+def _record(version: ModelVersion, row: tuple[Any, ...], scores: np.ndarray,
+            proposed: np.ndarray) -> ExportRecord:
+    """One item's proposals (``scores`` and ``proposed``: its rows of a :data:`Chunk`)."""
+    pk, external_id, url, image_file, title, metadata = row
+    order = list(version.concepts)
+    return ExportRecord(
+        item_id=pk,
+        external_id=external_id,
+        item_uri=item_uri(external_id, metadata),
+        image=url or image_file,
+        image_file=image_file,
+        title=title,
+        labels=sorted(order[c] for c in np.flatnonzero(proposed)),
+        scores=dict(sorted((order[c], float(scores[c])) for c in np.flatnonzero(
+            ~np.isnan(scores)))),
+        source="model",
+        n_classifications=0,
+        split=split_of(external_id),
+        model_version=version.pk,
+    )
+
+
+def _proposals(
+    version: ModelVersion, keys: set[str], cut: dict[str, float], chunk_size: int
+) -> Iterator[ExportRecord]:
+    for rows, scores, proposed in _chunks(version, keys, cut, chunk_size):
+        for i in np.flatnonzero(proposed.any(axis=1)):
+            yield _record(version, rows[i], scores[i], proposed[i])
 
 
 # ---------------------------------------------------------------------------- W3C collection
@@ -156,27 +186,59 @@ def _generator(version: ModelVersion, version_url: str) -> dict[str, Any]:
     }
 
 
-def _annotations(version: ModelVersion, *, version_url: str) -> Iterator[dict[str, Any]]:
-    """Every proposal of ``version`` as an annotation, by item id then concept key."""
-    filters = ExportFilters()
-    concepts = export_concepts(filters)
-    uris = {c.key: concept_uri(c) for c in concepts}
-    generator = _generator(version, version_url)
-    created = (version.scored_at or version.created_at).isoformat().replace("+00:00", "Z")
-    for record in proposal_records(filters, concepts=concepts):
-        for key in record.labels:
-            yield {
-                "id": f"urn:crowdloop:model:{version.pk}:proposal:{record.item_id}/"
+class _Annotations:
+    """The proposals of ``version`` as annotations, in the order of the collection: by item id,
+    then concept key. Counting reads the scores chunk by chunk and compares them in arrays;
+    only the items of the page asked for are built into annotations."""
+
+    def __init__(self, version: ModelVersion, *, version_url: str = "") -> None:
+        filters = ExportFilters()
+        concepts = export_concepts(filters)
+        self.version = version
+        self.uris = {c.key: concept_uri(c) for c in concepts}
+        self.chunks = _chunks(version, set(self.uris), _cuts(version, filters), CHUNK_SIZE)
+        self.generator = _generator(version, version_url)
+        self.created = (version.scored_at or version.created_at).isoformat().replace(
+            "+00:00", "Z")
+
+    def count(self) -> int:
+        return sum(int(proposed.sum()) for _, _, proposed in self.chunks)
+
+    def window(self, start: int, size: int) -> tuple[list[dict[str, Any]], int]:
+        """Annotations ``start`` to ``start + size`` (from 0), and the total."""
+        items: list[dict[str, Any]] = []
+        total = 0
+        for rows, scores, proposed in self.chunks:
+            per_item = proposed.sum(axis=1)  # (n,) annotations of each item
+            n = int(per_item.sum())
+            if total + n > start and len(items) < size:
+                offset = total
+                for i in np.flatnonzero(per_item):
+                    if offset + per_item[i] > start and len(items) < size:
+                        built = self._build(_record(self.version, rows[i], scores[i],
+                                                    proposed[i]))
+                        skip = max(0, start - offset)
+                        items += built[skip: skip + size - len(items)]
+                    offset += int(per_item[i])
+            total += n
+        return items, total
+
+    def _build(self, record: ExportRecord) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"urn:crowdloop:model:{self.version.pk}:proposal:{record.item_id}/"
                 f"{quote(key, safe='')}",
                 "type": "Annotation",
                 "motivation": "tagging",
-                "created": created,
-                "creator": generator,
-                "generator": generator,
+                "created": self.created,
+                "creator": self.generator,
+                "generator": self.generator,
                 "confidence": record.scores[key],
-                "body": uris[key],
+                "body": self.uris[key],
                 "target": record.item_uri,
             }
+            for key in record.labels
+        ]
 
 
 def _page_url(collection_url: str, number: int) -> str:
@@ -205,9 +267,7 @@ def proposal_collection(*, collection_url: str, page_size: int = PAGE_SIZE) -> d
         page_size: annotations per page.
     """
     version = _active_version()
-    total = 0
-    if version is not None:
-        total = sum(1 for _ in _annotations(version, version_url=""))
+    total = _Annotations(version).count() if version is not None else 0
     return {"@context": ANNOTATION_CONTEXT,
             **_collection_ref(version, collection_url=collection_url, total=total,
                               page_size=page_size)}
@@ -230,13 +290,8 @@ def proposal_page(
     if version is None or number < 1:
         return None
     start = (number - 1) * page_size
-    items: list[dict[str, Any]] = []
-    total = 0
-    for annotation in _annotations(version, version_url=version_url.replace("{id}",
-                                                                             str(version.pk))):
-        if start <= total < start + page_size:
-            items.append(annotation)
-        total += 1
+    annotations = _Annotations(version, version_url=version_url.replace("{id}", str(version.pk)))
+    items, total = annotations.window(start, page_size)
     if not items:
         return None
     page: dict[str, Any] = {
