@@ -16,6 +16,7 @@ from ml.checkpoint import save_checkpoint
 from ml.models import Head, create_model
 from ml.mosaics import DIGIT_KEYS
 from ml.splits import stable_split
+from tests.conftest import as_user
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_active, training_run_request
 from training.services.dataset import snapshot_load, snapshot_write, training_set_build
@@ -320,3 +321,14 @@ def test_an_items_split_depends_only_on_its_id():
 
     assert alone == list(together[:50])
     assert 0.7 < float(np.mean(together == "train")) < 0.9
+
+
+def test_the_model_versions_api_shows_the_gate(people):
+    active = constant_version(concepts=DIGIT_KEYS, val_map=0.3)
+    version = gated(active=active, candidate_map=0.712, active_map=0.65, val_map=0.6)
+
+    body = as_user(people["viewer"]).get(f"/api/v1/model-versions/{version.pk}/").json()
+
+    assert body["gate"]["rule"] == SAME_ITEMS and body["gate"]["items"] == 38
+    assert (body["gate"]["candidate_map"], body["gate"]["active_map"]) == (0.712, 0.65)
+    assert body["gate"]["active_version"] == active.pk

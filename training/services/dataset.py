@@ -8,6 +8,11 @@ weighted by how many classifications stand behind them.
 The snapshot (JSON under ``ARTIFACT_ROOT/runs/<id>/``) is what the run trains on: a retry after a
 killed worker reads the same snapshot back (its sha256 is on the run) instead of the labels of the
 moment, so a resumed run continues on exactly the data it started with.
+
+Train or validation is drawn from the sha256 of each item's external id
+(:func:`ml.splits.stable_split`), nothing else: as the pool grows, an item never moves between
+the splits. So no version ever trained on a later run's validation items, and the promotion gate
+(:mod:`training.services.gate`) scores the active version on them as fairly as the new one.
 """
 
 from __future__ import annotations
