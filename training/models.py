@@ -155,8 +155,8 @@ class ModelVersion(models.Model):
     promotion_note = models.CharField(
         max_length=500,
         blank=True,
-        help_text="Set when a person promoted this version over a better one: over which "
-        "version, both validation mAPs, and who confirmed it.",
+        help_text="How the version was judged at promotion: the gate's comparison with the "
+        "version active then, and, when a person promoted it over a better one, who confirmed it.",
     )
 
     class Meta:
