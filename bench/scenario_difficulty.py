@@ -37,11 +37,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (max)")
     parser.add_argument("--size", type=int, default=64, help="image side, pixels")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a HardScenario field, e.g. --set min_scale=0.25 (repeatable)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    config = HardScenario(size=args.size)
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in HardScenario.__dataclass_fields__ or name == "size":
+            parser.error(f"--set {item}: not a HardScenario field (use --size for the size)")
+        overrides[name] = float(value)
+    config = HardScenario(size=args.size, **overrides)
     t0 = time.perf_counter()
     val = make_hard_pool(1000, seed=2, config=config)
     test = make_hard_pool(2000, seed=3, config=config)
