@@ -15,7 +15,7 @@ from annotate import selectors as crowd
 from annotate.models import Item
 from annotate.services.item_images import item_image_src
 from training.models import ModelVersion
-from training.selectors import predictions_for_items
+from training.selectors import active_prediction_for_item, predictions_for_items
 from training.services.conflicts import concept_conflicts, crowd_confidence, model_confidence
 from training.services.versions import model_version_active
 
@@ -71,9 +71,30 @@ class WorkbenchRow:
     predicted: bool
     conflicts_model: bool
     conflicts_prior: bool
+    number: int = 0  # the row's place on the screen, from 1
 
-    # The numbers as the screen prints them, formatted here: the template's floatformat filter
-    # costs more than the rest of a row.
+    # What the screen prints, worked out here: the template's filters and tags cost more per row
+    # than the rest of the page.
+    @property
+    def shortcut(self) -> str:
+        """The key that toggles the row: 1-9, then 0 for the tenth; none after."""
+        return str(self.number % 10) if 0 < self.number <= 10 else ""
+
+    @property
+    def voted(self) -> bool:
+        return bool(self.crowd.votes_for or self.crowd.votes_against)
+
+    @property
+    def css_class(self) -> str:
+        classes = []
+        if self.crowd.final:
+            classes.append("cl-final")
+        if self.crowd.posterior is None and not self.crowd.prior:
+            classes.append("cl-silent")
+        if self.conflicts_model:
+            classes.append("cl-conflict")
+        return " ".join(classes)
+
     @property
     def posterior_text(self) -> str:
         return _two_places(self.crowd.posterior)
@@ -120,12 +141,8 @@ def item_workbench(item: Item) -> Workbench:
     """Everything the item screen shows: per concept the crowd (with who voted), the prior, the
     active model's score, the model-vs-crowd and prior conflicts, and the final label."""
     context = crowd.item_review_context(item)
-    version = model_version_active()
-    scores = (
-        {s.key: s for s in predictions_for_items([item.pk], version=version).get(item.pk, [])}
-        if version is not None
-        else {}
-    )
+    version, item_scores = active_prediction_for_item(item.pk)
+    scores = {s.key: s for s in item_scores}
     keys = [row.key for row in context.rows]
     model = np.array(
         [scores[k].probability if k in scores else np.nan for k in keys], dtype=np.float64
@@ -147,6 +164,7 @@ def item_workbench(item: Item) -> Workbench:
                 predicted=scores[row.key].predicted if row.key in scores else False,
                 conflicts_model=bool(conflicts[n]),
                 conflicts_prior=bool(sure and (row.posterior > 0.5) != row.prior),
+                number=n + 1,
             )
         )
     return Workbench(crowd=context, rows=rows, version=version, scored=bool(scores))

@@ -351,6 +351,8 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
             item=obj,
             review=bench.crowd,
             bench=bench,
+            has_model=bench.has_model,
+            explained=bench.explained,
             flag_thresholds=workbench.thresholds(),
             image=item_image_src(obj, large=True),
             previous_id=previous_id,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotate.models import Item
-from training.models import ModelVersion, Prediction
+from training.models import DEFAULT_FAMILY, ModelVersion, Prediction
 from training.services.versions import model_version_active
 
 
@@ -34,13 +34,33 @@ def predictions_for_items(
         return {}
     rows = Prediction.objects.filter(model_version=version, item_id__in=item_ids).values_list(
         "item_id", "scores")
+    return {item_id: _scores(version, blob) for item_id, blob in rows}
+
+
+def _scores(version: ModelVersion, blob: bytes) -> list[ConceptScore]:
     thresholds = version.thresholds or [0.5] * len(version.concepts)
-    return {
-        item_id: [ConceptScore(k, round(float(p), 6), float(t))
-                  for k, p, t in zip(version.concepts, np.frombuffer(bytes(blob), dtype="<f4"),
-                                     thresholds, strict=True)]
-        for item_id, blob in rows
-    }
+    return [ConceptScore(k, round(float(p), 6), float(t))
+            for k, p, t in zip(version.concepts, np.frombuffer(bytes(blob), dtype="<f4"),
+                               thresholds, strict=True)]  # fmt: skip
+
+
+def active_prediction_for_item(item_id: int) -> tuple[ModelVersion | None, list[ConceptScore]]:
+    """The active version and its scores of one item ([] when it has not scored the item).
+
+    One query when the item is scored (the prediction with its version), two when it is not.
+    """
+    row = (
+        Prediction.objects.filter(
+            item_id=item_id,
+            model_version__family=DEFAULT_FAMILY,
+            model_version__status=ModelVersion.Status.ACTIVE,
+        )
+        .select_related("model_version")
+        .first()
+    )
+    if row is None:
+        return model_version_active(), []
+    return row.model_version, _scores(row.model_version, row.scores)
 
 
 def prediction_explain_png(
