@@ -68,6 +68,7 @@ def trunk_features(
         data = np.load(cached)
         return data["pool"], data["test"]
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # as the campaigns: one core each on a shared machine
     train = scenario_pool("hard", trunk_images, seed=303)
     val = scenario_pool("hard", max(200, trunk_images // 5), seed=304)
     config = TrainConfig(
