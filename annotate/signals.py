@@ -20,6 +20,10 @@ votes_linked = Signal()
 #: Curators decided on items (accept, edit, reject). kwargs: ``item_ids``, ``n`` (decisions).
 reviews_recorded = Signal()
 
+#: Items' prior labels (an earlier enrichment) changed in an import (sent after commit).
+#: kwargs: ``item_ids`` (the items whose prior labels were added to or taken from).
+prior_labels_changed = Signal()
+
 #: The crowd's labels were rewritten (sent after the aggregation's transactions committed).
 #: kwargs: ``item_ids`` (the items of an incremental pass, or None after a full pass).
 labels_aggregated = Signal()

@@ -37,6 +37,7 @@ app.conf.update(
         "training.tasks.round_request_push_task": {"queue": "default"},
         # A flag refresh is a few queries: it must not wait behind a training either.
         "training.tasks.item_model_conflicts_refresh_task": {"queue": "default"},
+        "training.tasks.item_zero_shot_prior_refresh_task": {"queue": "default"},
         "training.tasks.*": {"queue": "train"},
     },
 )

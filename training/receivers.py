@@ -1,7 +1,8 @@
-"""The model side's own listeners: keep the model-vs-crowd conflict flag in step with both sides.
+"""The model side's own listeners: keep the model-vs-crowd conflict flag in step with both sides,
+and the zero-shot model's doubts of the prior labels with new prior labels.
 
-Each receiver only queues ``item_model_conflicts_refresh_task`` (on the default queue, never behind
-a training), so the sender's request or task is not held up by the refresh.
+Each receiver only queues a refresh task (on the default queue, never behind a training), so the
+sender's request or task is not held up by the refresh.
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ def on_pool_scored(sender: Any, *, version_id: int, **kwargs: Any) -> None:
         _refresh(None)
 
 
+def on_prior_labels_changed(sender: Any, *, item_ids: list[int], **kwargs: Any) -> None:
+    from training.tasks import item_zero_shot_prior_refresh_task
+
+    if item_ids:
+        transaction.on_commit(lambda: item_zero_shot_prior_refresh_task.delay(item_ids=item_ids))
+
+
 def connect() -> None:
-    from annotate.signals import labels_aggregated
+    from annotate.signals import labels_aggregated, prior_labels_changed
     from training.signals import model_version_promoted, pool_scored
 
     labels_aggregated.connect(on_labels_aggregated, dispatch_uid="training.conflicts.labels")
@@ -44,3 +52,4 @@ def connect() -> None:
         on_model_version_promoted, dispatch_uid="training.conflicts.promoted"
     )
     pool_scored.connect(on_pool_scored, dispatch_uid="training.conflicts.scored")
+    prior_labels_changed.connect(on_prior_labels_changed, dispatch_uid="training.zero_shot.priors")

@@ -182,3 +182,17 @@ def item_model_conflicts_refresh_task(*, item_ids: list[int] | None = None) -> i
     from training.services.conflicts import item_model_conflicts_refresh
 
     return item_model_conflicts_refresh(item_ids=item_ids)
+
+
+@shared_task(
+    name="training.tasks.item_zero_shot_prior_refresh_task",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=1800,
+    time_limit=1900,
+)
+def item_zero_shot_prior_refresh_task(*, item_ids: list[int] | None = None) -> int:
+    """Recompute the zero-shot-doubts-the-prior flag of these items (None: all); idempotent."""
+    from training.services.conflicts import item_zero_shot_prior_refresh
+
+    return item_zero_shot_prior_refresh(item_ids=item_ids)

@@ -47,6 +47,7 @@ from annotate.services.classifications.subjects import subjects_link_pending
 from annotate.services.item_identity import identity_changes, image_source_values
 from annotate.services.media import image_store
 from annotate.services.quarantine import quarantine_store
+from annotate.signals import prior_labels_changed
 from ml import images, safe_json
 
 MANIFEST_SOURCE = "manifest"
@@ -498,7 +499,14 @@ def items_upsert(
         Item.objects.bulk_create(to_create)
         Item.objects.bulk_update(to_update, [f for f in _COMPARED], batch_size=500)
         ItemIdentityChange.objects.bulk_create(changes)
-        _priors_sync(by_id, concepts=concepts, source=prior_source, replace=replace_priors)
+        changed = _priors_sync(
+            by_id, concepts=concepts, source=prior_source, replace=replace_priors
+        )
+        if changed:
+            # Whoever judges prior labels (the zero-shot model's doubts) looks again.
+            transaction.on_commit(
+                lambda: prior_labels_changed.send(sender=items_upsert, item_ids=changed)
+            )
     counts.created += len(to_create)
     counts.updated += len(to_update)
     return problems
@@ -506,8 +514,9 @@ def items_upsert(
 
 def _priors_sync(
     by_id: dict[str, ItemRow], *, concepts: dict[str, Concept], source: str, replace: bool
-) -> None:
-    """Bring the items' prior labels from ``source`` in line, touching only what differs."""
+) -> list[int]:
+    """Bring the items' prior labels from ``source`` in line, touching only what differs;
+    return the ids of the items whose prior labels changed."""
     item_ids = dict(
         Item.objects.filter(external_id__in=list(by_id)).values_list("external_id", "id")
     )
@@ -531,6 +540,7 @@ def _priors_sync(
         for item_id, concept_id in to_remove:
             stale |= Q(item_id=item_id, concept_id=concept_id)
         PriorLabel.objects.filter(stale, source=source).delete()
+    return sorted({label.item_id for label in to_add} | {item_id for item_id, _ in to_remove})
 
 
 def items_import(

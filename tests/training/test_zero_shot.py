@@ -267,3 +267,37 @@ def test_the_item_screen_shows_the_zero_shot_doubt_of_the_prior(curator_client, 
     Item.objects.filter(pk=item.pk).update(zero_shot_contradicts_prior=True)
     page = curator_client.get(reverse("review:item", args=[item.pk]))
     assert b'id="review-zero-shot-flag"' in page.content
+
+
+def test_prior_labels_imported_after_the_zero_shot_scoring_are_judged_at_once(
+    concepts, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from annotate.services.items import items_import
+    from tests.images import png_bytes
+
+    settings.MODEL_CONFLICT_CONFIDENCE = 0.8
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    (tmp_path / "b.png").write_bytes(png_bytes(color=(0, 90, 200)))
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("external_id,image,prior_labels\na,a.png,\nb,b.png,\n")
+    items_import(path=manifest)
+    a, b = Item.objects.get(external_id="a"), Item.objects.get(external_id="b")
+    _zero_shot_scores(
+        {a.pk: {"painting": 0.05, "map": 0.9}, b.pk: {"painting": 0.95, "map": 0.9}},
+        concepts=["painting", "map"],
+    )
+    assert item_zero_shot_prior_refresh() == 0  # no prior label yet: nothing to doubt
+
+    # The enrichment arrives later: the zero-shot model doubts "painting" on a, not on b.
+    manifest.write_text("external_id,image,prior_labels\na,a.png,painting\nb,b.png,painting\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        items_import(path=manifest)
+    assert set(
+        Item.objects.filter(zero_shot_contradicts_prior=True).values_list("pk", flat=True)
+    ) == {a.pk}
+
+    # Taking the prior label away clears the doubt, again by itself.
+    manifest.write_text("external_id,image,prior_labels\na,a.png,\nb,b.png,painting\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        items_import(path=manifest)
+    assert not Item.objects.filter(zero_shot_contradicts_prior=True).exists()
