@@ -16,12 +16,9 @@ from annotate.models import (
     ImportReport,
     QuarantinedRow,
     Volunteer,
-    Workflow,
-    WorkflowVersion,
 )
 from annotate.services.classifications import classifications_ingest
 from tests.annotate.test_classification_import import (
-    ANSWERS,
     T0,
     ingest,
     record,
@@ -31,19 +28,6 @@ from tests.annotate.test_classification_import import (
 from tests.annotate.test_export_parsers import export_row, write_export
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def workflow(concepts) -> Workflow:
-    """Workflow 7, version 3.1, as in ``test_classification_import``."""
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow,
-        version="3.1",
-        task_type="multiple",
-        answers=[{"label": label.title(), "concept": label} for label in ANSWERS],
-    )
-    return workflow
 
 
 def quarantined() -> list[tuple[int | None, str, str, str]]:

@@ -30,30 +30,18 @@ from annotate.services.classifications import (
 )
 from annotate.services.imports import classifications_import
 from annotate.services.workflows import workflow_configure
+from tests.annotate.conftest import ANSWERS
 from tests.annotate.test_export_parsers import export_row, write_export
 from tests.conftest import reference_path
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2024, 2, 23, 16, 0, tzinfo=UTC)
-ANSWERS = ["painting", "drawing", "map", "photograph"]
+
 HEADER = (
     "classification_id,user_name,user_id,user_ip,workflow_id,workflow_name,workflow_version,"
     "created_at,gold_standard,expert,metadata,annotations,subject_data,subject_ids"
 )
-
-
-@pytest.fixture
-def workflow(concepts) -> Workflow:
-    """Workflow 7, version 3.1: a multiple-answer task over four pilot concepts."""
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow,
-        version="3.1",
-        task_type="multiple",
-        answers=[{"label": label.title(), "concept": label} for label in ANSWERS],
-    )
-    return workflow
 
 
 def report_new() -> ImportReport:

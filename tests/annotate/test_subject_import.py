@@ -14,14 +14,8 @@ from annotate.security import FetchError, UnsafeURLError
 from annotate.services import image_fetch
 from annotate.services.image_fetch import item_images_fetch
 from annotate.services.subjects_import import subjects_import
-from tests.annotate.test_subject_matching import workflow_create
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def workflow(concepts) -> Workflow:
-    return workflow_create()
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "subjects"

@@ -13,30 +13,12 @@ from annotate.models import (
     Item,
     Subject,
     Workflow,
-    WorkflowVersion,
 )
 from annotate.services.classifications import classifications_ingest
 from annotate.services.classifications.subjects import subjects_link_pending
-from tests.annotate.test_classification_import import ANSWERS, record, report_new
+from tests.annotate.test_classification_import import record, report_new
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def workflow(concepts) -> Workflow:
-    return workflow_create()
-
-
-def workflow_create() -> Workflow:
-    """Workflow 7, version 3.1, as in test_classification_import (concepts loaded)."""
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow,
-        version="3.1",
-        task_type="multiple",
-        answers=[{"label": label.title(), "concept": label} for label in ANSWERS],
-    )
-    return workflow
 
 
 def ingest(workflow: Workflow, records, report: ImportReport | None = None):
