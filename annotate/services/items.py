@@ -41,12 +41,11 @@ from annotate.models import (
     Item,
     ItemIdentityChange,
     PriorLabel,
-    QuarantinedRow,
 )
 from annotate.services.classifications.subjects import subjects_link_pending
 from annotate.services.item_identity import identity_changes, image_source_values
 from annotate.services.media import image_store
-from annotate.services.quarantine import quarantine_store
+from annotate.services.quarantine import printable_nul, quarantine_row, quarantine_store
 from annotate.signals import prior_labels_changed
 from ml import images, safe_json
 
@@ -195,11 +194,6 @@ class _Lines:
 def _printable(text: str) -> str:
     """Text with undecodable bytes written as ``\\xe9``: storable, and showing what was there."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _printable_nul(text: str) -> str:
-    """Text with each NUL written as ``\\x00``: PostgreSQL stores no NUL in text."""
-    return text.replace("\x00", "\\x00")
 
 
 def _jsonl_rows(lines: _Lines) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
@@ -359,7 +353,7 @@ def item_row_parse(
     # A JSON column stores no inf, nan or NUL (records from other readers may hold them).
     for name, value in (("metadata", metadata), *extra.items()):
         if "\x00" in name:
-            raise _FieldError("metadata", f"'{_printable_nul(name)}' contains a NUL character")
+            raise _FieldError("metadata", f"'{printable_nul(name)}' contains a NUL character")
         found = safe_json.unstorable(value)
         if found is not None:
             where, what = found
@@ -615,13 +609,8 @@ def quarantine_rows(report: ImportReport, problems: list[RowProblem], counts: Im
     if not problems:
         return
     quarantine_store(  # a row a run of the same manifest stored before is not stored again
-        QuarantinedRow(
-            report=report,
-            line=p.line,
-            record_id=_printable_nul(p.record_id)[:255],
-            field=_printable_nul(p.field)[:100],
-            reason=_printable_nul(p.reason)[:1000],
-            raw=_printable_nul(p.raw),
+        quarantine_row(
+            report, line=p.line, record_id=p.record_id, field=p.field, reason=p.reason, raw=p.raw
         )
         for p in problems
     )

@@ -14,10 +14,32 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from annotate.models import QuarantinedRow
+from annotate.models import ImportReport, QuarantinedRow
 
 #: Rows written per INSERT (SQLite allows 999 parameters, a row takes 8).
 BATCH = 100
+#: The longest raw text kept as evidence.
+RAW_LIMIT = 10_000
+
+
+def printable_nul(text: str) -> str:
+    """Text with each NUL written as ``\\x00``: PostgreSQL stores no NUL in text."""
+    return text.replace("\x00", "\\x00")
+
+
+def quarantine_row(
+    report: ImportReport, *, line: int | None, record_id: str, field: str, reason: str, raw: str
+) -> QuarantinedRow:
+    """A refused row as it is kept: NUL written out and each text cut to its column's length
+    (the row is refused already; its text is only evidence)."""
+    return QuarantinedRow(
+        report=report,
+        line=line,
+        record_id=printable_nul(record_id)[:255],
+        field=printable_nul(field)[:100],
+        reason=printable_nul(reason)[:1000],
+        raw=printable_nul(raw)[:RAW_LIMIT],
+    )
 
 
 def quarantine_fingerprint(

@@ -37,12 +37,12 @@ from urllib.parse import urlsplit
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from annotate.models import ImportReport, Item, ItemIdentityChange, QuarantinedRow, Subject
+from annotate.models import ImportReport, Item, ItemIdentityChange, Subject
 from annotate.services.classifications.counters import counts_recompute
 from annotate.services.classifications.sql import among, json_adapter, rows_insert
 from annotate.services.classifications.subjects import SUBJECT_EXTERNAL_ID, subjects_link
 from annotate.services.item_identity import identity_changes
-from annotate.services.quarantine import quarantine_store
+from annotate.services.quarantine import quarantine_row, quarantine_store
 from annotate.zooniverse.exports import ExportFormatError, SubjectRow, parse_subject_export
 from annotate.zooniverse.records import QuarantineEntry
 
@@ -239,13 +239,13 @@ def _write(
     with transaction.atomic():
         if refused:
             quarantine_store(  # a row a run of the same export stored before is not stored again
-                QuarantinedRow(
-                    report=report,
+                quarantine_row(
+                    report,
                     line=e.line,
-                    record_id=e.record_id[:255],
-                    field=e.field[:100],
-                    reason=e.reason[:1000],
-                    raw=e.raw.replace("\x00", "\\x00")[:10_000],
+                    record_id=e.record_id,
+                    field=e.field,
+                    reason=e.reason,
+                    raw=e.raw,
                 )
                 for e in refused
             )

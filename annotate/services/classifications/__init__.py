@@ -42,7 +42,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotate.models import Classification, ImportReport, QuarantinedRow, SyncCursor, Workflow
+from annotate.models import Classification, ImportReport, SyncCursor, Workflow
 from annotate.services.classifications.answers import (
     SUPPORTED_TASK_TYPES,
     WILDCARD_VERSION,
@@ -52,7 +52,7 @@ from annotate.services.classifications.counters import COUNTERS_EVERY_S, counts_
 from annotate.services.classifications.read import IngestContext, batches
 from annotate.services.classifications.store import rows_store, volunteer_key
 from annotate.services.classifications.subjects import subjects_link_batch, subjects_unlinked
-from annotate.services.quarantine import quarantine_store
+from annotate.services.quarantine import quarantine_row, quarantine_store
 from annotate.signals import votes_stored
 from annotate.zooniverse.records import (
     ClassificationColumns,
@@ -368,13 +368,13 @@ def _ingest_batch(
             subjects_link_batch(columns, rows, context=context)
         refused.sort(key=lambda pair: pair[0])
         quarantine = [
-            QuarantinedRow(
-                report=report,
+            quarantine_row(
+                report,
                 line=entry.line,
-                record_id=entry.record_id[:255],
-                field=entry.field[:100],
-                reason=entry.reason[:1000],
-                raw=_clean_text(entry.raw),
+                record_id=entry.record_id,
+                field=entry.field,
+                reason=entry.reason,
+                raw=entry.raw,
             )
             for _, entry in refused
         ]
@@ -431,6 +431,3 @@ def _raw(record: ClassificationRecord) -> str:
     return json.dumps(data, default=str)[:RAW_LIMIT]
 
 
-def _clean_text(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; the row is already refused, the text is only evidence.
-    return text.replace("\x00", "\\x00")[:RAW_LIMIT]
