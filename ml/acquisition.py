@@ -35,12 +35,16 @@ class Pool:
         mc_probs: ``(S, n, C)`` probabilities from S stochastic passes (MC dropout or an
             ensemble), needed by BALD.
         embeddings: ``(n, D)`` features, needed by the diversity strategies.
+        prevalence: ``(C,)`` how common each concept is (the share of positives among the
+            classified items, say), for the rare-concept strategies; the pool's mean predicted
+            probability when None.
     """
 
     probs: FloatArray
     thresholds: FloatArray | None = None
     mc_probs: FloatArray | None = None
     embeddings: FloatArray | None = None
+    prevalence: FloatArray | None = None
 
     def __post_init__(self) -> None:
         probs = np.asarray(self.probs, dtype=np.float64)
@@ -51,6 +55,8 @@ class Pool:
             raise ValueError("mc_probs must be (S, n, C) with the same n and C as probs")
         if self.embeddings is not None and len(self.embeddings) != len(probs):
             raise ValueError("embeddings must have one row per pool item")
+        if self.prevalence is not None and np.shape(self.prevalence) != (probs.shape[1],):
+            raise ValueError("prevalence must have one value per concept")
 
     @property
     def n(self) -> int:
@@ -71,6 +77,10 @@ class Selection:
     scores: FloatArray
     reasons: list[str] = field(default_factory=list)
 
+
+#: The cold-start strategy on a zero-shot version's scores: k-center among the items it is
+#: least sure of (``training.selection`` in the product, ``ml.simulation`` in the benches).
+ZERO_SHOT_COLD_START = "kcenter"
 
 StrategyFn = Callable[[Pool, int, np.random.Generator], tuple[IntArray, FloatArray, str]]
 STRATEGIES: dict[str, StrategyFn] = {}
@@ -118,6 +128,27 @@ def bald_score(pool: Pool) -> FloatArray:
     return np.clip(predictive - expected, 0.0, None).mean(axis=1)
 
 
+#: Rarity weights stop growing below this prevalence, so that a concept nobody has seen yet does
+#: not take every pick.
+RARE_FLOOR = 0.01
+
+
+def rarity_weights(pool: Pool) -> FloatArray:
+    """``(C,)`` weights proportional to 1 / prevalence (floored), summing to 1."""
+    prevalence = pool.probs.mean(axis=0) if pool.prevalence is None else pool.prevalence
+    weights = 1.0 / np.maximum(np.asarray(prevalence, dtype=np.float64), RARE_FLOOR)
+    return weights / weights.sum()
+
+
+def rare_entropy(pool: Pool) -> FloatArray:
+    """Binary entropy per concept weighted by the concept's rarity: ``(n,)``.
+
+    mAP counts every concept alike, so doubt about a concept in 2% of the images is worth more
+    than doubt about one in 40%, which plenty of random picks already teach.
+    """
+    return binary_entropy(pool.probs) @ rarity_weights(pool)
+
+
 def _top(scores: FloatArray, k: int, rng: np.random.Generator) -> IntArray:
     # Ties are broken at random (seeded), not by pool order, so no item is favoured for its id.
     order = np.lexsort((rng.random(len(scores)), -scores))
@@ -142,6 +173,60 @@ def entropy_strategy(
     scores = mean_entropy(pool)
     picks = _top(scores, k, rng)
     return picks, scores[picks], "uncertain"
+
+
+@register_strategy("rare_entropy")
+def rare_entropy_strategy(
+    pool: Pool, k: int, rng: np.random.Generator
+) -> tuple[IntArray, FloatArray, str]:
+    """The items the model doubts most, each concept's doubt weighted by its rarity."""
+    scores = rare_entropy(pool)
+    picks = _top(scores, k, rng)
+    return picks, scores[picks], "uncertain"
+
+
+@register_strategy("rare_positive")
+def rare_positive_strategy(
+    pool: Pool, k: int, rng: np.random.Generator
+) -> tuple[IntArray, FloatArray, str]:
+    """The items expected to show the most rare concepts: sum over concepts of p / prevalence.
+
+    Rare concepts are short of positive examples, and a random round brings them few; this
+    looks for them where the model thinks they might be.
+    """
+    scores = pool.probs @ rarity_weights(pool)
+    picks = _top(scores, k, rng)
+    return picks, scores[picks], "uncertain"
+
+
+@register_strategy("per_concept")
+def per_concept_strategy(
+    pool: Pool, k: int, rng: np.random.Generator
+) -> tuple[IntArray, FloatArray, str]:
+    """Each concept in turn takes the item it is least sure of, until the round is full.
+
+    Every concept, rare or common, gets an equal share of the round, as mAP weighs them.
+    """
+    entropy = binary_entropy(pool.probs)  # (n, C)
+    k = min(k, pool.n)
+    tie = rng.random(pool.n)
+    orders = [np.lexsort((tie, -entropy[:, c])) for c in range(entropy.shape[1])]
+    cursor = np.zeros(len(orders), dtype=np.int64)  # next place to look in each concept's order
+    taken = np.zeros(pool.n, dtype=bool)
+    picks: list[int] = []
+    scores: list[float] = []
+    while len(picks) < k:
+        for c in rng.permutation(len(orders)):
+            order = orders[c]
+            while taken[order[cursor[c]]]:
+                cursor[c] += 1
+            item = int(order[cursor[c]])
+            taken[item] = True
+            picks.append(item)
+            scores.append(float(entropy[item, c]))
+            if len(picks) == k:
+                break
+    return np.asarray(picks, dtype=np.int64), np.asarray(scores), "uncertain"
 
 
 @register_strategy("margin")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ml import acquisition, aggregation
-from ml.metrics import mean_average_precision
+from ml.metrics import average_precision, mean_average_precision
 from ml.train import FeatureSet, TrainConfig, fit
 
 
@@ -129,6 +129,10 @@ class LoopConfig:
     #: another round of votes on them is worth more; a random round stays all random.
     relabel: bool = False
     max_relabel_share: float = 0.3
+    #: How the first round is chosen: "random", or "zero_shot" (the product's cold start with a
+    #: zero-shot version: k-center among the items its scores are least sure of, with the
+    #: random control share); "zero_shot" needs ``run_loop``'s ``zero_shot_scores``.
+    cold_start: str = "random"
 
 
 @dataclass
@@ -137,6 +141,8 @@ class Curve:
     seed: int
     classifications: list[int] = field(default_factory=list)
     test_map: list[float] = field(default_factory=list)
+    #: Per round, the test AP of each concept (C,), NaN where the test set has no positive.
+    test_ap: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -196,11 +202,15 @@ def run_loop(
     progress: Callable[[str], None] | None = None,
     crowd_mix: dict[str, tuple[float, CrowdProfile]] | None = None,
     pool_scale: np.ndarray | None = None,
+    zero_shot_scores: np.ndarray | None = None,
 ) -> Curve:
-    """One simulated campaign: a random seed round, then ``rounds`` rounds by ``strategy``.
+    """One simulated campaign: a seed round, then ``rounds`` rounds by ``strategy``.
 
     ``crowd_mix`` replaces the default crowd (``DEFAULT_CROWD``); ``pool_scale`` (pool, C) is
     the size of each present object, for volunteers who miss small ones (``CrowdProfile``).
+    ``zero_shot_scores`` (pool, C) are concept probabilities from a model that has seen no
+    campaign label, for ``config.cold_start == "zero_shot"``. The rarity the rare-concept
+    strategies weigh by is the share of positive posteriors among the classified items.
     """
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -218,7 +228,7 @@ def run_loop(
         votes_ticks.append(t)
         labelled[items] = True
 
-    ask(rng.permutation(n_pool)[: config.seed_round])
+    ask(_seed_round(config, pool_features, zero_shot_scores, seed=seed, rng=rng))
     for round_no in range(config.rounds + 1):
         items = np.concatenate(votes_items)
         votes = aggregation.VoteMatrix.from_arrays(
@@ -236,7 +246,8 @@ def run_loop(
         )
         test_probs, _ = _predict(model, test_features)
         curve.classifications.append(int(votes.n_votes))
-        curve.test_map.append(mean_average_precision(test_truth, test_probs))
+        curve.test_ap.append(average_precision(test_truth, test_probs))
+        curve.test_map.append(float(np.nanmean(curve.test_ap[-1])))
         if progress:
             progress(
                 f"{strategy} seed {seed} round {round_no}: {votes.n_votes} classifications, "
@@ -250,7 +261,13 @@ def run_loop(
             pool_features[candidates],
             mc_samples=config.mc_samples if strategy == "bald" else 0,
         )
-        pool = acquisition.Pool(probs=probs, mc_probs=samples, embeddings=pool_features[candidates])
+        prevalence = (result.posteriors[idx] > 0.5).mean(axis=0)
+        pool = acquisition.Pool(
+            probs=probs,
+            mc_probs=samples,
+            embeddings=pool_features[candidates],
+            prevalence=prevalence,
+        )
         chosen = acquisition.select(
             strategy,
             pool,
@@ -268,6 +285,32 @@ def run_loop(
         ask(picks)
     curve.seconds = time.monotonic() - started
     return curve
+
+
+def _seed_round(
+    config: LoopConfig,
+    features: np.ndarray,
+    zero_shot_scores: np.ndarray | None,
+    *,
+    seed: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The first round's pool indices: at random, or by the zero-shot cold start."""
+    if config.cold_start == "random":
+        return rng.permutation(len(features))[: config.seed_round]
+    if config.cold_start != "zero_shot":
+        raise ValueError(f"unknown cold start {config.cold_start!r}: use random or zero_shot")
+    if zero_shot_scores is None:
+        raise ValueError("the zero-shot cold start needs zero_shot_scores for the pool")
+    pool = acquisition.Pool(probs=zero_shot_scores, embeddings=features)
+    chosen = acquisition.select(
+        acquisition.ZERO_SHOT_COLD_START,
+        pool,
+        config.seed_round,
+        random_share=config.random_share,
+        seed=seed * 1000 + 999,  # the later rounds use seed * 1000 + round
+    )
+    return chosen.indices
 
 
 def _with_relabels(

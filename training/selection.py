@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 COLD_START = "typical_diverse"
 # With a zero-shot version's scores: entropy-weighted k-center over its most uncertain images.
-ZERO_SHOT_COLD_START = "kcenter"
+ZERO_SHOT_COLD_START = acquisition.ZERO_SHOT_COLD_START
 
 
 class SelectionError(ValueError):

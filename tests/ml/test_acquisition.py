@@ -112,3 +112,48 @@ def test_the_pool_checks_its_shapes():
         Pool(probs=np.zeros(3))
     with pytest.raises(ValueError, match="mc_probs"):
         Pool(probs=np.zeros((3, 2)), mc_probs=np.zeros((4, 3, 5)))
+    with pytest.raises(ValueError, match="prevalence"):
+        Pool(probs=np.zeros((3, 2)), prevalence=np.zeros(3))
+
+
+def rare_and_common_pool() -> Pool:
+    """Concept 0 is in 40% of the images, concept 1 in 2%; item 0 is in doubt about the common
+    concept only, item 1 about the rare one only, the rest are settled."""
+    probs = np.tile([0.02, 0.01], (50, 1))
+    probs[0] = [0.5, 0.02]
+    probs[1] = [0.01, 0.45]
+    return Pool(probs=probs, prevalence=np.array([0.40, 0.02]))
+
+
+def test_rare_entropy_asks_about_the_rare_concept_before_the_common_one():
+    pool = rare_and_common_pool()
+    assert acquisition.mean_entropy(pool)[0] == pytest.approx(
+        acquisition.mean_entropy(pool)[1], 0.1
+    )
+    assert select("rare_entropy", pool, 2, random_share=0).indices.tolist() == [1, 0]
+
+
+def test_rare_positive_looks_for_the_rare_concept_where_the_model_thinks_it_might_be():
+    probs = np.tile([0.05, 0.01], (30, 1))
+    probs[4] = [0.9, 0.01]  # surely shows the common concept
+    probs[9] = [0.05, 0.3]  # might show the rare one
+    pool = Pool(probs=probs, prevalence=np.array([0.40, 0.02]))
+    assert select("rare_positive", pool, 1, random_share=0).indices.tolist() == [9]
+
+
+def test_rarity_falls_back_on_the_models_own_mean_and_is_floored():
+    probs = np.tile([0.6, 0.0], (10, 1))
+    weights = acquisition.rarity_weights(Pool(probs=probs))
+    assert weights.sum() == pytest.approx(1.0)
+    # An unseen concept weighs 1 / RARE_FLOOR, not infinitely: 0.6 / 0.01 times the common one.
+    assert weights[1] / weights[0] == pytest.approx(0.6 / acquisition.RARE_FLOOR)
+
+
+def test_per_concept_gives_every_concept_its_most_doubtful_item():
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.0, 0.05, size=(40, 4))
+    most_doubtful = [3, 11, 25, 38]
+    for concept, item in enumerate(most_doubtful):
+        probs[item, concept] = 0.5
+    picks = select("per_concept", Pool(probs=probs), 4, random_share=0).indices
+    assert sorted(picks.tolist()) == most_doubtful

@@ -65,3 +65,37 @@ def test_relabels_take_only_model_places_and_never_touch_a_random_round(data, mo
     campaign(data, "entropy", relabel=True, max_relabel_share=0.5)
     assert len(asked) == 3
     assert sum(swapped) > 0  # contested items did win places
+
+
+def test_the_zero_shot_cold_start_chooses_the_first_round_from_the_zero_shot_scores(data):
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 0.1, size=(N_POOL, N_CONCEPTS))
+    doubtful = rng.choice(N_POOL, 60, replace=False)
+    scores[doubtful] = 0.5  # the items the zero-shot model cannot call
+    config = LoopConfig(**{**CONFIG, "cold_start": "zero_shot"})
+    first = simulation._seed_round(
+        config, data["pool_features"], scores, seed=1, rng=np.random.default_rng(1)
+    )
+    random_first = simulation._seed_round(
+        LoopConfig(**CONFIG), data["pool_features"], None, seed=1, rng=np.random.default_rng(1)
+    )
+    n_model = CONFIG["seed_round"] - round(CONFIG["seed_round"] * config.random_share)
+    assert len(first) == CONFIG["seed_round"] == len(set(first.tolist()))
+    assert set(first[:n_model].tolist()) <= set(doubtful.tolist())
+    assert set(first.tolist()) != set(random_first.tolist())
+    curve = run_loop(strategy="entropy", config=config, seed=1, zero_shot_scores=scores, **data)
+    assert curve.classifications[0] == CONFIG["seed_round"] * CONFIG["votes_each"]
+
+
+def test_the_zero_shot_cold_start_says_what_it_needs(data):
+    with pytest.raises(ValueError, match="zero_shot_scores"):
+        campaign(data, "entropy", cold_start="zero_shot")
+    with pytest.raises(ValueError, match="unknown cold start"):
+        campaign(data, "entropy", cold_start="psychic")
+
+
+def test_the_curve_keeps_each_concepts_test_ap_per_round(data):
+    curve = campaign(data, "rare_entropy")
+    assert len(curve.test_ap) == len(curve.test_map)
+    assert all(ap.shape == (N_CONCEPTS,) for ap in curve.test_ap)
+    assert curve.test_map[-1] == pytest.approx(float(np.nanmean(curve.test_ap[-1])))
