@@ -29,11 +29,19 @@ def _map(value: float | None) -> str:
 
 def _comparison_line(version: ModelVersion, active: ModelVersion, gate: dict) -> str:
     if gate.get("rule") == SAME_ITEMS:
-        return (f"On the same {gate.get('items')} validation items, v{version.pk} has an mAP of "
-                f"{_map(gate.get('candidate_map'))}; the active v{active.pk} has "
-                f"{_map(gate.get('active_map'))}.")
-    return (f"v{version.pk} has a validation mAP of {_map(version.val_map)}; the active "
-            f"v{active.pk} has {_map(active.val_map)}, each on its own validation split.")
+        return (
+            f"On the same {gate.get('items')} validation items, v{version.pk} has an mAP of "
+            f"{_map(gate.get('candidate_map'))}; the active v{active.pk} has "
+            f"{_map(gate.get('active_map'))}."
+        )
+    return (
+        f"v{version.pk} has a validation mAP of {_map(version.val_map)}; the active "
+        f"v{active.pk} has {_map(active.val_map)}, each on its own validation split."
+    )
+
+
+#: Failed scoring chunks listed on a version's page.
+SHOWN_FAILURES = 10
 
 
 def _percent(value: float | None) -> str:
@@ -46,19 +54,42 @@ class TrainingRunAdmin(admin.ModelAdmin):
     change_form_template = "training/admin/run_change_form.html"
     # Narrow columns, so the list fits 1,400 px beside its filters; attempts are on the page.
     list_display = [
-        "id", "status", "trigger", "progress_bar", "version_link", "requested_by_short",
-        "created", "finished",
+        "id",
+        "status",
+        "trigger",
+        "progress_bar",
+        "version_link",
+        "requested_by_short",
+        "created",
+        "finished",
     ]
     list_filter = ["status", "trigger"]
     list_select_related = ["requested_by", "model_version"]
     ordering = ["-created_at", "-id"]
     readonly_fields = [
-        "status", "trigger", "requested_by", "params", "progress_percent", "attempts",
+        "status",
+        "trigger",
+        "requested_by",
+        "params",
+        "progress_percent",
+        "attempts",
         "max_attempts",
-        "worker_id", "lease_until", "heartbeat_at", "enqueued_at", "enqueue_error",
-        "followup_requested", "n_items", "snapshot_path", "snapshot_sha256", "weights",
-        "weights_sha256", "error", "log",
-        "created_at", "started_at", "finished_at",
+        "worker_id",
+        "lease_until",
+        "heartbeat_at",
+        "enqueued_at",
+        "enqueue_error",
+        "followup_requested",
+        "n_items",
+        "snapshot_path",
+        "snapshot_sha256",
+        "weights",
+        "weights_sha256",
+        "error",
+        "log",
+        "created_at",
+        "started_at",
+        "finished_at",
     ]
     exclude = ["metrics", "state_sha256", "family", "progress"]
 
@@ -76,7 +107,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def progress_bar(self, run: TrainingRun) -> str:
         return format_html(
             '<progress max="100" value="{}" title="{}%" style="width:6em"></progress>',
-            round(run.progress * 100), round(run.progress * 100),
+            round(run.progress * 100),
+            round(run.progress * 100),
         )
 
     @admin.display(description="requested by", ordering="requested_by__username")
@@ -106,8 +138,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def get_urls(self):
         urls = super().get_urls()
         return [
-            path("retrain/", self.admin_site.admin_view(self.retrain_view),
-                 name="training_trainingrun_retrain"),
+            path(
+                "retrain/",
+                self.admin_site.admin_view(self.retrain_view),
+                name="training_trainingrun_retrain",
+            ),
             *urls,
         ]
 
@@ -130,7 +165,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
             self.message_user(request, f"Training run {run.pk} requested.", messages.SUCCESS)
         else:
             self.message_user(
-                request, f"Training run {run.pk} is already {run.status}: showing it.",
+                request,
+                f"Training run {run.pk} is already {run.status}: showing it.",
                 messages.WARNING,
             )
         return HttpResponseRedirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
@@ -143,14 +179,21 @@ class TrainingRunAdmin(admin.ModelAdmin):
         }
         return super().changelist_view(request, extra_context=extra_context)
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ):
         extra_context = {
             **(extra_context or {}),
             "progress_url": reverse("training:run-progress", args=[int(object_id)])
-            if object_id.isdigit() else "",
+            if object_id.isdigit()
+            else "",
             "plot_url": reverse("training:run-metrics-png", args=[int(object_id)])
-            if object_id.isdigit() else "",
+            if object_id.isdigit()
+            else "",
         }
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
@@ -158,20 +201,47 @@ class TrainingRunAdmin(admin.ModelAdmin):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "status", "backbone", "mode", "val_map_display", "gate_display", "n_train",
-        "n_val", "scoring", "training_run", "created_at", "promoted_at",
+        "id",
+        "status",
+        "backbone",
+        "mode",
+        "val_map_display",
+        "gate_display",
+        "n_train",
+        "n_val",
+        "scoring",
+        "training_run",
+        "created_at",
+        "promoted_at",
     ]
     list_filter = ["status", "backbone"]
     list_select_related = ["training_run"]
     ordering = ["-created_at", "-id"]
     actions = ["promote"]
     readonly_fields = [
-        "status", "backbone", "mode", "training_run", "val_map_display", "gate_detail",
+        "status",
+        "backbone",
+        "mode",
+        "training_run",
+        "val_map_display",
+        "gate_detail",
         "metrics_table",
-        "checkpoint_path", "checkpoint_sha256", "snapshot_sha256", "weights", "weights_sha256",
-        "n_train", "n_val",
-        "scoring_chunks", "scoring_chunks_done", "scoring_chunks_failed", "scored_at",
-        "created_at", "promoted_at", "promoted_by", "promotion_note",
+        "checkpoint_path",
+        "checkpoint_sha256",
+        "snapshot_sha256",
+        "weights",
+        "weights_sha256",
+        "n_train",
+        "n_val",
+        "scoring_chunks",
+        "scoring_chunks_done",
+        "scoring_chunks_failed",
+        "scoring_failures",
+        "scored_at",
+        "created_at",
+        "promoted_at",
+        "promoted_by",
+        "promotion_note",
     ]
     # val_map shows rounded (val_map_display); the numbers of a trained model never change.
     exclude = ["concepts", "thresholds", "metrics", "family", "val_map", "gate"]
@@ -194,14 +264,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return "–"
         if gate.get("rule") == SAME_ITEMS:
             return format_html(
-                "{} vs {} (v{}) on the same {} items", _map(gate.get("candidate_map")),
-                _map(gate.get("active_map")), gate.get("active_version"), gate.get("items"),
+                "{} vs {} (v{}) on the same {} items",
+                _map(gate.get("candidate_map")),
+                _map(gate.get("active_map")),
+                gate.get("active_version"),
+                gate.get("items"),
             )
         if gate.get("active_version") is None:
             return "first version"
         return format_html(
-            "{} vs {} (v{}), own splits", _map(gate.get("candidate_map")),
-            _map(gate.get("active_map")), gate.get("active_version"),
+            "{} vs {} (v{}), own splits",
+            _map(gate.get("candidate_map")),
+            _map(gate.get("active_map")),
+            gate.get("active_version"),
         )
 
     @admin.display(description="promotion gate")
@@ -214,34 +289,64 @@ class ModelVersionAdmin(admin.ModelAdmin):
         left = gate.get("concepts_left_out") or []
         return format_html(
             "<p>{}</p><p>{}</p>{}{}",
-            gate_describe(gate), verdict,
+            gate_describe(gate),
+            verdict,
             format_html("<p>concepts compared ({}): {}</p>", len(concepts), ", ".join(concepts))
-            if concepts else "",
+            if concepts
+            else "",
             format_html("<p>not known to the active version: {}</p>", ", ".join(left))
-            if left else "",
+            if left
+            else "",
         )
 
     @admin.display(description="scoring")
     def scoring(self, version: ModelVersion) -> str:
-        if version.scored_at:
-            return "done"
-        if not version.scoring_chunks:
+        """Chunks done while the pool is scored in workers (trained and zero-shot versions
+        alike), and failed chunks, which keep a scoring from being done until it is resumed."""
+        done, total = version.scoring_chunks_done, version.scoring_chunks
+        if version.scoring_chunks_failed:
+            return f"{done}/{total} chunks, {version.scoring_chunks_failed} failed"
+        if done < total:
+            return f"{done}/{total} chunks"
+        return "done" if version.scored_at else "–"
+
+    @admin.display(description="failed scoring chunks")
+    def scoring_failures(self, version: ModelVersion) -> str:
+        failed = list(
+            version.scoring_chunk_rows.exclude(error="")
+            .order_by("index")
+            .values_list("index", "first_item_id", "last_item_id", "error")[:SHOWN_FAILURES]
+        )
+        if not failed:
             return "–"
-        return f"{version.scoring_chunks_done}/{version.scoring_chunks} chunks"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>chunk {} (items {}–{}): {}</li>",
+                ((i, a, b, shortened(error, 300)) for i, a, b, error in failed),
+            ),
+        )
 
     @admin.display(description="per-concept metrics and thresholds")
     def metrics_table(self, version: ModelVersion) -> str:
         ap = version.metrics.get("ap") or []
         f1 = version.metrics.get("per_concept_f1") or []
         rows = [
-            (key, _map(ap[i] if i < len(ap) else None), _map(f1[i] if i < len(f1) else None),
-             _map(version.thresholds[i] if i < len(version.thresholds) else None))
+            (
+                key,
+                _map(ap[i] if i < len(ap) else None),
+                _map(f1[i] if i < len(f1) else None),
+                _map(version.thresholds[i] if i < len(version.thresholds) else None),
+            )
             for i, key in enumerate(version.concepts)
         ]
         summary = format_html(
             "<p>mAP {} · micro F1 {} · macro F1 {} · ECE {}</p>",
-            _map(version.metrics.get("map")), _map(version.metrics.get("micro_f1")),
-            _map(version.metrics.get("macro_f1")), _map(version.metrics.get("ece")),
+            _map(version.metrics.get("map")),
+            _map(version.metrics.get("micro_f1")),
+            _map(version.metrics.get("macro_f1")),
+            _map(version.metrics.get("ece")),
         )
         table = format_html(
             "<table><thead><tr><th>concept</th><th>AP</th><th>F1</th><th>threshold</th></tr>"
@@ -298,13 +403,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
 class RoundRequestAdmin(admin.ModelAdmin):
     """Rounds asked for through the API: what was asked, by whom, and the round it made."""
 
-    list_display = ["id", "status", "round", "requested_by", "summary", "created_at",
-                    "finished_at"]
+    list_display = ["id", "status", "round", "requested_by", "summary", "created_at", "finished_at"]
     list_filter = ["status"]
     list_select_related = ["round", "requested_by"]
     ordering = ["-created_at", "-id"]
-    readonly_fields = ["status", "requested_by", "params", "round", "summary", "error",
-                       "attempts", "max_attempts", "created_at", "started_at", "finished_at"]
+    readonly_fields = [
+        "status",
+        "requested_by",
+        "params",
+        "round",
+        "summary",
+        "error",
+        "attempts",
+        "max_attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # asked for through the API or the select_round command

@@ -97,7 +97,9 @@ def training_run_task(self, *, run_id: int) -> dict[str, Any]:
 
 @train_task(soft_time_limit=1800, time_limit=1900)
 def training_score_chunk(self, *, chunk_id: int) -> str:
-    """Score one chunk of the pool with its model version; a re-run rewrites the same rows."""
+    """Score one chunk of the pool with its model version, trained or zero-shot (``zero_shot
+    --in-workers``); a re-run rewrites the same rows (a zero-shot one skips them). A permanent
+    error marks the chunk failed and returns; a transient one retries."""
     from training.services.scoring import scoring_chunk_execute
 
     return scoring_chunk_execute(chunk_id=chunk_id)

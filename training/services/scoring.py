@@ -4,7 +4,14 @@ The pool is cut into contiguous id ranges (:class:`ScoringChunk`), one Celery ta
 as a group on the ``train`` queue so that every training worker takes a share. A chunk is
 claimed with a conditional UPDATE that counts its attempts (the poison guard of scoring), its
 predictions are upserted in bulk (a redelivered chunk rewrites the same rows), and it is counted
-done once. The reconciler re-sends chunks left undone.
+done once. A chunk whose scoring raises (other than a transient database error, which the task
+retries) is marked failed with the error; the version is then not scored until a resume
+(``scoring_start(resume=True)``) tries it again. The reconciler re-sends chunks left undone.
+
+Zero-shot versions (``ModelVersion.Kind.ZERO_SHOT``) are scored by the same chunks: their items
+go to :func:`training.services.zero_shot.zero_shot_items_score`, and their last chunk refreshes
+the zero-shot prior-doubt flags instead of announcing ``pool_scored`` (which means "the active
+model scored the pool" to the loop).
 """
 
 from __future__ import annotations
@@ -13,14 +20,15 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from annotate.models import Item
@@ -65,9 +73,13 @@ def probabilities(
     # Head-mode versions share their trunk with training: its cached features are reused.
     cache = embedding_cache(model) if version.mode == "head" else None
     result = compute_embeddings(
-        model, sources, cache=cache, device=_device(),
+        model,
+        sources,
+        cache=cache,
+        device=_device(),
         batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
-        max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.IMAGE_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        max_bytes=settings.IMAGE_MAX_BYTES,
     )
     probs = np.zeros((len(sources), len(version.concepts)), dtype=np.float32)
     if result.ok.any():
@@ -89,20 +101,33 @@ def predictions_store(version: ModelVersion, item_ids: list[int], probs: np.ndar
         return 0
     unc = uncertainty(probs)
     rows = [
-        Prediction(model_version=version, item_id=item_id, scores=Prediction.pack(probs[i]),
-                   uncertainty=float(unc[i]))
+        Prediction(
+            model_version=version,
+            item_id=item_id,
+            scores=Prediction.pack(probs[i]),
+            uncertainty=float(unc[i]),
+        )
         for i, item_id in enumerate(item_ids)
     ]
     Prediction.objects.bulk_create(
-        rows, batch_size=1000, update_conflicts=True,
-        unique_fields=["model_version", "item"], update_fields=["scores", "uncertainty",
-                                                                "created_at"],
+        rows,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["model_version", "item"],
+        update_fields=["scores", "uncertainty", "created_at"],
     )
     return len(rows)
 
 
 def items_score(version: ModelVersion, items: list[tuple[int, str]]) -> tuple[int, int]:
-    """Score (item id, relative image path) pairs and store them; (stored, refused)."""
+    """Score (item id, relative image path) pairs and store them; (stored, refused).
+
+    A zero-shot version scores with its image-text model, and only the items it has not scored.
+    """
+    if version.kind == ModelVersion.Kind.ZERO_SHOT:
+        from training.services.zero_shot import zero_shot_items_score
+
+        return zero_shot_items_score(version=version, items=items)
     sources = [str(image_path(rel)) for _, rel in items]
     probs, ok, failures = probabilities(version, sources)
     ids = [items[i][0] for i in np.flatnonzero(ok)]
@@ -115,11 +140,17 @@ def items_score(version: ModelVersion, items: list[tuple[int, str]]) -> tuple[in
 # ---------------------------------------------------------------------------- chunks
 
 
-def _chunk_bounds(size: int) -> Iterator[tuple[int, int]]:
-    """Contiguous (first id, last id) ranges of ``size`` pool items, streamed by primary key."""
+#: Errors a chunk leaves to the task's bounded retry instead of failing on them.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+def _chunk_bounds(size: int, *, after: int = 0) -> Iterator[tuple[int, int]]:
+    """Contiguous (first id, last id) ranges of ``size`` pool items with ids above ``after``,
+    streamed by primary key."""
     first = last = None
     count = 0
-    for pk in pool_items().order_by("pk").values_list("pk", flat=True).iterator(chunk_size=10000):
+    ids = pool_items().filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)
+    for pk in ids.iterator(chunk_size=10000):
         if first is None:
             first = pk
         last, count = pk, count + 1
@@ -130,35 +161,93 @@ def _chunk_bounds(size: int) -> Iterator[tuple[int, int]]:
         yield first, last
 
 
-def scoring_start(*, model_version_id: int) -> int:
-    """Cut the pool into chunks for a version (once), send those not done; return how many."""
+def scoring_start(*, model_version_id: int, resume: bool = False) -> int:
+    """Cut the pool into chunks for a version (once), send those not done; return how many.
+
+    With ``resume``, failed chunks are tried again (their attempts start over) and pool items
+    added after the last chunk get chunks of their own; ``scored_at`` of an earlier complete
+    scoring is kept until the new chunks are done.
+    """
     version = ModelVersion.objects.get(pk=model_version_id)
-    if not version.scoring_chunks:
+    if resume:
+        _failed_chunks_reopen(version)
+    if resume or not version.scoring_chunks:
         size = max(1, int(settings.TRAINING_SCORE_CHUNK_SIZE))
         max_attempts = int(settings.TRAINING_MAX_ATTEMPTS)
+        edge = ScoringChunk.objects.filter(model_version=version).aggregate(
+            last=Max("last_item_id"), index=Max("index")
+        )
+        start = 0 if edge["index"] is None else edge["index"] + 1
         chunks = [
-            ScoringChunk(model_version=version, index=i, first_item_id=a, last_item_id=b,
-                         max_attempts=max_attempts)
-            for i, (a, b) in enumerate(_chunk_bounds(size))
+            ScoringChunk(
+                model_version=version,
+                index=i,
+                first_item_id=a,
+                last_item_id=b,
+                max_attempts=max_attempts,
+            )
+            for i, (a, b) in enumerate(_chunk_bounds(size, after=edge["last"] or 0), start)
         ]
-        with transaction.atomic():
-            ScoringChunk.objects.bulk_create(chunks, batch_size=1000, ignore_conflicts=True)
-            n = ScoringChunk.objects.filter(model_version=version).count()
-            ModelVersion.objects.filter(pk=version.pk).update(scoring_chunks=n)
-            if n == 0:
-                ModelVersion.objects.filter(pk=version.pk).update(scored_at=timezone.now())
-                _scored_on_commit(version.pk)
+        if chunks or not version.scoring_chunks:
+            with transaction.atomic():
+                ScoringChunk.objects.bulk_create(chunks, batch_size=1000, ignore_conflicts=True)
+                n = ScoringChunk.objects.filter(model_version=version).count()
+                ModelVersion.objects.filter(pk=version.pk).update(scoring_chunks=n)
+                if n == 0:
+                    ModelVersion.objects.filter(pk=version.pk).update(scored_at=timezone.now())
+                    _scored_on_commit(version.pk)
     pending = list(
-        ScoringChunk.objects.filter(model_version=version, done_at__isnull=True, error="")
-        .values_list("pk", flat=True)
+        ScoringChunk.objects.filter(
+            model_version=version, done_at__isnull=True, error=""
+        ).values_list("pk", flat=True)
     )
     return chunks_send(pending)
 
 
+def _failed_chunks_reopen(version: ModelVersion) -> int:
+    """Give the version's failed chunks a fresh start (no error, no attempts); return how many."""
+    with transaction.atomic():
+        reopened = (
+            ScoringChunk.objects.filter(model_version=version, done_at__isnull=True)
+            .exclude(error="")
+            .update(error="", attempts=0, sent_at=None)
+        )
+        if reopened:
+            failed = ScoringChunk.objects.filter(model_version=version).exclude(error="").count()
+            ModelVersion.objects.filter(pk=version.pk).update(scoring_chunks_failed=failed)
+    if reopened:
+        logger.info("v%s: %d failed scoring chunks tried again", version.pk, reopened)
+    return reopened
+
+
+def _chunk_fail(chunk: ScoringChunk, error: str) -> bool:
+    """Mark an unfinished chunk failed and count it on its version (once); False if it was not
+    open any more."""
+    with transaction.atomic():
+        if not ScoringChunk.objects.filter(pk=chunk.pk, done_at__isnull=True, error="").update(
+            error=error[:2000]
+        ):
+            return False
+        ModelVersion.objects.filter(pk=chunk.model_version_id).update(
+            scoring_chunks_failed=F("scoring_chunks_failed") + 1
+        )
+    return True
+
+
 def _scored_on_commit(version_id: int) -> None:
+    kind = ModelVersion.objects.filter(pk=version_id).values_list("kind", flat=True).first()
+    if kind == ModelVersion.Kind.ZERO_SHOT:
+        from training.services.zero_shot import zero_shot_scoring_finished
+
+        transaction.on_commit(partial(zero_shot_scoring_finished, version_id=version_id))
+        return
+
     def send() -> None:
-        failed = ModelVersion.objects.filter(pk=version_id).values_list(
-            "scoring_chunks_failed", flat=True).first()
+        failed = (
+            ModelVersion.objects.filter(pk=version_id)
+            .values_list("scoring_chunks_failed", flat=True)
+            .first()
+        )
         pool_scored.send(sender=ModelVersion, version_id=version_id, failed=failed or 0)
 
     transaction.on_commit(send)
@@ -196,24 +285,36 @@ def scoring_chunk_execute(*, chunk_id: int) -> str:
             return "done, given up, or being claimed"
         if chunk.attempts >= chunk.max_attempts:
             # Poison guard: every earlier attempt died with its worker.
-            ScoringChunk.objects.filter(pk=chunk.pk, error="").update(
-                error=f"gave up after {chunk.attempts} attempts")
-            ModelVersion.objects.filter(pk=chunk.model_version_id).update(
-                scoring_chunks_failed=F("scoring_chunks_failed") + 1)
+            _chunk_fail(chunk, f"gave up after {chunk.attempts} attempts")
             return "gave up"
         ScoringChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
     version = ModelVersion.objects.get(pk=chunk.model_version_id)
     items = list(
-        pool_items().filter(pk__gte=chunk.first_item_id, pk__lte=chunk.last_item_id)
-        .order_by("pk").values_list("pk", "image_file")
+        pool_items()
+        .filter(pk__gte=chunk.first_item_id, pk__lte=chunk.last_item_id)
+        .order_by("pk")
+        .values_list("pk", "image_file")
     )
-    stored, refused = items_score(version, items)
+    try:
+        stored, refused = items_score(version, items)
+    except TRANSIENT_ERRORS:
+        raise  # the task retries; the attempt is counted
+    except Exception as exc:  # a permanent error: recorded where staff look, never done
+        logger.exception("chunk %s of v%s failed", chunk.index, version.pk)
+        _chunk_fail(chunk, f"{type(exc).__name__}: {exc}")
+        return f"chunk {chunk.index} of v{version.pk} failed: {type(exc).__name__}: {exc}"
     with transaction.atomic():
-        if ScoringChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(done_at=now):
+        if ScoringChunk.objects.filter(pk=chunk.pk, done_at__isnull=True, error="").update(
+            done_at=now
+        ):
             ModelVersion.objects.filter(pk=version.pk).update(
-                scoring_chunks_done=F("scoring_chunks_done") + 1)
+                scoring_chunks_done=F("scoring_chunks_done") + 1
+            )
+            # Each chunk counts once, so exactly one reaches the total: the version's row is
+            # locked from the increment to the commit. (Not "scored_at is null": a resumed
+            # zero-shot version keeps its earlier scored_at until its new chunks are done.)
             finished = ModelVersion.objects.filter(
-                pk=version.pk, scored_at__isnull=True,
+                pk=version.pk,
                 scoring_chunks_done__gte=F("scoring_chunks"),
             ).update(scored_at=timezone.now())
             if finished:
@@ -224,9 +325,11 @@ def scoring_chunk_execute(*, chunk_id: int) -> str:
 def scoring_reconcile(*, now: datetime, stale_after_s: float) -> int:
     """Send again the chunks of unfinished scorings whose message went out too long ago."""
     stale = now - timedelta(seconds=stale_after_s)
-    ids = ScoringChunk.objects.filter(
-        done_at__isnull=True, error="", model_version__scored_at__isnull=True
-    ).filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale)).values_list("pk", flat=True)
+    ids = (
+        ScoringChunk.objects.filter(done_at__isnull=True, error="")
+        .filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale))
+        .values_list("pk", flat=True)
+    )
     return chunks_send(list(ids[:10000]))
 
 
@@ -280,15 +383,17 @@ def predictions_export(
         last = 0
         while True:
             # Keyset pages: a million-item pool is never held in memory at once.
-            block = list(queryset.filter(pk__gt=last).values_list(
-                "pk", "external_id", "image_file")[:2000])
+            block = list(
+                queryset.filter(pk__gt=last).values_list("pk", "external_id", "image_file")[:2000]
+            )
             if not block:
                 break
             last = block[-1][0]
             ids = [pk for pk, _, _ in block]
             stored = dict(
                 Prediction.objects.filter(model_version=version, item_id__in=ids).values_list(
-                    "item_id", "scores")
+                    "item_id", "scores"
+                )
             )
             todo = [(pk, image) for pk, _, image in block if pk not in stored]
             if todo:
@@ -306,5 +411,9 @@ def predictions_export(
                 scores = {k: round(float(p), 6) for k, p in zip(keys, probs, strict=True)}
                 fh.write(json.dumps({"external_id": external_id, "scores": scores}) + "\n")
                 written += 1
-    return {"model_version": version.pk, "written": written, "refused": refused,
-            "unknown": len(missing_ids)}
+    return {
+        "model_version": version.pk,
+        "written": written,
+        "refused": refused,
+        "unknown": len(missing_ids),
+    }

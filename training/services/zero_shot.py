@@ -14,6 +14,12 @@ sidecar is not a trained checkpoint). It serves two things while no trained mode
 the first round (uncertain and varied images by its scores, ``training.selection``), and the
 curators' flag "the zero-shot model doubts a prior label" (``training.services.conflicts``).
 
+A pool is scored either in this process (:func:`zero_shot_pool_score`, the command's default)
+or in workers (:func:`zero_shot_scoring_start`, ``zero_shot --in-workers``): the scoring chunks
+of trained versions (``training.services.scoring``), whose task scores a zero-shot version's
+chunk with :func:`zero_shot_items_score`. Both store the same scores and end with the same
+refresh of the prior-doubt flags.
+
 PyTorch and open_clip are imported inside the functions that score, so the review screens that
 only look up the latest version do not load them.
 """
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,28 +242,57 @@ def _embedding_cache(meta: dict[str, Any]):  # -> ml.embeddings.EmbeddingCache
     )
 
 
+def _items_score(
+    version: ModelVersion, model: Any, meta: dict[str, Any], items: list[tuple[int, str]]
+) -> tuple[int, int]:
+    """Embed (through the embedding cache), score and store (item id, image path) pairs with a
+    loaded model; return (stored, refused). The one scoring step of both paths, in-process and
+    in workers, so that both store the same scores."""
+    from annotate.services.media import image_path
+    from ml.embeddings import compute_embeddings
+    from training.services.scoring import predictions_store
+
+    if not items:
+        return 0, 0
+    result = compute_embeddings(
+        model,  # duck-typed: embed(), data_config and num_features, like a backbone
+        [str(image_path(rel)) for _, rel in items],
+        cache=_embedding_cache(meta),
+        device=_device(),
+        batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        max_bytes=settings.IMAGE_MAX_BYTES,
+    )
+    model.to("cpu")
+    probs = model.scores(result.features[result.ok])  # (m, C)
+    ids = [items[i][0] for i in np.flatnonzero(result.ok)]
+    with transaction.atomic():
+        stored = predictions_store(version, ids, probs)
+    for i, reason in result.failures.items():
+        logger.warning("zero-shot v%s: item %s not scored: %s", version.pk, items[i][0], reason)
+    return stored, len(items) - len(ids)
+
+
 def zero_shot_pool_score(
     *, version: ModelVersion, batch_items: int = 1000, progress: Progress | None = None
 ) -> ZeroShotScoring:
     """Score every pool item the version has not scored yet, then refresh the prior-doubt flags.
 
-    Batches of ``batch_items`` items are embedded (through the embedding cache), scored and
-    stored; a run that stops part-way keeps what it stored, and running it again scores only the
-    rest. ``scored_at`` is set when the whole pool is done.
+    In this process; :func:`zero_shot_scoring_start` does the same in workers. Batches of
+    ``batch_items`` items are embedded (through the embedding cache), scored and stored; a run
+    that stops part-way keeps what it stored, and running it again scores only the rest.
+    ``scored_at`` is set when the whole pool is done.
 
     Args:
         version: a zero-shot version.
         batch_items: items stored per transaction.
         progress: called with ``(items done, items to do)``.
     """
-    from annotate.services.media import image_path
-    from ml.embeddings import compute_embeddings
     from training.services.conflicts import item_zero_shot_prior_refresh
-    from training.services.scoring import pool_items, predictions_store
+    from training.services.scoring import pool_items
 
     meta = zero_shot_sidecar(version)
     model = zero_shot_model_load(version)
-    cache = _embedding_cache(meta)
     done_ids = set(
         Prediction.objects.filter(model_version=version).values_list("item_id", flat=True)
     )
@@ -265,26 +302,11 @@ def zero_shot_pool_score(
         if pk not in done_ids
     ]
     stored = refused = 0
-    device = _device()
     for start in range(0, len(todo), max(1, batch_items)):
         batch = todo[start : start + batch_items]
-        result = compute_embeddings(
-            model,  # duck-typed: embed(), data_config and num_features, like a backbone
-            [str(image_path(rel)) for _, rel in batch],
-            cache=cache,
-            device=device,
-            batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
-            max_pixels=settings.IMAGE_MAX_PIXELS,
-            max_bytes=settings.IMAGE_MAX_BYTES,
-        )
-        model.to("cpu")
-        probs = model.scores(result.features[result.ok])  # (m, C)
-        ids = [batch[i][0] for i in np.flatnonzero(result.ok)]
-        with transaction.atomic():
-            stored += predictions_store(version, ids, probs)
-        refused += len(batch) - len(ids)
-        for i, reason in result.failures.items():
-            logger.warning("zero-shot v%s: item %s not scored: %s", version.pk, batch[i][0], reason)
+        batch_stored, batch_refused = _items_score(version, model, meta, batch)
+        stored += batch_stored
+        refused += batch_refused
         if progress is not None:
             progress(min(start + len(batch), len(todo)), len(todo))
     ModelVersion.objects.filter(pk=version.pk).update(scored_at=timezone.now())
@@ -299,6 +321,127 @@ def zero_shot_pool_score(
     )
     logger.info("%s", scoring.summary())
     return scoring
+
+
+# ---------------------------------------------------------------------------- in workers
+
+#: Zero-shot models kept loaded in one worker process: the chunks of one version share one.
+_KEEP = 1
+_MODELS: OrderedDict[tuple[int, str], Any] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def zero_shot_model_loaded(version: ModelVersion):  # -> ml.zero_shot.ZeroShotModel
+    """The version's model, loaded once per process for the scoring chunks that follow.
+
+    The sidecar is checked against the row on every call (a small file), so a sidecar changed
+    after the model was loaded is still refused; the weights' hash is checked when loading.
+
+    Raises:
+        ZeroShotServiceError: as :func:`zero_shot_model_load` (nothing is kept).
+    """
+    zero_shot_sidecar(version)
+    key = (version.pk, version.checkpoint_sha256)
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = zero_shot_model_load(version)
+            while len(_MODELS) > _KEEP:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(key)
+        return _MODELS[key]
+
+
+def zero_shot_model_cache_clear() -> None:
+    """Forget the loaded zero-shot models (tests)."""
+    with _LOCK:
+        _MODELS.clear()
+
+
+def zero_shot_items_score(
+    *, version: ModelVersion, items: list[tuple[int, str]]
+) -> tuple[int, int]:
+    """Score the (item id, image path) pairs the version has not scored yet; (stored, refused).
+
+    What a scoring chunk of a zero-shot version runs (``training.services.scoring.items_score``).
+    Items it already scored are left as they are, so a redelivered or re-run chunk stores
+    nothing twice and does not load the model when nothing is left.
+    """
+    if not items:
+        return 0, 0
+    ids = [pk for pk, _ in items]
+    scored = set(
+        Prediction.objects.filter(
+            model_version=version, item_id__gte=min(ids), item_id__lte=max(ids)
+        ).values_list("item_id", flat=True)
+    )
+    todo = [(pk, rel) for pk, rel in items if pk not in scored]
+    if not todo:
+        return 0, 0
+    meta = zero_shot_sidecar(version)
+    return _items_score(version, zero_shot_model_loaded(version), meta, todo)
+
+
+@dataclass(frozen=True)
+class ZeroShotQueued:
+    version: ModelVersion
+    sent: int
+    chunks: int
+    done: int
+    failed: int
+
+    def summary(self) -> str:
+        v = self.version
+        if self.failed:
+            state = "not scored: run the command again with --model-version to retry them"
+        elif self.done == self.chunks and v.scored_at is not None:
+            state = "scored"
+        else:
+            state = "scoring; progress in the admin's model versions, column scoring"
+        return (
+            f"zero-shot v{v.pk} ({v.backbone}): {self.sent} chunks sent to the train queue; "
+            f"{self.done}/{self.chunks} chunks done, {self.failed} failed ({state})"
+        )
+
+
+def zero_shot_scoring_start(*, version: ModelVersion) -> ZeroShotQueued:
+    """Score the pool with a zero-shot version in workers: the scoring chunks of trained versions.
+
+    The pool is cut into chunks (``TRAINING_SCORE_CHUNK_SIZE`` items) sent to the ``train``
+    queue; each one scores the items of its id range that the version has not scored yet. Called
+    again (resume), it sends the chunks not done, tries the failed ones again, and cuts chunks
+    for items added after the last one. When the last chunk is done ``scored_at`` is set and the
+    prior-doubt flags are refreshed in a task, as :func:`zero_shot_pool_score` does in-process.
+    A chunk that fails is recorded on its row and counted in ``scoring_chunks_failed``; the
+    version is then not scored (not the latest, no flags) until a resume scores it.
+
+    Raises:
+        ZeroShotServiceError: not a zero-shot version, its sidecar missing or changed.
+    """
+    from training.services.scoring import scoring_start
+
+    zero_shot_sidecar(version)
+    sent = scoring_start(model_version_id=version.pk, resume=True)
+    version.refresh_from_db()
+    return ZeroShotQueued(
+        version=version,
+        sent=sent,
+        chunks=version.scoring_chunks,
+        done=version.scoring_chunks_done,
+        failed=version.scoring_chunks_failed,
+    )
+
+
+def zero_shot_scoring_finished(*, version_id: int) -> None:
+    """After a worker scored a zero-shot version's last chunk (on commit): refresh the
+    prior-doubt flags of every item in a task on the default queue, since the version is now
+    the latest scored one."""
+    from training.services.runs import _broker_errors
+    from training.tasks import item_zero_shot_prior_refresh_task
+
+    try:
+        item_zero_shot_prior_refresh_task.delay(item_ids=None)
+    except _broker_errors() as exc:
+        logger.error("zero-shot v%s: the prior-doubt refresh was not sent: %s", version_id, exc)
 
 
 # ---------------------------------------------------------------------------- cold start

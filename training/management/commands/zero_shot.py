@@ -11,6 +11,7 @@ from training.models import ModelVersion
 from training.services.zero_shot import (
     ZeroShotServiceError,
     zero_shot_pool_score,
+    zero_shot_scoring_start,
     zero_shot_version_create,
 )
 
@@ -19,7 +20,8 @@ class Command(BaseCommand):
     help = (
         "Score the pool with an image-text model (open_clip CLIP), no training: a zero-shot "
         "model version that chooses the first round and flags prior labels it doubts. It is "
-        "never made active. Weights: a local file or URL#sha256=<hex> (no model hub)."
+        "never made active. Weights: a local file or URL#sha256=<hex> (no model hub). "
+        "Scores here with a progress bar, or with --in-workers in chunks on the train queue."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,6 +49,15 @@ class Command(BaseCommand):
             dest="model_version",
             help="Score the rest of the pool with an existing zero-shot version (resume).",
         )
+        parser.add_argument(
+            "--in-workers",
+            action="store_true",
+            dest="in_workers",
+            help="Queue the scoring for the training workers in chunks of "
+            "TRAINING_SCORE_CHUNK_SIZE items (the train queue) instead of scoring here; "
+            "progress shows in the admin's model versions. Again with --model-version: sends "
+            "the chunks not done, retries failed ones, adds chunks for new items.",
+        )
 
     def handle(
         self,
@@ -55,6 +66,7 @@ class Command(BaseCommand):
         weights: str | None,
         model_config: Path | None,
         model_version: int | None,
+        in_workers: bool = False,
         **options: Any,
     ) -> None:
         try:
@@ -69,6 +81,10 @@ class Command(BaseCommand):
                     raise CommandError("--weights is required (a file or URL#sha256=<hex>)")
                 config = _read_config(model_config) if model_config else None
                 version = zero_shot_version_create(model_name=model, weights=weights, config=config)
+            if in_workers:
+                queued = zero_shot_scoring_start(version=version)
+                self.stdout.write(queued.summary())
+                return
             with tqdm(total=0, unit="item", disable=None, file=self.stderr) as bar:
 
                 def progress(done: int, total: int) -> None:
