@@ -66,9 +66,22 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "status", "trigger", "params", "progress", "metrics", "attempts",
-            "max_attempts", "followup_requested", "enqueue_error", "error", "n_items",
-            "created_at", "started_at", "finished_at", "model_version",
+            "id",
+            "status",
+            "trigger",
+            "params",
+            "progress",
+            "metrics",
+            "attempts",
+            "max_attempts",
+            "followup_requested",
+            "enqueue_error",
+            "error",
+            "n_items",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "model_version",
         ]
         read_only_fields = fields  # output only: a run is requested with InputSerializer
 
@@ -95,19 +108,30 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
         # Every field may be left empty (null, or "" for text): empty means the default, so the
         # browsable API's form posts as it is shown.
         backbone = serializers.CharField(
-            required=False, allow_blank=True, max_length=64,
+            required=False,
+            allow_blank=True,
+            max_length=64,
             help_text="A registered model name, e.g. small_cnn (default TRAINING_BACKBONE).",
         )
         epochs = serializers.IntegerField(
-            min_value=1, max_value=1000, required=False, allow_null=True,
+            min_value=1,
+            max_value=1000,
+            required=False,
+            allow_null=True,
             help_text="At most this many epochs (default TRAINING_EPOCHS).",
         )
         mode = serializers.ChoiceField(
-            choices=["head", "finetune"], required=False, allow_blank=True, initial="",
+            choices=["head", "finetune"],
+            required=False,
+            allow_blank=True,
+            initial="",
             help_text="Default: head when the backbone has pretrained weights, else finetune.",
         )
         dropout = serializers.FloatField(
-            min_value=0.0, max_value=0.95, required=False, allow_null=True,
+            min_value=0.0,
+            max_value=0.95,
+            required=False,
+            allow_null=True,
             help_text="Dropout before the head's layers; above 0, BALD samples the head (MC "
             "dropout). Default 0.2.",
         )
@@ -147,11 +171,15 @@ class TrainingRunListCreateApi(PolicyMixin, generics.ListAPIView):
         body = {"created": created, "run": run}
         if run.enqueue_error:
             body["detail"] = run.enqueue_error
-            return Response(self.OutputSerializer(body).data,
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers={"Retry-After": "60"})
-        return Response(self.OutputSerializer(body).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+            return Response(
+                self.OutputSerializer(body).data,
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "60"},
+            )
+        return Response(
+            self.OutputSerializer(body).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class TrainingRunDetailApi(PolicyMixin, generics.RetrieveAPIView):
@@ -172,8 +200,17 @@ class RoundRequestOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = RoundRequest
         fields = [
-            "id", "status", "params", "round", "summary", "error", "attempts", "requested_by",
-            "created_at", "started_at", "finished_at",
+            "id",
+            "status",
+            "params",
+            "round",
+            "summary",
+            "error",
+            "attempts",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
         read_only_fields = fields  # output only: a round is asked for with InputSerializer
 
@@ -181,8 +218,13 @@ class RoundRequestOutputSerializer(serializers.ModelSerializer):
         round_ = request.round
         if round_ is None:
             return None
-        return {"id": round_.pk, "number": round_.number, "name": round_.name,
-                "strategy": round_.strategy, "status": round_.status}
+        return {
+            "id": round_.pk,
+            "number": round_.number,
+            "name": round_.name,
+            "strategy": round_.strategy,
+            "status": round_.status,
+        }
 
 
 class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
@@ -200,20 +242,30 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
     @extend_schema_serializer(component_name="RoundRequestInput")
     class InputSerializer(serializers.Serializer):
         size = serializers.IntegerField(
-            min_value=1, max_value=10_000,
+            min_value=1,
+            max_value=10_000,
             initial=lambda: settings.ROUND_NEXT_SIZE,  # what the browsable form offers
             help_text="How many items the round holds (the loop's own rounds: ROUND_NEXT_SIZE).",
         )
         strategy = serializers.ChoiceField(
-            choices=list_strategies(), required=False, allow_null=True, default=None,
+            choices=list_strategies(),
+            required=False,
+            allow_null=True,
+            default=None,
             help_text="Default: ACQUISITION_STRATEGY. A cold start when no model is scored yet.",
         )
         random_share = serializers.FloatField(
-            min_value=0.0, max_value=1.0, required=False, allow_null=True, default=None,
+            min_value=0.0,
+            max_value=1.0,
+            required=False,
+            allow_null=True,
+            default=None,
             help_text="The random control share (default ACQUISITION_RANDOM_SHARE).",
         )
         relabel = serializers.BooleanField(
-            required=False, allow_null=True, default=None,
+            required=False,
+            allow_null=True,
+            default=None,
             help_text="Let contested, already classified items compete for places "
             "(default ACQUISITION_RELABEL, off).",
         )
@@ -222,7 +274,10 @@ class RoundRequestListCreateApi(PolicyMixin, generics.ListAPIView):
             default=False, help_text="Push the round to Zooniverse once chosen."
         )
         model_version = serializers.IntegerField(
-            min_value=1, required=False, allow_null=True, default=None,
+            min_value=1,
+            required=False,
+            allow_null=True,
+            default=None,
             help_text="Whose predictions choose the round (default: the active version).",
         )
 
@@ -302,8 +357,9 @@ class _OnlyRepresentation(BaseContentNegotiation):
     def select_parser(self, request: Request, parsers: list) -> object:
         return parsers[0] if parsers else None
 
-    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None
-                        ) -> tuple:
+    def select_renderer(
+        self, request: Request, renderers: list, format_suffix: str | None = None
+    ) -> tuple:
         return renderers[0], renderers[0].media_type
 
 
@@ -311,7 +367,9 @@ class ProposalCollectionApi(PolicyMixin, APIView):
     """The active model's enrichment proposals for items with no final label, as a W3C Web
     Annotation ``AnnotationCollection``: without ``page``, the collection (``total``, links to the
     ``first`` and ``last`` pages); with ``?page=N``, an ``AnnotationPage`` (``partOf``,
-    ``startIndex``, ``prev``, ``next``, ``items``). Each annotation tags an item (``target``)
+    ``startIndex``, ``prev``, ``next``, ``items``). The ``prev`` and ``next`` links add a cursor
+    (``after`` or ``before``) that makes following them cheap and exact; the page's ``id`` is
+    its number's URL. Each annotation tags an item (``target``)
     with a concept URI (``body``), carries the model's score as ``confidence`` and names the
     model version as ``generator``. Served as ``application/ld+json`` with the Web Annotation
     profile."""
@@ -321,9 +379,16 @@ class ProposalCollectionApi(PolicyMixin, APIView):
     content_negotiation_class = _OnlyRepresentation
 
     @extend_schema(
-        parameters=[OpenApiParameter("page", int, description="A page, from 1.")],
-        responses={(200, ANNOTATION_MEDIA_TYPE): OpenApiResponse(
-            description="An AnnotationCollection, or one of its AnnotationPages.")},
+        parameters=[
+            OpenApiParameter("page", int, description="A page, from 1."),
+            OpenApiParameter("after", str, description="The cursor of a page's next link."),
+            OpenApiParameter("before", str, description="The cursor of a page's prev link."),
+        ],
+        responses={
+            (200, ANNOTATION_MEDIA_TYPE): OpenApiResponse(
+                description="An AnnotationCollection, or one of its AnnotationPages."
+            )
+        },
     )
     def get(self, request: Request) -> Response:
         collection_url = request.build_absolute_uri(reverse("api-proposals"))
@@ -333,9 +398,15 @@ class ProposalCollectionApi(PolicyMixin, APIView):
         if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 1_000_000):
             raise NotFound("no such page")
         version_url = request.build_absolute_uri(
-            reverse("api-model-version-detail", args=[0])).replace("/0/", "/{id}/")
-        page = proposal_page(number=int(raw), collection_url=collection_url,
-                             version_url=version_url)
+            reverse("api-model-version-detail", args=[0])
+        ).replace("/0/", "/{id}/")
+        page = proposal_page(
+            number=int(raw),
+            collection_url=collection_url,
+            version_url=version_url,
+            after=request.query_params.get("after"),
+            before=request.query_params.get("before"),
+        )
         if page is None:
             raise NotFound("no such page")
         return Response(page)
