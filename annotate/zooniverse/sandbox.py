@@ -73,6 +73,22 @@ non-repeat classification count reaches the workflow's ``retirement`` count (def
 Over HTTP: ``POST /_sandbox/volunteers`` with ``{"workflow_id": 1, "classifications": 100,
 "crowd": {...CrowdConfig fields...}, "truth": {external_id: [labels]}}`` (truth optional).
 
+Object sizes, votes per subject and the hard crowd
+--------------------------------------------------
+A truth entry (in a mapping, ``#truth`` or from a function) may give each present object's size
+instead of a list: ``{"item-1": {"three": 0.12, "zero": 0.31}}``, the side of the object as a
+share of the image side (null: unknown). Volunteers whose profile has a ``half_seen_scale`` miss
+small objects as ``ml.simulation.CrowdProfile`` says (``VolunteerProfile.seen_probability``);
+sizes change nothing for the others, nor any draw, so a crowd without such profiles answers as
+it did without sizes. ``CrowdConfig(votes_per_subject=(1, 3))`` gives each subject one to three
+non-repeat classifications (drawn per workflow and subject): it retires with reason
+``classification_count`` at that count, or at the workflow's retirement count if that comes
+first, and the crowd moves on; the app may still retire or unretire it (one more vote then).
+``CrowdConfig.for_scenario("hard", n_volunteers=40, seed=7)`` is ``ml.scenarios``' hard crowd:
+``HARD_CROWD``'s profiles (careful and careless volunteers who miss small objects, 15% spammers
+who tick each answer with probability one half) and ``HARD_VOTES``; over HTTP send its
+``to_json()``, whose ``profiles`` and ``votes_per_subject`` ``from_json`` reads back.
+
 Live crowd
 ----------
 A crowd that keeps classifying in a background thread, as a long-running demo needs::
@@ -93,7 +109,8 @@ stop signal. ``start`` replaces a running crowd; ``per_minute=0`` stops it; so d
 ``shutdown()``. Over HTTP: ``POST /_sandbox/live`` with ``{"per_minute": K, "crowd": {...},
 "truth": {...}, "workflow_id": 1}`` (fields left out keep the running crowd's; 0 stops),
 ``GET /_sandbox/live`` for the status, ``DELETE`` stops. From the shell:
-``manage.py zooniverse_sandbox --volunteers-per-minute 6 --truth truth.json --crowd-seed 7``.
+``manage.py zooniverse_sandbox --volunteers-per-minute 6 --truth truth.json --crowd-seed 7``
+(``--crowd hard`` for the hard scenario's crowd).
 
 Faults
 ------
@@ -161,7 +178,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -466,15 +483,86 @@ class TokenInfo(TypedDict):
 class VolunteerProfile:
     """How one kind of volunteer answers a multiple-answer task.
 
-    ``sensitivity``: chance to tick an answer that is true for the subject.
+    ``sensitivity``: chance to tick an answer that is true for the subject (and that they see).
     ``false_positive_rate``: chance to tick an answer that is not.
     ``ignores_truth``: ticks every answer with ``false_positive_rate`` whatever the subject shows.
+    ``half_seen_scale``: above 0, the volunteer misses small objects, as
+    ``ml.simulation.CrowdProfile`` does: an object whose side is ``s`` (a share of the image
+    side, given by the truth: see "Object sizes" above) is seen with probability
+    ``s**k / (s**k + h**k)``, ``k`` = ``size_steepness``, ``h`` the profile's
+    ``half_seen_scale`` times the volunteer's own eyesight factor; an object they do not see is
+    never ticked. An answer whose truth gives no size is seen.
     """
 
     name: str
     sensitivity: float
     false_positive_rate: float
     ignores_truth: bool = False
+    half_seen_scale: float = 0.0
+    size_steepness: float = 4.0
+
+    def __post_init__(self) -> None:
+        for attr in ("sensitivity", "false_positive_rate"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"profile {self.name!r}: {attr} must be in [0, 1], got {value!r}")
+        if not isinstance(self.ignores_truth, bool):
+            raise ValueError(f"profile {self.name!r}: ignores_truth must be true or false")
+        for attr in ("half_seen_scale", "size_steepness"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"profile {self.name!r}: {attr} must be a number >= 0")
+        if self.size_steepness <= 0:
+            raise ValueError(f"profile {self.name!r}: size_steepness must be above 0")
+
+    def seen_probability(self, scale: float | None, eyesight: float = 1.0) -> float:
+        """Chance to see an object of side ``scale`` (None: unknown size, always seen), for a
+        volunteer whose half-seen scale is the profile's times ``eyesight``."""
+        half = self.half_seen_scale * eyesight
+        if half <= 0 or scale is None:
+            return 1.0
+        k = self.size_steepness
+        return scale**k / (scale**k + half**k)
+
+    @classmethod
+    def from_simulation(cls, name: str, profile: Any) -> VolunteerProfile:
+        """The sandbox's form of an ``ml.simulation.CrowdProfile`` (``sensitivity``,
+        ``false_positive``, ``half_seen_scale``, ``size_steepness``). A profile that ticks a
+        present concept as often as an absent one ignores the subject: a spammer."""
+        sensitivity = float(profile.sensitivity)
+        false_positive = float(profile.false_positive)
+        return cls(
+            name,
+            sensitivity=sensitivity,
+            false_positive_rate=false_positive,
+            ignores_truth=math.isclose(sensitivity, false_positive),
+            half_seen_scale=float(profile.half_seen_scale),
+            size_steepness=float(profile.size_steepness),
+        )
+
+    @classmethod
+    def from_json(cls, name: str, data: Any) -> VolunteerProfile:
+        """A profile from its JSON fields; for a name ``PROFILES`` knows, the fields left out
+        keep that profile's (``{"careless": {"half_seen_scale": 0.18}}``)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"profile {name!r} must be an object of VolunteerProfile fields")
+        allowed = {f.name for f in fields(cls)} - {"name"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            known = ", ".join(sorted(allowed))
+            raise ValueError(f"profile {name!r}: unknown fields {unknown}; known: {known}")
+        base = PROFILES.get(name)
+        if base is not None:
+            return replace(base, **data)
+        missing = [f for f in ("sensitivity", "false_positive_rate") if f not in data]
+        if missing:
+            raise ValueError(f"profile {name!r} is new: it needs {' and '.join(missing)}")
+        return cls(name, **data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "name"}
 
 
 PROFILES: dict[str, VolunteerProfile] = {
@@ -486,6 +574,16 @@ PROFILES: dict[str, VolunteerProfile] = {
     "expert": VolunteerProfile("expert", sensitivity=1.0, false_positive_rate=0.0),
 }
 
+#: How much volunteers' eyes differ within a profile: each volunteer's half-seen scale is the
+#: profile's times a log-normal factor with this sigma, as ``ml.simulation.SimulatedCrowd`` draws.
+EYESIGHT_SIGMA = 0.25
+
+
+def eyesight(volunteer_name: str) -> float:
+    """A volunteer's own factor on their profile's half-seen scale: log-normal, median 1, drawn
+    from their name, so the same volunteer keeps it across runs, restarts and live crowds."""
+    return random.Random(f"eyesight:{volunteer_name}").lognormvariate(0.0, EYESIGHT_SIGMA)
+
 
 @dataclass
 class CrowdConfig:
@@ -495,6 +593,13 @@ class CrowdConfig:
     by the store: a later run with the same prefix meets the same people, keeps their profiles
     and does not show them subjects they have already classified. Use another prefix for a new
     crowd.
+
+    ``profiles`` maps the names ``mix`` uses to ``VolunteerProfile``; over JSON, ``{"careless":
+    {"sensitivity": 0.85, "false_positive_rate": 0.06, "half_seen_scale": 0.18}}`` replaces or
+    adds profiles, the others keep ``PROFILES``. ``votes_per_subject`` ``(low, high)``: each
+    subject gets a number of votes drawn uniformly from low..high, then retires (see
+    ``Sandbox.run_volunteers``); None: the workflow's retirement count alone decides.
+    ``for_scenario("hard")`` is the crowd of ``ml.scenarios``' hard scenario.
     """
 
     n_volunteers: int = 20
@@ -510,11 +615,98 @@ class CrowdConfig:
     seed: int = 0
     name_prefix: str = "volunteer-"
     profiles: dict[str, VolunteerProfile] = field(default_factory=lambda: dict(PROFILES))
+    votes_per_subject: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        votes = self.votes_per_subject
+        if votes is None:
+            return
+        if isinstance(votes, int) and not isinstance(votes, bool):
+            votes = (votes, votes)
+        if (
+            not isinstance(votes, list | tuple)
+            or len(votes) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in votes)
+            or not 1 <= votes[0] <= votes[1]
+        ):
+            raise ValueError(
+                f"votes_per_subject must be [low, high] with 1 <= low <= high, got {votes!r}"
+            )
+        self.votes_per_subject = (votes[0], votes[1])
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CrowdConfig:
         allowed = {f.name for f in fields(cls)} - {"profiles"}
-        return cls(**{k: v for k, v in data.items() if k in allowed})
+        config = {k: v for k, v in data.items() if k in allowed}
+        profiles = data.get("profiles")
+        if profiles is not None:
+            if not isinstance(profiles, dict):
+                raise ValueError("profiles must be an object {name: {VolunteerProfile fields}}")
+            config["profiles"] = {
+                **PROFILES,
+                **{str(n): VolunteerProfile.from_json(str(n), p) for n, p in profiles.items()},
+            }
+        return cls(**config)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as ``from_json`` reads them; only profiles other than ``PROFILES``."""
+        data: dict[str, Any] = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("profiles", "votes_per_subject")
+        }
+        data["mix"] = dict(self.mix)
+        profiles = {n: p.to_json() for n, p in self.profiles.items() if PROFILES.get(n) != p}
+        if profiles:
+            data["profiles"] = profiles
+        if self.votes_per_subject is not None:
+            data["votes_per_subject"] = list(self.votes_per_subject)
+        return data
+
+    @classmethod
+    def from_simulation(
+        cls,
+        mix: Mapping[str, tuple[float, Any]],
+        *,
+        votes: tuple[int, int] | None = None,
+        **config: Any,
+    ) -> CrowdConfig:
+        """A crowd of ``ml.simulation``'s kind: ``{name: (share, CrowdProfile)}`` and its votes
+        per item, so that the sandbox's volunteers behave as the benches' simulated ones."""
+        profiles = {name: VolunteerProfile.from_simulation(name, p) for name, (_, p) in mix.items()}
+        return cls(
+            mix={name: float(share) for name, (share, _) in mix.items()},
+            profiles={**PROFILES, **profiles},
+            votes_per_subject=votes,
+            **config,
+        )
+
+    @classmethod
+    def for_scenario(cls, name: str, **config: Any) -> CrowdConfig:
+        """The crowd of ``ml.scenarios``' scenario ``name``: "easy" is the sandbox's default
+        crowd (``PROFILES``), "hard" is ``ml.scenarios.HARD_CROWD`` with ``HARD_VOTES`` (careful
+        and careless volunteers who miss small objects, 15% spammers, one to three votes per
+        subject). ``config``: the other fields (n_volunteers, seed, ...)."""
+        if name == "easy":
+            # ml.scenarios' easy crowd is the default one (no mix, no votes range): the
+            # sandbox's own, with no need to import ml (seconds: numpy, torch, scikit-learn).
+            return cls(**config)
+        from ml.scenarios import scenario_crowd
+
+        scenario = scenario_crowd(name)
+        if scenario.mix is None:
+            return cls(votes_per_subject=scenario.votes, **config)
+        return cls.from_simulation(scenario.mix, votes=scenario.votes, **config)
+
+    def votes_for(self, workflow_id: int, subject_id: int) -> int | None:
+        """The votes the crowd gives a subject before it retires (None: no limit of its own).
+
+        Drawn from the workflow and subject ids alone, so every crowd with the same range (the
+        scripted rounds' and the live one) agrees on a subject's number."""
+        if self.votes_per_subject is None:
+            return None
+        low, high = self.votes_per_subject
+        return random.Random(f"votes:{workflow_id}:{subject_id}").randint(low, high)
 
 
 @dataclass
@@ -531,6 +723,18 @@ class CrowdRun:
             counts[c.profile] = counts.get(c.profile, 0) + 1
         return counts
 
+    def subjects_by_votes(self) -> dict[int, int]:
+        """Votes a subject got in this run -> number of such subjects; a vote is a volunteer's
+        classification that counts towards retirement (no repeat, no gold standard)."""
+        per_subject: dict[int, int] = {}
+        for c in self.classifications:
+            if not c.gold_standard and not c.metadata["subject_selection_state"]["already_seen"]:
+                per_subject[c.subject_ids[0]] = per_subject.get(c.subject_ids[0], 0) + 1
+        counts: dict[int, int] = {}
+        for n in per_subject.values():
+            counts[n] = counts.get(n, 0) + 1
+        return dict(sorted(counts.items()))
+
     def summary(self) -> dict[str, Any]:
         return {
             "classifications": len(self.classifications),
@@ -538,12 +742,15 @@ class CrowdRun:
             "by_profile": self.count_by_profile(),
             "volunteers": len(self.volunteers),
             "retired_subject_ids": self.retired_subject_ids,
+            "subjects_by_votes": {str(n): k for n, k in self.subjects_by_votes().items()},
         }
 
 
-TruthFn = Callable[[int, dict[str, Any]], Iterable[str]]
-# What callers may pass as ``truth``: a function, or ``{external_id: [labels or keys]}``.
-Truth = TruthFn | Mapping[str, Iterable[str] | str]
+# A truth function gives a subject's answers: labels or keys, or ``{label or key: size}``.
+TruthFn = Callable[[int, dict[str, Any]], Iterable[str] | Mapping[str, float | None]]
+# What callers may pass as ``truth``: a function, or ``{external_id: [labels or keys]}`` (an
+# entry may also be ``{label or key: size}``).
+Truth = TruthFn | Mapping[str, Iterable[str] | str | Mapping[str, float | None]]
 
 
 @dataclass
@@ -1592,17 +1799,24 @@ class Sandbox:
             subject_id = next_id
             repeat = False
         subject = self.state.subjects[subject_id]
-        true_idx = _truth_indices(turns.truth(subject_id, subject.metadata), turns.answer_index)
+        sizes = _truth_sizes(turns.truth(subject_id, subject.metadata), turns.answer_index)
+        true_idx = set(sizes)
+        sees: dict[int, float] | None = None
+        if profile.half_seen_scale > 0 and not profile.ignores_truth:
+            own = eyesight(volunteer.name)
+            sees = {i: profile.seen_probability(s, own) for i, s in sizes.items()}
         n_answers = len(turns.answer_index.labels)
         if task_type_of(workflow.tasks) == "single":
-            ticked = _answer_one(profile, true_idx, n_answers, rng)
+            ticked = _answer_one(profile, true_idx, n_answers, rng, sees)
         else:
-            ticked = _answer(profile, true_idx, n_answers, rng)
+            ticked = _answer(profile, true_idx, n_answers, rng, sees)
         record = self._record_classification(
             workflow, volunteer, subject_id, ticked, repeat=repeat, gold=False
         )
         seen.add(subject_id)
-        if not repeat and self._count_towards_retirement(workflow, subject_id):
+        if not repeat and self._count_towards_retirement(
+            workflow, subject_id, votes=crowd.votes_for(workflow.id, subject_id)
+        ):
             turns.open_ids.remove(subject_id)
             return record, True
         return record, False
@@ -1670,12 +1884,21 @@ class Sandbox:
         status = self._status_for(subject_id, workflow_id)
         return status is not None and status.retired_at is not None
 
-    def _count_towards_retirement(self, workflow: WorkflowRecord, subject_id: int) -> bool:
-        """Count one classification; True when it retires the subject."""
+    def _count_towards_retirement(
+        self, workflow: WorkflowRecord, subject_id: int, *, votes: int | None = None
+    ) -> bool:
+        """Count one classification; True when it retires the subject.
+
+        ``votes``: the crowd's own number of votes for this subject (``votes_per_subject``); it
+        retires at that count when it comes before the workflow's retirement count, as a
+        per-subject retirement rule would. A workflow that never retires keeps every subject.
+        """
         status = self._ensure_status(subject_id, workflow.id)
         status.classifications_count += 1
         status.updated_at = self.now()
         limit = workflow.retirement_count
+        if limit is not None and votes is not None:
+            limit = min(limit, votes)
         if (
             limit is not None
             and status.retired_at is None
@@ -3315,19 +3538,61 @@ def _next_subject(
     return rng.choice(unseen) if unseen else None
 
 
-def _truth_from_metadata(subject_id: int, metadata: dict[str, Any]) -> list[str]:
+def _truth_from_metadata(
+    subject_id: int, metadata: dict[str, Any]
+) -> list[str] | dict[str, float | None]:
     value = metadata.get("#truth", [])
     if isinstance(value, str):
         return [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
+    if isinstance(value, dict):
+        try:
+            return _truth_entries(value)
+        except ValueError:
+            return [str(k) for k in value]  # sizes that are no numbers: the labels alone
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _truth_entries(value: Any) -> list[str]:
+def _truth_entries(value: Any) -> list[str] | dict[str, float | None]:
+    """A truth entry as given: labels or keys (a list, or one string split at ``;`` or ``,``),
+    or ``{label or key: size}`` with each object's size (a share of the image side, or null)."""
     if isinstance(value, str):
         return [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
-    raise ValueError(f"truth entries must be a list of labels or keys, got {value!r}")
+    if isinstance(value, Mapping):
+        sizes: dict[str, float | None] = {}
+        for label, size in value.items():
+            if size is not None and (
+                isinstance(size, bool)
+                or not isinstance(size, int | float)
+                or not math.isfinite(size)
+                or size < 0
+            ):
+                raise ValueError(
+                    f"the size of {label!r} must be a number >= 0 (a share of the image side) "
+                    f"or null, got {size!r}"
+                )
+            sizes[str(label)] = None if size is None else float(size)
+        return sizes
+    raise ValueError(
+        f"truth entries must be a list of labels or keys, or {{label: size}}, got {value!r}"
+    )
+
+
+def _truth_sizes(entries: Iterable[str], index: Sandbox._AnswerIndex) -> dict[int, float | None]:
+    """Answer index -> size of its object (None: not given) for what a truth function gives:
+    labels or keys, or ``{label or key: size}``. Unknown labels are left out."""
+    sizes: dict[int, float | None] = {}
+    given = entries.items() if isinstance(entries, Mapping) else ((e, None) for e in entries)
+    for label, size in given:
+        i = index.lookup.get(str(label).lower())
+        if i is None:
+            continue
+        if size is not None and (sizes.get(i) is None or size > sizes[i]):
+            sizes[i] = float(size)  # the same answer twice (label and key): the bigger object
+        else:
+            sizes.setdefault(i, None)
+    return sizes
 
 
 def _truth_fn(truth: Truth | None) -> TruthFn:
@@ -3387,23 +3652,38 @@ def _api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
 
 
 def _answer_one(
-    profile: VolunteerProfile, true_idx: set[int], n: int, rng: random.Random
+    profile: VolunteerProfile,
+    true_idx: set[int],
+    n: int,
+    rng: random.Random,
+    sees: Mapping[int, float] | None = None,
 ) -> list[int]:
-    """One answer of a single-answer question: a true one with the profile's sensitivity, else
-    another at random (any answer for a volunteer who ignores the subject)."""
-    if true_idx and not profile.ignores_truth and rng.random() < profile.sensitivity:
+    """One answer of a single-answer question: a true one with the profile's sensitivity (times
+    the chance to see the biggest true object, with ``sees``), else another at random (any
+    answer for a volunteer who ignores the subject)."""
+    p_true = profile.sensitivity * (max(sees.values(), default=1.0) if sees else 1.0)
+    if true_idx and not profile.ignores_truth and rng.random() < p_true:
         return [rng.choice(sorted(true_idx))]
     others = [i for i in range(n) if i not in true_idx] or list(range(n))
     return [rng.choice(others if not profile.ignores_truth else list(range(n)))]
 
 
-def _answer(profile: VolunteerProfile, true_idx: set[int], n: int, rng: random.Random) -> list[int]:
+def _answer(
+    profile: VolunteerProfile,
+    true_idx: set[int],
+    n: int,
+    rng: random.Random,
+    sees: Mapping[int, float] | None = None,
+) -> list[int]:
+    """The answers ticked: each true one with the sensitivity times the chance to see it
+    (``sees``: answer index -> probability; 1 when left out), each other one with the false
+    positive rate; one draw per answer either way, so sizes change no other draw."""
     ticked = []
     for i in range(n):
         if profile.ignores_truth or i not in true_idx:
             p = profile.false_positive_rate
         else:
-            p = profile.sensitivity
+            p = profile.sensitivity * (sees.get(i, 1.0) if sees else 1.0)
         if rng.random() < p:
             ticked.append(i)
     return ticked

@@ -6,7 +6,10 @@ truth with noise added, as earlier enrichments are: some digits dropped, some in
 
 ``demo --scenario hard`` makes the items from ``ml.scenarios``' hard scenario instead: the same
 ten digits, long-tailed (the commonest in 40% of the images, the rarest in 1.5%), at random
-places and scales among clutter, partly hidden, on noisy backgrounds.
+places and scales among clutter, partly hidden, on noisy backgrounds. Its volunteers are the
+hard scenario's crowd too (``ml.scenarios.HARD_CROWD`` and ``HARD_VOTES``, the benches' own):
+careful and careless volunteers who miss small digits, 15% spammers, one to three votes per
+subject; the truth the stand-in's crowd reads carries each digit's size for them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import csv
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from django.db.models import Q
 from PIL import Image
 
 from annotate.roles import ADMIN, CURATOR, roles_setup
+from annotate.zooniverse.sandbox import CrowdConfig
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary
 from ml.scenarios import scenario_pool
 
@@ -37,6 +41,15 @@ DEMO_DIR_NAME = "demo"
 class DemoManifest:
     path: Path
     truth: dict[str, list[str]]  # external id -> true concept keys
+    #: external id -> {concept key: side of its biggest instance, a share of the image side};
+    #: the hard scenario's only (the mosaics have one scale), empty otherwise.
+    scales: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def crowd_truth(self) -> dict[str, list[str] | dict[str, float]]:
+        """The truth as the stand-in's crowd reads it (``var/demo/truth.json``): the keys of each
+        item, with their sizes where the scenario has them (``{key: size}``), so volunteers who
+        miss small objects miss them."""
+        return {ext: self.scales.get(ext, keys) if keys else [] for ext, keys in self.truth.items()}
 
 
 def demo_dir() -> Path:
@@ -77,6 +90,7 @@ def demo_manifest_write(
     noisy[~mosaics.labels & (rng.random(noisy.shape) < add_rate)] = True
 
     truth: dict[str, list[str]] = {}
+    scales: dict[str, dict[str, float]] = {}
     path = root / "manifest.csv"
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -88,12 +102,17 @@ def demo_manifest_write(
                 Image.fromarray(mosaics.images[i]).save(image_path, optimize=True)
             keys = [DIGIT_KEYS[d] for d in np.flatnonzero(mosaics.labels[i])]
             truth[external_id] = keys
+            if mosaics.scale is not None and keys:
+                scales[external_id] = {
+                    DIGIT_KEYS[d]: round(float(mosaics.scale[i, d]), 4)
+                    for d in np.flatnonzero(mosaics.labels[i])
+                }
             prior = ";".join(DIGIT_KEYS[d] for d in np.flatnonzero(noisy[i]))
             title = title_text + str(i + 1)
             writer.writerow(
                 [external_id, f"images/{image_path.name}", title, prior, "scikit-learn"]
             )
-    return DemoManifest(path=path, truth=truth)
+    return DemoManifest(path=path, truth=truth, scales=scales)
 
 
 @dataclass(frozen=True)
@@ -129,29 +148,72 @@ class DemoLoopConfig:
     seed: int = 7
     first_round: int = 150
     next_rounds: tuple[int, ...] = (120,)
+    #: The workflow's retirement count: the easy crowd's votes per subject, and the most the
+    #: hard crowd gives (one to three, ``ml.scenarios.HARD_VOTES``).
     votes_per_subject: int = 5
     volunteers: int = 40
-    scenario: str = "easy"  # the items: "easy" digit mosaics or the "hard" scenario
+    #: The items and the crowd: "easy" digit mosaics and the stand-in's default volunteers, or
+    #: the "hard" scenario's images and crowd (``ml.scenarios``).
+    scenario: str = "easy"
     curator_edits: int = 10
     train_params: dict | None = None
     #: How long the demo waits for the worker at each step before it gives up, in seconds.
     patience_s: float = 900.0
 
 
+def demo_crowd_config(config: DemoLoopConfig) -> CrowdConfig:
+    """The simulated volunteers of the demo's scenario (``CrowdConfig.for_scenario``): the
+    stand-in's default crowd for "easy", ``ml.scenarios.HARD_CROWD`` with ``HARD_VOTES`` for
+    "hard"."""
+    return CrowdConfig.for_scenario(
+        config.scenario,
+        n_volunteers=config.volunteers,
+        anonymous_share=0.2,
+        repeat_rate=0.03,
+        gold_share=0.02,
+        seed=config.seed,
+    )
+
+
 def demo_crowd(config: DemoLoopConfig) -> dict[str, object]:
-    """The simulated volunteers, as the sandbox's ``CrowdConfig`` fields."""
-    return {
-        "n_volunteers": config.volunteers,
-        "anonymous_share": 0.2,
-        "repeat_rate": 0.03,
-        "gold_share": 0.02,
-        "seed": config.seed,
-    }
+    """The simulated volunteers, as the sandbox's ``CrowdConfig`` fields (JSON)."""
+    return demo_crowd_config(config).to_json()
+
+
+_PROFILE_NAMES = {"careful": "careful", "careless": "careless", "spammer": "spammers"}
+
+
+def demo_crowd_text(config: DemoLoopConfig) -> str:
+    """One line on who the volunteers are, for the demo's narrative."""
+    crowd = demo_crowd_config(config)
+    total = sum(crowd.mix.values())
+    kinds = []
+    for name, weight in crowd.mix.items():
+        profile = crowd.profiles[name]
+        if profile.ignores_truth:
+            how = f"tick any digit with {profile.false_positive_rate:.0%}, whatever they see"
+        else:
+            how = (f"tick {profile.sensitivity:.0%} of the digits they see, "
+                   f"{profile.false_positive_rate:.0%} of the others")
+            if profile.half_seen_scale > 0:
+                how += (f"; miss half of those {profile.half_seen_scale:.0%} of the image side, "
+                        "more of the smaller")
+        kinds.append(f"{weight / total:.0%} {_PROFILE_NAMES.get(name, name)} ({how})")
+    if crowd.votes_per_subject is None:
+        votes = f"{config.votes_per_subject} votes per subject (the retirement count)"
+    else:
+        low, high = crowd.votes_per_subject
+        votes = (f"{low} to {min(high, config.votes_per_subject)} votes per subject, drawn for "
+                 "each")
+    origin = {"easy": "the stand-in's default crowd",
+              "hard": "the hard scenario's crowd (ml.scenarios.HARD_CROWD, HARD_VOTES)"}
+    return (f"{origin.get(config.scenario, config.scenario)}: {crowd.n_volunteers} volunteers, "
+            f"{', '.join(kinds)}; {votes}")
 
 
 def demo_prepare(*, config: DemoLoopConfig, say: Callable[[str], None]) -> DemoManifest:
-    """The digits as the vocabulary, the mosaics as items, and the truth for the stand-in's
-    volunteers (``var/demo/truth.json``)."""
+    """The digits as the vocabulary, the scenario's images as items, and the truth for the
+    stand-in's volunteers (``var/demo/truth.json``, with the digits' sizes for the hard one)."""
     import json
 
     from annotate.services.items import items_import
@@ -164,7 +226,7 @@ def demo_prepare(*, config: DemoLoopConfig, say: Callable[[str], None]) -> DemoM
     manifest = demo_manifest_write(n=config.items, seed=config.seed, scenario=config.scenario)
     _, counts = items_import(path=manifest.path)
     say(f"  {counts.summary()}")
-    (demo_dir() / "truth.json").write_text(json.dumps(manifest.truth))
+    (demo_dir() / "truth.json").write_text(json.dumps(manifest.crowd_truth()))
     return manifest
 
 
@@ -251,7 +313,9 @@ def demo_loop(
     versions = workflow_versions_sync(workflow=workflow, client=client)
     say(f"Zooniverse stand-in at {endpoint}: workflow {workflow.zooniverse_id}, "
         f"{versions.summary()}")
+    say(f"crowd: {demo_crowd_text(config)}")
     made: dict[str, object] = {"sandbox": endpoint}
+    crowd_truth = manifest.crowd_truth()
     patience = config.patience_s
     curator = get_user_model().objects.filter(username="curator").first()
     sizes = (config.first_round, *config.next_rounds)
@@ -262,10 +326,12 @@ def demo_loop(
         run = _sandbox_post(endpoint, "volunteers", {
             "workflow_id": workflow.zooniverse_id,
             "crowd": demo_crowd(config),
-            "truth": manifest.truth,
+            "truth": crowd_truth,
         })
         profiles = ", ".join(f"{n} {k}" for k, n in sorted(run["by_profile"].items()))
-        say(f"  volunteers: {run['classifications']} classifications ({profiles})")
+        by_votes = ", ".join(f"{k} with {n}" for n, k in run["subjects_by_votes"].items())
+        say(f"  volunteers: {run['classifications']} classifications ({profiles}); "
+            f"subjects by votes: {by_votes}")
         pulled = classifications_pull(workflow=workflow, client=client)
         say(f"  pull: {pulled.summary()}")
         demo_wait("the loop to aggregate and retire",

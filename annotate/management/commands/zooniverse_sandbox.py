@@ -1,7 +1,8 @@
 """Run the local Panoptes sandbox with the project's vocabulary as the workflow's answers.
 
     python manage.py zooniverse_sandbox --port 8765 [--host 127.0.0.1] [--state var/sandbox.json]
-        [--volunteers-per-minute 6 --truth var/demo/truth.json --crowd-seed 0 --crowd-size 20]
+        [--volunteers-per-minute 6 --truth var/demo/truth.json --crowd-seed 0 --crowd-size 20
+         --crowd hard]
 
 The first lines of output are ``KEY=value`` pairs a shell or a demo script can read:
 ``PANOPTES_ENDPOINT``, ``PANOPTES_PROJECT_ID`` and ``PANOPTES_WORKFLOW_ID``. The sandbox accepts
@@ -10,7 +11,12 @@ any client id, secret, username and password.
 ``--volunteers-per-minute K`` starts a live crowd that keeps classifying the linked, unretired
 subjects at about K a minute (idle while there are none), so a running app sees new votes arrive
 by themselves; ``--truth`` is a JSON file ``{external_id: [concept keys]}`` for what its careful
-volunteers should see (subjects it does not list fall back to their ``#truth`` metadata).
+volunteers should see (subjects it does not list fall back to their ``#truth`` metadata); an
+entry may be ``{concept key: size}`` instead, each object's side as a share of the image side,
+for volunteers who miss small objects. ``--crowd hard`` makes the live crowd ``ml.scenarios``'
+hard scenario's (``CrowdConfig.for_scenario``): careful and careless volunteers who miss small
+objects, 15% spammers, one to three votes per subject; ``easy`` (the default) is the sandbox's
+own crowd.
 Ctrl-C (or SIGTERM) stops the crowd and the server. Everything else lives in
 ``annotate.zooniverse.sandbox``.
 """
@@ -18,6 +24,7 @@ Ctrl-C (or SIGTERM) stops the crowd and the server. Everything else lives in
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 from pathlib import Path
@@ -59,8 +66,9 @@ def vocabulary_load(*, path: Path | None = None) -> tuple[list[str], list[str]]:
     return [str(e["label"]) for e in entries], [str(e.get("key") or e["label"]) for e in entries]
 
 
-def truth_load(*, path: Path) -> dict[str, list[str]]:
-    """The live crowd's truth file: ``{external_id: [concept keys]}``, checked entry by entry."""
+def truth_load(*, path: Path) -> dict[str, list[str] | dict[str, float | None]]:
+    """The live crowd's truth file: ``{external_id: [concept keys]}`` (an entry may also be
+    ``{concept key: size or null}``), checked entry by entry."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -79,12 +87,26 @@ def truth_load(*, path: Path) -> dict[str, list[str]]:
             f"not a {type(data).__name__}"
         )
     for external_id, keys in data.items():
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise CommandError(
-                f"--truth {path}: the entry for {external_id!r} must be a list of concept keys, "
-                f"got {keys!r}"
-            )
+        if isinstance(keys, dict):
+            sizes = keys.values()
+            if all(_is_size(size) for size in sizes):
+                continue
+        elif isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+            continue
+        raise CommandError(
+            f"--truth {path}: the entry for {external_id!r} must be a list of concept keys, "
+            f"or {{concept key: size}} with sizes >= 0 or null, got {keys!r}"
+        )
     return data
+
+
+def _is_size(value: object) -> bool:
+    return value is None or (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def wait_until_interrupted(server: SandboxServer, thread: threading.Thread) -> None:
@@ -139,6 +161,14 @@ class Command(BaseCommand):
             "--crowd-seed", type=int, default=0, metavar="N", help="The live crowd's seed."
         )
         parser.add_argument(
+            "--crowd",
+            choices=("easy", "hard"),
+            default="easy",
+            help="The live crowd's volunteers: the sandbox's own (easy), or ml.scenarios' hard "
+            "scenario's, who miss small objects, with 15%% spammers and one to three votes per "
+            "subject (hard).",
+        )
+        parser.add_argument(
             "--crowd-size",
             type=int,
             default=CrowdConfig.n_volunteers,
@@ -151,7 +181,9 @@ class Command(BaseCommand):
         if per_minute < 0:
             raise CommandError(f"--volunteers-per-minute must be 0 or more, got {per_minute:g}")
         truth = truth_load(path=options["truth"]) if options["truth"] else None
-        crowd = CrowdConfig(n_volunteers=options["crowd_size"], seed=options["crowd_seed"])
+        crowd = CrowdConfig.for_scenario(
+            options["crowd"], n_volunteers=options["crowd_size"], seed=options["crowd_seed"]
+        )
         labels, keys = vocabulary_load()
         if truth:
             self._warn_unknown_truth(options["truth"], truth, labels, keys)
@@ -181,9 +213,11 @@ class Command(BaseCommand):
             )
             if per_minute > 0:
                 source = f"{options['truth']}, else #truth" if truth is not None else "#truth"
+                kind = " of the hard scenario's crowd" if options["crowd"] == "hard" else ""
                 self.stdout.write(
                     f"# live crowd: {per_minute:g} classifications a minute by "
-                    f"{crowd.n_volunteers} volunteers (seed {crowd.seed}, truth from {source}); "
+                    f"{crowd.n_volunteers} volunteers{kind} (seed {crowd.seed}, truth from "
+                    f"{source}); "
                     f"status and rate: GET/POST {server.endpoint}/_sandbox/live"
                 )
             else:

@@ -9,6 +9,10 @@ volunteers and pulls; the worker aggregates, retires, trains and writes the rele
 stand-in's live crowd: new votes arrive every few seconds, beat pulls them, labels settle,
 subjects retire, a retrain starts after ``TRAIN_AFTER_NEW_LABELS`` labels and the next round goes
 out by itself. Ctrl-C stops every process it started.
+
+``--scenario hard`` takes the items and the volunteers from ``ml.scenarios``' hard scenario:
+long-tailed digits among clutter at random scales, and its noisier crowd (volunteers who miss
+small digits, spammers, one to three votes per subject), in the scripted rounds and live.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from loop.services.demo import (
     DemoLoopConfig,
     demo_accounts,
     demo_crowd,
+    demo_crowd_text,
     demo_dir,
     demo_loop,
     demo_prepare,
@@ -77,11 +82,22 @@ class Command(BaseCommand):
             default=None,
             help="size of each later scripted round (repeatable; default one of 120)",
         )
-        parser.add_argument("--votes", type=int, default=5, help="classifications per subject")
+        parser.add_argument(
+            "--votes",
+            type=int,
+            default=5,
+            help="classifications per subject: the workflow's retirement count (the hard "
+            "scenario's crowd gives one to three, at most this)",
+        )
         parser.add_argument("--epochs", type=int, default=8)
         parser.add_argument("--seed", type=int, default=7)
-        parser.add_argument("--scenario", choices=("easy", "hard"), default="easy",
-                            help="the items: digit mosaics (easy) or ml.scenarios' hard scenario")
+        parser.add_argument(
+            "--scenario",
+            choices=("easy", "hard"),
+            default="easy",
+            help="the items and the crowd: digit mosaics and the stand-in's default volunteers "
+            "(easy), or ml.scenarios' hard scenario and its noisier crowd (hard)",
+        )
         parser.add_argument(
             "--reset",
             action="store_true",
@@ -170,7 +186,7 @@ class Command(BaseCommand):
             if not options["serve"]:
                 say(f"demo done in {time.monotonic() - started:.0f} s")
                 return
-            self._serve(supervisor, env, options, manifest.truth, config, accounts, say)
+            self._serve(supervisor, env, options, manifest.crowd_truth(), config, accounts, say)
 
     @staticmethod
     def _apply(env: dict[str, str]) -> None:
@@ -201,7 +217,7 @@ class Command(BaseCommand):
             time.sleep(0.3)
 
     def _serve(self, supervisor: Supervisor, env: dict[str, str], options: dict[str, Any],
-               truth: dict[str, list[str]], config: DemoLoopConfig, accounts: list,
+               truth: dict[str, Any], config: DemoLoopConfig, accounts: list,
                say: Any) -> None:
         port = options["port"]
         say("the loop now runs by itself: web server, beat and a worker with AUTO_ROUNDS=1")
@@ -225,7 +241,8 @@ class Command(BaseCommand):
                       "truth": truth, "workflow_id": DEMO_WORKFLOW_ID},
                 timeout=60,
             ).raise_for_status()
-            say(f"  live crowd: {rate:g} classifications a minute on the stand-in")
+            say(f"  live crowd: {rate:g} classifications a minute on the stand-in, by "
+                f"{demo_crowd_text(config)}")
         self.stdout.write("")
         for account in accounts:
             self.stdout.write(f"    {account.role}: {account.username} / {account.password}")
