@@ -389,6 +389,7 @@ TRAINING_TIME_LIMIT_SECONDS = env_int("TRAINING_TIME_LIMIT_SECONDS", 0, minimum=
 # and whether a candidate that was not promoted is scored too.
 TRAINING_SCORE_BATCH_SIZE = env_int("TRAINING_SCORE_BATCH_SIZE", 64, minimum=1)
 TRAINING_SCORE_CHUNK_SIZE = env_int("TRAINING_SCORE_CHUNK_SIZE", 2000, minimum=1)
+PROPOSALS_TOTAL_CACHE_SECONDS = env_int("PROPOSALS_TOTAL_CACHE_SECONDS", 300, minimum=0)
 TRAINING_SCORE_CANDIDATES = env_bool("TRAINING_SCORE_CANDIDATES", False)
 
 # -- Client addresses, throttles and the admin login ---------------------------------------------

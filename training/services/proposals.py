@@ -283,7 +283,7 @@ class _Annotations:
 
 
 def _total_ttl() -> int:
-    return int(getattr(settings, "PROPOSALS_TOTAL_CACHE_SECONDS", 300))
+    return settings.PROPOSALS_TOTAL_CACHE_SECONDS
 
 
 def _total_key(annotations: _Annotations) -> str:
