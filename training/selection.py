@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Count, Max, Q
 
 from annotate.models import AggregatedLabel, Item, Round, RoundPick, Subject, Workflow
 from annotate.services.media import image_path
@@ -103,6 +103,25 @@ def _model_view(
             ).astype(np.float64)
             model.head.eval()
     return probs, result.features.astype(np.float64), samples, result.ok
+
+
+def concept_prevalence(concepts: list[str]) -> np.ndarray | None:
+    """(C,) share of crowd-labelled items that show each concept, in ``concepts``' order.
+
+    What the rare-concept strategies weigh by (``ml.acquisition.rarity_weights``); None while no
+    item has a crowd label (the strategies then use the model's own mean score).
+    """
+    rows = (
+        AggregatedLabel.objects.filter(concept__key__in=concepts)
+        .values("concept__key")
+        .annotate(items=Count("item_id"), positive=Count("item_id", filter=Q(posterior__gt=0.5)))
+    )
+    counts = {row["concept__key"]: (row["positive"], row["items"]) for row in rows}
+    if not counts:
+        return None
+    return np.array(
+        [counts[k][0] / counts[k][1] if counts.get(k, (0, 0))[1] else 0.0 for k in concepts]
+    )
 
 
 def _cold_start_features(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +288,7 @@ def round_select(
             else None,
             mc_probs=samples[:, ok] if samples is not None else None,
             embeddings=feats[ok],
+            prevalence=concept_prevalence(list(version.concepts)),
         )
     if not shortlist:
         raise SelectionError("no candidate image could be read")

@@ -9,7 +9,7 @@ from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
 from training.models import TrainingRun
-from training.selection import SelectionError, round_select
+from training.selection import SelectionError, concept_prevalence, round_select
 from training.services import model_version_active, training_run_request
 
 from .conftest import TINY_PARAMS, write_mosaic_items
@@ -152,3 +152,35 @@ def test_relabel_picks_follow_the_acquisition_relabel_setting_unless_asked(
     settings.ACQUISITION_RELABEL = configured
     result = round_select(size=6, strategy="entropy", random_share=0.2)
     assert ("relabel" in {p.reason for p in result.picks}) is configured
+
+
+def test_the_rare_concept_strategies_weigh_by_how_often_the_crowd_saw_each_concept(
+    trained, monkeypatch
+):
+    from ml import acquisition
+    from training import selection
+
+    keys = list(model_version_active().concepts)
+    labelled = AggregatedLabel.objects.filter(concept__key=keys[0])
+    assert labelled.exists()
+    labelled.update(posterior=0.9)  # the crowd sees the first concept in every labelled item
+    AggregatedLabel.objects.filter(concept__key=keys[1]).update(posterior=0.1)  # never the second
+    prevalence = selection.concept_prevalence(keys)
+    assert prevalence[0] == 1.0 and prevalence[1] == 0.0
+    seen: list[acquisition.Pool] = []
+    original = acquisition.STRATEGIES["rare_entropy"]
+
+    def spy(pool, k, rng):  # type: ignore[no-untyped-def]
+        seen.append(pool)
+        return original(pool, k, rng)
+
+    monkeypatch.setitem(acquisition.STRATEGIES, "rare_entropy", spy)
+    result = round_select(size=5, strategy="rare_entropy", random_share=0.0, relabel=False)
+    assert result.round.strategy == "rare_entropy" and result.round.picks.count() == 5
+    assert seen[0].prevalence.tolist() == prevalence.tolist()
+    weights = acquisition.rarity_weights(seen[0])
+    assert weights[1] / weights[0] == pytest.approx(1.0 / acquisition.RARE_FLOOR)
+
+
+def test_without_crowd_labels_the_rare_concept_strategies_use_the_models_mean(db):
+    assert concept_prevalence(list(DIGIT_KEYS)) is None
