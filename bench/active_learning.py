@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing
 import sys
 import time
@@ -267,6 +268,23 @@ def main() -> None:
             f"{rare_ap[s]:>10.3f} {'met' if goal else '-':>5}"
         )
     print(
+        "\nper seed: classifications to random's mean final mAP, as a share of random's "
+        "(median, range; 'never' counts the seeds that did not get there)"
+    )
+    for s in strategies:
+        shares = []
+        for c in curves[s]:
+            reach = budget_to_reach(c, random_final)
+            shares.append(reach / c.classifications[-1] if reach else None)
+        got = sorted(x for x in shares if x is not None)
+        never = len(shares) - len(got)
+        summary = (
+            f"median {np.median(got):.2f} ({got[0]:.2f}-{got[-1]:.2f}, n={len(got)})"
+            if got
+            else "no seed got there"
+        )
+        print(f"{s:>14} {summary}{f', never {never}' if never else ''}")
+    print(
         f"rare-5: concepts {', '.join(map(str, rarest))} (pool prevalence "
         f"{', '.join(f'{v:.3f}' for v in train.labels.mean(axis=0)[rarest])})"
     )
@@ -293,6 +311,27 @@ def main() -> None:
     )
 
     OUT.mkdir(exist_ok=True)
+    stem = "active_learning" if args.scenario == "easy" else f"active_learning_{args.scenario}"
+    (OUT / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "full_data_map": ceiling,
+                "rarest": rarest.tolist(),
+                "curves": [
+                    {
+                        "strategy": c.strategy,
+                        "seed": c.seed,
+                        "classifications": c.classifications,
+                        "test_map": c.test_map,
+                        "test_ap": [ap.tolist() for ap in c.test_ap],
+                    }
+                    for cs in curves.values()
+                    for c in cs
+                ],
+            }
+        )
+    )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,9 +351,7 @@ def main() -> None:
     ax.set_title(f"Active learning, {args.scenario} scenario (simulated crowd)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    png = OUT / (
-        "active_learning.png" if args.scenario == "easy" else f"active_learning_{args.scenario}.png"
-    )
+    png = OUT / f"{stem}.png"
     fig.savefig(png, dpi=120)
     print(f"learning curves: {png}")
 
