@@ -35,15 +35,15 @@ from annotate.zooniverse.exports import (
     CLASSIFICATION_COLUMNS,
     FALSE_FLAGS,
     MISSING,
+    CellError,
     ExportFormatError,
     ExportRow,
-    _Bad,
-    _clip,
-    _header_checked,
-    _json,
-    _task_answers,
     classification_from_row,
+    header_checked,
+    json_cell,
     parse_classification_export,
+    raw_clipped,
+    task_answers,
 )
 from annotate.zooniverse.records import (
     ClassificationColumns,
@@ -87,7 +87,7 @@ def classification_blocks(
         header = next(csv.reader([header_bytes.decode("utf-8")], strict=True))
     except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
         raise ExportFormatError(f"line 1: the header is not CSV ({exc})")
-    header = _header_checked(header, CLASSIFICATION_COLUMNS)
+    header = header_checked(header, CLASSIFICATION_COLUMNS)
     if not header_bytes.endswith(b"\n"):
         header_bytes += b"\n"
     reader = _Blocks(header, header_bytes, task_key, workflow_id)
@@ -288,10 +288,10 @@ class _Blocks:
     def _answers(self, text: str) -> tuple[list[Any], bool] | None:
         """(answers, whether the task was shown), or None where the row parser refuses it."""
         try:
-            answers = _task_answers(
-                _json({"annotations": text}, "annotations", list), self.task_key
+            answers = task_answers(
+                json_cell({"annotations": text}, "annotations", list), self.task_key
             )
-        except _Bad:
+        except CellError:
             return None
         return (answers, True) if answers is not None else ([], False)
 
@@ -314,9 +314,11 @@ class _Blocks:
                         workflow_id=self.workflow_id,
                     )
                 )
-            except _Bad as bad:
+            except CellError as bad:
                 record_id = named["classification_id"].strip()
-                entry = QuarantineEntry(line, record_id, bad.field, bad.reason, _clip(row.raw))
+                entry = QuarantineEntry(
+                    line, record_id, bad.field, bad.reason, raw_clipped(row.raw)
+                )
                 refused.append((line, entry))
         extra = ClassificationColumns.from_records(records)
         extra.order = extra.line.copy()
@@ -384,7 +386,7 @@ def _volunteer(text: str) -> tuple[int | None, str]:
 
 
 def _flags(column: pa.ChunkedArray) -> np.ndarray:
-    """True unless blank or a false or missing spelling, as ``exports._flag`` reads a cell."""
+    """True unless blank or a false or missing spelling, as ``flag_cell`` reads a cell."""
     folded = pc.utf8_lower(pc.utf8_trim_whitespace(column))
     return pc.invert(pc.is_in(folded, value_set=_FALSE)).to_numpy(zero_copy_only=False)
 

@@ -64,7 +64,7 @@ class ExportFormatError(ValueError):
     """The file as a whole is not the expected export (no header, required columns missing)."""
 
 
-class _Bad(Exception):
+class CellError(Exception):
     """One field of one row is wrong; becomes a quarantine entry."""
 
     def __init__(self, field_name: str, reason: str) -> None:
@@ -143,7 +143,7 @@ class _PhysicalLines:
         return bool(numbers) and any(n in numbers for n in range(first, first + count))
 
 
-def _clip(text: str) -> str:
+def raw_clipped(text: str) -> str:
     return text[:RAW_LIMIT]
 
 
@@ -165,7 +165,7 @@ def read_export_rows(
     except csv.Error as exc:
         raise ExportFormatError(f"line 1: the header is not CSV ({exc})")
     lines.take()
-    header = _header_checked(header, required)
+    header = header_checked(header, required)
     width = len(header)
     # The record id is the first required column's cell (not the first cell: an index may lead).
     id_at = header.index(required[0]) if required else 0
@@ -179,7 +179,7 @@ def read_export_rows(
             number, texts = lines.take()
             if not texts:  # the error came with no line read: nothing to resume from
                 break
-            yield QuarantineEntry(number, "", "row", f"malformed_csv: {exc}", _clip(texts[0]))
+            yield QuarantineEntry(number, "", "row", f"malformed_csv: {exc}", raw_clipped(texts[0]))
             lines.push_back(number + 1, texts[1:])
             continue
         number, texts = lines.take()
@@ -189,16 +189,18 @@ def read_export_rows(
             reason = f"column_count: {len(cells)} columns, expected {width}"
             cell = cells[id_at] if id_at < len(cells) else ""
             record_id = cell if cell.isdigit() else ""
-            yield QuarantineEntry(number, record_id, "row", reason, _clip(texts[0]))
+            yield QuarantineEntry(number, record_id, "row", reason, raw_clipped(texts[0]))
             # The row may have swallowed good rows behind a broken quote: read them again.
             lines.push_back(number + 1, texts[1:])
             continue
         record_id = cells[id_at] if cells[id_at].isdigit() else ""
         if lines.flagged(number, len(texts), lines.bad_utf8):
-            yield QuarantineEntry(number, record_id, "row", "invalid_utf8", _clip("".join(texts)))
+            yield QuarantineEntry(
+                number, record_id, "row", "invalid_utf8", raw_clipped("".join(texts))
+            )
             continue
         if lines.flagged(number, len(texts), lines.nul):
-            yield QuarantineEntry(number, record_id, "row", "nul_byte", _clip("".join(texts)))
+            yield QuarantineEntry(number, record_id, "row", "nul_byte", raw_clipped("".join(texts)))
             continue
         yield ExportRow(number, dict(zip(header, cells, strict=True)), texts)
 
@@ -215,7 +217,7 @@ MISSING = frozenset({"", "na", "nan", "null", "none", "<na>"})
 FALSE_FLAGS = MISSING | {"false", "f", "0", "0.0", "no"}
 
 
-def _header_checked(header: list[str], required: Sequence[str]) -> list[str]:
+def header_checked(header: list[str], required: Sequence[str]) -> list[str]:
     header = [name.strip() for name in header]
     if header and header[0] in INDEX_COLUMN_NAMES and required and header[0] != required[0]:
         header[0] = "\x00index"  # a name no export column has: the cells are never read
@@ -225,10 +227,10 @@ def _header_checked(header: list[str], required: Sequence[str]) -> list[str]:
     return header
 
 
-# --- cell parsers: each raises _Bad naming the field ------------------------------------------
+# --- cell parsers: each raises CellError naming the field -----------------------------------------
 
 
-def _int(cells: dict[str, str], name: str, *, optional: bool = False) -> int | None:
+def id_cell(cells: dict[str, str], name: str, *, optional: bool = False) -> int | None:
     text = cells.get(name, "").strip()
     if optional:
         if text.lower() in MISSING:
@@ -237,17 +239,17 @@ def _int(cells: dict[str, str], name: str, *, optional: bool = False) -> int | N
         if text.endswith(".0") and text[:-2].isdigit():
             text = text[:-2]
     if not text.isdigit():  # also refuses "-1", "1.5", "abc" and "" when required
-        raise _Bad(name, f"not_an_id: {text[:40]!r}")
+        raise CellError(name, f"not_an_id: {text[:40]!r}")
     return int(text)
 
 
-def _required_int(cells: dict[str, str], name: str) -> int:
-    value = _int(cells, name)
+def required_id_cell(cells: dict[str, str], name: str) -> int:
+    value = id_cell(cells, name)
     assert value is not None
     return value
 
 
-def _json(cells: dict[str, str], name: str, kind: type) -> Any:
+def json_cell(cells: dict[str, str], name: str, kind: type) -> Any:
     text = cells.get(name, "")
     if not text or text.isspace():  # not strip(): that copies a kilobyte of JSON per cell
         return kind()
@@ -256,11 +258,11 @@ def _json(cells: dict[str, str], name: str, kind: type) -> Any:
         # and stricter (NaN and Infinity are not JSON). Its errors are ValueErrors too.
         value = orjson.loads(text)
     except ValueError as exc:
-        raise _Bad(name, f"invalid_json: {exc}")
+        raise CellError(name, f"invalid_json: {exc}")
     if value is None:
         return kind()
     if not isinstance(value, kind):
-        raise _Bad(name, f"invalid_json: expected a JSON {kind.__name__}")
+        raise CellError(name, f"invalid_json: expected a JSON {kind.__name__}")
     return value
 
 
@@ -273,17 +275,17 @@ def parse_timestamp(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _time(cells: dict[str, str], name: str, *, optional: bool = False) -> datetime | None:
+def timestamp_cell(cells: dict[str, str], name: str, *, optional: bool = False) -> datetime | None:
     text = cells.get(name, "").strip()
     if not text and optional:
         return None
     try:
         return parse_timestamp(text)
     except ValueError:
-        raise _Bad(name, f"not_a_timestamp: {text[:40]!r}")
+        raise CellError(name, f"not_a_timestamp: {text[:40]!r}")
 
 
-def _flag(text: str) -> bool:
+def flag_cell(text: str) -> bool:
     """A flag cell: true unless blank or a false/missing spelling (``expert`` holds a user name)."""
     return text.strip().lower() not in FALSE_FLAGS
 
@@ -291,7 +293,7 @@ def _flag(text: str) -> bool:
 # --- classification export (§5.1) --------------------------------------------------------------
 
 
-def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str] | None:
+def task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str] | None:
     """The answers given to ``task_key``: labels (or indices in old exports), a survey's choice
     codes; ``[]`` if none (a single-answer task's ``null``: the ingest reads it as skipped).
 
@@ -317,8 +319,8 @@ def _task_answers(annotations: list[Any], task_key: str) -> list[int] | list[str
             if choices is not None:
                 return choices
             if value and all(isinstance(v, dict) and "task" in v for v in value):
-                raise _Bad("annotations", "unsupported_task_type:combo")
-        raise _Bad("annotations", f"unsupported_task_type:{_guess_type(value)}")
+                raise CellError("annotations", "unsupported_task_type:combo")
+        raise CellError("annotations", f"unsupported_task_type:{_guess_type(value)}")
     return None
 
 
@@ -342,7 +344,7 @@ def classification_from_row(
     subjects: dict[str, dict[int, dict[str, Any]]] | None = None,
     workflow_id: int | None = None,
 ) -> ClassificationRecord:
-    """One classification export row as a record; raises _Bad on the first bad field.
+    """One classification export row as a record; raises CellError on the first bad field.
 
     ``subjects`` caches parsed ``subject_data`` cells by their text: a subject's cell repeats on
     each of its classifications, so most rows skip the parse and share one (read-only) mapping.
@@ -353,24 +355,24 @@ def classification_from_row(
     workflow_text = cells["workflow_id"].strip()
     if workflow_id is not None and workflow_text.isdigit() and int(workflow_text) != workflow_id:
         return other_workflow_record(row, int(workflow_text))
-    zooniverse_id = _required_int(cells, "classification_id")
-    workflow_id = _required_int(cells, "workflow_id")
+    zooniverse_id = required_id_cell(cells, "classification_id")
+    workflow_id = required_id_cell(cells, "workflow_id")
     version = cells["workflow_version"].strip()
     if not version:
-        raise _Bad("workflow_version", "missing_workflow_version")
-    created_at = _time(cells, "created_at")
+        raise CellError("workflow_version", "missing_workflow_version")
+    created_at = timestamp_cell(cells, "created_at")
     assert created_at is not None
     subject_text = cells["subject_ids"].strip()
     parts = [p.strip() for p in subject_text.split(";") if p.strip()]
     if not parts or not all(p.isdigit() for p in parts):
-        raise _Bad("subject_ids", f"not_an_id: {subject_text[:40]!r}")
-    metadata = _json(cells, "metadata", dict)
-    annotations = _json(cells, "annotations", list)
+        raise CellError("subject_ids", f"not_an_id: {subject_text[:40]!r}")
+    metadata = json_cell(cells, "metadata", dict)
+    annotations = json_cell(cells, "annotations", list)
     subject_data_text = cells["subject_data"]
     subject_metadata = subjects.get(subject_data_text) if subjects is not None else None
     if subject_metadata is None:
         subject_metadata = {}
-        for key, value in _json(cells, "subject_data", dict).items():
+        for key, value in json_cell(cells, "subject_data", dict).items():
             if str(key).isdigit() and isinstance(value, dict):
                 subject_metadata[int(key)] = value
         if subjects is not None:
@@ -379,18 +381,18 @@ def classification_from_row(
             subjects[subject_data_text] = subject_metadata
     user_name = cells["user_name"].strip()
     session = metadata.get("session")
-    answers = _task_answers(annotations, task_key)
+    answers = task_answers(annotations, task_key)
     return ClassificationRecord(
         zooniverse_id=zooniverse_id,
         workflow_id=workflow_id,
         workflow_version=version,
         subject_ids=[int(p) for p in parts],
-        user_id=_int(cells, "user_id", optional=True),
+        user_id=id_cell(cells, "user_id", optional=True),
         user_name=user_name,
         created_at=created_at,
         answers=answers if answers is not None else [],
-        gold_standard=_flag(cells["gold_standard"]),
-        expert=_flag(cells["expert"]),
+        gold_standard=flag_cell(cells["gold_standard"]),
+        expert=flag_cell(cells["expert"]),
         subject_metadata=subject_metadata,
         session=session if isinstance(session, str) else "",
         source="export",
@@ -438,9 +440,9 @@ def parse_classification_export(
             yield classification_from_row(
                 row, task_key=task_key, subjects=subjects, workflow_id=workflow_id
             )
-        except _Bad as bad:
+        except CellError as bad:
             record_id = row.cells["classification_id"].strip()
-            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
+            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, raw_clipped(row.raw))
 
 
 def export_tasks_seen(
@@ -459,8 +461,8 @@ def export_tasks_seen(
         if workflow_id is not None and workflow_text != str(workflow_id):
             continue
         try:
-            annotations = _json(row.cells, "annotations", list)
-        except _Bad:
+            annotations = json_cell(row.cells, "annotations", list)
+        except CellError:
             continue
         read += 1
         keys = {str(a.get("task")) for a in annotations if isinstance(a, dict) and "task" in a}
@@ -499,7 +501,7 @@ def _locations(cells: dict[str, str]) -> list[str]:
     try:
         value = safe_json.loads(text)  # deep nesting is a ValueError here, not a RecursionError
     except ValueError as exc:
-        raise _Bad("locations", f"invalid_json: {exc}")
+        raise CellError("locations", f"invalid_json: {exc}")
     if isinstance(value, dict):
         keys = sorted(
             value, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0)
@@ -513,7 +515,7 @@ def _locations(cells: dict[str, str]) -> list[str]:
             else:
                 urls.append(str(entry))
         return urls
-    raise _Bad("locations", "invalid_json: expected an object keyed by index")
+    raise CellError("locations", "invalid_json: expected an object keyed by index")
 
 
 def parse_subject_export(handle: IO[bytes]) -> Iterator[SubjectRow | QuarantineEntry]:
@@ -526,21 +528,21 @@ def parse_subject_export(handle: IO[bytes]) -> Iterator[SubjectRow | QuarantineE
         try:
             yield SubjectRow(
                 line=row.line,
-                subject_id=_required_int(cells, "subject_id"),
-                project_id=_int(cells, "project_id", optional=True),
-                workflow_id=_int(cells, "workflow_id", optional=True),
-                subject_set_id=_int(cells, "subject_set_id", optional=True),
-                metadata=_json(cells, "metadata", dict),
+                subject_id=required_id_cell(cells, "subject_id"),
+                project_id=id_cell(cells, "project_id", optional=True),
+                workflow_id=id_cell(cells, "workflow_id", optional=True),
+                subject_set_id=id_cell(cells, "subject_set_id", optional=True),
+                metadata=json_cell(cells, "metadata", dict),
                 locations=_locations(cells),
-                classifications_count=_int(cells, "classifications_count", optional=True),
-                retired_at=_time(cells, "retired_at", optional=True),
+                classifications_count=id_cell(cells, "classifications_count", optional=True),
+                retired_at=timestamp_cell(cells, "retired_at", optional=True),
                 retirement_reason=cells["retirement_reason"].strip(),
-                created_at=_time(cells, "created_at", optional=True),
-                updated_at=_time(cells, "updated_at", optional=True),
+                created_at=timestamp_cell(cells, "created_at", optional=True),
+                updated_at=timestamp_cell(cells, "updated_at", optional=True),
             )
-        except _Bad as bad:
+        except CellError as bad:
             record_id = cells["subject_id"].strip()
-            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
+            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, raw_clipped(row.raw))
 
 
 # --- workflow export (§5.3) --------------------------------------------------------------------
@@ -584,13 +586,13 @@ def _tasks(raw_tasks: dict[str, Any], strings: dict[str, Any]) -> dict[str, Task
     tasks: dict[str, TaskDefinition] = {}
     for key, task in raw_tasks.items():
         if not isinstance(task, dict):
-            raise _Bad("tasks", f"invalid_task: {key!r} is not an object")
+            raise CellError("tasks", f"invalid_task: {key!r} is not an object")
         if task.get("type") == "survey":
             codes, labels = survey_labels(str(key), task, strings)
         else:
             answers = task.get("answers") or []
             if not isinstance(answers, list):
-                raise _Bad("tasks", f"invalid_task: {key!r} answers is not a list")
+                raise CellError("tasks", f"invalid_task: {key!r} answers is not a list")
             codes = []
             labels = [
                 _text(strings, answer.get("label")) if isinstance(answer, dict) else str(answer)
@@ -636,18 +638,18 @@ def parse_workflow_export(handle: IO[bytes]) -> Iterator[WorkflowExportRow | Qua
             continue
         cells = row.cells
         try:
-            major = _required_int(cells, "version")
-            minor = _required_int(cells, "minor_version")
-            strings = _json(cells, "strings", dict)
+            major = required_id_cell(cells, "version")
+            minor = required_id_cell(cells, "minor_version")
+            strings = json_cell(cells, "strings", dict)
             yield WorkflowExportRow(
                 line=row.line,
-                workflow_id=_required_int(cells, "workflow_id"),
+                workflow_id=required_id_cell(cells, "workflow_id"),
                 display_name=cells["display_name"].strip(),
                 version=f"{major}.{minor}",
                 first_task=cells.get("first_task", "").strip(),
-                tasks=_tasks(_json(cells, "tasks", dict), strings),
-                retirement=_json(cells, "retirement", dict) if "retirement" in cells else {},
+                tasks=_tasks(json_cell(cells, "tasks", dict), strings),
+                retirement=json_cell(cells, "retirement", dict) if "retirement" in cells else {},
             )
-        except _Bad as bad:
+        except CellError as bad:
             record_id = cells["workflow_id"].strip()
-            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, _clip(row.raw))
+            yield QuarantineEntry(row.line, record_id, bad.field, bad.reason, raw_clipped(row.raw))
