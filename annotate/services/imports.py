@@ -1,7 +1,7 @@
 """Importing a Zooniverse classification export file: parse, ingest, report.
 
 The file is streamed: it is read in blocks of about 16 MiB of whole rows
-(:mod:`annotate.zooniverse.export_blocks`), each turned into columns, and the ingest stores
+(:mod:`annotate.zooniverse.export_csv.blocks`), each turned into columns, and the ingest stores
 ``batch_size`` rows of them per transaction, so a 1,000,000-row export needs no more memory than
 a few blocks. Each batch commits on its own; if the import fails half-way, running it again skips
 what is stored.
@@ -34,8 +34,9 @@ from annotate.services.classifications import (
     classifications_ingest,
     votes_stored_announce,
 )
-from annotate.zooniverse.export_blocks import BLOCK_BYTES, classification_blocks
-from annotate.zooniverse.exports import ExportFormatError, export_tasks_seen
+from annotate.zooniverse.export_csv.blocks import BLOCK_BYTES, classification_blocks
+from annotate.zooniverse.export_csv.classifications import export_tasks_seen
+from annotate.zooniverse.export_csv.rows import ExportFormatError
 
 #: Files at least this large are parsed in a child process (when the platform can fork).
 PARALLEL_MIN_BYTES = 8 << 20

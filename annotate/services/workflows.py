@@ -27,7 +27,8 @@ from annotate.services.classifications import (
 )
 from annotate.services.classifications.answers import AnswerMap, label_normalise
 from annotate.services.classifications.read import version_numeric
-from annotate.zooniverse.exports import ExportFormatError, WorkflowExportRow, parse_workflow_export
+from annotate.zooniverse.export_csv.rows import ExportFormatError
+from annotate.zooniverse.export_csv.workflows import WorkflowExportRow, parse_workflow_export
 
 
 class WorkflowConfigError(Exception):

@@ -68,7 +68,7 @@ from annotate.zooniverse.client import (
     ZooniverseClient,
     connect,
 )
-from annotate.zooniverse.exports import survey_labels
+from annotate.zooniverse.export_csv.workflows import survey_labels
 from annotate.zooniverse.records import survey_choices
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,10 @@ the row-level checks run on whole columns (ids, timestamps, flags), and the JSON
 (``annotations``, ``subject_data``) are parsed once per distinct text, not once per row. Only the
 ``metadata`` cell, different on every row, is parsed row by row (for its browser session).
 
-Rows the columns cannot vouch for take the exact path of :mod:`annotate.zooniverse.exports`, one
-by one, so they are refused with the same field, reason and line (or accepted, when only their
-spelling was unusual: an ISO timestamp, spaces around an id). A block Arrow cannot read as a
+Rows the columns cannot vouch for take the exact path of
+:mod:`annotate.zooniverse.export_csv.classifications`, one by one, so they are refused with the
+same field, reason and line (or accepted, when only their spelling was unusual: an ISO timestamp,
+spaces around an id). A block Arrow cannot read as a
 whole (a broken quote, a wrong column count, a line that is not UTF-8, a NUL byte, a blank line)
 is read by the exact parser instead, line by line, with its true line numbers.
 
@@ -31,19 +32,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from annotate.zooniverse.exports import (
+from annotate.zooniverse.export_csv.classifications import (
     CLASSIFICATION_COLUMNS,
+    classification_from_row,
+    parse_classification_export,
+    task_answers,
+)
+from annotate.zooniverse.export_csv.rows import (
     FALSE_FLAGS,
     MISSING,
     CellError,
     ExportFormatError,
     ExportRow,
-    classification_from_row,
     header_checked,
     json_cell,
-    parse_classification_export,
     raw_clipped,
-    task_answers,
 )
 from annotate.zooniverse.records import (
     ClassificationColumns,
@@ -74,7 +77,7 @@ def classification_blocks(
     """The export's rows as :class:`ClassificationColumns`, one block of the file at a time.
 
     With ``workflow_id``, rows of other workflows come as the row parser gives them
-    (:func:`~annotate.zooniverse.exports.other_workflow_record`): their ids only.
+    (:func:`~annotate.zooniverse.export_csv.classifications.other_workflow_record`): their ids only.
 
     Raises :class:`ExportFormatError` when the header is missing or lacks a required column.
     The caller may read ``handle.tell()`` between blocks to report progress.
