@@ -43,9 +43,9 @@ from annotate.services.classifications.sql import among, json_adapter, rows_inse
 from annotate.services.classifications.subjects import SUBJECT_EXTERNAL_ID, subjects_link
 from annotate.services.item_identity import identity_changes
 from annotate.services.quarantine import quarantine_row, quarantine_store
+from annotate.zooniverse.classification_records import QuarantineEntry
 from annotate.zooniverse.export_csv.rows import ExportFormatError
 from annotate.zooniverse.export_csv.subjects import SubjectRow, parse_subject_export
-from annotate.zooniverse.records import QuarantineEntry
 
 logger = logging.getLogger(__name__)
 

@@ -60,6 +60,7 @@ from annotate.services.classifications import (
     votes_stored_announce,
 )
 from annotate.services.media import image_path
+from annotate.zooniverse.classification_records import survey_choices
 from annotate.zooniverse.client import (
     ClassificationPage,
     ClassificationPayload,
@@ -69,7 +70,6 @@ from annotate.zooniverse.client import (
     connect,
 )
 from annotate.zooniverse.export_csv.workflows import survey_labels
-from annotate.zooniverse.records import survey_choices
 
 logger = logging.getLogger(__name__)
 

@@ -845,7 +845,7 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
 
 
 def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quarantined():
-    from annotate.zooniverse.records import ClassificationRecord
+    from annotate.zooniverse.classification_records import ClassificationRecord
 
     row = {
         "id": "9000042",

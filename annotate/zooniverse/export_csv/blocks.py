@@ -32,6 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from annotate.zooniverse.classification_records import (
+    ClassificationColumns,
+    ClassificationRecord,
+    QuarantineEntry,
+)
 from annotate.zooniverse.export_csv.classifications import (
     CLASSIFICATION_COLUMNS,
     classification_from_row,
@@ -47,11 +52,6 @@ from annotate.zooniverse.export_csv.rows import (
     header_checked,
     json_cell,
     raw_clipped,
-)
-from annotate.zooniverse.records import (
-    ClassificationColumns,
-    ClassificationRecord,
-    QuarantineEntry,
 )
 
 #: Bytes read per block: about 12,000 rows of a typical export.

@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from annotate.zooniverse.classification_records import (
+    ClassificationRecord,
+    QuarantineEntry,
+    survey_choices,
+)
 from annotate.zooniverse.export_csv.rows import (
     CellError,
     ExportRow,
@@ -21,7 +26,6 @@ from annotate.zooniverse.export_csv.rows import (
     required_id_cell,
     timestamp_cell,
 )
-from annotate.zooniverse.records import ClassificationRecord, QuarantineEntry, survey_choices
 
 CLASSIFICATION_COLUMNS = (
     "classification_id",

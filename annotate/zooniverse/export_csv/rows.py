@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import orjson
 
-from annotate.zooniverse.records import QuarantineEntry
+from annotate.zooniverse.classification_records import QuarantineEntry
 
 #: Longest raw text kept with a refused row.
 RAW_LIMIT = 10_000

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
+from annotate.zooniverse.classification_records import QuarantineEntry
 from annotate.zooniverse.export_csv.rows import (
     CellError,
     id_cell,
@@ -16,7 +17,6 @@ from annotate.zooniverse.export_csv.rows import (
     required_id_cell,
     timestamp_cell,
 )
-from annotate.zooniverse.records import QuarantineEntry
 from ml import safe_json
 
 SUBJECT_COLUMNS = (

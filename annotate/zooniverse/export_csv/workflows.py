@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from annotate.zooniverse.classification_records import QuarantineEntry
 from annotate.zooniverse.export_csv.rows import (
     CellError,
     json_cell,
@@ -14,7 +15,6 @@ from annotate.zooniverse.export_csv.rows import (
     read_export_rows,
     required_id_cell,
 )
-from annotate.zooniverse.records import QuarantineEntry
 
 WORKFLOW_COLUMNS = ("workflow_id", "display_name", "version", "tasks", "strings", "minor_version")
 
