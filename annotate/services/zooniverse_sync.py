@@ -98,7 +98,8 @@ class SyncConfigError(Exception):
     """Sync cannot run with the configuration given (no project id, no workflow on the round)."""
 
 
-def _client(client: ZooniverseClient | None) -> ZooniverseClient:
+def client_or_connect(client: ZooniverseClient | None) -> ZooniverseClient:
+    """The client given, or one connected from settings."""
     return client if client is not None else connect()
 
 
@@ -115,7 +116,7 @@ def zooniverse_operation(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        client = _client(kwargs.get("client"))  # type: ignore[arg-type]
+        client = client_or_connect(kwargs.get("client"))  # type: ignore[arg-type]
         kwargs["client"] = client
         with client.operation():
             return func(*args, **kwargs)
@@ -123,7 +124,8 @@ def zooniverse_operation(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _project_id(workflow: Workflow) -> int:
+def workflow_project_id(workflow: Workflow) -> int:
+    """The workflow's Panoptes project id, else ``PANOPTES_PROJECT_ID``; SyncConfigError if none."""
     value = workflow.project_id or settings.PANOPTES_PROJECT_ID
     if not value:
         raise SyncConfigError(
@@ -280,8 +282,8 @@ def round_push(
         raise SyncConfigError(f"round {round.number} has no workflow")
     workflow = round.workflow
     assert workflow is not None
-    client = _client(client)
-    project_id = _project_id(workflow)
+    client = client_or_connect(client)
+    project_id = workflow_project_id(workflow)
     set_id, set_created = _subject_set_for(round, client=client, project_id=project_id)
     result = PushResult(round_number=round.number, subject_set_id=set_id, set_created=set_created)
 
@@ -498,7 +500,7 @@ def workflow_versions_sync(
     """
     from annotate.services.workflows import concept_index
 
-    client = _client(client)
+    client = client_or_connect(client)
     concepts = concept_index()
     result = VersionSyncResult()
     stored = {v.version: v for v in WorkflowVersion.objects.filter(workflow=workflow)}
@@ -709,8 +711,8 @@ def classifications_pull(
     Versions named by classifications but not stored yet are fetched once per pull
     (:func:`workflow_versions_sync`); rows of versions still unknown are quarantined.
     """
-    client = _client(client)
-    project_id = _project_id(workflow)
+    client = client_or_connect(client)
+    project_id = workflow_project_id(workflow)
     SyncCursor.objects.get_or_create(workflow=workflow)
     report = ImportReport.objects.create(
         kind=ImportReport.Kind.SYNC,
@@ -805,7 +807,7 @@ def classifications_export_pull(
     """
     from annotate.services.imports import classifications_import
 
-    client = _client(client)
+    client = client_or_connect(client)
     directory = directory or Path(settings.ARTIFACT_ROOT) / "exports"
     cap = max_bytes or int(settings.ZOONIVERSE_EXPORT_MAX_BYTES)
     path = client.export_fetch(
@@ -856,7 +858,7 @@ def subjects_retire(
     chosen = _active(subjects)
     if not chosen:
         return 0
-    client = _client(client)
+    client = client_or_connect(client)
     with client.operation():
         client.subjects_retire(
             workflow_id=workflow.zooniverse_id,
@@ -879,7 +881,7 @@ def subjects_unretire(
     chosen = _active(subjects)
     if not chosen:
         return 0
-    client = _client(client)
+    client = client_or_connect(client)
     with client.operation():
         client.subjects_unretire(
             workflow_id=workflow.zooniverse_id, subject_ids=[s.zooniverse_id for s in chosen]
@@ -903,7 +905,7 @@ def subject_statuses_sync(
     by_zid = {s.zooniverse_id: s for s in _active(subjects)}
     if not by_zid:
         return 0
-    client = _client(client)
+    client = client_or_connect(client)
     with client.operation():
         statuses = client.subject_workflow_statuses(
             workflow_id=workflow.zooniverse_id, subject_ids=list(by_zid)
