@@ -952,7 +952,7 @@ def test_a_survey_export_votes_yes_for_each_species_marked_and_no_for_the_others
 
 
 def test_survey_classifications_from_the_api_resolve_choice_codes_by_exact_version(db):
-    from annotate.services.zooniverse_sync import classification_record
+    from annotate.services.zooniverse.pull import classification_record
 
     vocabulary = _survey_workflow()
     payloads = [
