@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from django.conf import settings
 
 from annotate.models import Workflow
-from annotate.zooniverse.client import ZooniverseClient, connect
+
+if TYPE_CHECKING:
+    from annotate.zooniverse.client import ZooniverseClient
 
 
 class SyncConfigError(Exception):
@@ -22,7 +24,13 @@ class SyncConfigError(Exception):
 
 def client_or_connect(client: ZooniverseClient | None) -> ZooniverseClient:
     """The client given, or one connected from settings."""
-    return client if client is not None else connect()
+    if client is not None:
+        return client
+    # Imported here: the HTTP client (requests, panoptes-client) is loaded by the services that
+    # call Zooniverse, not by the ones that only read workflow answer maps.
+    from annotate.zooniverse.client import connect
+
+    return connect()
 
 
 P = ParamSpec("P")

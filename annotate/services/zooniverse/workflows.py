@@ -7,13 +7,15 @@ stays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from annotate.models import Workflow, WorkflowVersion
 from annotate.services.classifications import SUPPORTED_TASK_TYPES
 from annotate.services.zooniverse.operation import client_or_connect, zooniverse_operation
-from annotate.zooniverse.client import ZooniverseClient
 from annotate.zooniverse.export_csv.workflows import survey_labels
+
+if TYPE_CHECKING:
+    from annotate.zooniverse.client import ZooniverseClient
 
 
 @dataclass
