@@ -42,7 +42,7 @@ from annotate.models import (
 )
 from annotate.services.bulk_write import rows_update, rows_upsert
 from annotate.services.classifications import counters
-from annotate.services.workflows import workflow_versions_asked
+from annotate.services.zooniverse.workflows import workflow_versions_asked
 from annotate.signals import labels_aggregated
 from ml import aggregation
 

@@ -29,7 +29,7 @@ from annotate.services.classifications import (
     volunteer_key,
 )
 from annotate.services.imports import classifications_import
-from annotate.services.workflows import workflow_configure
+from annotate.services.zooniverse.workflows import workflow_configure
 from tests.annotate.conftest import ANSWERS
 from tests.annotate.test_export_parsers import export_row, write_export
 from tests.conftest import reference_path
