@@ -28,7 +28,7 @@ from annotate.services.classifications import (
     classifications_ingest,
     volunteer_key,
 )
-from annotate.services.imports import classifications_import
+from annotate.services.zooniverse.classification_import import classifications_import
 from annotate.services.zooniverse.workflows import workflow_configure
 from tests.annotate.conftest import ANSWERS
 from tests.annotate.test_export_parsers import export_row, write_export
@@ -593,19 +593,19 @@ def test_an_export_parsed_in_a_child_process_imports_exactly_as_one_parsed_in_pr
 def test_a_parser_process_that_fails_or_dies_fails_the_import_and_its_report(
     concepts, tmp_path, monkeypatch
 ):
-    from annotate.services import imports
+    from annotate.services.zooniverse import classification_import
 
     workflow_configure(workflow_id=7)
     other = tmp_path / "subjects.csv"
     other.write_text("subject_id,metadata\n1,{}\n")
-    with pytest.raises(imports.ClassificationImportError, match="lacks column"):
+    with pytest.raises(classification_import.ClassificationImportError, match="lacks column"):
         classifications_import(path=other, workflow_id=7, parallel=True)
 
     def killed(*args) -> None:
         os._exit(3)
 
-    monkeypatch.setattr(imports, "_parse_into", killed)
-    with pytest.raises(imports.ClassificationImportError, match="exit code 3"):
+    monkeypatch.setattr(classification_import, "_parse_into", killed)
+    with pytest.raises(classification_import.ClassificationImportError, match="exit code 3"):
         classifications_import(path=_mixed_export(tmp_path), workflow_id=7, parallel=True)
     assert list(ImportReport.objects.values_list("status", flat=True)) == ["failed", "failed"]
     assert not Classification.objects.exists()

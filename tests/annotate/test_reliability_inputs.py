@@ -17,8 +17,8 @@ from PIL import Image
 
 from annotate.models import Classification, ImportReport, Item, QuarantinedRow, WorkflowVersion
 from annotate.services.image_fetch import item_image_fetch
-from annotate.services.imports import classifications_import
 from annotate.services.items import items_import
+from annotate.services.zooniverse.classification_import import classifications_import
 from ml import images
 from tests.annotate.test_export_parsers import export_row, write_export
 from tests.annotate.test_security import loopback_allowed, server  # noqa: F401 - fixtures

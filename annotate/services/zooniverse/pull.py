@@ -314,7 +314,7 @@ def classifications_export_pull(
     and the file is deleted afterwards. Any export failure raises before a single row is
     ingested; the import itself is idempotent (classification ids are unique).
     """
-    from annotate.services.imports import classifications_import
+    from annotate.services.zooniverse.classification_import import classifications_import
 
     client = client_or_connect(client)
     directory = directory or Path(settings.ARTIFACT_ROOT) / "exports"
