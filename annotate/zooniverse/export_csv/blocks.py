@@ -1,22 +1,10 @@
 """The classification export read a block at a time into columns: the importer's fast path.
 
-A block is some megabytes of whole rows. Apache Arrow's CSV reader splits it into columns in C++,
-the row-level checks run on whole columns (ids, timestamps, flags), and the JSON cells that repeat
-(``annotations``, ``subject_data``) are parsed once per distinct text, not once per row. Only the
-``metadata`` cell, different on every row, is parsed row by row (for its browser session).
-
-Rows the columns cannot vouch for take the exact path of
-:mod:`annotate.zooniverse.export_csv.classifications`, one by one, so they are refused with the
-same field, reason and line (or accepted, when only their spelling was unusual: an ISO timestamp,
-spaces around an id). A block Arrow cannot read as a
-whole (a broken quote, a wrong column count, a line that is not UTF-8, a NUL byte, a blank line)
-is read by the exact parser instead, line by line, with its true line numbers.
-
-Arrow is more lenient than the row parser in one way: it reads text after a closing quote
-(``1,"ab"c,...``) as part of the cell (``abc``), where the row parser refuses the row as malformed
-CSV. So before Arrow reads a block, one vectorised pass over its quotes checks that each opening
-quote starts a cell and each closing quote ends one (:func:`_quotes_in_place`); a block where one
-does not is read by the exact parser, which refuses that row with its line.
+Apache Arrow splits a block of whole rows into columns, the row checks run on whole columns, and
+repeated JSON cells are parsed once per distinct text. Rows the columns cannot vouch for, and
+blocks Arrow cannot read as a whole or would read more leniently (:func:`_quotes_in_place`), take
+the exact row parser of :mod:`annotate.zooniverse.export_csv.classifications`, so they are refused
+with the same field, reason and line.
 """
 
 from __future__ import annotations
@@ -353,9 +341,10 @@ def _quotes_in_place(block: bytes) -> bool:
     block); the 2nd, 4th, ... close a cell or are the first of a pair, and must be followed by a
     comma, a line end or a quote (or end the block). Text after a closing quote (``"ab"c``, also
     ``""c``) breaks the second rule; a quote inside an unquoted cell (``ab"c``) breaks the first,
-    which sends that rare block to the exact parser too. An odd count is a broken quote. About
-    20 ms for a 16 MiB block of the bench export (2.8 million quotes), timed ad hoc: 1.3 CPU s of
-    the parser per million rows, which runs beside the slower database writer.
+    which sends that rare block to the exact parser too. An odd count is a broken quote.
+
+    Arrow alone would read text after a closing quote (``1,"ab"c,...``) as part of the cell
+    (``abc``), where the row parser refuses the row as malformed CSV.
     """
     data = np.frombuffer(block, np.uint8)
     quotes = np.flatnonzero(data == ord('"'))
@@ -397,8 +386,8 @@ def _flags(column: pa.ChunkedArray) -> np.ndarray:
 def _objects(column: pa.ChunkedArray) -> list[dict[str, Any] | None]:
     """Each cell's JSON object (``{}`` for an empty cell or ``null``), None where it is not one.
 
-    (One ``orjson`` call over the whole column joined as a JSON array was slower: 55 ms against
-    15 ms cell by cell for the ``metadata`` of a 16 MiB block, timed ad hoc.)
+    Cell by cell: one ``orjson`` call over the whole column joined as a JSON array was slower
+    (bench/README.md).
     """
     values: list[dict[str, Any] | None] = []
     append = values.append
