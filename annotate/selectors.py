@@ -402,7 +402,7 @@ def item_votes(item: Item) -> tuple[dict[str, list[VoterVote]], int]:
     for the workflow versions.
     """
     from annotate.services.classifications.counters import VOTES
-    from annotate.services.workflows import workflow_versions_asked
+    from annotate.services.zooniverse.workflows import workflow_versions_asked
 
     rows = list(
         Classification.objects.filter(item_id=item.pk, **VOTES)

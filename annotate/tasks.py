@@ -75,7 +75,7 @@ def zooniverse_task(*, redeliver_on_worker_loss: bool) -> Callable[[F], F]:
 def sync_workflow(*, workflow_id: int) -> dict[str, Any]:
     """Pull new classifications of one workflow (its Zooniverse id); safe to run twice at once."""
     from annotate.models import Workflow
-    from annotate.services.zooniverse_sync import classifications_pull
+    from annotate.services.zooniverse.pull import classifications_pull
 
     workflow = Workflow.objects.filter(zooniverse_id=workflow_id).first()
     if workflow is None or not workflow.active:
@@ -95,7 +95,7 @@ def sync_workflow(*, workflow_id: int) -> dict[str, Any]:
 @zooniverse_task(redeliver_on_worker_loss=False)
 def sync_all_workflows() -> int:
     """Beat entry point: one :func:`sync_workflow` per active workflow; the number sent."""
-    from annotate.services.zooniverse_sync import workflows_active
+    from annotate.services.zooniverse.pull import workflows_active
 
     workflows = workflows_active()
     for workflow in workflows:
@@ -118,7 +118,7 @@ def push_round(
     ``priorities`` (item id as a string, JSON keys, to ``#priority``) push an explicit list.
     """
     from annotate.models import Item, Round
-    from annotate.services.zooniverse_sync import round_items, round_push
+    from annotate.services.zooniverse.push import round_items, round_push
 
     round = Round.objects.select_related("workflow").filter(pk=round_id).first()
     if round is None:

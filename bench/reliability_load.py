@@ -451,7 +451,7 @@ def _prepare(args: argparse.Namespace) -> dict:
 def _ingest(args: argparse.Namespace) -> dict:
     from annotate.models import ImportReport, Workflow
     from annotate.services.classifications import classifications_ingest
-    from annotate.zooniverse.export_blocks import classification_blocks
+    from annotate.zooniverse.export_csv.blocks import classification_blocks
 
     workflow = Workflow.objects.get(zooniverse_id=WORKFLOW_ID)
     report = ImportReport.objects.create(kind=ImportReport.Kind.SYNC, source=str(args.path))

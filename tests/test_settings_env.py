@@ -301,7 +301,7 @@ def test_zooniverse_client_limits_come_from_the_settings(settings):
 
 def test_the_export_download_is_capped_at_zooniverse_export_max_bytes(settings):
     from annotate.models import Workflow
-    from annotate.services.zooniverse_sync import classifications_export_pull
+    from annotate.services.zooniverse.pull import classifications_export_pull
 
     class Refused(Exception):
         pass

@@ -42,7 +42,7 @@ from annotate.models import (
 )
 from annotate.services.bulk_write import rows_update, rows_upsert
 from annotate.services.classifications import counters
-from annotate.services.workflows import workflow_versions_asked
+from annotate.services.zooniverse.workflows import workflow_versions_asked
 from annotate.signals import labels_aggregated
 from ml import aggregation
 
@@ -656,7 +656,7 @@ def labels_aggregate_and_retire(
     Returns the summary and the number of subjects retired. Uncertain items keep collecting
     votes; retiring twice is harmless (Panoptes and the local mirror both ignore it).
     """
-    from annotate.services.zooniverse_sync import subjects_retire
+    from annotate.services.zooniverse.retirement import subjects_retire
 
     summary = labels_aggregate(item_ids=item_ids, method=method, progress=progress)
     retired = 0

@@ -30,7 +30,8 @@ def round_publish(*, round: Round, client=None) -> str:
     Raises:
         RoundPublishError: the round has no workflow.
     """
-    from annotate.services.zooniverse_sync import round_push, subjects_unretire
+    from annotate.services.zooniverse.push import round_push
+    from annotate.services.zooniverse.retirement import subjects_unretire
 
     if round.workflow is None:
         raise RoundPublishError(f"{round.name} has no workflow to push to")

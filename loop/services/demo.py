@@ -298,7 +298,8 @@ def demo_loop(
     from annotate.services.releases import release_request
     from annotate.services.review import review_record
     from annotate.services.rounds import round_publish
-    from annotate.services.zooniverse_sync import classifications_pull, workflow_versions_sync
+    from annotate.services.zooniverse.pull import classifications_pull
+    from annotate.services.zooniverse.workflows import workflow_versions_sync
     from annotate.zooniverse.client import connect
     from loop.models import StepName
     from training.models import TrainingRun

@@ -37,7 +37,7 @@ def _since(value: str | None) -> datetime | None:
 @_step(StepName.PULL)
 def pull(claim: Claim) -> StepOutcome:
     """Pull new classifications of every active workflow."""
-    from annotate.services.zooniverse_sync import classifications_pull, workflows_active
+    from annotate.services.zooniverse.pull import classifications_pull, workflows_active
     from loop.receivers import pulls_logged_by_step
 
     workflows = workflows_active()
@@ -126,7 +126,7 @@ def subjects_settled():
 @_step(StepName.RETIRE)
 def retire(claim: Claim) -> StepOutcome:
     """Retire every settled subject upstream (RETIRE_CONFIDENCE, RETIRE_MIN_CLASSIFICATIONS)."""
-    from annotate.services.zooniverse_sync import subjects_retire
+    from annotate.services.zooniverse.retirement import subjects_retire
 
     by_workflow = defaultdict(list)
     for subject in subjects_settled():
@@ -210,7 +210,7 @@ def next_round(claim: Claim) -> StepOutcome:
     round per active round, ever: the request records its trigger and a second check finds it.
     """
     from annotate.models import Round, Subject
-    from annotate.services.zooniverse_sync import subject_statuses_sync
+    from annotate.services.zooniverse.retirement import subject_statuses_sync
     from training.models import RoundRequest, TrainingRun
     from training.services.round_requests import round_request_create
     from training.services.versions import model_version_active

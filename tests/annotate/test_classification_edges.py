@@ -207,7 +207,7 @@ def test_an_anonymous_volunteer_is_one_volunteer_in_an_export_and_in_the_api_b7(
     """Reliability B7: the export names a logged-out volunteer by hashed IP, the API by nothing;
     both carry the browser session, and the session is the key, so the same person's votes
     from either source are one volunteer's."""
-    from annotate.services.zooniverse_sync import classification_record
+    from annotate.services.zooniverse.pull import classification_record
 
     run_import(write_export(tmp_path / "cls.csv", [_anonymous_export_row(1)]), "--workflow-id", "7")
     ingest(workflow, [classification_record(_api_payload(2), task_key="T0")])
@@ -221,7 +221,7 @@ def test_the_same_anonymous_classification_from_both_sources_is_one_row_of_one_v
     workflow, tmp_path
 ):
     """Reliability B5, B7: synced first, then exported: one row, and no conflict."""
-    from annotate.services.zooniverse_sync import classification_record
+    from annotate.services.zooniverse.pull import classification_record
 
     ingest(workflow, [classification_record(_api_payload(1, subject=96588101), task_key="T0")])
     summary = run_import(

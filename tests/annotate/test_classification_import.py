@@ -28,8 +28,8 @@ from annotate.services.classifications import (
     classifications_ingest,
     volunteer_key,
 )
-from annotate.services.imports import classifications_import
-from annotate.services.workflows import workflow_configure
+from annotate.services.zooniverse.classification_import import classifications_import
+from annotate.services.zooniverse.workflows import workflow_configure
 from tests.annotate.conftest import ANSWERS
 from tests.annotate.test_export_parsers import export_row, write_export
 from tests.conftest import reference_path
@@ -593,19 +593,19 @@ def test_an_export_parsed_in_a_child_process_imports_exactly_as_one_parsed_in_pr
 def test_a_parser_process_that_fails_or_dies_fails_the_import_and_its_report(
     concepts, tmp_path, monkeypatch
 ):
-    from annotate.services import imports
+    from annotate.services.zooniverse import classification_import
 
     workflow_configure(workflow_id=7)
     other = tmp_path / "subjects.csv"
     other.write_text("subject_id,metadata\n1,{}\n")
-    with pytest.raises(imports.ClassificationImportError, match="lacks column"):
+    with pytest.raises(classification_import.ClassificationImportError, match="lacks column"):
         classifications_import(path=other, workflow_id=7, parallel=True)
 
     def killed(*args) -> None:
         os._exit(3)
 
-    monkeypatch.setattr(imports, "_parse_into", killed)
-    with pytest.raises(imports.ClassificationImportError, match="exit code 3"):
+    monkeypatch.setattr(classification_import, "_parse_into", killed)
+    with pytest.raises(classification_import.ClassificationImportError, match="exit code 3"):
         classifications_import(path=_mixed_export(tmp_path), workflow_id=7, parallel=True)
     assert list(ImportReport.objects.values_list("status", flat=True)) == ["failed", "failed"]
     assert not Classification.objects.exists()
@@ -952,7 +952,7 @@ def test_a_survey_export_votes_yes_for_each_species_marked_and_no_for_the_others
 
 
 def test_survey_classifications_from_the_api_resolve_choice_codes_by_exact_version(db):
-    from annotate.services.zooniverse_sync import classification_record
+    from annotate.services.zooniverse.pull import classification_record
 
     vocabulary = _survey_workflow()
     payloads = [

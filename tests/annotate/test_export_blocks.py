@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from annotate.services.classifications import ClassificationColumns, QuarantineEntry
-from annotate.zooniverse.export_blocks import _quotes_in_place, classification_blocks
-from annotate.zooniverse.exports import ExportFormatError, parse_classification_export
+from annotate.zooniverse.export_csv.blocks import _quotes_in_place, classification_blocks
+from annotate.zooniverse.export_csv.classifications import parse_classification_export
+from annotate.zooniverse.export_csv.rows import ExportFormatError
 from tests.annotate.test_export_parsers import export_row, export_text
 
 
@@ -200,13 +201,13 @@ def test_a_file_without_the_export_columns_is_refused_as_a_whole_by_blocks_too()
 
 
 def test_well_formed_rows_never_take_the_row_by_row_path(monkeypatch):
-    from annotate.zooniverse import export_blocks
+    from annotate.zooniverse.export_csv import blocks
 
     def refuse(*args, **kwargs):
         raise AssertionError("a well-formed row went the slow way")
 
-    monkeypatch.setattr(export_blocks._Blocks, "_with_slow", refuse)
-    monkeypatch.setattr(export_blocks._Blocks, "_exact", refuse)
+    monkeypatch.setattr(blocks._Blocks, "_with_slow", refuse)
+    monkeypatch.setattr(blocks._Blocks, "_exact", refuse)
     edges = ODD_ROWS["quotes escaped at a cell's edges"]
     rows = ODD_ROWS["good rows"] + [export_row(50, workflow_name="a\nb")] + edges
     data = export_text(rows).encode()

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from annotate.services.classifications import ClassificationRecord, QuarantineEntry
-from annotate.zooniverse.exports import (
+from annotate.zooniverse.export_csv.classifications import (
     CLASSIFICATION_COLUMNS,
-    ExportFormatError,
-    SubjectRow,
     parse_classification_export,
-    parse_subject_export,
-    parse_workflow_export,
 )
+from annotate.zooniverse.export_csv.rows import ExportFormatError
+from annotate.zooniverse.export_csv.subjects import SubjectRow, parse_subject_export
+from annotate.zooniverse.export_csv.workflows import parse_workflow_export
 from tests.conftest import reference_path
 
 

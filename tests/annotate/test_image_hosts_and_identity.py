@@ -297,7 +297,7 @@ def test_a_re_import_with_another_local_file_audits_the_image_change(concepts, t
 
 
 def test_a_subject_export_that_moves_a_subjects_image_is_audited(concepts, tmp_path):
-    from annotate.services.subjects_import import subjects_import
+    from annotate.services.zooniverse.subject_import import subjects_import
 
     export = Path(__file__).parent / "fixtures" / "subjects" / "subject_export.csv"
     subjects_import(path=export, fetch_images=False)

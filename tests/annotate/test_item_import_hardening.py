@@ -21,8 +21,8 @@ from django.core.management.base import CommandError
 
 from annotate.models import Item
 from annotate.services.items import ManifestError, item_row_parse, items_import
-from annotate.zooniverse.exports import SUBJECT_COLUMNS, parse_subject_export
-from annotate.zooniverse.records import QuarantineEntry
+from annotate.zooniverse.classification_records import QuarantineEntry
+from annotate.zooniverse.export_csv.subjects import SUBJECT_COLUMNS, parse_subject_export
 from ml import images, safe_json
 from tests.annotate.test_export_parsers import export_row, export_text, parse
 from tests.images import png_bytes

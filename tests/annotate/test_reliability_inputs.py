@@ -17,8 +17,8 @@ from PIL import Image
 
 from annotate.models import Classification, ImportReport, Item, QuarantinedRow, WorkflowVersion
 from annotate.services.image_fetch import item_image_fetch
-from annotate.services.imports import classifications_import
 from annotate.services.items import items_import
+from annotate.services.zooniverse.classification_import import classifications_import
 from ml import images
 from tests.annotate.test_export_parsers import export_row, write_export
 from tests.annotate.test_security import loopback_allowed, server  # noqa: F401 - fixtures
@@ -247,7 +247,8 @@ def test_b10_a_subject_deleted_upstream_keeps_its_votes_but_they_no_longer_count
 ):
     from annotate.models import AggregatedLabel, Round, Subject
     from annotate.services.aggregation import labels_aggregate
-    from annotate.services.zooniverse_sync import classifications_pull, round_push
+    from annotate.services.zooniverse.pull import classifications_pull
+    from annotate.services.zooniverse.push import round_push
     from tests.annotate.test_zooniverse_sync import _pushed_and_classified
 
     _pushed_and_classified(env, n_items=4, n_classifications=30)

@@ -13,7 +13,7 @@ from annotate.models import Classification, ImportReport, Item, QuarantinedRow, 
 from annotate.security import FetchError, UnsafeURLError
 from annotate.services import image_fetch
 from annotate.services.image_fetch import item_images_fetch
-from annotate.services.subjects_import import subjects_import
+from annotate.services.zooniverse.subject_import import subjects_import
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.models import Concept, Workflow, WorkflowVersion
-from annotate.services.workflows import WorkflowConfigError, workflow_configure
+from annotate.services.zooniverse.workflows import WorkflowConfigError, workflow_configure
 from tests.conftest import reference_path
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +163,7 @@ def test_a_task_that_no_version_of_the_workflow_has_is_refused_naming_the_tasks_
     import csv
     import json
 
-    from annotate.services.workflows import WorkflowConfigError, workflow_configure
+    from annotate.services.zooniverse.workflows import WorkflowConfigError, workflow_configure
 
     path = tmp_path / "wf.csv"
     with path.open("w", newline="") as handle:

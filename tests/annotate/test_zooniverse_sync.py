@@ -28,17 +28,16 @@ from annotate.models import (
     Workflow,
     WorkflowVersion,
 )
-from annotate.services import zooniverse_sync
-from annotate.services.zooniverse_sync import (
-    SyncConfigError,
-    classifications_export_pull,
-    classifications_pull,
-    round_push,
+from annotate.services.zooniverse import pull as zooniverse_pull
+from annotate.services.zooniverse.operation import SyncConfigError
+from annotate.services.zooniverse.pull import classifications_export_pull, classifications_pull
+from annotate.services.zooniverse.push import round_push
+from annotate.services.zooniverse.retirement import (
     subject_statuses_sync,
     subjects_retire,
     subjects_unretire,
-    workflow_versions_sync,
 )
+from annotate.services.zooniverse.workflows import workflow_versions_sync
 from annotate.zooniverse.client import (
     ExportIncomplete,
     ExportNotReady,
@@ -467,7 +466,7 @@ def test_a_sync_killed_midway_and_rerun_yields_exactly_the_classifications_of_an
     _forget_pull(env)
 
     # Killed inside the third page's transaction, before its commit: that page rolls back.
-    real_ingest = zooniverse_sync.classifications_ingest
+    real_ingest = zooniverse_pull.classifications_ingest
     calls = {"n": 0}
 
     def dying_ingest(**kwargs):
@@ -477,7 +476,7 @@ def test_a_sync_killed_midway_and_rerun_yields_exactly_the_classifications_of_an
             raise KeyboardInterrupt("SIGTERM mid-transaction")
         return real_ingest(**kwargs)
 
-    monkeypatch.setattr(zooniverse_sync, "classifications_ingest", dying_ingest)
+    monkeypatch.setattr(zooniverse_pull, "classifications_ingest", dying_ingest)
     with pytest.raises(KeyboardInterrupt):
         classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     assert Classification.objects.count() == 2 * PAGE
@@ -845,7 +844,7 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
 
 
 def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quarantined():
-    from annotate.zooniverse.records import ClassificationRecord
+    from annotate.zooniverse.classification_records import ClassificationRecord
 
     row = {
         "id": "9000042",
@@ -854,10 +853,10 @@ def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quara
         "metadata": {"workflow_version": "3.1", "session": "s"},
         "annotations": [{"task": "T1", "value": 0}],  # the other branch of the tree
     }
-    record = zooniverse_sync.classification_record(row, task_key="T0")
+    record = zooniverse_pull.classification_record(row, task_key="T0")
     assert isinstance(record, ClassificationRecord)
     assert record.task_shown is False and record.answers is None
-    asked = zooniverse_sync.classification_record(
+    asked = zooniverse_pull.classification_record(
         {**row, "annotations": [{"task": "T0", "value": [1, 2]}]}, task_key="T0"
     )
     assert asked.task_shown is True and asked.answers == [1, 2]

@@ -77,7 +77,7 @@ def test_one_pull_sets_off_labels_retirement_a_retrain_and_the_next_round_chosen
     workflow = Workflow.objects.create(
         zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
     )
-    from annotate.services.zooniverse_sync import workflow_versions_sync
+    from annotate.services.zooniverse.workflows import workflow_versions_sync
 
     workflow_versions_sync(workflow=workflow)
     first = round_select(size=15, workflow=workflow, seed=1).round
@@ -129,7 +129,7 @@ def test_a_pull_with_no_votes_and_a_loop_with_no_model_yet_do_no_harm(stand_in):
     workflow = Workflow.objects.create(
         zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
     )
-    from annotate.services.zooniverse_sync import workflow_versions_sync
+    from annotate.services.zooniverse.workflows import workflow_versions_sync
 
     workflow_versions_sync(workflow=workflow)
     step_request(name=StepName.PULL, reason="scheduled pull")
@@ -148,7 +148,7 @@ def test_a_round_retired_on_arrival_makes_way_for_the_next_one_chosen_without_a_
     workflow = Workflow.objects.create(
         zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
     )
-    from annotate.services.zooniverse_sync import workflow_versions_sync
+    from annotate.services.zooniverse.workflows import workflow_versions_sync
 
     workflow_versions_sync(workflow=workflow)
     first = round_select(size=5, workflow=workflow, seed=1).round

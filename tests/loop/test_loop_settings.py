@@ -38,7 +38,7 @@ def _round_with_subjects(total: int, retired: int) -> Round:
 def no_upstream(monkeypatch):
     """The round step syncs retirement from Zooniverse first; here nothing changes upstream."""
     monkeypatch.setattr(
-        "annotate.services.zooniverse_sync.subject_statuses_sync", lambda **kwargs: 0
+        "annotate.services.zooniverse.retirement.subject_statuses_sync", lambda **kwargs: 0
     )
 
 

@@ -20,7 +20,7 @@ from django.conf import settings
 
 from annotate.models import AggregatedLabel, Item, Round, Subject, Workflow
 from annotate.services.rounds import round_publish
-from annotate.services.zooniverse_sync import workflow_versions_sync
+from annotate.services.zooniverse.workflows import workflow_versions_sync
 from annotate.zooniverse.sandbox import CrowdConfig, FaultAction, FaultRule, Sandbox, serve
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services.pipeline import step_request
@@ -136,7 +136,7 @@ def test_a_worker_killed_mid_aggregation_and_one_killed_mid_push_cost_nothing_bu
 ):
     from django.utils import timezone
 
-    from annotate.services.zooniverse_sync import classifications_pull
+    from annotate.services.zooniverse.pull import classifications_pull
     from loop.services import pipeline
     from training.services import round_requests
 

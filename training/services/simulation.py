@@ -214,7 +214,7 @@ def _write_data(config: SimulationConfig, root: Path) -> _Data:
 def _setup(data: _Data) -> None:
     from annotate.services.items import items_import
     from annotate.services.vocabulary import vocabulary_load
-    from annotate.services.workflows import workflow_configure
+    from annotate.services.zooniverse.workflows import workflow_configure
 
     vocabulary_load(entries=digit_vocabulary())
     items_import(path=data.manifest)

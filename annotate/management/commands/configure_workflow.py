@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.workflows import (
+from annotate.services.zooniverse.workflows import (
     WorkflowConfigError,
     workflow_configure,
     workflow_subject_match_set,

@@ -5,7 +5,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from annotate.services.imports import ClassificationImportError, classifications_import
+from annotate.services.zooniverse.classification_import import (
+    ClassificationImportError,
+    classifications_import,
+)
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.subjects_import import SubjectExportError, subjects_import
+from annotate.services.zooniverse.subject_import import SubjectExportError, subjects_import
 
 
 class Command(BaseCommand):

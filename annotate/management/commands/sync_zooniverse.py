@@ -9,14 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from annotate.models import Item, Round, Workflow
-from annotate.services.zooniverse_sync import (
-    PageCommitted,
-    SyncConfigError,
-    classifications_pull,
-    round_items,
-    round_push,
-    workflows_active,
-)
+from annotate.services.zooniverse.operation import SyncConfigError
+from annotate.services.zooniverse.pull import PageCommitted, classifications_pull, workflows_active
+from annotate.services.zooniverse.push import round_items, round_push
 from annotate.zooniverse.client import ZooniverseClient, ZooniverseError, connect
 
 

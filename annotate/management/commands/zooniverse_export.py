@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.zooniverse_export import EXPORT_KINDS, zooniverse_export_download
+from annotate.services.zooniverse.export_download import EXPORT_KINDS, zooniverse_export_download
 from annotate.zooniverse.client import ZooniverseError
 
 

@@ -20,9 +20,10 @@ Rules it keeps (``reliability.md`` §2, §4.1):
 * a classification of several subjects is quarantined, never attributed to the first (B9);
 * with ``cursor=True`` the sync cursor moves in the same transaction as the batch it covers.
 
-The steps, one module each: ``read`` cuts the input into batches (``annotate.zooniverse.records``
-holds the record types); ``answers`` resolves answers to concepts; ``subjects`` finds or creates
-subjects and links them to items; ``repeats`` flags repeat votes; ``store`` writes a batch's rows;
+The steps, one module each: ``read`` cuts the input into batches
+(``annotate.zooniverse.classification_records`` holds the record types); ``answers`` resolves
+answers to concepts; ``subjects`` finds or creates subjects and links them to items; ``repeats``
+flags repeat votes; ``store`` writes a batch's rows;
 ``counters`` recounts ``n_classifications``; ``sql`` holds the bulk SQL they share. This module
 runs them batch by batch and refuses what fails a check.
 """
@@ -54,7 +55,7 @@ from annotate.services.classifications.store import rows_store, volunteer_key
 from annotate.services.classifications.subjects import subjects_link_batch, subjects_unlinked
 from annotate.services.quarantine import quarantine_row, quarantine_store
 from annotate.signals import votes_stored
-from annotate.zooniverse.records import (
+from annotate.zooniverse.classification_records import (
     ClassificationColumns,
     ClassificationRecord,
     QuarantineEntry,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annotate.models import WorkflowVersion
-from annotate.zooniverse.records import ClassificationColumns
+from annotate.zooniverse.classification_records import ClassificationColumns
 
 if TYPE_CHECKING:
     from annotate.services.classifications.read import IngestContext

@@ -7,7 +7,7 @@ from typing import Any
 
 from annotate.models import Concept, Workflow, WorkflowVersion
 from annotate.services.classifications.answers import WILDCARD_VERSION, AnswerMap
-from annotate.zooniverse.records import (
+from annotate.zooniverse.classification_records import (
     ClassificationColumns,
     ClassificationRecord,
     QuarantineEntry,

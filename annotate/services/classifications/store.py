@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from annotate.services.classifications import IngestCounts
     from annotate.services.classifications.answers import Answers
     from annotate.services.classifications.read import IngestContext
-    from annotate.zooniverse.records import ClassificationColumns
+    from annotate.zooniverse.classification_records import ClassificationColumns
 
 
 def rows_store(

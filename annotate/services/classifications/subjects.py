@@ -17,7 +17,7 @@ from annotate.signals import votes_linked
 
 if TYPE_CHECKING:
     from annotate.services.classifications.read import IngestContext
-    from annotate.zooniverse.records import ClassificationColumns
+    from annotate.zooniverse.classification_records import ClassificationColumns
 
 #: Subject metadata keys that name the crowdloop item a subject shows, in the order they are tried.
 ITEM_METADATA_KEYS = ("external_id", "europeana_id", "crowdloop_id")

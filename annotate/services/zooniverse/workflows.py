@@ -1,20 +1,18 @@
-"""Workflow configuration: which concept each answer of each workflow version stands for.
+"""Workflow versions: which concept each answer of each version stands for.
 
-From a workflow export every (version, minor_version) row becomes one ``WorkflowVersion`` whose
-answers, in index order, are mapped to concepts by key or label, case-insensitively; answers that
-match no concept are kept with ``concept: null`` and reported. A survey task's answers are its
-choices (``choicesOrder``), matched by label, else by choice code, and keep their code
-(``{"label": "Zebra", "choice": "ZBR", "concept": "zebra"}``): classifications name choices by
-code. Without an export, a wildcard
-version ``*`` lists the active concepts in vocabulary order: export labels describe themselves, so
-the ingest may fall back to it for any version, while API answer indices never do (an index means
-nothing without its version).
+``workflow_configure`` stores a version per row of a workflow export (or, without one, a wildcard
+version ``*`` listing the active concepts), and ``workflow_versions_sync`` one per version the API
+lists; answers are matched to concepts by key or label, case-insensitively (a survey's choices by
+label, else by code), and answers that match nothing are kept with ``concept: null`` and reported.
+Export labels describe themselves, so the ingest may fall back to ``*`` for them; API answer
+indices never do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import transaction
@@ -27,7 +25,16 @@ from annotate.services.classifications import (
 )
 from annotate.services.classifications.answers import AnswerMap, label_normalise
 from annotate.services.classifications.read import version_numeric
-from annotate.zooniverse.exports import ExportFormatError, WorkflowExportRow, parse_workflow_export
+from annotate.services.zooniverse.operation import client_or_connect, zooniverse_operation
+from annotate.zooniverse.export_csv.rows import ExportFormatError
+from annotate.zooniverse.export_csv.workflows import (
+    WorkflowExportRow,
+    parse_workflow_export,
+    survey_labels,
+)
+
+if TYPE_CHECKING:
+    from annotate.zooniverse.client import ZooniverseClient
 
 
 class WorkflowConfigError(Exception):
@@ -247,3 +254,81 @@ def workflow_versions_asked(pairs: list[tuple[int, str]], concepts: list[Concept
         asked[row] = False
         asked[row, [column[pk] for pk in offered if pk in column]] = True
     return asked
+
+
+@dataclass
+class VersionSyncResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.created)} versions created, {len(self.updated)} updated, "
+            f"{len(self.unchanged)} unchanged, {len(self.unmapped)} answers unmapped"
+        )
+
+
+def _version_answers(
+    payload: dict[str, Any], *, task_key: str, concepts: dict[str, str]
+) -> tuple[str, list[dict[str, Any]]]:
+    """(task type, answers in index order mapped to concept keys) of one workflow version."""
+    task = (payload.get("tasks") or {}).get(task_key)
+    if not isinstance(task, dict):
+        return "absent", []
+    task_type = str(task.get("type") or "unknown")
+    if task_type not in SUPPORTED_TASK_TYPES:
+        return task_type, []
+    strings = payload.get("strings") or {}
+    if task_type == "survey":  # its answers are its choices, read as the workflow export's
+        choices, labels = survey_labels(task_key, task, strings)
+        return task_type, answers_map(labels, concepts, choices)
+    labels = []
+    for answer in task.get("answers") or []:
+        reference = answer.get("label") if isinstance(answer, dict) else answer
+        # Project Builder keeps the text in ``strings``; older workflows hold it inline.
+        labels.append(str(strings.get(str(reference), reference) or ""))
+    return task_type, answers_map(labels, concepts)
+
+
+@zooniverse_operation
+def workflow_versions_sync(
+    *, workflow: Workflow, client: ZooniverseClient | None = None
+) -> VersionSyncResult:
+    """Fetch the workflow's versions (``GET /workflow_versions``) and store their answer maps.
+
+    API classifications give answer indices, which mean something only for the exact version;
+    this stores answer *i* of the workflow's task with the concept whose key or label matches
+    its text. A version already stored with the same answer texts is left alone, so a mapping a
+    curator corrected is not overwritten.
+    """
+    client = client_or_connect(client)
+    concepts = concept_index()
+    result = VersionSyncResult()
+    stored = {v.version: v for v in WorkflowVersion.objects.filter(workflow=workflow)}
+    for payload in client.workflow_versions(workflow.zooniverse_id):
+        version = f"{payload.get('major_number')}.{payload.get('minor_number')}"
+        task_type, answers = _version_answers(
+            dict(payload), task_key=workflow.task_key, concepts=concepts
+        )
+        result.unmapped += [f"{version}:{a['label']}" for a in answers if not a["concept"]]
+        existing = stored.get(version)
+        if existing is None:
+            WorkflowVersion.objects.create(
+                workflow=workflow,
+                version=version,
+                task_key=workflow.task_key,
+                task_type=task_type,
+                answers=answers,
+            )
+            result.created.append(version)
+        elif [a.get("label") for a in existing.answers or []] != [a["label"] for a in answers] or (
+            existing.task_type != task_type
+        ):
+            existing.answers, existing.task_type = answers, task_type
+            existing.save(update_fields=["answers", "task_type"])
+            result.updated.append(version)
+        else:
+            result.unchanged.append(version)
+    return result

@@ -1,27 +1,10 @@
-"""Subjects of an existing Zooniverse project brought in from its subject export.
+"""Subjects of an existing Zooniverse project brought in from its subject export (§5.2).
 
-A team that already runs a project has subjects crowdloop never pushed. ``import_subjects``
-reads the project's subject export (zooniverse.md §5.2) and makes, for each subject, one item and
-the ``Subject`` row linked to it, so that its votes count:
-
-* the item's external id is ``zooniverse-subject-<subject id>``
-  (:data:`~annotate.services.classifications.subjects.SUBJECT_EXTERNAL_ID`, what a workflow with
-  ``subject_match = "subject_id"`` looks for), or the value of the metadata key named by
-  ``external_id_key`` (``Filename``, ``!europeana_id``);
-* its ``image_url`` is the subject's first location; every location is kept in
-  ``metadata["zooniverse"]["locations"]``;
-* its metadata is the subject's metadata, hidden keys (``#``, ``!``, ``//``) included; they are
-  listed in ``metadata["zooniverse"]["hidden_keys"]`` so nothing shows them to volunteers by
-  mistake;
-* the subject keeps its retirement (with ``workflow_id``, that workflow's; otherwise the first
-  retired row's). A subject already linked to another item (one crowdloop pushed) keeps it.
-
-The export has one row per (subject, workflow, subject set): a subject's later rows add only their
-retirement. Rows of other workflows are skipped when ``workflow_id`` is given. Bad rows are kept
-with their line in the import report and the rest imports. Nothing is downloaded: remote images
-stay ``pending`` and the ``fetch_item_images`` task fetches them afterwards. Votes imported
-before their subjects move to the items now, and the items' counters are recounted. Writes are
-in bulk, a batch per transaction; re-running the import changes nothing.
+Each subject becomes one item and the ``Subject`` row linked to it, so that its votes count; votes
+imported before their subjects move to the items, whose counters are recounted. Bad rows are kept
+with their line in the import report and the rest imports; writes are in bulk, a batch per
+transaction, and re-running the import changes nothing. Nothing is downloaded: the
+``fetch_item_images`` task fetches remote images afterwards.
 """
 
 from __future__ import annotations
@@ -43,8 +26,9 @@ from annotate.services.classifications.sql import among, json_adapter, rows_inse
 from annotate.services.classifications.subjects import SUBJECT_EXTERNAL_ID, subjects_link
 from annotate.services.item_identity import identity_changes
 from annotate.services.quarantine import quarantine_row, quarantine_store
-from annotate.zooniverse.exports import ExportFormatError, SubjectRow, parse_subject_export
-from annotate.zooniverse.records import QuarantineEntry
+from annotate.zooniverse.classification_records import QuarantineEntry
+from annotate.zooniverse.export_csv.rows import ExportFormatError
+from annotate.zooniverse.export_csv.subjects import SubjectRow, parse_subject_export
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +112,22 @@ def subjects_import(
     batch_size: int = 5000,
     fetch_images: bool = True,
 ) -> tuple[ImportReport, SubjectImportCounts]:
-    """Import a subject export; see the module docstring. Safe to run again.
+    """Import a subject export (zooniverse.md §5.2) as items with their subjects. Safe to run again.
+
+    * the item's external id is ``zooniverse-subject-<subject id>``
+      (:data:`~annotate.services.classifications.subjects.SUBJECT_EXTERNAL_ID`, what a workflow with
+      ``subject_match = "subject_id"`` looks for), or the value of the metadata key named by
+      ``external_id_key`` (``Filename``, ``!europeana_id``);
+    * its ``image_url`` is the subject's first location; every location is kept in
+      ``metadata["zooniverse"]["locations"]``;
+    * its metadata is the subject's metadata, hidden keys (``#``, ``!``, ``//``) included; they are
+      listed in ``metadata["zooniverse"]["hidden_keys"]`` so nothing shows them to volunteers by
+      mistake;
+    * the subject keeps its retirement (with ``workflow_id``, that workflow's; otherwise the first
+      retired row's). A subject already linked to another item (one crowdloop pushed) keeps it.
+
+    The export has one row per (subject, workflow, subject set): a subject's later rows add only
+    their retirement. Rows of other workflows are skipped when ``workflow_id`` is given.
 
     Raises:
         SubjectExportError: the file cannot be read or is not a subject export.

@@ -1,14 +1,9 @@
-"""Importing a Zooniverse classification export file: parse, ingest, report.
+"""A Zooniverse classification export file imported: parsed, ingested, reported.
 
-The file is streamed: it is read in blocks of about 16 MiB of whole rows
-(:mod:`annotate.zooniverse.export_blocks`), each turned into columns, and the ingest stores
-``batch_size`` rows of them per transaction, so a 1,000,000-row export needs no more memory than
-a few blocks. Each batch commits on its own; if the import fails half-way, running it again skips
-what is stored.
-
-On a large file the blocks are parsed in a forked child process while this one writes: the two
-cores of a small server overlap parsing and storing. The child never touches the database; it
-hands over whole blocks through a bounded queue, so at most a few are in flight.
+The file is streamed in blocks of whole rows (:mod:`annotate.zooniverse.export_csv.blocks`) and
+stored ``batch_size`` rows a transaction, so memory stays at a few blocks whatever the file size;
+each batch commits on its own, and running a failed import again skips what is stored. A large
+file is parsed in a forked child process (which never touches the database) while this one writes.
 """
 
 from __future__ import annotations
@@ -34,8 +29,9 @@ from annotate.services.classifications import (
     classifications_ingest,
     votes_stored_announce,
 )
-from annotate.zooniverse.export_blocks import BLOCK_BYTES, classification_blocks
-from annotate.zooniverse.exports import ExportFormatError, export_tasks_seen
+from annotate.zooniverse.export_csv.blocks import BLOCK_BYTES, classification_blocks
+from annotate.zooniverse.export_csv.classifications import export_tasks_seen
+from annotate.zooniverse.export_csv.rows import ExportFormatError
 
 #: Files at least this large are parsed in a child process (when the platform can fork).
 PARALLEL_MIN_BYTES = 8 << 20
@@ -270,9 +266,8 @@ def _sqlite_bulk() -> Iterator[None]:
       writes into a row is one it read or created in the same transaction (the workflow, the
       subjects it resolved or created, the items it matched), or a volunteer it created or read
       earlier in this import, which its stored votes protect from deletion. SQLite has one writer
-      at a time, so nothing deletes them before the commit. The checks took 1.3 s of the 9.5 s
-      that SQLite needed to insert a million classifications (``bench/import_classifications.py
-      --insert-variants``).
+      at a time, so nothing deletes them before the commit. What the checks cost:
+      ``bench/import_classifications.py --insert-variants``.
 
     Inside an outer transaction (a test case) SQLite ignores the switch and keeps checking.
     PostgreSQL is tuned on the server, and checks its keys at each commit as always.

@@ -1,21 +1,10 @@
 """The classification export read a block at a time into columns: the importer's fast path.
 
-A block is some megabytes of whole rows. Apache Arrow's CSV reader splits it into columns in C++,
-the row-level checks run on whole columns (ids, timestamps, flags), and the JSON cells that repeat
-(``annotations``, ``subject_data``) are parsed once per distinct text, not once per row. Only the
-``metadata`` cell, different on every row, is parsed row by row (for its browser session).
-
-Rows the columns cannot vouch for take the exact path of :mod:`annotate.zooniverse.exports`, one
-by one, so they are refused with the same field, reason and line (or accepted, when only their
-spelling was unusual: an ISO timestamp, spaces around an id). A block Arrow cannot read as a
-whole (a broken quote, a wrong column count, a line that is not UTF-8, a NUL byte, a blank line)
-is read by the exact parser instead, line by line, with its true line numbers.
-
-Arrow is more lenient than the row parser in one way: it reads text after a closing quote
-(``1,"ab"c,...``) as part of the cell (``abc``), where the row parser refuses the row as malformed
-CSV. So before Arrow reads a block, one vectorised pass over its quotes checks that each opening
-quote starts a cell and each closing quote ends one (:func:`_quotes_in_place`); a block where one
-does not is read by the exact parser, which refuses that row with its line.
+Apache Arrow splits a block of whole rows into columns, the row checks run on whole columns, and
+repeated JSON cells are parsed once per distinct text. Rows the columns cannot vouch for, and
+blocks Arrow cannot read as a whole or would read more leniently (:func:`_quotes_in_place`), take
+the exact row parser of :mod:`annotate.zooniverse.export_csv.classifications`, so they are refused
+with the same field, reason and line.
 """
 
 from __future__ import annotations
@@ -31,24 +20,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from annotate.zooniverse.exports import (
-    CLASSIFICATION_COLUMNS,
-    FALSE_FLAGS,
-    MISSING,
-    ExportFormatError,
-    ExportRow,
-    _Bad,
-    _clip,
-    _header_checked,
-    _json,
-    _task_answers,
-    classification_from_row,
-    parse_classification_export,
-)
-from annotate.zooniverse.records import (
+from annotate.zooniverse.classification_records import (
     ClassificationColumns,
     ClassificationRecord,
     QuarantineEntry,
+)
+from annotate.zooniverse.export_csv.classifications import (
+    CLASSIFICATION_COLUMNS,
+    classification_from_row,
+    parse_classification_export,
+    task_answers,
+)
+from annotate.zooniverse.export_csv.rows import (
+    FALSE_FLAGS,
+    MISSING,
+    CellError,
+    ExportFormatError,
+    ExportRow,
+    header_checked,
+    json_cell,
+    raw_clipped,
 )
 
 #: Bytes read per block: about 12,000 rows of a typical export.
@@ -74,7 +65,7 @@ def classification_blocks(
     """The export's rows as :class:`ClassificationColumns`, one block of the file at a time.
 
     With ``workflow_id``, rows of other workflows come as the row parser gives them
-    (:func:`~annotate.zooniverse.exports.other_workflow_record`): their ids only.
+    (:func:`~annotate.zooniverse.export_csv.classifications.other_workflow_record`): their ids only.
 
     Raises :class:`ExportFormatError` when the header is missing or lacks a required column.
     The caller may read ``handle.tell()`` between blocks to report progress.
@@ -87,7 +78,7 @@ def classification_blocks(
         header = next(csv.reader([header_bytes.decode("utf-8")], strict=True))
     except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
         raise ExportFormatError(f"line 1: the header is not CSV ({exc})")
-    header = _header_checked(header, CLASSIFICATION_COLUMNS)
+    header = header_checked(header, CLASSIFICATION_COLUMNS)
     if not header_bytes.endswith(b"\n"):
         header_bytes += b"\n"
     reader = _Blocks(header, header_bytes, task_key, workflow_id)
@@ -288,10 +279,10 @@ class _Blocks:
     def _answers(self, text: str) -> tuple[list[Any], bool] | None:
         """(answers, whether the task was shown), or None where the row parser refuses it."""
         try:
-            answers = _task_answers(
-                _json({"annotations": text}, "annotations", list), self.task_key
+            answers = task_answers(
+                json_cell({"annotations": text}, "annotations", list), self.task_key
             )
-        except _Bad:
+        except CellError:
             return None
         return (answers, True) if answers is not None else ([], False)
 
@@ -314,9 +305,11 @@ class _Blocks:
                         workflow_id=self.workflow_id,
                     )
                 )
-            except _Bad as bad:
+            except CellError as bad:
                 record_id = named["classification_id"].strip()
-                entry = QuarantineEntry(line, record_id, bad.field, bad.reason, _clip(row.raw))
+                entry = QuarantineEntry(
+                    line, record_id, bad.field, bad.reason, raw_clipped(row.raw)
+                )
                 refused.append((line, entry))
         extra = ClassificationColumns.from_records(records)
         extra.order = extra.line.copy()
@@ -348,9 +341,10 @@ def _quotes_in_place(block: bytes) -> bool:
     block); the 2nd, 4th, ... close a cell or are the first of a pair, and must be followed by a
     comma, a line end or a quote (or end the block). Text after a closing quote (``"ab"c``, also
     ``""c``) breaks the second rule; a quote inside an unquoted cell (``ab"c``) breaks the first,
-    which sends that rare block to the exact parser too. An odd count is a broken quote. About
-    20 ms for a 16 MiB block of the bench export (2.8 million quotes), timed ad hoc: 1.3 CPU s of
-    the parser per million rows, which runs beside the slower database writer.
+    which sends that rare block to the exact parser too. An odd count is a broken quote.
+
+    Arrow alone would read text after a closing quote (``1,"ab"c,...``) as part of the cell
+    (``abc``), where the row parser refuses the row as malformed CSV.
     """
     data = np.frombuffer(block, np.uint8)
     quotes = np.flatnonzero(data == ord('"'))
@@ -384,7 +378,7 @@ def _volunteer(text: str) -> tuple[int | None, str]:
 
 
 def _flags(column: pa.ChunkedArray) -> np.ndarray:
-    """True unless blank or a false or missing spelling, as ``exports._flag`` reads a cell."""
+    """True unless blank or a false or missing spelling, as ``flag_cell`` reads a cell."""
     folded = pc.utf8_lower(pc.utf8_trim_whitespace(column))
     return pc.invert(pc.is_in(folded, value_set=_FALSE)).to_numpy(zero_copy_only=False)
 
@@ -392,8 +386,8 @@ def _flags(column: pa.ChunkedArray) -> np.ndarray:
 def _objects(column: pa.ChunkedArray) -> list[dict[str, Any] | None]:
     """Each cell's JSON object (``{}`` for an empty cell or ``null``), None where it is not one.
 
-    (One ``orjson`` call over the whole column joined as a JSON array was slower: 55 ms against
-    15 ms cell by cell for the ``metadata`` of a 16 MiB block, timed ad hoc.)
+    Cell by cell: one ``orjson`` call over the whole column joined as a JSON array was slower
+    (bench/README.md).
     """
     values: list[dict[str, Any] | None] = []
     append = values.append
