@@ -238,7 +238,7 @@ _single_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "zooniverse_single_attempt", default=False
 )
 
-_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     requests.ConnectionError,  # includes ConnectTimeout
     requests.Timeout,  # ReadTimeout
     requests.exceptions.ChunkedEncodingError,
@@ -385,7 +385,7 @@ class ZooniverseClient:
             kwargs["timeout"] = (min(self.policy.connect_timeout_s, read), read)
             try:
                 response = original(method, url, **kwargs)
-            except _NETWORK_ERRORS as exc:
+            except NETWORK_ERRORS as exc:
                 last_problem = f"{type(exc).__name__}"
                 retry_after = None
             else:
@@ -898,7 +898,7 @@ class ZooniverseClient:
                                     f"export download passed its deadline of {deadline_s:.0f} s"
                                 )
                             handle.write(chunk)
-                    except _NETWORK_ERRORS as exc:
+                    except NETWORK_ERRORS as exc:
                         raise ExportIncomplete(
                             f"export download cut after {written} bytes ({type(exc).__name__})"
                         ) from exc
