@@ -48,6 +48,19 @@ from urllib.parse import urlsplit
 import requests
 from panoptes_client.panoptes import Panoptes, PanoptesAPIException
 
+from annotate.zooniverse.client.errors import (
+    BudgetExceeded,
+    ExportError,
+    ExportIncomplete,
+    ExportNotReady,
+    ExportStale,
+    ExportTooLarge,
+    FatalError,
+    NotFoundError,
+    TransientError,
+    ZooniverseError,
+)
+
 logger = logging.getLogger(__name__)
 
 #: Panoptes' largest page for most resources (``zooniverse.md`` §2.1).
@@ -58,61 +71,6 @@ ID_BATCH = 100
 RETIREMENT_REASONS = frozenset(
     {"classification_count", "flagged", "nothing_here", "consensus", "other", "human"}
 )
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class ZooniverseError(Exception):
-    """Base of every error this module raises."""
-
-
-class TransientError(ZooniverseError):
-    """A failure worth retrying later: network error, 5xx or 429 after our own retries ran out.
-
-    ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one, so a Celery retry
-    can wait at least that long.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class BudgetExceeded(TransientError):
-    """The client's wall budget ran out; the work left is for the next run."""
-
-
-class FatalError(ZooniverseError):
-    """A 4xx other than 429 (or an error body on a 2xx): repeating the request cannot help."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class NotFoundError(FatalError):
-    """404: the resource does not exist (or the account may not see it)."""
-
-
-class ExportError(ZooniverseError):
-    """An export that cannot be used; nothing of it is ingested."""
-
-
-class ExportNotReady(ExportError, TransientError):
-    """No export newer than the request became ready before our own deadline."""
-
-
-class ExportStale(ExportError, TransientError):
-    """Only an export older than the request is on offer (Panoptes-Front-End#1257)."""
-
-
-class ExportIncomplete(ExportError, TransientError):
-    """The download was cut before its end; the partial file was deleted."""
-
-
-class ExportTooLarge(ExportError, FatalError):
-    """The export is larger than the byte cap; the partial file was deleted."""
-
 
 # -- payloads ----------------------------------------------------------------------------------
 
