@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -60,6 +60,15 @@ from annotate.zooniverse.client.errors import (
     TransientError,
     ZooniverseError,
 )
+from annotate.zooniverse.client.payloads import (
+    ClassificationPayload,
+    ExportMediaPayload,
+    SubjectPayload,
+    SubjectSetPayload,
+    SubjectWorkflowStatusPayload,
+    WorkflowPayload,
+    WorkflowVersionPayload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,90 +80,6 @@ ID_BATCH = 100
 RETIREMENT_REASONS = frozenset(
     {"classification_count", "flagged", "nothing_here", "consensus", "other", "human"}
 )
-
-# -- payloads ----------------------------------------------------------------------------------
-
-
-class PageMeta(TypedDict, total=False):
-    page: int
-    page_size: int
-    count: int
-    page_count: int
-    next_page: int | None
-    next_href: str | None
-
-
-class ClassificationLinks(TypedDict, total=False):
-    project: str
-    user: str | None
-    user_group: str | None
-    workflow: str
-    subjects: list[str]
-
-
-class AnnotationPayload(TypedDict, total=False):
-    task: str
-    value: Any
-
-
-class ClassificationPayload(TypedDict, total=False):
-    id: str
-    created_at: str
-    updated_at: str
-    metadata: dict[str, Any]
-    annotations: list[AnnotationPayload]
-    gold_standard: bool | None
-    expert_classifier: Any
-    links: ClassificationLinks
-
-
-class SubjectPayload(TypedDict, total=False):
-    id: str
-    locations: list[dict[str, str]]
-    metadata: dict[str, Any]
-    links: dict[str, Any]
-
-
-class SubjectSetPayload(TypedDict, total=False):
-    id: str
-    display_name: str
-    metadata: dict[str, Any]
-    set_member_subjects_count: int
-    links: dict[str, Any]
-
-
-class WorkflowPayload(TypedDict, total=False):
-    id: str
-    display_name: str
-    version: str
-    tasks: dict[str, Any]
-    links: dict[str, Any]
-
-
-class WorkflowVersionPayload(TypedDict, total=False):
-    id: str
-    major_number: int
-    minor_number: int
-    tasks: dict[str, Any]
-    strings: dict[str, str]
-    links: dict[str, Any]
-
-
-class SubjectWorkflowStatusPayload(TypedDict, total=False):
-    id: str
-    classifications_count: int
-    retired_at: str | None
-    retirement_reason: str | None
-    links: dict[str, Any]
-
-
-class ExportMediaPayload(TypedDict):
-    id: NotRequired[str]
-    src: str
-    content_type: NotRequired[str]
-    metadata: NotRequired[dict[str, Any]]
-    created_at: NotRequired[str]
-    updated_at: NotRequired[str]
 
 
 @dataclass(frozen=True)
