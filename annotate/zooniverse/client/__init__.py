@@ -31,21 +31,16 @@ settings.
 
 from __future__ import annotations
 
-import contextvars
-import email.utils
 import logging
 import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import requests
 from panoptes_client.panoptes import Panoptes, PanoptesAPIException
 
 from annotate.zooniverse.client.errors import (
@@ -69,11 +64,16 @@ from annotate.zooniverse.client.payloads import (
     WorkflowPayload,
     WorkflowVersionPayload,
 )
+from annotate.zooniverse.client.transport import (
+    NETWORK_ERRORS,
+    PAGE_SIZE,
+    PanoptesTransport,
+    RetryPolicy,
+    policy_from_settings,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Panoptes' largest page for most resources (``zooniverse.md`` §2.1).
-PAGE_SIZE = 100
 #: Retire, unretire and link calls take at most this many ids each.
 ID_BATCH = 100
 #: Retirement reasons Panoptes accepts (``app/models/subject_workflow_status.rb``).
@@ -91,73 +91,6 @@ class ClassificationPage:
     last_id: int
     #: Rows the server sent again although their id is not above ``after_id``; dropped.
     repeated: int = 0
-
-
-# -- retry policy ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Timeouts and retries for every request; the defaults come from settings in ``connect``.
-
-    ``budget_s`` bounds the whole life of one client (one Celery task): no retry sleep is started
-    that would end past it, so a task gives up well before Redis would redeliver its message.
-    """
-
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    max_attempts: int = 6
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    budget_s: float = 1800.0
-    #: The longest ``Retry-After`` we wait for inside a call; longer ones become a TransientError.
-    retry_after_max_s: float = 300.0
-    #: How far our clock may be ahead of Panoptes' when judging whether an export is fresh.
-    clock_skew_s: float = 60.0
-
-
-# A create that must not be repeated blindly runs with this set: the session sends it once.
-_single_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "zooniverse_single_attempt", default=False
-)
-
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,  # includes ConnectTimeout
-    requests.Timeout,  # ReadTimeout
-    requests.exceptions.ChunkedEncodingError,
-)
-
-
-def _retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _error_message(response: requests.Response) -> str:
-    """The ``errors``/``error`` text of a Panoptes error body, else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        if isinstance(body.get("errors"), list):
-            return ", ".join(str(e.get("message", e)) for e in body["errors"] if e is not None)
-        if "error" in body:
-            return str(body["error"])
-    return str(body)[:200]
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -178,172 +111,12 @@ def _batches(ids: Sequence[int | str], size: int = ID_BATCH) -> Iterator[list[st
 # -- the client --------------------------------------------------------------------------------
 
 
-@dataclass
-class ZooniverseClient:
+class ZooniverseClient(PanoptesTransport):
     """A logged-in (or anonymous) Panoptes client with our timeouts, retries and operations.
 
-    Build it with :func:`connect`. ``sleep``, ``clock``, ``now`` and ``rng`` are injectable so
-    tests run without waiting; ``clock`` must advance with ``sleep`` for the budget to count the
-    waits (a fake clock whose ``sleep`` adds to it does).
-
-    The wall budget runs from the client's creation, and afresh from the start of each outermost
-    :meth:`operation` (each sync service call is one), so a long-lived process such as the demo
-    can keep one client while every task-sized unit of work stays inside its budget. One client
-    serves one thread at a time.
+    Build it with :func:`connect`; the transport (timeouts, retries, the wall budget and the
+    JSON calls) is :class:`~annotate.zooniverse.client.transport.PanoptesTransport`.
     """
-
-    panoptes: Panoptes
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)
-    rng: random.Random = field(default_factory=random.Random)
-    started_at: float = field(init=False)
-    #: Counters for the summary line and the tests.
-    retries: int = field(default=0, init=False)
-    _depth: int = field(default=0, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.started_at = self.clock()
-        session = self.panoptes.session
-        original = session.request
-        if getattr(original, "_crowdloop_wrapped", False):  # never wrap twice
-            original = original._crowdloop_original  # type: ignore[attr-defined]
-
-        def request(method: str, url: str, **kwargs: Any) -> requests.Response:
-            return self._send(original, method, url, **kwargs)
-
-        request._crowdloop_wrapped = True  # type: ignore[attr-defined]
-        request._crowdloop_original = original  # type: ignore[attr-defined]
-        session.request = request  # type: ignore[method-assign]
-
-    # -- budget ----------------------------------------------------------------------------
-
-    @contextmanager
-    def operation(self) -> Iterator[None]:
-        """A unit of work with its own wall budget; nested operations share the outer one."""
-        if self._depth == 0:
-            self.started_at = self.clock()
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-
-    def time_left(self) -> float:
-        """Seconds left of the client's wall budget."""
-        return self.policy.budget_s - (self.clock() - self.started_at)
-
-    def _wait(self, seconds: float, *, why: str) -> None:
-        if seconds > self.time_left():
-            raise BudgetExceeded(f"{why}: waiting {seconds:.1f} s would pass the budget")
-        self.sleep(seconds)
-
-    def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], never below 10 % of it."""
-        ceiling = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempt - 1))
-        return ceiling * (0.1 + 0.9 * self.rng.random())
-
-    # -- the HTTP seam ---------------------------------------------------------------------
-
-    def _send(
-        self,
-        original: Callable[..., requests.Response],
-        method: str,
-        url: str,
-        **kwargs: Any,
-    ) -> requests.Response:
-        """Every request of the session passes here: timeout, retries, 4xx made fatal."""
-        method = method.upper()
-        path = urlsplit(url).path  # never the query or body: they may hold credentials
-        attempts = 1 if _single_attempt.get() else max(1, self.policy.max_attempts)
-        last_problem = ""
-        retry_after: float | None = None
-        for attempt in range(1, attempts + 1):
-            left = self.time_left()
-            if left <= 0:
-                raise BudgetExceeded(f"{method} {path}: the client's budget is spent")
-            # A read may not outlast the budget either; a hang then ends as a read timeout.
-            read = max(0.1, min(self.policy.read_timeout_s, left))
-            kwargs["timeout"] = (min(self.policy.connect_timeout_s, read), read)
-            try:
-                response = original(method, url, **kwargs)
-            except NETWORK_ERRORS as exc:
-                last_problem = f"{type(exc).__name__}"
-                retry_after = None
-            else:
-                status = response.status_code
-                if status < 400:
-                    return response
-                if status != 429 and status < 500:
-                    message = f"{method} {path}: HTTP {status}: {_error_message(response)}"
-                    error = NotFoundError if status == 404 else FatalError
-                    raise error(message, status=status)
-                last_problem = f"HTTP {status}"
-                retry_after = _retry_after_seconds(
-                    response.headers.get("Retry-After"), now=self.now()
-                )
-                response.close()
-            if attempt == attempts:
-                break
-            delay = self._backoff(attempt)
-            if retry_after is not None:
-                if retry_after > self.policy.retry_after_max_s:
-                    break
-                delay = max(delay, retry_after)
-            if delay >= self.time_left():
-                break
-            self.retries += 1
-            logger.warning(
-                "Zooniverse %s %s: %s (attempt %d of %d); retrying in %.1f s",
-                method,
-                path,
-                last_problem,
-                attempt,
-                attempts,
-                delay,
-            )
-            self.sleep(delay)
-        raise TransientError(
-            f"{method} {path}: {last_problem} after {attempt} attempt(s)", retry_after=retry_after
-        )
-
-    # -- JSON helpers ----------------------------------------------------------------------
-
-    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """GET an API path (``/subjects``) or a ``next_href``; the JSON body, ``{}`` when empty."""
-        try:
-            body, _ = self.panoptes.get(path, params=dict(params or {}))
-        except PanoptesAPIException as exc:  # an ``errors`` body on a 2xx
-            raise FatalError(f"GET {path}: {exc}") from exc
-        return body or {}
-
-    def post(self, path: str, json: dict[str, Any], *, once: bool = False) -> dict[str, Any]:
-        """POST JSON; ``once=True`` sends a non-idempotent create exactly once."""
-        token = _single_attempt.set(True) if once else None
-        try:
-            body, _ = self.panoptes.post(path, params={}, json=json)
-        except PanoptesAPIException as exc:
-            raise FatalError(f"POST {path}: {exc}") from exc
-        finally:
-            if token is not None:
-                _single_attempt.reset(token)
-        return body or {}
-
-    def pages(
-        self, path: str, slug: str, params: dict[str, Any] | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
-        """A page-numbered listing: every page fetched (and retried) by us via ``next_href``."""
-        query = {"page_size": PAGE_SIZE, **(params or {})}
-        body = self.get(path, query)
-        while True:
-            rows = body.get(slug) or []
-            if rows:
-                yield rows
-            next_href = ((body.get("meta") or {}).get(slug) or {}).get("next_href")
-            if not rows or not next_href:
-                return
-            body = self.get(next_href)
 
     # -- classifications ---------------------------------------------------------------------
 
@@ -835,25 +608,6 @@ class ZooniverseClient:
 
 
 # -- connecting --------------------------------------------------------------------------------
-
-
-def policy_from_settings() -> RetryPolicy:
-    """Timeouts and the wall budget from settings, the budget kept under the visibility timeout."""
-    from django.conf import settings
-
-    visibility = float(
-        getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("visibility_timeout", 3600)
-    )
-    budget = float(settings.PANOPTES_BUDGET)
-    # Half the visibility timeout: a task that gives up leaves room for its own Celery retry.
-    budget = min(budget, visibility / 2)
-    return RetryPolicy(
-        connect_timeout_s=float(settings.PANOPTES_CONNECT_TIMEOUT),
-        read_timeout_s=float(settings.PANOPTES_TIMEOUT),
-        max_attempts=int(settings.PANOPTES_MAX_ATTEMPTS),
-        budget_s=budget,
-        backoff_max_s=min(60.0, budget / 10),
-    )
 
 
 def connect(
