@@ -9,13 +9,11 @@ exponential backoff while the wall budget lasts; any other 4xx raises ``FatalErr
 
 from __future__ import annotations
 
-import contextvars
-import email.utils
 import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +22,16 @@ from urllib.parse import urlsplit
 import requests
 from panoptes_client.panoptes import Panoptes, PanoptesAPIException
 
+from annotate.http_retry import (
+    BudgetedRetry,
+    RetryEvent,
+    RetryPacing,
+    failure_name,
+    jittered_backoff,
+    mount_retry,
+    retry_after_seconds,
+    sent_once,
+)
 from annotate.zooniverse.client.errors import (
     BudgetExceeded,
     FatalError,
@@ -60,34 +68,13 @@ class RetryPolicy:
     clock_skew_s: float = 60.0
 
 
-# A create that must not be repeated blindly runs with this set: the session sends it once.
-_single_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "zooniverse_single_attempt", default=False
-)
-
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     requests.ConnectionError,  # includes ConnectTimeout
     requests.Timeout,  # ReadTimeout
     requests.exceptions.ChunkedEncodingError,
 )
-
-
-def _retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+#: Answers retried while attempts and the budget last: throttling and every server error.
+RETRIED_STATUSES = frozenset({429, *range(500, 600)})
 
 
 def _error_message(response: requests.Response) -> str:
@@ -131,10 +118,13 @@ class PanoptesTransport:
     #: Counters for the summary line and the tests.
     retries: int = field(default=0, init=False)
     _depth: int = field(default=0, init=False, repr=False)
+    #: Attempts made by the request in flight, for its error message.
+    _attempts: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
         session = self.panoptes.session
+        mount_retry(session, self._retry())
         original = session.request
         if getattr(original, "_crowdloop_wrapped", False):  # never wrap twice
             original = original._crowdloop_original  # type: ignore[attr-defined]
@@ -169,11 +159,47 @@ class PanoptesTransport:
         self.sleep(seconds)
 
     def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], never below 10 % of it."""
-        ceiling = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempt - 1))
-        return ceiling * (0.1 + 0.9 * self.rng.random())
+        """The policy's jittered backoff after ``attempt`` failures, as the session retries use."""
+        return jittered_backoff(
+            attempt,
+            base_s=self.policy.backoff_base_s,
+            max_s=self.policy.backoff_max_s,
+            rng=self.rng,
+        )
 
     # -- the HTTP seam ---------------------------------------------------------------------
+
+    def _retry(self) -> BudgetedRetry:
+        """The session's retries: urllib3's ``Retry`` sized by the policy, inside the budget."""
+        return BudgetedRetry(
+            total=max(0, self.policy.max_attempts - 1),
+            allowed_methods=None,  # every verb: creates that must go out once use ``sent_once``
+            status_forcelist=RETRIED_STATUSES,
+            backoff_factor=self.policy.backoff_base_s,
+            backoff_max=self.policy.backoff_max_s,
+            respect_retry_after_header=True,
+            raise_on_status=False,  # the last answer comes back, and ``_send`` says what it was
+            pacing=RetryPacing(
+                sleep=self.sleep,
+                rng=self.rng,
+                time_left=self.time_left,
+                retry_after_max_s=self.policy.retry_after_max_s,
+                on_retry=self._retrying,
+            ),
+        )
+
+    def _retrying(self, event: RetryEvent) -> None:
+        self.retries += 1
+        self._attempts = event.attempt + 1
+        logger.warning(
+            "Zooniverse %s %s: %s (attempt %d of %d); retrying in %.1f s",
+            event.method,
+            urlsplit(event.url).path,  # never the query: it may hold credentials
+            event.problem,
+            event.attempt,
+            event.attempts,
+            event.delay,
+        )
 
     def _send(
         self,
@@ -182,59 +208,38 @@ class PanoptesTransport:
         url: str,
         **kwargs: Any,
     ) -> requests.Response:
-        """Every request of the session passes here: timeout, retries, 4xx made fatal."""
+        """Every request of the session passes here: timeout, budget, the answer classified.
+
+        The mounted :class:`BudgetedRetry` has retried what could be; what is left is fatal
+        (a 4xx other than 429) or transient (5xx, 429 or a network error).
+        """
         method = method.upper()
         path = urlsplit(url).path  # never the query or body: they may hold credentials
-        attempts = 1 if _single_attempt.get() else max(1, self.policy.max_attempts)
-        last_problem = ""
-        retry_after: float | None = None
-        for attempt in range(1, attempts + 1):
-            left = self.time_left()
-            if left <= 0:
-                raise BudgetExceeded(f"{method} {path}: the client's budget is spent")
-            # A read may not outlast the budget either; a hang then ends as a read timeout.
-            read = max(0.1, min(self.policy.read_timeout_s, left))
-            kwargs["timeout"] = (min(self.policy.connect_timeout_s, read), read)
-            try:
-                response = original(method, url, **kwargs)
-            except NETWORK_ERRORS as exc:
-                last_problem = f"{type(exc).__name__}"
-                retry_after = None
-            else:
-                status = response.status_code
-                if status < 400:
-                    return response
-                if status != 429 and status < 500:
-                    message = f"{method} {path}: HTTP {status}: {_error_message(response)}"
-                    error = NotFoundError if status == 404 else FatalError
-                    raise error(message, status=status)
-                last_problem = f"HTTP {status}"
-                retry_after = _retry_after_seconds(
-                    response.headers.get("Retry-After"), now=self.now()
-                )
-                response.close()
-            if attempt == attempts:
-                break
-            delay = self._backoff(attempt)
-            if retry_after is not None:
-                if retry_after > self.policy.retry_after_max_s:
-                    break
-                delay = max(delay, retry_after)
-            if delay >= self.time_left():
-                break
-            self.retries += 1
-            logger.warning(
-                "Zooniverse %s %s: %s (attempt %d of %d); retrying in %.1f s",
-                method,
-                path,
-                last_problem,
-                attempt,
-                attempts,
-                delay,
-            )
-            self.sleep(delay)
+        left = self.time_left()
+        if left <= 0:
+            raise BudgetExceeded(f"{method} {path}: the client's budget is spent")
+        # A read may not outlast the budget either; a hang then ends as a read timeout.
+        read = max(0.1, min(self.policy.read_timeout_s, left))
+        kwargs["timeout"] = (min(self.policy.connect_timeout_s, read), read)
+        self._attempts = 1
+        try:
+            response = original(method, url, **kwargs)
+        except NETWORK_ERRORS as exc:
+            raise TransientError(
+                f"{method} {path}: {failure_name(exc)} after {self._attempts} attempt(s)"
+            ) from exc
+        status = response.status_code
+        if status < 400:
+            return response
+        if status != 429 and status < 500:
+            message = f"{method} {path}: HTTP {status}: {_error_message(response)}"
+            error = NotFoundError if status == 404 else FatalError
+            raise error(message, status=status)
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        response.close()
         raise TransientError(
-            f"{method} {path}: {last_problem} after {attempt} attempt(s)", retry_after=retry_after
+            f"{method} {path}: HTTP {status} after {self._attempts} attempt(s)",
+            retry_after=retry_after,
         )
 
     # -- JSON helpers ----------------------------------------------------------------------
@@ -249,14 +254,11 @@ class PanoptesTransport:
 
     def post(self, path: str, json: dict[str, Any], *, once: bool = False) -> dict[str, Any]:
         """POST JSON; ``once=True`` sends a non-idempotent create exactly once."""
-        token = _single_attempt.set(True) if once else None
         try:
-            body, _ = self.panoptes.post(path, params={}, json=json)
+            with sent_once() if once else nullcontext():
+                body, _ = self.panoptes.post(path, params={}, json=json)
         except PanoptesAPIException as exc:
             raise FatalError(f"POST {path}: {exc}") from exc
-        finally:
-            if token is not None:
-                _single_attempt.reset(token)
         return body or {}
 
     def pages(
