@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class ZooniverseError(Exception):
-    """Base of every error this module raises."""
+    """Base of every error the Zooniverse client raises."""
 
 
 class TransientError(ZooniverseError):

@@ -1,12 +1,12 @@
 """The HTTP seam under panoptes-client: timeouts, retries and a wall budget on every request.
 
-:class:`PanoptesTransport` replaces the library session's ``request``: every request (log-in,
-token, API calls, each page, uploads and export downloads) gets connect/read timeouts; 5xx, 429
-(honouring ``Retry-After``) and connection/read-timeout errors are retried with jittered
-exponential backoff while the wall budget lasts; any other 4xx raises ``FatalError`` at once.
+:class:`PanoptesTransport` mounts urllib3's ``Retry`` (:class:`annotate.http_retry.BudgetedRetry`)
+on the library's session and wraps its ``request``: every request (log-in, token, API calls, each
+page, uploads, export downloads) gets connect/read timeouts; 5xx, 429 (honouring ``Retry-After``)
+and connection/read errors are retried with jittered backoff up to ``PANOPTES_MAX_ATTEMPTS`` while
+the wall budget lasts, then raise ``TransientError``; any other 4xx raises ``FatalError`` at once.
 ``get``/``post``/``pages`` are the JSON calls the resource methods build on.
 """
-
 from __future__ import annotations
 
 import logging
