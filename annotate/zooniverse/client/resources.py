@@ -12,6 +12,7 @@
 Payloads come back as Panoptes sends them (string ids); ids become ``int`` only where a method
 says so. :func:`connect` builds a client from arguments or settings and logs it in.
 """
+
 from __future__ import annotations
 
 import logging
@@ -269,9 +270,7 @@ class ZooniverseClient(PanoptesExports):
                 found.extend(rows)  # type: ignore[arg-type]
         return found
 
-    def subject_find(
-        self, *, subject_set_id: int, external_id: str
-    ) -> SubjectPayload | None:
+    def subject_find(self, *, subject_set_id: int, external_id: str) -> SubjectPayload | None:
         """The subject of the set whose ``metadata.external_id`` is ``external_id``, if any.
 
         Real Panoptes cannot search metadata, so this lists the set (its subjects carry their
@@ -396,14 +395,14 @@ class ZooniverseClient(PanoptesExports):
                     raise
                 delay = max(self._backoff(attempt), exc.retry_after or 0.0)
                 self.retries += 1
-                logger.warning("Zooniverse create of %s failed (%s); checking before resending",
-                               what, exc)
+                logger.warning(
+                    "Zooniverse create of %s failed (%s); checking before resending", what, exc
+                )
                 self._wait(delay, why=f"create {what}")
                 continue
             if not rows:
                 raise FatalError(f"POST {path}: the response held no {slug}")
             return rows[0]
-
 
 
 # -- connecting --------------------------------------------------------------------------------

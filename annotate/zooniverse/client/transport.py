@@ -7,6 +7,7 @@ and connection/read errors are retried with jittered backoff up to ``PANOPTES_MA
 the wall budget lasts, then raise ``TransientError``; any other 4xx raises ``FatalError`` at once.
 ``get``/``post``/``pages`` are the JSON calls the resource methods build on.
 """
+
 from __future__ import annotations
 
 import logging
