@@ -7,7 +7,6 @@ concept (an earlier enrichment: noisy, a prior, never truth).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
+from annotate.http_retry import BudgetedRetry, RetryPacing, mount_retry
 from annotate.models import Concept, ImportReport
 from annotate.services.items import (
     ImportCounts,
@@ -27,7 +27,8 @@ from annotate.services.items import (
 )
 
 HARVEST_SOURCE = "europeana"
-_TRANSIENT = {429, 500, 502, 503, 504}
+#: Answers retried: throttling and the server errors a busy API gives.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class HarvestError(RuntimeError):
@@ -47,6 +48,26 @@ def _first(value: Any) -> str:
     return str(value or "").strip()
 
 
+def europeana_retry(
+    *, attempts: int = 5, sleep: Callable[[float], None] = time.sleep
+) -> BudgetedRetry:
+    """Retries of a search page: 429 and the usual 5xx, network errors, ``Retry-After`` honoured.
+
+    Waits are jittered below 2, 4, 8, ... s (at most 60 s) and never shorter than the API's
+    ``Retry-After``; one longer than a minute ends the retries. The last answer comes back.
+    """
+    return BudgetedRetry(
+        total=max(0, attempts - 1),
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=TRANSIENT_STATUSES,
+        backoff_factor=2.0,
+        backoff_max=60.0,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        pacing=RetryPacing(sleep=sleep, retry_after_max_s=60.0),
+    )
+
+
 def europeana_page(
     *,
     session: requests.Session,
@@ -56,10 +77,8 @@ def europeana_page(
     cursor: str,
     rows: int,
     timeout: float = 30.0,
-    attempts: int = 5,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> HarvestPage:
-    """Fetch one page of the search, retrying transient failures with jittered backoff."""
+    """Fetch one page of the search; the session's mounted retries (:func:`europeana_retry`)."""
     params = {
         "wskey": api_key,
         "query": "*",
@@ -69,36 +88,26 @@ def europeana_page(
         "rows": rows,
         "profile": "rich",
     }
-    for attempt in range(1, attempts + 1):
-        try:
-            response = session.get(url, params=params, timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if attempt == attempts:
-                raise HarvestError(f"Europeana API unreachable: {exc}") from exc
-            sleep(min(60.0, 2**attempt) * (0.5 + random.random()))  # noqa: S311
-            continue
-        if response.status_code in _TRANSIENT and attempt < attempts:
-            retry_after = response.headers.get("Retry-After", "")
-            delay = float(retry_after) if retry_after.isdigit() else 2**attempt
-            sleep(min(60.0, delay) * (1 + random.random() / 4))  # noqa: S311
-            continue
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise HarvestError(
-                f"Europeana API answered {response.status_code} with a non-JSON body"
-            ) from exc
-        if response.status_code >= 400 or body.get("success") is False:
-            raise HarvestError(
-                f"Europeana API answered {response.status_code}: "
-                f"{body.get('error') or body.get('message') or 'no reason given'}"
-            )
-        return HarvestPage(
-            records=list(body.get("items") or []),
-            next_cursor=body.get("nextCursor") or None,
-            total=int(body.get("totalResults") or 0),
+    try:
+        response = session.get(url, params=params, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise HarvestError(f"Europeana API unreachable: {exc}") from exc
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise HarvestError(
+            f"Europeana API answered {response.status_code} with a non-JSON body"
+        ) from exc
+    if response.status_code >= 400 or body.get("success") is False:
+        raise HarvestError(
+            f"Europeana API answered {response.status_code}: "
+            f"{body.get('error') or body.get('message') or 'no reason given'}"
         )
-    raise HarvestError("Europeana API: no answer after retries")  # pragma: no cover
+    return HarvestPage(
+        records=list(body.get("items") or []),
+        next_cursor=body.get("nextCursor") or None,
+        total=int(body.get("totalResults") or 0),
+    )
 
 
 def europeana_records(
@@ -111,8 +120,11 @@ def europeana_records(
     page_size: int = 100,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[dict[str, Any]]:
-    """Yield up to ``limit`` records tagged with the concept, following ``nextCursor``."""
-    session = session or requests.Session()
+    """Yield up to ``limit`` records tagged with the concept, following ``nextCursor``.
+
+    The session (a new one when none is given) gets :func:`europeana_retry` mounted.
+    """
+    session = mount_retry(session or requests.Session(), europeana_retry(sleep=sleep))
     cursor: str | None = "*"
     seen = 0
     while cursor and seen < limit:
@@ -123,7 +135,6 @@ def europeana_records(
             concept_uri=concept.uri,
             cursor=cursor,
             rows=min(page_size, limit - seen),
-            sleep=sleep,
         )
         if not page.records:
             return

@@ -133,3 +133,12 @@ def test_the_command_needs_an_api_key_and_known_concepts(concepts, settings):
     settings.EUROPEANA_API_KEY = "k"
     with pytest.raises(CommandError, match="unknown concept"):
         call_command("harvest_europeana", "--concept", "unicorn")
+
+
+def test_a_busy_api_is_given_up_after_five_attempts_with_its_last_answer(concepts, search_api):
+    search_api.fail_first_with = [503] * 10
+    slept: list[float] = []
+    with pytest.raises(HarvestError, match="answered 503: busy"):
+        europeana_harvest(concept_keys=["painting"], limit=10, sleep=slept.append)
+    assert len(search_api.requests) == 5 and len(slept) == 4
+    assert ImportReport.objects.get().status == ImportReport.Status.FAILED
