@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Concept(models.Model):
@@ -52,6 +54,12 @@ def item_is_uncertain() -> models.Case:
     )
 
 
+class ItemQuerySet(models.QuerySet):
+    def curated(self) -> ItemQuerySet:
+        """Items a curator accepted or edited: their labels are the curator's."""
+        return self.filter(review_state__in=Item.ReviewState.CURATED)
+
+
 class Item(models.Model):
     """A digitised object with one image: the unit volunteers classify and the model learns."""
 
@@ -70,6 +78,10 @@ class Item(models.Model):
         ACCEPTED = "accepted", "accepted"
         EDITED = "edited", "edited"
         REJECTED = "rejected", "rejected"
+        #: A curator's decision that gives the item its labels (a rejection gives it none).
+        CURATED = enum.nonmember(("accepted", "edited"))
+        #: Every state a curator's decision leaves.
+        DECIDED = enum.nonmember(("accepted", "edited", "rejected"))
 
     class Consensus(models.TextChoices):
         NONE = "none", "no votes"
@@ -125,6 +137,8 @@ class Item(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ItemQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -443,6 +457,27 @@ class ImportReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.source}"
+
+    #: The longest summary a report keeps.
+    MESSAGE_LIMIT = 5000
+    COUNT_FIELDS = frozenset({"total", "created", "updated", "unchanged", "quarantined"})
+
+    def finish(self, status: str, message: str, *, keep_notes: bool = False, **counts: int) -> None:
+        """End the report: its status, its summary ``message`` and the counts given, saved.
+
+        ``keep_notes`` keeps what the run already wrote in ``message`` (notes such as unknown
+        workflow versions) after the summary; otherwise the summary replaces it.
+        """
+        unknown = set(counts) - self.COUNT_FIELDS
+        if unknown:
+            raise ValueError(f"an import report has no count {', '.join(sorted(unknown))}")
+        summary = message[: self.MESSAGE_LIMIT]
+        self.status = status
+        self.message = "\n".join(p for p in (summary, self.message) if p) if keep_notes else summary
+        for field, value in counts.items():
+            setattr(self, field, value)
+        self.finished_at = timezone.now()
+        self.save(update_fields=["status", "message", "finished_at", *counts])
 
 
 class QuarantinedRow(models.Model):

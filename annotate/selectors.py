@@ -51,7 +51,6 @@ CROWD_THRESHOLD = 0.5
 _ID_CHUNK = 10_000
 
 QUEUE_STATES = ("unreviewed", "accepted", "edited", "rejected", "all")
-_CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
 
 
 # --- final labels -------------------------------------------------------------------------------
@@ -62,7 +61,7 @@ def item_final_label(item: Item, *, crowd: Iterable[str] | None = None) -> list[
 
     ``crowd`` are the item's crowd keys when the caller already has them; otherwise one query.
     """
-    if item.review_state in _CURATED_STATES:
+    if item.review_state in Item.ReviewState.CURATED:
         return sorted(item.curated_concepts or [])
     if item.review_state == Item.ReviewState.REJECTED:
         return None
@@ -97,13 +96,13 @@ def _final_labels_chunk(ids) -> dict[int, list[str]]:
     for pk, state, curated in Item.objects.filter(pk__in=ids).values_list(
         "pk", "review_state", "curated_concepts"
     ):
-        if state in _CURATED_STATES:
+        if state in Item.ReviewState.CURATED:
             labels[pk] = sorted(curated or [])
         elif state != Item.ReviewState.REJECTED:
             labels[pk] = []
     crowd = (
         AggregatedLabel.objects.filter(item_id__in=ids, posterior__gt=CROWD_THRESHOLD)
-        .exclude(item__review_state__in=[*_CURATED_STATES, Item.ReviewState.REJECTED])
+        .exclude(item__review_state__in=Item.ReviewState.DECIDED)
         .values_list("item_id", "concept__key")
     )
     for pk, key in crowd:

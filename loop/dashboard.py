@@ -35,8 +35,6 @@ from training.models import ModelVersion
 RECENT_ROUNDS = 20
 RECENT_MODEL_VERSIONS = 50
 
-_CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
-_DECIDED_STATES = (*_CURATED_STATES, Item.ReviewState.REJECTED)
 
 
 # --- the pipeline -------------------------------------------------------------------------------
@@ -334,7 +332,7 @@ def label_stats(*, confidence: float | None = None) -> LabelStats:
     """
     confidence = settings.RETIRE_CONFIDENCE if confidence is None else confidence
     concepts = list(Concept.objects.filter(active=True).values_list("pk", "key", "label"))
-    undecided = ~Q(item__review_state__in=_DECIDED_STATES)
+    undecided = ~Q(item__review_state__in=Item.ReviewState.DECIDED)
     crowd = {
         row["concept_id"]: row
         for row in AggregatedLabel.objects.filter(concept_id__in=[pk for pk, _k, _l in concepts])
@@ -351,7 +349,7 @@ def label_stats(*, confidence: float | None = None) -> LabelStats:
     }
     curated: dict[str, int] = {}
     for keys, n in (
-        Item.objects.filter(review_state__in=_CURATED_STATES)
+        Item.objects.curated()
         .values("curated_concepts")
         .annotate(n=Count("pk"))
         .order_by()

@@ -12,7 +12,6 @@ from annotate.models import AggregatedLabel, DatasetRelease, Item, Review
 from annotate.selectors import CROWD_THRESHOLD
 
 MAX_ID = 2**63 - 1
-_CURATED = [Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED]
 
 
 def _id_filter(field_name: str) -> filters.NumberFilter:
@@ -62,8 +61,8 @@ class ItemFilter(filters.FilterSet):
         fields: list[str] = []
 
     def filter_concept(self, queryset: QuerySet[Item], name: str, value: str) -> QuerySet[Item]:
-        curated = Q(review_state__in=_CURATED) & _curated_has(value)
-        crowd = ~Q(review_state__in=[*_CURATED, Item.ReviewState.REJECTED]) & _crowd_has(value)
+        curated = Q(review_state__in=Item.ReviewState.CURATED) & _curated_has(value)
+        crowd = ~Q(review_state__in=Item.ReviewState.DECIDED) & _crowd_has(value)
         return queryset.filter(curated | crowd)
 
     def filter_aggregated_concept(

@@ -48,7 +48,6 @@ from ml import aggregation
 
 logger = logging.getLogger(__name__)
 
-CURATED_STATES = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
 
 # Passes kept in AggregationState (the latest full pass is always kept too): with a pull every
 # five minutes, about eight hours of history.
@@ -262,7 +261,7 @@ def anchors_build(
             anchors[gold_items[rows], columns] = data.votes.labels[data.gold][rows, columns]
     position = {pk: i for i, pk in enumerate(data.item_ids.tolist())}
     column = {c.key: j for j, c in enumerate(concepts)}
-    curated = Item.objects.filter(review_state__in=CURATED_STATES).values_list(
+    curated = Item.objects.curated().values_list(
         "pk", "curated_concepts"
     )
     # Of an incremental pass's items, only those with counted votes can be anchored.

@@ -153,11 +153,11 @@ def export_queryset(filters: ExportFilters) -> QuerySet[Item]:
     """The items an export may contain, before the confidence filter (which needs posteriors)."""
     items = Item.objects.exclude(review_state=Item.ReviewState.REJECTED)
     if filters.reviewed_only:
-        items = items.filter(review_state__in=[Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED])
+        items = items.curated()
     else:
         has_labels = AggregatedLabel.objects.filter(item_id=OuterRef("pk"))
         items = items.filter(
-            Q(review_state__in=[Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED])
+            Q(review_state__in=Item.ReviewState.CURATED)
             | Exists(has_labels)
         )
     deleted = Subject.objects.filter(
@@ -219,7 +219,7 @@ def export_records(
             labels = finals.get(pk)
             if labels is None:  # rejected in the meantime
                 continue
-            curated = state in (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
+            curated = state in Item.ReviewState.CURATED
             item_scores = dict(sorted(scores.get(pk, {}).items()))
             if filters.min_confidence is not None and not curated:
                 if not item_scores or not _confident(item_scores, filters.min_confidence):
@@ -608,7 +608,7 @@ def lineage_describe() -> dict[str, Any]:
         .filter(undone_by__isnull=True)
         .count(),
         "n_items_curated": Item.objects.filter(
-            review_state__in=[Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED]
+            review_state__in=Item.ReviewState.CURATED
         ).count(),
         "n_items_rejected": Item.objects.filter(review_state=Item.ReviewState.REJECTED).count(),
         "model_version": active_model_version(),

@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from annotate.models import (
     Concept,
@@ -619,12 +618,13 @@ def quarantine_rows(report: ImportReport, problems: list[RowProblem], counts: Im
 
 
 def report_finish(report: ImportReport, counts: ImportCounts, *, status: str, message: str) -> None:
-    report.status = status
-    report.total = counts.total
-    report.created = counts.created
-    report.updated = counts.updated
-    report.unchanged = counts.unchanged
-    report.quarantined = counts.quarantined
-    report.message = message[:5000]
-    report.finished_at = timezone.now()
-    report.save()
+    """End an item import's report with its counts."""
+    report.finish(
+        status,
+        message,
+        total=counts.total,
+        created=counts.created,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        quarantined=counts.quarantined,
+    )

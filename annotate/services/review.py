@@ -23,7 +23,6 @@ from annotate.signals import reviews_recorded
 
 COMMENT_MAX_LENGTH = 2000
 _BULK_CHUNK = 1000
-_CURATED = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
 
 #: The actions a curator takes on an item; an undo is taken on a decision instead.
 DECISIONS = tuple(action for action in Review.Action.values if action != Review.Action.UNDO)
@@ -303,7 +302,8 @@ def _undo_rows(
         item.review_state = review.state_before
         # Back to accepted or edited, the item has the label it had then (the undone decision's
         # "before"); back to unreviewed or rejected, it has no curated label.
-        item.curated_concepts = list(review.before) if review.state_before in _CURATED else []
+        curated = review.state_before in Item.ReviewState.CURATED
+        item.curated_concepts = list(review.before) if curated else []
     Item.objects.bulk_update(
         [items[pk] for pk in touched], ["review_state", "curated_concepts", "updated_at"],
         batch_size=500,

@@ -32,7 +32,6 @@ from ml.checkpoint import atomic_write_bytes
 from ml.splits import stable_split
 
 SNAPSHOT_FORMAT = "crowdloop-training-snapshot"
-CURATED = (Item.ReviewState.ACCEPTED, Item.ReviewState.EDITED)
 
 
 class TrainingDataError(ValueError):
@@ -75,7 +74,7 @@ def _trainable_items():
         Item.objects.filter(image_state=Item.ImageState.OK)
         .exclude(image_file="")
         .exclude(review_state=Item.ReviewState.REJECTED)
-        .exclude(Q(pk__in=deleted) & ~Q(review_state__in=CURATED))
+        .exclude(Q(pk__in=deleted) & ~Q(review_state__in=Item.ReviewState.CURATED))
     )
 
 
@@ -114,7 +113,7 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
     items = _trainable_items()
 
     # 1) curator decisions: hard targets, full weight.
-    for pk, ext, image, keys in items.filter(review_state__in=CURATED).values_list(
+    for pk, ext, image, keys in items.curated().values_list(
         "pk", "external_id", "image_file", "curated_concepts"
     ).order_by("pk").iterator(chunk_size=5000):
         row = np.zeros(len(concepts), dtype=np.float32)
@@ -129,7 +128,9 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
         sources.append("curator")
 
     # 2) the crowd: posteriors as soft targets where enough votes and confidence stand behind them.
-    crowd = items.exclude(review_state__in=CURATED).filter(n_classifications__gte=min_votes)
+    crowd = items.exclude(review_state__in=Item.ReviewState.CURATED).filter(
+        n_classifications__gte=min_votes
+    )
     info = {
         pk: (ext, image)
         for pk, ext, image in crowd.values_list("pk", "external_id", "image_file").iterator(
@@ -199,8 +200,10 @@ def training_set_count() -> int:
     items = _trainable_items()
     min_votes = float(settings.TRAINING_MIN_VOTES)
     return (
-        items.filter(review_state__in=CURATED).count()
-        + items.exclude(review_state__in=CURATED).filter(n_classifications__gte=min_votes).count()
+        items.curated().count()
+        + items.exclude(review_state__in=Item.ReviewState.CURATED)
+        .filter(n_classifications__gte=min_votes)
+        .count()
     )
 
 

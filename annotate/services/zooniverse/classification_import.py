@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connections, router
-from django.utils import timezone
 
 from annotate.models import ImportReport, Workflow
 from annotate.services.classifications import (
@@ -100,14 +99,14 @@ def classifications_import(
                     counters_at_end=True,
                 )
     except (OSError, ExportFormatError) as exc:
-        _finish(report, ImportReport.Status.FAILED, f"{path}: {exc}")
+        report.finish(ImportReport.Status.FAILED, f"{path}: {exc}", keep_notes=True)
         raise ClassificationImportError(f"{path}: {exc}") from exc
     except Exception as exc:
-        _finish(report, ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        report.finish(ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}", keep_notes=True)
         raise
     if warning:
         counts.warnings.append(warning)
-    _finish(report, ImportReport.Status.SUCCEEDED, counts.summary())
+    report.finish(ImportReport.Status.SUCCEEDED, counts.summary(), keep_notes=True)
     votes_stored_announce(workflow=workflow, created=counts.created, source="export file")
     return report, counts
 
@@ -281,10 +280,3 @@ def _sqlite_bulk() -> Iterator[None]:
     with connection.constraint_checks_disabled():
         yield
 
-
-def _finish(report: ImportReport, status: str, message: str) -> None:
-    report.status = status
-    # The ingest may already have written notes (unknown versions): keep them after the summary.
-    report.message = "\n".join(part for part in (message, report.message) if part)
-    report.finished_at = timezone.now()
-    report.save(update_fields=["status", "message", "finished_at"])

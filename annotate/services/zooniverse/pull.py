@@ -277,7 +277,7 @@ def classifications_pull(
                 on_batch_committed(PageCommitted(page=page, counts=counts, last_id=last_id))
     except BaseException as exc:
         result.last_id = _cursor_read(workflow)
-        _report_finish(report, ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        report.finish(ImportReport.Status.FAILED, f"{type(exc).__name__}: {exc}", keep_notes=True)
         # The pages committed before the failure are stored votes all the same.
         votes_stored_announce(workflow=workflow, created=result.counts.created, source="pull")
         raise
@@ -290,7 +290,7 @@ def classifications_pull(
         report.delete()
         result.report_id = None
     else:
-        _report_finish(report, ImportReport.Status.SUCCEEDED, result.summary())
+        report.finish(ImportReport.Status.SUCCEEDED, result.summary(), keep_notes=True)
     return result
 
 
@@ -332,13 +332,6 @@ def classifications_export_pull(
         return classifications_import(path=path, workflow_id=workflow.zooniverse_id)
     finally:
         path.unlink(missing_ok=True)
-
-
-def _report_finish(report: ImportReport, status: str, message: str) -> None:
-    report.status = status
-    report.message = "\n".join(part for part in (message[:2000], report.message) if part)
-    report.finished_at = timezone.now()
-    report.save(update_fields=["status", "message", "finished_at"])
 
 
 def workflows_active() -> list[Workflow]:

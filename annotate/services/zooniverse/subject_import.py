@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import connections, router, transaction
-from django.utils import timezone
 
 from annotate.models import ImportReport, Item, ItemIdentityChange, Subject
 from annotate.services.classifications.counters import counts_recompute
@@ -389,12 +388,12 @@ def _fetch_enqueue() -> str:
 
 
 def _finish(report: ImportReport, counts: SubjectImportCounts, status: str, message: str) -> None:
-    report.status = status
-    report.total = counts.rows
-    report.created = counts.items_created
-    report.updated = counts.items_updated + counts.subjects_linked
-    report.unchanged = counts.unchanged
-    report.quarantined = counts.quarantined
-    report.message = message[:5000]
-    report.finished_at = timezone.now()
-    report.save()
+    report.finish(
+        status,
+        message,
+        total=counts.rows,
+        created=counts.items_created,
+        updated=counts.items_updated + counts.subjects_linked,
+        unchanged=counts.unchanged,
+        quarantined=counts.quarantined,
+    )
