@@ -179,12 +179,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, TypedDict, get_args
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from .formats import _compact, _utcnow, csv_time, iso, parse_iso
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 DEFAULT_QUESTION = "Which of these labels apply?"
@@ -219,38 +221,6 @@ ID_BASES = {
     "classifications": 9000001,
     "media": 300001,
 }
-
-
-# --------------------------------------------------------------------------------------------
-# Time helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """Panoptes' API timestamp format: ``2024-02-21T09:44:28.745Z``."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def csv_time(value: str | None) -> str:
-    """The exports' timestamp format: ``2024-02-23 16:17:42 UTC``."""
-    if not value:
-        return ""
-    return parse_iso(value).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _compact(value: Any) -> str:
-    # Panoptes writes JSON cells with Ruby's to_json: no spaces after separators.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------
