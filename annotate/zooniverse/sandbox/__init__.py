@@ -180,7 +180,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypedDict
@@ -205,8 +204,21 @@ from .records import (
     WorkflowVersionRecord,
     _by_id,
 )
+from .wire import (
+    JSONAPI_MEDIA_TYPE,
+    ApiError,
+    Request,
+    RequestLogEntry,
+    Response,
+    _id_list,
+    _int,
+    _json_response,
+    _no_content,
+    _str_ids,
+    error_response,
+    etag_for,
+)
 
-JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 DEFAULT_QUESTION = "Which of these labels apply?"
 
 #: The task types the sandbox workflow's task T0 can have.
@@ -567,105 +579,6 @@ class _LiveCrowd:
     open_subjects: int = 0
     error: str | None = None
 
-
-# Requests and responses (HTTP-free, so routing can be exercised without sockets)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes = b""
-    base_url: str = "http://127.0.0.1"
-
-    def json(self) -> Any:
-        if not self.body:
-            return {}
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"Invalid JSON body: {exc}") from exc
-
-    def form(self) -> dict[str, str]:
-        if "json" in self.headers.get("content-type", ""):
-            data = self.json()
-            return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-        parsed = parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
-        return {k: v[-1] for k, v in parsed.items()}
-
-    def cookie(self, name: str) -> str | None:
-        jar = SimpleCookie()
-        jar.load(self.headers.get("cookie", ""))
-        return jar[name].value if name in jar else None
-
-    @property
-    def bearer(self) -> str | None:
-        value = self.headers.get("authorization", "")
-        return value[7:].strip() or None if value.lower().startswith("bearer ") else None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class RequestLogEntry:
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int
-    fault: str | None = None
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload).encode()
-    out = {"Content-Type": f"{JSONAPI_MEDIA_TYPE}; charset=utf-8"}
-    out.update(headers or {})
-    return Response(status, body, out)
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json_response(status, {"errors": [{"message": message}]}, headers)
-
-
-def _no_content() -> Response:
-    return Response(204, b"", {})
-
-
-def etag_for(resources: Sequence[dict[str, Any]]) -> str:
-    """Weak ETag over the serialized resources, so a list of one equals that resource's ETag."""
-    digest = hashlib.md5(_compact(list(resources)).encode(), usedforsecurity=False).hexdigest()
-    return f'W/"{digest}"'
-
-
-def _int(value: Any, name: str) -> int:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError) as exc:
-        raise ApiError(422, f"{name} must be an integer, got {value!r}") from exc
-
-
-def _id_list(value: str | None, name: str) -> list[int] | None:
-    if value is None or value == "":
-        return None
-    return [_int(part, name) for part in str(value).split(",") if part.strip()]
-
-
-def _str_ids(ids: Iterable[int]) -> list[str]:
-    return [str(i) for i in ids]
 
 
 # --------------------------------------------------------------------------------------------
