@@ -204,6 +204,7 @@ from .records import (
     WorkflowVersionRecord,
     _by_id,
 )
+from .tasks import TASK_TYPES, AnswerIndex, _api_value, choice_codes, task_type_of
 from .wire import (
     JSONAPI_MEDIA_TYPE,
     ApiError,
@@ -221,8 +222,6 @@ from .wire import (
 
 DEFAULT_QUESTION = "Which of these labels apply?"
 
-#: The task types the sandbox workflow's task T0 can have.
-TASK_TYPES = frozenset({"single", "multiple", "survey"})
 RETIREMENT_REASONS = (
     "classification_count",
     "flagged",
@@ -536,7 +535,7 @@ class _CrowdTurns:
     crowd: CrowdConfig
     rng: random.Random
     truth: TruthFn
-    answer_index: Sandbox._AnswerIndex
+    answer_index: AnswerIndex
     volunteers: list[VolunteerRecord]
     active: list[VolunteerRecord]  # volunteers who may still have something to see
     seen: dict[str, set[int]]  # volunteer name -> subject ids they classified on this workflow
@@ -1362,12 +1361,7 @@ class Sandbox:
         self.state.users[user.id] = user
         return user
 
-    @dataclass
-    class _AnswerIndex:
-        labels: list[str]
-        lookup: dict[str, int]
-
-    def _answer_index(self, workflow: WorkflowRecord) -> Sandbox._AnswerIndex:
+    def _answer_index(self, workflow: WorkflowRecord) -> AnswerIndex:
         if task_type_of(workflow.tasks) == "survey":
             codes = workflow.tasks["T0"]["choicesOrder"]
             labels = [workflow.strings.get(f"T0.choices.{c}.label", c) for c in codes]
@@ -1377,7 +1371,7 @@ class Sandbox:
         lookup = {label.lower(): i for i, label in enumerate(labels)}
         for i, key in enumerate(self.state.answer_keys[: len(labels)]):
             lookup.setdefault(key.lower(), i)
-        return Sandbox._AnswerIndex(labels, lookup)
+        return AnswerIndex(labels, lookup)
 
     def _is_retired(self, subject_id: int, workflow_id: int) -> bool:
         status = self._status_for(subject_id, workflow_id)
@@ -1415,7 +1409,7 @@ class Sandbox:
         crowd: CrowdConfig,
         rng: random.Random,
         truth: TruthFn,
-        answer_index: Sandbox._AnswerIndex,
+        answer_index: AnswerIndex,
     ) -> list[ClassificationRecord]:
         has_gold = {
             sid
@@ -3074,7 +3068,7 @@ def _truth_entries(value: Any) -> list[str] | dict[str, float | None]:
     )
 
 
-def _truth_sizes(entries: Iterable[str], index: Sandbox._AnswerIndex) -> dict[int, float | None]:
+def _truth_sizes(entries: Iterable[str], index: AnswerIndex) -> dict[int, float | None]:
     """Answer index -> size of its object (None: not given) for what a truth function gives:
     labels or keys, or ``{label or key: size}``. Unknown labels are left out."""
     sizes: dict[int, float | None] = {}
@@ -3113,37 +3107,8 @@ def _truth_fn(truth: Truth | None) -> TruthFn:
     raise TypeError(f"truth must be None, a function or a mapping, not {type(truth).__name__}")
 
 
-def _truth_indices(entries: Iterable[str], index: Sandbox._AnswerIndex) -> set[int]:
+def _truth_indices(entries: Iterable[str], index: AnswerIndex) -> set[int]:
     return {index.lookup[e.lower()] for e in entries if e.lower() in index.lookup}
-
-
-def choice_codes(labels: Sequence[str]) -> list[str]:
-    """Survey choice codes for labels, as the Project Builder makes them: the letters in upper
-    case (``"Zebra"`` -> ``"ZEBRA"``), numbered when two would clash."""
-    codes: list[str] = []
-    for i, label in enumerate(labels):
-        code = re.sub(r"[^A-Z0-9]", "", label.upper()) or f"CHOICE{i}"
-        while code in codes:
-            code += str(i)
-        codes.append(code)
-    return codes
-
-
-def task_type_of(tasks: dict[str, Any]) -> str:
-    """The type of the sandbox workflow's task T0."""
-    return str(tasks.get("T0", {}).get("type", "multiple"))
-
-
-def _api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
-    """The API's ``value`` for answer indices ticked: an index or null (single), the sorted
-    indices (multiple), or a survey's list of ``{"choice", "answers", "filters"}``."""
-    task_type = task_type_of(tasks)
-    if task_type == "single":
-        return ticked[0] if ticked else None
-    if task_type == "survey":
-        codes = tasks["T0"]["choicesOrder"]
-        return [{"choice": codes[i], "answers": {}, "filters": {}} for i in sorted(ticked)]
-    return sorted(ticked)
 
 
 def _answer_one(

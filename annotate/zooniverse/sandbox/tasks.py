@@ -1,0 +1,46 @@
+"""The sandbox workflow's task T0: its types, survey choice codes, answer lookup and API values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: The task types the sandbox workflow's task T0 can have.
+TASK_TYPES = frozenset({"single", "multiple", "survey"})
+
+
+@dataclass
+class AnswerIndex:
+    labels: list[str]
+    lookup: dict[str, int]
+
+
+def choice_codes(labels: Sequence[str]) -> list[str]:
+    """Survey choice codes for labels, as the Project Builder makes them: the letters in upper
+    case (``"Zebra"`` -> ``"ZEBRA"``), numbered when two would clash."""
+    codes: list[str] = []
+    for i, label in enumerate(labels):
+        code = re.sub(r"[^A-Z0-9]", "", label.upper()) or f"CHOICE{i}"
+        while code in codes:
+            code += str(i)
+        codes.append(code)
+    return codes
+
+
+def task_type_of(tasks: dict[str, Any]) -> str:
+    """The type of the sandbox workflow's task T0."""
+    return str(tasks.get("T0", {}).get("type", "multiple"))
+
+
+def _api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
+    """The API's ``value`` for answer indices ticked: an index or null (single), the sorted
+    indices (multiple), or a survey's list of ``{"choice", "answers", "filters"}``."""
+    task_type = task_type_of(tasks)
+    if task_type == "single":
+        return ticked[0] if ticked else None
+    if task_type == "survey":
+        codes = tasks["T0"]["choicesOrder"]
+        return [{"choice": codes[i], "answers": {}, "filters": {}} for i in sorted(ticked)]
+    return sorted(ticked)
