@@ -44,3 +44,54 @@ def _api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
         codes = tasks["T0"]["choicesOrder"]
         return [{"choice": codes[i], "answers": {}, "filters": {}} for i in sorted(ticked)]
     return sorted(ticked)
+
+
+def task_definition(labels: Sequence[str], task_type: str = "multiple") -> dict[str, Any]:
+    """Task T0 as the Project Builder writes it: a question (``single``, ``multiple``)
+    whose answers are ``T0.answers.i.label``, or a ``survey`` whose choices, one per label,
+    are coded as ``choice_codes`` makes them, with no questions about each choice."""
+    if task_type == "survey":
+        codes = choice_codes(labels)
+        return {
+            "T0": {
+                "type": "survey",
+                "choices": {
+                    code: {
+                        "label": f"T0.choices.{code}.label",
+                        "images": [],
+                        "characteristics": {},
+                        "confusionsOrder": [],
+                        "noQuestions": True,
+                    }
+                    for code in codes
+                },
+                "choicesOrder": codes,
+                "questions": {},
+                "questionsOrder": [],
+                "characteristics": {},
+                "characteristicsOrder": [],
+                "images": {},
+            }
+        }
+    return {
+        "T0": {
+            "type": task_type,
+            "question": "T0.question",
+            "help": "T0.help",
+            "required": False,
+            "answers": [{"label": f"T0.answers.{i}.label"} for i in range(len(labels))],
+        }
+    }
+
+
+def task_strings(
+    labels: Sequence[str], question: str, task_type: str = "multiple"
+) -> dict[str, str]:
+    strings = {"T0.question": question, "T0.help": ""}
+    if task_type == "survey":
+        for code, label in zip(choice_codes(labels), labels, strict=True):
+            strings[f"T0.choices.{code}.label"] = label
+        return strings
+    for i, label in enumerate(labels):
+        strings[f"T0.answers.{i}.label"] = label
+    return strings
