@@ -14,8 +14,8 @@ from typing import Any
 from .formats import iso
 from .records import ClassificationRecord, SetMemberSubjectRecord, VolunteerRecord, WorkflowRecord
 from .store import Store
-from .tasks import AnswerIndex, _api_value, task_type_of
-from .truth import Truth, TruthFn, _truth_fn, _truth_indices, _truth_sizes
+from .tasks import AnswerIndex, api_value, task_type_of
+from .truth import Truth, TruthFn, truth_function, truth_indices, truth_sizes
 from .volunteers import PROFILES, CrowdConfig, VolunteerProfile, eyesight
 
 
@@ -103,7 +103,7 @@ class Crowd:
         mapping ``{external_id: [labels or keys]}`` read through ``metadata["external_id"]``.
         """
         crowd = crowd or CrowdConfig()
-        truth_fn = _truth_fn(truth)
+        truth_fn = truth_function(truth)
         with self.store.lock:
             workflow = self.store.workflow_record(workflow_id or self.store.workflow_id)
             rng = random.Random(crowd.seed)
@@ -200,7 +200,7 @@ class Crowd:
             subject_id = next_id
             repeat = False
         subject = self.store.state.subjects[subject_id]
-        sizes = _truth_sizes(turns.truth(subject_id, subject.metadata), turns.answer_index)
+        sizes = truth_sizes(turns.truth(subject_id, subject.metadata), turns.answer_index)
         true_idx = set(sizes)
         sees: dict[int, float] | None = None
         if profile.half_seen_scale > 0 and not profile.ignores_truth:
@@ -314,7 +314,7 @@ class Crowd:
             if rng.random() >= crowd.gold_share or member.subject_id in has_gold:
                 continue
             subject = self.store.state.subjects[member.subject_id]
-            ticked = sorted(_truth_indices(truth(subject.id, subject.metadata), answer_index))
+            ticked = sorted(truth_indices(truth(subject.id, subject.metadata), answer_index))
             # Gold-standard classifications are reference answers; they do not count towards
             # retirement here, so the crowd still sees every subject the usual number of times.
             made.append(
@@ -369,7 +369,7 @@ class Crowd:
             user_name=volunteer.name,
             user_ip=volunteer.ip_hash,
             created_at=iso(moment),
-            annotations=[{"task": "T0", "value": _api_value(workflow.tasks, ticked)}],
+            annotations=[{"task": "T0", "value": api_value(workflow.tasks, ticked)}],
             subject_ids=[subject_id],
             metadata=metadata,
             gold_standard=gold,

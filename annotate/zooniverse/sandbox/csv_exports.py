@@ -10,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 from .faults import FaultAction
-from .formats import _compact, csv_time, iso, parse_iso
+from .formats import compact_json, csv_time, iso, parse_iso
 from .records import (
     ClassificationRecord,
     ExportRecord,
     WorkflowRecord,
     WorkflowVersionRecord,
-    _by_id,
+    by_id,
 )
 from .store import Store
 from .wire import ApiError
@@ -101,7 +101,7 @@ class Exports:
         if export_type == "classifications":
             writer.writerow(CLASSIFICATION_EXPORT_COLUMNS)
             ids = {w.id for w in workflows}
-            for c in sorted(self.store.state.classifications.values(), key=_by_id):
+            for c in sorted(self.store.state.classifications.values(), key=by_id):
                 if c.workflow_id in ids:
                     writer.writerow(self._classification_row(c))
         elif export_type == "subjects":
@@ -111,7 +111,7 @@ class Exports:
         elif export_type == "workflows":
             writer.writerow(WORKFLOW_EXPORT_COLUMNS)
             for workflow in workflows:
-                for v in sorted(self.store.state.workflow_versions.values(), key=_by_id):
+                for v in sorted(self.store.state.workflow_versions.values(), key=by_id):
                     if v.workflow_id == workflow.id:
                         writer.writerow(self._workflow_row(workflow, v))
         else:
@@ -173,9 +173,9 @@ class Exports:
             csv_time(c.created_at),
             "true" if c.gold_standard else "",
             "expert" if c.expert else "",
-            _compact(c.metadata),
-            _compact(annotations),
-            _compact(subject_data),
+            compact_json(c.metadata),
+            compact_json(annotations),
+            compact_json(subject_data),
             ";".join(str(s) for s in c.subject_ids),
         ]
 
@@ -184,7 +184,7 @@ class Exports:
     ) -> Iterable[list[str]]:
         project_id = owner_id if owner == "projects" else workflows[0].project_id
         workflow_ids = {w.id for w in workflows}
-        for member in sorted(self.store.state.set_member_subjects.values(), key=_by_id):
+        for member in sorted(self.store.state.set_member_subjects.values(), key=by_id):
             subject = self.store.state.subjects[member.subject_id]
             if subject.project_id != project_id:
                 continue
@@ -195,8 +195,8 @@ class Exports:
                 continue
             base = [str(subject.id), str(subject.project_id)]
             tail = [
-                _compact(subject.metadata),
-                _compact(
+                compact_json(subject.metadata),
+                compact_json(
                     {
                         str(i): next(iter(loc.values()), "")
                         for i, loc in enumerate(subject.locations)
@@ -240,10 +240,10 @@ class Exports:
             v.first_task,
             "",
             str(retired),
-            _compact(v.tasks),
-            _compact(workflow.retirement),
+            compact_json(v.tasks),
+            compact_json(workflow.retirement),
             "{}",
-            _compact(v.strings),
+            compact_json(v.strings),
             str(v.minor_number),
         ]
 

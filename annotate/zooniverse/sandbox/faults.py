@@ -51,7 +51,7 @@ class FaultRule:
         return all(query.get(k) == str(v) for k, v in self.params.items())
 
 
-def _action(spec: FaultAction | int | str | dict[str, Any]) -> FaultAction:
+def fault_action(spec: FaultAction | int | str | dict[str, Any]) -> FaultAction:
     if isinstance(spec, FaultAction):
         return spec
     if isinstance(spec, int):
@@ -78,7 +78,7 @@ class FaultPlan:
         with self._lock:
             rule.id = self._next_id
             self._next_id += 1
-            rule.actions = [_action(a) for a in rule.actions]
+            rule.actions = [fault_action(a) for a in rule.actions]
             self._rules.append(rule)
         return rule
 
@@ -93,7 +93,7 @@ class FaultPlan:
         return self.add(
             FaultRule(
                 path=path,
-                actions=[_action(a) for a in actions],
+                actions=[fault_action(a) for a in actions],
                 method=method.upper(),
                 skip=skip,
                 params=dict(params or {}),

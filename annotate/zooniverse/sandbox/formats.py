@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -29,6 +29,6 @@ def csv_time(value: str | None) -> str:
     return parse_iso(value).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _compact(value: Any) -> str:
+def compact_json(value: Any) -> str:
     # Panoptes writes JSON cells with Ruby's to_json: no spaces after separators.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -17,10 +17,10 @@ from .records import (
     SubjectSetRecord,
     WorkflowRecord,
     WorkflowVersionRecord,
-    _by_id,
+    by_id,
 )
 from .store import Store
-from .wire import ApiError, Request, Response, _int, _json_response, _str_ids, etag_for
+from .wire import ApiError, Request, Response, etag_for, int_param, json_response, str_ids
 
 
 class JsonApi:
@@ -50,11 +50,11 @@ class JsonApi:
             "updated_at": p.updated_at,
             "href": f"/projects/{p.id}",
             "links": {
-                "workflows": _str_ids(p.workflow_ids),
-                "active_workflows": _str_ids(
+                "workflows": str_ids(p.workflow_ids),
+                "active_workflows": str_ids(
                     w for w in p.workflow_ids if self.store.state.workflows[w].active
                 ),
-                "subject_sets": _str_ids(p.subject_set_ids),
+                "subject_sets": str_ids(p.subject_set_ids),
                 "owner": {
                     "id": "1",
                     "display_name": "crowdloop",
@@ -101,7 +101,7 @@ class JsonApi:
             "href": f"/workflows/{w.id}",
             "links": {
                 "project": str(w.project_id),
-                "subject_sets": _str_ids(w.subject_set_ids),
+                "subject_sets": str_ids(w.subject_set_ids),
                 "tutorial_subject": None,
             },
         }
@@ -121,7 +121,7 @@ class JsonApi:
         }
 
     def subject_set(self, s: SubjectSetRecord) -> dict[str, Any]:
-        members = sorted(self.store.members_of_set(s.id), key=_by_id)
+        members = sorted(self.store.members_of_set(s.id), key=by_id)
         return {
             "id": str(s.id),
             "display_name": s.display_name,
@@ -132,8 +132,8 @@ class JsonApi:
             "href": f"/subject_sets/{s.id}",
             "links": {
                 "project": str(s.project_id),
-                "workflows": _str_ids(self.store.workflows_of_set(s.id)),
-                "subjects": _str_ids(m.subject_id for m in members),
+                "workflows": str_ids(self.store.workflows_of_set(s.id)),
+                "subjects": str_ids(m.subject_id for m in members),
             },
         }
 
@@ -150,7 +150,7 @@ class JsonApi:
             "links": {
                 "project": str(s.project_id),
                 "collections": [],
-                "subject_sets": _str_ids(self.store.sets_of_subject(s.id)),
+                "subject_sets": str_ids(self.store.sets_of_subject(s.id)),
             },
         }
 
@@ -202,7 +202,7 @@ class JsonApi:
                 "user": None if c.user_id is None else str(c.user_id),
                 "user_group": None,
                 "workflow": str(c.workflow_id),
-                "subjects": _str_ids(c.subject_ids),
+                "subjects": str_ids(c.subject_ids),
             },
         }
 
@@ -238,8 +238,8 @@ def page_of(
     *,
     max_size: int = 100,
 ) -> Response:
-    page_size = min(max(_int(req.query.get("page_size", 20), "page_size"), 1), max_size)
-    page = max(_int(req.query.get("page", 1), "page"), 1)
+    page_size = min(max(int_param(req.query.get("page_size", 20), "page_size"), 1), max_size)
+    page = max(int_param(req.query.get("page", 1), "page"), 1)
     count = len(resources)
     page_count = math.ceil(count / page_size) if count else 0
     chunk = resources[(page - 1) * page_size : page * page_size]
@@ -269,7 +269,7 @@ def page_of(
         "next_href": href(next_page),
         "last_href": href(page_count or 1),
     }
-    return _json_response(
+    return json_response(
         200, {slug: chunk, "links": {}, "meta": {slug: meta}}, {"ETag": etag_for(chunk)}
     )
 
@@ -281,7 +281,7 @@ def document(
     extra: dict[str, str] | None = None,
 ) -> Response:
     headers = {"ETag": etag_for(resources), **(extra or {})}
-    return _json_response(status, {slug: resources, "links": {}, "meta": {}}, headers)
+    return json_response(status, {slug: resources, "links": {}, "meta": {}}, headers)
 
 
 def request_body(req: Request, slug: str) -> dict[str, Any]:
@@ -303,4 +303,4 @@ def check_if_match(req: Request, current: dict[str, Any]) -> None:
 def link_id(links: Any, name: str) -> int | None:
     if not isinstance(links, dict) or links.get(name) in (None, ""):
         return None
-    return _int(links[name], f"links.{name}")
+    return int_param(links[name], f"links.{name}")

@@ -12,7 +12,7 @@ from typing import TypedDict
 from .crowd import Crowd, CrowdTurns
 from .records import VolunteerRecord
 from .store import Store
-from .truth import Truth, TruthFn, _truth_fn
+from .truth import Truth, TruthFn, truth_function
 from .volunteers import CrowdConfig
 
 LIVE_JITTER = 0.1  # a live crowd's gaps vary by up to 10 % either side of 60 / per_minute
@@ -101,7 +101,7 @@ class LiveCrowd:
         crowd = crowd or CrowdConfig()
         if rate > 0 and crowd.n_volunteers < 1:
             raise ValueError("a live crowd needs at least one volunteer")
-        truth_fn = _truth_fn(truth)
+        truth_fn = truth_function(truth)
         with self._control:
             self._stop()
             if rate == 0:

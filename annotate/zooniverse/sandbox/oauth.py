@@ -6,7 +6,7 @@ import secrets
 from typing import TypedDict
 
 from .store import Store
-from .wire import Request, Response, _json_response
+from .wire import Request, Response, json_response
 
 
 class TokenInfo(TypedDict):
@@ -29,9 +29,9 @@ class Auth:
         user = data.get("user") if isinstance(data, dict) else None
         if data.get("authenticity_token") not in self.csrf:
             # Rails refuses a sign-in whose token it did not hand out with GET /users/sign_in.
-            return _json_response(422, {"error": "Can't verify CSRF token authenticity."})
+            return json_response(422, {"error": "Can't verify CSRF token authenticity."})
         if not isinstance(user, dict) or not user.get("login") or not user.get("password"):
-            return _json_response(401, {"error": "Invalid login or password."})
+            return json_response(401, {"error": "Invalid login or password."})
         record = self.store.user_for_login(str(user["login"]))
         session = secrets.token_urlsafe(24)
         self.sessions[session] = record.id
@@ -41,7 +41,7 @@ class Auth:
                 {"id": str(record.id), "login": record.login, "display_name": record.display_name}
             ]
         }
-        return _json_response(
+        return json_response(
             200, body, {"Set-Cookie": f"_sandbox_session={session}; Path=/; HttpOnly"}
         )
 
@@ -52,7 +52,7 @@ class Auth:
         if grant == "password":
             session = req.cookie("_sandbox_session")
             if session not in self.sessions:
-                return _json_response(
+                return json_response(
                     401, {"error": "invalid_grant", "error_description": "sign in first"}
                 )
             user_id = self.sessions[session]
@@ -66,16 +66,16 @@ class Auth:
                 None,
             )
             if old is None:
-                return _json_response(
+                return json_response(
                     401, {"error": "invalid_grant", "error_description": "unknown refresh token"}
                 )
             user_id = self.tokens.pop(old)["user_id"]
         elif grant != "client_credentials":
-            return _json_response(400, {"error": "unsupported_grant_type"})
+            return json_response(400, {"error": "unsupported_grant_type"})
         token = secrets.token_urlsafe(32)
         refresh = secrets.token_urlsafe(32)
         self.tokens[token] = {"user_id": user_id, "refresh_token": refresh}
-        return _json_response(
+        return json_response(
             200,
             {
                 "access_token": token,

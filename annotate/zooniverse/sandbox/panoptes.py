@@ -55,7 +55,8 @@ class Sandbox(Store):
         self.faults = FaultPlan()
         self.request_log: list[RequestLogEntry] = []
         self.base_url = "http://127.0.0.1"
-        self._shutdown = threading.Event()
+        # Set while the server shuts down: wakes request handlers that a hang fault holds.
+        self.stopping = threading.Event()
         self.crowd = Crowd(self)
         self.live = LiveCrowd(self, self.crowd, sleep)
         self.exports = Exports(self, export_delay_s)

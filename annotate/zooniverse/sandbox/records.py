@@ -238,5 +238,5 @@ class StoreState:
         return state
 
 
-def _by_id(record: Any) -> int:
+def by_id(record: Any) -> int:
     return record.id

@@ -12,9 +12,18 @@ from .csv_exports import EXPORT_TYPES, Exports
 from .faults import FaultAction
 from .jsonapi import JsonApi, check_if_match, document, link_id, page_of, request_body
 from .oauth import Auth
-from .records import ClassificationRecord, _by_id
+from .records import ClassificationRecord, by_id
 from .store import Store, priority_of
-from .wire import ApiError, Request, Response, _id_list, _int, _json_response, _no_content, etag_for
+from .wire import (
+    ApiError,
+    Request,
+    Response,
+    etag_for,
+    id_list_param,
+    int_param,
+    json_response,
+    no_content,
+)
 
 
 class Resources:
@@ -27,10 +36,10 @@ class Resources:
         self.auth = auth
 
     def list_projects(self, req: Request, fault: FaultAction | None) -> Response:
-        ids = _id_list(req.query.get("id"), "id")
+        ids = id_list_param(req.query.get("id"), "id")
         items = [
             self.jsonapi.project(p)
-            for p in sorted(self.store.state.projects.values(), key=_by_id)
+            for p in sorted(self.store.state.projects.values(), key=by_id)
             if ids is None or p.id in ids
         ]
         return page_of(req, "projects", "/projects", items, fault)
@@ -39,17 +48,19 @@ class Resources:
         return document("projects", [self.jsonapi.project(self.store.project_record(int(id)))])
 
     def list_subject_sets(self, req: Request, fault: FaultAction | None) -> Response:
-        ids = _id_list(req.query.get("id"), "id")
+        ids = id_list_param(req.query.get("id"), "id")
         project = req.query.get("project_id")
         workflow = req.query.get("workflow_id")
         name = req.query.get("display_name")
         items = []
-        for s in sorted(self.store.state.subject_sets.values(), key=_by_id):
+        for s in sorted(self.store.state.subject_sets.values(), key=by_id):
             if ids is not None and s.id not in ids:
                 continue
-            if project and s.project_id != _int(project, "project_id"):
+            if project and s.project_id != int_param(project, "project_id"):
                 continue
-            if workflow and _int(workflow, "workflow_id") not in self.store.workflows_of_set(s.id):
+            if workflow and int_param(workflow, "workflow_id") not in self.store.workflows_of_set(
+                s.id
+            ):
                 continue
             if name is not None and s.display_name != name:
                 continue
@@ -57,7 +68,7 @@ class Resources:
         return page_of(req, "subject_sets", "/subject_sets", items, fault)
 
     def show_subject_set(self, req: Request, fault: FaultAction | None, id: str) -> Response:
-        ids = _id_list(id, "id") or []
+        ids = id_list_param(id, "id") or []
         return document(
             "subject_sets",
             [self.jsonapi.subject_set(self.store.subject_set_record(i)) for i in ids],
@@ -101,7 +112,7 @@ class Resources:
         ids = data.get("subjects") if isinstance(data, dict) else None
         if not isinstance(ids, list) or not ids:
             raise ApiError(422, "param is missing or the value is empty: subjects")
-        self.store.link_subjects(int(id), [_int(i, "subjects") for i in ids])
+        self.store.link_subjects(int(id), [int_param(i, "subjects") for i in ids])
         self.store.save()
         return document(
             "subject_sets", [self.jsonapi.subject_set(self.store.state.subject_sets[int(id)])]
@@ -111,15 +122,15 @@ class Resources:
         self, req: Request, fault: FaultAction | None, id: str, ids: str
     ) -> Response:
         self.store.subject_set_record(int(id))
-        drop = set(_id_list(ids, "subjects") or [])
+        drop = set(id_list_param(ids, "subjects") or [])
         for member in self.store.members_of_set(int(id)):
             if member.subject_id in drop:
                 self.store.drop_member(member)
         self.store.save()
-        return _no_content()
+        return no_content()
 
     def list_subjects(self, req: Request, fault: FaultAction | None) -> Response:
-        ids = _id_list(req.query.get("id"), "id")
+        ids = id_list_param(req.query.get("id"), "id")
         set_id = req.query.get("subject_set_id")
         project = req.query.get("project_id")
         workflow = req.query.get("workflow_id")
@@ -133,21 +144,21 @@ class Resources:
             in_set = [
                 m.subject_id
                 for m in sorted(
-                    self.store.members_of_set(_int(set_id, "subject_set_id")), key=_by_id
+                    self.store.members_of_set(int_param(set_id, "subject_set_id")), key=by_id
                 )
             ]
         if workflow:
-            linked = set(self.store.linked_subject_ids(_int(workflow, "workflow_id")))
+            linked = set(self.store.linked_subject_ids(int_param(workflow, "workflow_id")))
         candidates = (
             [self.store.state.subjects[i] for i in in_set]
             if in_set is not None
-            else sorted(self.store.state.subjects.values(), key=_by_id)
+            else sorted(self.store.state.subjects.values(), key=by_id)
         )
         items = []
         for s in candidates:
             if ids is not None and s.id not in ids:
                 continue
-            if project and s.project_id != _int(project, "project_id"):
+            if project and s.project_id != int_param(project, "project_id"):
                 continue
             if workflow and s.id not in linked:
                 continue
@@ -158,7 +169,7 @@ class Resources:
 
     def show_subject(self, req: Request, fault: FaultAction | None, id: str) -> Response:
         out = []
-        for i in _id_list(id, "id") or []:
+        for i in id_list_param(id, "id") or []:
             if i not in self.store.state.subjects:
                 raise ApiError(404, f"Could not find subject with id='{i}'")
             out.append(self.jsonapi.subject(self.store.state.subjects[i]))
@@ -179,10 +190,10 @@ class Resources:
         if not isinstance(set_ids, list):
             set_ids = [set_ids]
         for set_id in set_ids:
-            self.store.subject_set_record(_int(set_id, "links.subject_sets"))
+            self.store.subject_set_record(int_param(set_id, "links.subject_sets"))
         subject = self.store.new_subject(project_id, locations, metadata)
         for set_id in set_ids:
-            self.store.link_subjects(_int(set_id, "links.subject_sets"), [subject.id])
+            self.store.link_subjects(int_param(set_id, "links.subject_sets"), [subject.id])
         self.store.save()
         return document(
             "subjects",
@@ -234,19 +245,19 @@ class Resources:
         check_if_match(req, self.jsonapi.subject(subject))
         self.store.remove_subject(subject.id)
         self.store.save()
-        return _no_content()
+        return no_content()
 
     def list_members(self, req: Request, fault: FaultAction | None) -> Response:
-        set_ids = _id_list(req.query.get("subject_set_id"), "subject_set_id")
-        subject_ids = _id_list(req.query.get("subject_id"), "subject_id")
-        ids = _id_list(req.query.get("id"), "id")
+        set_ids = id_list_param(req.query.get("subject_set_id"), "subject_set_id")
+        subject_ids = id_list_param(req.query.get("subject_id"), "subject_id")
+        ids = id_list_param(req.query.get("id"), "id")
         if set_ids is not None:
             pool = [m for set_id in set_ids for m in self.store.members_of_set(set_id)]
         else:
             pool = list(self.store.state.set_member_subjects.values())
         items = [
             self.jsonapi.member(m)
-            for m in sorted(pool, key=_by_id)
+            for m in sorted(pool, key=by_id)
             if (set_ids is None or m.subject_set_id in set_ids)
             and (subject_ids is None or m.subject_id in subject_ids)
             and (ids is None or m.id in ids)
@@ -278,13 +289,13 @@ class Resources:
         return document("set_member_subjects", [self.jsonapi.member(member)])
 
     def list_workflows(self, req: Request, fault: FaultAction | None) -> Response:
-        ids = _id_list(req.query.get("id"), "id")
+        ids = id_list_param(req.query.get("id"), "id")
         project = req.query.get("project_id")
         items = [
             self.jsonapi.workflow(w)
-            for w in sorted(self.store.state.workflows.values(), key=_by_id)
+            for w in sorted(self.store.state.workflows.values(), key=by_id)
             if (ids is None or w.id in ids)
-            and (not project or w.project_id == _int(project, "project_id"))
+            and (not project or w.project_id == int_param(project, "project_id"))
         ]
         return page_of(req, "workflows", "/workflows", items, fault, max_size=25)
 
@@ -295,8 +306,8 @@ class Resources:
         workflow = req.query.get("workflow_id")
         items = [
             self.jsonapi.workflow_version(v)
-            for v in sorted(self.store.state.workflow_versions.values(), key=_by_id)
-            if not workflow or v.workflow_id == _int(workflow, "workflow_id")
+            for v in sorted(self.store.state.workflow_versions.values(), key=by_id)
+            if not workflow or v.workflow_id == int_param(workflow, "workflow_id")
         ]
         return page_of(req, "workflow_versions", "/workflow_versions", items, fault)
 
@@ -305,15 +316,15 @@ class Resources:
         ids = data.get("subject_sets") if isinstance(data, dict) else None
         if not isinstance(ids, list) or not ids:
             raise ApiError(422, "param is missing or the value is empty: subject_sets")
-        self.store.link_sets(int(id), [_int(i, "subject_sets") for i in ids])
+        self.store.link_sets(int(id), [int_param(i, "subject_sets") for i in ids])
         self.store.save()
         return document("workflows", [self.jsonapi.workflow(self.store.state.workflows[int(id)])])
 
     def unlink_sets(self, req: Request, fault: FaultAction | None, id: str, ids: str) -> Response:
         self.store.workflow_record(int(id))
-        for set_id in _id_list(ids, "subject_sets") or []:
+        for set_id in id_list_param(ids, "subject_sets") or []:
             self.store.unlink_subject_set(int(id), set_id)
-        return _no_content()
+        return no_content()
 
     def retire(self, req: Request, fault: FaultAction | None, id: str) -> Response:
         data = req.json()
@@ -325,36 +336,37 @@ class Resources:
         if not isinstance(ids, list) or not ids:
             raise ApiError(422, "param is missing or the value is empty: subject_ids")
         reason = data.get("retirement_reason") or "other"
-        self.store.retire_subjects(int(id), [_int(i, "subject_ids") for i in ids], str(reason))
+        self.store.retire_subjects(int(id), [int_param(i, "subject_ids") for i in ids], str(reason))
         self.store.save()
-        return _no_content()
+        return no_content()
 
     def unretire(self, req: Request, fault: FaultAction | None, id: str) -> Response:
         data = req.json()
         if not isinstance(data, dict):
             raise ApiError(422, "body must be an object")
-        ids = [_int(i, "subject_ids") for i in (data.get("subject_ids") or [])]
+        ids = [int_param(i, "subject_ids") for i in (data.get("subject_ids") or [])]
         for set_id in data.get("subject_set_ids") or []:
             ids.extend(
-                m.subject_id for m in self.store.members_of_set(_int(set_id, "subject_set_ids"))
+                m.subject_id
+                for m in self.store.members_of_set(int_param(set_id, "subject_set_ids"))
             )
         if not ids and not data.get("subject_set_ids"):
             raise ApiError(422, "param is missing or the value is empty: subject_ids")
         self.store.unretire_subjects(int(id), ids)
         self.store.save()
-        return _no_content()
+        return no_content()
 
     def list_statuses(self, req: Request, fault: FaultAction | None) -> Response:
-        subject_ids = _id_list(
+        subject_ids = id_list_param(
             req.query.get("subject_ids") or req.query.get("subject_id"), "subject_ids"
         )
         workflow = req.query.get("workflow_id")
-        ids = _id_list(req.query.get("id"), "id")
+        ids = id_list_param(req.query.get("id"), "id")
         items = [
             self.jsonapi.status(s)
-            for s in sorted(self.store.state.statuses.values(), key=_by_id)
+            for s in sorted(self.store.state.statuses.values(), key=by_id)
             if (subject_ids is None or s.subject_id in subject_ids)
-            and (not workflow or s.workflow_id == _int(workflow, "workflow_id"))
+            and (not workflow or s.workflow_id == int_param(workflow, "workflow_id"))
             and (ids is None or s.id in ids)
         ]
         return page_of(req, "subject_workflow_statuses", "/subject_workflow_statuses", items, fault)
@@ -391,9 +403,11 @@ class Resources:
         last_id = query.get("last_id")
         if last_id not in (None, "") and not query.get("project_id"):
             raise ApiError(422, "Project ID required if last_id is included")
-        project_id = _int(query["project_id"], "project_id") if query.get("project_id") else None
+        project_id = (
+            int_param(query["project_id"], "project_id") if query.get("project_id") else None
+        )
         workflow_id = (
-            _int(query["workflow_id"], "workflow_id") if query.get("workflow_id") else None
+            int_param(query["workflow_id"], "workflow_id") if query.get("workflow_id") else None
         )
 
         def keep(c: ClassificationRecord) -> bool:
@@ -403,15 +417,15 @@ class Resources:
                 and scope(c)
             )
 
-        page_size = min(max(_int(query.get("page_size", 20), "page_size"), 1), 100)
-        page = max(_int(query.get("page", 1), "page"), 1)
+        page_size = min(max(int_param(query.get("page_size", 20), "page_size"), 1), 100)
+        page = max(int_param(query.get("page", 1), "page"), 1)
         params = {k: v for k, v in query.items() if k not in ("page", "admin", "last_id")}
         params["page_size"] = str(page_size)
         table = self.store.state.classifications
         if last_id not in (None, ""):
             # Keyset: start right after the cursor in the sorted id list, so a page costs
             # O(page) however many classifications are stored (load tests page through 1M).
-            cursor = _int(last_id, "last_id")
+            cursor = int_param(last_id, "last_id")
             start = bisect.bisect_right(self.store.classification_ids, cursor)
             ids = self.store.classification_ids
             chunk = []
@@ -460,7 +474,7 @@ class Resources:
             "next_href": next_href,
             "last_href": None,
         }
-        return _json_response(
+        return json_response(
             200,
             {"classifications": resources, "links": {}, "meta": {"classifications": meta}},
             {"ETag": etag_for(resources)},

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from .crowd import Crowd
 from .csv_exports import Exports
-from .faults import FaultAction, FaultPlan, FaultRule, _action
+from .faults import FaultAction, FaultPlan, FaultRule, fault_action
 from .live_crowd import LiveCrowd
 from .oauth import Auth
 from .resources import Resources
@@ -22,10 +22,10 @@ from .wire import (
     Request,
     RequestLogEntry,
     Response,
-    _int,
-    _json_response,
-    _no_content,
     error_response,
+    int_param,
+    json_response,
+    no_content,
 )
 
 
@@ -143,7 +143,7 @@ class Router:
         if path == "/users/sign_in" and req.method == "GET":
             token = secrets.token_urlsafe(24)
             self.auth.csrf.add(token)
-            return _json_response(200, {}, {"X-CSRF-Token": token})
+            return json_response(200, {}, {"X-CSRF-Token": token})
         if path == "/users/sign_in" and req.method == "POST":
             return self.auth.sign_in(req)
         if path == "/oauth/token" and req.method == "POST":
@@ -178,17 +178,17 @@ class Router:
     def _admin(self, req: Request, route: str) -> Response:
         if route == "faults":
             if req.method == "GET":
-                return _json_response(200, {"faults": [asdict(r) for r in self.faults.rules()]})
+                return json_response(200, {"faults": [asdict(r) for r in self.faults.rules()]})
             if req.method == "DELETE":
                 self.faults.clear()
-                return _no_content()
+                return no_content()
             if req.method == "POST":
                 data = req.json()
                 try:
                     rule = self.faults.add(
                         FaultRule(
                             path=str(data["path"]),
-                            actions=[_action(a) for a in data.get("actions") or []],
+                            actions=[fault_action(a) for a in data.get("actions") or []],
                             method=str(data.get("method", "*")).upper(),
                             params={k: str(v) for k, v in (data.get("params") or {}).items()},
                             skip=int(data.get("skip", 0)),
@@ -198,7 +198,7 @@ class Router:
                     raise ApiError(422, f"bad fault rule: {exc}") from exc
                 if not rule.actions:
                     raise ApiError(422, "a fault rule needs at least one action")
-                return _json_response(201, {"faults": [asdict(rule)]})
+                return json_response(201, {"faults": [asdict(rule)]})
         if route == "volunteers" and req.method == "POST":
             data = req.json()
             try:
@@ -207,26 +207,26 @@ class Router:
                 if truth is not None and not isinstance(truth, dict):
                     raise ValueError("truth must be an object {external_id: [labels]}")
                 run = self.crowd.run(
-                    _int(data.get("workflow_id", self.store.workflow_id), "workflow_id"),
+                    int_param(data.get("workflow_id", self.store.workflow_id), "workflow_id"),
                     crowd=crowd,
                     classifications=data.get("classifications"),
                     truth=truth,
                 )
             except (TypeError, ValueError) as exc:
                 raise ApiError(422, f"bad crowd: {exc}") from exc
-            return _json_response(200, run.summary())
+            return json_response(200, run.summary())
         if route == "state" and req.method == "GET":
-            return _json_response(200, self.store.state.to_json())
+            return json_response(200, self.store.state.to_json())
         if route == "requests" and req.method == "GET":
-            return _json_response(200, {"requests": [asdict(e) for e in self.request_log]})
+            return json_response(200, {"requests": [asdict(e) for e in self.request_log]})
         return error_response(404, f"Unknown sandbox admin route {route!r}")
 
     def _admin_live(self, req: Request) -> Response:
         if req.method == "GET":
-            return _json_response(200, self.live.status())
+            return json_response(200, self.live.status())
         if req.method == "DELETE":
             self.live.stop()
-            return _json_response(200, self.live.status())
+            return json_response(200, self.live.status())
         if req.method != "POST":
             return error_response(405, f"{req.method} not allowed on /_sandbox/live")
         data = req.json()
@@ -255,8 +255,8 @@ class Router:
                 per_minute=per_minute,
                 crowd=config,
                 truth=truth,
-                workflow_id=None if workflow_id is None else _int(workflow_id, "workflow_id"),
+                workflow_id=None if workflow_id is None else int_param(workflow_id, "workflow_id"),
             )
         except (TypeError, ValueError) as exc:
             raise ApiError(422, f"bad live crowd: {exc}") from exc
-        return _json_response(200, self.live.status())
+        return json_response(200, self.live.status())

@@ -35,7 +35,7 @@ class SandboxServer(ThreadingHTTPServer):
     def shutdown(self) -> None:
         # Wake hanging fault handlers so shutdown is not held up by a simulated hang, and stop
         # a live crowd that was started over HTTP with this server.
-        self.sandbox._shutdown.set()
+        self.sandbox.stopping.set()
         self.sandbox.live_crowd_stop()
         super().shutdown()
 
@@ -102,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(error_response(fault.status, message, headers))
             return
         if fault is not None and fault.kind == "hang":
-            sandbox._shutdown.wait(fault.seconds)
+            sandbox.stopping.wait(fault.seconds)
         response = sandbox.handle(request, fault)
         if fault is not None and fault.kind == "after":
             # The work is done and stored; only the answer is lost (duplicate-create hazard).
@@ -169,7 +169,7 @@ def serve(
         if vocabulary is None:
             raise ValueError("pass sandbox= or vocabulary=")
         sandbox = Sandbox(vocabulary, **sandbox_kwargs)
-    sandbox._shutdown.clear()
+    sandbox.stopping.clear()
     server = SandboxServer((host, port), sandbox)
     sandbox.base_url = server.endpoint
     # A short poll interval keeps shutdown() quick: tests start and stop one server each.

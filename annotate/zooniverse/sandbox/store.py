@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .formats import _utcnow, iso
+from .formats import iso, utcnow
 from .records import (
     DEFAULT_RETIREMENT_COUNT,
     ID_BASES,
@@ -28,10 +28,10 @@ from .records import (
     VolunteerRecord,
     WorkflowRecord,
     WorkflowVersionRecord,
-    _by_id,
+    by_id,
 )
 from .tasks import TASK_TYPES, AnswerIndex, task_definition, task_strings, task_type_of
-from .wire import ApiError, _str_ids
+from .wire import ApiError, str_ids
 
 DEFAULT_QUESTION = "Which of these labels apply?"
 
@@ -77,7 +77,7 @@ class Store:
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {sorted(TASK_TYPES)}, not {task_type!r}")
         self.lock = threading.RLock()
-        self.clock = clock or _utcnow
+        self.clock = clock or utcnow
         self.question = question
         self.state_path = Path(state_path) if state_path else None
 
@@ -256,7 +256,7 @@ class Store:
         }
         self._members_by_set: dict[int, dict[int, SetMemberSubjectRecord]] = {}
         self._sets_by_subject: dict[int, set[int]] = {}
-        for m in sorted(self.state.set_member_subjects.values(), key=_by_id):
+        for m in sorted(self.state.set_member_subjects.values(), key=by_id):
             self._index_member(m)
         # Classification ids only grow, so appending keeps this sorted for keyset paging.
         self.classification_ids: list[int] = sorted(self.state.classifications)
@@ -271,7 +271,7 @@ class Store:
         self._sets_by_subject.get(m.subject_id, set()).discard(m.subject_set_id)
 
     def members_of_set(self, set_id: int) -> list[SetMemberSubjectRecord]:
-        return sorted(self._members_by_set.get(set_id, {}).values(), key=_by_id)
+        return sorted(self._members_by_set.get(set_id, {}).values(), key=by_id)
 
     def sets_of_subject(self, subject_id: int) -> list[int]:
         return sorted(self._sets_by_subject.get(subject_id, ()))
@@ -391,7 +391,7 @@ class Store:
         present = set(self._members_by_set.get(set_id, {}))
         missing = [sid for sid in subject_ids if sid not in self.state.subjects]
         if missing:
-            raise ApiError(422, f"Could not find subjects with ids {_str_ids(missing)}")
+            raise ApiError(422, f"Could not find subjects with ids {str_ids(missing)}")
         now = self.now()
         for sid in subject_ids:
             if sid in present:
@@ -480,25 +480,25 @@ class Store:
 
     def subjects(self) -> list[SubjectRecord]:
         with self.lock:
-            return [copy.deepcopy(s) for s in sorted(self.state.subjects.values(), key=_by_id)]
+            return [copy.deepcopy(s) for s in sorted(self.state.subjects.values(), key=by_id)]
 
     def find_subjects(self, **metadata: Any) -> list[SubjectRecord]:
         """Subjects whose metadata has every given key with the given value (compared as text)."""
         with self.lock:
             return [
                 copy.deepcopy(s)
-                for s in sorted(self.state.subjects.values(), key=_by_id)
+                for s in sorted(self.state.subjects.values(), key=by_id)
                 if all(str(s.metadata.get(k)) == str(v) for k, v in metadata.items())
             ]
 
     def subject_sets(self) -> list[SubjectSetRecord]:
         with self.lock:
-            return [copy.deepcopy(s) for s in sorted(self.state.subject_sets.values(), key=_by_id)]
+            return [copy.deepcopy(s) for s in sorted(self.state.subject_sets.values(), key=by_id)]
 
     def set_members(self, subject_set_id: int) -> list[SetMemberSubjectRecord]:
         with self.lock:
             return [
-                copy.deepcopy(m) for m in sorted(self.members_of_set(subject_set_id), key=_by_id)
+                copy.deepcopy(m) for m in sorted(self.members_of_set(subject_set_id), key=by_id)
             ]
 
     def workflow(self, workflow_id: int | None = None) -> WorkflowRecord:
@@ -514,7 +514,7 @@ class Store:
         with self.lock:
             return [
                 copy.deepcopy(c)
-                for c in sorted(self.state.classifications.values(), key=_by_id)
+                for c in sorted(self.state.classifications.values(), key=by_id)
                 if workflow_id is None or c.workflow_id == workflow_id
             ]
 
@@ -531,7 +531,7 @@ class Store:
         workflow = self.workflow_record(workflow_id)
         seen: set[int] = set()
         members: list[SetMemberSubjectRecord] = []
-        for m in sorted(self.state.set_member_subjects.values(), key=_by_id):
+        for m in sorted(self.state.set_member_subjects.values(), key=by_id):
             if m.subject_set_id in workflow.subject_set_ids and m.subject_id not in seen:
                 seen.add(m.subject_id)
                 members.append(m)

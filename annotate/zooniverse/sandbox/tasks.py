@@ -34,7 +34,7 @@ def task_type_of(tasks: dict[str, Any]) -> str:
     return str(tasks.get("T0", {}).get("type", "multiple"))
 
 
-def _api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
+def api_value(tasks: dict[str, Any], ticked: list[int]) -> Any:
     """The API's ``value`` for answer indices ticked: an index or null (single), the sorted
     indices (multiple), or a survey's list of ``{"choice", "answers", "filters"}``."""
     task_type = task_type_of(tasks)

@@ -57,7 +57,7 @@ def _truth_entries(value: Any) -> list[str] | dict[str, float | None]:
     )
 
 
-def _truth_sizes(entries: Iterable[str], index: AnswerIndex) -> dict[int, float | None]:
+def truth_sizes(entries: Iterable[str], index: AnswerIndex) -> dict[int, float | None]:
     """Answer index -> size of its object (None: not given) for what a truth function gives:
     labels or keys, or ``{label or key: size}``. Unknown labels are left out."""
     sizes: dict[int, float | None] = {}
@@ -73,7 +73,7 @@ def _truth_sizes(entries: Iterable[str], index: AnswerIndex) -> dict[int, float 
     return sizes
 
 
-def _truth_fn(truth: Truth | None) -> TruthFn:
+def truth_function(truth: Truth | None) -> TruthFn:
     """A truth function from what callers pass: None, a function, or an external-id mapping.
 
     A mapping is read through ``metadata["external_id"]``; a subject whose external id it does
@@ -96,5 +96,5 @@ def _truth_fn(truth: Truth | None) -> TruthFn:
     raise TypeError(f"truth must be None, a function or a mapping, not {type(truth).__name__}")
 
 
-def _truth_indices(entries: Iterable[str], index: AnswerIndex) -> set[int]:
+def truth_indices(entries: Iterable[str], index: AnswerIndex) -> set[int]:
     return {index.lookup[e.lower()] for e in entries if e.lower() in index.lookup}

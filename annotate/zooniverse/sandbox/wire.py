@@ -10,7 +10,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-from .formats import _compact
+from .formats import compact_json
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
 
@@ -73,7 +73,7 @@ class ApiError(Exception):
         self.message = message
 
 
-def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(payload).encode()
     out = {"Content-Type": f"{JSONAPI_MEDIA_TYPE}; charset=utf-8"}
     out.update(headers or {})
@@ -81,31 +81,31 @@ def _json_response(status: int, payload: Any, headers: dict[str, str] | None = N
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json_response(status, {"errors": [{"message": message}]}, headers)
+    return json_response(status, {"errors": [{"message": message}]}, headers)
 
 
-def _no_content() -> Response:
+def no_content() -> Response:
     return Response(204, b"", {})
 
 
 def etag_for(resources: Sequence[dict[str, Any]]) -> str:
     """Weak ETag over the serialized resources, so a list of one equals that resource's ETag."""
-    digest = hashlib.md5(_compact(list(resources)).encode(), usedforsecurity=False).hexdigest()
+    digest = hashlib.md5(compact_json(list(resources)).encode(), usedforsecurity=False).hexdigest()
     return f'W/"{digest}"'
 
 
-def _int(value: Any, name: str) -> int:
+def int_param(value: Any, name: str) -> int:
     try:
         return int(str(value).strip())
     except (TypeError, ValueError) as exc:
         raise ApiError(422, f"{name} must be an integer, got {value!r}") from exc
 
 
-def _id_list(value: str | None, name: str) -> list[int] | None:
+def id_list_param(value: str | None, name: str) -> list[int] | None:
     if value is None or value == "":
         return None
-    return [_int(part, name) for part in str(value).split(",") if part.strip()]
+    return [int_param(part, name) for part in str(value).split(",") if part.strip()]
 
 
-def _str_ids(ids: Iterable[int]) -> list[str]:
+def str_ids(ids: Iterable[int]) -> list[str]:
     return [str(i) for i in ids]
