@@ -6,7 +6,7 @@ class TrainingConfig(AppConfig):
     verbose_name = "Model training"
 
     def ready(self) -> None:
-        from annotate.services.exports import record_source_register
+        from annotate.services.datasets.records import record_source_register
         from training import checks, receivers  # noqa: F401 - checks registers system checks
         from training.services.proposals import proposal_records
 

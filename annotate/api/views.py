@@ -42,7 +42,7 @@ from annotate.models import (
     VolunteerSkill,
 )
 from annotate.selectors import item_final_labels
-from annotate.services.exports import FORMATS
+from annotate.services.datasets.writers import FORMATS
 from annotate.services.releases import CONTENT_TYPES
 
 ID = r"[0-9]{1,19}"

@@ -36,16 +36,13 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotate.models import DatasetRelease
-from annotate.services.exports import (
+from annotate.services.datasets.export import lineage_describe, manifest_build
+from annotate.services.datasets.records import ExportFilters, export_concepts, records_for
+from annotate.services.datasets.writers import (
     FILE_NAMES,
     FORMATS,
-    ExportFilters,
     ExportResult,
-    export_concepts,
     files_describe,
-    lineage_describe,
-    manifest_build,
-    records_for,
     records_write,
     writers_build,
 )

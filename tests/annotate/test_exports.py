@@ -21,14 +21,9 @@ from annotate.models import (
     Review,
     Subject,
 )
-from annotate.services.exports import (
-    W3C_CONTEXT,
-    ExportFilters,
-    dataset_export,
-    export_records,
-    item_uri,
-    split_of,
-)
+from annotate.services.datasets.export import dataset_export
+from annotate.services.datasets.records import ExportFilters, export_records, item_uri, split_of
+from annotate.services.datasets.writers import W3C_CONTEXT
 from annotate.services.media import image_store
 from annotate.services.releases import (
     release_build,

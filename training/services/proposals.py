@@ -1,7 +1,7 @@
 """Enrichment proposals: the active model's labels for items that have no final label yet.
 
 A release or export of kind ``proposals`` holds these records; the crowd side's exports and
-releases read them through :data:`annotate.services.exports.RECORD_SOURCES`, where
+releases read them through :data:`annotate.services.datasets.records.RECORD_SOURCES`, where
 ``TrainingConfig.ready`` registers :func:`proposal_records`, so that annotate never imports
 training.
 
@@ -37,9 +37,8 @@ from django.core.cache import cache
 from django.db.models import Exists, Max, OuterRef, QuerySet
 
 from annotate.models import AggregatedLabel, Concept, Item, Subject
-from annotate.services.exports import (
+from annotate.services.datasets.records import (
     CHUNK_SIZE,
-    W3C_CONTEXT,
     ExportFilters,
     ExportRecord,
     concept_uri,
@@ -47,6 +46,7 @@ from annotate.services.exports import (
     item_uri,
     split_of,
 )
+from annotate.services.datasets.writers import W3C_CONTEXT
 from training.models import ModelVersion, Prediction
 
 
