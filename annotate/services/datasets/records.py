@@ -123,6 +123,38 @@ def concept_uri(concept: Concept) -> str:
     return CONCEPT_URN + concept.key
 
 
+#: The item columns a record is built from (:func:`item_record`), in this order.
+ITEM_FIELDS = ("pk", "external_id", "image_url", "image_file", "title", "metadata")
+
+
+def item_record(
+    row: Sequence[Any],
+    *,
+    labels: list[str],
+    scores: dict[str, float],
+    source: str,
+    n_classifications: int = 0,
+    model_version: int | None = None,
+) -> ExportRecord:
+    """The record of an item read as :data:`ITEM_FIELDS`: its URI, image and split said once for
+    every kind of record, with the labels and scores the caller decided."""
+    pk, external_id, url, image_file, title, metadata = row
+    return ExportRecord(
+        item_id=pk,
+        external_id=external_id,
+        item_uri=item_uri(external_id, metadata),
+        image=url or image_file,
+        image_file=image_file,
+        title=title,
+        labels=labels,
+        scores=scores,
+        source=source,
+        n_classifications=n_classifications,
+        split=split_of(external_id),
+        model_version=model_version,
+    )
+
+
 def export_queryset(filters: ExportFilters) -> QuerySet[Item]:
     """The items an export may contain, before the confidence filter (which needs posteriors)."""
     items = Item.objects.exclude(review_state=Item.ReviewState.REJECTED)
@@ -165,16 +197,7 @@ def export_records(
     keys = {c.key for c in (concepts if concepts is not None else export_concepts(filters))}
     subset = filters.concepts is not None
     base = export_queryset(filters).order_by("pk")
-    fields = (
-        "pk",
-        "external_id",
-        "image_url",
-        "image_file",
-        "title",
-        "metadata",
-        "n_classifications",
-        "review_state",
-    )
+    fields = (*ITEM_FIELDS, "n_classifications", "review_state")
     last = 0
     while True:
         rows = list(base.filter(pk__gt=last).values_list(*fields)[:chunk_size])
@@ -189,7 +212,8 @@ def export_records(
         ):
             if not subset or key in keys:
                 scores.setdefault(item_id, {})[key] = round(float(posterior), 6)
-        for pk, external_id, url, image_file, title, metadata, n_class, state in rows:
+        for row in rows:
+            pk, (n_class, state) = row[0], row[len(ITEM_FIELDS) :]
             labels = finals.get(pk)
             if labels is None:  # rejected in the meantime
                 continue
@@ -200,18 +224,12 @@ def export_records(
                     continue
             if subset:
                 labels = [k for k in labels if k in keys]
-            yield ExportRecord(
-                item_id=pk,
-                external_id=external_id,
-                item_uri=item_uri(external_id, metadata),
-                image=url or image_file,
-                image_file=image_file,
-                title=title,
+            yield item_record(
+                row[: len(ITEM_FIELDS)],
                 labels=sorted(labels),
                 scores=item_scores,
                 source="curator" if curated else "crowd",
                 n_classifications=n_class,
-                split=split_of(external_id),
             )
 
 
