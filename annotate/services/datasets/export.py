@@ -2,13 +2,14 @@
 
 Contract: :func:`dataset_export` writes ``out`` (a file, or a folder for imagefolder) and its
 manifest, or raises ``ValueError`` before any file opens; :func:`manifest_build` and
-:func:`lineage_describe` are shared with the releases (``annotate.services.releases``).
+:func:`lineage_describe` are shared with the releases (``annotate.services.releases``). The
+lineage's model version comes from the model side through :func:`lineage_model_register`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,26 +120,18 @@ def lineage_describe() -> dict[str, Any]:
     }
 
 
-def active_model_version() -> dict[str, Any] | None:
-    """The training app's active model version as {id, name}, when that app has one."""
-    from django.apps import apps
+#: Describes the model side's active version for a lineage ({id, name, weights, weights_sha256}),
+#: or None. The training app sets it when it loads (``TrainingConfig.ready``); annotate alone has
+#: no model, and never imports training.
+ModelDescriber = Callable[[], dict[str, Any] | None]
+_MODEL_DESCRIBERS: list[ModelDescriber] = []
 
-    try:
-        model = apps.get_model("training", "ModelVersion")
-    except LookupError:
-        return None
-    names = {f.name for f in model._meta.get_fields()}
-    query = model.objects.all()
-    if "status" in names:
-        query = query.filter(status="active")
-    elif "active" in names:
-        query = query.filter(active=True)
-    else:
-        return None
-    version = query.order_by("-pk").first()
-    if version is None:
-        return None
-    described = {"id": version.pk, "name": str(version)}
-    if "weights_sha256" in names:  # the pretrained weights under the trunk, as asked and as read
-        described.update(weights=version.weights, weights_sha256=version.weights_sha256)
-    return described
+
+def lineage_model_register(describe: ModelDescriber) -> None:
+    """Let the model side say which model version a lineage names (the last one set wins)."""
+    _MODEL_DESCRIBERS[:] = [describe]
+
+
+def active_model_version() -> dict[str, Any] | None:
+    """The model side's active version as described by the registered describer, else None."""
+    return _MODEL_DESCRIBERS[-1]() if _MODEL_DESCRIBERS else None
