@@ -136,7 +136,7 @@ def _enqueue(release_id: int) -> None:
     queued with no message behind it (reliability F1): a new release is the retry."""
     from kombu.exceptions import OperationalError
 
-    from annotate.tasks_releases import release_build_task
+    from annotate.tasks import release_build_task
 
     try:
         release_build_task.delay(release_id=release_id)

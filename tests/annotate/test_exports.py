@@ -485,12 +485,12 @@ def test_a_release_whose_build_cannot_be_queued_says_so(
 ):
     from kombu.exceptions import OperationalError
 
-    from annotate import tasks_releases
+    from annotate import tasks
 
     def down(**kwargs):
         raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks_releases.release_build_task, "delay", down)
+    monkeypatch.setattr(tasks.release_build_task, "delay", down)
     with django_capture_on_commit_callbacks(execute=True):
         release = release_request(user=None)
     release.refresh_from_db()
