@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from celery import shared_task
 from django.conf import settings
 
+from annotate.services.releases import RELEASE_BUILD_TASK, release_build
 from annotate.zooniverse.client import TransientError, policy_from_settings
 
 logger = logging.getLogger(__name__)
@@ -181,10 +182,8 @@ def fetch_item_images(*, limit: int = 50, chain: bool = True) -> dict[str, Any]:
     return {"fetched": counts.fetched, "failed": counts.failed, "more": counts.more}
 
 
-# The name of the module this task was first written in: kept, so that messages already queued
-# under it are still understood after a deploy.
 @shared_task(
-    name="annotate.tasks_releases.release_build",
+    name=RELEASE_BUILD_TASK,
     acks_late=True,
     reject_on_worker_lost=False,
     max_retries=0,
@@ -199,6 +198,4 @@ def release_build_task(*, release_id: int) -> str:
     conditional update and returns at once when it is already running or written. No automatic
     retry: a failed build is marked ``failed`` and a new release is the way to try again.
     """
-    from annotate.services.releases import release_build
-
     return release_build(release_id=release_id).status
