@@ -15,6 +15,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
+from annotate.plots import plot_png
 from loop import dashboard, dashboard_plots
 from review.views import _context, can_view
 
@@ -97,7 +98,7 @@ def dashboard_plot(request: HttpRequest, name: str) -> HttpResponse:
         raise PermissionDenied
     if name not in dashboard_plots.DASHBOARD_PLOTS:
         raise Http404("no such plot")
-    response = HttpResponse(dashboard_plots.dashboard_plot_png(name), content_type="image/png")
+    response = HttpResponse(plot_png(name, board="dashboard"), content_type="image/png")
     # Drawn from live data on each request; a cached copy would show yesterday's loop.
     response["Cache-Control"] = "no-store"
     return response
