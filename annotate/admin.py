@@ -1143,24 +1143,14 @@ class DatasetReleaseAdmin(admin.ModelAdmin):
         ]
 
     def download_view(self, request: HttpRequest, pk: int, what: str):
-        from django.http import FileResponse, Http404
+        from django.http import Http404
 
-        from annotate.services.releases import (
-            CONTENT_TYPES,
-            release_download_name,
-            release_file_path,
-        )
+        from annotate.views import release_file_response
 
         release = DatasetRelease.objects.filter(pk=pk).first()
         if release is None or not self.has_view_permission(request, release):
             raise Http404("no such release")
         try:
-            path = release_file_path(release, what)
+            return release_file_response(release, what)
         except FileNotFoundError as exc:
             raise Http404(str(exc)) from exc
-        response = FileResponse(
-            path.open("rb"), as_attachment=True, filename=release_download_name(release, what)
-        )
-        response["Content-Type"] = CONTENT_TYPES[what]
-        response["X-Content-Type-Options"] = "nosniff"
-        return response

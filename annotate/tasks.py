@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from celery import shared_task
 from django.conf import settings
 
+from annotate.services.releases import RELEASE_BUILD_TASK, release_build
 from annotate.zooniverse.client import TransientError, policy_from_settings
 
 logger = logging.getLogger(__name__)
@@ -179,3 +180,22 @@ def fetch_item_images(*, limit: int = 50, chain: bool = True) -> dict[str, Any]:
     if counts.more and chain:
         fetch_item_images.delay(limit=limit)
     return {"fetched": counts.fetched, "failed": counts.failed, "more": counts.more}
+
+
+@shared_task(
+    name=RELEASE_BUILD_TASK,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    max_retries=0,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 300,
+)
+def release_build_task(*, release_id: int) -> str:
+    """Build a dataset release: a thin wrapper around one service.
+
+    It may run more than once for one request (``acks_late``; Redis redelivers after the
+    visibility timeout): :func:`annotate.services.releases.release_build` claims the row with a
+    conditional update and returns at once when it is already running or written. No automatic
+    retry: a failed build is marked ``failed`` and a new release is the way to try again.
+    """
+    return release_build(release_id=release_id).status

@@ -572,8 +572,6 @@ if ROUND_NEXT_SIZE < 1 or ROUND_NEXT_WHEN_OPEN_BELOW < 0:
 from training.schedule import BEAT_SCHEDULE as TRAINING_BEAT_SCHEDULE  # noqa: E402
 
 ZOONIVERSE_SYNC_INTERVAL = env_float("ZOONIVERSE_SYNC_INTERVAL", 300.0)
-# Task modules beside the apps' tasks.py, which autodiscovery alone would not find.
-CELERY_IMPORTS = ("annotate.tasks_releases",)
 CELERY_BEAT_SCHEDULE = {
     "loop-pull": {
         "task": "loop.tasks.loop_pull",

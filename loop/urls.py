@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from loop import views
+from loop import dashboard_plots, views  # noqa: F401 - dashboard_plots registers its plots
+from review.views import plot_png
 
 app_name = "loop"
 
 urlpatterns = [
     path("dashboard/", views.dashboard_page, name="dashboard"),
-    path("dashboard/<slug:name>.png", views.dashboard_plot, name="dashboard_plot"),
+    # The plots of the dashboard board (registered by importing loop.dashboard_plots), served
+    # by the one plot view.
+    path("dashboard/<slug:name>.png", plot_png, {"board": "dashboard"}, name="dashboard_plot"),
 ]

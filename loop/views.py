@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from loop import dashboard, dashboard_plots
+from loop import dashboard
 from review.views import _context, can_view
 
 #: The loop panel lists this many recent events; its refresh asks the API for as many.
@@ -88,16 +88,3 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
             release_links=_release_links(releases.latest),
         ),
     )
-
-
-@staff_member_required
-@require_GET
-def dashboard_plot(request: HttpRequest, name: str) -> HttpResponse:
-    if not can_view(request):
-        raise PermissionDenied
-    if name not in dashboard_plots.DASHBOARD_PLOTS:
-        raise Http404("no such plot")
-    response = HttpResponse(dashboard_plots.dashboard_plot_png(name), content_type="image/png")
-    # Drawn from live data on each request; a cached copy would show yesterday's loop.
-    response["Cache-Control"] = "no-store"
-    return response

@@ -474,12 +474,13 @@ def plots_page(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 @require_GET
-def plot_png(request: HttpRequest, name: str) -> HttpResponse:
+def plot_png(request: HttpRequest, name: str, board: str = "review") -> HttpResponse:
+    """Any plot registered in :mod:`annotate.plots`, by board (set by the URL) and name."""
     if not can_view(request):
         raise PermissionDenied
-    if name not in plots.PLOTS:
+    if name not in plots.plot_names(board):
         raise Http404("no such plot")
-    response = HttpResponse(plots.plot_png(name), content_type="image/png")
+    response = HttpResponse(plots.plot_png(name, board=board), content_type="image/png")
     # Drawn from live data on each request; a cached copy would show yesterday's crowd.
     response["Cache-Control"] = "no-store"
     return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -93,3 +94,18 @@ def prediction_explain_png(
 
     return explain_map_png(explain_map_request(
         item=item, concept_key=concept_key, size=size, layer=layer, version=version))
+
+
+def model_version_lineage() -> dict[str, Any] | None:
+    """The active model version as a dataset lineage names it: id, name and the pretrained
+    weights under its trunk, as asked and as read (registered for annotate's exports and
+    releases by ``TrainingConfig.ready``)."""
+    version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("-pk").first()
+    if version is None:
+        return None
+    return {
+        "id": version.pk,
+        "name": str(version),
+        "weights": version.weights,
+        "weights_sha256": version.weights_sha256,
+    }

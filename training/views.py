@@ -23,13 +23,13 @@ from annotate.models import Item
 from ml.checkpoint import CheckpointError
 from ml.images import ImageError
 from training.models import TrainingRun
+from training.plots import metrics_png
 from training.services.explain import (
     DEFAULT_SIZE,
     MapUnavailable,
     explain_map_png,
     explain_map_request,
 )
-from training.services.plots import metrics_png
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from annotate.models import (
     VolunteerSkill,
 )
 from annotate.selectors import item_final_labels
-from annotate.services.exports import FORMATS
+from annotate.services.datasets.writers import FORMATS
 from annotate.services.releases import CONTENT_TYPES
 
 ID = r"[0-9]{1,19}"
@@ -259,16 +259,10 @@ class ReleaseViewSet(
     @action(detail=True, methods=["get"], url_path=r"download/(?P<what>[a-z]{1,16})")
     def download(self, request: Request, pk: str, what: str) -> FileResponse:
         """Download one file of a written release, as an attachment."""
-        from annotate.services.releases import release_download_name, release_file_path
+        from annotate.views import release_file_response
 
         release = self.get_object()
         try:
-            path = release_file_path(release, what)
+            return release_file_response(release, what)
         except FileNotFoundError as exc:
             raise NotFound(str(exc)) from exc
-        response = FileResponse(
-            path.open("rb"), as_attachment=True, filename=release_download_name(release, what)
-        )
-        response["Content-Type"] = CONTENT_TYPES[what]
-        response["X-Content-Type-Options"] = "nosniff"
-        return response

@@ -1,8 +1,8 @@
 """Dataset releases: versioned, immutable snapshots of the final labels in every export format.
 
-``release_request`` writes a ``queued`` row with the next version number and enqueues the build
-once the transaction commits; ``release_build`` (run by the Celery task) writes the files under
-``ARTIFACT_ROOT/releases/<id>/`` and publishes them in one step:
+``release_request`` writes a ``queued`` row with the next version number and sends the build task
+by name (:data:`RELEASE_BUILD_TASK`) once the transaction commits; ``release_build`` (run by that
+task) writes the files under ``ARTIFACT_ROOT/releases/<id>/`` and publishes them in one step:
 
 1. claim the row with a conditional ``UPDATE ... WHERE status='queued'`` (a redelivered message
    finds it running or done and returns: the task may run more than once);
@@ -36,21 +36,22 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotate.models import DatasetRelease
-from annotate.services.exports import (
+from annotate.services.datasets.export import lineage_describe, manifest_build
+from annotate.services.datasets.records import ExportFilters, export_concepts, records_for
+from annotate.services.datasets.writers import (
     FILE_NAMES,
     FORMATS,
-    ExportFilters,
     ExportResult,
-    export_concepts,
     files_describe,
-    lineage_describe,
-    manifest_build,
-    records_for,
     records_write,
     writers_build,
 )
 
 logger = logging.getLogger(__name__)
+
+#: The Celery task that runs :func:`release_build` (``annotate.tasks.release_build_task``); the
+#: name of the module it was first written in, kept for the messages already queued under it.
+RELEASE_BUILD_TASK = "annotate.tasks_releases.release_build"
 
 MANIFEST_NAME = "manifest.json"
 IMAGEFOLDER_ZIP = "imagefolder.zip"
@@ -136,13 +137,15 @@ def release_request(
 
 def _enqueue(release_id: int) -> None:
     """Send the build; if the broker is unreachable, say so on the row instead of leaving it
-    queued with no message behind it (reliability F1): a new release is the retry."""
+    queued with no message behind it (reliability F1): a new release is the retry.
+
+    The task is looked up by its name in the Celery app's registry (``AnnotateConfig.ready``
+    imports ``annotate.tasks``), so that this module never imports the tasks that call it."""
+    from celery import current_app
     from kombu.exceptions import OperationalError
 
-    from annotate.tasks_releases import release_build_task
-
     try:
-        release_build_task.delay(release_id=release_id)
+        current_app.tasks[RELEASE_BUILD_TASK].delay(release_id=release_id)
     except (OperationalError, ConnectionError, OSError) as exc:
         logger.error("release %s: could not enqueue the build: %s", release_id, exc)
         DatasetRelease.objects.filter(pk=release_id, status=DatasetRelease.Status.QUEUED).update(

@@ -21,14 +21,9 @@ from annotate.models import (
     Review,
     Subject,
 )
-from annotate.services.exports import (
-    W3C_CONTEXT,
-    ExportFilters,
-    dataset_export,
-    export_records,
-    item_uri,
-    split_of,
-)
+from annotate.services.datasets.export import dataset_export
+from annotate.services.datasets.records import ExportFilters, export_records, item_uri, split_of
+from annotate.services.datasets.writers import W3C_CONTEXT
 from annotate.services.media import image_store
 from annotate.services.releases import (
     release_build,
@@ -490,12 +485,12 @@ def test_a_release_whose_build_cannot_be_queued_says_so(
 ):
     from kombu.exceptions import OperationalError
 
-    from annotate import tasks_releases
+    from annotate import tasks
 
     def down(**kwargs):
         raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks_releases.release_build_task, "delay", down)
+    monkeypatch.setattr(tasks.release_build_task, "delay", down)
     with django_capture_on_commit_callbacks(execute=True):
         release = release_request(user=None)
     release.refresh_from_db()

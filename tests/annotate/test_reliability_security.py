@@ -189,7 +189,7 @@ def _cells(path: Path) -> list[str]:
 def test_s10_every_text_field_of_an_export_is_escaped_in_csv_and_raw_in_jsonl(concepts, tmp_path):
     import json
 
-    from annotate.services.exports import dataset_export
+    from annotate.services.datasets.export import dataset_export
 
     for n, text in enumerate(DANGEROUS):
         item = Item.objects.create(

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from PIL import Image
 
-from annotate import selectors
+from annotate import plots, selectors
 from annotate.models import (
     AggregatedLabel,
     Classification,
@@ -315,7 +315,7 @@ def test_each_plot_is_a_png_with_data_in_bounded_queries(
 def test_an_unknown_plot_is_not_found(curator_client):
     assert curator_client.get("/review/dashboard/nothing.png").status_code == 404
     with pytest.raises(ValueError, match="unknown plot"):
-        dashboard_plots.dashboard_plot_png("../../etc/passwd")
+        plots.plot_png("../../etc/passwd", board="dashboard")
 
 
 # --- the numbers ----------------------------------------------------------------------------------

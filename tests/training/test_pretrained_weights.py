@@ -173,7 +173,7 @@ def test_a_requests_weights_override_the_settings_and_none_turns_them_off(settin
 def test_the_weights_provenance_shows_in_the_admin_and_in_a_release_lineage(
     mosaic_items, server, django_capture_on_commit_callbacks, admin_client
 ):
-    from annotate.services.exports import lineage_describe
+    from annotate.services.datasets.export import lineage_describe
 
     data = trunk_bytes(TINY_PARAMS["model_kwargs"]["widths"])
     server.files["trunk.pth"] = data

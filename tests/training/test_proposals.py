@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from annotate.models import Item
-from annotate.services.exports import W3C_CONTEXT, dataset_export
+from annotate.services.datasets.export import dataset_export
+from annotate.services.datasets.writers import W3C_CONTEXT
 from annotate.services.releases import release_request
 from tests.annotate import test_exports
 from training.models import ModelVersion, Prediction

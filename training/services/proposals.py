@@ -1,7 +1,7 @@
 """Enrichment proposals: the active model's labels for items that have no final label yet.
 
 A release or export of kind ``proposals`` holds these records; the crowd side's exports and
-releases read them through :data:`annotate.services.exports.RECORD_SOURCES`, where
+releases read them through :data:`annotate.services.datasets.records.RECORD_SOURCES`, where
 ``TrainingConfig.ready`` registers :func:`proposal_records`, so that annotate never imports
 training.
 
@@ -37,16 +37,16 @@ from django.core.cache import cache
 from django.db.models import Exists, Max, OuterRef, QuerySet
 
 from annotate.models import AggregatedLabel, Concept, Item, Subject
-from annotate.services.exports import (
+from annotate.services.datasets.records import (
     CHUNK_SIZE,
-    W3C_CONTEXT,
+    ITEM_FIELDS,
     ExportFilters,
     ExportRecord,
     concept_uri,
     export_concepts,
-    item_uri,
-    split_of,
+    item_record,
 )
+from annotate.services.datasets.writers import W3C_CONTEXT
 from training.models import ModelVersion, Prediction
 
 
@@ -109,7 +109,6 @@ def _threshold(thresholds: list[Any], i: int) -> float:
 #: A chunk of candidate items: their rows, their scores (n, C) rounded to 6 places in the version's
 #: concept order (NaN where a concept is missing or not asked for), and what is proposed (n, C).
 Chunk = tuple[list[tuple[Any, ...]], np.ndarray, np.ndarray]
-_FIELDS = ("pk", "external_id", "image_url", "image_file", "title", "metadata")
 
 
 def _chunks(
@@ -138,7 +137,7 @@ def _chunks(
         page = base
         if bound is not None:
             page = page.filter(**{"pk__lt" if descending else "pk__gt": bound})
-        rows = list(page.values_list(*_FIELDS)[:chunk_size])
+        rows = list(page.values_list(*ITEM_FIELDS)[:chunk_size])
         if not rows:
             return
         bound = rows[-1][0]
@@ -164,22 +163,14 @@ def _record(
     version: ModelVersion, row: tuple[Any, ...], scores: np.ndarray, proposed: np.ndarray
 ) -> ExportRecord:
     """One item's proposals (``scores`` and ``proposed``: its rows of a :data:`Chunk`)."""
-    pk, external_id, url, image_file, title, metadata = row
     order = list(version.concepts)
-    return ExportRecord(
-        item_id=pk,
-        external_id=external_id,
-        item_uri=item_uri(external_id, metadata),
-        image=url or image_file,
-        image_file=image_file,
-        title=title,
+    return item_record(
+        row,
         labels=sorted(order[c] for c in np.flatnonzero(proposed)),
         scores=dict(
             sorted((order[c], float(scores[c])) for c in np.flatnonzero(~np.isnan(scores)))
         ),
         source="model",
-        n_classifications=0,
-        split=split_of(external_id),
         model_version=version.pk,
     )
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.exports import FILE_NAMES, FORMATS, dataset_export
+from annotate.services.datasets.export import dataset_export
+from annotate.services.datasets.writers import FILE_NAMES, FORMATS
 
 
 def _out_path(out: Path, fmt: str) -> Path:

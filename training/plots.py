@@ -1,4 +1,8 @@
-"""The per-epoch metrics plot of a run, drawn server-side as a PNG (no pyplot, no GUI)."""
+"""The per-epoch metrics plot of a run, drawn server-side as a PNG (no pyplot, no GUI).
+
+Not in the plot registry (:mod:`annotate.plots`, plots of no argument by name): it draws one
+run's metrics, served by ``training.views.run_metrics_png`` under the run's own permission.
+"""
 
 from __future__ import annotations
 
