@@ -112,9 +112,7 @@ def lineage_describe() -> dict[str, Any]:
         )
         .filter(undone_by__isnull=True)
         .count(),
-        "n_items_curated": Item.objects.filter(
-            review_state__in=Item.ReviewState.CURATED
-        ).count(),
+        "n_items_curated": Item.objects.curated().count(),
         "n_items_rejected": Item.objects.filter(review_state=Item.ReviewState.REJECTED).count(),
         "model_version": active_model_version(),
     }

@@ -162,10 +162,7 @@ def export_queryset(filters: ExportFilters) -> QuerySet[Item]:
         items = items.curated()
     else:
         has_labels = AggregatedLabel.objects.filter(item_id=OuterRef("pk"))
-        items = items.filter(
-            Q(review_state__in=Item.ReviewState.CURATED)
-            | Exists(has_labels)
-        )
+        items = items.filter(Q(review_state__in=Item.ReviewState.CURATED) | Exists(has_labels))
     deleted = Subject.objects.filter(
         item_id=OuterRef("pk"), upstream_state=Subject.Upstream.DELETED
     )
