@@ -103,7 +103,8 @@ where known and NaN where not.
 # --------------------------------------------------------------------------------------------
 
 
-def _as_index(values: ArrayLike, name: str) -> IntArray:
+def index_array(values: ArrayLike, name: str) -> IntArray:
+    """``values`` as a one-dimensional int64 array of non-negative indices (``name`` for errors)."""
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
@@ -115,7 +116,8 @@ def _as_index(values: ArrayLike, name: str) -> IntArray:
     return array
 
 
-def _infer_size(index: IntArray, given: int | None, name: str) -> int:
+def index_size(index: IntArray, given: int | None, name: str) -> int:
+    """How many values ``index`` ranges over: ``given``, checked against the largest index."""
     needed = int(index.max()) + 1 if index.size else 0
     if given is None:
         return needed
@@ -181,8 +183,8 @@ class VoteMatrix:
         Raises:
             ValueError: on mismatched lengths or shapes, negative indices or labels other than 0/1.
         """
-        items = _as_index(item_idx, "item_idx")
-        workers = _as_index(worker_idx, "worker_idx")
+        items = index_array(item_idx, "item_idx")
+        workers = index_array(worker_idx, "worker_idx")
         ticks = np.asarray(labels)
         if ticks.ndim == 1:
             ticks = ticks[:, None]
@@ -212,8 +214,8 @@ class VoteMatrix:
             item_idx=items,
             worker_idx=workers,
             labels=ticks,
-            n_items=_infer_size(items, n_items, "n_items"),
-            n_workers=_infer_size(workers, n_workers, "n_workers"),
+            n_items=index_size(items, n_items, "n_items"),
+            n_workers=index_size(workers, n_workers, "n_workers"),
             asked=mask,
         )
 
@@ -317,9 +319,9 @@ class CategoricalVotes:
         Returns:
             The validated ``CategoricalVotes``.
         """
-        items = _as_index(item_idx, "item_idx")
-        workers = _as_index(worker_idx, "worker_idx")
-        answers = _as_index(label, "label")
+        items = index_array(item_idx, "item_idx")
+        workers = index_array(worker_idx, "worker_idx")
+        answers = index_array(label, "label")
         if not (len(items) == len(workers) == len(answers)):
             raise ValueError(
                 f"item_idx, worker_idx and label differ in length: "
@@ -329,9 +331,9 @@ class CategoricalVotes:
             item_idx=items,
             worker_idx=workers,
             label=answers,
-            n_items=_infer_size(items, n_items, "n_items"),
-            n_workers=_infer_size(workers, n_workers, "n_workers"),
-            n_classes=max(_infer_size(answers, n_classes, "n_classes"), 1),
+            n_items=index_size(items, n_items, "n_items"),
+            n_workers=index_size(workers, n_workers, "n_workers"),
+            n_classes=max(index_size(answers, n_classes, "n_classes"), 1),
         )
 
     @property
@@ -381,8 +383,8 @@ def anchors_to_array(anchors: AnchorsLike, n_items: int, n_concepts: int) -> Flo
         values = np.asarray(list(anchors.values()), dtype=np.float64)
         items, concepts = keys[:, 0], keys[:, 1]
     elif isinstance(anchors, tuple):
-        items = _as_index(anchors[0], "anchor item_idx")
-        concepts = _as_index(anchors[1], "anchor concept_idx")
+        items = index_array(anchors[0], "anchor item_idx")
+        concepts = index_array(anchors[1], "anchor concept_idx")
         values = np.asarray(anchors[2], dtype=np.float64)
     else:
         given = np.asarray(anchors, dtype=np.float64)
@@ -755,7 +757,7 @@ def _worker_groups(
                 raise ValueError("a boolean pool_workers must have shape (n_workers,)")
             pooled |= marked
         else:
-            pooled[_as_index(marked, "pool_workers")] = True
+            pooled[index_array(marked, "pool_workers")] = True
     # Keep the original order among individual volunteers so the output is order-independent.
     group = np.empty(votes.n_workers, dtype=np.int64)
     n_individual = int((~pooled).sum())
@@ -1158,7 +1160,7 @@ def dawid_skene_binary_posteriors(
                 raise ValueError("a boolean pool_workers must have shape (n_workers,)")
             pooled |= marked
         else:
-            pooled[_as_index(marked, "pool_workers")] = True
+            pooled[index_array(marked, "pool_workers")] = True
 
     def used(given: ArrayLike, crowd: ArrayLike, pooled_skill: ArrayLike | None) -> FloatArray:
         rates = np.asarray(given, dtype=np.float64)
