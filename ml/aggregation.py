@@ -237,7 +237,7 @@ class VoteMatrix:
         return np.bincount(self.worker_idx, minlength=self.n_workers).astype(np.int64)
 
     @cached_property
-    def _unasked(self) -> tuple[IntArray, IntArray]:
+    def unasked_cells(self) -> tuple[IntArray, IntArray]:
         """``(rows, concepts)`` of the cells not asked about; empty without a mask."""
         if self.asked is None:
             empty = np.zeros(0, dtype=np.int64)
@@ -251,7 +251,7 @@ class VoteMatrix:
         """
         total = np.bincount(index, minlength=size).astype(np.int64)
         shape = (size, self.n_concepts)
-        rows, concepts = self._unasked
+        rows, concepts = self.unasked_cells
         if not rows.size:
             return total[:, None]
         flat = index[rows] * self.n_concepts + concepts
@@ -396,10 +396,10 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
     asked = votes.asked_counts()
     fixed = anchors_to_array(anchors, votes.n_items, votes.n_concepts)
     known = ~np.isnan(fixed)
-    posteriors, overall = _tick_fractions(votes.positive_counts(), asked, fixed)
+    posteriors, overall = tick_fractions(votes.positive_counts(), asked, fixed)
 
     # Skill against the majority decision: one pass of the two-coin M-step with hard labels.
-    design = _Design.build(votes, np.arange(votes.n_workers), votes.n_workers)
+    design = VoteDesign.build(votes, np.arange(votes.n_workers), votes.n_workers)
     decided = (posteriors > 0.5).astype(np.float64)
     stats = design.skill_counts(decided)
     sensitivity = (stats.true_pos + 1.0) / (stats.mass_pos + 2.0)
@@ -411,7 +411,7 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
         specificity=specificity,
         worker_votes=votes.worker_asked_counts(),
         item_votes=n_votes_per_item,
-        priors=_informative_mean(posteriors, (asked > 0) | known, overall),
+        priors=informative_mean(posteriors, (asked > 0) | known, overall),
         iterations=0,
         log_likelihood=[],
         converged=True,
@@ -419,7 +419,7 @@ def majority_vote(votes: VoteMatrix, anchors: AnchorsLike = None) -> Aggregation
     )
 
 
-def _tick_fractions(
+def tick_fractions(
     positives: ArrayLike, asked: IntArray, fixed: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Vote fractions with unseen item x concept pairs at the overall tick rate, anchors applied.
@@ -443,7 +443,7 @@ def _tick_fractions(
     return posteriors, overall
 
 
-def _informative_mean(
+def informative_mean(
     values: FloatArray, informative: BoolArray, fallback: FloatArray
 ) -> FloatArray:
     """Column means over informative rows; ``fallback`` for a column with none."""
@@ -458,7 +458,7 @@ def _informative_mean(
 
 
 @dataclass(frozen=True)
-class _SkillCounts:
+class SkillCounts:
     true_pos: FloatArray  # (n_groups, C): sum over votes of tick * P(applies)
     mass_pos: FloatArray  # (n_groups, C): sum over votes of P(applies)
     true_neg: FloatArray  # (n_groups, C): sum over votes of (1 - tick) * P(does not apply)
@@ -466,7 +466,7 @@ class _SkillCounts:
 
 
 @dataclass(frozen=True)
-class _Design:
+class VoteDesign:
     """Sparse incidence matrices that turn each EM step into a few matrix products.
 
     ``ticks`` is block-diagonal over concepts: row ``item * C + c``, column ``group * C + c``,
@@ -495,7 +495,7 @@ class _Design:
     n_concepts: int
 
     @classmethod
-    def build(cls, votes: VoteMatrix, group_of_worker: IntArray, n_groups: int) -> _Design:
+    def build(cls, votes: VoteMatrix, group_of_worker: IntArray, n_groups: int) -> VoteDesign:
         n_concepts = votes.n_concepts
         group = group_of_worker[votes.worker_idx]
         rows, concepts = np.nonzero(votes.labels)
@@ -513,7 +513,7 @@ class _Design:
         group_votes = np.bincount(group, minlength=n_groups).astype(np.float64)
         group_asked = np.broadcast_to(group_votes[:, None], (n_groups, n_concepts))
         unasked = unasked_t = None
-        rows, concepts = votes._unasked
+        rows, concepts = votes.unasked_cells
         if rows.size:
             unasked_rows = votes.item_idx[rows] * n_concepts + concepts
             unasked_cols = group[rows] * n_concepts + concepts
@@ -542,7 +542,7 @@ class _Design:
             n_concepts=n_concepts,
         )
 
-    def skill_counts(self, posteriors: FloatArray) -> _SkillCounts:
+    def skill_counts(self, posteriors: FloatArray) -> SkillCounts:
         """Expected confusion counts per group and concept given item posteriors."""
         shape = (self.n_groups, self.n_concepts)
         true_pos = (self.ticks_t @ posteriors.ravel()).reshape(shape)
@@ -556,7 +556,7 @@ class _Design:
         if self.unasked_t is not None:
             mass_neg = np.maximum(mass_neg, 0.0)
         true_neg = mass_neg - false_pos
-        return _SkillCounts(true_pos, mass_pos, np.maximum(true_neg, 0.0), mass_neg)
+        return SkillCounts(true_pos, mass_pos, np.maximum(true_neg, 0.0), mass_neg)
 
     def log_evidence(
         self, sensitivity: FloatArray, specificity: FloatArray
@@ -835,7 +835,7 @@ def dawid_skene_binary(
     informative = (asked > 0) | known
 
     group, n_groups, pooled = _worker_groups(votes, pool_below, pool_workers)
-    design = _Design.build(votes, group, n_groups)
+    design = VoteDesign.build(votes, group, n_groups)
     # The pooled group is already a crowd average; shrinking it again would make the result
     # depend on how many volunteers happen to be pooled.
     strength = np.full((n_groups, 1), float(prior_strength))
@@ -855,12 +855,12 @@ def dawid_skene_binary(
             _unseen_skill(stats.true_neg, stats.mass_neg, sharing_strength, succession),
         ]
         # With no information at all about a concept, the prior is an honest 0.5.
-        prior = _informative_mean(post, informative, np.full(n_concepts, 0.5))
+        prior = informative_mean(post, informative, np.full(n_concepts, 0.5))
         return sensitivity, specificity, np.clip(prior, _PROB_CLIP, 1 - _PROB_CLIP)
 
     # Initialise from the vote fractions, like crowd-kit's DawidSkene.
     ticks = np.asarray(design.ticks.sum(axis=1)).reshape(n_items, n_concepts)
-    posteriors, _ = _tick_fractions(ticks, asked, fixed)
+    posteriors, _ = tick_fractions(ticks, asked, fixed)
     majorities = None
     if overrule_factor is not None:
         majorities = _ClearMajorities.build(ticks, asked)
@@ -1035,7 +1035,7 @@ def dawid_skene_binary_posteriors(
     fixed = anchors_to_array(anchors, votes.n_items, n_concepts)
     known = ~np.isnan(fixed)
     # Each volunteer is its own group: pooled ones already carry the shared skill.
-    design = _Design.build(votes, np.arange(n_workers), n_workers)
+    design = VoteDesign.build(votes, np.arange(n_workers), n_workers)
     present, absent = design.log_evidence(sensitivity, specificity)
     log_present = np.log(prior)[None, :] + present
     log_absent = np.log1p(-prior)[None, :] + absent
