@@ -80,7 +80,8 @@ class Selection:
 
 
 #: The cold-start strategy on a zero-shot version's scores: k-center among the items it is
-#: least sure of (``training.selection`` in the product, ``ml.simulation`` in the benches).
+#: least sure of (``training.services.selection`` in the product, ``ml.simulation`` in the
+#: benches).
 ZERO_SHOT_COLD_START = "kcenter"
 
 StrategyFn = Callable[[Pool, int, np.random.Generator], tuple[IntArray, FloatArray, str]]

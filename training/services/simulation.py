@@ -331,7 +331,7 @@ def _campaign(
 ) -> Curve:
     from annotate.models import Classification
     from annotate.services.aggregation import labels_aggregate
-    from training.selection import SelectionError, round_select
+    from training.services.selection import SelectionError, round_select
 
     curve = Curve(strategy=strategy, seed=seed)
     _setup(data)

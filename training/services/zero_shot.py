@@ -11,8 +11,9 @@ A zero-shot version is never made active: the active version is what ``predict``
 explanations and later rounds load as a trained network, and a trained model (even a weak one)
 knows this vocabulary as the crowd uses it. It stays a candidate that promotion refuses (its
 sidecar is not a trained checkpoint). It serves two things while no trained model is scored:
-the first round (uncertain and varied images by its scores, ``training.selection``), and the
-curators' flag "the zero-shot model doubts a prior label" (``training.services.conflicts``).
+the first round (uncertain and varied images by its scores,
+``training.services.selection``), and the curators' flag "the zero-shot model doubts a prior
+label" (``training.services.conflicts``).
 
 A pool is scored either in this process (:func:`zero_shot_pool_score`, the command's default)
 or in workers (:func:`zero_shot_scoring_start`, ``zero_shot --in-workers``): the scoring chunks
