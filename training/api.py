@@ -29,12 +29,13 @@ from annotate.api.views import ReadOnlyViewSet
 from ml.acquisition import list_strategies
 from ml.model_names import MODEL_NAMES
 from training.models import ModelVersion, RoundRequest, TrainingRun
-from training.services import TrainingParamsError, training_run_request
+from training.services.params import TrainingParamsError
 from training.services.proposals import (
     ANNOTATION_MEDIA_TYPE,
     proposal_collection,
     proposal_page,
 )
+from training.services.runs import training_run_request
 
 
 class _HasPerm(BasePermission):

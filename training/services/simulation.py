@@ -224,8 +224,9 @@ def _setup(data: _Data) -> None:
 def _train(params: dict) -> tuple[object | None, str]:
     """Train a model version on the final labels now; (the version or None, what happened)."""
     from training.models import ModelVersion
-    from training.services import training_run_execute, training_run_request
     from training.services.dataset import TrainingDataError
+    from training.services.execute import training_run_execute
+    from training.services.runs import training_run_request
     from training.services.versions import model_version_promote
 
     try:
