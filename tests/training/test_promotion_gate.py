@@ -195,7 +195,7 @@ def publish(*, val_map: float, gate: dict | None) -> ModelVersion:
 
 
 def test_a_gate_scored_against_a_version_no_longer_active_is_not_trusted(monkeypatch):
-    monkeypatch.setattr("training.services.versions._followup", lambda run: None)
+    monkeypatch.setattr("training.services.versions.training_run_followup_create", lambda run: None)
     now_active = constant_version(concepts=["a"], val_map=0.8)
     stale = {"rule": SAME_ITEMS, "items": 12, "candidate_map": 0.9, "active_map": 0.1,
              "active_version": now_active.pk + 100, "passed": True}
@@ -210,7 +210,7 @@ def test_a_gate_scored_against_a_version_no_longer_active_is_not_trusted(monkeyp
 
 
 def test_the_first_version_is_promoted_and_its_gate_says_so(monkeypatch):
-    monkeypatch.setattr("training.services.versions._followup", lambda run: None)
+    monkeypatch.setattr("training.services.versions.training_run_followup_create", lambda run: None)
 
     version = publish(val_map=0.1, gate=None)
 

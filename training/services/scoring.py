@@ -257,7 +257,7 @@ def chunks_send(chunk_ids: Iterable[int]) -> int:
     """Send chunk tasks as one group; a broker outage leaves them for the reconciler."""
     from celery import group
 
-    from training.services.runs import _broker_errors
+    from training.services.runs import broker_errors
     from training.tasks import training_score_chunk
 
     ids = list(chunk_ids)
@@ -266,7 +266,7 @@ def chunks_send(chunk_ids: Iterable[int]) -> int:
     ScoringChunk.objects.filter(pk__in=ids).update(sent_at=timezone.now())
     try:
         group(training_score_chunk.si(chunk_id=pk) for pk in ids).apply_async()
-    except _broker_errors() as exc:
+    except broker_errors() as exc:
         logger.error("scoring chunks not sent (the reconciler will retry): %s", exc)
         return 0
     return len(ids)

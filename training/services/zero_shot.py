@@ -436,12 +436,12 @@ def zero_shot_scoring_finished(*, version_id: int) -> None:
     """After a worker scored a zero-shot version's last chunk (on commit): refresh the
     prior-doubt flags of every item in a task on the default queue, since the version is now
     the latest scored one."""
-    from training.services.runs import _broker_errors
+    from training.services.runs import broker_errors
     from training.tasks import item_zero_shot_prior_refresh_task
 
     try:
         item_zero_shot_prior_refresh_task.delay(item_ids=None)
-    except _broker_errors() as exc:
+    except broker_errors() as exc:
         logger.error("zero-shot v%s: the prior-doubt refresh was not sent: %s", version_id, exc)
 
 
