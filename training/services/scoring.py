@@ -37,6 +37,7 @@ from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
 from ml.models import MultiLabelNet
 from training.models import ModelVersion, Prediction, ScoringChunk
 from training.services.model_cache import model_version_loaded
+from training.services.params import training_device
 from training.services.versions import model_version_active
 from training.signals import pool_scored
 
@@ -54,13 +55,6 @@ def embedding_cache(model: MultiLabelNet) -> EmbeddingCache:
     )
 
 
-def _device() -> str:
-    name = settings.TRAINING_DEVICE
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def probabilities(
     version: ModelVersion, sources: list[str]
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
@@ -76,7 +70,7 @@ def probabilities(
         model,
         sources,
         cache=cache,
-        device=_device(),
+        device=training_device(),
         batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
         max_pixels=settings.IMAGE_MAX_PIXELS,
         max_bytes=settings.IMAGE_MAX_BYTES,

@@ -44,6 +44,7 @@ from django.utils import timezone
 from annotate.models import Concept
 from ml.checkpoint import atomic_write_bytes, sha256_file
 from training.models import ModelVersion, Prediction
+from training.services.params import training_device
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +77,6 @@ class ZeroShotScoring:
 
 def _artifact_root() -> Path:
     return Path(settings.ARTIFACT_ROOT).resolve()
-
-
-def _device() -> str:
-    import torch
-
-    name = settings.TRAINING_DEVICE
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def zero_shot_version_latest() -> ModelVersion | None:
@@ -259,7 +251,7 @@ def _items_score(
         model,  # duck-typed: embed(), data_config and num_features, like a backbone
         [str(image_path(rel)) for _, rel in items],
         cache=_embedding_cache(meta),
-        device=_device(),
+        device=training_device(),
         batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
         max_pixels=settings.IMAGE_MAX_PIXELS,
         max_bytes=settings.IMAGE_MAX_BYTES,
