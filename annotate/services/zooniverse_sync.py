@@ -496,7 +496,7 @@ def workflow_versions_sync(
     its text. A version already stored with the same answer texts is left alone, so a mapping a
     curator corrected is not overwritten.
     """
-    from annotate.services.workflows import concept_index
+    from annotate.services.vocabulary import concept_index
 
     client = _client(client)
     concepts = concept_index()
