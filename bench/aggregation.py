@@ -235,12 +235,12 @@ def micro_f1_exact(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def bench_accuracy() -> None:
-    from ml.aggregation import (
+    from bench.aggregation_categorical import (
         CategoricalVotes,
-        dawid_skene_binary,
         dawid_skene_categorical,
         majority_vote_categorical,
     )
+    from ml.aggregation import dawid_skene_binary
 
     print("## Accuracy on real datasets (zheng2017), accuracy over questions with truth")
     print("crowd-kit 1.4.2: MajorityVote(), DawidSkene(n_iter=100); diff = crowdloop - crowd-kit")

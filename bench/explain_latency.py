@@ -79,7 +79,8 @@ def prepare(var: str, *, epochs: int) -> None:
     from annotate.services.vocabulary import vocabulary_load
     from config.celery import app
     from loop.services.demo import DEMO_TRAIN_PARAMS, demo_manifest_write, demo_vocabulary
-    from training.services import model_version_active, training_run_request
+    from training.services.runs import training_run_request
+    from training.services.versions import model_version_active
 
     call_command("migrate", verbosity=0)
     app.conf.task_always_eager = True
@@ -271,7 +272,7 @@ def main() -> None:
     started = time.perf_counter()
     prepare(var, epochs=args.epochs)
     from annotate.models import Item
-    from training.services import model_version_active
+    from training.services.versions import model_version_active
 
     version = model_version_active()
     ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))

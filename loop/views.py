@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
 from loop import dashboard
-from review.views import _context, can_view
+from review.views import admin_frame_context, can_view
 
 #: The loop panel lists this many recent events; its refresh asks the API for as many.
 LOOP_EVENTS = 10
@@ -68,7 +68,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "loop/dashboard.html",
-        _context(
+        admin_frame_context(
             request,
             title="Dashboard",
             loop=dashboard.loop_panel(events=LOOP_EVENTS, run_url_template=run_url_template),

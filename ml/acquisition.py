@@ -8,11 +8,12 @@ pattern). :func:`relabel_or_new` weighs another vote on an already classified it
 first vote on a new one (after ActiveLab, Goh & Mueller 2023, per concept with K = 2).
 
 Strategies are registered by name, so settings, commands and the admin can refer to them.
-Plain numpy: no Django, no torch.
+Plain numpy, and scikit-learn for k-means: no Django, no torch.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,7 +80,8 @@ class Selection:
 
 
 #: The cold-start strategy on a zero-shot version's scores: k-center among the items it is
-#: least sure of (``training.selection`` in the product, ``ml.simulation`` in the benches).
+#: least sure of (``training.services.selection`` in the product, ``ml.simulation`` in the
+#: benches).
 ZERO_SHOT_COLD_START = "kcenter"
 
 StrategyFn = Callable[[Pool, int, np.random.Generator], tuple[IntArray, FloatArray, str]]
@@ -323,30 +325,25 @@ def density_strategy(
     return picks, scores[picks], "uncertain"
 
 
-def kmeans(
-    x: FloatArray, k: int, rng: np.random.Generator, iters: int = 20
-) -> tuple[FloatArray, IntArray]:
-    """Plain Lloyd's k-means with k-means++ seeding; returns centroids and assignments."""
-    n = len(x)
-    centroids = [x[rng.integers(n)]]
-    dist = ((x - centroids[0]) ** 2).sum(axis=1)
-    for _ in range(1, k):
-        probs = dist / dist.sum() if dist.sum() > 0 else np.full(n, 1 / n)
-        centroids.append(x[rng.choice(n, p=probs)])
-        dist = np.minimum(dist, ((x - centroids[-1]) ** 2).sum(axis=1))
-    c = np.asarray(centroids)
-    assign = np.zeros(n, dtype=np.int64)
-    for _ in range(iters):
-        d2 = (x**2).sum(1)[:, None] - 2 * x @ c.T + (c**2).sum(1)[None, :]  # (n, k)
-        new = d2.argmin(axis=1)
-        if np.array_equal(new, assign) and _ > 0:
-            break
-        assign = new
-        for j in range(k):
-            members = x[assign == j]
-            if len(members):
-                c[j] = members.mean(axis=0)
-    return c, assign
+def kmeans(x: FloatArray, k: int, rng: np.random.Generator) -> IntArray:
+    """Cluster the rows of ``x`` into ``k`` groups; returns each row's cluster in ``[0, k)``.
+
+    scikit-learn's k-means (Lloyd's, one k-means++ start) seeded from ``rng``, so a round is
+    reproducible from its seed. A cluster may come out empty where ``x`` has fewer distinct rows.
+    """
+    if k <= 1 or len(x) <= 1:
+        return np.zeros(len(x), dtype=np.int64)
+    # Imported here: scikit-learn costs the web processes, which list the strategies, a second.
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    model = KMeans(
+        n_clusters=k, init="k-means++", n_init=1, max_iter=20, random_state=int(rng.integers(2**31))
+    )
+    with warnings.catch_warnings():
+        # Fewer distinct rows than clusters: some clusters stay empty, which the callers allow.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit_predict(x).astype(np.int64)
 
 
 @register_strategy("cluster_margin")
@@ -366,7 +363,7 @@ def cluster_margin_strategy(
     if k == 0 or len(shortlist) == 0:
         return shortlist[:0], scores[shortlist[:0]], "diverse"
     feats = np.asarray(pool.embeddings, dtype=np.float64)[shortlist]
-    _, assign = kmeans(feats, min(k, len(shortlist)), rng)
+    assign = kmeans(feats, min(k, len(shortlist)), rng)
     clusters = [shortlist[assign == j] for j in range(int(assign.max()) + 1)]
     clusters = [c[np.argsort(-scores[c], kind="stable")] for c in clusters if len(c)]
     clusters.sort(key=len)
@@ -397,7 +394,7 @@ def typical_diverse_strategy(
     x = np.asarray(pool.embeddings, dtype=np.float64)
     x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), _EPS)
     k = min(k, pool.n)
-    _, assign = kmeans(x, k, rng)
+    assign = kmeans(x, k, rng)
     picks, scores = [], []
     for j in range(k):
         members = np.flatnonzero(assign == j)

@@ -171,7 +171,7 @@ def _filter_form(request: HttpRequest, *, menus: bool = False) -> QueueFilterFor
     return QueueFilterForm(request.GET, concepts=_concept_choices() if menus else None)
 
 
-def _context(request: HttpRequest, **extra) -> dict:
+def admin_frame_context(request: HttpRequest, **extra) -> dict:
     """The admin's frame (site header and title, user tools) so these pages look like it.
 
     Not ``admin.site.each_context``: that also builds the sidebar's list of every app and model,
@@ -221,7 +221,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "review/queue.html",
-        _context(
+        admin_frame_context(
             request,
             title="Review queue",
             filter_form=filter_form,
@@ -267,7 +267,7 @@ def bulk_accept(request: HttpRequest) -> HttpResponse:
         return render(
             request,
             "review/bulk_confirm.html",
-            _context(
+            admin_frame_context(
                 request,
                 title="Bulk accept: confirm",
                 count=count,
@@ -345,7 +345,7 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "review/item.html",
-        _context(
+        admin_frame_context(
             request,
             title=f"Review {obj.external_id}",
             item=obj,
@@ -402,7 +402,7 @@ def decisions(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "review/decisions.html",
-        _context(
+        admin_frame_context(
             request,
             title="Decisions",
             page_obj=page,
@@ -468,7 +468,7 @@ def plots_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "review/plots.html",
-        _context(request, title="Crowd plots", plots=plots.PLOTS),
+        admin_frame_context(request, title="Crowd plots", plots=plots.PLOTS),
     )
 
 

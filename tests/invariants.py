@@ -16,7 +16,7 @@ from django.db.models import Count, Max
 def invariants_check() -> None:
     from annotate.models import Classification, SyncCursor
     from training.models import ModelVersion, TrainingRun
-    from training.services import model_version_load
+    from training.services.versions import model_version_load
 
     repeated = list(
         Classification.objects.values("zooniverse_id")

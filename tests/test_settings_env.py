@@ -244,20 +244,19 @@ def test_backbone_weights_give_the_file_and_make_head_training_the_default(setti
 
 def test_training_device_is_the_device_training_and_scoring_use(settings):
     from training.services.execute import _config
-    from training.services.params import training_params_parse
-    from training.services.scoring import _device
+    from training.services.params import training_device, training_params_parse
 
     params = training_params_parse({}).as_json()
     for device in ("cuda:3", "cpu"):
         settings.TRAINING_DEVICE = device
         assert _config(params).device == device
-        assert _device() == device
+        assert training_device() == device
 
 
 def test_train_after_new_labels_sets_when_a_run_is_requested(db, settings, monkeypatch):
     from tests.training.conftest import write_mosaic_items
     from training.models import TrainingRun
-    from training.services import training_maybe_trigger
+    from training.services.triggers import training_maybe_trigger
 
     monkeypatch.setattr("training.tasks.training_run_task.apply_async", lambda *a, **k: None)
     write_mosaic_items(20)

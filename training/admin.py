@@ -13,14 +13,14 @@ from django.utils.html import format_html, format_html_join
 
 from annotate.admin import confirmation_page, shortened, when
 from training.models import ModelVersion, RoundRequest, TrainingRun
-from training.services import (
-    PromotionError,
-    TrainingParamsError,
-    model_version_promote,
-    training_run_request,
-)
 from training.services.gate import SAME_ITEMS, gate_describe
-from training.services.versions import PromotionNeedsConfirmation
+from training.services.params import TrainingParamsError
+from training.services.runs import training_run_request
+from training.services.versions import (
+    PromotionError,
+    PromotionNeedsConfirmation,
+    model_version_promote,
+)
 
 
 def _map(value: float | None) -> str:

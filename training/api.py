@@ -17,44 +17,33 @@ from drf_spectacular.utils import (
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotate import roles
-from annotate.api.permissions import CanRead, CanRunRounds, PolicyMixin
+from annotate.api.permissions import CanRead, CanRunRounds, HasPermission, PolicyMixin
 from annotate.api.views import ReadOnlyViewSet
 from ml.acquisition import list_strategies
 from ml.model_names import MODEL_NAMES
 from training.models import ModelVersion, RoundRequest, TrainingRun
-from training.services import TrainingParamsError, training_run_request
+from training.services.params import TrainingParamsError
 from training.services.proposals import (
     ANNOTATION_MEDIA_TYPE,
     proposal_collection,
     proposal_page,
 )
+from training.services.runs import training_run_request
 
 
-class _HasPerm(BasePermission):
-    """One permission, as every API permission is: the account's roles decide, not ``is_staff``
-    (the admin site's flag; a viewer reads runs through the API without using the admin)."""
-
-    perm = ""
-
-    def has_permission(self, request: Request, view: object) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.has_perm(self.perm))
-
-
-class CanViewTrainingRuns(_HasPerm):
+class CanViewTrainingRuns(HasPermission):
     """Read training runs (viewer, curator, staff, admin)."""
 
     perm = roles.PERM_VIEW_TRAINING
 
 
-class CanRequestTraining(_HasPerm):
+class CanRequestTraining(HasPermission):
     """Request a training run (staff, admin)."""
 
     perm = roles.PERM_RETRAIN

@@ -1,4 +1,5 @@
-"""Permission classes, one permission each. The roles that hold them are in ``annotate.roles``."""
+"""Permission classes, one model permission each (``HasPermission``); the roles that hold them
+are in ``annotate.roles``."""
 
 from __future__ import annotations
 
@@ -7,50 +8,46 @@ from rest_framework.permissions import BasePermission
 from annotate import roles
 
 
-class CanRead(BasePermission):
+class HasPermission(BasePermission):
+    """One model permission (``perm``), as every API permission is: the account's roles decide,
+    not ``is_staff`` (the admin site's flag; a viewer reads through the API without the admin)."""
+
+    perm = ""
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm(self.perm))
+
+
+class CanRead(HasPermission):
     """Read the crowd and model data (viewer, curator, staff, admin)."""
 
     perm = roles.PERM_READ
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.has_perm(self.perm))
 
-
-class CanReview(BasePermission):
+class CanReview(HasPermission):
     """Record curator decisions (curator, staff, admin)."""
 
     perm = roles.PERM_REVIEW
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.has_perm(self.perm))
 
-
-class CanRelease(BasePermission):
+class CanRelease(HasPermission):
     """Make dataset releases (staff, admin)."""
 
     perm = roles.PERM_RELEASE
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.has_perm(self.perm))
 
-
-class CanRunRounds(BasePermission):
+class CanRunRounds(HasPermission):
     """Choose and push rounds (staff, admin)."""
 
     perm = roles.PERM_ROUNDS
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.has_perm(self.perm))
 
-
-class CanPredict(BasePermission):
+class CanPredict(HasPermission):
     """Ask the active model for scores on an uploaded image or URL (staff, admin): each call costs
     an image fetch and a forward pass, so it is not open to every reader."""
 
     perm = roles.PERM_RETRAIN
-
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.has_perm(self.perm))
 
 
 class PolicyMixin:

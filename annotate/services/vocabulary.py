@@ -1,9 +1,13 @@
-"""The vocabulary: which concepts volunteers can tick."""
+"""The vocabulary: which concepts volunteers can tick, and how answer labels are matched to them
+(``label_normalise``, ``concept_index``)."""
 
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +107,65 @@ def vocabulary_load(
     Concept.objects.bulk_create(created)
     Concept.objects.bulk_update(updated, fields)
     return VocabularyResult(created=len(created), updated=len(updated), unchanged=unchanged)
+
+
+_MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_HTML_TAG = re.compile(r"<[^>]*>")
+_MARKDOWN_MARKS = re.compile(r"[*`~]+|^\s*#+\s|^\s*>\s")
+_FILE_SUFFIX = re.compile(r"\.(png|jpe?g|gif|svg|webp)$", re.IGNORECASE)
+
+
+def _decoration(char: str) -> bool:
+    """Emoji and other pictographs, their modifiers and joiners: never part of a label's words."""
+    category = unicodedata.category(char)
+    return category in ("So", "Sk", "Cf", "Co", "Cs") or 0xFE00 <= ord(char) <= 0xFE0F
+
+
+def _trimmed(text: str) -> str:
+    """Without punctuation, symbols and spaces around it (``"Ring."``, ``"(Ring)"``)."""
+    start, end = 0, len(text)
+    while start < end and unicodedata.category(text[start])[0] in "PSZ":
+        start += 1
+    while end > start and unicodedata.category(text[end - 1])[0] in "PSZ":
+        end -= 1
+    return text[start:end]
+
+
+def label_normalise(label: str) -> str:
+    """An answer label reduced to its words, for matching; the raw text is kept elsewhere.
+
+    Project Builder labels carry Markdown (``![ring.png](https://...) Ring``, ``**Ring**``,
+    ``[Ring](url)``), sometimes HTML (``<b>Ring</b>``, ``&amp;``), emoji and punctuation around
+    the words; exports repeat the label as displayed. Images go (a label that is only an image
+    keeps its file name, without the suffix), links keep their text, tags, emphasis and emoji
+    go, then whitespace is collapsed, case folded and punctuation around the words trimmed. The
+    same function reads the workflow's labels and the export's, so they meet whatever the markup.
+    """
+    text = unicodedata.normalize("NFKC", str(label))
+    images = _MARKDOWN_IMAGE.findall(text)
+    text = _MARKDOWN_IMAGE.sub(" ", text)
+    text = _MARKDOWN_LINK.sub(r"\1", text)
+    text = html.unescape(_HTML_TAG.sub(" ", text))
+    text = _MARKDOWN_MARKS.sub(" ", text)
+    text = "".join(" " if _decoration(char) else char for char in text)
+    text = _trimmed(" ".join(text.split()).casefold())
+    if not text and images:  # only an image: its name is all the label says
+        text = _trimmed(" ".join(_FILE_SUFFIX.sub("", images[0]).split()).casefold())
+    if not text:  # only punctuation or symbols: matched as written
+        text = " ".join(str(label).split()).casefold()
+    return text
+
+
+def concept_index() -> dict[str, str]:
+    """Normalised key and label -> concept key. Keys win over labels on a clash.
+
+    The one index answers are matched against, for workflow exports and the API's versions.
+    """
+    index: dict[str, str] = {}
+    concepts = list(Concept.objects.values_list("key", "label"))
+    for key, label in concepts:
+        index.setdefault(label_normalise(label), key)
+    for key, _ in concepts:
+        index[key.casefold()] = key
+    return index

@@ -19,7 +19,7 @@ from loop.tasks import STEP_TASKS
 from ml.mosaics import DIGIT_KEYS
 from tests.training.conftest import write_mosaic_items
 from training.models import ModelVersion, RoundRequest, TrainingRun
-from training.selection import round_select
+from training.services.selection import round_select
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

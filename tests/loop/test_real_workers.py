@@ -28,7 +28,7 @@ from ml.mosaics import DIGIT_KEYS
 from tests.training.conftest import write_mosaic_items
 from tests.workers import sender, until, worker_env
 from training.models import ModelVersion, RoundRequest, TrainingRun
-from training.selection import round_select
+from training.services.selection import round_select
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.timeout(300)]

@@ -354,7 +354,7 @@ def test_pushing_a_round_chosen_without_a_push_runs_the_push_task_under_its_requ
 def test_pushing_a_round_that_no_request_chose_records_a_request_for_the_push(
     staff_client, stand_in, django_capture_on_commit_callbacks
 ):
-    from training.selection import round_select
+    from training.services.selection import round_select
 
     write_mosaic_items(12, curated=0)
     chosen = round_select(size=3, seed=2).round  # as select_round without --push

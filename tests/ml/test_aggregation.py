@@ -7,7 +7,6 @@ datasets). These tests need no Django settings.
 from __future__ import annotations
 
 import ast
-import csv
 import dataclasses
 import os
 import subprocess
@@ -18,55 +17,11 @@ import numpy as np
 import pytest
 
 from ml import aggregation as agg
-from ml.aggregation import CategoricalVotes, VoteMatrix
+from ml.aggregation import VoteMatrix
+from ml.aggregation import dawid_skene as two_coin
+from tests.ml.crowds import BARE, simulate
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = Path(
-    os.environ.get("CROWDLOOP_CROWD_REFERENCE", REPO.parent / "shared" / "reference" / "crowd")
-)
-
-# No priors, no bounds, no majority rule: the bare EM step that the hand-checked cases below follow.
-BARE = {
-    "prior_strength": 0.0,
-    "sharing_strength": None,
-    "succession": None,
-    "overrule_factor": None,
-    "pool_below": 0,
-}
-
-
-def simulate(
-    *,
-    n_items: int = 400,
-    n_concepts: int = 6,
-    votes_per_item: int = 5,
-    n_workers: int = 60,
-    spammer_share: float = 0.1,
-    seed: int = 0,
-) -> tuple[VoteMatrix, np.ndarray]:
-    """A small multi-label crowd: careful volunteers, careless ones, and spammers."""
-    rng = np.random.default_rng(seed)
-    prior = rng.uniform(0.05, 0.35, n_concepts)
-    truth = rng.random((n_items, n_concepts)) < prior
-    kind = rng.choice(3, n_workers, p=[0.6, 0.4 - spammer_share, spammer_share])
-    shape = (n_workers, n_concepts)
-    careful = kind[:, None] == 0
-    sensitivity = np.where(careful, rng.beta(8, 2, shape), rng.beta(4, 3, shape))
-    false_pos = np.where(careful, rng.beta(1, 12, shape), rng.beta(1, 6, shape))
-    rate = rng.uniform(0.05, 0.5, n_workers)
-    sensitivity[kind == 2] = rate[kind == 2, None]
-    false_pos[kind == 2] = rate[kind == 2, None]
-    activity = rng.lognormal(0.0, 1.0, n_workers)
-    chosen = np.stack(
-        [rng.choice(n_workers, votes_per_item, replace=False, p=activity / activity.sum())
-         for _ in range(n_items)]
-    )  # fmt: skip
-    item = np.repeat(np.arange(n_items), votes_per_item)
-    worker = chosen.ravel()
-    p_tick = np.where(truth[item], sensitivity[worker], false_pos[worker])
-    labels = rng.random(p_tick.shape) < p_tick
-    votes = VoteMatrix.from_arrays(item, worker, labels, n_items=n_items, n_workers=n_workers)
-    return votes, truth
 
 
 def micro_f1(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -126,13 +81,6 @@ def test_majority_vote_is_the_share_of_classifications_that_ticked_the_concept()
     assert result.item_votes.tolist() == [3, 1, 0]
 
 
-def test_categorical_majority_vote_breaks_ties_towards_the_lowest_answer_like_crowd_kit():
-    votes = CategoricalVotes.from_arrays([0, 0, 1, 1, 1, 1], [0, 1, 0, 1, 2, 3], [2, 1, 3, 0, 3, 0])
-    result = agg.majority_vote_categorical(votes)
-    assert result.labels.tolist() == [1, 0]
-    np.testing.assert_allclose(result.posteriors.sum(axis=1), 1.0)
-
-
 # --------------------------------------------------------------------------------------------
 # Two-coin Dawid-Skene, checked by hand
 # --------------------------------------------------------------------------------------------
@@ -178,55 +126,6 @@ def test_without_priors_the_log_likelihood_never_decreases():
     votes, _ = simulate(seed=3)
     trace = np.array(agg.dawid_skene_binary(votes, tol=0.0, max_iter=30, **BARE).log_likelihood)
     assert (np.diff(trace) >= -1e-6 * np.abs(trace[1:])).all()
-
-
-def test_with_two_classes_the_two_coin_model_is_classic_dawid_skene():
-    votes, _ = simulate(n_concepts=1, seed=4)
-    categorical = CategoricalVotes.from_arrays(
-        votes.item_idx, votes.worker_idx, votes.labels[:, 0], n_items=votes.n_items, n_classes=2
-    )
-    for max_iter in (1, 5):
-        two_coin = agg.dawid_skene_binary(votes, max_iter=max_iter, tol=0.0, **BARE)
-        classic = agg.dawid_skene_categorical(categorical, max_iter=max_iter, tol=0.0, smoothing=0)
-        np.testing.assert_allclose(two_coin.posteriors[:, 0], classic.posteriors[:, 1], atol=1e-6)
-
-
-def test_one_categorical_em_step_matches_the_hand_computation():
-    # Three volunteers, two items, three answers; A and B agree on item 0, all differ on item 1.
-    votes = CategoricalVotes.from_arrays([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2], [0, 0, 1, 2, 1, 0])
-    first = agg.majority_vote_categorical(votes)  # vote fractions, and one M-step on them
-    np.testing.assert_allclose(first.posteriors, [[2 / 3, 1 / 3, 0], [1 / 3, 1 / 3, 1 / 3]])
-    prior = np.array([1 / 2, 1 / 3, 1 / 6])
-    np.testing.assert_allclose(first.priors, prior)
-    # Volunteer A answered 0 on item 0 and 2 on item 1. Truth-0 mass: 2/3 + 1/3 = 1, of which
-    # answer 0 takes 2/3 and answer 2 takes 1/3.
-    errors = first.errors
-    np.testing.assert_allclose(errors[0, :, 0], [2 / 3, 0, 1 / 3])
-    # E-step for item 0: prior x P(A says 0) x P(B says 0) x P(C says 1), per true answer.
-    joint = prior * errors[0, 0] * errors[1, 0] * errors[2, 1]
-    result = agg.dawid_skene_categorical(votes, max_iter=1, smoothing=0.0)
-    np.testing.assert_allclose(result.posteriors[0], joint / joint.sum(), atol=1e-9)
-
-
-def test_gold_answers_fix_categorical_posteriors_and_correct_the_volunteers():
-    # Volunteers 0 and 1 always answer 0, volunteer 2 always answers 1; gold says items 0-3 are 1.
-    item = np.repeat(np.arange(8), 3)
-    worker = np.tile([0, 1, 2], 8)
-    votes = CategoricalVotes.from_arrays(item, worker, (worker == 2).astype(int))
-    free = agg.dawid_skene_categorical(votes)
-    gold = agg.dawid_skene_categorical(votes, {i: 1 for i in range(4)})
-    assert free.labels.tolist() == [0] * 8
-    np.testing.assert_array_equal(gold.posteriors[:4], [[0.0, 1.0]] * 4)
-    # Items 4-7 look exactly like the gold ones, so they follow volunteer 2 now.
-    assert gold.labels.tolist() == [1] * 8
-    assert gold.errors[2, 1, 1] > free.errors[2, 1, 1]
-
-
-def test_categorical_votes_recast_one_vs_rest_for_the_two_coin_model():
-    votes = CategoricalVotes.from_arrays([0, 1, 1], [0, 0, 1], [2, 0, 1])
-    assert votes.to_vote_matrix().labels.tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
-    binary = CategoricalVotes.from_arrays([0, 1], [0, 0], [1, 0])
-    assert binary.to_vote_matrix().labels.tolist() == [[1], [0]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -702,7 +601,7 @@ def test_posteriors_against_a_clear_majority_follow_the_rule_on_a_simulated_crow
     odds_against = np.where(majority, 1 - unruled, unruled) / np.where(
         majority, unruled, 1 - unruled
     )
-    factor, hold = agg.OVERRULE_FACTOR, agg._HELD_LOG_ODDS
+    factor, hold = agg.OVERRULE_FACTOR, two_coin._HELD_LOG_ODDS
     against = clear & (result.labels != majority)
     assert against.any()  # the rule is not "the majority always wins"
     assert (odds_against[against] >= factor).all()
@@ -817,9 +716,9 @@ def test_a_concept_not_asked_gives_no_evidence_and_no_skill_counts():
     votes = with_unasked(full, concept=2, share=0.4, seed=42)
     alone = asked_only(votes, 2)
     workers = np.arange(votes.n_workers)
-    design = agg._Design.build(votes, workers, votes.n_workers)
-    plain = agg._Design.build(full, workers, votes.n_workers)
-    single = agg._Design.build(alone, workers, votes.n_workers)
+    design = agg.VoteDesign.build(votes, workers, votes.n_workers)
+    plain = agg.VoteDesign.build(full, workers, votes.n_workers)
+    single = agg.VoteDesign.build(alone, workers, votes.n_workers)
     rng = np.random.default_rng(43)
     posteriors = rng.random((votes.n_items, 3))
     sensitivity = rng.uniform(0.5, 0.95, (votes.n_workers, 3))
@@ -877,7 +776,7 @@ def test_the_e_step_with_a_mask_reproduces_the_full_pass_and_ignores_unasked_cel
 def test_a_clear_majority_counts_only_the_votes_asked_about_the_concept():
     # Two of three asked volunteers tick; two more classifications were never asked. Counted as
     # "no", they would make it 2 of 5, no clear majority; asked only, it is 2 of 3.
-    ticks = agg._ClearMajorities.build(
+    ticks = two_coin._ClearMajorities.build(
         np.array([[2.0]]),
         VoteMatrix.from_arrays(
             [0] * 5, range(5), [[1], [1], [0], [0], [0]], asked=[[1], [1], [1], [0], [0]]
@@ -891,10 +790,10 @@ def test_a_clear_majority_counts_only_the_votes_asked_about_the_concept():
 # --------------------------------------------------------------------------------------------
 
 
-def test_the_aggregation_module_imports_no_django_annotate_or_training():
-    tree = ast.parse(Path(agg.__file__).read_text())
+def test_the_aggregation_package_imports_no_django_annotate_or_training():
+    trees = [ast.parse(path.read_text()) for path in Path(agg.__file__).parent.glob("*.py")]
     imported = set()
-    for node in ast.walk(tree):
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -907,66 +806,3 @@ def test_the_aggregation_module_imports_no_django_annotate_or_training():
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, check=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Reference datasets (zheng2017; figures from aggregation.md, crowd-kit 1.4.2)
-# --------------------------------------------------------------------------------------------
-
-
-def load_reference(folder: str) -> tuple[CategoricalVotes, np.ndarray]:
-    base = REFERENCE / "zheng2017_truth_inference" / folder
-    if not base.is_dir():
-        pytest.skip(f"reference data not available: {base}")
-    items: dict[str, int] = {}
-    workers: dict[str, int] = {}
-    item, worker, label = [], [], []
-    with open(base / "answer.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            item.append(items.setdefault(row["question"], len(items)))
-            worker.append(workers.setdefault(row["worker"], len(workers)))
-            label.append(int(row["answer"]))
-    truth = np.full(len(items), -1)
-    with open(base / "truth.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["question"] in items:  # truth may list questions nobody answered
-                truth[items[row["question"]]] = int(row["truth"])
-    return CategoricalVotes.from_arrays(item, worker, label), truth
-
-
-def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    known = truth >= 0
-    return float((pred[known] == truth[known]).mean())
-
-
-# (folder, MV, categorical DS). MV ties are broken as crowd-kit does, so MV matches to the item.
-# bluebirds DS: crowd-kit reports 0.889 because it stops after 2 iterations (its ELBO dips);
-# run to convergence (tol=-inf) crowd-kit also gives 0.898, which is what EM converges to here.
-REFERENCE_FIGURES = {
-    "D_Product": ("d_jn-product", 0.897, 0.940),
-    "bluebirds": ("d_Duck_Identification", 0.759, 0.898),
-    "Dog": ("s4_Dog_data", 0.818, 0.843),
-    "Face": ("s4_Face_Sentiment_Identification", 0.630, 0.640),
-}
-
-
-@pytest.mark.parametrize("name", sorted(REFERENCE_FIGURES))
-def test_reference_accuracy_matches_crowd_kit_within_half_a_point(name):
-    folder, mv_figure, ds_figure = REFERENCE_FIGURES[name]
-    votes, truth = load_reference(folder)
-    mv = agg.majority_vote_categorical(votes)
-    ds = agg.dawid_skene_categorical(votes)
-    assert accuracy(mv.labels, truth) == pytest.approx(mv_figure, abs=0.005)
-    assert accuracy(ds.labels, truth) == pytest.approx(ds_figure, abs=0.005)
-    assert ds.converged
-
-
-@pytest.mark.parametrize(("name", "floor"), [("D_Product", 0.935), ("bluebirds", 0.889)])
-def test_the_two_coin_model_is_at_least_as_accurate_as_majority_vote_on_binary_data(name, floor):
-    folder, mv_figure, ds_figure = REFERENCE_FIGURES[name]
-    votes, truth = load_reference(folder)
-    two_coin = agg.dawid_skene_binary(votes.to_vote_matrix())
-    score = accuracy(two_coin.labels[:, 0].astype(int), truth)
-    assert score >= floor
-    assert score == pytest.approx(ds_figure, abs=0.005)
-    assert score >= accuracy(agg.majority_vote_categorical(votes).labels, truth)

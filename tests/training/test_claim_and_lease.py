@@ -10,8 +10,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from training.models import ModelVersion, TrainingRun
-from training.services import ClaimOutcome, LeaseLost, training_run_claim, training_run_heartbeat
-from training.services.runs import training_run_release, training_runs_reconcile
+from training.services.runs import (
+    ClaimOutcome,
+    LeaseLost,
+    training_run_claim,
+    training_run_heartbeat,
+    training_run_release,
+    training_runs_reconcile,
+)
 from training.services.versions import model_version_publish
 
 

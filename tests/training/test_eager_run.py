@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from ml.checkpoint import sha256_file
 from training.models import ModelVersion, Prediction, TrainingRun
-from training.services import model_version_active, model_version_load, training_run_request
 from training.services.execute import training_run_execute
+from training.services.runs import training_run_request
+from training.services.versions import model_version_active, model_version_load
 
 from .conftest import TINY_PARAMS
 
@@ -108,7 +109,7 @@ def test_a_training_that_crashes_leaves_the_active_model_in_place(
 
 def four_epoch_run() -> TrainingRun:
     """A queued run of the tiny model for four epochs, its params parsed as a request would."""
-    from training.services import training_params_parse
+    from training.services.params import training_params_parse
 
     run = TrainingRun.objects.create(
         trigger="api", params={**TINY_PARAMS, "epochs": 4, "lease_seconds": 60}

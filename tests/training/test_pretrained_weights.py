@@ -21,8 +21,8 @@ from ml.checkpoint import load_checkpoint
 from ml.models import create_model
 from tests.weights_server import closed_port, weights_server
 from training.models import ModelVersion, TrainingRun
-from training.services import TrainingParamsError, training_params_parse, training_run_request
-from training.services.params import SMALL_CNN_DEFAULTS
+from training.services.params import SMALL_CNN_DEFAULTS, TrainingParamsError, training_params_parse
+from training.services.runs import training_run_request
 
 from .conftest import TINY_PARAMS
 

@@ -117,7 +117,7 @@ def test_the_publish_gate_still_keeps_a_worse_run_as_a_candidate_without_asking(
     from training.models import TrainingRun
     from training.services.versions import model_version_publish
 
-    monkeypatch.setattr("training.services.versions._followup", lambda run: None)
+    monkeypatch.setattr("training.services.versions.training_run_followup_create", lambda run: None)
     active = version(0.654, status="active", name="v1")
     path, sha256 = saved_checkpoint("v2")
     run = TrainingRun.objects.create(trigger="auto", status="running", attempts=1)

@@ -18,12 +18,13 @@ from ml.mosaics import DIGIT_KEYS
 from ml.splits import stable_split
 from tests.conftest import as_user
 from training.models import ModelVersion, TrainingRun
-from training.services import model_version_active, training_run_request
 from training.services.dataset import snapshot_load, snapshot_write, training_set_build
 from training.services.gate import SAME_ITEMS, VALIDATION_MAP, gate_compare
 from training.services.model_cache import model_cache_clear
+from training.services.runs import training_run_request
 from training.services.versions import (
     PromotionNeedsConfirmation,
+    model_version_active,
     model_version_promote,
     model_version_publish,
 )
@@ -194,7 +195,7 @@ def publish(*, val_map: float, gate: dict | None) -> ModelVersion:
 
 
 def test_a_gate_scored_against_a_version_no_longer_active_is_not_trusted(monkeypatch):
-    monkeypatch.setattr("training.services.versions._followup", lambda run: None)
+    monkeypatch.setattr("training.services.versions.training_run_followup_create", lambda run: None)
     now_active = constant_version(concepts=["a"], val_map=0.8)
     stale = {"rule": SAME_ITEMS, "items": 12, "candidate_map": 0.9, "active_map": 0.1,
              "active_version": now_active.pk + 100, "passed": True}
@@ -209,7 +210,7 @@ def test_a_gate_scored_against_a_version_no_longer_active_is_not_trusted(monkeyp
 
 
 def test_the_first_version_is_promoted_and_its_gate_says_so(monkeypatch):
-    monkeypatch.setattr("training.services.versions._followup", lambda run: None)
+    monkeypatch.setattr("training.services.versions.training_run_followup_create", lambda run: None)
 
     version = publish(val_map=0.1, gate=None)
 

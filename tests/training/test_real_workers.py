@@ -18,7 +18,8 @@ import pytest
 from tests.invariants import invariants_check
 from tests.workers import CELERY, ROOT, sender, until, worker_env  # noqa: F401
 from training.models import ModelVersion, TrainingRun
-from training.services import model_version_active, model_version_load, training_params_parse
+from training.services.params import training_params_parse
+from training.services.versions import model_version_active, model_version_load
 
 from .conftest import TINY_PARAMS, write_mosaic_items
 
@@ -74,7 +75,7 @@ def test_a_worker_killed_mid_training_leaves_the_active_model_and_the_retry_fini
 ):
     write_mosaic_items(30)
     # the version in production before the retrain: trained in-process, eagerly
-    from training.services import training_run_request
+    from training.services.runs import training_run_request
 
     first, _ = training_run_request(trigger="command", params=TINY_PARAMS)
     active = model_version_active()

@@ -27,8 +27,9 @@ from tests.factories import Crowd
 from tests.invariants import invariants_check
 from tests.workers import database_url, until, worker_env
 from training.models import ModelVersion, TrainingRun
-from training.services import model_version_active, model_version_load, training_run_request
 from training.services.dataset import run_dir
+from training.services.runs import training_run_request
+from training.services.versions import model_version_active, model_version_load
 
 from .conftest import TINY_PARAMS
 
@@ -393,7 +394,7 @@ def test_f5_a_redelivery_while_the_first_worker_trains_finds_the_live_lease_and_
         redis_url, CELERY_VISIBILITY_TIMEOUT="5", TRAINING_TIME_LIMIT_SECONDS="120",
         CROWDLOOP_TRAINING_FAULTS="sleep_per_epoch=5",
     )  # fmt: skip
-    from training.services import training_params_parse
+    from training.services.params import training_params_parse
 
     params = training_params_parse({**TINY_PARAMS, "epochs": 6, "lease_seconds": 30}).as_json()
     run = TrainingRun.objects.create(trigger="api", params=params)

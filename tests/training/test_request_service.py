@@ -9,7 +9,8 @@ from django.db import connection
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from training.models import TrainingRun
-from training.services import TrainingParamsError, training_run_request, training_runs_reconcile
+from training.services.params import TrainingParamsError
+from training.services.runs import training_run_request, training_runs_reconcile
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
 from training.models import TrainingRun
-from training.selection import SelectionError, concept_prevalence, round_select
-from training.services import model_version_active, training_run_request
+from training.services.runs import training_run_request
+from training.services.selection import SelectionError, concept_prevalence, round_select
+from training.services.versions import model_version_active
 
 from .conftest import TINY_PARAMS, write_mosaic_items
 
@@ -158,7 +159,7 @@ def test_the_rare_concept_strategies_weigh_by_how_often_the_crowd_saw_each_conce
     trained, monkeypatch
 ):
     from ml import acquisition
-    from training import selection
+    from training.services import selection
 
     keys = list(model_version_active().concepts)
     labelled = AggregatedLabel.objects.filter(concept__key=keys[0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from annotate.models import AggregatedLabel, Concept, Item, Subject
-from training.services import (
+from training.services.dataset import (
     TrainingDataError,
     snapshot_load,
     snapshot_write,

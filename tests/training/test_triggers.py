@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.models import ModelVersion, TrainingRun
-from training.services import (
+from training.services.triggers import (
     training_maybe_trigger,
     training_new_labels_count,
     training_nightly,
@@ -48,7 +48,7 @@ def test_only_labels_since_the_last_snapshot_count(db, settings, sent):
 
 
 def test_labels_arriving_during_training_mark_one_follow_up(db, settings, sent):
-    from training.services import training_run_claim, training_run_request
+    from training.services.runs import training_run_claim, training_run_request
 
     settings.TRAIN_AFTER_NEW_LABELS = 1
     write_mosaic_items(12)

@@ -36,7 +36,7 @@ from training.services.dataset import (
 )
 from training.services.faults import faults_from_env
 from training.services.gate import gate_for_run
-from training.services.params import run_weights, weights_resolve, weights_spec
+from training.services.params import run_weights, training_device, weights_resolve, weights_spec
 from training.services.runs import (
     ClaimOutcome,
     LeaseLost,
@@ -47,7 +47,7 @@ from training.services.runs import (
     training_run_record,
     training_run_release,
 )
-from training.services.scoring import _device, embedding_cache
+from training.services.scoring import embedding_cache
 from training.services.versions import model_version_publish
 
 logger = logging.getLogger(__name__)
@@ -221,8 +221,8 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
                          **params.get("model_kwargs", {}))
     limits = {"max_pixels": settings.IMAGE_MAX_PIXELS, "max_bytes": settings.IMAGE_MAX_BYTES}
     if config.mode == "head":
-        emb = compute_embeddings(model, sources, cache=embedding_cache(model), device=_device(),
-                                 **limits)
+        emb = compute_embeddings(model, sources, cache=embedding_cache(model),
+                                 device=training_device(), **limits)
         ok = emb.ok
         train_idx, val_idx = train_idx[ok[train_idx]], val_idx[ok[val_idx]]
         refused = int((~ok).sum())

@@ -235,3 +235,13 @@ def training_params_parse(raw: dict[str, Any] | None) -> TrainingParams:
         model_kwargs=model_kwargs,
         lease_seconds=max(1, lease),
     )
+
+
+def training_device() -> str:
+    """The torch device training and scoring run on: ``TRAINING_DEVICE``, "auto" resolved to
+    "cuda" where a GPU is there and "cpu" otherwise."""
+    if settings.TRAINING_DEVICE != "auto":
+        return settings.TRAINING_DEVICE
+    import torch  # here: this module is imported by web processes, which never need torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

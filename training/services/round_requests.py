@@ -163,7 +163,7 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
     Safe to call more than once: only a queued request (or a running one whose worker was lost
     long ago) is claimed; any other call returns the request as it stands.
     """
-    from training.selection import SelectionError, round_select
+    from training.services.selection import SelectionError, round_select
 
     if not _claim(request_id):
         current = RoundRequest.objects.filter(pk=request_id).first()

@@ -33,7 +33,7 @@ Status = TrainingRun.Status
 Trigger = TrainingRun.Trigger
 
 
-def _broker_errors() -> tuple[type[BaseException], ...]:
+def broker_errors() -> tuple[type[BaseException], ...]:
     """What a send raises when the broker is down: kombu wraps most, redis-py raises some."""
     from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -58,13 +58,14 @@ def worker_identity(task_id: str | None = None) -> str:
     return f"{base}:{task_id}" if task_id else base
 
 
-def _line(text: str, *, now: datetime | None = None) -> str:
+def run_log_line(text: str, *, now: datetime | None = None) -> str:
+    """One line of a run's log: ``text`` stamped with ``now`` (default: the current time)."""
     return f"{(now or timezone.now()).strftime('%Y-%m-%d %H:%M:%S')} {text}\n"
 
 
 def training_run_log(*, run_id: int, text: str) -> None:
     """Append a line to the run's log (unfenced: a late worker's note does no harm)."""
-    TrainingRun.objects.filter(pk=run_id).update(log=Concat(F("log"), Value(_line(text))))
+    TrainingRun.objects.filter(pk=run_id).update(log=Concat(F("log"), Value(run_log_line(text))))
 
 
 # ---------------------------------------------------------------------------- request / enqueue
@@ -81,7 +82,7 @@ def training_run_enqueue(*, run_id: int) -> str:
     TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
     try:
         training_run_task.apply_async(kwargs={"run_id": run_id})
-    except _broker_errors() as exc:
+    except broker_errors() as exc:
         message = (
             f"The task queue is unreachable ({type(exc).__name__}: {exc}); training run {run_id} "
             "stays queued and will be sent again automatically when the queue is back."
@@ -146,7 +147,7 @@ def training_run_request(
                     trigger=trigger,
                     params=clean,
                     max_attempts=max_attempts,
-                    log=_line(f"requested ({trigger})"),
+                    log=run_log_line(f"requested ({trigger})"),
                 )
                 # Sent only once the row is committed, so the worker always finds it.
                 transaction.on_commit(partial(training_run_enqueue, run_id=run.pk))
@@ -221,7 +222,7 @@ def training_run_claim(*, run_id: int, worker_id: str, now: datetime | None = No
             heartbeat_at=now,
             started_at=run.started_at or now,
             enqueue_error="",
-            log=Concat(F("log"), Value(_line(note, now=now))),
+            log=Concat(F("log"), Value(run_log_line(note, now=now))),
         )
         if updated != 1:  # pragma: no cover - the row lock makes this a can't-happen
             return Claim(ClaimOutcome.BUSY, run)
@@ -258,7 +259,7 @@ def training_run_heartbeat(
     if state_sha256 is not None:
         fields["state_sha256"] = state_sha256
     if note:
-        fields["log"] = Concat(F("log"), Value(_line(note, now=now)))
+        fields["log"] = Concat(F("log"), Value(run_log_line(note, now=now)))
     if _fenced(run_id, attempt).update(**fields) != 1:
         raise LeaseLost(f"training run {run_id}: attempt {attempt} no longer holds the lease")
 
@@ -273,7 +274,7 @@ def training_run_record(*, run_id: int, attempt: int, **fields: Any) -> None:
         raise LeaseLost(f"training run {run_id}: attempt {attempt} no longer holds the lease")
 
 
-def _followup(run: TrainingRun) -> TrainingRun | None:
+def training_run_followup_create(run: TrainingRun) -> TrainingRun | None:
     """Create the coalesced follow-up of a run that has just finished (inside its transaction)."""
     if not run.followup_requested:
         return None
@@ -291,7 +292,7 @@ def _followup(run: TrainingRun) -> TrainingRun | None:
         trigger=Trigger.AUTO,
         params=clean,
         max_attempts=run.max_attempts,
-        log=_line(f"follow-up of run {run.pk}: labels arrived while it was training"),
+        log=run_log_line(f"follow-up of run {run.pk}: labels arrived while it was training"),
     )
     transaction.on_commit(partial(training_run_enqueue, run_id=followup.pk))
     return followup
@@ -306,11 +307,11 @@ def _finish(queryset, run_id: int, *, status: str, error: str = "", note: str) -
             error=error[:10_000],
             finished_at=now,
             lease_until=None,
-            log=Concat(F("log"), Value(_line(note, now=now))),
+            log=Concat(F("log"), Value(run_log_line(note, now=now))),
         )
         if updated != 1:
             return False
-        _followup(TrainingRun.objects.get(pk=run_id))
+        training_run_followup_create(TrainingRun.objects.get(pk=run_id))
     return True
 
 
@@ -329,7 +330,7 @@ def training_run_release(*, run_id: int, attempt: int, reason: str) -> bool:
         _fenced(run_id, attempt).update(
             status=Status.QUEUED,
             lease_until=None,
-            log=Concat(F("log"), Value(_line(f"attempt {attempt} released: {reason}"))),
+            log=Concat(F("log"), Value(run_log_line(f"attempt {attempt} released: {reason}"))),
         )
         == 1
     )

@@ -37,6 +37,7 @@ from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
 from ml.models import MultiLabelNet
 from training.models import ModelVersion, Prediction, ScoringChunk
 from training.services.model_cache import model_version_loaded
+from training.services.params import training_device
 from training.services.versions import model_version_active
 from training.signals import pool_scored
 
@@ -54,13 +55,6 @@ def embedding_cache(model: MultiLabelNet) -> EmbeddingCache:
     )
 
 
-def _device() -> str:
-    name = settings.TRAINING_DEVICE
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def probabilities(
     version: ModelVersion, sources: list[str]
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
@@ -76,7 +70,7 @@ def probabilities(
         model,
         sources,
         cache=cache,
-        device=_device(),
+        device=training_device(),
         batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
         max_pixels=settings.IMAGE_MAX_PIXELS,
         max_bytes=settings.IMAGE_MAX_BYTES,
@@ -257,7 +251,7 @@ def chunks_send(chunk_ids: Iterable[int]) -> int:
     """Send chunk tasks as one group; a broker outage leaves them for the reconciler."""
     from celery import group
 
-    from training.services.runs import _broker_errors
+    from training.services.runs import broker_errors
     from training.tasks import training_score_chunk
 
     ids = list(chunk_ids)
@@ -266,7 +260,7 @@ def chunks_send(chunk_ids: Iterable[int]) -> int:
     ScoringChunk.objects.filter(pk__in=ids).update(sent_at=timezone.now())
     try:
         group(training_score_chunk.si(chunk_id=pk) for pk in ids).apply_async()
-    except _broker_errors() as exc:
+    except broker_errors() as exc:
         logger.error("scoring chunks not sent (the reconciler will retry): %s", exc)
         return 0
     return len(ids)

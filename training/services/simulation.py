@@ -224,8 +224,9 @@ def _setup(data: _Data) -> None:
 def _train(params: dict) -> tuple[object | None, str]:
     """Train a model version on the final labels now; (the version or None, what happened)."""
     from training.models import ModelVersion
-    from training.services import training_run_execute, training_run_request
     from training.services.dataset import TrainingDataError
+    from training.services.execute import training_run_execute
+    from training.services.runs import training_run_request
     from training.services.versions import model_version_promote
 
     try:
@@ -331,7 +332,7 @@ def _campaign(
 ) -> Curve:
     from annotate.models import Classification
     from annotate.services.aggregation import labels_aggregate
-    from training.selection import SelectionError, round_select
+    from training.services.selection import SelectionError, round_select
 
     curve = Curve(strategy=strategy, seed=seed)
     _setup(data)

@@ -23,7 +23,7 @@ from training.services.gate import (
     gate_fallback,
     gate_first,
 )
-from training.services.runs import LeaseLost, _followup, _line
+from training.services.runs import LeaseLost, run_log_line, training_run_followup_create
 from training.signals import model_version_promoted
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def model_version_publish(
             progress=1.0,
             finished_at=now,
             lease_until=None,
-            log=Concat(F("log"), Value(_line(note, now=now))),
+            log=Concat(F("log"), Value(run_log_line(note, now=now))),
         )
         if fenced != 1:
             raise LeaseLost(f"training run {run_id}: attempt {attempt} lost it before publishing")
@@ -192,8 +192,9 @@ def model_version_publish(
             else f"model v{version.pk} kept as candidate, worse than active v{previous.pk} "
             f"({described})"
         )
-        TrainingRun.objects.filter(pk=run_id).update(log=Concat(F("log"), Value(_line(verdict))))
-        _followup(run)
+        line = Value(run_log_line(verdict))
+        TrainingRun.objects.filter(pk=run_id).update(log=Concat(F("log"), line))
+        training_run_followup_create(run)
     logger.info("training run %s: %s", run_id, verdict)
     return Published(version=version, promoted=promoted, previous=previous)
 

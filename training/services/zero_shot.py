@@ -11,8 +11,9 @@ A zero-shot version is never made active: the active version is what ``predict``
 explanations and later rounds load as a trained network, and a trained model (even a weak one)
 knows this vocabulary as the crowd uses it. It stays a candidate that promotion refuses (its
 sidecar is not a trained checkpoint). It serves two things while no trained model is scored:
-the first round (uncertain and varied images by its scores, ``training.selection``), and the
-curators' flag "the zero-shot model doubts a prior label" (``training.services.conflicts``).
+the first round (uncertain and varied images by its scores,
+``training.services.selection``), and the curators' flag "the zero-shot model doubts a prior
+label" (``training.services.conflicts``).
 
 A pool is scored either in this process (:func:`zero_shot_pool_score`, the command's default)
 or in workers (:func:`zero_shot_scoring_start`, ``zero_shot --in-workers``): the scoring chunks
@@ -43,6 +44,7 @@ from django.utils import timezone
 from annotate.models import Concept
 from ml.checkpoint import atomic_write_bytes, sha256_file
 from training.models import ModelVersion, Prediction
+from training.services.params import training_device
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +77,6 @@ class ZeroShotScoring:
 
 def _artifact_root() -> Path:
     return Path(settings.ARTIFACT_ROOT).resolve()
-
-
-def _device() -> str:
-    import torch
-
-    name = settings.TRAINING_DEVICE
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def zero_shot_version_latest() -> ModelVersion | None:
@@ -258,7 +251,7 @@ def _items_score(
         model,  # duck-typed: embed(), data_config and num_features, like a backbone
         [str(image_path(rel)) for _, rel in items],
         cache=_embedding_cache(meta),
-        device=_device(),
+        device=training_device(),
         batch_size=int(settings.TRAINING_SCORE_BATCH_SIZE),
         max_pixels=settings.IMAGE_MAX_PIXELS,
         max_bytes=settings.IMAGE_MAX_BYTES,
@@ -435,12 +428,12 @@ def zero_shot_scoring_finished(*, version_id: int) -> None:
     """After a worker scored a zero-shot version's last chunk (on commit): refresh the
     prior-doubt flags of every item in a task on the default queue, since the version is now
     the latest scored one."""
-    from training.services.runs import _broker_errors
+    from training.services.runs import broker_errors
     from training.tasks import item_zero_shot_prior_refresh_task
 
     try:
         item_zero_shot_prior_refresh_task.delay(item_ids=None)
-    except _broker_errors() as exc:
+    except broker_errors() as exc:
         logger.error("zero-shot v%s: the prior-doubt refresh was not sent: %s", version_id, exc)
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import html
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from annotate.models import WorkflowVersion
+from annotate.services.vocabulary import label_normalise
 from annotate.zooniverse.classification_records import ClassificationColumns
 
 if TYPE_CHECKING:
@@ -32,54 +30,6 @@ SUPPORTED_TASK_TYPES = frozenset({"single", "multiple", "shortcut", "survey"})
 #: volunteer went on without answering (a question that is not required): that is no answer,
 #: so no vote, not a "no" to every answer, as an empty multiple-answer list is.
 SINGLE_ANSWER_TYPES = frozenset({"single"})
-
-
-_MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_HTML_TAG = re.compile(r"<[^>]*>")
-_MARKDOWN_MARKS = re.compile(r"[*`~]+|^\s*#+\s|^\s*>\s")
-_FILE_SUFFIX = re.compile(r"\.(png|jpe?g|gif|svg|webp)$", re.IGNORECASE)
-
-
-def _decoration(char: str) -> bool:
-    """Emoji and other pictographs, their modifiers and joiners: never part of a label's words."""
-    category = unicodedata.category(char)
-    return category in ("So", "Sk", "Cf", "Co", "Cs") or 0xFE00 <= ord(char) <= 0xFE0F
-
-
-def _trimmed(text: str) -> str:
-    """Without punctuation, symbols and spaces around it (``"Ring."``, ``"(Ring)"``)."""
-    start, end = 0, len(text)
-    while start < end and unicodedata.category(text[start])[0] in "PSZ":
-        start += 1
-    while end > start and unicodedata.category(text[end - 1])[0] in "PSZ":
-        end -= 1
-    return text[start:end]
-
-
-def label_normalise(label: str) -> str:
-    """An answer label reduced to its words, for matching; the raw text is kept elsewhere.
-
-    Project Builder labels carry Markdown (``![ring.png](https://...) Ring``, ``**Ring**``,
-    ``[Ring](url)``), sometimes HTML (``<b>Ring</b>``, ``&amp;``), emoji and punctuation around
-    the words; exports repeat the label as displayed. Images go (a label that is only an image
-    keeps its file name, without the suffix), links keep their text, tags, emphasis and emoji
-    go, then whitespace is collapsed, case folded and punctuation around the words trimmed. The
-    same function reads the workflow's labels and the export's, so they meet whatever the markup.
-    """
-    text = unicodedata.normalize("NFKC", str(label))
-    images = _MARKDOWN_IMAGE.findall(text)
-    text = _MARKDOWN_IMAGE.sub(" ", text)
-    text = _MARKDOWN_LINK.sub(r"\1", text)
-    text = html.unescape(_HTML_TAG.sub(" ", text))
-    text = _MARKDOWN_MARKS.sub(" ", text)
-    text = "".join(" " if _decoration(char) else char for char in text)
-    text = _trimmed(" ".join(text.split()).casefold())
-    if not text and images:  # only an image: its name is all the label says
-        text = _trimmed(" ".join(_FILE_SUFFIX.sub("", images[0]).split()).casefold())
-    if not text:  # only punctuation or symbols: matched as written
-        text = " ".join(str(label).split()).casefold()
-    return text
 
 
 @dataclass(slots=True)

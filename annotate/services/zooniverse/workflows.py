@@ -23,8 +23,9 @@ from annotate.services.classifications import (
     WILDCARD_VERSION,
     QuarantineEntry,
 )
-from annotate.services.classifications.answers import AnswerMap, label_normalise
+from annotate.services.classifications.answers import AnswerMap
 from annotate.services.classifications.read import version_numeric
+from annotate.services.vocabulary import concept_index, label_normalise
 from annotate.services.zooniverse.operation import client_or_connect, zooniverse_operation
 from annotate.zooniverse.export_csv.rows import ExportFormatError
 from annotate.zooniverse.export_csv.workflows import (
@@ -72,20 +73,6 @@ class WorkflowConfigResult:
         if self.refused_rows:
             text += f", {len(self.refused_rows)} bad export row(s)"
         return text
-
-
-def concept_index() -> dict[str, str]:
-    """Normalised key and label -> concept key. Keys win over labels on a clash.
-
-    The one index answers are matched against, for workflow exports and the API's versions.
-    """
-    index: dict[str, str] = {}
-    concepts = list(Concept.objects.values_list("key", "label"))
-    for key, label in concepts:
-        index.setdefault(label_normalise(label), key)
-    for key, _ in concepts:
-        index[key.casefold()] = key
-    return index
 
 
 def answers_map(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from training.services import predictions_export
+from training.services.scoring import predictions_export
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotate.security import csv_escape
 from annotate.services.rounds import RoundPublishError, round_publish
 from ml.acquisition import list_strategies
-from training.selection import SelectionError, round_select
+from training.services.selection import SelectionError, round_select
 
 
 class Command(BaseCommand):

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ml.models import list_models
 from training.models import TrainingRun
-from training.services import TrainingParamsError, training_run_request
+from training.services.params import TrainingParamsError
+from training.services.runs import training_run_request
 
 #: A run still queued this long after --wait began probably has no worker to serve it.
 QUEUED_HINT_AFTER_S = 60.0
