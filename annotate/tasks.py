@@ -17,54 +17,39 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import shared_task
-from django.conf import settings
-
 from annotate.services.releases import RELEASE_BUILD_TASK, release_build
 from annotate.zooniverse.client import TransientError, policy_from_settings
+from config.task_kinds import at_least_once_task
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _visibility_timeout() -> float:
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
-    return float(options.get("visibility_timeout", 3600))
-
-
-def _limits() -> tuple[int, int, int]:
-    """(soft limit, hard limit, longest retry backoff) for a Zooniverse task, all below the
-    visibility timeout so Redis never hands a live task to a second worker."""
-    visibility = _visibility_timeout()
-    budget = policy_from_settings().budget_s  # at most half the visibility timeout
-    soft = int(budget + 120)  # the client stops itself at the budget; this is the backstop
-    hard = soft + 60
-    backoff_max = int(min(600.0, visibility / 4))
-    return soft, hard, backoff_max
+def _limits() -> tuple[int, int]:
+    """(soft, hard) time limits of a Zooniverse task: the client stops itself at its budget (at
+    most half the visibility timeout); the soft limit is the backstop."""
+    soft = int(policy_from_settings().budget_s + 120)
+    return soft, soft + 60
 
 
 def zooniverse_task(*, redeliver_on_worker_loss: bool) -> Callable[[F], F]:
-    """The resource class of Zooniverse tasks: at-least-once delivery, bounded retries.
+    """The kind of Zooniverse tasks: at-least-once delivery, transient errors retried.
 
     ``redeliver_on_worker_loss`` sets ``reject_on_worker_lost``. Without a poison guard a task
     that kills its worker would loop forever (celery#8969), so only one-off tasks whose loss
     nobody would notice take it (a round push); a periodic sync does not need it, the next beat
     tick is its redelivery.
     """
-    soft, hard, backoff_max = _limits()
+    soft, hard = _limits()
 
     def decorate(func: F) -> F:
-        return shared_task(  # type: ignore[no-any-return]
-            # The queue is the app's default ("default"); routing belongs in task_routes.
+        # The queue is the app's default ("default"); routing belongs in task_routes.
+        return at_least_once_task(
             name=f"annotate.tasks.{func.__name__}",
-            acks_late=True,
-            reject_on_worker_lost=redeliver_on_worker_loss,
+            redeliver_on_worker_loss=redeliver_on_worker_loss,
             autoretry_for=(TransientError,),
             retry_backoff=30,
-            retry_backoff_max=backoff_max,
-            retry_jitter=True,
-            max_retries=5,
             soft_time_limit=soft,
             time_limit=hard,
         )(func)
@@ -158,10 +143,9 @@ BEAT_SCHEDULE_ENTRY: dict[str, dict[str, Any]] = {
 }
 
 
-@shared_task(
+@at_least_once_task(
     name="annotate.tasks.fetch_item_images",
-    acks_late=True,
-    reject_on_worker_lost=False,
+    redeliver_on_worker_loss=False,
     max_retries=0,
     soft_time_limit=1800,
     time_limit=1860,
@@ -182,10 +166,9 @@ def fetch_item_images(*, limit: int = 50, chain: bool = True) -> dict[str, Any]:
     return {"fetched": counts.fetched, "failed": counts.failed, "more": counts.more}
 
 
-@shared_task(
+@at_least_once_task(
     name=RELEASE_BUILD_TASK,
-    acks_late=True,
-    reject_on_worker_lost=False,
+    redeliver_on_worker_loss=False,
     max_retries=0,
     soft_time_limit=3 * 3600,
     time_limit=3 * 3600 + 300,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from annotate.zooniverse.client import TransientError
+from config.task_kinds import at_least_once_task, backoff_max
 from loop.models import StepName
 
 #: (soft, hard) time limits per step, in seconds. The retirement and round steps talk to
@@ -41,19 +41,17 @@ def _transient() -> tuple[type[BaseException], ...]:
 
 def _backoff(retries: int) -> int:
     """30 s, 60 s, 120 s, ... capped below the visibility timeout's quarter and 10 minutes."""
-    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
-    return int(min(600, visibility / 4, 30 * 2**retries))
+    return min(backoff_max(), 30 * 2**retries)
 
 
 def _step_task(name: str):
     soft, hard = STEP_LIMITS[name]
 
-    @shared_task(
+    @at_least_once_task(
         name=f"loop.tasks.step_{name}",
-        bind=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
+        redeliver_on_worker_loss=True,
         ignore_result=True,
+        bind=True,
         max_retries=MAX_RETRIES,
         soft_time_limit=soft,
         time_limit=hard,
@@ -91,7 +89,7 @@ STEP_TASKS = {
 }
 
 
-@shared_task(name="loop.tasks.loop_pull", acks_late=True, ignore_result=True, expires=None)
+@at_least_once_task(name="loop.tasks.loop_pull", redeliver_on_worker_loss=True, ignore_result=True)
 def loop_pull() -> bool:
     """Beat, every ZOONIVERSE_SYNC_INTERVAL: ask for a pull (coalesced with any in flight)."""
     from loop.services.pipeline import step_request
@@ -99,7 +97,9 @@ def loop_pull() -> bool:
     return step_request(name=StepName.PULL, reason="scheduled pull")
 
 
-@shared_task(name="loop.tasks.loop_reconcile", acks_late=True, ignore_result=True)
+@at_least_once_task(
+    name="loop.tasks.loop_reconcile", redeliver_on_worker_loss=True, ignore_result=True
+)
 def loop_reconcile() -> list[str]:
     """Beat, every minute: send again the steps whose request waits with nothing serving it,
     and ask for the checks that depend on time (the round's progress upstream)."""

@@ -28,8 +28,9 @@ def artifact_root_writable(app_configs, **kwargs) -> list:
 @register()
 def lease_below_visibility_timeout(app_configs, **kwargs) -> list:
     """training.W001: a lease longer than the visibility timeout lets Redis redeliver first."""
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
-    visibility = float(options.get("visibility_timeout", 3600))
+    from config.task_kinds import visibility_timeout
+
+    visibility = visibility_timeout()
     lease = float(settings.TRAINING_LEASE_SECONDS)
     if lease >= visibility:
         return [Warning(f"TRAINING_LEASE_SECONDS ({lease:.0f}) is not below the broker's "

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+
+from config.task_kinds import at_least_once_task, backoff_max, visibility_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -34,38 +35,26 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _visibility_timeout() -> float:
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
-    return float(options.get("visibility_timeout", 3600))
-
-
 def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
-    """The resource class of the ``train`` queue: at least once, requeued on worker loss.
+    """The kind of the ``train`` queue's tasks: at least once, requeued on worker loss.
 
     The queue itself comes from ``task_routes`` (``training.tasks.*`` -> ``train`` in
     ``config/celery.py``; Celery 5.7 deprecates a per-task ``queue`` attribute), and every task
     here is named ``training.tasks.<function>`` so the route always applies.
 
-    ``reject_on_worker_lost`` is safe here only because every task of this class has a poison
+    ``reject_on_worker_lost`` is safe here only because every task of this kind has a poison
     guard in the database (attempts counted at claim). Retries cover transient database and
-    Redis errors only, at most 5, with a backoff capped well below the visibility timeout so a
-    waiting retry is never redelivered as a duplicate (codecov/umbrella#720).
+    Redis errors only. The run and chunk rows are the results; storing them in Redis too would
+    only make every send wait on the result backend when Redis is down (20 reconnects, ~30 s).
     """
-    backoff_max = int(max(1.0, min(600.0, _visibility_timeout() / 4)))
 
     def decorate(func: F) -> F:
-        return shared_task(  # type: ignore[no-any-return]
+        return at_least_once_task(
             name=f"training.tasks.{func.__name__}",
-            acks_late=True,
-            reject_on_worker_lost=True,
-            # The run and chunk rows are the results; storing them in Redis too would only make
-            # every send wait on the result backend when Redis is down (20 reconnects, ~30 s).
+            redeliver_on_worker_loss=True,
             ignore_result=True,
             autoretry_for=_transient_errors(),
             retry_backoff=5,
-            retry_backoff_max=backoff_max,
-            retry_jitter=True,
-            max_retries=5,
             soft_time_limit=soft_time_limit,
             time_limit=time_limit,
             bind=True,
@@ -77,7 +66,7 @@ def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
 def _train_limits() -> tuple[int, int]:
     # The hard limit stays below the visibility timeout: Redis must never hand a live training
     # to a second worker (the lease would make that second one a no-op, but it wastes a slot).
-    hard = int(settings.TRAINING_TIME_LIMIT_SECONDS or min(6 * 3600, _visibility_timeout() - 300))
+    hard = int(settings.TRAINING_TIME_LIMIT_SECONDS or min(6 * 3600, visibility_timeout() - 300))
     hard = max(60, hard)
     return hard - 60, hard
 
@@ -139,12 +128,11 @@ def round_select_task(self, *, request_id: int) -> dict[str, Any]:
 PUSH_RETRIES = 5
 
 
-@shared_task(
+@at_least_once_task(
     name="training.tasks.round_request_push_task",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
+    redeliver_on_worker_loss=True,
     ignore_result=True,
+    bind=True,
     max_retries=PUSH_RETRIES,
     soft_time_limit=1900,
     time_limit=1960,
@@ -163,7 +151,7 @@ def round_request_push_task(self, *, request_id: int) -> dict[str, Any]:
         round_request_push_failed(request_id=request_id, error=f"{exc}", final=final)
         if final:
             raise
-        countdown = int(min(600, _visibility_timeout() / 4, 30 * 2**self.request.retries))
+        countdown = min(backoff_max(), 30 * 2**self.request.retries)
         raise self.retry(exc=exc, countdown=countdown) from None
     except Exception as exc:
         round_request_push_failed(
@@ -172,9 +160,9 @@ def round_request_push_task(self, *, request_id: int) -> dict[str, Any]:
         raise
 
 
-@shared_task(
+@at_least_once_task(
     name="training.tasks.item_model_conflicts_refresh_task",
-    acks_late=True,
+    redeliver_on_worker_loss=True,
     ignore_result=True,
     soft_time_limit=1800,
     time_limit=1900,
@@ -186,9 +174,9 @@ def item_model_conflicts_refresh_task(*, item_ids: list[int] | None = None) -> i
     return item_model_conflicts_refresh(item_ids=item_ids)
 
 
-@shared_task(
+@at_least_once_task(
     name="training.tasks.item_zero_shot_prior_refresh_task",
-    acks_late=True,
+    redeliver_on_worker_loss=True,
     ignore_result=True,
     soft_time_limit=1800,
     time_limit=1900,

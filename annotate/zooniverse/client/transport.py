@@ -285,9 +285,9 @@ def policy_from_settings() -> RetryPolicy:
     """Timeouts and the wall budget from settings, the budget kept under the visibility timeout."""
     from django.conf import settings
 
-    visibility = float(
-        getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("visibility_timeout", 3600)
-    )
+    from config.task_kinds import visibility_timeout
+
+    visibility = visibility_timeout()
     budget = float(settings.PANOPTES_BUDGET)
     # Half the visibility timeout: a task that gives up leaves room for its own Celery retry.
     budget = min(budget, visibility / 2)
