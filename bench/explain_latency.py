@@ -79,8 +79,8 @@ def prepare(var: str, *, epochs: int) -> None:
     from annotate.services.vocabulary import vocabulary_load
     from config.celery import app
     from loop.services.demo import DEMO_TRAIN_PARAMS, demo_manifest_write, demo_vocabulary
+    from training.selectors import model_version_active
     from training.services.runs import training_run_request
-    from training.services.versions import model_version_active
 
     call_command("migrate", verbosity=0)
     app.conf.task_always_eager = True
@@ -103,7 +103,7 @@ def prepare(var: str, *, epochs: int) -> None:
 
 
 # ---------------------------------------------------------------------------- the old path
-# training.selectors.prediction_explain_png and ml.explain as they were before the map cache.
+# training.services.explain.prediction_explain_png and ml.explain as they were before the map cache.
 
 _OLD_MODELS: dict = {}
 
@@ -166,7 +166,8 @@ def old_explain_png(item, concept_key: str, size: int | None = None) -> bytes:
 
     from annotate.services.media import image_path
     from ml.data import build_transform, normalize, to_image
-    from training.services.versions import model_version_active, model_version_load
+    from training.selectors import model_version_active
+    from training.services.versions import model_version_load
 
     version = model_version_active()
     key = (version.pk, version.checkpoint_sha256)
@@ -272,7 +273,7 @@ def main() -> None:
     started = time.perf_counter()
     prepare(var, epochs=args.epochs)
     from annotate.models import Item
-    from training.services.versions import model_version_active
+    from training.selectors import model_version_active
 
     version = model_version_active()
     ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))

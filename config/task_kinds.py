@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import shared_task
+from celery import Task, current_app, shared_task
 from django.conf import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,3 +80,9 @@ def at_least_once_task(
         )(func)
 
     return decorate
+
+
+def task_named(name: str) -> Task:
+    """The registered task called ``name``, for a service to send without importing its tasks
+    module: tasks call services, services never import tasks (no import circle)."""
+    return current_app.tasks[name]

@@ -6,35 +6,20 @@ the work runs in the steps' tasks.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
 
 from loop.models import LoopEvent, StepName
 
-_local = threading.local()
-
-
-@contextmanager
-def pulls_logged_by_step() -> Iterator[None]:
-    """Inside the pull step, which logs its own event: pulls are not logged twice."""
-    _local.in_pull_step = True
-    try:
-        yield
-    finally:
-        _local.in_pull_step = False
-
 
 def on_votes_stored(sender: Any, *, workflow_id: int, created: int, source: str,
                     **kwargs: Any) -> None:
     """New votes, from a pull or a file: aggregate them (after a short wait, so a burst of
     pages or pulls is served by one aggregation)."""
-    from loop.services.pipeline import event_record, step_request
+    from loop.services.pipeline import event_record, in_pull_step, step_request
 
-    if not getattr(_local, "in_pull_step", False):
+    if not in_pull_step():
         event_record(
             step=StepName.PULL,
             status=LoopEvent.Status.DONE,

@@ -66,12 +66,6 @@ def _event_row(event: LoopEvent) -> EventRow:
 def _waiting(now: datetime, steps: dict[str, LoopStep]) -> dict[str, str]:
     """Per step, what it waits for, in words a curator or staff member can act on."""
     from annotate.models import Classification
-    from loop.services.steps import (
-        round_active,
-        round_progress,
-        subjects_settled,
-        train_waiting,
-    )
     from training.models import TrainingRun
 
     waiting: dict[str, str] = {}
@@ -229,3 +223,43 @@ def loop_status(*, events: int = 20) -> dict[str, Any]:
         "events": [_event_row(e) for e in LoopEvent.objects.all()[:events]],
         "last_event_at": _iso(LoopEvent.objects.aggregate(t=Max("finished_at"))["t"]),
     }
+
+
+# --- what the steps wait for (read by the steps and the status panel) ---
+
+
+def subjects_settled():
+    """Open subjects (active upstream, not retired) whose item the crowd has settled."""
+    from annotate.models import Item, Subject
+
+    return Subject.objects.filter(
+        retired_at__isnull=True,
+        upstream_state=Subject.Upstream.ACTIVE,
+        round__workflow__isnull=False,
+        item__consensus=Item.Consensus.CONFIDENT,
+        item__n_classifications__gte=settings.RETIRE_MIN_CLASSIFICATIONS,
+    ).select_related("round__workflow")
+
+
+def train_waiting() -> tuple[int, int]:
+    """(new final labels since the last run, TRAIN_AFTER_NEW_LABELS)."""
+    from training.services.triggers import training_new_labels_count
+
+    return training_new_labels_count(), int(settings.TRAIN_AFTER_NEW_LABELS)
+
+
+def round_active():
+    """The latest pushed round, or None."""
+    from annotate.models import Round
+
+    return Round.objects.filter(status=Round.Status.PUSHED).order_by("-number").first()
+
+
+def round_progress(round) -> tuple[int, int]:
+    """(subjects retired, subjects) of a round, as last seen."""
+    from annotate.models import Subject
+
+    counts = Subject.objects.filter(round=round).aggregate(
+        total=Count("pk"), retired=Count("pk", filter=Q(retired_at__isnull=False))
+    )
+    return counts["retired"], counts["total"]

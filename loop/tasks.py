@@ -18,18 +18,8 @@ from django.db import InterfaceError, OperationalError
 from annotate.zooniverse.client import TransientError
 from config.task_kinds import at_least_once_task, backoff_max
 from loop.models import StepName
+from loop.services.pipeline import STEP_LIMITS
 
-#: (soft, hard) time limits per step, in seconds. The retirement and round steps talk to
-#: Zooniverse (the client's own budget stops it first); the round step's selection is a request
-#: served on the train queue, so the step itself only checks and asks.
-STEP_LIMITS: dict[str, tuple[int, int]] = {
-    StepName.PULL: (1900, 1960),
-    StepName.AGGREGATE: (1800, 1860),
-    StepName.RETIRE: (1900, 1960),
-    StepName.TRAIN: (120, 150),
-    StepName.SCORE: (120, 150),
-    StepName.ROUND: (1900, 1960),
-}
 MAX_RETRIES = 5
 
 

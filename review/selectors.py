@@ -14,10 +14,14 @@ import numpy as np
 from annotate import selectors as crowd
 from annotate.models import Item
 from annotate.services.item_images import item_image_src
+from annotate.services.item_votes import item_votes
 from training.models import ModelVersion
-from training.selectors import active_prediction_for_item, predictions_for_items
+from training.selectors import (
+    active_prediction_for_item,
+    model_version_active,
+    predictions_for_items,
+)
 from training.services.conflicts import concept_conflicts, crowd_confidence, model_confidence
-from training.services.versions import model_version_active
 
 #: Model concepts shown as tags in a queue row: those predicted (score at its threshold or above).
 ROW_MODEL_TAGS = 6
@@ -178,7 +182,7 @@ def item_votes_document(item: Item, *, volunteer_url, queue_url) -> dict:
     ``volunteer_url`` and ``queue_url`` map a volunteer id to their admin page and to the review
     queue of the items they classified.
     """
-    votes, n_voters = crowd.item_votes(item)
+    votes, n_voters = item_votes(item)
     index: dict[int, int] = {}
     voters: list[dict] = []
     concepts: dict[str, list[list]] = {}

@@ -53,9 +53,9 @@ def image_predict(*, data: bytes, maps: int = 3) -> PredictResult:
     """
     from ml import images
     from ml.explain import explain_image, overlay_png
+    from training.selectors import model_version_active
     from training.services.model_cache import model_version_loaded
     from training.services.scoring import probabilities
-    from training.services.versions import model_version_active
 
     images.inspect_image(
         data, max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.IMAGE_MAX_BYTES

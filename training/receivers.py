@@ -29,7 +29,7 @@ def on_model_version_promoted(sender: Any, **kwargs: Any) -> None:
 
 
 def on_pool_scored(sender: Any, *, version_id: int, **kwargs: Any) -> None:
-    from training.services.versions import model_version_active
+    from training.selectors import model_version_active
 
     active = model_version_active()
     if active is not None and active.pk == version_id:

@@ -7,9 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from annotate.models import Item
 from training.models import DEFAULT_FAMILY, ModelVersion, Prediction
-from training.services.versions import model_version_active
+
+
+def model_version_active(*, family: str = DEFAULT_FAMILY) -> ModelVersion | None:
+    """The version that scores the pool and answers predictions now, if any."""
+    return ModelVersion.objects.filter(family=family, status=ModelVersion.Status.ACTIVE).first()
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ def predictions_for_items(
     if version is None:
         return {}
     rows = Prediction.objects.filter(model_version=version, item_id__in=item_ids).values_list(
-        "item_id", "scores")
+        "item_id", "scores"
+    )
     return {item_id: _scores(version, blob) for item_id, blob in rows}
 
 
@@ -62,38 +66,6 @@ def active_prediction_for_item(item_id: int) -> tuple[ModelVersion | None, list[
     if row is None:
         return model_version_active(), []
     return row.model_version, _scores(row.model_version, row.scores)
-
-
-def prediction_explain_png(
-    *,
-    item: Item,
-    concept_key: str,
-    version: ModelVersion | None = None,
-    size: int = 512,
-    layer: str = "overlay",
-) -> bytes:
-    """Grad-CAM of one concept on the item's image, as PNG bytes (for the review screens).
-
-    Read from the version's map cache, or drawn once and cached there
-    (:mod:`training.services.explain`).
-
-    Args:
-        version: default the active version.
-        size: the longest side in pixels, clamped to 64..1024 and rounded up to a multiple of 32;
-            the aspect ratio is the image's.
-        layer: ``"overlay"`` (the map blended over the image) or ``"map"`` (the bare map,
-            45% opaque).
-
-    Raises:
-        LookupError: no usable image, no active version, or the concept is not one of the
-            version's outputs (``MapUnavailable``).
-        ml.images.ImageError: the image was refused.
-        ml.checkpoint.CheckpointError: the version's checkpoint does not verify.
-    """
-    from training.services.explain import explain_map_png, explain_map_request
-
-    return explain_map_png(explain_map_request(
-        item=item, concept_key=concept_key, size=size, layer=layer, version=version))
 
 
 def model_version_lineage() -> dict[str, Any] | None:

@@ -303,9 +303,9 @@ def demo_loop(
     from annotate.zooniverse.client import connect
     from loop.models import StepName
     from training.models import TrainingRun
+    from training.selectors import model_version_active
     from training.services.runs import training_run_request
     from training.services.selection import round_select
-    from training.services.versions import model_version_active
 
     client = connect(endpoint=endpoint, client_id="crowdloop-demo", client_secret="demo")
     workflow, _ = Workflow.objects.update_or_create(

@@ -18,7 +18,9 @@ work (:mod:`loop.services.steps`) and records a :class:`loop.models.LoopEvent`. 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -29,6 +31,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.task_kinds import task_named
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services import faults
 
@@ -73,10 +76,39 @@ class StepRetry(Exception):
         self.error = error
 
 
+#: (soft, hard) time limits per step, in seconds. The retirement and round steps talk to
+#: Zooniverse (the client's own budget stops it first); the round step's selection is a request
+#: served on the train queue, so the step itself only checks and asks.
+STEP_LIMITS: dict[str, tuple[int, int]] = {
+    StepName.PULL: (1900, 1960),
+    StepName.AGGREGATE: (1800, 1860),
+    StepName.RETIRE: (1900, 1960),
+    StepName.TRAIN: (120, 150),
+    StepName.SCORE: (120, 150),
+    StepName.ROUND: (1900, 1960),
+}
+
+
+_local = threading.local()
+
+
+@contextmanager
+def pulls_logged_by_step() -> Iterator[None]:
+    """Inside the pull step, which logs its own event: pulls are not logged twice."""
+    _local.in_pull_step = True
+    try:
+        yield
+    finally:
+        _local.in_pull_step = False
+
+
+def in_pull_step() -> bool:
+    """Whether this thread is inside the pull step (its votes' event is the step's own)."""
+    return bool(getattr(_local, "in_pull_step", False))
+
+
 def step_lease(name: str) -> timedelta:
     """How long a claim holds before the step counts as lost: its task's hard time limit."""
-    from loop.tasks import STEP_LIMITS
-
     return timedelta(seconds=STEP_LIMITS[name][1] + 30)
 
 
@@ -117,10 +149,8 @@ def step_request(*, name: str, reason: str, countdown: float = 0.0) -> bool:
 def _send(*, name: str, countdown: float = 0.0) -> None:
     from kombu.exceptions import OperationalError as BrokerError
 
-    from loop.tasks import STEP_TASKS
-
     try:
-        STEP_TASKS[name].apply_async(countdown=countdown or None)
+        task_named(f"loop.tasks.step_{name}").apply_async(countdown=countdown or None)
     except BrokerError as exc:
         # The request stands; the reconciler sends it once the broker is back.
         logger.error("loop step %s not sent: %s", name, exc)

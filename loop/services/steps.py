@@ -11,11 +11,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from loop.models import StepName
+from loop.selectors import round_active, round_progress, subjects_settled, train_waiting
 from loop.services.pipeline import Claim, StepOutcome
 
 #: The step functions by step name; the tasks look their work up here.
@@ -38,7 +39,7 @@ def _since(value: str | None) -> datetime | None:
 def pull(claim: Claim) -> StepOutcome:
     """Pull new classifications of every active workflow."""
     from annotate.services.zooniverse.pull import classifications_pull, workflows_active
-    from loop.receivers import pulls_logged_by_step
+    from loop.services.pipeline import pulls_logged_by_step
 
     workflows = workflows_active()
     if not workflows:
@@ -110,19 +111,6 @@ def aggregate(claim: Claim) -> StepOutcome:
     )
 
 
-def subjects_settled():
-    """Open subjects (active upstream, not retired) whose item the crowd has settled."""
-    from annotate.models import Item, Subject
-
-    return Subject.objects.filter(
-        retired_at__isnull=True,
-        upstream_state=Subject.Upstream.ACTIVE,
-        round__workflow__isnull=False,
-        item__consensus=Item.Consensus.CONFIDENT,
-        item__n_classifications__gte=settings.RETIRE_MIN_CLASSIFICATIONS,
-    ).select_related("round__workflow")
-
-
 @_step(StepName.RETIRE)
 def retire(claim: Claim) -> StepOutcome:
     """Retire every settled subject upstream (RETIRE_CONFIDENCE, RETIRE_MIN_CLASSIFICATIONS)."""
@@ -142,13 +130,6 @@ def retire(claim: Claim) -> StepOutcome:
         detail={"retired": retired},
         then=[(StepName.ROUND, f"{retired} subjects retired")],
     )
-
-
-def train_waiting() -> tuple[int, int]:
-    """(new final labels since the last run, TRAIN_AFTER_NEW_LABELS)."""
-    from training.services.triggers import training_new_labels_count
-
-    return training_new_labels_count(), int(settings.TRAIN_AFTER_NEW_LABELS)
 
 
 @_step(StepName.TRAIN)
@@ -180,23 +161,6 @@ def train(claim: Claim) -> StepOutcome:
     )
 
 
-def round_active():
-    """The latest pushed round, or None."""
-    from annotate.models import Round
-
-    return Round.objects.filter(status=Round.Status.PUSHED).order_by("-number").first()
-
-
-def round_progress(round) -> tuple[int, int]:
-    """(subjects retired, subjects) of a round, as last seen."""
-    from annotate.models import Subject
-
-    counts = Subject.objects.filter(round=round).aggregate(
-        total=Count("pk"), retired=Count("pk", filter=Q(retired_at__isnull=False))
-    )
-    return counts["retired"], counts["total"]
-
-
 def round_trigger(round) -> str:
     return f"after round {round.number}"
 
@@ -212,8 +176,8 @@ def next_round(claim: Claim) -> StepOutcome:
     from annotate.models import Round, Subject
     from annotate.services.zooniverse.retirement import subject_statuses_sync
     from training.models import RoundRequest, TrainingRun
+    from training.selectors import model_version_active
     from training.services.round_requests import round_request_create
-    from training.services.versions import model_version_active
 
     if not settings.AUTO_ROUNDS:
         return StepOutcome("AUTO_ROUNDS is off: staff choose the next round", done=False)

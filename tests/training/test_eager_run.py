@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from ml.checkpoint import sha256_file
 from training.models import ModelVersion, Prediction, TrainingRun
+from training.selectors import model_version_active
 from training.services.execute import training_run_execute
 from training.services.runs import training_run_request
-from training.services.versions import model_version_active, model_version_load
+from training.services.versions import model_version_load
 
 from .conftest import TINY_PARAMS
 

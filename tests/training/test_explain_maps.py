@@ -141,7 +141,7 @@ def test_the_first_view_writes_the_cache_and_later_views_do_not_run_the_model(
 
 def test_the_selector_reads_the_same_cache(items, model_runs):
     from annotate.models import Item
-    from training.selectors import prediction_explain_png
+    from training.services.explain import prediction_explain_png
 
     publish_version()
     item = Item.objects.get(pk=items[0])

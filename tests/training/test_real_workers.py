@@ -18,8 +18,9 @@ import pytest
 from tests.invariants import invariants_check
 from tests.workers import CELERY, ROOT, sender, until, worker_env  # noqa: F401
 from training.models import ModelVersion, TrainingRun
+from training.selectors import model_version_active
 from training.services.params import training_params_parse
-from training.services.versions import model_version_active, model_version_load
+from training.services.versions import model_version_load
 
 from .conftest import TINY_PARAMS, write_mosaic_items
 

@@ -27,9 +27,10 @@ from tests.factories import Crowd
 from tests.invariants import invariants_check
 from tests.workers import database_url, until, worker_env
 from training.models import ModelVersion, TrainingRun
+from training.selectors import model_version_active
 from training.services.dataset import run_dir
 from training.services.runs import training_run_request
-from training.services.versions import model_version_active, model_version_load
+from training.services.versions import model_version_load
 
 from .conftest import TINY_PARAMS
 

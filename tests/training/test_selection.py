@@ -9,9 +9,9 @@ from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
 from training.models import TrainingRun
+from training.selectors import model_version_active
 from training.services.runs import training_run_request
 from training.services.selection import SelectionError, concept_prevalence, round_select
-from training.services.versions import model_version_active
 
 from .conftest import TINY_PARAMS, write_mosaic_items
 

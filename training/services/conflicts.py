@@ -30,7 +30,7 @@ from django.db.models import Q
 
 from annotate.models import AggregatedLabel, Concept, Item
 from training.models import ModelVersion, Prediction
-from training.services.versions import model_version_active
+from training.selectors import model_version_active
 
 logger = logging.getLogger(__name__)
 

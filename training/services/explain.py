@@ -36,7 +36,7 @@ from PIL.Image import Image
 from annotate.models import Item
 from annotate.services.media import image_path
 from training.models import ModelVersion
-from training.services.versions import model_version_active
+from training.selectors import model_version_active
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,10 @@ class MapRequest:
     @property
     def etag(self) -> str:
         """A strong ETag: the same for the same version, image, concept, size and layer."""
-        return (f'"v{self.version.pk}.{self.version.checkpoint_sha256[:8]}.{self.image_key}.'
-                f'{self.concept}.{self.size}.{self.layer}"')
+        return (
+            f'"v{self.version.pk}.{self.version.checkpoint_sha256[:8]}.{self.image_key}.'
+            f'{self.concept}.{self.size}.{self.layer}"'
+        )
 
 
 def explain_map_request(
@@ -132,9 +134,15 @@ def explain_map_request(
         raise MapUnavailable(f"model v{version.pk} does not predict {concept_key!r}")
     # Stored images are named by their content; the hash covers items whose sha256 is unknown.
     key = item.image_sha256 or hashlib.sha256(item.image_file.encode()).hexdigest()
-    return MapRequest(version=version, item_id=item.pk, image_file=item.image_file,
-                      image_key=key[:12], concept=concept_key, size=explain_size(size),
-                      layer=layer)
+    return MapRequest(
+        version=version,
+        item_id=item.pk,
+        image_file=item.image_file,
+        image_key=key[:12],
+        concept=concept_key,
+        size=explain_size(size),
+        layer=layer,
+    )
 
 
 def explain_map_png(request: MapRequest) -> bytes:
@@ -154,9 +162,11 @@ def explain_map_png(request: MapRequest) -> bytes:
     cams, (width, height), image = _cams(request)
     if request.layer == "overlay" and image is None:
         image = _image(request)
-    png = render_png(cams[request.concept_index],
-                     image=image if request.layer == "overlay" else None,
-                     size=display_size(width, height, request.size))
+    png = render_png(
+        cams[request.concept_index],
+        image=image if request.layer == "overlay" else None,
+        size=display_size(width, height, request.size),
+    )
     _write_atomic(request.path, png)
     if new_version:
         explain_cache_prune(also=(request.version.pk,))
@@ -166,8 +176,11 @@ def explain_map_png(request: MapRequest) -> bytes:
 def _image(request: MapRequest) -> Image:
     from ml.images import load_image
 
-    return load_image(image_path(request.image_file), max_pixels=settings.IMAGE_MAX_PIXELS,
-                      max_bytes=settings.IMAGE_MAX_BYTES)
+    return load_image(
+        image_path(request.image_file),
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        max_bytes=settings.IMAGE_MAX_BYTES,
+    )
 
 
 def _read_cams(path: Path, n_concepts: int) -> tuple[np.ndarray, tuple[int, int]] | None:
@@ -274,8 +287,8 @@ def explain_warm() -> bool:
     the map views themselves).
     """
     from ml.checkpoint import CheckpointError
+    from training.selectors import model_version_active
     from training.services.model_cache import model_version_loaded
-    from training.services.versions import model_version_active
 
     try:
         version = model_version_active()
@@ -291,3 +304,36 @@ def explain_warm() -> bool:
     except Exception:  # noqa: BLE001 - a warm-up must never take the worker down
         logger.warning("evidence maps: warming up the active model failed", exc_info=True)
         return False
+
+
+def prediction_explain_png(
+    *,
+    item: Item,
+    concept_key: str,
+    version: ModelVersion | None = None,
+    size: int = 512,
+    layer: str = "overlay",
+) -> bytes:
+    """Grad-CAM of one concept on the item's image, as PNG bytes (for the review screens).
+
+    Read from the version's map cache, or drawn once and cached there
+    (:mod:`training.services.explain`).
+
+    Args:
+        version: default the active version.
+        size: the longest side in pixels, clamped to 64..1024 and rounded up to a multiple of 32;
+            the aspect ratio is the image's.
+        layer: ``"overlay"`` (the map blended over the image) or ``"map"`` (the bare map,
+            45% opaque).
+
+    Raises:
+        LookupError: no usable image, no active version, or the concept is not one of the
+            version's outputs (``MapUnavailable``).
+        ml.images.ImageError: the image was refused.
+        ml.checkpoint.CheckpointError: the version's checkpoint does not verify.
+    """
+    return explain_map_png(
+        explain_map_request(
+            item=item, concept_key=concept_key, size=size, layer=layer, version=version
+        )
+    )

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Round
+from config.task_kinds import task_named
 from training.models import RoundRequest
 from training.services.round_requests import RoundRequestError, task_send_or_fail
 
@@ -89,7 +90,7 @@ def round_push_request(
 def round_push_enqueue(*, request_id: int) -> str:
     """Send the push task; when the broker refuses, fail the request saying so (pushing again
     is the retry), so that it does not wait for the reconciler. The error, or ""."""
-    from training.tasks import round_request_push_task
+    round_request_push_task = task_named("training.tasks.round_request_push_task")
 
     return task_send_or_fail(
         round_request_push_task,

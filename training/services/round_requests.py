@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from annotate.models import Round, Workflow
+from config.task_kinds import task_named
 from ml import acquisition
 from training.models import ModelVersion, RoundRequest
 
@@ -111,7 +112,7 @@ def round_request_create(
 def round_request_enqueue(*, request_id: int) -> str:
     """Send the request's task; when the broker refuses, fail the request saying so (a new
     request is the retry: a queued row with no message behind it would wait forever)."""
-    from training.tasks import round_select_task
+    round_select_task = task_named("training.tasks.round_select_task")
 
     return task_send_or_fail(
         round_select_task,
@@ -232,7 +233,7 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
 def _push(*, request_id: int) -> None:
     # The push has its own task on the default queue (task_routes): it must not wait behind a
     # training on the train queue, and Zooniverse errors retry there with their own backoff.
-    from training.tasks import round_request_push_task
+    round_request_push_task = task_named("training.tasks.round_request_push_task")
 
     round_request_push_task.delay(request_id=request_id)
 

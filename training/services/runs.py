@@ -24,6 +24,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from config.task_kinds import task_named
 from training.models import DEFAULT_FAMILY, TrainingRun
 from training.services.params import training_params_parse, training_weights_check
 
@@ -77,7 +78,7 @@ def training_run_enqueue(*, run_id: int) -> str:
     A refusal leaves the run ``queued`` with ``enqueue_error`` set, so the API can answer 503 and
     :func:`training_runs_reconcile` sends it again once the broker is back (reliability F1).
     """
-    from training.tasks import training_run_task
+    training_run_task = task_named("training.tasks.training_run_task")
 
     TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
     try:

@@ -33,12 +33,13 @@ from django.utils import timezone
 
 from annotate.models import Item
 from annotate.services.media import image_path
+from config.task_kinds import task_named
 from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
 from ml.models import MultiLabelNet
 from training.models import ModelVersion, Prediction, ScoringChunk
+from training.selectors import model_version_active
 from training.services.model_cache import model_version_loaded
 from training.services.params import training_device
-from training.services.versions import model_version_active
 from training.signals import pool_scored
 
 logger = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def chunks_send(chunk_ids: Iterable[int]) -> int:
     from celery import group
 
     from training.services.runs import broker_errors
-    from training.tasks import training_score_chunk
+    training_score_chunk = task_named("training.tasks.training_score_chunk")
 
     ids = list(chunk_ids)
     if not ids:

@@ -30,8 +30,9 @@ from ml import acquisition
 from ml.embeddings import compute_embeddings
 from ml.models import MultiLabelNet, create_model
 from training.models import ModelVersion, Prediction
+from training.selectors import model_version_active
 from training.services.scoring import pool_items
-from training.services.versions import model_version_active, model_version_load
+from training.services.versions import model_version_load
 from training.services.zero_shot import zero_shot_cold_start_pool
 
 logger = logging.getLogger(__name__)

@@ -60,7 +60,7 @@ def training_maybe_trigger(*, family: str = DEFAULT_FAMILY) -> TrainingRun | Non
 
 def training_nightly(*, family: str = DEFAULT_FAMILY) -> TrainingRun | None:
     """The nightly retrain: skipped when no label changed since the last run."""
-    from training.services.versions import model_version_active
+    from training.selectors import model_version_active
 
     if model_version_active(family=family) is not None and not training_new_labels_count(
         family=family

@@ -16,7 +16,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from ml.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from training.models import DEFAULT_FAMILY, ModelVersion, TrainingRun
+from training.models import ModelVersion, TrainingRun
 from training.services.gate import (
     SAME_ITEMS,
     gate_describe,
@@ -92,10 +92,6 @@ def model_version_load(version: ModelVersion) -> LoadedCheckpoint:
         ml.checkpoint.CheckpointError: missing or changed files.
     """
     return load_checkpoint(checkpoint_file(version), expected_sha256=version.checkpoint_sha256)
-
-
-def model_version_active(*, family: str = DEFAULT_FAMILY) -> ModelVersion | None:
-    return ModelVersion.objects.filter(family=family, status=ModelVersion.Status.ACTIVE).first()
 
 
 def _activate(

@@ -42,6 +42,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Concept
+from config.task_kinds import task_named
 from ml.checkpoint import atomic_write_bytes, sha256_file
 from training.models import ModelVersion, Prediction
 from training.services.params import training_device
@@ -429,7 +430,9 @@ def zero_shot_scoring_finished(*, version_id: int) -> None:
     prior-doubt flags of every item in a task on the default queue, since the version is now
     the latest scored one."""
     from training.services.runs import broker_errors
-    from training.tasks import item_zero_shot_prior_refresh_task
+    item_zero_shot_prior_refresh_task = task_named(
+        "training.tasks.item_zero_shot_prior_refresh_task"
+    )
 
     try:
         item_zero_shot_prior_refresh_task.delay(item_ids=None)

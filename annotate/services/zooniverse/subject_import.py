@@ -28,6 +28,7 @@ from annotate.services.quarantine import quarantine_row, quarantine_store
 from annotate.zooniverse.classification_records import QuarantineEntry
 from annotate.zooniverse.export_csv.rows import ExportFormatError
 from annotate.zooniverse.export_csv.subjects import SubjectRow, parse_subject_export
+from config.task_kinds import task_named
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +378,7 @@ def _write_subjects(
 
 def _fetch_enqueue() -> str:
     """Queue the image fetch after the import; an unreachable broker leaves them pending."""
-    from annotate.tasks import fetch_item_images
+    fetch_item_images = task_named("annotate.tasks.fetch_item_images")
 
     try:
         fetch_item_images.delay()
