@@ -18,13 +18,13 @@ from ml.mosaics import DIGIT_KEYS
 from ml.splits import stable_split
 from tests.conftest import as_user
 from training.models import ModelVersion, TrainingRun
+from training.selectors import model_version_active
 from training.services.dataset import snapshot_load, snapshot_write, training_set_build
 from training.services.gate import SAME_ITEMS, VALIDATION_MAP, gate_compare
 from training.services.model_cache import model_cache_clear
 from training.services.runs import training_run_request
 from training.services.versions import (
     PromotionNeedsConfirmation,
-    model_version_active,
     model_version_promote,
     model_version_publish,
 )
