@@ -135,12 +135,12 @@ class Crowd:
 
     def __init__(self, concepts: Mapping[str, Concept]) -> None:
         self.concepts = concepts
-        self.workflow = Workflow.objects.create(zooniverse_id=1)
+        self.workflow = WorkflowFactory(zooniverse_id=1, version=None)
         self.next_id = 1
 
     def item(self, external_id: str, prior: list[str] | tuple[str, ...] = ()) -> Item:
-        item = Item.objects.create(external_id=external_id)
-        Subject.objects.create(zooniverse_id=10_000 + item.pk, item=item)
+        item = ItemFactory(external_id=external_id)
+        SubjectFactory(zooniverse_id=10_000 + item.pk, item=item)
         for key in prior:
             PriorLabel.objects.create(item=item, concept=self.concepts[key])
         return item
@@ -153,7 +153,7 @@ class Crowd:
             defaults={"user_name": volunteer, "logged_in": not volunteer.startswith("anon")},
         )
         self.next_id += 1
-        return Classification.objects.create(
+        return ClassificationFactory(
             zooniverse_id=self.next_id,
             workflow=self.workflow,
             workflow_version=workflow_version,
@@ -185,7 +185,7 @@ def item_with_labels(
     posteriors = posteriors or {}
     if uncertainty is None:
         uncertainty = max((1 - abs(2 * p - 1) for p in posteriors.values()), default=0.0)
-    item = Item.objects.create(
+    item = ItemFactory(
         external_id=external_id,
         n_classifications=votes if posteriors else 0,
         consensus=consensus or ("uncertain" if posteriors else "none"),
