@@ -17,13 +17,13 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from annotate.models import AggregatedLabel, Classification, SyncCursor, Workflow
+from annotate.models import AggregatedLabel, Classification, SyncCursor
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services import pipeline
 from loop.services.pipeline import step_request
 from loop.tasks import STEP_TASKS
 from tests.conftest import as_user
-from tests.factories import Crowd
+from tests.factories import Crowd, WorkflowFactory, answers_for
 from tests.invariants import invariants_check
 from tests.workers import database_url, until, worker_env
 from training.models import ModelVersion, TrainingRun
@@ -87,14 +87,9 @@ def test_f15_a_connection_killed_during_the_insert_rolls_the_batch_back_and_a_re
     import psycopg
     from django.db import InterfaceError, OperationalError
 
-    from annotate.models import WorkflowVersion
     from annotate.services.classifications import store
 
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow, version="3.1", task_type="multiple",
-        answers=[{"label": "Painting", "concept": "painting"}],
-    )  # fmt: skip
+    workflow = WorkflowFactory(zooniverse_id=7, answers=answers_for(["painting"]))
     real_insert = store.rows_insert
     inserts = []
 
