@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from annotate.models import Round, Workflow
+from annotate.models import Round
 from tests.conftest import as_user
+from tests.factories import WorkflowFactory
 from training import tasks
 from training.models import RoundRequest
 from training.services.round_requests import round_request_execute
@@ -105,8 +106,8 @@ def sandbox_workflow(db, settings):
     settings.PANOPTES_PROJECT_ID = str(sandbox.project_id)
     settings.PANOPTES_CLIENT_ID, settings.PANOPTES_CLIENT_SECRET = "crowdloop-test", "secret"
     settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:9/media"
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     try:
         yield sandbox, server, workflow
