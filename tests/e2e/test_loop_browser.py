@@ -27,7 +27,7 @@ from annotate.models import (
 )
 from tests.browser import BROWSER_MARKS, browser_errors  # noqa: E402
 from tests.factories import WorkflowFactory
-from tests.training.conftest import write_mosaic_items
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = BROWSER_MARKS

@@ -15,7 +15,7 @@ from loop.models import LoopEvent, StepName
 from loop.services.pipeline import event_record
 from tests.browser import BROWSER_MARKS, browser_errors
 from tests.loop.test_staff_actions import stand_in  # noqa: F401 - the fixture
-from tests.training.conftest import write_mosaic_items
+from tests.training.builders import write_mosaic_items
 from training.models import RoundRequest
 
 pytestmark = BROWSER_MARKS

@@ -18,7 +18,7 @@ from loop.services.pipeline import step_request
 from loop.tasks import STEP_TASKS
 from ml.mosaics import DIGIT_KEYS
 from tests.factories import WorkflowFactory
-from tests.training.conftest import write_mosaic_items
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.selection import round_select
 

@@ -26,7 +26,7 @@ from loop.models import LoopEvent, LoopStep, StepName
 from loop.services.pipeline import step_request
 from ml.mosaics import DIGIT_KEYS
 from tests.factories import WorkflowFactory
-from tests.training.conftest import write_mosaic_items
+from tests.training.builders import write_mosaic_items
 from tests.workers import sender, until, worker_env
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.selection import round_select

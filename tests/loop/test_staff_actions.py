@@ -17,7 +17,7 @@ from annotate.roles import ADMIN, CURATOR, STAFF, VIEWER, roles_setup
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services.pipeline import event_record
 from tests.factories import WorkflowFactory
-from tests.training.conftest import write_mosaic_items
+from tests.training.builders import write_mosaic_items
 from training.models import RoundRequest
 from training.services.round_requests import round_request_create
 

@@ -13,11 +13,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from ml.checkpoint import sha256_file
+from tests.training.builders import TINY_PARAMS
 from training.models import ModelVersion, Prediction, TrainingRun
 from training.services import model_version_active, model_version_load, training_run_request
 from training.services.execute import training_run_execute
-
-from .conftest import TINY_PARAMS
 
 
 def retrain(capture, params=None) -> TrainingRun:

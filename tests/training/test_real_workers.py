@@ -16,11 +16,10 @@ from collections.abc import Callable
 import pytest
 
 from tests.invariants import invariants_check
+from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from tests.workers import CELERY, ROOT, sender, until, worker_env  # noqa: F401
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_active, model_version_load, training_params_parse
-
-from .conftest import TINY_PARAMS, write_mosaic_items
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.timeout(180)]

@@ -25,12 +25,11 @@ from loop.tasks import STEP_TASKS
 from tests.conftest import as_user
 from tests.factories import Crowd, WorkflowFactory, answers_for
 from tests.invariants import invariants_check
+from tests.training.builders import TINY_PARAMS
 from tests.workers import database_url, until, worker_env
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_active, model_version_load, training_run_request
 from training.services.dataset import run_dir
-
-from .conftest import TINY_PARAMS
 
 T0 = datetime(2024, 2, 23, 16, 0, tzinfo=UTC)
 

@@ -9,11 +9,10 @@ import pytest
 from annotate.models import Round
 from tests.conftest import as_user
 from tests.factories import WorkflowFactory
+from tests.training.builders import write_mosaic_items
 from training import tasks
 from training.models import RoundRequest
 from training.services.round_requests import round_request_execute
-
-from .conftest import write_mosaic_items
 
 pytestmark = pytest.mark.usefixtures("fresh_throttles")
 

@@ -9,11 +9,10 @@ from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
 from tests.factories import WorkflowFactory
+from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from training.models import TrainingRun
 from training.selection import SelectionError, concept_prevalence, round_select
 from training.services import model_version_active, training_run_request
-
-from .conftest import TINY_PARAMS, write_mosaic_items
 
 
 @pytest.fixture
