@@ -255,7 +255,7 @@ def test_training_device_is_the_device_training_and_scoring_use(settings):
 
 
 def test_train_after_new_labels_sets_when_a_run_is_requested(db, settings, monkeypatch):
-    from tests.training.conftest import write_mosaic_items
+    from tests.training.builders import write_mosaic_items
     from training.models import TrainingRun
     from training.services import training_maybe_trigger
 

@@ -188,7 +188,7 @@ def test_a_kill_after_a_state_is_written_but_before_it_is_recorded_still_resumes
 def test_the_train_command_trains_and_prints_a_one_line_summary(
     transactional_db, capsys, monkeypatch
 ):
-    from .conftest import write_mosaic_items
+    from tests.training.builders import write_mosaic_items
 
     write_mosaic_items(30)
     monkeypatch.setattr("training.services.params.SMALL_CNN_DEFAULTS",

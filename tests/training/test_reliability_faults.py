@@ -22,7 +22,7 @@ from loop.models import LoopEvent, LoopStep, StepName
 from loop.services import pipeline
 from loop.services.pipeline import step_request
 from loop.tasks import STEP_TASKS
-from tests.conftest import as_user
+from tests.clients import as_user
 from tests.factories import Crowd, WorkflowFactory, answers_for
 from tests.invariants import invariants_check
 from tests.training.builders import TINY_PARAMS
@@ -380,7 +380,7 @@ def test_f5_a_redelivery_while_the_first_worker_trains_finds_the_live_lease_and_
     run trains once and publishes one model."""
     from tests.workers import sender
 
-    from .conftest import write_mosaic_items
+    from tests.training.builders import write_mosaic_items
 
     write_mosaic_items(16)
     env = worker_env(
