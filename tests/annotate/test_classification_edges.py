@@ -255,7 +255,7 @@ def test_another_projects_votes_are_neither_stored_nor_attributed_nor_listed_s4(
     skipped, never stored, never attributed to a subject, item or volunteer of ours, so no API
     list shows them and no detail path finds them."""
     from annotate.models import Item, Subject
-    from tests.conftest import as_user
+    from tests.clients import as_user
 
     item = Item.objects.create(external_id="item-500")
     ours = record(1, subject_ids=[500], subject_metadata={500: {"external_id": "item-500"}})

@@ -31,8 +31,8 @@ from annotate.services.classifications import (
 from annotate.services.imports import classifications_import
 from annotate.services.workflows import workflow_configure
 from tests.annotate.test_export_parsers import export_row, write_export
-from tests.conftest import reference_path
 from tests.factories import WORKFLOW_ANSWERS, WorkflowFactory, WorkflowVersionFactory, answers_for
+from tests.reference import reference_path
 
 pytestmark = pytest.mark.django_db
 

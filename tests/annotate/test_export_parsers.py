@@ -20,7 +20,7 @@ from annotate.zooniverse.exports import (
     parse_subject_export,
     parse_workflow_export,
 )
-from tests.conftest import reference_path
+from tests.reference import reference_path
 
 
 def export_row(cid: int, **overrides: Any) -> dict[str, str]:

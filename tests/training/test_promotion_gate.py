@@ -16,7 +16,7 @@ from ml.checkpoint import save_checkpoint
 from ml.models import Head, create_model
 from ml.mosaics import DIGIT_KEYS
 from ml.splits import stable_split
-from tests.conftest import as_user
+from tests.clients import as_user
 from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_active, training_run_request

@@ -8,7 +8,7 @@ import pytest
 
 from annotate.models import AggregatedLabel, Item
 from annotate.services.exports import W3C_CONTEXT, concept_uri, item_uri
-from tests.conftest import as_user
+from tests.clients import as_user
 from training.models import ModelVersion, Prediction
 from training.services.proposals import PAGE_SIZE
 

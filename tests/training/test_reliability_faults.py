@@ -378,9 +378,8 @@ def test_f5_a_redelivery_while_the_first_worker_trains_finds_the_live_lease_and_
     """Visibility timeout 5 s, training about 30 s: Redis gives the unacked message to a second
     worker while the first still trains. The second finds the lease alive and does nothing; the
     run trains once and publishes one model."""
-    from tests.workers import sender
-
     from tests.training.builders import write_mosaic_items
+    from tests.workers import sender
 
     write_mosaic_items(16)
     env = worker_env(

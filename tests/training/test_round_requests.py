@@ -7,7 +7,7 @@ import json
 import pytest
 
 from annotate.models import Round
-from tests.conftest import as_user
+from tests.clients import as_user
 from tests.factories import WorkflowFactory
 from tests.training.builders import write_mosaic_items
 from training import tasks
