@@ -18,14 +18,15 @@ from annotate.models import (
     Volunteer,
 )
 from annotate.services.classifications import classifications_ingest
-from tests.annotate.test_classification_import import (
+from tests.annotate.builders import (
     T0,
+    export_row,
     ingest,
     record,
     report_new,
     run_import,
+    write_export,
 )
-from tests.annotate.test_export_parsers import export_row, write_export
 
 pytestmark = pytest.mark.django_db
 

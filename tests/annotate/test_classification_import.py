@@ -30,42 +30,24 @@ from annotate.services.classifications import (
 )
 from annotate.services.imports import classifications_import
 from annotate.services.workflows import workflow_configure
-from tests.annotate.test_export_parsers import export_row, write_export
+from tests.annotate.builders import (
+    T0,
+    export_row,
+    ingest,
+    record,
+    report_new,
+    run_import,
+    write_export,
+)
 from tests.factories import WORKFLOW_ANSWERS, WorkflowFactory, WorkflowVersionFactory, answers_for
 from tests.reference import reference_path
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2024, 2, 23, 16, 0, tzinfo=UTC)
-
 HEADER = (
     "classification_id,user_name,user_id,user_ip,workflow_id,workflow_name,workflow_version,"
     "created_at,gold_standard,expert,metadata,annotations,subject_data,subject_ids"
 )
-
-
-def report_new() -> ImportReport:
-    return ImportReport.objects.create(kind=ImportReport.Kind.CLASSIFICATIONS, source="test")
-
-
-def record(cid: int, **overrides) -> ClassificationRecord:
-    fields = {
-        "zooniverse_id": cid,
-        "workflow_id": 7,
-        "workflow_version": "3.1",
-        "subject_ids": [500 + cid % 5],
-        "user_id": 40 + cid % 3,
-        "user_name": f"volunteer{40 + cid % 3}",
-        "created_at": T0 + timedelta(minutes=cid),
-        "answers": ["Painting"],
-        "source": "export",
-    }
-    fields.update(overrides)
-    return ClassificationRecord(**fields)
-
-
-def ingest(workflow: Workflow, records, **kwargs):
-    return classifications_ingest(records=records, workflow=workflow, report=report_new(), **kwargs)
 
 
 def keys_of(classification: Classification, concepts) -> set[str]:
@@ -387,12 +369,6 @@ def test_queries_per_batch_are_bounded_and_do_not_grow_with_the_batch_size(
 
 
 # --- import_classifications: files end to end -----------------------------------------------
-
-
-def run_import(path: Path, *args: str) -> str:
-    out = io.StringIO()
-    call_command("import_classifications", str(path), *args, stdout=out, stderr=io.StringIO())
-    return out.getvalue().strip()
 
 
 def test_the_reference_export_imports_through_its_workflow_export(db):

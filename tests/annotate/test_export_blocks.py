@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from annotate.services.classifications import ClassificationColumns, QuarantineEntry
 from annotate.zooniverse.export_blocks import _quotes_in_place, classification_blocks
 from annotate.zooniverse.exports import ExportFormatError, parse_classification_export
-from tests.annotate.test_export_parsers import export_row, export_text
+from tests.annotate.builders import export_row, export_text
 
 
 def by_rows(data: bytes, **kwargs) -> tuple[list[tuple], list[tuple]]:

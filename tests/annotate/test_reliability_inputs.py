@@ -20,7 +20,7 @@ from annotate.services.image_fetch import item_image_fetch
 from annotate.services.imports import classifications_import
 from annotate.services.items import items_import
 from ml import images
-from tests.annotate.test_export_parsers import export_row, write_export
+from tests.annotate.builders import export_row, write_export
 from tests.annotate.test_security import loopback_allowed, server  # noqa: F401 - fixtures
 from tests.annotate.test_zooniverse_sync import env  # noqa: F401 - fixture
 from tests.factories import WorkflowFactory, answers_for
