@@ -15,7 +15,7 @@ from django.utils import timezone
 from annotate.models import Concept, Item, PriorLabel
 from ml.acquisition import binary_entropy
 from tests.factories import item_with_labels, model_version_with_scores
-from tests.ml.test_zero_shot import TINY_CLIP, tiny_weights
+from tests.ml.builders import TINY_CLIP, tiny_weights
 from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from training.models import ModelVersion, Prediction, TrainingRun
 from training.selection import round_select
