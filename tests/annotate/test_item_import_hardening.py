@@ -26,7 +26,7 @@ from annotate.zooniverse.records import QuarantineEntry
 from ml import images, safe_json
 from tests.annotate.builders import export_row, export_text, parse
 from tests.images import png_bytes
-from tests.test_settings_env import settings_in_subprocess
+from tests.settings_env import settings_in_subprocess
 
 pytestmark = pytest.mark.django_db
 
