@@ -36,7 +36,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tests.e2e.conftest import PASSWORD  # noqa: E402
+from tests.browser import PASSWORD  # noqa: E402
 
 
 def two_rounds_of_the_loop() -> None:

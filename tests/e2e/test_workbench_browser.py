@@ -11,8 +11,7 @@ from django.conf import settings
 from PIL import Image
 
 from annotate.models import Classification, Item, Review, Subject, Volunteer
-from tests.browser import BROWSER_MARKS
-from tests.e2e.conftest import PASSWORD
+from tests.browser import BROWSER_MARKS, PASSWORD
 from tests.factories import (
     WorkflowFactory,
     item_with_labels,
