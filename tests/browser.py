@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: The password of the personas browser tests log in as.
+PASSWORD = "a-long-test-password"
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 

@@ -1,5 +1,6 @@
-"""Shared fixtures: personas, one user per role, API clients, fresh throttles, a headless browser,
-an isolated media folder, and the reference-data location."""
+"""Shared fixtures: personas, one user per role, fresh throttles, a headless browser and an
+isolated media folder. Helpers tests import live in modules of their own (``tests.clients``,
+``tests.reference``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.workers import pg, redis_url, workers  # noqa: F401 - fixtures for every test
-
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
 
 
 def pytest_configure(config) -> None:
@@ -41,14 +40,6 @@ def loop_on():
     from loop import receivers
 
     receivers.connect()
-
-
-def reference_path(*parts: str) -> Path:
-    """A file under ../shared/reference, or a clean skip when that folder is absent."""
-    path = REFERENCE.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"reference data not available: {path}")
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -128,16 +119,6 @@ def people(db, django_user_model):
         users[role] = user
     users["nobody"] = django_user_model.objects.create_user("nobody")
     return users
-
-
-def as_user(user):  # type: ignore[no-untyped-def]
-    """A DRF test client authenticated as ``user`` (anonymous for ``None``)."""
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -1,12 +1,16 @@
-"""Small builders for the rows most tests need, written straight to the tables as the services
-that own them would (aggregation, scoring), so a test states only what it is about."""
+"""Builders for the rows most tests need, so a test states only what it is about: factory_boy
+factories for concepts, items, workflows with their version, subjects, volunteers and
+classifications; and builders writing straight to the tables as the services that own them would
+(votes for aggregation, crowd labels, scored model versions)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+import factory
 import numpy as np
+from factory.django import DjangoModelFactory
 
 from annotate.models import (
     AggregatedLabel,
@@ -17,10 +21,112 @@ from annotate.models import (
     Subject,
     Volunteer,
     Workflow,
+    WorkflowVersion,
 )
 
 #: When a Crowd's first vote is cast; each later one comes a minute after the one before.
 CROWD_T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+#: The answers of a WorkflowFactory version's task unless given: each the key of a pilot concept.
+WORKFLOW_ANSWERS = ["painting", "drawing", "map", "photograph"]
+
+
+def answers_for(keys) -> list[dict[str, str]]:
+    """A version's answers for concept ``keys``: labelled with the key in title case, each
+    mapped to its concept as a workflow export or a sync would store it."""
+    return [{"label": key.title(), "concept": key} for key in keys]
+
+
+class ConceptFactory(DjangoModelFactory):
+    class Meta:
+        model = Concept
+
+    key = factory.Sequence(lambda n: f"concept-{n}")
+    label = factory.LazyAttribute(lambda o: o.key.replace("-", " ").capitalize())
+    position = factory.Sequence(lambda n: 1000 + n)
+
+
+class ItemFactory(DjangoModelFactory):
+    class Meta:
+        model = Item
+
+    external_id = factory.Sequence(lambda n: f"factory/item-{n}")
+
+
+class WorkflowVersionFactory(DjangoModelFactory):
+    """A version of a workflow whose task offers the four ``WORKFLOW_ANSWERS``."""
+
+    class Meta:
+        model = WorkflowVersion
+
+    workflow = factory.SubFactory("tests.factories.WorkflowFactory", version=None)
+    version = "3.1"
+    task_key = factory.SelfAttribute("workflow.task_key")
+    task_type = factory.SelfAttribute("workflow.task_type")
+    answers = factory.LazyFunction(lambda: answers_for(WORKFLOW_ANSWERS))
+
+
+class WorkflowFactory(DjangoModelFactory):
+    """A workflow with one version, "3.1", of the same task: ``answers`` (the four
+    ``WORKFLOW_ANSWERS`` unless given) for ``task_key`` T0 as a multiple-answer question.
+    ``version=None`` gives a workflow with no version, as one is before its first sync;
+    ``first_version__<field>`` sets a field of the version alone (e.g. its ``task_type``)."""
+
+    class Meta:
+        model = Workflow
+        skip_postgeneration_save = True
+
+    class Params:
+        version = "3.1"
+        answers = factory.LazyFunction(lambda: answers_for(WORKFLOW_ANSWERS))
+
+    zooniverse_id = factory.Sequence(lambda n: 1_000_000 + n)
+    task_key = "T0"
+    task_type = "multiple"
+    first_version = factory.Maybe(
+        "version",
+        factory.RelatedFactory(
+            WorkflowVersionFactory,
+            factory_related_name="workflow",
+            version=factory.SelfAttribute("..version"),
+            answers=factory.SelfAttribute("..answers"),
+        ),
+    )
+
+
+class SubjectFactory(DjangoModelFactory):
+    class Meta:
+        model = Subject
+
+    zooniverse_id = factory.Sequence(lambda n: 5_000_000 + n)
+    item = factory.SubFactory(ItemFactory)
+
+
+class VolunteerFactory(DjangoModelFactory):
+    """A logged-in volunteer named by its key."""
+
+    class Meta:
+        model = Volunteer
+
+    key = factory.Sequence(lambda n: f"volunteer-{n}")
+    user_name = factory.SelfAttribute("key")
+
+
+class ClassificationFactory(DjangoModelFactory):
+    """A vote ticking nothing on a subject of its own, in a workflow's version 3.1, each cast a
+    minute after the one before."""
+
+    class Meta:
+        model = Classification
+
+    zooniverse_id = factory.Sequence(lambda n: 9_000_000 + n)
+    workflow = factory.SubFactory(WorkflowFactory)
+    workflow_version = "3.1"
+    subject = factory.SubFactory(SubjectFactory)
+    item = factory.SelfAttribute("subject.item")
+    volunteer = factory.SubFactory(VolunteerFactory)
+    created_at = factory.Sequence(lambda n: CROWD_T0 + timedelta(minutes=n))
+    concept_ids = factory.LazyFunction(list)
 
 
 class Crowd:
@@ -29,12 +135,12 @@ class Crowd:
 
     def __init__(self, concepts: Mapping[str, Concept]) -> None:
         self.concepts = concepts
-        self.workflow = Workflow.objects.create(zooniverse_id=1)
+        self.workflow = WorkflowFactory(zooniverse_id=1, version=None)
         self.next_id = 1
 
     def item(self, external_id: str, prior: list[str] | tuple[str, ...] = ()) -> Item:
-        item = Item.objects.create(external_id=external_id)
-        Subject.objects.create(zooniverse_id=10_000 + item.pk, item=item)
+        item = ItemFactory(external_id=external_id)
+        SubjectFactory(zooniverse_id=10_000 + item.pk, item=item)
         for key in prior:
             PriorLabel.objects.create(item=item, concept=self.concepts[key])
         return item
@@ -47,7 +153,7 @@ class Crowd:
             defaults={"user_name": volunteer, "logged_in": not volunteer.startswith("anon")},
         )
         self.next_id += 1
-        return Classification.objects.create(
+        return ClassificationFactory(
             zooniverse_id=self.next_id,
             workflow=self.workflow,
             workflow_version=workflow_version,
@@ -79,7 +185,7 @@ def item_with_labels(
     posteriors = posteriors or {}
     if uncertainty is None:
         uncertainty = max((1 - abs(2 * p - 1) for p in posteriors.values()), default=0.0)
-    item = Item.objects.create(
+    item = ItemFactory(
         external_id=external_id,
         n_classifications=votes if posteriors else 0,
         consensus=consensus or ("uncertain" if posteriors else "none"),

@@ -265,7 +265,7 @@ def test_the_web_command_hands_sigterm_to_gunicorn():
 
 
 def test_the_soft_shutdown_timeout_reaches_the_celery_config_and_a_bad_one_is_refused():
-    from tests.test_settings_env import settings_in_subprocess
+    from tests.settings_env import settings_in_subprocess
 
     code = "from config.celery import app; print(app.conf.worker_soft_shutdown_timeout)"
     env = {**os.environ, "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "12.5"}

@@ -7,8 +7,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.urls import reverse
 
-from annotate.models import Item, Review, Round, RoundPick, VolunteerSkill, Workflow
-from tests.factories import item_with_labels
+from annotate.models import Item, Review, Round, RoundPick, VolunteerSkill
+from tests.factories import WorkflowFactory, item_with_labels
 
 pytestmark = pytest.mark.django_db
 
@@ -102,7 +102,7 @@ def test_the_add_form_still_sets_the_identity(admin_client):
 
 
 def test_rounds_cannot_be_added_in_the_admin_and_their_status_is_read_only(admin_client):
-    workflow = Workflow.objects.create(zooniverse_id=7)
+    workflow = WorkflowFactory(zooniverse_id=7)
     round_ = Round.objects.create(number=1, name="round-1", workflow=workflow, strategy="entropy",
                                   random_share=0.15000000001)
     RoundPick.objects.create(round=round_, item=Item.objects.create(external_id="i"), rank=1,

@@ -18,8 +18,8 @@ from annotate.models import (
     Volunteer,
     VolunteerExclusion,
     VolunteerSkill,
-    Workflow,
 )
+from tests.factories import WorkflowFactory
 
 pytestmark = pytest.mark.django_db
 LIST = reverse("admin:annotate_volunteer_changelist")
@@ -219,7 +219,7 @@ def test_the_volunteers_page_has_the_button_the_history_and_their_classification
     excluder_client, excluder, crowd
 ):
     spammer = crowd["spammer"]
-    workflow = Workflow.objects.create(zooniverse_id=3)
+    workflow = WorkflowFactory(zooniverse_id=3, version=None)
     item = Item.objects.create(external_id="it-1")
     subject = Subject.objects.create(zooniverse_id=9, item=item)
     Classification.objects.create(

@@ -13,11 +13,10 @@ from annotate.models import (
     Item,
     Subject,
     VolunteerSkill,
-    WorkflowVersion,
 )
 from annotate.services.aggregation import labels_aggregate, labels_aggregate_and_retire
 from annotate.services.classifications.counters import counts_recompute
-from tests.factories import Crowd
+from tests.factories import Crowd, WorkflowVersionFactory, answers_for
 
 pytestmark = pytest.mark.django_db
 
@@ -428,11 +427,7 @@ def two_versions(crowd: Crowd) -> None:
     """Version 1.1 of the crowd's workflow offered painting and map; 2.0 adds sculpture."""
     offered = {"1.1": ["painting", "map"], "2.0": ["painting", "map", "sculpture"]}
     for version, keys in offered.items():
-        WorkflowVersion.objects.create(
-            workflow=crowd.workflow,
-            version=version,
-            answers=[{"label": key.title(), "concept": key} for key in keys],
-        )
+        WorkflowVersionFactory(workflow=crowd.workflow, version=version, answers=answers_for(keys))
 
 
 def old_and_new_votes(crowd: Crowd) -> tuple[Item, list[Classification]]:

@@ -25,7 +25,7 @@ from annotate.models import (
     Volunteer,
 )
 from annotate.roles import ROLES
-from tests.conftest import as_user
+from tests.clients import as_user
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]
 

@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from annotate.api.rst import rst_html
 from annotate.models import AggregatedLabel, DatasetRelease, Item, Review, Round, Volunteer
-from tests.conftest import as_user
+from tests.clients import as_user
 from training.models import ModelVersion, RoundRequest, TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]

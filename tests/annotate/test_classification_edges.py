@@ -18,14 +18,15 @@ from annotate.models import (
     Volunteer,
 )
 from annotate.services.classifications import classifications_ingest
-from tests.annotate.test_classification_import import (
+from tests.annotate.builders import (
     T0,
+    export_row,
     ingest,
     record,
     report_new,
     run_import,
+    write_export,
 )
-from tests.annotate.test_export_parsers import export_row, write_export
 
 pytestmark = pytest.mark.django_db
 
@@ -255,7 +256,7 @@ def test_another_projects_votes_are_neither_stored_nor_attributed_nor_listed_s4(
     skipped, never stored, never attributed to a subject, item or volunteer of ours, so no API
     list shows them and no detail path finds them."""
     from annotate.models import Item, Subject
-    from tests.conftest import as_user
+    from tests.clients import as_user
 
     item = Item.objects.create(external_id="item-500")
     ours = record(1, subject_ids=[500], subject_metadata={500: {"external_id": "item-500"}})

@@ -30,42 +30,24 @@ from annotate.services.classifications import (
 )
 from annotate.services.zooniverse.classification_import import classifications_import
 from annotate.services.zooniverse.workflows import workflow_configure
-from tests.annotate.conftest import ANSWERS
-from tests.annotate.test_export_parsers import export_row, write_export
-from tests.conftest import reference_path
+from tests.annotate.builders import (
+    T0,
+    export_row,
+    ingest,
+    record,
+    report_new,
+    run_import,
+    write_export,
+)
+from tests.factories import WORKFLOW_ANSWERS, WorkflowFactory, WorkflowVersionFactory, answers_for
+from tests.reference import reference_path
 
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2024, 2, 23, 16, 0, tzinfo=UTC)
 
 HEADER = (
     "classification_id,user_name,user_id,user_ip,workflow_id,workflow_name,workflow_version,"
     "created_at,gold_standard,expert,metadata,annotations,subject_data,subject_ids"
 )
-
-
-def report_new() -> ImportReport:
-    return ImportReport.objects.create(kind=ImportReport.Kind.CLASSIFICATIONS, source="test")
-
-
-def record(cid: int, **overrides) -> ClassificationRecord:
-    fields = {
-        "zooniverse_id": cid,
-        "workflow_id": 7,
-        "workflow_version": "3.1",
-        "subject_ids": [500 + cid % 5],
-        "user_id": 40 + cid % 3,
-        "user_name": f"volunteer{40 + cid % 3}",
-        "created_at": T0 + timedelta(minutes=cid),
-        "answers": ["Painting"],
-        "source": "export",
-    }
-    fields.update(overrides)
-    return ClassificationRecord(**fields)
-
-
-def ingest(workflow: Workflow, records, **kwargs):
-    return classifications_ingest(records=records, workflow=workflow, report=report_new(), **kwargs)
 
 
 def keys_of(classification: Classification, concepts) -> set[str]:
@@ -160,12 +142,7 @@ def test_an_unknown_version_is_quarantined_once_per_row_and_alerted_once_b3(work
 
 
 def test_api_indices_of_an_unknown_version_never_use_the_wildcard(workflow):
-    WorkflowVersion.objects.create(
-        workflow=workflow,
-        version="*",
-        task_type="multiple",
-        answers=[{"label": "Painting", "concept": "painting"}],
-    )
+    WorkflowVersionFactory(workflow=workflow, version="*", answers=answers_for(["painting"]))
     counts = ingest(
         workflow,
         [
@@ -211,8 +188,7 @@ def test_repeats_keep_the_earliest_across_two_imports_in_reverse_order(workflow)
 
 
 def test_a_vote_in_another_workflow_is_not_a_repeat(workflow):
-    other = Workflow.objects.create(zooniverse_id=8)
-    WorkflowVersion.objects.create(workflow=other, version="3.1", answers=[])
+    other = WorkflowFactory(zooniverse_id=8, answers=[])
     first = {"subject_ids": [900], "user_id": 5, "created_at": T0}
     ingest(other, [record(1, workflow_id=8, **first)])
     ingest(workflow, [record(2, subject_ids=[900], user_id=5, created_at=T0 + timedelta(hours=1))])
@@ -395,12 +371,6 @@ def test_queries_per_batch_are_bounded_and_do_not_grow_with_the_batch_size(
 # --- import_classifications: files end to end -----------------------------------------------
 
 
-def run_import(path: Path, *args: str) -> str:
-    out = io.StringIO()
-    call_command("import_classifications", str(path), *args, stdout=out, stderr=io.StringIO())
-    return out.getvalue().strip()
-
-
 def test_the_reference_export_imports_through_its_workflow_export(db):
     Concept.objects.create(key="yes", label="Yes")
     workflow_configure(
@@ -450,10 +420,7 @@ def test_repeats_keep_the_earliest_when_two_exports_arrive_in_reverse_order(conc
 
 def test_every_bad_input_is_quarantined_with_its_line_and_the_rest_imports(concepts, tmp_path):
     """B1, B2, B3, B4, B5, B8, B9 in one file: the job succeeds and says what it set aside."""
-    workflow = Workflow.objects.create(zooniverse_id=7)
-    WorkflowVersion.objects.create(
-        workflow=workflow, version="3.1", answers=[{"label": "Painting", "concept": "painting"}]
-    )
+    WorkflowFactory(zooniverse_id=7, answers=answers_for(["painting"]))
     rows = [
         export_row(1),  # line 2: good ("drawing" is not in this version's answers: B4)
         "2,too,few,columns",  # line 3: B1
@@ -506,8 +473,7 @@ def test_wildcam_survey_rows_import_and_their_choices_are_reported_unmapped(conc
 
 
 def test_a_version_configured_as_unsupported_quarantines_its_rows(concepts, tmp_path):
-    workflow = Workflow.objects.create(zooniverse_id=7)
-    WorkflowVersion.objects.create(workflow=workflow, version="3.1", task_type="text")
+    WorkflowFactory(zooniverse_id=7, answers=[], first_version__task_type="text")
     run_import(write_export(tmp_path / "cls.csv", [export_row(1)]), "--workflow-id", "7")
     assert QuarantinedRow.objects.get().reason == "unsupported_task_type:text"
 
@@ -771,14 +737,7 @@ def _votes(concepts: list[Concept]) -> dict[int, list[int]]:
 
 
 def _decision_tree_workflow(concepts) -> Workflow:
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T1", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow,
-        version="3.1",
-        task_key="T1",
-        task_type="multiple",
-        answers=[{"label": label.title(), "concept": label} for label in ANSWERS],
-    )
+    workflow = WorkflowFactory(zooniverse_id=7, task_key="T1")
     for subject in (501, 502, 503):
         Item.objects.create(external_id=f"item-{subject}")
     return workflow
@@ -792,7 +751,7 @@ def test_a_classification_that_never_showed_the_task_is_stored_but_gives_no_vote
     assert "task not shown 3 (no vote)" in summary
     shown = dict(Classification.objects.values_list("zooniverse_id", "task_shown"))
     assert shown == {701: True, 702: False, 703: True, 704: False, 705: True, 706: False}
-    vocabulary = [concepts[key] for key in ANSWERS]
+    vocabulary = [concepts[key] for key in WORKFLOW_ANSWERS]
     votes = _votes(vocabulary)
     assert sorted(votes) == [701, 703, 705]
     assert votes[701] == [1, 1, 0, 0] and votes[703] == [0, 0, 0, 0]
@@ -893,7 +852,7 @@ def test_a_single_answer_export_votes_yes_for_the_answer_and_a_skip_gives_no_vot
     assert stored == {801: ["painting"], 802: ["drawing"], 803: [], 804: [], 805: ["painting"]}
     known = dict(Classification.objects.values_list("zooniverse_id", "answers_known"))
     assert known == {801: True, 802: True, 803: False, 804: True, 805: True}
-    vocabulary = [concepts[key] for key in ANSWERS]
+    vocabulary = [concepts[key] for key in WORKFLOW_ANSWERS]
     votes = _votes(vocabulary)
     assert sorted(votes) == [801, 802, 804, 805]
     assert votes[801] == [1, 0, 0, 0] and votes[802] == [0, 1, 0, 0] and votes[804] == [0] * 4
@@ -916,9 +875,7 @@ def test_a_version_differing_only_by_trailing_zeros_is_not_guessed_when_two_coul
     concepts,
 ):
     workflow = _single_answer_workflow(concepts)
-    WorkflowVersion.objects.create(
-        workflow=workflow, version="16.500", task_type="single", answers=[]
-    )
+    WorkflowVersionFactory(workflow=workflow, version="16.500", task_type="single", answers=[])
     summary = run_import(FIXTURES / "r_written_single_answer_export.csv", "--workflow-id", "7")
     assert "created 0" in summary and "quarantined 5" in summary
     assert set(QuarantinedRow.objects.values_list("reason", flat=True)) == {

@@ -15,7 +15,7 @@ from annotate.services.classifications import ClassificationColumns, QuarantineE
 from annotate.zooniverse.export_csv.blocks import _quotes_in_place, classification_blocks
 from annotate.zooniverse.export_csv.classifications import parse_classification_export
 from annotate.zooniverse.export_csv.rows import ExportFormatError
-from tests.annotate.test_export_parsers import export_row, export_text
+from tests.annotate.builders import export_row, export_text
 
 
 def by_rows(data: bytes, **kwargs) -> tuple[list[tuple], list[tuple]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from datetime import UTC, datetime
@@ -13,64 +12,13 @@ import pytest
 
 from annotate.services.classifications import ClassificationRecord, QuarantineEntry
 from annotate.zooniverse.export_csv.classifications import (
-    CLASSIFICATION_COLUMNS,
     parse_classification_export,
 )
 from annotate.zooniverse.export_csv.rows import ExportFormatError
 from annotate.zooniverse.export_csv.subjects import SubjectRow, parse_subject_export
 from annotate.zooniverse.export_csv.workflows import parse_workflow_export
-from tests.conftest import reference_path
-
-
-def export_row(cid: int, **overrides: Any) -> dict[str, str]:
-    """A classification export row of a multiple-answer task, shaped as in zooniverse.md §5.1."""
-    subject = overrides.pop("subject", 96588100 + cid % 7)
-    labels = overrides.pop("labels", ["Painting", "drawing"])
-    row = {
-        "classification_id": str(cid),
-        "user_name": f"volunteer{cid % 3}",
-        "user_id": str(1000 + cid % 3),
-        "user_ip": "b644753d0e3948f81dc2",
-        "workflow_id": "7",
-        "workflow_name": "Which labels apply?",
-        "workflow_version": "3.1",
-        "created_at": f"2024-02-23 16:{cid % 60:02d}:42 UTC",
-        "gold_standard": "",
-        "expert": "",
-        "metadata": json.dumps({"source": "api", "session": f"session-{cid % 3}"}),
-        "annotations": json.dumps(
-            [{"task": "T0", "task_label": "Which of these labels apply?", "value": labels}]
-        ),
-        "subject_data": json.dumps(
-            {str(subject): {"retired": None, "external_id": f"item-{subject}"}}
-        ),
-        "subject_ids": str(subject),
-    }
-    row.update(overrides)
-    return row
-
-
-def export_text(rows: list[dict[str, str] | str]) -> str:
-    """CSV text with the export header; a str row is written verbatim (for broken rows)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CLASSIFICATION_COLUMNS)
-    for row in rows:
-        if isinstance(row, str):
-            out.write(row if row.endswith("\n") else row + "\n")
-        else:
-            writer.writerow([row[c] for c in CLASSIFICATION_COLUMNS])
-    return out.getvalue()
-
-
-def write_export(path: Path, rows: list[dict[str, str] | str]) -> Path:
-    path.write_bytes(export_text(rows).encode())
-    return path
-
-
-def parse(text: str | bytes, **kwargs: Any) -> list[ClassificationRecord | QuarantineEntry]:
-    data = text.encode() if isinstance(text, str) else text
-    return list(parse_classification_export(io.BytesIO(data), **kwargs))
+from tests.annotate.builders import export_row, export_text, parse
+from tests.reference import reference_path
 
 
 def refused(items: list[Any]) -> list[tuple[int | None, str, str]]:

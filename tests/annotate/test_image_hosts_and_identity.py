@@ -21,7 +21,7 @@ from annotate.services.item_images import item_image_src
 from annotate.services.items import items_import
 from tests.factories import item_with_labels
 from tests.images import png_bytes
-from tests.test_settings_env import settings_in_subprocess
+from tests.settings_env import settings_in_subprocess
 
 pytestmark = pytest.mark.django_db
 

@@ -24,9 +24,9 @@ from annotate.services.items import ManifestError, item_row_parse, items_import
 from annotate.zooniverse.classification_records import QuarantineEntry
 from annotate.zooniverse.export_csv.subjects import SUBJECT_COLUMNS, parse_subject_export
 from ml import images, safe_json
-from tests.annotate.test_export_parsers import export_row, export_text, parse
+from tests.annotate.builders import export_row, export_text, parse
 from tests.images import png_bytes
-from tests.test_settings_env import settings_in_subprocess
+from tests.settings_env import settings_in_subprocess
 
 pytestmark = pytest.mark.django_db
 

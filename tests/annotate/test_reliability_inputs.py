@@ -15,14 +15,15 @@ import pytest
 from django.urls import reverse
 from PIL import Image
 
-from annotate.models import Classification, ImportReport, Item, QuarantinedRow, WorkflowVersion
+from annotate.models import Classification, ImportReport, Item, QuarantinedRow
 from annotate.services.image_fetch import item_image_fetch
 from annotate.services.items import items_import
 from annotate.services.zooniverse.classification_import import classifications_import
 from ml import images
-from tests.annotate.test_export_parsers import export_row, write_export
+from tests.annotate.builders import export_row, write_export
 from tests.annotate.test_security import loopback_allowed, server  # noqa: F401 - fixtures
 from tests.annotate.test_zooniverse_sync import env  # noqa: F401 - fixture
+from tests.factories import WorkflowFactory, answers_for
 from tests.images import (
     HTML_BYTES,
     SVG_BYTES,
@@ -42,12 +43,7 @@ pytestmark = pytest.mark.django_db
 def test_b3_unknown_versions_over_many_batches_quarantine_each_row_and_alert_once(
     concepts, tmp_path, caplog
 ):
-    from annotate.models import Workflow
-
-    workflow = Workflow.objects.create(zooniverse_id=7)
-    WorkflowVersion.objects.create(
-        workflow=workflow, version="3.1", answers=[{"label": "Painting", "concept": "painting"}]
-    )
+    WorkflowFactory(zooniverse_id=7, answers=answers_for(["painting"]))
     rows = [export_row(cid, workflow_version="99.1") for cid in range(1, 13)]
     rows += [export_row(cid, workflow_version="98.0") for cid in range(13, 18)]
     rows += [export_row(cid) for cid in range(18, 21)]

@@ -17,7 +17,7 @@ from django.urls import reverse
 from annotate.models import AggregatedLabel, DatasetRelease, Item
 from annotate.services.media import image_path, image_store
 from annotate.services.releases import release_file_path, release_request
-from tests.conftest import as_user
+from tests.clients import as_user
 from tests.images import HTML_BYTES, SVG_BYTES, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -216,7 +216,7 @@ def test_s10_every_text_field_of_an_export_is_escaped_in_csv_and_raw_in_jsonl(co
 def test_s10_the_round_picks_csv_of_select_round_escapes_item_ids(db, tmp_path):
     from django.core.management import call_command
 
-    from tests.training.conftest import write_mosaic_items
+    from tests.training.builders import write_mosaic_items
 
     mosaic = write_mosaic_items(12)
     for n, pk in enumerate(mosaic.item_ids):

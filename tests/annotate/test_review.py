@@ -11,7 +11,7 @@ from django.urls import reverse
 from annotate import selectors
 from annotate.models import AppendOnlyError, Item, Review
 from annotate.services.review import review_record, reviews_bulk_accept
-from tests.factories import item_with_labels, model_version_with_scores
+from tests.factories import WorkflowFactory, item_with_labels, model_version_with_scores
 
 pytestmark = pytest.mark.django_db
 
@@ -273,7 +273,7 @@ def test_the_queue_puts_the_undecided_then_model_conflicts_then_prior_conflicts_
 
 
 def test_the_queue_filters_by_consensus_flag_round_and_volunteer(concepts, curator):
-    from annotate.models import Classification, Round, RoundPick, Subject, Volunteer, Workflow
+    from annotate.models import Classification, Round, RoundPick, Subject, Volunteer
 
     unsure = make_item(concepts, "unsure", {"painting": 0.55})
     model = make_item(
@@ -284,7 +284,7 @@ def test_the_queue_filters_by_consensus_flag_round_and_volunteer(concepts, curat
     )
     round_ = Round.objects.create(number=3, name="third")
     RoundPick.objects.create(round=round_, item=unsure, rank=1, reason="uncertain")
-    workflow = Workflow.objects.create(zooniverse_id=7)
+    workflow = WorkflowFactory(zooniverse_id=7, version=None)
     subject = Subject.objects.create(zooniverse_id=70, item=model)
     volunteer = Volunteer.objects.create(key="ann")
     Classification.objects.create(
@@ -658,9 +658,9 @@ def test_a_volunteer_page_lists_their_latest_classifications_escaped_and_bounded
 ):
     from datetime import UTC, datetime, timedelta
 
-    from annotate.models import Classification, Subject, Volunteer, Workflow
+    from annotate.models import Classification, Subject, Volunteer
 
-    workflow = Workflow.objects.create(zooniverse_id=1)
+    workflow = WorkflowFactory(zooniverse_id=1, version=None)
     volunteer = Volunteer.objects.create(key="v", user_name="<b>vol</b>", n_classifications=30)
     for i in range(30):
         item = make_item(concepts, f"<i>{i}</i>", {"painting": 0.9})

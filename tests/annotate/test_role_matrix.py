@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from annotate.roles import PERM_READ, ROLES, roles_holding
-from tests.conftest import as_user
+from tests.clients import as_user
 
 pytestmark = pytest.mark.django_db
 

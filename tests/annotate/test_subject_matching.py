@@ -16,7 +16,7 @@ from annotate.models import (
 )
 from annotate.services.classifications import classifications_ingest
 from annotate.services.classifications.subjects import subjects_link_pending
-from tests.annotate.test_classification_import import record, report_new
+from tests.annotate.builders import record, report_new
 
 pytestmark = pytest.mark.django_db
 

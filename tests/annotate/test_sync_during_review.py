@@ -30,11 +30,11 @@ from annotate.models import (
     Subject,
     SyncCursor,
     Workflow,
-    WorkflowVersion,
 )
 from annotate.services.aggregation import labels_aggregate
 from annotate.services.classifications import ClassificationRecord, classifications_ingest
 from annotate.services.review import review_record, reviews_bulk_accept
+from tests.factories import WorkflowFactory, answers_for
 
 pytestmark = pytest.mark.postgres
 
@@ -95,13 +95,7 @@ def catalogue(transactional_db, concepts):
     (so that accept has a crowd label and an incremental pass has parameters)."""
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (DATABASE_URL): SQLite runs one writer at a time")
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow,
-        version="3.1",
-        task_type="multiple",
-        answers=[{"label": key.title(), "concept": key} for key in KEYS],
-    )
+    workflow = WorkflowFactory(zooniverse_id=7, answers=answers_for(KEYS))
     items = []
     for i in range(N_ITEMS):
         item = Item.objects.create(external_id=f"/l6/item_{i:03d}")

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from annotate.models import Concept, Workflow, WorkflowVersion
 from annotate.services.zooniverse.workflows import WorkflowConfigError, workflow_configure
-from tests.conftest import reference_path
+from tests.reference import reference_path
 
 pytestmark = pytest.mark.django_db
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.zooniverse.sandbox import SUBJECT_EXPORT_COLUMNS, Sandbox, serve
-from tests.annotate.test_subject_import import EXPORT
 
 LABELS = ["painting", "drawing"]
+EXPORT = Path(__file__).parent / "fixtures" / "subjects" / "subject_export.csv"
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from annotate.zooniverse.client import (
     connect,
 )
 from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, SandboxServer, serve
+from tests.factories import WorkflowFactory
 from tests.fake_clock import FakeClock
 
 LABELS = ["painting", "drawing", "map", "photograph"]
@@ -88,8 +89,8 @@ def env(db, concepts):
 def _served(sandbox: Sandbox):
     """The sandbox served on a free port, with its workflow configured here; shut down after."""
     server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, task_key="T0"
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     try:
         yield Env(sandbox=sandbox, server=server, clock=FakeClock(), workflow=workflow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-PASSWORD = "a-long-test-password"
+from tests.browser import PASSWORD
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
-    Workflow,
 )
 from tests.browser import BROWSER_MARKS, browser_errors, chromium
+from tests.factories import WorkflowFactory
 
 pytestmark = BROWSER_MARKS
 
@@ -43,7 +43,9 @@ def fill(concepts: dict[str, Concept], admin) -> None:  # type: ignore[no-untype
     a classification that ticks many concepts, long provider names in the filter."""
     from training.models import ModelVersion, TrainingRun
 
-    workflow = Workflow.objects.create(zooniverse_id=21_345, display_name="Which concepts apply?")
+    workflow = WorkflowFactory(
+        zooniverse_id=21_345, display_name="Which concepts apply?", version=None
+    )
     keys = list(concepts)
     for i in range(12):
         item = Item.objects.create(

@@ -24,10 +24,10 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
-    Workflow,
 )
 from tests.browser import BROWSER_MARKS, browser_errors  # noqa: E402
-from tests.training.conftest import write_mosaic_items
+from tests.factories import WorkflowFactory
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = BROWSER_MARKS
@@ -36,7 +36,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tests.e2e.conftest import PASSWORD  # noqa: E402
+from tests.browser import PASSWORD  # noqa: E402
 
 
 def two_rounds_of_the_loop() -> None:
@@ -44,7 +44,7 @@ def two_rounds_of_the_loop() -> None:
     versions with their validation mAP, and a written release."""
     mosaic = write_mosaic_items(40, curated=20)
     concepts = list(Concept.objects.order_by("position"))
-    workflow = Workflow.objects.create(zooniverse_id=5, display_name="Which digits?")
+    workflow = WorkflowFactory(zooniverse_id=5, display_name="Which digits?", version=None)
     volunteers = [Volunteer.objects.create(key=f"v{v}", user_name=f"vol {v}") for v in range(6)]
     start = datetime(2026, 10, 1, tzinfo=UTC)
     vote_id = 0

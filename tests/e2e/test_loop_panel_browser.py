@@ -19,7 +19,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tests.e2e.conftest import PASSWORD  # noqa: E402
+from tests.browser import PASSWORD  # noqa: E402
 
 
 def test_the_loop_panel_shows_a_new_event_by_itself_and_says_when_it_cannot_refresh(

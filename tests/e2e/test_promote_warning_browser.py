@@ -19,7 +19,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from tests.e2e.conftest import PASSWORD  # noqa: E402
+from tests.browser import PASSWORD  # noqa: E402
 
 
 def test_promoting_a_worse_model_warns_with_both_maps_and_records_the_override(

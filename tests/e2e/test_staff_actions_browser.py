@@ -15,7 +15,7 @@ from loop.models import LoopEvent, StepName
 from loop.services.pipeline import event_record
 from tests.browser import BROWSER_MARKS, browser_errors
 from tests.loop.test_staff_actions import stand_in  # noqa: F401 - the fixture
-from tests.training.conftest import write_mosaic_items
+from tests.training.builders import write_mosaic_items
 from training.models import RoundRequest
 
 pytestmark = BROWSER_MARKS
@@ -25,7 +25,7 @@ from selenium.common.exceptions import StaleElementReferenceException  # noqa: E
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from tests.e2e.conftest import PASSWORD  # noqa: E402
+from tests.browser import PASSWORD  # noqa: E402
 
 
 def message(browser) -> str:  # type: ignore[no-untyped-def]

@@ -10,10 +10,14 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
-from annotate.models import Classification, Item, Review, Subject, Volunteer, Workflow
-from tests.browser import BROWSER_MARKS
-from tests.e2e.conftest import PASSWORD
-from tests.factories import item_with_labels, model_version_checkpoint, predictions_store
+from annotate.models import Classification, Item, Review, Subject, Volunteer
+from tests.browser import BROWSER_MARKS, PASSWORD
+from tests.factories import (
+    WorkflowFactory,
+    item_with_labels,
+    model_version_checkpoint,
+    predictions_store,
+)
 
 pytestmark = BROWSER_MARKS
 
@@ -57,7 +61,7 @@ def test_the_item_page_shows_the_model_its_conflict_flag_and_the_evidence_map_on
         conflicts_model=True,
         consensus="confident",
     )
-    workflow = Workflow.objects.create(zooniverse_id=5)
+    workflow = WorkflowFactory(zooniverse_id=5, version=None)
     subject = Subject.objects.create(zooniverse_id=50, item=item)
     Classification.objects.create(
         zooniverse_id=1,

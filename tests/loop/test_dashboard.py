@@ -20,11 +20,11 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
-    Workflow,
 )
 from loop import dashboard, dashboard_plots
 from loop.models import LoopEvent, StepName
 from loop.services.pipeline import event_record
+from tests.factories import WorkflowFactory
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def decoded(png: bytes) -> Image.Image:
 def populate(concepts, *, scale: int = 1) -> None:
     """A small loop: rounds, subjects, votes on several days, labels, skills, reviews, models."""
     keys = list(concepts)[:5]
-    workflow = Workflow.objects.create(zooniverse_id=1, display_name="wf")
+    workflow = WorkflowFactory(zooniverse_id=1, display_name="wf", version=None)
     start = datetime(2026, 3, 1, tzinfo=UTC)
     volunteers = [Volunteer.objects.create(key=f"v{v}") for v in range(4 * scale)]
     cid = 0

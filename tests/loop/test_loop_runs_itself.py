@@ -10,14 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotate.models import AggregatedLabel, Item, Round, Subject, Workflow
+from annotate.models import AggregatedLabel, Item, Round, Subject
 from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, serve
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services.pipeline import step_request
 from loop.tasks import STEP_TASKS
 from ml.mosaics import DIGIT_KEYS
-from tests.training.conftest import write_mosaic_items
+from tests.factories import WorkflowFactory
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services.selection import round_select
 
@@ -74,8 +75,8 @@ def _events(step: str) -> list[LoopEvent]:
 def test_one_pull_sets_off_labels_retirement_a_retrain_and_the_next_round_chosen_by_it(stand_in):
     sandbox = stand_in
     truth = _fresh_pool(30)
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     from annotate.services.zooniverse.workflows import workflow_versions_sync
 
@@ -126,8 +127,8 @@ def test_one_pull_sets_off_labels_retirement_a_retrain_and_the_next_round_chosen
 
 def test_a_pull_with_no_votes_and_a_loop_with_no_model_yet_do_no_harm(stand_in):
     sandbox = stand_in
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     from annotate.services.zooniverse.workflows import workflow_versions_sync
 
@@ -145,8 +146,8 @@ def test_a_pull_with_no_votes_and_a_loop_with_no_model_yet_do_no_harm(stand_in):
 def test_a_round_retired_on_arrival_makes_way_for_the_next_one_chosen_without_a_model(stand_in):
     sandbox = stand_in
     _fresh_pool(20)
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     from annotate.services.zooniverse.workflows import workflow_versions_sync
 

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotate.models import Item, Round, Subject, Workflow
+from annotate.models import Item, Round, Subject
 from loop.models import LoopStep, StepName
 from loop.services import pipeline, steps
 from loop.services.pipeline import Claim
+from tests.factories import WorkflowFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def _claim(name: str, reason: str = "test", state: dict | None = None) -> Claim:
 
 
 def _round_with_subjects(total: int, retired: int) -> Round:
-    workflow = Workflow.objects.create(zooniverse_id=7, project_id=1)
+    workflow = WorkflowFactory(zooniverse_id=7, project_id=1)
     round_ = Round.objects.create(number=1, name="round-1", workflow=workflow,
                                   status=Round.Status.PUSHED)
     for i in range(total):
@@ -106,7 +107,7 @@ def test_aggregation_full_every_s_sets_how_often_a_full_pass_runs(
     from annotate.models import Classification, Volunteer
 
     settings.AGGREGATION_FULL_EVERY_S = every_s
-    workflow = Workflow.objects.create(zooniverse_id=7, project_id=1)
+    workflow = WorkflowFactory(zooniverse_id=7, project_id=1, version=None)
     item = Item.objects.create(external_id="i")
     subject = Subject.objects.create(zooniverse_id=1, item=item)
     volunteer = Volunteer.objects.create(key="v")

@@ -25,7 +25,8 @@ from annotate.zooniverse.sandbox import CrowdConfig, FaultAction, FaultRule, San
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services.pipeline import step_request
 from ml.mosaics import DIGIT_KEYS
-from tests.training.conftest import write_mosaic_items
+from tests.factories import WorkflowFactory
+from tests.training.builders import write_mosaic_items
 from tests.workers import sender, until, worker_env
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services.selection import round_select
@@ -78,8 +79,8 @@ def first_round_classified(sandbox: Sandbox, n_items: int = 30, size: int = 15) 
         external[pk]: [DIGIT_KEYS[d] for d in np.flatnonzero(row)]
         for pk, row in zip(mosaic.item_ids, mosaic.labels, strict=True)
     }
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     workflow_versions_sync(workflow=workflow)
     first = round_select(size=size, workflow=workflow, seed=1).round

@@ -12,11 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from annotate.models import DatasetRelease, Round, Workflow
+from annotate.models import DatasetRelease, Round
 from annotate.roles import ADMIN, CURATOR, STAFF, VIEWER, roles_setup
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services.pipeline import event_record
-from tests.training.conftest import write_mosaic_items
+from tests.factories import WorkflowFactory
+from tests.training.builders import write_mosaic_items
 from training.models import RoundRequest
 from training.services.round_requests import round_request_create
 
@@ -67,7 +68,7 @@ def stand_in(settings):
     settings.PANOPTES_PROJECT_ID = str(sandbox.project_id)
     settings.PANOPTES_CLIENT_ID, settings.PANOPTES_CLIENT_SECRET = "crowdloop-test", "secret"
     settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:9/media"
-    Workflow.objects.create(zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id)
+    WorkflowFactory(zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None)
     try:
         yield sandbox
     finally:
@@ -202,7 +203,7 @@ def test_sync_now_runs_the_pull_step_as_its_task_and_lists_the_pull_it_made(
 def test_sync_now_naming_a_workflow_says_the_step_pulls_every_active_one(
     staff_client, stand_in, django_capture_on_commit_callbacks
 ):
-    Workflow.objects.create(zooniverse_id=777, project_id=stand_in.project_id)
+    WorkflowFactory(zooniverse_id=777, project_id=stand_in.project_id, version=None)
     with django_capture_on_commit_callbacks(execute=False):
         response = staff_client.post(
             action("sync"), {"workflow": str(stand_in.workflow_id)}, follow=True
@@ -245,7 +246,7 @@ def test_a_second_press_while_a_pull_is_queued_joins_it_and_the_list_shows_it_qu
 def test_sync_now_refuses_a_workflow_it_cannot_pull_naming_the_field(
     staff_client, stand_in, workflow, error
 ):
-    Workflow.objects.create(zooniverse_id=31, active=False)
+    WorkflowFactory(zooniverse_id=31, active=False, version=None)
     response = staff_client.post(action("sync"), {"workflow": workflow})
     assert response.status_code == 400
     form = response.context["forms"]["sync"]

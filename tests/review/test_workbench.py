@@ -12,7 +12,6 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
-    Workflow,
 )
 from annotate.services.review import (
     UndoError,
@@ -22,7 +21,7 @@ from annotate.services.review import (
     reviews_undo_batch,
 )
 from review.selectors import item_workbench, queue_rows
-from tests.factories import item_with_labels, model_version_with_scores
+from tests.factories import WorkflowFactory, item_with_labels, model_version_with_scores
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +69,7 @@ def test_queue_rows_carry_the_final_label_and_the_models_predicted_concepts(conc
 
 def test_the_item_screen_lists_who_voted_what_with_their_skill(curator_client, concepts):
     item = item_with_labels(concepts, "a", {"painting": 0.7})
-    workflow = Workflow.objects.create(zooniverse_id=5)
+    workflow = WorkflowFactory(zooniverse_id=5, version=None)
     subject = Subject.objects.create(zooniverse_id=50, item=item)
     ann, bob = (
         Volunteer.objects.create(key="ann", user_name="ann"),

@@ -13,13 +13,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from ml.checkpoint import sha256_file
+from tests.training.builders import TINY_PARAMS
 from training.models import ModelVersion, Prediction, TrainingRun
 from training.selectors import model_version_active
 from training.services.execute import training_run_execute
 from training.services.runs import training_run_request
 from training.services.versions import model_version_load
-
-from .conftest import TINY_PARAMS
 
 
 def retrain(capture, params=None) -> TrainingRun:
@@ -191,7 +190,7 @@ def test_a_kill_after_a_state_is_written_but_before_it_is_recorded_still_resumes
 def test_the_train_command_trains_and_prints_a_one_line_summary(
     transactional_db, capsys, monkeypatch
 ):
-    from .conftest import write_mosaic_items
+    from tests.training.builders import write_mosaic_items
 
     write_mosaic_items(30)
     monkeypatch.setattr("training.services.params.SMALL_CNN_DEFAULTS",

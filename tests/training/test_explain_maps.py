@@ -13,9 +13,8 @@ from PIL import Image
 
 from ml.mosaics import DIGIT_KEYS
 from tests.factories import model_version_checkpoint
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion
-
-from .conftest import write_mosaic_items
 
 
 def publish_version(*, seed: int = 0, concepts: list[str] | None = None,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import as_user
+from tests.clients import as_user
 from training.models import ModelVersion
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]

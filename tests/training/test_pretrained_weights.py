@@ -19,12 +19,11 @@ from django.urls import reverse
 from ml import weights as w
 from ml.checkpoint import load_checkpoint
 from ml.models import create_model
+from tests.training.builders import TINY_PARAMS
 from tests.weights_server import closed_port, weights_server
 from training.models import ModelVersion, TrainingRun
 from training.services.params import SMALL_CNN_DEFAULTS, TrainingParamsError, training_params_parse
 from training.services.runs import training_run_request
-
-from .conftest import TINY_PARAMS
 
 
 def trunk_bytes(widths: list[int], seed: int = 0) -> bytes:

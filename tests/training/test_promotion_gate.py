@@ -16,7 +16,8 @@ from ml.checkpoint import save_checkpoint
 from ml.models import Head, create_model
 from ml.mosaics import DIGIT_KEYS
 from ml.splits import stable_split
-from tests.conftest import as_user
+from tests.clients import as_user
+from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_active
 from training.services.dataset import snapshot_load, snapshot_write, training_set_build
@@ -28,8 +29,6 @@ from training.services.versions import (
     model_version_promote,
     model_version_publish,
 )
-
-from .conftest import TINY_PARAMS, write_mosaic_items
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ import pytest
 from annotate.models import AggregatedLabel, Item
 from annotate.services.datasets.records import concept_uri, item_uri
 from annotate.services.datasets.writers import W3C_CONTEXT
-from tests.conftest import as_user
+from tests.clients import as_user
 from training.models import ModelVersion, Prediction
 from training.services.proposals import PAGE_SIZE
 

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from annotate.models import AggregatedLabel, Concept, Item
 from annotate.services.datasets.records import concept_uri
-from tests.conftest import as_user
+from tests.clients import as_user
 from training.models import ModelVersion, Prediction
 from training.services.proposals import PAGE_SIZE, proposal_total
 

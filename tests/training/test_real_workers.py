@@ -16,13 +16,12 @@ from collections.abc import Callable
 import pytest
 
 from tests.invariants import invariants_check
+from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from tests.workers import CELERY, ROOT, sender, until, worker_env  # noqa: F401
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_active
 from training.services.params import training_params_parse
 from training.services.versions import model_version_load
-
-from .conftest import TINY_PARAMS, write_mosaic_items
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.timeout(180)]

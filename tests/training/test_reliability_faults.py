@@ -17,22 +17,21 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from annotate.models import AggregatedLabel, Classification, SyncCursor, Workflow
+from annotate.models import AggregatedLabel, Classification, SyncCursor
 from loop.models import LoopEvent, LoopStep, StepName
 from loop.services import pipeline
 from loop.services.pipeline import step_request
 from loop.tasks import STEP_TASKS
-from tests.conftest import as_user
-from tests.factories import Crowd
+from tests.clients import as_user
+from tests.factories import Crowd, WorkflowFactory, answers_for
 from tests.invariants import invariants_check
+from tests.training.builders import TINY_PARAMS
 from tests.workers import database_url, until, worker_env
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_active
 from training.services.dataset import run_dir
 from training.services.runs import training_run_request
 from training.services.versions import model_version_load
-
-from .conftest import TINY_PARAMS
 
 T0 = datetime(2024, 2, 23, 16, 0, tzinfo=UTC)
 
@@ -89,14 +88,9 @@ def test_f15_a_connection_killed_during_the_insert_rolls_the_batch_back_and_a_re
     import psycopg
     from django.db import InterfaceError, OperationalError
 
-    from annotate.models import WorkflowVersion
     from annotate.services.classifications import store
 
-    workflow = Workflow.objects.create(zooniverse_id=7, task_key="T0", task_type="multiple")
-    WorkflowVersion.objects.create(
-        workflow=workflow, version="3.1", task_type="multiple",
-        answers=[{"label": "Painting", "concept": "painting"}],
-    )  # fmt: skip
+    workflow = WorkflowFactory(zooniverse_id=7, answers=answers_for(["painting"]))
     real_insert = store.rows_insert
     inserts = []
 
@@ -386,9 +380,8 @@ def test_f5_a_redelivery_while_the_first_worker_trains_finds_the_live_lease_and_
     """Visibility timeout 5 s, training about 30 s: Redis gives the unacked message to a second
     worker while the first still trains. The second finds the lease alive and does nothing; the
     run trains once and publishes one model."""
+    from tests.training.builders import write_mosaic_items
     from tests.workers import sender
-
-    from .conftest import write_mosaic_items
 
     write_mosaic_items(16)
     env = worker_env(

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from annotate.models import Round, Workflow
-from tests.conftest import as_user
+from annotate.models import Round
+from tests.clients import as_user
+from tests.factories import WorkflowFactory
+from tests.training.builders import write_mosaic_items
 from training import tasks
 from training.models import RoundRequest
 from training.services.round_requests import round_request_execute
-
-from .conftest import write_mosaic_items
 
 pytestmark = pytest.mark.usefixtures("fresh_throttles")
 
@@ -105,8 +105,8 @@ def sandbox_workflow(db, settings):
     settings.PANOPTES_PROJECT_ID = str(sandbox.project_id)
     settings.PANOPTES_CLIENT_ID, settings.PANOPTES_CLIENT_SECRET = "crowdloop-test", "secret"
     settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:9/media"
-    workflow = Workflow.objects.create(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+    workflow = WorkflowFactory(
+        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
     )
     try:
         yield sandbox, server, workflow

@@ -6,11 +6,10 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, ScoringChunk
 from training.services.runs import training_runs_reconcile
 from training.services.scoring import scoring_chunk_execute, scoring_start
-
-from .conftest import write_mosaic_items
 
 
 def version() -> ModelVersion:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from annotate.models import AggregatedLabel, Item, Round, RoundPick, Subject, Workflow
+from annotate.models import AggregatedLabel, Item, Round, RoundPick, Subject
 from annotate.services.rounds import round_publish
 from annotate.zooniverse.sandbox import Sandbox, serve
 from ml.mosaics import DIGIT_KEYS
+from tests.factories import WorkflowFactory
+from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from training.models import TrainingRun
 from training.selectors import model_version_active
 from training.services.runs import training_run_request
 from training.services.selection import SelectionError, concept_prevalence, round_select
-
-from .conftest import TINY_PARAMS, write_mosaic_items
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_a_run_requested_before_the_dropout_parameter_existed_trains_without_dro
 
 
 def test_items_already_shown_to_volunteers_are_not_chosen_again(trained):
-    workflow = Workflow.objects.create(zooniverse_id=1)
+    workflow = WorkflowFactory(zooniverse_id=1)
     shown = Item.objects.order_by("pk")[:30]
     for i, item in enumerate(shown):
         Subject.objects.create(zooniverse_id=900 + i, item=item)
@@ -104,8 +104,8 @@ def test_a_chosen_round_is_pushed_with_priorities_by_rank(trained, settings):
         settings.PANOPTES_CLIENT_ID, settings.PANOPTES_CLIENT_SECRET = "crowdloop", "secret"
         settings.PANOPTES_PROJECT_ID = str(sandbox.project_id)
         settings.PUBLIC_MEDIA_BASE_URL = "http://127.0.0.1:8000/media"
-        workflow = Workflow.objects.create(
-            zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id
+        workflow = WorkflowFactory(
+            zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
         )
         result = round_select(size=8, strategy="entropy", workflow=workflow, relabel=False)
         round_publish(round=result.round)

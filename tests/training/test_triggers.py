@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, TrainingRun
 from training.services.triggers import (
     training_maybe_trigger,
     training_new_labels_count,
     training_nightly,
 )
-
-from .conftest import write_mosaic_items
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from django.utils import timezone
 from annotate.models import Concept, Item, PriorLabel
 from ml.acquisition import binary_entropy
 from tests.factories import item_with_labels, model_version_with_scores
-from tests.ml.test_zero_shot import TINY_CLIP, tiny_weights
+from tests.ml.builders import TINY_CLIP, tiny_weights
+from tests.training.builders import TINY_PARAMS, write_mosaic_items
 from training.models import ModelVersion, Prediction, TrainingRun
 from training.selectors import model_version_active
 from training.services.conflicts import item_zero_shot_prior_refresh
@@ -23,8 +24,6 @@ from training.services.runs import training_run_request
 from training.services.selection import round_select
 from training.services.versions import PromotionError, model_version_promote
 from training.services.zero_shot import zero_shot_model_load, zero_shot_version_latest
-
-from .conftest import TINY_PARAMS, write_mosaic_items
 
 pytestmark = pytest.mark.django_db
 

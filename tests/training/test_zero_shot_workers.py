@@ -16,12 +16,11 @@ from django.db.models import F
 from django.urls import reverse
 
 from annotate.models import Concept, Item, PriorLabel
-from tests.ml.test_zero_shot import TINY_CLIP, tiny_weights
+from tests.ml.builders import TINY_CLIP, tiny_weights
+from tests.training.builders import write_mosaic_items
 from training.models import ModelVersion, Prediction, ScoringChunk
 from training.services.zero_shot import zero_shot_model_cache_clear, zero_shot_version_latest
 from training.tasks import training_score_chunk
-
-from .conftest import write_mosaic_items
 
 pytestmark = pytest.mark.django_db
 
