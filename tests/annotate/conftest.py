@@ -1,10 +1,14 @@
-"""Fixtures shared by the classification tests of this folder."""
+"""Fixtures shared by the tests of this folder: a configured workflow, the sync environment
+(``tests.annotate.sync_env``) and the loopback web server (``tests.annotate.web_fixtures``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from annotate.models import Workflow
+from tests.annotate.export_pool import pool  # noqa: F401 - a fixture
+from tests.annotate.sync_env import env  # noqa: F401 - a fixture
+from tests.annotate.web_fixtures import loopback_allowed, server  # noqa: F401 - fixtures
 from tests.factories import WorkflowFactory
 
 

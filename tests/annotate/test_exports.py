@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -24,68 +23,15 @@ from annotate.models import (
 from annotate.services.datasets.export import dataset_export
 from annotate.services.datasets.records import ExportFilters, export_records, item_uri, split_of
 from annotate.services.datasets.writers import W3C_CONTEXT
-from annotate.services.media import image_store
 from annotate.services.releases import (
     release_build,
     release_file_path,
     release_request,
     release_verify,
 )
-from tests.images import png_bytes
+from tests.annotate.export_pool import label, read_jsonl
 
 pytestmark = pytest.mark.django_db
-
-
-def label(item: Item, concept, posterior: float, votes_for: int = 3, votes_against: int = 1):
-    return AggregatedLabel.objects.create(
-        item=item,
-        concept=concept,
-        posterior=posterior,
-        votes_for=votes_for,
-        votes_against=votes_against,
-        method="dawid_skene",
-    )
-
-
-@pytest.fixture
-def pool(concepts, admin_user):
-    """Four labelled items: crowd confident, crowd uncertain, curator edited, rejected; and one
-    with no votes at all. The first has a stored image and a formula-looking title."""
-    painting, photograph, map_ = concepts["painting"], concepts["photograph"], concepts["map"]
-    stored = image_store(data=png_bytes())
-    a = Item.objects.create(
-        external_id="/2021672/resource_a",
-        title='=HYPERLINK("http://evil.example","click")',
-        image_file=stored.image_file,
-        image_state="ok",
-        n_classifications=5,
-    )
-    label(a, painting, 0.98)
-    label(a, photograph, 0.01)
-    b = Item.objects.create(
-        external_id="local-b",
-        image_url="https://images.example.org/b.jpg",
-        metadata={"item_uri": "https://collection.example.org/b"},
-        n_classifications=3,
-    )
-    label(b, painting, 0.6)
-    label(b, map_, 0.3)
-    c = Item.objects.create(
-        external_id="local-c",
-        title="-1+1",
-        review_state=Item.ReviewState.EDITED,
-        curated_concepts=["map"],
-        n_classifications=4,
-    )
-    label(c, painting, 0.55)
-    d = Item.objects.create(external_id="local-d", review_state=Item.ReviewState.REJECTED)
-    label(d, painting, 0.99)
-    Item.objects.create(external_id="local-unvoted")
-    return {"a": a, "b": b, "c": c, "d": d}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_jsonl_lines_have_the_contract_shape_and_final_labels(pool, tmp_path):

@@ -21,8 +21,6 @@ from annotate.services.items import items_import
 from annotate.services.zooniverse.classification_import import classifications_import
 from ml import images
 from tests.annotate.builders import export_row, write_export
-from tests.annotate.test_security import loopback_allowed, server  # noqa: F401 - fixtures
-from tests.annotate.test_zooniverse_sync import env  # noqa: F401 - fixture
 from tests.factories import WorkflowFactory, answers_for
 from tests.images import (
     HTML_BYTES,
@@ -245,9 +243,9 @@ def test_b10_a_subject_deleted_upstream_keeps_its_votes_but_they_no_longer_count
     from annotate.services.aggregation import labels_aggregate
     from annotate.services.zooniverse.pull import classifications_pull
     from annotate.services.zooniverse.push import round_push
-    from tests.annotate.test_zooniverse_sync import _pushed_and_classified
+    from tests.annotate.sync_env import pushed_and_classified
 
-    _pushed_and_classified(env, n_items=4, n_classifications=30)
+    pushed_and_classified(env, n_items=4, n_classifications=30)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=10)
     labels_aggregate(method="majority")
     gone = max(Subject.objects.all(), key=lambda s: s.classifications.count())

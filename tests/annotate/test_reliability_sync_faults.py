@@ -16,12 +16,11 @@ import pytest
 from django.db import connection
 
 from annotate.models import Classification, ImportReport
-from tests.annotate.test_zooniverse_sync import (  # noqa: F401 - env is a fixture
-    _expected,
-    _invariants,
-    _pushed_and_classified,
-    _stored,
-    env,
+from tests.annotate.sync_env import (
+    pushed_and_classified,
+    sandbox_classifications,
+    stored_classifications,
+    sync_invariants,
 )
 from tests.invariants import invariants_check
 from tests.workers import Worker, database_url, until
@@ -83,8 +82,8 @@ def test_f2_redis_lost_mid_sync_keeps_the_committed_pages_and_the_next_sync_adds
     broker.start()
     worker = None
     try:
-        _pushed_and_classified(env, n_items=30, n_classifications=250)  # the task pages by 100
-        expected = _expected(env)
+        pushed_and_classified(env, n_items=30, n_classifications=250)  # the task pages by 100
+        expected = sandbox_classifications(env)
         worker_env = {
             **os.environ,
             "REDIS_URL": broker.url,
@@ -120,9 +119,9 @@ def test_f2_redis_lost_mid_sync_keeps_the_committed_pages_and_the_next_sync_adds
               "the next sync", every=0.5)  # fmt: skip
         until(lambda: " succeeded in " in worker.log.read_text(), 30, "the task to finish")
         time.sleep(2)  # a stray second delivery would land now
-        assert _stored() == expected
+        assert stored_classifications() == expected
         assert ImportReport.objects.filter(status="succeeded").count() >= 1
-        _invariants(env)
+        sync_invariants(env)
         invariants_check()
     finally:
         if worker is not None:

@@ -7,16 +7,12 @@ import csv
 import io
 import ipaddress
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from annotate import security
 from annotate.security import (
     CSV_DANGEROUS_PREFIXES,
     FetchError,
@@ -237,47 +233,6 @@ def test_https_connections_send_and_verify_the_original_host_name():
 # --- Against a real server on 127.0.0.1 --------------------------------------------------------
 
 
-class Server:
-    def __init__(self) -> None:
-        self.hits: list[tuple[str, str]] = []  # (path, Host header)
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[Server, int]]:
-    state = Server()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802
-            state.hits.append((self.path, self.headers.get("Host", "")))
-            status, headers, body = state.routes.get(self.path, (404, {}, b""))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if "Transfer-Encoding" in headers:
-                self.end_headers()
-                for i in range(0, len(body), 1000):
-                    part = body[i : i + 1000]
-                    self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-                self.wfile.write(b"0\r\n\r\n")
-                return
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield state, httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def test_s8_a_server_on_loopback_is_never_contacted(server):
     state, port = server
     state.routes["/a.png"] = (200, {"Content-Type": "image/png"}, PNG)
@@ -286,16 +241,6 @@ def test_s8_a_server_on_loopback_is_never_contacted(server):
     with pytest.raises(UnsafeURLError):
         fetch_image(f"http://[::ffff:127.0.0.1]:{port}/a.png", max_bytes=10_000, timeout=2)
     assert state.hits == []
-
-
-@pytest.fixture
-def loopback_allowed(monkeypatch):
-    """Pretend 127.0.0.1 is public, so the fetch machinery can be tested against a local server;
-    every other address keeps its real verdict."""
-    real = security.address_refusal
-    monkeypatch.setattr(
-        security, "address_refusal", lambda a: None if a == "127.0.0.1" else real(a)
-    )
 
 
 def test_the_connection_goes_to_the_checked_address_with_the_original_host(

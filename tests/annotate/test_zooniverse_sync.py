@@ -6,9 +6,7 @@ undisturbed run, and the cursor never ahead of what is stored.
 
 from __future__ import annotations
 
-import random
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,8 +22,6 @@ from annotate.models import (
     Round,
     Subject,
     SyncCursor,
-    Volunteer,
-    Workflow,
     WorkflowVersion,
 )
 from annotate.services.zooniverse import pull as zooniverse_pull
@@ -42,144 +38,31 @@ from annotate.zooniverse.client import (
     ExportIncomplete,
     ExportNotReady,
     ExportStale,
-    RetryPolicy,
     TransientError,
-    ZooniverseClient,
-    connect,
 )
-from annotate.zooniverse.sandbox import CrowdConfig, Sandbox, SandboxServer, serve
-from tests.factories import WorkflowFactory
-from tests.fake_clock import FakeClock
-
-LABELS = ["painting", "drawing", "map", "photograph"]
-PAGE = 10  # small pages, so a few dozen classifications make several
-
-
-@dataclass
-class Env:
-    sandbox: Sandbox
-    server: SandboxServer
-    clock: FakeClock
-    workflow: Workflow
-
-    def client(self, **policy: float) -> ZooniverseClient:
-        defaults = {"connect_timeout_s": 1.0, "read_timeout_s": 1.0, "budget_s": 600.0}
-        return connect(
-            endpoint=self.server.endpoint,
-            client_id="",
-            client_secret="",
-            username="crowdloop-bot",
-            password="a-test-password",
-            policy=RetryPolicy(**{**defaults, **policy}),  # type: ignore[arg-type]
-            sleep=self.clock.sleep,
-            clock=self.clock,
-            rng=random.Random(0),
-        )
-
-    def posts(self, path: str) -> int:
-        return sum(1 for e in self.sandbox.request_log if e.method == "POST" and e.path == path)
-
-
-@pytest.fixture
-def env(db, concepts):
-    # Retirement at 15: runs stop at their count.
-    yield from _served(Sandbox(LABELS, keys=LABELS))
-
-
-def _served(sandbox: Sandbox):
-    """The sandbox served on a free port, with its workflow configured here; shut down after."""
-    server, _ = serve("127.0.0.1", 0, sandbox=sandbox)
-    workflow = WorkflowFactory(
-        zooniverse_id=sandbox.workflow_id, project_id=sandbox.project_id, version=None
-    )
-    try:
-        yield Env(sandbox=sandbox, server=server, clock=FakeClock(), workflow=workflow)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _items(n: int) -> list[Item]:
-    return [
-        Item.objects.create(
-            external_id=f"europeana/{i}",
-            image_url=f"https://images.example.org/{i}.jpg",
-            metadata={"truth": [LABELS[i % len(LABELS)], LABELS[(i + 1) % len(LABELS)]]},
-        )
-        for i in range(n)
-    ]
-
-
-def _round(env: Env, number: int = 1) -> Round:
-    return Round.objects.create(number=number, name=f"round-{number}", workflow=env.workflow)
-
-
-def _truth(items: list[Item]):
-    by_external = {item.external_id: item.metadata["truth"] for item in items}
-    return lambda subject_id, metadata: by_external[metadata["external_id"]]
-
-
-def _pushed_and_classified(env: Env, *, n_items: int = 8, n_classifications: int = 45) -> None:
-    items = _items(n_items)
-    round_push(round=_round(env), items=items, client=env.client())
-    env.sandbox.run_volunteers(
-        env.sandbox.workflow_id,
-        crowd=CrowdConfig(n_volunteers=12, anonymous_share=0.3, repeat_rate=0.1,
-                          gold_share=0.1, seed=3),
-        classifications=n_classifications,
-        truth=_truth(items),
-    )
-
-
-def _snapshot() -> list[tuple]:
-    """What a pull stored, in a form two runs can be compared by."""
-    return sorted(
-        Classification.objects.values_list(
-            "zooniverse_id", "subject__zooniverse_id", "item__external_id", "volunteer__key",
-            "workflow_version", "concept_ids", "invalid_answers", "is_duplicate",
-            "gold_standard", "session", "created_at",
-        )
-    )
-
-
-def _expected(env: Env) -> list[tuple[int, int, int | None, list[str]]]:
-    """The sandbox's own classifications: id, subject, user, ticked labels."""
-    return [
-        (c.id, c.subject_ids[0], c.user_id, sorted(LABELS[i] for i in c.annotations[0]["value"]))
-        for c in env.sandbox.classifications(env.sandbox.workflow_id)
-    ]
-
-
-def _stored() -> list[tuple[int, int, int | None, list[str]]]:
-    keys = dict(Concept.objects.values_list("id", "key"))
-    return [
-        (c.zooniverse_id, c.subject.zooniverse_id, c.volunteer.zooniverse_user_id,
-         sorted(keys[i] for i in c.concept_ids))
-        for c in Classification.objects.select_related("subject", "volunteer").order_by(
-            "zooniverse_id"
-        )
-    ]
-
-
-def _forget_pull(env: Env) -> None:
-    Classification.objects.all().delete()
-    Volunteer.objects.all().delete()
-    SyncCursor.objects.filter(workflow=env.workflow).update(last_id=0)
-
-
-def _invariants(env: Env) -> None:
-    ids = list(Classification.objects.values_list("zooniverse_id", flat=True))
-    assert len(ids) == len(set(ids))
-    cursor = SyncCursor.objects.get(workflow=env.workflow).last_id
-    assert cursor <= max(ids, default=0)
-
+from annotate.zooniverse.sandbox import Sandbox
+from tests.annotate.sync_env import (
+    LABELS,
+    PAGE,
+    Env,
+    items_truth,
+    pull_forget,
+    pushed_and_classified,
+    sandbox_classifications,
+    served,
+    stored_classifications,
+    stored_snapshot,
+    sync_invariants,
+    sync_items,
+    sync_round,
+)
 
 # -- push --------------------------------------------------------------------------------------
 
 
 def test_a_round_becomes_a_subject_set_of_prioritised_subjects_linked_to_the_workflow(env):
-    items = _items(5)
-    round = _round(env)
+    items = sync_items(5)
+    round = sync_round(env)
     result = round_push(round=round, items=items, client=env.client())
 
     (subject_set,) = env.sandbox.subject_sets()
@@ -205,8 +88,8 @@ def test_a_round_becomes_a_subject_set_of_prioritised_subjects_linked_to_the_wor
 
 
 def test_pushing_a_round_again_creates_nothing_new(env):
-    items = _items(4)
-    round = _round(env)
+    items = sync_items(4)
+    round = sync_round(env)
     round_push(round=round, items=items, client=env.client())
     posts = env.posts("/api/subjects"), env.posts("/api/subject_sets")
 
@@ -219,9 +102,9 @@ def test_pushing_a_round_again_creates_nothing_new(env):
 
 
 def test_a_subject_create_that_fails_after_the_server_stored_it_leaves_no_duplicate(env):
-    items = _items(4)
+    items = sync_items(4)
     env.sandbox.faults.fail_after_commit(r"/api/subjects$", 502, skip=1)
-    round_push(round=_round(env), items=items, client=env.client())
+    round_push(round=sync_round(env), items=items, client=env.client())
     external_ids = sorted(s.metadata["external_id"] for s in env.sandbox.subjects())
     assert external_ids == sorted(i.external_id for i in items)
     assert env.posts("/api/subjects") == 4
@@ -229,8 +112,8 @@ def test_a_subject_create_that_fails_after_the_server_stored_it_leaves_no_duplic
 
 
 def test_a_push_that_lost_its_local_records_recovers_them_from_zooniverse(env):
-    items = _items(3)
-    round = _round(env)
+    items = sync_items(3)
+    round = sync_round(env)
     round_push(round=round, items=items, client=env.client())
     # A crash after the creates but before anything was recorded here.
     Subject.objects.all().delete()
@@ -245,8 +128,8 @@ def test_a_push_that_lost_its_local_records_recovers_them_from_zooniverse(env):
 
 
 def test_a_subject_deleted_on_zooniverse_is_tombstoned_and_its_item_pushed_again(env):
-    items = _items(2)
-    round = _round(env)
+    items = sync_items(2)
+    round = sync_round(env)
     round_push(round=round, items=items, client=env.client())
     gone = Subject.objects.get(item=items[0])
     env.sandbox.delete_subject(gone.zooniverse_id)  # a project owner deletes it upstream
@@ -263,11 +146,12 @@ def test_a_subject_deleted_on_zooniverse_is_tombstoned_and_its_item_pushed_again
 def test_items_without_an_image_are_skipped_and_local_files_use_the_public_media_url_when_set(
     env, settings
 ):
-    corrupt = Item.objects.create(external_id="bad", image_url="https://x.org/b.jpg",
-                                  image_state=Item.ImageState.CORRUPT)
+    corrupt = Item.objects.create(
+        external_id="bad", image_url="https://x.org/b.jpg", image_state=Item.ImageState.CORRUPT
+    )
     local = Item.objects.create(external_id="local", image_file="items/ab/abc.png")
     settings.PUBLIC_MEDIA_BASE_URL = ""
-    round = _round(env)
+    round = sync_round(env)
     result = round_push(round=round, items=[corrupt, local], client=env.client())
     # No file behind ``image_file``: nothing to upload either.
     assert [external_id for external_id, _ in result.skipped] == ["bad", "local"]
@@ -303,7 +187,9 @@ def _uploaded_bytes(env: Env, external_id: str) -> tuple[str, bytes] | None:
 def test_a_local_image_is_uploaded_to_the_signed_url_the_create_returns(env, settings):
     settings.PUBLIC_MEDIA_BASE_URL = ""
     stored = _stored_images(3)
-    result = round_push(round=_round(env), items=[item for item, _ in stored], client=env.client())
+    result = round_push(
+        round=sync_round(env), items=[item for item, _ in stored], client=env.client()
+    )
     assert (result.created, result.skipped) == (3, [])
     for item, data in stored:
         assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
@@ -314,7 +200,7 @@ def test_a_create_whose_answer_was_lost_asks_for_a_new_upload_url_and_uploads(en
     settings.PUBLIC_MEDIA_BASE_URL = ""
     (item, data), *_ = _stored_images(1)
     env.sandbox.faults.fail_after_commit(r"/api/subjects$", 502)
-    round_push(round=_round(env), items=[item], client=env.client())
+    round_push(round=sync_round(env), items=[item], client=env.client())
     assert env.posts("/api/subjects") == 1  # found, not created again
     assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
 
@@ -322,7 +208,7 @@ def test_a_create_whose_answer_was_lost_asks_for_a_new_upload_url_and_uploads(en
 def test_a_re_push_uploads_the_image_of_a_subject_found_upstream_but_not_recorded(env, settings):
     settings.PUBLIC_MEDIA_BASE_URL = ""
     (item, data), *_ = _stored_images(1)
-    round = _round(env)
+    round = sync_round(env)
     # The create lands, then the process dies before the upload and the local record.
     env.sandbox.faults.fail(r"/media/uploads/", 500, 500, 500, 500, 500, 500, 500, 500)
     with pytest.raises(TransientError):
@@ -339,7 +225,7 @@ def test_an_upload_answered_with_a_5xx_is_sent_again(env, settings):
     settings.PUBLIC_MEDIA_BASE_URL = ""
     (item, data), *_ = _stored_images(1)
     env.sandbox.faults.fail(r"/media/uploads/", 503, method="PUT")
-    result = round_push(round=_round(env), items=[item], client=env.client())
+    result = round_push(round=sync_round(env), items=[item], client=env.client())
     assert result.created == 1
     assert _uploaded_bytes(env, item.external_id) == ("image/png", data)
 
@@ -347,7 +233,7 @@ def test_an_upload_answered_with_a_5xx_is_sent_again(env, settings):
 def test_a_round_without_a_workflow_is_refused(env):
     round = Round.objects.create(number=9, name="round-9")
     with pytest.raises(SyncConfigError):
-        round_push(round=round, items=_items(1), client=env.client())
+        round_push(round=round, items=sync_items(1), client=env.client())
 
 
 # -- workflow versions -----------------------------------------------------------------------
@@ -367,10 +253,10 @@ def test_workflow_versions_map_answer_indices_to_concepts_by_label(env):
 
 
 def test_a_pull_brings_exactly_the_sandboxs_classifications(env):
-    _pushed_and_classified(env)
+    pushed_and_classified(env)
     result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
 
-    assert _stored() == _expected(env)
+    assert stored_classifications() == sandbox_classifications(env)
     assert result.complete and result.pages == 5
     assert result.last_id == env.sandbox.classifications()[-1].id
     assert SyncCursor.objects.get(workflow=env.workflow).last_id == result.last_id
@@ -380,11 +266,11 @@ def test_a_pull_brings_exactly_the_sandboxs_classifications(env):
     assert Classification.objects.filter(is_duplicate=True).count() >= repeats > 0
     report = ImportReport.objects.get(pk=result.report_id)
     assert (report.kind, report.status, report.created) == ("sync", "succeeded", 45)
-    _invariants(env)
+    sync_invariants(env)
 
 
 def test_a_second_pull_finds_nothing_new_and_then_only_the_new_classifications(env):
-    _pushed_and_classified(env, n_classifications=15)
+    pushed_and_classified(env, n_classifications=15)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     reports = ImportReport.objects.count()
     again = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
@@ -394,48 +280,48 @@ def test_a_second_pull_finds_nothing_new_and_then_only_the_new_classifications(e
     env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=7)
     more = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     assert more.counts.created == 7
-    assert _stored() == _expected(env)
+    assert stored_classifications() == sandbox_classifications(env)
 
 
 def test_f8_two_500s_on_page_three_are_retried_and_the_rows_equal_a_fault_free_run(env):
-    _pushed_and_classified(env)
+    pushed_and_classified(env)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    undisturbed = _snapshot()
-    _forget_pull(env)
+    undisturbed = stored_snapshot()
+    pull_forget(env)
 
     env.sandbox.faults.fail(r"/classifications/project", 500, 500, skip=2)
     result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
 
-    assert _snapshot() == undisturbed
+    assert stored_snapshot() == undisturbed
     assert result.complete and len(env.clock.sleeps) == 2
-    _invariants(env)
+    sync_invariants(env)
 
 
 def test_f9_a_429_with_retry_after_seven_waits_at_least_seven_seconds_and_is_no_failure(env):
-    _pushed_and_classified(env, n_classifications=25)
+    pushed_and_classified(env, n_classifications=25)
     env.sandbox.faults.throttle(r"/classifications/project", retry_after=7, skip=1)
     result = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     assert max(env.clock.sleeps) >= 7
-    assert result.complete and _stored() == _expected(env)
+    assert result.complete and stored_classifications() == sandbox_classifications(env)
     assert ImportReport.objects.get(pk=result.report_id).status == "succeeded"
 
 
 def test_f10_a_hanging_page_times_out_and_is_retried_within_the_budget(env):
-    _pushed_and_classified(env, n_classifications=25)
+    pushed_and_classified(env, n_classifications=25)
     env.sandbox.faults.hang(r"/classifications/project", seconds=5, skip=1)
     result = classifications_pull(
         workflow=env.workflow, client=env.client(read_timeout_s=0.3), page_size=PAGE
     )
-    assert result.complete and _stored() == _expected(env)
+    assert result.complete and stored_classifications() == sandbox_classifications(env)
     hung = [e for e in env.sandbox.request_log if e.fault == "hang"]
     assert len(hung) == 1
 
 
 def test_f11_a_crash_after_page_k_commits_resumes_at_its_last_id_without_gaps_or_duplicates(env):
-    _pushed_and_classified(env)
+    pushed_and_classified(env)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    undisturbed = _snapshot()
-    _forget_pull(env)
+    undisturbed = stored_snapshot()
+    pull_forget(env)
     committed: list[int] = []
 
     def crash_after_second_page(done) -> None:
@@ -444,8 +330,12 @@ def test_f11_a_crash_after_page_k_commits_resumes_at_its_last_id_without_gaps_or
             raise RuntimeError("worker killed")
 
     with pytest.raises(RuntimeError):
-        classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
-                             on_batch_committed=crash_after_second_page)
+        classifications_pull(
+            workflow=env.workflow,
+            client=env.client(),
+            page_size=PAGE,
+            on_batch_committed=crash_after_second_page,
+        )
     assert SyncCursor.objects.get(workflow=env.workflow).last_id == committed[1]
     assert Classification.objects.count() == 2 * PAGE
     assert ImportReport.objects.filter(status="failed").count() == 1
@@ -454,17 +344,17 @@ def test_f11_a_crash_after_page_k_commits_resumes_at_its_last_id_without_gaps_or
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     first = next(e for e in env.sandbox.request_log if e.path == "/api/classifications/project")
     assert int(first.query["last_id"]) == committed[1]
-    assert _snapshot() == undisturbed
-    _invariants(env)
+    assert stored_snapshot() == undisturbed
+    sync_invariants(env)
 
 
 def test_a_sync_killed_midway_and_rerun_yields_exactly_the_classifications_of_an_undisturbed_run(
     env, monkeypatch
 ):
-    _pushed_and_classified(env)
+    pushed_and_classified(env)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    undisturbed = _snapshot()
-    _forget_pull(env)
+    undisturbed = stored_snapshot()
+    pull_forget(env)
 
     # Killed inside the third page's transaction, before its commit: that page rolls back.
     real_ingest = zooniverse_pull.classifications_ingest
@@ -481,55 +371,61 @@ def test_a_sync_killed_midway_and_rerun_yields_exactly_the_classifications_of_an
     with pytest.raises(KeyboardInterrupt):
         classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     assert Classification.objects.count() == 2 * PAGE
-    _invariants(env)
+    sync_invariants(env)
     monkeypatch.undo()
 
     # Then the network gives out on page four for longer than the retries last.
     env.sandbox.faults.reset(r"/classifications/project", times=10, skip=1)
     with pytest.raises(TransientError):
-        classifications_pull(workflow=env.workflow, client=env.client(max_attempts=3),
-                             page_size=PAGE)
+        classifications_pull(
+            workflow=env.workflow, client=env.client(max_attempts=3), page_size=PAGE
+        )
     assert Classification.objects.count() == 3 * PAGE
     env.sandbox.faults.clear()
 
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    assert _snapshot() == undisturbed
-    _invariants(env)
+    assert stored_snapshot() == undisturbed
+    sync_invariants(env)
 
 
 def test_a_page_repeating_an_id_stores_it_once(env):
-    _pushed_and_classified(env, n_classifications=25)
+    pushed_and_classified(env, n_classifications=25)
     env.sandbox.faults.repeat_id(r"/classifications/project", skip=1)
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    assert _stored() == _expected(env)
-    _invariants(env)
+    assert stored_classifications() == sandbox_classifications(env)
+    sync_invariants(env)
 
 
 def test_an_empty_page_ends_a_pull_and_the_next_pull_carries_on(env):
-    _pushed_and_classified(env, n_classifications=25)
+    pushed_and_classified(env, n_classifications=25)
     env.sandbox.faults.empty_page(r"/classifications/project", skip=1)
     first = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     assert first.counts.created == PAGE
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
-    assert _stored() == _expected(env)
+    assert stored_classifications() == sandbox_classifications(env)
 
 
 def test_two_pulls_at_once_store_each_classification_once(env):
-    _pushed_and_classified(env)
+    pushed_and_classified(env)
     # The second pull runs to the end while the first sits between two pages: the first then
     # finds the cursor moved and continues from there instead of writing stale pages.
     started = []
 
     def other_pull_in_between(done) -> None:
         if not started:
-            started.append(classifications_pull(workflow=env.workflow, client=env.client(),
-                                                page_size=PAGE))
+            started.append(
+                classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+            )
 
-    first = classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE,
-                                 on_batch_committed=other_pull_in_between)
+    first = classifications_pull(
+        workflow=env.workflow,
+        client=env.client(),
+        page_size=PAGE,
+        on_batch_committed=other_pull_in_between,
+    )
     assert first.stale_pages == 1 and first.complete
-    assert _stored() == _expected(env)
-    _invariants(env)
+    assert stored_classifications() == sandbox_classifications(env)
+    sync_invariants(env)
 
 
 @pytest.mark.postgres
@@ -537,7 +433,7 @@ def test_two_pulls_in_two_threads_store_each_classification_once(transactional_d
     """Real concurrency needs row locks: PostgreSQL only (SQLite has no SELECT ... FOR UPDATE)."""
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (DATABASE_URL)")
-    _pushed_and_classified(env)
+    pushed_and_classified(env)
     # The first page request waits half a second, so the other thread pulls everything first and
     # the waiting one comes back with a page from a cursor that has moved on.
     env.sandbox.faults.hang(r"/classifications/project", seconds=0.5)
@@ -546,8 +442,9 @@ def test_two_pulls_in_two_threads_store_each_classification_once(transactional_d
 
     def pull() -> None:
         try:
-            results.append(classifications_pull(workflow=env.workflow, client=env.client(),
-                                                page_size=PAGE))
+            results.append(
+                classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
+            )
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
         finally:
@@ -561,19 +458,21 @@ def test_two_pulls_in_two_threads_store_each_classification_once(transactional_d
     assert errors == []
     assert sum(r.counts.created for r in results) == 45
     assert sum(r.stale_pages for r in results) >= 1
-    assert _stored() == _expected(env)
-    _invariants(env)
+    assert stored_classifications() == sandbox_classifications(env)
+    sync_invariants(env)
 
 
 def test_classifications_of_subjects_pushed_elsewhere_get_their_items_from_subject_metadata(env):
-    items = _items(2)
+    items = sync_items(2)
     set_id = env.sandbox.create_subject_set("made-by-hand")
     for item in items:
-        env.sandbox.create_subject({"image/jpeg": item.image_url},
-                                   metadata={"external_id": item.external_id},
-                                   subject_set_id=set_id)
+        env.sandbox.create_subject(
+            {"image/jpeg": item.image_url},
+            metadata={"external_id": item.external_id},
+            subject_set_id=set_id,
+        )
     env.sandbox.link_subject_set(env.sandbox.workflow_id, set_id)
-    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=6, truth=_truth(items))
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=6, truth=items_truth(items))
     classifications_pull(workflow=env.workflow, client=env.client(), page_size=PAGE)
     assert Classification.objects.count() == 6
     assert not Classification.objects.filter(item__isnull=True).exists()
@@ -583,36 +482,39 @@ def test_classifications_of_subjects_pushed_elsewhere_get_their_items_from_subje
 
 
 def test_an_export_pull_imports_the_sandbox_export_and_deletes_the_file(env, tmp_path: Path):
-    _pushed_and_classified(env, n_classifications=20)
+    pushed_and_classified(env, n_classifications=20)
     workflow_versions_sync(workflow=env.workflow, client=env.client())
     report, counts = classifications_export_pull(
         workflow=env.workflow, client=env.client(), directory=tmp_path
     )
     assert counts.created == 20 and report.status == "succeeded"
-    assert _stored() == _expected(env)
+    assert stored_classifications() == sandbox_classifications(env)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
     ("fault", "error"),
-    [("export_stuck", ExportNotReady), ("export_stale", ExportStale),
-     ("cut_download", ExportIncomplete)],
+    [
+        ("export_stuck", ExportNotReady),
+        ("export_stale", ExportStale),
+        ("cut_download", ExportIncomplete),
+    ],
 )
 def test_f12_f13_an_unusable_export_is_refused_and_nothing_is_ingested(
     env, tmp_path: Path, fault, error
 ):
-    _pushed_and_classified(env, n_classifications=20)
+    pushed_and_classified(env, n_classifications=20)
     workflow_versions_sync(workflow=env.workflow, client=env.client())
     getattr(env.sandbox.faults, fault)()
     with pytest.raises(error):
-        classifications_export_pull(workflow=env.workflow, client=env.client(),
-                                    directory=tmp_path, deadline_s=60, poll_s=10)
+        classifications_export_pull(
+            workflow=env.workflow, client=env.client(), directory=tmp_path, deadline_s=60, poll_s=10
+        )
     assert Classification.objects.count() == 0
     assert list(tmp_path.iterdir()) == []
     assert sum(env.clock.sleeps) <= 70  # our own deadline, not Panoptes'
     if fault == "cut_download":  # the next attempt is clean
-        classifications_export_pull(workflow=env.workflow, client=env.client(),
-                                    directory=tmp_path)
+        classifications_export_pull(workflow=env.workflow, client=env.client(), directory=tmp_path)
         assert Classification.objects.count() == 20
 
 
@@ -620,12 +522,12 @@ def test_f12_f13_an_unusable_export_is_refused_and_nothing_is_ingested(
 
 
 def test_retiring_and_unretiring_subjects_reaches_zooniverse_and_is_mirrored_here(env):
-    round_push(round=_round(env), items=_items(3), client=env.client())
+    round_push(round=sync_round(env), items=sync_items(3), client=env.client())
     subjects = list(Subject.objects.order_by("pk"))
-    assert subjects_retire(workflow=env.workflow, subjects=subjects[:2],
-                           client=env.client()) == 2
+    assert subjects_retire(workflow=env.workflow, subjects=subjects[:2], client=env.client()) == 2
     assert [env.sandbox.status(s.zooniverse_id).retirement_reason for s in subjects[:2]] == [
-        "consensus", "consensus"
+        "consensus",
+        "consensus",
     ]
     assert Subject.objects.filter(retirement_reason="consensus").count() == 2
 
@@ -636,11 +538,12 @@ def test_retiring_and_unretiring_subjects_reaches_zooniverse_and_is_mirrored_her
 
 def test_retirement_by_classification_count_upstream_is_copied_here(env):
     env.sandbox.set_retirement(env.sandbox.workflow_id, 4)
-    items = _items(2)
-    round_push(round=_round(env), items=items, client=env.client())
-    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=8, truth=_truth(items))
-    changed = subject_statuses_sync(workflow=env.workflow, subjects=Subject.objects.all(),
-                                    client=env.client())
+    items = sync_items(2)
+    round_push(round=sync_round(env), items=items, client=env.client())
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=8, truth=items_truth(items))
+    changed = subject_statuses_sync(
+        workflow=env.workflow, subjects=Subject.objects.all(), client=env.client()
+    )
     assert changed == 2
     assert set(Subject.objects.values_list("retirement_reason", flat=True)) == {
         "classification_count"
@@ -660,17 +563,18 @@ def configured(env, settings):
     return env
 
 
-def test_the_command_pushes_a_round_then_pulls_with_a_one_line_summary(configured, tmp_path,
-                                                                        capsys):
+def test_the_command_pushes_a_round_then_pulls_with_a_one_line_summary(
+    configured, tmp_path, capsys
+):
     env = configured
-    items = _items(3)
-    _round(env, number=4)
+    items = sync_items(3)
+    sync_round(env, number=4)
     listing = tmp_path / "round.txt"
     listing.write_text("\n".join(i.external_id for i in items))
     call_command("sync_zooniverse", "--push-round", "4", "--items", str(listing), "--no-pull")
     assert len(env.sandbox.subjects()) == 3
     assert capsys.readouterr().out.startswith("sync_zooniverse: round 4 -> subject set")
-    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=9, truth=_truth(items))
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=9, truth=items_truth(items))
 
     call_command("sync_zooniverse", "--workflow-id", str(env.workflow.zooniverse_id))
     out = capsys.readouterr().out.strip().splitlines()
@@ -690,14 +594,14 @@ def test_the_tasks_pull_every_active_workflow_and_push_a_round(configured):
     from annotate.tasks import push_round, sync_all_workflows, sync_workflow
 
     env = configured
-    items = _items(3)
-    round = _round(env, number=2)
+    items = sync_items(3)
+    round = sync_round(env, number=2)
     pushed = push_round.delay(round_id=round.pk, item_ids=[i.pk for i in items]).get()
     assert pushed["created"] == 3
     again = push_round.delay(round_id=round.pk).get()  # re-push from the recorded subjects
     assert (again["created"], again["existing"]) == (0, 3)
 
-    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=5, truth=_truth(items))
+    env.sandbox.run_volunteers(env.sandbox.workflow_id, classifications=5, truth=items_truth(items))
     assert sync_all_workflows.delay().get() == 1
     assert Classification.objects.count() == 5
     result = sync_workflow.delay(workflow_id=env.workflow.zooniverse_id).get()
@@ -710,14 +614,17 @@ def test_pushing_a_round_chosen_by_select_round_uses_its_picks_and_ranks(configu
     from annotate.tasks import push_round
 
     env = configured
-    items = _items(3)
-    round = _round(env, number=3)
+    items = sync_items(3)
+    round = sync_round(env, number=3)
     for rank, item in zip((2, 1, 3), items, strict=True):
         RoundPick.objects.create(round=round, item=item, rank=rank, reason="uncertain")
     push_round.delay(round_id=round.pk).get()
     priorities = dict(Subject.objects.values_list("item__external_id", "priority"))
-    assert priorities == {items[0].external_id: 2.0, items[1].external_id: 1.0,
-                          items[2].external_id: 3.0}
+    assert priorities == {
+        items[0].external_id: 2.0,
+        items[1].external_id: 1.0,
+        items[2].external_id: 3.0,
+    }
 
 
 def test_a_chosen_round_without_a_workflow_cannot_be_published(db):
@@ -729,7 +636,7 @@ def test_a_chosen_round_without_a_workflow_cannot_be_published(db):
 
 
 def test_a_long_lived_client_gets_a_fresh_budget_for_each_sync_call(env):
-    _pushed_and_classified(env, n_classifications=5)
+    pushed_and_classified(env, n_classifications=5)
     client = env.client(budget_s=100)
     env.clock.sleep(500)  # the demo trained a model in between
     assert client.time_left() < 0
@@ -770,8 +677,8 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
     redis_url = os.environ.get("CROWDLOOP_TEST_REDIS_URL", "")
     if not redis_url or connection.vendor != "postgresql":
         pytest.skip("needs CROWDLOOP_TEST_REDIS_URL and PostgreSQL (DATABASE_URL)")
-    _pushed_and_classified(env, n_items=30, n_classifications=250)  # the task pages by 100
-    expected = _expected(env)
+    pushed_and_classified(env, n_items=30, n_classifications=250)  # the task pages by 100
+    expected = sandbox_classifications(env)
     db = connection.settings_dict
     worker_env = {
         **os.environ,
@@ -798,10 +705,27 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
     def start_worker(name: str) -> subprocess.Popen:
         log = (tmp_path / f"{name}.log").open("w")
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default",
-             "--pool", "solo", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
-             "--loglevel", "INFO"],
-            env=worker_env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default",
+                "--pool",
+                "solo",
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_for(condition, seconds: float) -> None:
@@ -840,8 +764,8 @@ def test_a_worker_killed_mid_sync_is_redelivered_and_ends_with_exactly_the_undis
             second.wait(timeout=20)
         except subprocess.TimeoutExpired:
             second.kill()
-    assert _stored() == expected
-    _invariants(env)
+    assert stored_classifications() == expected
+    sync_invariants(env)
 
 
 def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quarantined():
@@ -869,7 +793,7 @@ def test_a_pulled_classification_without_the_task_is_kept_as_not_asked_not_quara
 @pytest.fixture
 def typed_env(db, concepts, request):
     """A sandbox whose workflow's task is of the type the test is parametrized with."""
-    yield from _served(Sandbox(LABELS, keys=LABELS, task_type=request.param))
+    yield from served(Sandbox(LABELS, keys=LABELS, task_type=request.param))
 
 
 def _expected_votes(env: Env) -> list[tuple[int, list[str]]]:
@@ -892,7 +816,7 @@ def test_single_answer_and_survey_classifications_arrive_as_the_concepts_marked(
     typed_env, source, tmp_path: Path
 ):
     env = typed_env
-    _pushed_and_classified(env, n_classifications=30)
+    pushed_and_classified(env, n_classifications=30)
     task_type = env.sandbox.workflow().tasks["T0"]["type"]
     values = [c.annotations[0]["value"] for c in env.sandbox.classifications()]
     if task_type == "single":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import PASSWORD
+from tests.loop.stand_in import stand_in  # noqa: F401 - a fixture
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import BROWSER_MARKS, browser_errors
-from tests.training.test_promote_warning import version
+from tests.training.builders import version
 from training.models import ModelVersion
 
 pytestmark = BROWSER_MARKS

@@ -14,7 +14,6 @@ from annotate.models import Classification, DatasetRelease, Round
 from loop.models import LoopEvent, StepName
 from loop.services.pipeline import event_record
 from tests.browser import BROWSER_MARKS, browser_errors
-from tests.loop.test_staff_actions import stand_in  # noqa: F401 - the fixture
 from tests.training.builders import write_mosaic_items
 from training.models import RoundRequest
 
@@ -47,7 +46,7 @@ def test_staff_request_push_sync_and_release_from_the_page_and_see_each_outcome(
     live_server,
     browser,
     staff,
-    stand_in,  # noqa: F811 - the fixture imported above
+    stand_in,
     screenshots,
 ):
     write_mosaic_items(20, curated=0)

@@ -11,6 +11,7 @@ from django.conf import settings
 from PIL import Image
 
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary, make_mosaics
+from training.models import ModelVersion
 
 # Tiny and fast: a two-block CNN at 16 px trains an epoch on a few dozen mosaics in well under
 # a second, which is all the job machinery needs to be exercised.
@@ -75,3 +76,26 @@ def write_mosaic_items(
                 for key in DIGIT_KEYS
             )
     return Mosaic(labels=mosaics.labels, item_ids=ids)
+
+
+def saved_checkpoint(name: str) -> tuple[str, str]:
+    """A tiny verified checkpoint under ARTIFACT_ROOT: (sidecar path, sha256)."""
+    import numpy as np
+
+    from ml.checkpoint import save_checkpoint
+    from ml.models import create_model
+
+    model = create_model("small_cnn", 2, widths=(4,), input_size=16)
+    saved = save_checkpoint(
+        settings.ARTIFACT_ROOT / "models" / name, model, config={}, concepts=["a", "b"],
+        thresholds=np.array([0.5, 0.5], dtype=np.float32),
+    )
+    return f"models/{name}/model.json", saved.sha256
+
+
+def version(val_map: float | None, *, status: str = "candidate", name: str) -> ModelVersion:
+    path, sha256 = saved_checkpoint(name)
+    return ModelVersion.objects.create(
+        backbone="small_cnn", status=status, concepts=["a", "b"], val_map=val_map,
+        checkpoint_path=path, checkpoint_sha256=sha256, scored_at="2026-01-01T00:00Z",
+    )

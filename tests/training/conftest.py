@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.annotate.export_pool import pool  # noqa: F401 - a fixture
 from tests.training.builders import Mosaic, write_mosaic_items
 
 

@@ -4,10 +4,10 @@ overrode; the publish gate promotes as before."""
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from tests.training.builders import saved_checkpoint, version
 from training.models import ModelVersion
 from training.services.versions import (
     PromotionError,
@@ -16,29 +16,6 @@ from training.services.versions import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-def saved_checkpoint(name: str) -> tuple[str, str]:
-    """A tiny verified checkpoint under ARTIFACT_ROOT: (sidecar path, sha256)."""
-    import numpy as np
-
-    from ml.checkpoint import save_checkpoint
-    from ml.models import create_model
-
-    model = create_model("small_cnn", 2, widths=(4,), input_size=16)
-    saved = save_checkpoint(
-        settings.ARTIFACT_ROOT / "models" / name, model, config={}, concepts=["a", "b"],
-        thresholds=np.array([0.5, 0.5], dtype=np.float32),
-    )
-    return f"models/{name}/model.json", saved.sha256
-
-
-def version(val_map: float | None, *, status: str = "candidate", name: str) -> ModelVersion:
-    path, sha256 = saved_checkpoint(name)
-    return ModelVersion.objects.create(
-        backbone="small_cnn", status=status, concepts=["a", "b"], val_map=val_map,
-        checkpoint_path=path, checkpoint_sha256=sha256, scored_at="2026-01-01T00:00Z",
-    )
 
 
 @pytest.fixture

@@ -14,14 +14,10 @@ from annotate.models import Item
 from annotate.services.datasets.export import dataset_export
 from annotate.services.datasets.writers import W3C_CONTEXT
 from annotate.services.releases import release_request
-from tests.annotate import test_exports
+from tests.annotate.export_pool import read_jsonl
 from training.models import ModelVersion, Prediction
 
 pytestmark = pytest.mark.django_db
-
-# The export tests' pool: four labelled items (crowd, curator-edited, rejected) and one unvoted.
-pool = test_exports.pool
-read_jsonl = test_exports.read_jsonl
 
 
 @pytest.fixture
