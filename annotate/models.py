@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from annotate.jobs import Job
+
 
 class Concept(models.Model):
     """One entry of the vocabulary volunteers tag images with."""
@@ -651,18 +653,16 @@ class ReleaseImmutableError(Exception):
     """Raised when code tries to change or delete a dataset release that has been written."""
 
 
-class DatasetRelease(models.Model):
+class DatasetRelease(Job):
     """An immutable, versioned snapshot of the final labels, written as files with a manifest.
 
-    The row is created ``queued`` and filled in by the release job; once ``succeeded`` nothing
-    about it changes again: a new snapshot is a new release with the next version number.
+    The row is created ``queued`` and filled in by the release job (a :class:`~annotate.jobs.Job`
+    claimed once, with no attempts counted and no takeover: a lost build is retried by a new
+    release); once ``succeeded`` nothing about it changes again: a new snapshot is a new release
+    with the next version number.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "queued"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
+    error_max_length = 2000
 
     class Kind(models.TextChoices):
         LABELS = "labels", "final labels"
@@ -670,9 +670,6 @@ class DatasetRelease(models.Model):
 
     version = models.PositiveIntegerField(unique=True)
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.LABELS)
-    status = models.CharField(
-        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -693,9 +690,7 @@ class DatasetRelease(models.Model):
         default=dict, blank=True, help_text="The manifest.json written with the files."
     )
     content_hash = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-version"]

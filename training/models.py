@@ -8,22 +8,27 @@ duplicate or late message can never publish twice or over a newer attempt.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from annotate.jobs import AttemptedJob, Attempts, LeasedJob
+
 DEFAULT_FAMILY = "default"
 
 
-class TrainingRun(models.Model):
-    """One request to retrain, and everything that happened while serving it."""
+class TrainingRun(LeasedJob):
+    """One request to retrain, and everything that happened while serving it.
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "queued"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
+    A :class:`~annotate.jobs.LeasedJob`: status, attempts and the lease (``lease_until``,
+    ``heartbeat_at``, ``worker_id``) the worker holding the run renews every epoch; an expired
+    lease may be taken over.
+    """
+
+    error_max_length = 10_000
 
     class Trigger(models.TextChoices):
         BUTTON = "button", "admin button"
@@ -32,14 +37,9 @@ class TrainingRun(models.Model):
         BEAT = "beat", "nightly schedule"
         AUTO = "auto", "new labels"
 
-    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
-
     # One model family today; the constraint is per family so a second vocabulary could train
     # beside the first without waiting for it.
     family = models.CharField(max_length=64, default=DEFAULT_FAMILY)
-    status = models.CharField(
-        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -47,12 +47,6 @@ class TrainingRun(models.Model):
     params = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0, help_text="0 to 1.")
     metrics = models.JSONField(default=list, blank=True, help_text="One dict per epoch.")
-    # Lease: the worker holding the run renews it every epoch; an expired lease may be taken over.
-    lease_until = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker_id = models.CharField(max_length=255, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    max_attempts = models.PositiveIntegerField(default=3)
     # When the last message for this run went to the broker, and why the last send failed.
     enqueued_at = models.DateTimeField(null=True, blank=True)
     enqueue_error = models.TextField(blank=True)
@@ -74,10 +68,7 @@ class TrainingRun(models.Model):
     )
     state_sha256 = models.CharField(max_length=64, blank=True)
     log = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -96,10 +87,6 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"training run {self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
 
 class ModelVersion(models.Model):
@@ -208,11 +195,13 @@ class Prediction(models.Model):
         return {k: round(float(p), 6) for k, p in zip(keys, self.probabilities(), strict=True)}
 
 
-class ScoringChunk(models.Model):
+class ScoringChunk(Attempts):
     """A contiguous id range of the pool that one task scores; claimed and counted like a run.
 
-    Its attempt counter is the poison guard of scoring: a chunk that kills its worker every time
-    is given up after ``max_attempts`` instead of being redelivered forever.
+    Its attempt counter (:class:`~annotate.jobs.Attempts`) is the poison guard of scoring: a chunk
+    that kills its worker every time is given up after ``max_attempts`` instead of being
+    redelivered forever. It has no status of its own: it is open until ``done_at`` or ``error``
+    is set, and its group, not the chunk, is what staff watch (the version's chunk counters).
     """
 
     model_version = models.ForeignKey(
@@ -221,8 +210,6 @@ class ScoringChunk(models.Model):
     index = models.PositiveIntegerField()
     first_item_id = models.BigIntegerField()
     last_item_id = models.BigIntegerField()
-    attempts = models.PositiveIntegerField(default=0)
-    max_attempts = models.PositiveIntegerField(default=3)
     sent_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -237,23 +224,19 @@ class ScoringChunk(models.Model):
         return f"chunk {self.index} of v{self.model_version_id}"
 
 
-class RoundRequest(models.Model):
+class RoundRequest(AttemptedJob):
     """A request to choose the next round (``select_round`` through the API), served by a task.
 
     Like a training run, the row, not the Celery message, is the source of truth: the task claims
-    it with a conditional UPDATE and counts attempts, and the round it makes is linked in the same
-    transaction that records the picks, so a redelivered message never makes a second round.
+    it with a conditional UPDATE and counts attempts (:class:`~annotate.jobs.AttemptedJob`), and
+    the round it makes is linked in the same transaction that records the picks, so a redelivered
+    message never makes a second round. It has no lease: a request claimed longer ago than
+    ``stale_after`` and still running was lost with its worker (the task's hard time limit is
+    shorter) and may be claimed again.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "queued"
-        RUNNING = "running", "running"
-        SUCCEEDED = "succeeded", "succeeded"
-        FAILED = "failed", "failed"
+    stale_after = timedelta(seconds=2000)
 
-    status = models.CharField(
-        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
-    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -268,12 +251,7 @@ class RoundRequest(models.Model):
         related_name="request",
     )
     summary = models.TextField(blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    max_attempts = models.PositiveIntegerField(default=3)
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,8 +4,9 @@
 by name (:data:`RELEASE_BUILD_TASK`) once the transaction commits; ``release_build`` (run by that
 task) writes the files under ``ARTIFACT_ROOT/releases/<id>/`` and publishes them in one step:
 
-1. claim the row with a conditional ``UPDATE ... WHERE status='queued'`` (a redelivered message
-   finds it running or done and returns: the task may run more than once);
+1. claim the row with a conditional ``UPDATE ... WHERE status='queued'`` (``claim()`` of
+   :mod:`annotate.jobs`; a redelivered message finds it running or done and returns: the task may
+   run more than once);
 2. stream the items once into all four writers inside a temporary folder next to the final one;
 3. zip the image folder, hash every file, write ``manifest.json``;
 4. rename the folder into place, then save the row as ``succeeded`` with counts, lineage,
@@ -148,10 +149,8 @@ def _enqueue(release_id: int) -> None:
         current_app.tasks[RELEASE_BUILD_TASK].delay(release_id=release_id)
     except (OperationalError, ConnectionError, OSError) as exc:
         logger.error("release %s: could not enqueue the build: %s", release_id, exc)
-        DatasetRelease.objects.filter(pk=release_id, status=DatasetRelease.Status.QUEUED).update(
-            status=DatasetRelease.Status.FAILED,
-            error=f"the task queue is unreachable: {exc}"[:2000],
-            finished_at=timezone.now(),
+        DatasetRelease.objects.filter(pk=release_id, status=DatasetRelease.Status.QUEUED).finish(
+            status=DatasetRelease.Status.FAILED, error=f"the task queue is unreachable: {exc}"
         )
 
 
@@ -164,9 +163,7 @@ class BuildOutcome:
 
 def release_build(*, release_id: int) -> BuildOutcome:
     """Build a queued release's files and publish it. Safe to call more than once."""
-    claimed = DatasetRelease.objects.filter(
-        pk=release_id, status=DatasetRelease.Status.QUEUED
-    ).update(status=DatasetRelease.Status.RUNNING)
+    claimed = DatasetRelease.objects.filter(pk=release_id).claim()
     if not claimed:
         status = (
             DatasetRelease.objects.filter(pk=release_id).values_list("status", flat=True).first()
@@ -188,10 +185,8 @@ def release_build(*, release_id: int) -> BuildOutcome:
     except Exception as exc:
         logger.exception("release %s failed", release_id)
         shutil.rmtree(tmp, ignore_errors=True)
-        DatasetRelease.objects.filter(pk=release_id).update(
-            status=DatasetRelease.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            finished_at=timezone.now(),
+        DatasetRelease.objects.filter(pk=release_id).finish(
+            status=DatasetRelease.Status.FAILED, error=f"{type(exc).__name__}: {exc}"
         )
         return BuildOutcome(release_id, DatasetRelease.Status.FAILED, built=False)
     return BuildOutcome(release_id, DatasetRelease.Status.SUCCEEDED, built=True)

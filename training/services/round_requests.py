@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from annotate.models import Round, Workflow
@@ -28,8 +27,8 @@ from training.models import ModelVersion, RoundRequest
 logger = logging.getLogger(__name__)
 
 #: A request claimed this long ago and still running was lost with its worker: it may be taken
-#: again (the task's hard time limit is shorter).
-STALE_AFTER = timedelta(seconds=2000)
+#: again (the task's hard time limit is shorter). Said on the model: ``RoundRequest.stale_after``.
+STALE_AFTER = RoundRequest.stale_after
 
 
 class RoundRequestError(ValueError):
@@ -134,27 +133,22 @@ def task_send_or_fail(
     except OperationalError as exc:
         message = f"{prefix}the task queue is unreachable ({exc}); {retry}"
         logger.error("round request %s: %s not enqueued: %s", request_id, task.name, exc)
-        RoundRequest.objects.filter(pk=request_id, status=waiting).update(
-            status=RoundRequest.Status.FAILED, error=message, finished_at=timezone.now()
+        RoundRequest.objects.filter(pk=request_id, status=waiting).finish(
+            status=RoundRequest.Status.FAILED, error=message
         )
         return message
     return ""
 
 
 def _claim(request_id: int) -> bool:
-    now = timezone.now()
-    claimable = Q(status=RoundRequest.Status.QUEUED) | Q(
-        status=RoundRequest.Status.RUNNING, started_at__lt=now - STALE_AFTER
-    )
-    return bool(
-        RoundRequest.objects.filter(claimable, pk=request_id, attempts__lt=F("max_attempts"))
-        .update(status=RoundRequest.Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
-    )
+    """Queued, or running but lost (claimed longer ago than ``stale_after``), with attempts
+    left: one conditional UPDATE (:meth:`annotate.jobs.JobQuerySet.claim`)."""
+    return bool(RoundRequest.objects.filter(pk=request_id).claim())
 
 
-def _finish(request_id: int, *, status: str, **fields: Any) -> None:
-    RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
-        status=status, finished_at=timezone.now(), **fields
+def _finish(request_id: int, *, status: str, error: str | None = None, **fields: Any) -> None:
+    RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).finish(
+        status=status, error=error, **fields
     )
 
 
@@ -197,8 +191,8 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
             RoundRequest.objects.filter(pk=request_id).update(round=round_)
             transaction.on_commit(partial(_push, request_id=request_id))
         else:
-            RoundRequest.objects.filter(pk=request_id).update(
-                round=round_, status=RoundRequest.Status.SUCCEEDED, finished_at=timezone.now()
+            RoundRequest.objects.filter(pk=request_id).finish(
+                status=RoundRequest.Status.SUCCEEDED, round=round_
             )
 
     try:
@@ -216,9 +210,7 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
         return RoundRequestOutcome(request_id, RoundRequest.Status.FAILED, summary=str(exc))
     except (OperationalError, InterfaceError):
         # Transient: back in the queue for the task's retry (the attempt stays counted).
-        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
-            status=RoundRequest.Status.QUEUED
-        )
+        RoundRequest.objects.filter(pk=request_id).requeue()
         raise
     except Exception as exc:  # a permanent error: record it where staff will look
         logger.exception("round request %s failed", request_id)
@@ -254,10 +246,7 @@ def round_request_push(*, request_id: int) -> RoundRequestOutcome:
         return RoundRequestOutcome(request_id, request.status, request.round_id, request.summary)
     pushed = round_publish(round=request.round)
     summary = f"{request.summary}; pushed: {pushed}".strip("; ")
-    RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
-        status=RoundRequest.Status.SUCCEEDED, summary=summary, error="",
-        finished_at=timezone.now(),
-    )
+    _finish(request_id, status=RoundRequest.Status.SUCCEEDED, error="", summary=summary)
     return RoundRequestOutcome(request_id, RoundRequest.Status.SUCCEEDED, request.round_id,
                                summary)
 
@@ -266,9 +255,7 @@ def round_request_push_failed(*, request_id: int, error: str, final: bool) -> No
     """Record a failed push: the reason while it retries, then the request as failed."""
     message = f"push: {error}"
     if final:
-        RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).update(
-            status=RoundRequest.Status.FAILED, error=message, finished_at=timezone.now()
-        )
+        _finish(request_id, status=RoundRequest.Status.FAILED, error=message)
     else:
         RoundRequest.objects.filter(pk=request_id).update(error=f"{message} (retrying)")
 
@@ -279,9 +266,7 @@ def round_requests_reconcile(*, now: datetime | None = None) -> list[int]:
     reconciler; a push sent twice finds what exists. The ids sent again."""
     now = now or timezone.now()
     stale = RoundRequest.objects.filter(
-        status=RoundRequest.Status.RUNNING,
-        round__isnull=False,
-        started_at__lt=now - STALE_AFTER,
+        RoundRequest.lost(now), status=RoundRequest.Status.RUNNING, round__isnull=False
     ).values_list("pk", flat=True)
     resent = list(stale)
     for request_id in resent:

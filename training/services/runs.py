@@ -98,7 +98,8 @@ def training_run_enqueue(*, run_id: int) -> str:
 def _in_flight(family: str) -> TrainingRun | None:
     return (
         TrainingRun.objects.select_for_update()
-        .filter(family=family, status__in=TrainingRun.ACTIVE_STATUSES)
+        .filter(family=family)
+        .active()
         .first()
     )
 
@@ -201,9 +202,9 @@ def training_run_claim(*, run_id: int, worker_id: str, now: datetime | None = No
             return Claim(ClaimOutcome.LOCKED if exists else ClaimOutcome.MISSING)
         if run.is_finished:
             return Claim(ClaimOutcome.FINISHED, run)
-        if run.status == Status.RUNNING and run.lease_until and run.lease_until > now:
+        if run.lease_live(now):
             return Claim(ClaimOutcome.BUSY, run)
-        if run.attempts >= run.max_attempts:
+        if run.attempts_spent:
             _give_up(run, now=now)
             run.refresh_from_db()
             return Claim(ClaimOutcome.GAVE_UP, run)
@@ -215,12 +216,10 @@ def training_run_claim(*, run_id: int, worker_id: str, now: datetime | None = No
         )
         updated = TrainingRun.objects.filter(
             pk=run.pk, status=run.status, attempts=run.attempts
-        ).update(
-            status=Status.RUNNING,
-            attempts=attempt,
+        ).claim(
+            now=now,
+            lease_s=lease_seconds(run),
             worker_id=worker_id[:255],
-            lease_until=now + timedelta(seconds=lease_seconds(run)),
-            heartbeat_at=now,
             started_at=run.started_at or now,
             enqueue_error="",
             log=Concat(F("log"), Value(run_log_line(note, now=now))),
@@ -233,7 +232,7 @@ def training_run_claim(*, run_id: int, worker_id: str, now: datetime | None = No
 
 
 def _fenced(run_id: int, attempt: int):
-    return TrainingRun.objects.filter(pk=run_id, attempts=attempt, status=Status.RUNNING)
+    return TrainingRun.objects.filter(pk=run_id).held_by(attempt)
 
 
 def training_run_heartbeat(
@@ -252,7 +251,7 @@ def training_run_heartbeat(
         LeaseLost: the run was taken over or finished by someone else; stop working on it.
     """
     now = timezone.now()
-    fields: dict[str, Any] = {"heartbeat_at": now, "lease_until": now + timedelta(seconds=lease_s)}
+    fields: dict[str, Any] = {}
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, progress))
     if metrics is not None:
@@ -261,7 +260,7 @@ def training_run_heartbeat(
         fields["state_sha256"] = state_sha256
     if note:
         fields["log"] = Concat(F("log"), Value(run_log_line(note, now=now)))
-    if _fenced(run_id, attempt).update(**fields) != 1:
+    if _fenced(run_id, attempt).renew(lease_s=lease_s, now=now, **fields) != 1:
         raise LeaseLost(f"training run {run_id}: attempt {attempt} no longer holds the lease")
 
 
@@ -303,11 +302,10 @@ def _finish(queryset, run_id: int, *, status: str, error: str = "", note: str) -
     """Move a run out of flight with a conditional UPDATE, then start its follow-up if any."""
     now = timezone.now()
     with transaction.atomic():
-        updated = queryset.update(
+        updated = queryset.finish(
             status=status,
-            error=error[:10_000],
-            finished_at=now,
-            lease_until=None,
+            error=error,
+            now=now,
             log=Concat(F("log"), Value(run_log_line(note, now=now))),
         )
         if updated != 1:
@@ -328,9 +326,7 @@ def training_run_fail(*, run_id: int, attempt: int, error: str) -> bool:
 def training_run_release(*, run_id: int, attempt: int, reason: str) -> bool:
     """Hand the run back to the queue after a transient error, so the retry can claim it."""
     return (
-        _fenced(run_id, attempt).update(
-            status=Status.QUEUED,
-            lease_until=None,
+        _fenced(run_id, attempt).requeue(
             log=Concat(F("log"), Value(run_log_line(f"attempt {attempt} released: {reason}"))),
         )
         == 1
@@ -388,14 +384,14 @@ def training_runs_reconcile(
         stale_after_s = float(settings.TRAINING_REQUEUE_AFTER_SECONDS)
     stale = now - timedelta(seconds=stale_after_s)
     summary = ReconcileSummary()
-    candidates = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).order_by("pk")
+    candidates = TrainingRun.objects.active().order_by("pk")
     for run in candidates:
-        if run.status == Status.RUNNING and run.lease_until and run.lease_until > now:
+        if run.lease_live(now):
             continue
         never_sent = run.enqueued_at is None or bool(run.enqueue_error)
         if not never_sent and run.enqueued_at > stale:
             continue
-        if run.attempts >= run.max_attempts:
+        if run.attempts_spent:
             if _give_up(run, now=now):
                 summary.gave_up.append(run.pk)
             continue

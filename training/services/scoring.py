@@ -278,11 +278,11 @@ def scoring_chunk_execute(*, chunk_id: int) -> str:
         )
         if chunk is None:
             return "done, given up, or being claimed"
-        if chunk.attempts >= chunk.max_attempts:
+        if chunk.attempts_spent:
             # Poison guard: every earlier attempt died with its worker.
             _chunk_fail(chunk, f"gave up after {chunk.attempts} attempts")
             return "gave up"
-        ScoringChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
+        ScoringChunk.objects.filter(pk=chunk.pk).count_attempt()
     version = ModelVersion.objects.get(pk=chunk.model_version_id)
     items = list(
         pool_items()

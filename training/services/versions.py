@@ -153,13 +153,10 @@ def model_version_publish(
     """
     now = timezone.now()
     with transaction.atomic():
-        fenced = TrainingRun.objects.filter(
-            pk=run_id, attempts=attempt, status=TrainingRun.Status.RUNNING
-        ).update(
+        fenced = TrainingRun.objects.filter(pk=run_id).held_by(attempt).finish(
             status=TrainingRun.Status.SUCCEEDED,
+            now=now,
             progress=1.0,
-            finished_at=now,
-            lease_until=None,
             log=Concat(F("log"), Value(run_log_line(note, now=now))),
         )
         if fenced != 1:
