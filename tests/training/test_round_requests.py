@@ -215,3 +215,28 @@ def test_a_request_whose_task_the_broker_refuses_fails_saying_so(
     request.refresh_from_db()
     assert error.startswith(expected) and request.status == "failed"
     assert request.error == error and request.finished_at is not None
+
+
+def test_a_duplicate_message_while_the_request_waits_for_its_push_leaves_it_running(people, pool):
+    request = RoundRequest.objects.create(params={"size": 4, "seed": 1})
+    RoundRequest.objects.filter(pk=request.pk).claim()
+    RoundRequest.objects.filter(pk=request.pk).update(attempts=request.max_attempts)
+    outcome = round_request_execute(request_id=request.pk)
+    request.refresh_from_db()
+    assert outcome.status == "running" and request.status == RoundRequest.Status.RUNNING
+    assert request.error == ""
+
+
+def test_a_request_lost_with_its_worker_on_its_last_attempt_is_given_up(people, pool):
+    from django.utils import timezone
+
+    request = RoundRequest.objects.create(params={"size": 4, "seed": 1})
+    long_ago = timezone.now() - RoundRequest.stale_after * 2
+    RoundRequest.objects.filter(pk=request.pk).update(
+        status=RoundRequest.Status.RUNNING, attempts=request.max_attempts, started_at=long_ago
+    )
+    outcome = round_request_execute(request_id=request.pk)
+    request.refresh_from_db()
+    assert outcome.status == request.status == RoundRequest.Status.FAILED
+    assert "given up" in request.error and not Round.objects.exists()
+

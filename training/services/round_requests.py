@@ -85,9 +85,10 @@ def round_request_create(
         )
     if random_share is not None and not 0.0 <= random_share <= 1.0:
         raise RoundRequestError("random_share", "random_share must be between 0 and 1")
-    if model_version_id is not None and not ModelVersion.objects.filter(
-        pk=model_version_id
-    ).exists():
+    if (
+        model_version_id is not None
+        and not ModelVersion.objects.filter(pk=model_version_id).exists()
+    ):
         raise RoundRequestError("model_version", f"no model version {model_version_id}")
     if push and not Workflow.objects.filter(active=True).exists():
         raise RoundRequestError("push", "there is no active workflow to push the round to")
@@ -164,9 +165,16 @@ def round_request_execute(*, request_id: int) -> RoundRequestOutcome:
         current = RoundRequest.objects.filter(pk=request_id).first()
         if current is None:
             return RoundRequestOutcome(request_id, "unknown")
-        if current.status == RoundRequest.Status.RUNNING:  # poison guard: attempts spent
-            _finish(request_id, status=RoundRequest.Status.FAILED,
-                    error="given up: the selection was lost with its worker too often")
+        lost = RoundRequest.lost(timezone.now())
+        if current.status == RoundRequest.Status.RUNNING and current.attempts_spent and lost:
+            # The poison guard: lost with its worker on its last attempt. A duplicate message
+            # while the request is served, or waits for its push, leaves it alone.
+            RoundRequest.objects.filter(pk=request_id, status=RoundRequest.Status.RUNNING).filter(
+                lost
+            ).finish(
+                status=RoundRequest.Status.FAILED,
+                error="given up: the selection was lost with its worker too often",
+            )
             current.refresh_from_db()
         return RoundRequestOutcome(request_id, current.status, current.round_id, current.summary)
 
@@ -247,8 +255,7 @@ def round_request_push(*, request_id: int) -> RoundRequestOutcome:
     pushed = round_publish(round=request.round)
     summary = f"{request.summary}; pushed: {pushed}".strip("; ")
     _finish(request_id, status=RoundRequest.Status.SUCCEEDED, error="", summary=summary)
-    return RoundRequestOutcome(request_id, RoundRequest.Status.SUCCEEDED, request.round_id,
-                               summary)
+    return RoundRequestOutcome(request_id, RoundRequest.Status.SUCCEEDED, request.round_id, summary)
 
 
 def round_request_push_failed(*, request_id: int, error: str, final: bool) -> None:
