@@ -113,9 +113,10 @@ def test_staff_request_push_sync_and_release_from_the_page_and_see_each_outcome(
         error="PanoptesAPIException: 503 Service Unavailable",
         trigger="scheduled pull",
     )
-    WebDriverWait(browser, 20, poll_frequency=0.5).until(
-        lambda d: first_run(d, "runs-sync")[0] == "failed"
-    )
+    # The list is redrawn in place while it is read: a row gone stale is read again.
+    WebDriverWait(
+        browser, 20, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: first_run(d, "runs-sync")[0] == "failed")
     status, text = first_run(browser, "runs-sync")
     assert "scheduled pull" in text and "503 Service Unavailable" in text
     assert browser.execute_script("return window.__notReloaded") is True
