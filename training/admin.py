@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from annotate.admin import confirmation_page, shortened, when
+from annotate.admin.common import confirmation_page, shortened, when
 from training.models import ModelVersion, RoundRequest, TrainingRun
 from training.services.gate import SAME_ITEMS, gate_describe
 from training.services.params import TrainingParamsError

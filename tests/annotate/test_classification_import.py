@@ -717,7 +717,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
 
 def _votes(concepts: list[Concept]) -> dict[int, list[int]]:
     """Classification id -> its row of 0/1 votes, as aggregation reads them."""
-    from annotate.services.aggregation import votes_load
+    from annotate.services.aggregation.votes import votes_load
 
     data = votes_load(concepts=concepts)
     item_of = {pk: i for i, pk in enumerate(data.item_ids.tolist())}

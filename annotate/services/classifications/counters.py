@@ -17,8 +17,8 @@ COUNTERS_EVERY_S = 60.0
 #: The classifications that are votes, as ``Classification`` field values: the earliest of a
 #: volunteer's repeats on a subject, shown the task, every answer one its workflow version
 #: offers. A vote also needs a volunteer who is not excluded from aggregation: :func:`votes_filter`
-#: is the whole definition, which aggregation (``annotate.services.aggregation.votes_load``) and
-#: an item's ``n_classifications`` both use.
+#: is the whole definition, which aggregation (``annotate.services.aggregation.votes.votes_load``)
+#: and an item's ``n_classifications`` both use.
 VOTES = {"is_duplicate": False, "task_shown": True, "answers_known": True}
 
 
