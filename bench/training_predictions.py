@@ -8,9 +8,10 @@ Usage, from the repository root::
     DATABASE_URL=postgres://... .venv/bin/python bench/training_predictions.py   # an EMPTY db
 
 For N pool items and C=20 concepts it times, on the same database: writing all predictions of one
-model version (crowdloop: ``training.services.scoring.predictions_store``, bulk upsert; baselines:
-``executemany`` into plain tables), the bytes on disk per item, and the read that selection does
-(the 1,000 most uncertain items). It prints each figure and the baseline/crowdloop ratio.
+model version (crowdloop: ``training.services.predictions.predictions_store``, bulk upsert;
+baselines: ``executemany`` into plain tables), the bytes on disk per item, and the read that
+selection does (the 1,000 most uncertain items). It prints each figure and the
+baseline/crowdloop ratio.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main() -> None:
 
     from annotate.models import Item
     from training.models import ModelVersion, Prediction
-    from training.services.scoring import predictions_store, uncertainty
+    from training.services.predictions import predictions_store, uncertainty
 
     n, c = args.items, args.concepts
     rng = np.random.default_rng(0)

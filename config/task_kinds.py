@@ -86,3 +86,18 @@ def task_named(name: str) -> Task:
     """The registered task called ``name``, for a service to send without importing its tasks
     module: tasks call services, services never import tasks (no import circle)."""
     return current_app.tasks[name]
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """What a send raises when the broker is down: kombu wraps most, redis-py raises some."""
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    errors: list[type[BaseException]] = [KombuOperationalError, ConnectionError, TimeoutError]
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        errors += [RedisConnectionError, RedisTimeoutError]
+    except ImportError:  # pragma: no cover - redis is a pinned requirement
+        pass
+    return tuple(errors)

@@ -15,6 +15,15 @@ def model_version_active(*, family: str = DEFAULT_FAMILY) -> ModelVersion | None
     return ModelVersion.objects.filter(family=family, status=ModelVersion.Status.ACTIVE).first()
 
 
+def zero_shot_version_latest() -> ModelVersion | None:
+    """The newest zero-shot version whose pool scoring finished, or None."""
+    return (
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.ZERO_SHOT, scored_at__isnull=False)
+        .order_by("-scored_at", "-pk")
+        .first()
+    )
+
+
 @dataclass(frozen=True)
 class ConceptScore:
     key: str

@@ -147,17 +147,17 @@ def test_predictions_with_maps_read_and_verify_the_checkpoint_once_per_process(
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from tests.images import png_bytes
-    from training.services import model_cache, versions
+    from training.services import model_cache
 
     model_cache.model_cache_clear()
     loads = []
-    real_load = versions.load_checkpoint
+    real_load = model_cache.load_checkpoint
 
     def counting_load(*args, **kwargs):
         loads.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(versions, "load_checkpoint", counting_load)
+    monkeypatch.setattr(model_cache, "load_checkpoint", counting_load)
     for _ in range(3):
         upload = SimpleUploadedFile("a.png", png_bytes(), content_type="image/png")
         response = as_user(people["staff"]).post(

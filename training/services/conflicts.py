@@ -30,7 +30,7 @@ from django.db.models import Q
 
 from annotate.models import AggregatedLabel, Concept, Item
 from training.models import ModelVersion, Prediction
-from training.selectors import model_version_active
+from training.selectors import model_version_active, zero_shot_version_latest
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,6 @@ def item_zero_shot_prior_refresh(*, item_ids: Collection[int] | None = None) -> 
     An item is flagged when that version's score of a concept among its prior labels is at most
     ``1 - MODEL_CONFLICT_CONFIDENCE``. With no scored zero-shot version every flag is cleared.
     """
-    from training.services.zero_shot import zero_shot_version_latest
 
     return _flag_refresh(
         field="zero_shot_contradicts_prior",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
-from ml.checkpoint import LoadedCheckpoint
+from django.conf import settings
+
+from ml.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from training.models import ModelVersion
-from training.services.versions import model_version_load
 
 #: Versions kept loaded in one process: the active one and the one before it (or a candidate).
 KEEP = 2
@@ -21,6 +23,24 @@ _MODELS: OrderedDict[tuple[int, str], LoadedCheckpoint] = OrderedDict()
 # Web workers serve a page's maps from several threads at once: one of them loads, the rest wait
 # for it instead of each reading and verifying the same checkpoint.
 _LOCK = threading.Lock()
+
+
+def checkpoint_file(version: ModelVersion) -> Path:
+    """The sidecar path of a version, refusing anything outside ARTIFACT_ROOT."""
+    root = Path(settings.ARTIFACT_ROOT).resolve()
+    path = (root / version.checkpoint_path).resolve()
+    if not path.is_relative_to(root):
+        raise CheckpointError(f"checkpoint path leaves ARTIFACT_ROOT: {version.checkpoint_path}")
+    return path
+
+
+def model_version_load(version: ModelVersion) -> LoadedCheckpoint:
+    """The version's model, after its weights hash to the sha256 recorded on the row.
+
+    Raises:
+        ml.checkpoint.CheckpointError: missing or changed files.
+    """
+    return load_checkpoint(checkpoint_file(version), expected_sha256=version.checkpoint_sha256)
 
 
 def model_version_loaded(version: ModelVersion) -> LoadedCheckpoint:

@@ -24,7 +24,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from config.task_kinds import task_named
+from config.task_kinds import broker_errors, task_named
 from training.models import DEFAULT_FAMILY, TrainingRun
 from training.services.params import training_params_parse, training_weights_check
 
@@ -32,21 +32,6 @@ logger = logging.getLogger(__name__)
 
 Status = TrainingRun.Status
 Trigger = TrainingRun.Trigger
-
-
-def broker_errors() -> tuple[type[BaseException], ...]:
-    """What a send raises when the broker is down: kombu wraps most, redis-py raises some."""
-    from kombu.exceptions import OperationalError as KombuOperationalError
-
-    errors: list[type[BaseException]] = [KombuOperationalError, ConnectionError, TimeoutError]
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
-        errors += [RedisConnectionError, RedisTimeoutError]
-    except ImportError:  # pragma: no cover - redis is a pinned requirement
-        pass
-    return tuple(errors)
 
 
 class LeaseLost(Exception):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -31,23 +32,23 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from annotate.models import Item
 from annotate.services.media import image_path
-from config.task_kinds import task_named
+from config.task_kinds import broker_errors, task_named
 from ml.embeddings import EmbeddingCache, compute_embeddings, model_key
 from ml.models import MultiLabelNet
 from training.models import ModelVersion, Prediction, ScoringChunk
 from training.selectors import model_version_active
 from training.services.model_cache import model_version_loaded
 from training.services.params import training_device
+from training.services.predictions import pool_items, predictions_store
+from training.services.zero_shot import (
+    zero_shot_items_score,
+    zero_shot_scoring_finished,
+    zero_shot_sidecar,
+)
 from training.signals import pool_scored
 
 logger = logging.getLogger(__name__)
-
-
-def pool_items():
-    """The pool: every item whose image was checked and stored."""
-    return Item.objects.filter(image_state=Item.ImageState.OK).exclude(image_file="")
 
 
 def embedding_cache(model: MultiLabelNet) -> EmbeddingCache:
@@ -85,43 +86,12 @@ def probabilities(
     return probs, result.ok, result.failures
 
 
-def uncertainty(probs: np.ndarray) -> np.ndarray:
-    """Per item, the largest closeness of any concept's score to 0.5: 1 at 0.5, 0 at 0 or 1."""
-    return (1.0 - np.abs(2.0 * probs - 1.0)).max(axis=1) if probs.size else np.zeros(len(probs))
-
-
-def predictions_store(version: ModelVersion, item_ids: list[int], probs: np.ndarray) -> int:
-    """Upsert one prediction row per item: a re-run writes the same rows, never duplicates."""
-    if not item_ids:
-        return 0
-    unc = uncertainty(probs)
-    rows = [
-        Prediction(
-            model_version=version,
-            item_id=item_id,
-            scores=Prediction.pack(probs[i]),
-            uncertainty=float(unc[i]),
-        )
-        for i, item_id in enumerate(item_ids)
-    ]
-    Prediction.objects.bulk_create(
-        rows,
-        batch_size=1000,
-        update_conflicts=True,
-        unique_fields=["model_version", "item"],
-        update_fields=["scores", "uncertainty", "created_at"],
-    )
-    return len(rows)
-
-
 def items_score(version: ModelVersion, items: list[tuple[int, str]]) -> tuple[int, int]:
     """Score (item id, relative image path) pairs and store them; (stored, refused).
 
     A zero-shot version scores with its image-text model, and only the items it has not scored.
     """
     if version.kind == ModelVersion.Kind.ZERO_SHOT:
-        from training.services.zero_shot import zero_shot_items_score
-
         return zero_shot_items_score(version=version, items=items)
     sources = [str(image_path(rel)) for _, rel in items]
     probs, ok, failures = probabilities(version, sources)
@@ -215,6 +185,54 @@ def _failed_chunks_reopen(version: ModelVersion) -> int:
     return reopened
 
 
+@dataclass(frozen=True)
+class ZeroShotQueued:
+    version: ModelVersion
+    sent: int
+    chunks: int
+    done: int
+    failed: int
+
+    def summary(self) -> str:
+        v = self.version
+        if self.failed:
+            state = "not scored: run the command again with --model-version to retry them"
+        elif self.done == self.chunks and v.scored_at is not None:
+            state = "scored"
+        else:
+            state = "scoring; progress in the admin's model versions, column scoring"
+        return (
+            f"zero-shot v{v.pk} ({v.backbone}): {self.sent} chunks sent to the train queue; "
+            f"{self.done}/{self.chunks} chunks done, {self.failed} failed ({state})"
+        )
+
+
+def zero_shot_scoring_start(*, version: ModelVersion) -> ZeroShotQueued:
+    """Score the pool with a zero-shot version in workers: the scoring chunks of trained versions.
+
+    The pool is cut into chunks (``TRAINING_SCORE_CHUNK_SIZE`` items) sent to the ``train``
+    queue; each one scores the items of its id range that the version has not scored yet. Called
+    again (resume), it sends the chunks not done, tries the failed ones again, and cuts chunks
+    for items added after the last one. When the last chunk is done ``scored_at`` is set and the
+    prior-doubt flags are refreshed in a task, as :func:`zero_shot_pool_score` does in-process.
+    A chunk that fails is recorded on its row and counted in ``scoring_chunks_failed``; the
+    version is then not scored (not the latest, no flags) until a resume scores it.
+
+    Raises:
+        ZeroShotServiceError: not a zero-shot version, its sidecar missing or changed.
+    """
+    zero_shot_sidecar(version)
+    sent = scoring_start(model_version_id=version.pk, resume=True)
+    version.refresh_from_db()
+    return ZeroShotQueued(
+        version=version,
+        sent=sent,
+        chunks=version.scoring_chunks,
+        done=version.scoring_chunks_done,
+        failed=version.scoring_chunks_failed,
+    )
+
+
 def _chunk_fail(chunk: ScoringChunk, error: str) -> bool:
     """Mark an unfinished chunk failed and count it on its version (once); False if it was not
     open any more."""
@@ -232,8 +250,6 @@ def _chunk_fail(chunk: ScoringChunk, error: str) -> bool:
 def _scored_on_commit(version_id: int) -> None:
     kind = ModelVersion.objects.filter(pk=version_id).values_list("kind", flat=True).first()
     if kind == ModelVersion.Kind.ZERO_SHOT:
-        from training.services.zero_shot import zero_shot_scoring_finished
-
         transaction.on_commit(partial(zero_shot_scoring_finished, version_id=version_id))
         return
 
@@ -252,7 +268,6 @@ def chunks_send(chunk_ids: Iterable[int]) -> int:
     """Send chunk tasks as one group; a broker outage leaves them for the reconciler."""
     from celery import group
 
-    from training.services.runs import broker_errors
     training_score_chunk = task_named("training.tasks.training_score_chunk")
 
     ids = list(chunk_ids)

@@ -6,7 +6,6 @@ import logging
 import math
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +14,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from ml.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from ml.checkpoint import CheckpointError
 from training.models import ModelVersion, TrainingRun
 from training.services.gate import (
     SAME_ITEMS,
@@ -23,6 +22,7 @@ from training.services.gate import (
     gate_fallback,
     gate_first,
 )
+from training.services.model_cache import model_version_load
 from training.services.runs import LeaseLost, run_log_line, training_run_followup_create
 from training.signals import model_version_promoted
 
@@ -74,24 +74,6 @@ def promotion_comparison(
     else:
         reason = f"v{version.pk} was not scored on the same items as v{active.pk}"
     return dict(gate_fallback(candidate_map=version.val_map, active=active, reason=reason))
-
-
-def checkpoint_file(version: ModelVersion) -> Path:
-    """The sidecar path of a version, refusing anything outside ARTIFACT_ROOT."""
-    root = Path(settings.ARTIFACT_ROOT).resolve()
-    path = (root / version.checkpoint_path).resolve()
-    if not path.is_relative_to(root):
-        raise CheckpointError(f"checkpoint path leaves ARTIFACT_ROOT: {version.checkpoint_path}")
-    return path
-
-
-def model_version_load(version: ModelVersion) -> LoadedCheckpoint:
-    """The version's model, after its weights hash to the sha256 recorded on the row.
-
-    Raises:
-        ml.checkpoint.CheckpointError: missing or changed files.
-    """
-    return load_checkpoint(checkpoint_file(version), expected_sha256=version.checkpoint_sha256)
 
 
 def _activate(

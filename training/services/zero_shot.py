@@ -16,9 +16,9 @@ the first round (uncertain and varied images by its scores,
 label" (``training.services.conflicts``).
 
 A pool is scored either in this process (:func:`zero_shot_pool_score`, the command's default)
-or in workers (:func:`zero_shot_scoring_start`, ``zero_shot --in-workers``): the scoring chunks
-of trained versions (``training.services.scoring``), whose task scores a zero-shot version's
-chunk with :func:`zero_shot_items_score`. Both store the same scores and end with the same
+or in workers (``training.services.scoring.zero_shot_scoring_start``, ``--in-workers``): the
+scoring chunks of trained versions, whose task scores a zero-shot version's chunk with
+:func:`zero_shot_items_score`. Both store the same scores and end with the same
 refresh of the prior-doubt flags.
 
 PyTorch and open_clip are imported inside the functions that score, so the review screens that
@@ -42,10 +42,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Concept
-from config.task_kinds import task_named
+from config.task_kinds import broker_errors, task_named
 from ml.checkpoint import atomic_write_bytes, sha256_file
 from training.models import ModelVersion, Prediction
+from training.selectors import zero_shot_version_latest
 from training.services.params import training_device
+from training.services.predictions import pool_items, predictions_store
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +80,6 @@ class ZeroShotScoring:
 
 def _artifact_root() -> Path:
     return Path(settings.ARTIFACT_ROOT).resolve()
-
-
-def zero_shot_version_latest() -> ModelVersion | None:
-    """The newest zero-shot version whose pool scoring finished, or None."""
-    return (
-        ModelVersion.objects.filter(kind=ModelVersion.Kind.ZERO_SHOT, scored_at__isnull=False)
-        .order_by("-scored_at", "-pk")
-        .first()
-    )
 
 
 def zero_shot_sidecar(version: ModelVersion) -> dict[str, Any]:
@@ -244,7 +237,6 @@ def _items_score(
     in workers, so that both store the same scores."""
     from annotate.services.media import image_path
     from ml.embeddings import compute_embeddings
-    from training.services.scoring import predictions_store
 
     if not items:
         return 0, 0
@@ -272,7 +264,7 @@ def zero_shot_pool_score(
 ) -> ZeroShotScoring:
     """Score every pool item the version has not scored yet, then refresh the prior-doubt flags.
 
-    In this process; :func:`zero_shot_scoring_start` does the same in workers. Batches of
+    In this process; ``scoring.zero_shot_scoring_start`` does the same in workers. Batches of
     ``batch_items`` items are embedded (through the embedding cache), scored and stored; a run
     that stops part-way keeps what it stored, and running it again scores only the rest.
     ``scored_at`` is set when the whole pool is done.
@@ -283,7 +275,6 @@ def zero_shot_pool_score(
         progress: called with ``(items done, items to do)``.
     """
     from training.services.conflicts import item_zero_shot_prior_refresh
-    from training.services.scoring import pool_items
 
     meta = zero_shot_sidecar(version)
     model = zero_shot_model_load(version)
@@ -375,61 +366,10 @@ def zero_shot_items_score(
     return _items_score(version, zero_shot_model_loaded(version), meta, todo)
 
 
-@dataclass(frozen=True)
-class ZeroShotQueued:
-    version: ModelVersion
-    sent: int
-    chunks: int
-    done: int
-    failed: int
-
-    def summary(self) -> str:
-        v = self.version
-        if self.failed:
-            state = "not scored: run the command again with --model-version to retry them"
-        elif self.done == self.chunks and v.scored_at is not None:
-            state = "scored"
-        else:
-            state = "scoring; progress in the admin's model versions, column scoring"
-        return (
-            f"zero-shot v{v.pk} ({v.backbone}): {self.sent} chunks sent to the train queue; "
-            f"{self.done}/{self.chunks} chunks done, {self.failed} failed ({state})"
-        )
-
-
-def zero_shot_scoring_start(*, version: ModelVersion) -> ZeroShotQueued:
-    """Score the pool with a zero-shot version in workers: the scoring chunks of trained versions.
-
-    The pool is cut into chunks (``TRAINING_SCORE_CHUNK_SIZE`` items) sent to the ``train``
-    queue; each one scores the items of its id range that the version has not scored yet. Called
-    again (resume), it sends the chunks not done, tries the failed ones again, and cuts chunks
-    for items added after the last one. When the last chunk is done ``scored_at`` is set and the
-    prior-doubt flags are refreshed in a task, as :func:`zero_shot_pool_score` does in-process.
-    A chunk that fails is recorded on its row and counted in ``scoring_chunks_failed``; the
-    version is then not scored (not the latest, no flags) until a resume scores it.
-
-    Raises:
-        ZeroShotServiceError: not a zero-shot version, its sidecar missing or changed.
-    """
-    from training.services.scoring import scoring_start
-
-    zero_shot_sidecar(version)
-    sent = scoring_start(model_version_id=version.pk, resume=True)
-    version.refresh_from_db()
-    return ZeroShotQueued(
-        version=version,
-        sent=sent,
-        chunks=version.scoring_chunks,
-        done=version.scoring_chunks_done,
-        failed=version.scoring_chunks_failed,
-    )
-
-
 def zero_shot_scoring_finished(*, version_id: int) -> None:
     """After a worker scored a zero-shot version's last chunk (on commit): refresh the
     prior-doubt flags of every item in a task on the default queue, since the version is now
     the latest scored one."""
-    from training.services.runs import broker_errors
     item_zero_shot_prior_refresh_task = task_named(
         "training.tasks.item_zero_shot_prior_refresh_task"
     )

@@ -12,7 +12,7 @@ from annotate.services.vocabulary import label_normalise
 from annotate.zooniverse.classification_records import ClassificationColumns
 
 if TYPE_CHECKING:
-    from annotate.services.classifications.read import IngestContext
+    from collections.abc import Callable
 
 
 #: The version name of the answer map used for export labels when a record's version is unknown.
@@ -133,9 +133,13 @@ class Answers:
 
 
 def answers_resolve(
-    columns: ClassificationColumns, context: IngestContext, rows: np.ndarray
+    columns: ClassificationColumns,
+    map_of: Callable[..., AnswerMap | None],
+    rows: np.ndarray,
 ) -> tuple[np.ndarray, list[Answers]]:
     """Per row, a code into the resolutions of the batch's distinct (version, answers) pairs.
+
+    ``map_of(version, labels=...)`` finds a version's map (the ingest's cached lookup).
 
     Rows whose task was not shown resolve to nothing, whatever their version: there is no answer
     to read, so an unknown version or an unsupported task type is no reason to refuse them.
@@ -153,7 +157,7 @@ def answers_resolve(
         version = columns.versions[value // 2 // width]
         answers = columns.answer_lists[value // 2 % width]
         labels = value % 2 == 1 and all(isinstance(a, str) for a in answers)
-        answer_map = context.answer_map(version, labels=labels)
+        answer_map = map_of(version, labels=labels)
         if answer_map is None:
             resolved.append(Answers(("workflow_version", "unknown_workflow_version")))
         elif answer_map.task_type not in SUPPORTED_TASK_TYPES:

@@ -16,9 +16,9 @@ from annotate.services.classifications.sql import among, json_adapter, rows_inse
 from annotate.services.classifications.subjects import subjects_resolve
 
 if TYPE_CHECKING:
-    from annotate.services.classifications import IngestCounts
     from annotate.services.classifications.answers import Answers
     from annotate.services.classifications.read import IngestContext
+    from annotate.services.classifications.tally import IngestCounts
     from annotate.zooniverse.classification_records import ClassificationColumns
 
 

@@ -8,10 +8,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from training.models import ModelVersion
+from training.services.scoring import zero_shot_scoring_start
 from training.services.zero_shot import (
     ZeroShotServiceError,
     zero_shot_pool_score,
-    zero_shot_scoring_start,
     zero_shot_version_create,
 )
 
