@@ -39,6 +39,7 @@ from annotate.models import (
     Subject,
     Volunteer,
     VolunteerSkill,
+    Workflow,
 )
 from annotate.services.bulk_write import rows_update, rows_upsert
 from annotate.services.classifications import counters
@@ -499,7 +500,7 @@ def _labels_positive_read(scope: np.ndarray | None) -> np.ndarray:
     cost seconds and hundreds of MB.
     """
     table = connection.ops.quote_name(AggregatedLabel._meta.db_table)
-    conditions = [("1 = 1", [])]
+    conditions: list[tuple[str, list[Any]]] = [("1 = 1", [])]
     if scope is not None:
         conditions = list(_id_conditions(AggregatedLabel, "item_id", scope))
     blocks: list[np.ndarray] = []
@@ -663,14 +664,14 @@ def labels_aggregate_and_retire(
         subjects = Subject.objects.filter(
             zooniverse_id__in=summary.retire_subject_ids
         ).select_related("round__workflow")
-        by_workflow: dict[int, list[Subject]] = {}
+        by_workflow: dict[int, tuple[Workflow, list[Subject]]] = {}
         for subject in subjects:
             workflow = subject.round.workflow if subject.round and subject.round.workflow else None
             if workflow is not None:
-                by_workflow.setdefault(workflow.pk, []).append(subject)
-        for chosen in by_workflow.values():
+                by_workflow.setdefault(workflow.pk, (workflow, []))[1].append(subject)
+        for first_workflow, chosen in by_workflow.values():
             retired += subjects_retire(
-                workflow=chosen[0].round.workflow,
+                workflow=first_workflow,
                 subjects=chosen,
                 reason="consensus",
                 client=client,
