@@ -100,7 +100,7 @@ def roles_setup() -> dict[str, int]:
     return counts
 
 
-def _after_migrate(sender, app_config=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _after_migrate(sender, app_config=None, **kwargs) -> None:
     # post_migrate is sent once per app, in INSTALLED_APPS order, and each app's permissions are
     # created by its own signal: set the groups up at the last app's, when every one exists.
     from django.apps import apps

@@ -260,7 +260,7 @@ class PinnedHostAdapter(HTTPAdapter):
         self.server_hostname = server_hostname
         super().__init__(**kwargs)
 
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[no-untyped-def]
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert
         )

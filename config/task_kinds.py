@@ -67,7 +67,7 @@ def at_least_once_task(
     )
 
     def decorate(func: F) -> F:
-        return shared_task(  # type: ignore[no-any-return]
+        return shared_task(
             name=name,
             acks_late=True,
             reject_on_worker_lost=redeliver_on_worker_loss,

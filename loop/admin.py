@@ -142,7 +142,7 @@ class LoopStepAdmin(ReadOnlyAdmin):
     def pending(self, step: LoopStep) -> bool:
         return step.request_seq > step.served_seq
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         from loop import staff_views
 
         wrap = self.admin_site.admin_view

@@ -31,7 +31,7 @@ class LoopStatusApi(PolicyMixin, APIView):
         responses=OpenApiTypes.OBJECT,
         operation_id="loop_status",
     )
-    def get(self, request):  # type: ignore[no-untyped-def]
+    def get(self, request):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(loop_status(events=query.validated_data["events"]))

@@ -36,7 +36,7 @@ class SyncForm(forms.Form):
         "naming one checks that it is configured and active.",
     )
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         from annotate.models import Workflow
 
         super().__init__(*args, **kwargs)
@@ -68,7 +68,7 @@ class RoundRequestForm(forms.Form):
         "Zooniverse has it).",
     )
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["size"].initial = settings.ROUND_NEXT_SIZE
         default = getattr(settings, "ACQUISITION_STRATEGY", "entropy")
@@ -88,7 +88,7 @@ class RoundPushForm(forms.Form):
         help_text="Draft rounds with picks and a workflow, newest first.",
     )
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         from annotate.models import Round
         from training.models import RoundRequest
 

@@ -97,7 +97,7 @@ def sync_runs(*, now: datetime, limit: int = RECENT) -> list[RunRow]:
     return rows
 
 
-def _round_request_row(request, *, push: bool) -> RunRow:  # type: ignore[no-untyped-def]
+def _round_request_row(request, *, push: bool) -> RunRow:
     params = request.params or {}
     round_ = request.round
     if push:

@@ -158,8 +158,8 @@ class EmbeddingResult:
 
 
 class _Images(Dataset):
-    def __init__(self, sources: Sequence[ImageSource], positions: list[int], transform: Callable,
-                 max_pixels: int, max_bytes: int) -> None:
+    def __init__(self, sources: Sequence[ImageSource] | np.ndarray, positions: list[int],
+                 transform: Callable, max_pixels: int, max_bytes: int) -> None:
         self.sources, self.positions, self.transform = sources, positions, transform
         self.max_pixels, self.max_bytes = max_pixels, max_bytes
 

@@ -7,6 +7,8 @@ scalar. Concepts without a single positive have no AP (NaN) and are left out of 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -52,7 +54,7 @@ def mean_average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
 
 def f1_scores(
     y_true: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | float = 0.5
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Micro and macro F1 (and per-concept F1) of ``scores >= thresholds``.
 
     A concept with no positive and no predicted positive has F1 0, as scikit-learn's

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -140,7 +141,7 @@ class MultiLabelNet(nn.Module):
     @property
     def gradcam_layer(self) -> nn.Module:
         """The last convolutional block, whose activations Grad-CAM weighs."""
-        return self.features[-1]
+        return cast(nn.Sequential, self.features)[-1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (N, 3, H, W) -> (N, D, h, w)
@@ -446,6 +447,9 @@ class VisionTransformerNet(MultiLabelNet):
     class token, and a map there would be all zeros.)
     """
 
+    # A torchvision VisionTransformer, which ships no types: its encoder, image_size, patch_size.
+    features: Any
+
     @property
     def gradcam_layer(self) -> nn.Module:
         """The last encoder block: Grad-CAM weighs the tokens that enter it."""
@@ -488,10 +492,10 @@ class VisionTransformerNet(MultiLabelNet):
 def vision_transformer_net(net: nn.Module, spec: ModelSpec) -> VisionTransformerNet:
     """Wrap a torchvision ``VisionTransformer`` (any size) as a :class:`VisionTransformerNet`."""
     net.heads = nn.Identity()  # torchvision's ImageNet classifier: not part of the trunk
-    size = int(net.image_size)
+    size = int(cast(Any, net).image_size)
     model = _make(
         net,
-        int(net.hidden_dim),
+        int(cast(Any, net).hidden_dim),
         spec,
         DataConfig(input_size=size, train_size=size),
         cls=VisionTransformerNet,

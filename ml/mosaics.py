@@ -118,6 +118,6 @@ def make_mosaics(
         images[filled, rows, cols, :] = region * (1 - alpha) + ink[filled, t] * alpha
 
     labels = np.zeros((n, 10), dtype=bool)
-    rows, cols = np.nonzero(tiles >= 0)
-    labels[rows, tiles[rows, cols]] = True
+    tile_rows, tile_cols = np.nonzero(tiles >= 0)
+    labels[tile_rows, tiles[tile_rows, tile_cols]] = True
     return Mosaics(images=np.clip(images, 0, 255).astype(np.uint8), labels=labels, tiles=tiles)

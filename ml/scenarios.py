@@ -128,9 +128,9 @@ def make_hard_pool(n: int, *, seed: int = 0, config: HardScenario | None = None)
     for i in range(n):
         canvas = _background(rng, size)
         layers: list[tuple[int, int]] = []  # (concept or -1 for clutter, instance no.)
-        for concept in np.flatnonzero(labels[i]):
+        for present in np.flatnonzero(labels[i]):
             copies = 2 if rng.random() < cfg.repeat_rate else 1
-            layers += [(int(concept), k) for k in range(copies)]
+            layers += [(int(present), k) for k in range(copies)]
         layers += [(-1, k) for k in range(int(clutter[i]))]
         hidden: dict[int, list[bool]] = {}
         for j in rng.permutation(len(layers)):

@@ -95,7 +95,7 @@ class SimulatedCrowd:
             item_idx = np.repeat(items, votes_each)
         workers = self.rng.choice(self.n_volunteers, size=len(item_idx), p=self.activity)
         present = truth[item_idx]
-        seen = 1.0
+        seen: float | np.ndarray = 1.0
         if scale is not None:
             seen = self.seen_probability(scale[item_idx], workers)
         p_tick = np.where(
@@ -167,8 +167,8 @@ def _train_head(
     )
     result = fit(
         config,
-        FeatureSet(features[train], targets[train], weights[train]),
-        FeatureSet(features[val], targets[val], weights[val]),
+        FeatureSet(features[train], targets[train], weights[train]),  # type: ignore[arg-type]  # FeatureSet takes arrays: __post_init__ converts
+        FeatureSet(features[val], targets[val], weights[val]),  # type: ignore[arg-type]  # (same)
     )
     return result.model
 

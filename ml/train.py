@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -177,6 +177,8 @@ class FitResult:
 class WeightedBCE(nn.Module):
     """BCE with logits on soft targets, averaged over concepts, weighted per sample."""
 
+    pos_weight: torch.Tensor | None  # a buffer
+
     def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("pos_weight", pos_weight)
@@ -196,6 +198,8 @@ class AsymmetricLoss(nn.Module):
     negatives (the many concepts absent from an image) stop dominating; positives by
     ``(1 - p) ** gamma_pos``. A soft target mixes the two terms.
     """
+
+    pos_weight: torch.Tensor | None  # a buffer
 
     def __init__(self, *, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
                  pos_weight: torch.Tensor | None = None) -> None:
@@ -335,7 +339,8 @@ def feature_batches(data: FeatureSet, batch_size: int, *, shuffle: bool,
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        yield data.features[idx], data.targets[idx], data.weights[idx], idx
+        weights = cast(torch.Tensor, data.weights)  # set by __post_init__
+        yield data.features[idx], data.targets[idx], weights[idx], idx
 
 
 def train_one_epoch(
@@ -529,7 +534,7 @@ def _fit(
     torch.manual_seed(config.seed)
     if model is None:
         if mode == "head":
-            model = Head(train.features.shape[1], num_concepts, kind=config.head,
+            model = Head(cast(FeatureSet, train).features.shape[1], num_concepts, kind=config.head,
                          hidden=config.hidden, dropout=config.dropout)
         else:
             model = create_model(config.backbone, num_concepts, config.weights, head=config.head,
@@ -540,8 +545,10 @@ def _fit(
         net.to(memory_format=torch.channels_last)
 
     # 2) weights rescaled to mean 1, so the loss scale (and so the lr) does not depend on them.
-    train_w = train.weights / train.weights.mean().clamp(min=1e-12)
-    val_w = val.weights / val.weights.mean().clamp(min=1e-12)
+    train_weights = cast(torch.Tensor, train.weights)  # a FeatureSet's is set by __post_init__
+    val_weights = cast(torch.Tensor, val.weights)
+    train_w = train_weights / train_weights.mean().clamp(min=1e-12)
+    val_w = val_weights / val_weights.mean().clamp(min=1e-12)
     pos_weight = None
     if config.pos_weight == "balanced":
         pos_weight = balanced_pos_weight(train.targets, train_w, cap=config.max_pos_weight)
@@ -550,14 +557,15 @@ def _fit(
     # 3) batches: tensors in head mode; a DataLoader over images in finetune mode.
     gen = torch.Generator()
     if mode == "head":
-        train = FeatureSet(train.features, train.targets, train_w)
-        val = FeatureSet(val.features, val.targets, val_w)
+        train = FeatureSet(cast(FeatureSet, train).features, train.targets, train_w)
+        val = FeatureSet(cast(FeatureSet, val).features, val.targets, val_w)
+        train_set, val_set = train, val
 
-        def train_batches() -> Iterable[Batch]:
-            return feature_batches(train, config.batch_size, shuffle=True, generator=gen)
+        def train_batches() -> Iterable[Batch | None]:
+            return feature_batches(train_set, config.batch_size, shuffle=True, generator=gen)
 
-        def val_batches() -> Iterable[Batch]:
-            return feature_batches(val, 4 * config.batch_size, shuffle=False)
+        def val_batches() -> Iterable[Batch | None]:
+            return feature_batches(val_set, 4 * config.batch_size, shuffle=False)
 
         def prepare(x: torch.Tensor) -> torch.Tensor:
             return x
@@ -567,11 +575,14 @@ def _fit(
         data_config = (model.data_config if isinstance(model, MultiLabelNet)
                        else create_model(config.backbone, 1).data_config)
         aug = AugConfig(hflip=config.hflip, scale=config.crop_scale)
-        train = _with_images(train, build_transform(data_config, train=True, aug=aug), train_w)
-        val = _with_images(val, build_transform(data_config, train=False), val_w)
-        loader_kw = dict(batch_size=config.batch_size, num_workers=config.num_workers,
-                         collate_fn=collate_skip_broken, pin_memory=on_cuda,
-                         persistent_workers=config.num_workers > 0)
+        train = _with_images(cast(LabelledImages, train),
+                             build_transform(data_config, train=True, aug=aug), train_w)
+        val = _with_images(cast(LabelledImages, val), build_transform(data_config, train=False),
+                           val_w)
+        loader_kw: dict[str, Any] = dict(
+            batch_size=config.batch_size, num_workers=config.num_workers,
+            collate_fn=collate_skip_broken, pin_memory=on_cuda,
+            persistent_workers=config.num_workers > 0)
         train_loader = DataLoader(train, shuffle=True, drop_last=len(train) > config.batch_size,
                                   generator=gen, **loader_kw)
         val_loader = DataLoader(val, shuffle=False, **loader_kw)

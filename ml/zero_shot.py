@@ -157,6 +157,11 @@ class ZeroShotModel(nn.Module):
     gives per-concept logits once :meth:`set_concepts` has been called.
     """
 
+    # open_clip ships no types: its CLIP model (encode_image, encode_text, logit_scale).
+    clip: Any
+    concept_text: torch.Tensor  # buffers
+    neutral_text: torch.Tensor
+
     def __init__(self, clip: nn.Module, *, name: str, config: dict[str, Any]) -> None:
         super().__init__()
         import open_clip

@@ -54,7 +54,7 @@ class _FailureCounter(SimpleRateThrottle):
         if self.rate is not None:
             self.history = [t for t in self.cache.get(self.key, []) if t > self.now - self.duration]
 
-    def get_cache_key(self, request: Request, view=None) -> str:  # type: ignore[override]
+    def get_cache_key(self, request: Request, view=None) -> str:
         return self.key
 
     def blocked(self) -> bool:
@@ -91,7 +91,7 @@ def prefix_digest(key: bytes) -> str:
 class ThrottledTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>``, failures limited per client address and per key prefix."""
 
-    def authenticate(self, request: Request):  # type: ignore[no-untyped-def]
+    def authenticate(self, request: Request):
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None

@@ -14,7 +14,7 @@ class HasPermission(BasePermission):
 
     perm = ""
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.has_perm(self.perm))
 
@@ -64,7 +64,7 @@ class PolicyMixin:
         return [policy_for(self, self.request.method)()]  # type: ignore[attr-defined]
 
 
-def policy_for(view, method: str) -> type[BasePermission]:  # type: ignore[no-untyped-def]
+def policy_for(view, method: str) -> type[BasePermission]:
     assert getattr(view, "policy", None), (
         f"{type(view).__name__} has no policy: give it a dict of action -> permission class"
     )

@@ -38,7 +38,8 @@ def _role_text(text: str) -> str:
 
 def inline_html(text: str) -> str:
     """One paragraph's text with its inline markup as HTML, every other character escaped."""
-    parts, end = [], 0
+    parts: list[str] = []
+    end = 0
     for match in INLINE.finditer(text):
         parts.append(escape(text[end : match.start()]))
         end = match.end()
@@ -126,11 +127,11 @@ def _bullet_list(lines: list[str], i: int) -> tuple[list[str], int]:
     the next item (another kind starts another list, as in reStructuredText).
     """
     indent, mark = _indent(lines[i]), lines[i].lstrip(" ")[0]
-    items = []
+    items: list[str] = []
 
     def same_list(line: str) -> bool:
         bullet = BULLET.match(line)
-        return bool(bullet) and _indent(line) == indent and bullet["mark"] == mark
+        return bullet is not None and _indent(line) == indent and bullet["mark"] == mark
 
     while i < len(lines) and same_list(lines[i]):
         bullet = BULLET.match(lines[i])

@@ -11,7 +11,7 @@ from annotate.api.permissions import policy_for
 from annotate.roles import roles_holding
 
 
-def required_permission(view, method: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+def required_permission(view, method: str) -> dict[str, Any] | None:
     if not getattr(view, "policy", None):
         # A view of another app, without a policy table: describe its permission classes.
         classes = (
@@ -43,7 +43,7 @@ def required_permission(view, method: str) -> dict[str, Any] | None:  # type: ig
 
 
 class PolicyAutoSchema(AutoSchema):
-    def get_operation(self, path, path_regex, path_prefix, method, registry):  # type: ignore[no-untyped-def]
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None

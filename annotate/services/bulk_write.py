@@ -14,10 +14,14 @@ Call these inside a transaction; the staging table is dropped before they return
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 from django.db import connection
 from django.db.models import Model
+
+# A column of values: a sequence, or a 1-D numpy array (written with its tolist()).
+Column = Sequence[Any] | np.ndarray
 
 _COPY_CHUNK = 50_000
 
@@ -26,7 +30,7 @@ def rows_upsert(
     *,
     model: type[Model],
     keys: Sequence[str],
-    columns: Mapping[str, Sequence[Any]],
+    columns: Mapping[str, Column],
     constants: Mapping[str, Any] | None = None,
     touch: Mapping[str, Any] | None = None,
 ) -> int:
@@ -71,7 +75,7 @@ def rows_upsert(
     return written
 
 
-def rows_update(*, model: type[Model], columns: Mapping[str, Sequence[Any]]) -> int:
+def rows_update(*, model: type[Model], columns: Mapping[str, Column]) -> int:
     """Set ``columns`` on the rows whose primary keys are given among them, where they differ.
 
     ``columns`` must include the primary key's attname (``id``). Returns the rows changed.
@@ -98,16 +102,19 @@ def rows_update(*, model: type[Model], columns: Mapping[str, Sequence[Any]]) -> 
 
 
 def _columns(model: type[Model]) -> dict[str, str]:
-    """attname to quoted column name."""
-    return {f.attname: connection.ops.quote_name(f.column) for f in model._meta.concrete_fields}
+    """attname to quoted column name (a concrete field's column is always set)."""
+    return {
+        f.attname: connection.ops.quote_name(cast(str, f.column))
+        for f in model._meta.concrete_fields
+    }
 
 
-def _stage(cursor: Any, model: type[Model], columns: Mapping[str, Sequence[Any]]) -> str:
+def _stage(cursor: Any, model: type[Model], columns: Mapping[str, Column]) -> str:
     """A temporary table shaped like ``model``'s ``columns``, filled with their values."""
     q = connection.ops.quote_name
     stage = q(f"stage_{model._meta.db_table}")
     names = list(columns)
-    by_attname = {f.attname: f.column for f in model._meta.concrete_fields}
+    by_attname = {f.attname: cast(str, f.column) for f in model._meta.concrete_fields}
     unknown = set(names) - set(by_attname)
     assert not unknown, f"no such columns on {model.__name__}: {sorted(unknown)}"
     picked = ", ".join(f"{q(by_attname[n])} AS {q(n)}" for n in names)
@@ -129,7 +136,7 @@ def _stage(cursor: Any, model: type[Model], columns: Mapping[str, Sequence[Any]]
     return stage
 
 
-def _as_list(values: Sequence[Any]) -> list[Any]:
+def _as_list(values: Column) -> list[Any]:
     """Plain Python values: numpy scalars would print as ``np.float64(0.5)``."""
     return values.tolist() if hasattr(values, "tolist") else list(values)
 

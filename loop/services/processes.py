@@ -110,7 +110,7 @@ class Supervisor:
         stop = threading.Event()
         reason = {"why": ""}
 
-        def on_term(signum, frame):  # type: ignore[no-untyped-def]
+        def on_term(signum, frame):
             reason["why"] = "SIGTERM"
             stop.set()
 

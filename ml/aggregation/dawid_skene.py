@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit
 
 from ml.aggregation.design import VoteDesign
@@ -210,7 +210,7 @@ class _ClearMajorities:
     unticked: BoolArray  # (n_items * n_concepts,)
 
     @classmethod
-    def build(cls, ticks: FloatArray, asked: IntArray) -> _ClearMajorities:
+    def build(cls, ticks: FloatArray | NDArray[np.integer], asked: IntArray) -> _ClearMajorities:
         """From ``(n_items, n_concepts)`` tick counts and classifications asked about them."""
         n = asked.astype(np.float64)
         # The slack keeps 2 of 3 a clear majority although 2/3 is inexact in floating point.

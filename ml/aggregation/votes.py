@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -147,7 +147,7 @@ class VoteMatrix:
         return cls(
             item_idx=items,
             worker_idx=workers,
-            labels=ticks,
+            labels=cast(NDArray[np.uint8], ticks),  # uint8, also after `& mask`
             n_items=index_size(items, n_items, "n_items"),
             n_workers=index_size(workers, n_workers, "n_workers"),
             asked=mask,
@@ -175,7 +175,7 @@ class VoteMatrix:
         if self.asked is None:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
-        return np.nonzero(~self.asked)
+        return cast(tuple[IntArray, IntArray], np.nonzero(~self.asked))  # intp: int64 here
 
     def _per_concept(self, index: IntArray, size: int) -> IntArray:
         """``(size, n_concepts)``: asked votes per ``index`` value (item or volunteer) and concept.

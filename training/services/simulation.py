@@ -248,13 +248,13 @@ def _train(params: dict) -> tuple[object | None, str]:
     return version, "trained"
 
 
-def _score_pool(version) -> None:  # type: ignore[no-untyped-def]
+def _score_pool(version) -> None:
     from training.services.scoring import items_score, pool_items
 
     items_score(version, list(pool_items().order_by("pk").values_list("pk", "image_file")))
 
 
-def _test_map(version, data: _Data) -> float:  # type: ignore[no-untyped-def]
+def _test_map(version, data: _Data) -> float:
     from training.services.scoring import probabilities
 
     probs, ok, _ = probabilities(version, data.test_sources)
@@ -276,7 +276,7 @@ class _Crowd:
         self.next_id = 1
         self.start = datetime(2026, 1, 1, tzinfo=UTC)
 
-    def classify(self, round_) -> int:  # type: ignore[no-untyped-def]
+    def classify(self, round_) -> int:
         """Volunteers classify a round's picks (new items get a subject first); returns the
         number of classifications stored."""
         from annotate.models import Subject
@@ -388,7 +388,7 @@ def _ceiling(config: SimulationConfig, data: _Data, step: Callable[[str], None])
     return score
 
 
-def _isolated(root: Path):  # type: ignore[no-untyped-def]
+def _isolated(root: Path):
     """Settings for one campaign: its own files, no automatic retrains, tasks in-process."""
     return override_settings(
         MEDIA_ROOT=root / "media",

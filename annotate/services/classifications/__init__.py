@@ -244,7 +244,7 @@ def _ingest_batch(
     answer_code, resolved = answers_resolve(columns, context.answer_map, rows)
     bad = np.array([a.refusal is not None for a in resolved], bool)[answer_code]
     for code in np.unique(answer_code[bad]).tolist():
-        field_name, reason = resolved[code].refusal  # type: ignore[misc]
+        field_name, reason = resolved[code].refusal
         these = rows[answer_code == code]
         if reason == "unknown_workflow_version":
             version = columns.versions[columns.version_code[these[0]]]

@@ -111,7 +111,7 @@ class AnswerMap:
             if concept_id is None:
                 invalid.append(answer)
             else:
-                ids.add(concept_id)  # type: ignore[arg-type]
+                ids.add(concept_id)
         return sorted(ids), invalid, known
 
 

@@ -343,7 +343,7 @@ class ZooniverseClient(PanoptesExports):
         rows = (answer or {}).get("subjects") or []
         if not rows:
             raise FatalError(f"PUT /subjects/{subject_id}: the response held no subjects")
-        return rows[0]  # type: ignore[no-any-return]
+        return rows[0]
 
     def media_upload(self, *, url: str, content_type: str, data: bytes) -> None:
         """PUT a file's bytes to the signed storage URL of a subject location.

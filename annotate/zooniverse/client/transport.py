@@ -128,14 +128,14 @@ class PanoptesTransport:
         mount_retry(session, self._retry())
         original = session.request
         if getattr(original, "_crowdloop_wrapped", False):  # never wrap twice
-            original = original._crowdloop_original  # type: ignore[attr-defined]
+            original = original._crowdloop_original
 
         def request(method: str, url: str, **kwargs: Any) -> requests.Response:
             return self._send(original, method, url, **kwargs)
 
         request._crowdloop_wrapped = True  # type: ignore[attr-defined]
         request._crowdloop_original = original  # type: ignore[attr-defined]
-        session.request = request  # type: ignore[method-assign]
+        session.request = request
 
     # -- budget ----------------------------------------------------------------------------
 
