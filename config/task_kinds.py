@@ -72,8 +72,9 @@ def at_least_once_task(
             acks_late=True,
             reject_on_worker_lost=redeliver_on_worker_loss,
             max_retries=max_retries,
-            soft_time_limit=soft_time_limit,
-            time_limit=time_limit,
+            # celery-types says int, but Celery takes None: the Task default, no limit.
+            soft_time_limit=soft_time_limit,  # type: ignore[arg-type]  # None: no limit
+            time_limit=time_limit,  # type: ignore[arg-type]  # None: no limit
             bind=bind,
             **retry,
             **options,

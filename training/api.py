@@ -17,7 +17,8 @@ from drf_spectacular.utils import (
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import JSONRenderer
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -343,12 +344,15 @@ class AnnotationRenderer(JSONRenderer):
 class _OnlyRepresentation(BaseContentNegotiation):
     """The collection has one representation: serve it whatever ``Accept`` asks for."""
 
-    def select_parser(self, request: Request, parsers: list) -> object:
+    # DRF passes the view's lists (APIView.get_parsers/get_renderers); the stubs say Iterable.
+    def select_parser(  # type: ignore[override]  # a list, indexed here
+        self, request: Request, parsers: list[BaseParser]
+    ) -> BaseParser | None:
         return parsers[0] if parsers else None
 
-    def select_renderer(
-        self, request: Request, renderers: list, format_suffix: str | None = None
-    ) -> tuple:
+    def select_renderer(  # type: ignore[override]  # a list, indexed here
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         return renderers[0], renderers[0].media_type
 
 

@@ -14,7 +14,7 @@ import base64
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
@@ -26,6 +26,9 @@ from rest_framework.views import APIView
 
 from annotate.api.permissions import CanPredict, PolicyMixin
 from annotate.security import FetchError, fetch_image
+
+if TYPE_CHECKING:
+    from ml.models import MultiLabelNet
 
 FETCH_TIMEOUT_S = 10.0
 MAX_MAPS = 5
@@ -74,7 +77,8 @@ def image_predict(*, data: bytes, maps: int = 3) -> PredictResult:
         scores = {k: round(float(p), 6) for k, p in zip(keys, probs[0], strict=True)}
         overlays = []
         if maps:
-            model = model_version_loaded(version).model
+            # probabilities() above refused a checkpoint that is not a full network.
+            model = cast("MultiLabelNet", model_version_loaded(version).model)
             top = sorted(range(len(keys)), key=lambda i: -probs[0][i])[:maps]
             for i in top:
                 cam, resized = explain_image(model, str(path), i)

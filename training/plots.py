@@ -7,7 +7,7 @@ run's metrics, served by ``training.views.run_metrics_png`` under the run's own 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 
 def metrics_png(metrics: list[dict[str, Any]], *, width: float = 6.4, height: float = 3.2) -> bytes:
@@ -18,7 +18,7 @@ def metrics_png(metrics: list[dict[str, Any]], *, width: float = 6.4, height: fl
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    epochs = [row.get("epoch") for row in metrics]
+    epochs: list[Any] = [row.get("epoch") for row in metrics]
 
     def series(name: str) -> list[float]:
         return [float("nan") if row.get(name) is None else float(row[name]) for row in metrics]
@@ -31,7 +31,8 @@ def metrics_png(metrics: list[dict[str, Any]], *, width: float = 6.4, height: fl
         right.set_ylim(0, 1)
         right.set_ylabel("mAP")
         lines = ax.get_lines() + right.get_lines()
-        ax.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize=8)
+        labels = [cast(str, line.get_label()) for line in lines]  # the label= strings above
+        ax.legend(lines, labels, loc="lower left", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center",
                 transform=ax.transAxes, color="#666")

@@ -51,7 +51,7 @@ def predictions_for_items(
     return {item_id: _scores(version, blob) for item_id, blob in rows}
 
 
-def _scores(version: ModelVersion, blob: bytes) -> list[ConceptScore]:
+def _scores(version: ModelVersion, blob: bytes | memoryview) -> list[ConceptScore]:
     thresholds = version.thresholds or [0.5] * len(version.concepts)
     return [ConceptScore(k, round(float(p), 6), float(t))
             for k, p, t in zip(version.concepts, np.frombuffer(bytes(blob), dtype="<f4"),

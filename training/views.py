@@ -120,7 +120,7 @@ def item_explain_png(
     if pinned and request.GET["v"] != version_id:
         query = request.GET.copy()
         query["v"] = version_id
-        response = HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
+        response: HttpResponse = HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
         add_never_cache_headers(response)
         return response
     if wanted.etag in parse_etags(request.headers.get("If-None-Match", "")):

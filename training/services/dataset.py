@@ -141,7 +141,8 @@ def training_set_build(*, concepts: list[str] | None = None) -> TrainingSet:
         .order_by("item_id")
         .values_list("item_id", "concept_id", "posterior", "votes_for", "votes_against")
     )
-    current, row, votes = None, None, 0
+    # row is None only while current is: flush() returns before reading it.
+    current, row, votes = None, None, 0  # type: ignore[assignment]  # see above
 
     def flush() -> None:
         if current is None or current not in info:

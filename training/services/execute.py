@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -54,6 +54,13 @@ logger = logging.getLogger(__name__)
 
 #: Errors worth a retry of the whole task: the database or the broker blinked.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+class _ImageLimits(TypedDict):
+    """The image-size limits passed on to the readers (``**limits``)."""
+
+    max_pixels: int
+    max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -219,7 +226,9 @@ def _train_and_publish(run: TrainingRun, attempt: int) -> tuple[int, bool]:
     model = create_model(config.backbone, len(concepts), weights_path, head=config.head,
                          hidden=config.hidden, dropout=config.dropout,
                          **params.get("model_kwargs", {}))
-    limits = {"max_pixels": settings.IMAGE_MAX_PIXELS, "max_bytes": settings.IMAGE_MAX_BYTES}
+    limits: _ImageLimits = {
+        "max_pixels": settings.IMAGE_MAX_PIXELS, "max_bytes": settings.IMAGE_MAX_BYTES
+    }
     if config.mode == "head":
         emb = compute_embeddings(model, sources, cache=embedding_cache(model),
                                  device=training_device(), **limits)

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from django.conf import settings
@@ -37,6 +38,9 @@ from annotate.models import Item
 from annotate.services.media import image_path
 from training.models import ModelVersion
 from training.selectors import model_version_active
+
+if TYPE_CHECKING:
+    from ml.models import MultiLabelNet
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +230,8 @@ def explain_cams_compute(*, version: ModelVersion, image: Image) -> np.ndarray:
     from ml.explain import image_cams
     from training.services.model_cache import model_version_loaded
 
-    model = model_version_loaded(version).model
+    # A version's checkpoint holds the full network (training publishes create_model's).
+    model = cast("MultiLabelNet", model_version_loaded(version).model)
     # One thread: one image's convolutions split over the cores of a shared 2-core machine wait
     # for each other (a 64 px small CNN: 3 ms on one thread, 20-40 ms median on two under load);
     # the web server's threads and processes are the parallelism. Callers hold _COMPUTE.
@@ -299,7 +304,12 @@ def explain_warm() -> bool:
         model_version_loaded(version)
         return True
     except CheckpointError as exc:
-        logger.warning("evidence maps: the active model v%s is not loaded: %s", version.pk, exc)
+        # Only loading raises CheckpointError, after the None check.
+        logger.warning(
+            "evidence maps: the active model v%s is not loaded: %s",
+            cast(ModelVersion, version).pk,
+            exc,
+        )
         return False
     except Exception:  # noqa: BLE001 - a warm-up must never take the worker down
         logger.warning("evidence maps: warming up the active model failed", exc_info=True)

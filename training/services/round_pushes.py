@@ -14,7 +14,9 @@ new request that records only the push.
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from typing import cast
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -59,7 +61,8 @@ def round_push_request(
         request = RoundRequest.objects.select_for_update().filter(round=round_).first()
         if request is None:
             request = RoundRequest.objects.create(
-                requested_by=user if by else None,
+                # by is set only for an authenticated user, a User (AUTH_USER_MODEL).
+                requested_by=cast(User, user) if by else None,
                 round=round_,
                 status=RoundRequest.Status.RUNNING,
                 started_at=now,

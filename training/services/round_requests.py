@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
@@ -93,7 +93,8 @@ def round_request_create(
     if push and not Workflow.objects.filter(active=True).exists():
         raise RoundRequestError("push", "there is no active workflow to push the round to")
     request = RoundRequest.objects.create(
-        requested_by=user if user is not None and user.is_authenticated else None,
+        # AUTH_USER_MODEL is auth's User: an authenticated user is one.
+        requested_by=cast(User, user) if user is not None and user.is_authenticated else None,
         params={
             "size": size,
             "strategy": strategy,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -374,7 +374,8 @@ def training_runs_reconcile(
         if run.lease_live(now):
             continue
         never_sent = run.enqueued_at is None or bool(run.enqueue_error)
-        if not never_sent and run.enqueued_at > stale:
+        # not never_sent: enqueued_at is set
+        if not never_sent and cast(datetime, run.enqueued_at) > stale:
             continue
         if run.attempts_spent:
             if _give_up(run, now=now):

@@ -123,6 +123,7 @@ def _chunk_bounds(size: int, *, after: int = 0) -> Iterator[tuple[int, int]]:
             yield first, last
             first, count = None, 0
     if first is not None:
+        assert last is not None  # set with first, from the same pk
         yield first, last
 
 

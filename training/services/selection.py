@@ -248,6 +248,7 @@ def round_select(
         version = None
         notes.append("cold start: no scored model version yet")
     else:
+        assert version is not None  # not cold
         used = wanted
         # The stored uncertainty picks the shortlist without decoding a single score blob.
         by_id = dict(candidates)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from django.db import transaction
@@ -45,6 +46,8 @@ from ml.simulation import DEFAULT_CROWD, Curve, SimulatedCrowd, budget_to_reach
 #: wildcard answer map of ``workflow_configure`` resolves for any version.
 WORKFLOW_ID = 1
 WORKFLOW_VERSION = "1.1"
+
+_T = TypeVar("_T")
 
 
 class SimulationError(RuntimeError):
@@ -398,7 +401,7 @@ def _isolated(root: Path):
     )
 
 
-def _rolled_back(func: Callable[[], object]) -> object:
+def _rolled_back(func: Callable[[], _T]) -> _T:
     with transaction.atomic():
         try:
             return func()
@@ -429,17 +432,17 @@ def simulation_run(
     say = step or (lambda text: None)
     data = _write_data(config, workdir / "data")
     with _isolated(workdir / "ceiling"):
-        ceiling = float(_rolled_back(lambda: _ceiling(config, data, say)))  # type: ignore[arg-type]
+        ceiling = float(_rolled_back(lambda: _ceiling(config, data, say)))
     result = SimulationResult(config=config, ceiling=ceiling)
     for seed in config.seeds:
         for strategy in config.strategies:
             with _isolated(workdir / f"{strategy}-{seed}"):
                 curve = _rolled_back(
-                    lambda s=strategy, sd=seed: _campaign(
+                    lambda s=strategy, sd=seed: _campaign(  # type: ignore[misc]  # mypy infers no lambda with default arguments; _campaign returns a Curve
                         strategy=s, seed=sd, config=config, data=data, step=say
                     )
                 )
-            result.curves.setdefault(strategy, []).append(curve)  # type: ignore[arg-type]
+            result.curves.setdefault(strategy, []).append(curve)
     return result
 
 

@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -164,7 +164,9 @@ def model_version_publish(
         verdict = (
             f"model v{version.pk} active ({described})"
             if promoted
-            else f"model v{version.pk} kept as candidate, worse than active v{previous.pk} "
+            # not promoted: the gate compared with a previous version (gate_first passes)
+            else f"model v{version.pk} kept as candidate, worse than active "
+            f"v{cast(ModelVersion, previous).pk} "
             f"({described})"
         )
         line = Value(run_log_line(verdict))
