@@ -9,6 +9,7 @@ and otherwise every concept whose crowd posterior is above 0.5 (``item_final_lab
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -363,7 +364,7 @@ def label_stats(*, confidence: float | None = None) -> LabelStats:
 
     stats = []
     for pk, key, label in concepts:
-        row = crowd.get(pk, {})
+        row: Mapping[str, Any] = crowd.get(pk, {})
         from_curators = curated.get(key, 0)
         stats.append(
             ConceptStats(
@@ -457,7 +458,7 @@ def model_versions_curve(*, limit: int = RECENT_MODEL_VERSIONS) -> list[ModelPoi
 
 def _finite(value: object) -> float | None:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any value tried; refusals caught below
     except (TypeError, ValueError):
         return None
     return number if np.isfinite(number) else None

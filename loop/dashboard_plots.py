@@ -10,6 +10,8 @@ helpers, so both pages look alike. The volunteer-skill scatter is
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
@@ -122,14 +124,15 @@ def learning_curve_png() -> bytes:
         no_data(ax, "no model yet" if not points else "no validation mAP yet")
         return png(fig)
     x = np.arange(len(scored))
-    ax.plot(x, [p.val_map for p in scored], marker="o", color=ACCENT, label="mAP")
+    val_maps = cast(list[float], [p.val_map for p in scored])  # ``scored``: none is None
+    ax.plot(x, val_maps, marker="o", color=ACCENT, label="mAP")
     f1 = [(i, p.micro_f1) for i, p in enumerate(scored) if p.micro_f1 is not None]
     if f1:
         ax.plot(*zip(*f1, strict=True), marker="s", linestyle="--", color=_SECOND, label="micro-F1")
         ax.legend(loc="lower right", fontsize=8)
     active = [i for i, p in enumerate(scored) if p.status == "active"]
     if active:
-        ax.scatter(active, [scored[i].val_map for i in active], s=140, facecolors="none",
+        ax.scatter(active, [val_maps[i] for i in active], s=140, facecolors="none",
                    edgecolors="#ba2121", linewidths=1.5, zorder=3)  # fmt: skip
     ax.set_xticks(x, [f"v{p.pk}" for p in scored], fontsize=8)
     return png(fig)

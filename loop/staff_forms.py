@@ -4,6 +4,8 @@ draft with picks) and name the field at fault, which the view puts on the form."
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.conf import settings
 from django.db.models import Count
@@ -40,7 +42,9 @@ class SyncForm(forms.Form):
         from annotate.models import Workflow
 
         super().__init__(*args, **kwargs)
-        self.fields["workflow"].choices = [("", "every active workflow")] + [
+        # Declared above as a ListedIdField: a ChoiceField, whose choices the stubs know.
+        workflow = cast(forms.ChoiceField, self.fields["workflow"])
+        workflow.choices = [("", "every active workflow")] + [
             (
                 str(w.zooniverse_id),
                 f"{w.zooniverse_id}: {w.display_name}" if w.display_name else str(w.zooniverse_id),
@@ -72,7 +76,8 @@ class RoundRequestForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["size"].initial = settings.ROUND_NEXT_SIZE
         default = getattr(settings, "ACQUISITION_STRATEGY", "entropy")
-        self.fields["strategy"].choices = [("", f"default ({default})")] + [
+        strategy = cast(forms.ChoiceField, self.fields["strategy"])
+        strategy.choices = [("", f"default ({default})")] + [
             (name, name) for name in list_strategies()
         ]
 
@@ -101,10 +106,12 @@ class RoundPushForm(forms.Form):
             .filter(n_picks__gt=0)
             .order_by("-number")[:PUSH_CHOICES]
         )
-        self.fields["round"].choices = [("", "choose a round")] + [
+        cast(forms.ChoiceField, self.fields["round"]).choices = [("", "choose a round")] + [
             (str(r.pk), f"{r.name} ({r.n_picks} picks, {r.strategy})") for r in rounds
         ]
 
     @property
     def has_choices(self) -> bool:
-        return len(self.fields["round"].choices) > 1
+        field = cast(forms.ChoiceField, self.fields["round"])
+        # __init__ set a list, which the field keeps (normalized) as a list.
+        return len(cast(list[tuple[str, str]], field.choices)) > 1

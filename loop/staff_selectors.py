@@ -31,7 +31,8 @@ SYNC, ROUNDS, PUSHES, RELEASES = "sync", "rounds", "pushes", "releases"
 SECTIONS = (SYNC, ROUNDS, PUSHES, RELEASES)
 
 #: A pull event's status, as a run's.
-_EVENT_STATUS = {
+# Keyed by str: the model's ``status`` reads back as a plain str, equal to its member.
+_EVENT_STATUS: dict[str, str] = {
     LoopEvent.Status.DONE: "succeeded",
     LoopEvent.Status.NOTHING: "succeeded",
     LoopEvent.Status.RETRYING: "retrying",

@@ -54,7 +54,7 @@ def _step_task(name: str):
             return step_execute(
                 name=name,
                 task_id=self.request.id or "",
-                work=STEPS[name],  # type: ignore[arg-type]
+                work=STEPS[name],
                 transient=_transient(),
                 may_retry=self.request.retries < MAX_RETRIES,
             )

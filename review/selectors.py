@@ -8,6 +8,7 @@ labels (two), the active version and its predictions (two).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -167,7 +168,8 @@ def item_workbench(item: Item) -> Workbench:
                 model=scores[row.key].probability if row.key in scores else None,
                 predicted=scores[row.key].predicted if row.key in scores else False,
                 conflicts_model=bool(conflicts[n]),
-                conflicts_prior=bool(sure and (row.posterior > 0.5) != row.prior),
+                # ``sure`` holds only when the posterior is not None.
+                conflicts_prior=bool(sure and (cast(float, row.posterior) > 0.5) != row.prior),
                 number=n + 1,
             )
         )

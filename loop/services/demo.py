@@ -302,7 +302,7 @@ def demo_loop(
     from annotate.services.zooniverse.workflows import workflow_versions_sync
     from annotate.zooniverse.client import connect
     from loop.models import StepName
-    from training.models import TrainingRun
+    from training.models import ModelVersion, TrainingRun
     from training.selectors import model_version_active
     from training.services.runs import training_run_request
     from training.services.selection import round_select
@@ -378,10 +378,12 @@ def demo_loop(
             )
         )
         if version is not None:
-            demo_wait(f"model v{version.pk} to score the pool",
-                      lambda v=version: type(v).objects.filter(pk=v.pk,
-                                                                scored_at__isnull=False).exists(),
-                      patience_s=patience, say=say)
+
+            def scored(v: ModelVersion = version) -> bool:
+                return type(v).objects.filter(pk=v.pk, scored_at__isnull=False).exists()
+
+            demo_wait(f"model v{version.pk} to score the pool", scored, patience_s=patience,
+                      say=say)
     release = release_request(user=curator, note="demo release")
     demo_wait(f"release v{release.version}",
               lambda: type(release).objects.filter(pk=release.pk).exclude(

@@ -150,7 +150,9 @@ def _send(*, name: str, countdown: float = 0.0) -> None:
     from kombu.exceptions import OperationalError as BrokerError
 
     try:
-        task_named(f"loop.tasks.step_{name}").apply_async(countdown=countdown or None)
+        task_named(f"loop.tasks.step_{name}").apply_async(
+            countdown=countdown or None,  # type: ignore[arg-type]  # None valid; stubs say float
+        )
     except BrokerError as exc:
         # The request stands; the reconciler sends it once the broker is back.
         logger.error("loop step %s not sent: %s", name, exc)

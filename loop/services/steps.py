@@ -8,6 +8,7 @@ the round check. Every step reads the database afresh, so running one twice does
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -19,12 +20,14 @@ from loop.models import StepName
 from loop.selectors import round_active, round_progress, subjects_settled, train_waiting
 from loop.services.pipeline import Claim, StepOutcome
 
+StepWork = Callable[[Claim], StepOutcome]
+
 #: The step functions by step name; the tasks look their work up here.
-STEPS: dict[str, object] = {}
+STEPS: dict[str, StepWork] = {}
 
 
-def _step(name: str):
-    def register(func):
+def _step(name: str) -> Callable[[StepWork], StepWork]:
+    def register(func: StepWork) -> StepWork:
         STEPS[name] = func
         return func
 
@@ -89,7 +92,7 @@ def aggregate(claim: Claim) -> StepOutcome:
     if not summary.incremental:
         state["last_full_at"] = now.isoformat()
     kind = "incremental" if summary.incremental else "full"
-    then = [(StepName.TRAIN, f"{summary.labels_changed} labels changed")]
+    then: list[tuple[str, str]] = [(StepName.TRAIN, f"{summary.labels_changed} labels changed")]
     if summary.retire_subject_ids:
         then.append((StepName.RETIRE, f"{len(summary.retire_subject_ids)} subjects settled"))
     return StepOutcome(

@@ -34,7 +34,12 @@ class Command(BaseCommand):
         specs = embedded_specs(port=options["port"])
         if options["no_worker"]:
             specs = specs[:1]
-        supervisor = Supervisor(out=lambda line: (self.stdout.write(line), self.stdout.flush()))
+
+        def out(line: str) -> None:
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        supervisor = Supervisor(out=out)
         with supervisor.running():
             for spec in specs:
                 supervisor.start(spec)
