@@ -12,7 +12,7 @@ Here, in the lowest Django layer, so that every app may use it (``annotate`` < `
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from django.db import models
 from django.db.models import F, Q
@@ -55,7 +55,7 @@ class JobQuerySet(models.QuerySet):
 
     def claimable(self, *, now: datetime | None = None) -> Self:
         """Jobs a worker may take now: queued, or running but lost (see :meth:`Job.lost`)."""
-        return self.filter(self.model.claimable_q(now or timezone.now()))
+        return self.filter(cast("type[Job]", self.model).claimable_q(now or timezone.now()))
 
     def claim(self, *, now: datetime | None = None, lease_s: float | None = None,
               **fields: Any) -> int:
@@ -109,7 +109,7 @@ class JobQuerySet(models.QuerySet):
             raise ValueError(f"a job finishes succeeded or failed, not {status!r}")
         changes: dict[str, Any] = {"status": status, "finished_at": now or timezone.now()}
         if error is not None:
-            changes["error"] = error[: self.model.error_max_length]
+            changes["error"] = error[: cast("type[Job]", self.model).error_max_length]
         if issubclass(self.model, LeasedJob):
             changes["lease_until"] = None
         changes.update(fields)
@@ -178,7 +178,7 @@ class Job(models.Model):
 class AttemptedJob(Attempts, Job):
     """A job whose claims are counted: the poison guard fails it after ``max_attempts``."""
 
-    objects = JobQuerySet.as_manager()
+    objects = JobQuerySet.as_manager()  # type: ignore[misc]  # the stubs make each as_manager() a new class
 
     class Meta:
         abstract = True
@@ -191,7 +191,7 @@ class LeasedJob(AttemptedJob):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.CharField(max_length=255, blank=True)
 
-    objects = JobQuerySet.as_manager()
+    objects = JobQuerySet.as_manager()  # type: ignore[misc]  # the stubs make each as_manager() a new class
 
     class Meta:
         abstract = True

@@ -24,7 +24,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
@@ -185,8 +185,9 @@ def _resolve(host: str, port: int) -> list[str]:
     for family, _type, _proto, _name, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             raise UnsafeURLError(f"{host!r} resolves to a non-IP address")
-        if sockaddr[0] not in addresses:
-            addresses.append(sockaddr[0])
+        address = cast(str, sockaddr[0])  # an IPv4 or IPv6 socket address starts with its host
+        if address not in addresses:
+            addresses.append(address)
     if not addresses:
         raise FetchError(f"{host!r} has no address")
     return addresses

@@ -18,6 +18,7 @@ from annotate.admin.common import (
     when,
 )
 from annotate.models import AggregatedLabel, Concept, Item, PriorLabel
+from annotate.roles import signed_in
 from annotate.services.item_images import item_image_src
 
 
@@ -229,7 +230,7 @@ class ItemAdmin(admin.ModelAdmin):
                 ],
                 confirm_label=f"Yes, accept {eligible} items",
             )
-        accepted = reviews_bulk_accept(items_qs=queryset, curator=request.user)
+        accepted = reviews_bulk_accept(items_qs=queryset, curator=signed_in(request.user))
         skipped = selected - accepted
         self.message_user(
             request,

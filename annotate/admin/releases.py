@@ -11,6 +11,7 @@ from django.utils.html import format_html_join
 
 from annotate.admin.common import ReadOnlyAdminMixin
 from annotate.models import Concept, DatasetRelease, Review
+from annotate.roles import signed_in
 
 
 @admin.register(Review)
@@ -126,7 +127,7 @@ class DatasetReleaseAdmin(admin.ModelAdmin):
 
         data = form.cleaned_data
         release = release_request(
-            user=request.user,
+            user=signed_in(request.user),
             reviewed_only=data["reviewed_only"],
             min_confidence=data["min_confidence"],
             concepts=[c.key for c in data["concepts"]] or None,
@@ -146,7 +147,7 @@ class DatasetReleaseAdmin(admin.ModelAdmin):
         for release in queryset.order_by("version"):
             stored = release.filters or {}
             made = release_request(
-                user=request.user,
+                user=signed_in(request.user),
                 reviewed_only=bool(stored.get("reviewed_only")),
                 min_confidence=stored.get("min_confidence"),
                 concepts=stored.get("concepts"),

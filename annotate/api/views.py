@@ -41,6 +41,7 @@ from annotate.models import (
     Volunteer,
     VolunteerSkill,
 )
+from annotate.roles import signed_in
 from annotate.selectors import item_final_labels
 from annotate.services.datasets.writers import FORMATS
 from annotate.services.releases import CONTENT_TYPES
@@ -174,7 +175,7 @@ class ReviewViewSet(
         try:
             review = review_record(
                 item=item,
-                curator=request.user,
+                curator=signed_in(request.user),
                 action=data.validated_data["action"],
                 concepts=data.validated_data.get("concepts"),
                 comment=data.validated_data["comment"],
@@ -191,7 +192,7 @@ class ReviewViewSet(
         from annotate.services.review import UndoError, review_undo
 
         try:
-            undo = review_undo(review=self.get_object(), curator=request.user)
+            undo = review_undo(review=self.get_object(), curator=signed_in(request.user))
         except UndoError as exc:
             raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from exc
         return Response(ReviewSerializer(undo).data, status=status.HTTP_201_CREATED)
@@ -238,7 +239,7 @@ class ReleaseViewSet(
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            release = release_request(user=request.user, **data.validated_data)
+            release = release_request(user=signed_in(request.user), **data.validated_data)
         except ValueError as exc:
             raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from exc
         release.refresh_from_db()

@@ -9,6 +9,7 @@ URL changes (the import sets it back to ``pending``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -44,6 +45,7 @@ def item_image_fetch(*, item_id: int) -> str:
     if item is None:
         return ""
     url = item
+    values: dict[str, Any]
     try:
         data = fetch_image(url, max_bytes=settings.IMAGE_MAX_BYTES, timeout=FETCH_TIMEOUT_S).data
         stored = image_store(data=data)

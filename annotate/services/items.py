@@ -405,6 +405,7 @@ def _image_fields(row: ItemRow) -> tuple[dict[str, Any], RowProblem | None]:
         )
         stored = image_store(data=data)
     except images.ImageError as exc:
+        state: str
         if isinstance(exc, images.FileNotReadable):
             # One answer for missing, outside the allowed folders and not a regular file, so a
             # manifest cannot find out which files exist elsewhere on the machine.

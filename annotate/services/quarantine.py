@@ -71,7 +71,7 @@ def quarantine_store(rows: Iterable[QuarantinedRow], batch_size: int | None = No
     if not by_fingerprint:
         return 0
     keys = list(by_fingerprint)
-    stored: set[str] = set()
+    stored: set[str | None] = set()
     for start in range(0, len(keys), BATCH * 5):
         stored.update(
             QuarantinedRow.objects.filter(

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -83,7 +83,7 @@ def release_dir(release: DatasetRelease) -> Path:
 
 def release_request(
     *,
-    user: AbstractBaseUser | None,
+    user: User | None,
     reviewed_only: bool = False,
     min_confidence: float | None = None,
     concepts: Sequence[str] | None = None,

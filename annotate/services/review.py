@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -44,7 +44,7 @@ def item_prior_keys(item: Item) -> list[str]:
 def review_record(
     *,
     item: Item,
-    curator: AbstractBaseUser,
+    curator: User,
     action: str,
     concepts: Iterable[str] | None = None,
     comment: str = "",
@@ -167,7 +167,7 @@ def settled_items(*, items_qs: QuerySet[Item], min_confidence: float) -> QuerySe
 def reviews_bulk_accept(
     *,
     items_qs: QuerySet[Item],
-    curator: AbstractBaseUser,
+    curator: User,
     min_confidence: float = 0.95,
     batch: uuid.UUID | None = None,
 ) -> int:
@@ -248,7 +248,7 @@ class _Blocked:
 
 
 def _undo_rows(
-    ids: list[int], *, curator: AbstractBaseUser, comment: str, batch: uuid.UUID | None
+    ids: list[int], *, curator: User, comment: str, batch: uuid.UUID | None
 ) -> tuple[list[int], dict[int, _Blocked]]:
     """Undo the decisions ``ids`` that can be undone, in one transaction the caller holds: their
     items locked, a fixed number of queries whatever the number of rows. Returns the items put
@@ -330,7 +330,7 @@ def _undo_rows(
     return touched, blocked
 
 
-def review_undo(*, review: Review, curator: AbstractBaseUser, comment: str = "") -> Review:
+def review_undo(*, review: Review, curator: User, comment: str = "") -> Review:
     """Undo one decision: the item goes back to its state and label before it; return the audit
     row of the undo (the undone row stays, as the audit keeps both).
 
@@ -362,7 +362,7 @@ class BatchUndo:
 
 
 def reviews_undo_batch(
-    *, batch: uuid.UUID | str, curator: AbstractBaseUser, comment: str = ""
+    *, batch: uuid.UUID | str, curator: User, comment: str = ""
 ) -> BatchUndo:
     """Undo every decision of one bulk decision that can still be undone.
 
@@ -381,7 +381,7 @@ def reviews_undo_batch(
     if not ids:
         raise LookupError(f"no bulk decision {batch}")
     undo_batch = uuid.uuid4()
-    undone, skipped = 0, {}
+    undone, skipped = 0, dict[str, int]()
     for start in range(0, len(ids), _BULK_CHUNK):
         with transaction.atomic():
             touched, blocked = _undo_rows(

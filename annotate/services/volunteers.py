@@ -66,6 +66,7 @@ def _exclusion_set(
         raise VolunteerExclusionError(f"the reason is longer than {REASON_MAX_LENGTH} characters")
     if getattr(by, "pk", None) is None:
         raise VolunteerExclusionError("an exclusion is recorded with the user who made it")
+    chosen: QuerySet[Volunteer, Any] | list[int]
     if isinstance(volunteers, QuerySet):
         chosen = volunteers.values("pk")
     else:
@@ -74,7 +75,7 @@ def _exclusion_set(
         # Locked and re-read: two curators excluding the same volunteer write one audit row.
         ids = list(
             Volunteer.objects.select_for_update()
-            .filter(pk__in=chosen, excluded=not excluded)
+            .filter(pk__in=chosen, excluded=not excluded)  # type: ignore[misc]  # the stubs know no subquery (values("pk")) as an __in value
             .order_by("pk")
             .values_list("pk", flat=True)
         )

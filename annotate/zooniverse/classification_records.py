@@ -255,7 +255,7 @@ class ClassificationColumns:
             answer_lists=answer_lists,
             # The first part naming a subject wins, as within a part. Not merged: a block
             # reader's mapping converts its keys only for the subjects looked up.
-            subject_metadata=ChainMap(*(part.subject_metadata for part in parts)),
+            subject_metadata=ChainMap(*(part.subject_metadata for part in parts)),  # type: ignore[arg-type]  # ChainMap's stubs ask for mutable maps; this one is only read
             subject_lists=subject_lists,
             quarantine=quarantine,
         )

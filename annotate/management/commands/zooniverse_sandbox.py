@@ -27,6 +27,7 @@ import json
 import math
 import signal
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,7 @@ class Command(BaseCommand):
             server.server_close()
 
     def _warn_unknown_truth(
-        self, path: Path, truth: dict[str, list[str]], labels: list[str], keys: list[str]
+        self, path: Path, truth: Mapping[str, Iterable[str]], labels: list[str], keys: list[str]
     ) -> None:
         # The sandbox ignores entries that name no answer, so a truth file written for another
         # vocabulary would quietly make every careful volunteer tick nothing.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.db import connections, router
-from django.db.models import Count, IntegerField, Model, OuterRef, Q, Subquery, Value
+from django.db.models import Count, Field, IntegerField, Model, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from annotate.models import Classification, Item, Volunteer
@@ -40,9 +40,16 @@ def votes_filter() -> Q:
     return votes
 
 
+def _column(name: str) -> str:
+    """The column of ``name``, a concrete field of the classification table."""
+    field = Classification._meta.get_field(name)
+    assert isinstance(field, Field) and field.column is not None
+    return field.column
+
+
 def _votes_sql() -> str:
     """:func:`votes_filter` as an SQL condition on the classification table's columns."""
-    columns = [(Classification._meta.get_field(name).column, want) for name, want in VOTES.items()]
+    columns = [(_column(name), want) for name, want in VOTES.items()]
     sql = " AND ".join(column if want else f"NOT {column}" for column, want in columns)
     if excluded_volunteers():
         volunteers = Volunteer._meta.db_table
@@ -107,6 +114,7 @@ def _counts_recount(
         return
     table = model._meta.db_table
     votes = Classification._meta.db_table
+    param: list[int] | str
     if vendor == "postgresql":
         listed, among, param = "unnest(%s::bigint[]) AS t(id)", f"{column} = ANY(%s)", sorted(ids)
     else:

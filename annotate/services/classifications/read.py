@@ -42,8 +42,8 @@ class IngestContext:
         qs = WorkflowVersion.objects.filter(workflow=self.workflow)
         for version in versions or ():
             self.maps.setdefault(version, None)
-        for version in qs:
-            self.maps[version.version] = AnswerMap.build(version, self.concepts)
+        for row in qs:
+            self.maps[row.version] = AnswerMap.build(row, self.concepts)
         self.numeric = {}
         for name, found in self.maps.items():
             key = version_numeric(name)

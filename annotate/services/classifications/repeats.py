@@ -78,7 +78,7 @@ def repeats_decide(
 
     # (created_at, zooniverse id, stored pk or None, current flag, then for a new row its place
     # in the batch, for a stored one its item id)
-    groups: dict[tuple[int, int, str], list[tuple[Any, ...]]] = defaultdict(list)
+    groups: dict[tuple[int, int, str] | None, list[tuple[Any, ...]]] = defaultdict(list)
     for i in np.flatnonzero(candidate).tolist():
         key = group_of(int(volunteer_pk[i]), int(subject_pk[i]), session[i], bool(logged_in[i]))
         groups[key].append((created_at[i].item(), int(zooniverse_id[i]), None, False, i))

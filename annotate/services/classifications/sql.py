@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -36,6 +36,7 @@ def among(column: str, values: Collection[int | str], *, indexed: bool = True) -
     values = list(values)
     quoted = ".".join(f'"{part}"' for part in column.split("."))
     name = quoted if indexed else f"+{quoted}"
+    param: str | list[int | str]
     if vendor == "sqlite":
         sql, param = f"{name} IN (SELECT value FROM json_each(%s))", json.dumps(values)
     elif vendor == "postgresql":
@@ -135,7 +136,8 @@ def rows_insert(model: type[Model], filled: Sequence[str], values: list[tuple]) 
         )
         for f in others
     )
-    columns = [fields[name].column for name in filled] + [f.column for f in others]
+    # Concrete fields all have a column.
+    columns = cast(list[str], [fields[name].column for name in filled] + [f.column for f in others])
     if constants:
         values = [row + constants for row in values]
     with connection.cursor() as cursor:

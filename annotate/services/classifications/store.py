@@ -83,9 +83,9 @@ def rows_store(
     )
     keys = []
     wanted: dict[str, tuple[int | None, str]] = {}
-    for code, session in distinct:
+    for code, browser_session in distinct:
         user_id, user_name = columns.volunteers[code]
-        keys.append(volunteer_key(user_id=user_id, user_name=user_name, session=session))
+        keys.append(volunteer_key(user_id=user_id, user_name=user_name, session=browser_session))
         wanted.setdefault(keys[-1], (user_id, user_name))
     by_key = _volunteers_resolve(wanted, known=context.volunteers)
     volunteer_pk = np.array([by_key[key] for key in keys], np.int64)[volunteer_of_row]

@@ -327,9 +327,10 @@ def _write_subjects(
         ItemIdentityChange.objects.bulk_create(changes)
     counts.items_created += len(to_create)
     counts.items_updated += len(to_update)
+    written: list[_Subject | Item] = [*to_create, *to_update]
     item_of = dict(
         Item.objects.filter(
-            among("external_id", [i.external_id for i in [*to_create, *to_update]])
+            among("external_id", [i.external_id for i in written])
         ).values_list("external_id", "id")
     )
     item_of.update((e, i.pk) for e, i in existing.items())

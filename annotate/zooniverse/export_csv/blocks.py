@@ -252,7 +252,7 @@ class _Blocks:
             volunteers=[_volunteer(text) for text in volunteers],
             created_at=created.to_numpy(zero_copy_only=False).astype("datetime64[us]")[fast],
             answer_code=answer_code[fast],
-            answer_lists=answer_lists,
+            answer_lists=answer_lists,  # type: ignore[arg-type]  # None marks an answer text that did not parse; no row kept in fast points at one
             gold_standard=_flags(col("gold_standard"))[fast],
             expert=_flags(col("expert"))[fast],
             session=sessions[fast],

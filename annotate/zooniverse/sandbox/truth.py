@@ -84,7 +84,9 @@ def truth_function(truth: Truth | None) -> TruthFn:
     if isinstance(truth, Mapping):
         table = {str(k): _truth_entries(v) for k, v in truth.items()}
 
-        def from_external_id(subject_id: int, metadata: dict[str, Any]) -> list[str]:
+        def from_external_id(
+            subject_id: int, metadata: dict[str, Any]
+        ) -> list[str] | dict[str, float | None]:
             external_id = metadata.get("external_id")
             if external_id is not None and str(external_id) in table:
                 return table[str(external_id)]
