@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, replace
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotate import plots, selectors
 from annotate.models import Concept, Item, Review, Round, Volunteer
+from annotate.roles import signed_in
 from annotate.selectors import review_history
 from annotate.services.item_images import item_image_src
 from annotate.services.review import (
@@ -58,10 +59,10 @@ def can_review(request: HttpRequest) -> bool:
     return can_view(request) and request.user.has_perm(REVIEW_PERMISSION)
 
 
-def _curator(request: HttpRequest) -> AbstractBaseUser:
+def _curator(request: HttpRequest) -> User:
     """The signed-in curator deciding: every view that records or undoes a decision is behind
     ``staff_member_required`` and ``can_review``, so ``request.user`` is never anonymous there."""
-    return cast(AbstractBaseUser, request.user)
+    return signed_in(request.user)
 
 
 class QueueFilterForm(forms.Form):
