@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from django.conf import settings
 
@@ -19,10 +21,43 @@ from training.models import ModelVersion
 #: Versions kept loaded in one process: the active one and the one before it (or a candidate).
 KEEP = 2
 
-_MODELS: OrderedDict[tuple[int, str], LoadedCheckpoint] = OrderedDict()
-# Web workers serve a page's maps from several threads at once: one of them loads, the rest wait
-# for it instead of each reading and verifying the same checkpoint.
-_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+class VersionCache(Generic[T]):
+    """Models of the ``keep`` most recently used versions, keyed by version and checkpoint sha256.
+
+    Web workers serve a page's maps from several threads at once: one of them loads, the rest wait
+    for it instead of each reading and verifying the same checkpoint. A load that raises keeps
+    nothing, so the next call tries again.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._models: OrderedDict[tuple[int, str], T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: ModelVersion, load: Callable[[ModelVersion], T]) -> T:
+        key = (version.pk, version.checkpoint_sha256)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load(version)
+                while len(self._models) > self.keep:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(key)
+            return self._models[key]
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        """The (version id, checkpoint sha256) keys loaded now, least recently used first."""
+        with self._lock:
+            return iter(list(self._models))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+_MODELS: VersionCache[LoadedCheckpoint] = VersionCache(KEEP)
 
 
 def checkpoint_file(version: ModelVersion) -> Path:
@@ -53,17 +88,9 @@ def model_version_loaded(version: ModelVersion) -> LoadedCheckpoint:
         ml.checkpoint.CheckpointError: the checkpoint is missing or does not verify (nothing is
             kept, so the next call tries again).
     """
-    key = (version.pk, version.checkpoint_sha256)
-    with _LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = model_version_load(version)
-            while len(_MODELS) > KEEP:
-                _MODELS.popitem(last=False)
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
+    return _MODELS.get(version, model_version_load)
 
 
 def model_cache_clear() -> None:
     """Forget every loaded model (tests, and a benchmark's cold start)."""
-    with _LOCK:
-        _MODELS.clear()
+    _MODELS.clear()

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from config.task_kinds import broker_errors, task_named
 from ml.checkpoint import atomic_write_bytes, sha256_file
 from training.models import ModelVersion, Prediction
 from training.selectors import zero_shot_version_latest
+from training.services.model_cache import VersionCache
 from training.services.params import training_device
 from training.services.predictions import pool_items, predictions_store
 
@@ -311,9 +310,7 @@ def zero_shot_pool_score(
 # ---------------------------------------------------------------------------- in workers
 
 #: Zero-shot models kept loaded in one worker process: the chunks of one version share one.
-_KEEP = 1
-_MODELS: OrderedDict[tuple[int, str], Any] = OrderedDict()
-_LOCK = threading.Lock()
+_MODELS: VersionCache[Any] = VersionCache(keep=1)
 
 
 def zero_shot_model_loaded(version: ModelVersion):  # -> ml.zero_shot.ZeroShotModel
@@ -326,20 +323,12 @@ def zero_shot_model_loaded(version: ModelVersion):  # -> ml.zero_shot.ZeroShotMo
         ZeroShotServiceError: as :func:`zero_shot_model_load` (nothing is kept).
     """
     zero_shot_sidecar(version)
-    key = (version.pk, version.checkpoint_sha256)
-    with _LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = zero_shot_model_load(version)
-            while len(_MODELS) > _KEEP:
-                _MODELS.popitem(last=False)
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
+    return _MODELS.get(version, zero_shot_model_load)
 
 
 def zero_shot_model_cache_clear() -> None:
     """Forget the loaded zero-shot models (tests)."""
-    with _LOCK:
-        _MODELS.clear()
+    _MODELS.clear()
 
 
 def zero_shot_items_score(
