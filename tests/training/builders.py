@@ -3,15 +3,18 @@ final labels."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.management import call_command
 from PIL import Image
 
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary, make_mosaics
-from training.models import ModelVersion
+from tests.ml.builders import TINY_CLIP, tiny_weights
+from training.models import ModelVersion, Prediction
 
 # Tiny and fast: a two-block CNN at 16 px trains an epoch on a few dozen mosaics in well under
 # a second, which is all the job machinery needs to be exercised.
@@ -87,7 +90,10 @@ def saved_checkpoint(name: str) -> tuple[str, str]:
 
     model = create_model("small_cnn", 2, widths=(4,), input_size=16)
     saved = save_checkpoint(
-        settings.ARTIFACT_ROOT / "models" / name, model, config={}, concepts=["a", "b"],
+        settings.ARTIFACT_ROOT / "models" / name,
+        model,
+        config={},
+        concepts=["a", "b"],
         thresholds=np.array([0.5, 0.5], dtype=np.float32),
     )
     return f"models/{name}/model.json", saved.sha256
@@ -96,6 +102,41 @@ def saved_checkpoint(name: str) -> tuple[str, str]:
 def version(val_map: float | None, *, status: str = "candidate", name: str) -> ModelVersion:
     path, sha256 = saved_checkpoint(name)
     return ModelVersion.objects.create(
-        backbone="small_cnn", status=status, concepts=["a", "b"], val_map=val_map,
-        checkpoint_path=path, checkpoint_sha256=sha256, scored_at="2026-01-01T00:00Z",
+        backbone="small_cnn",
+        status=status,
+        concepts=["a", "b"],
+        val_map=val_map,
+        checkpoint_path=path,
+        checkpoint_sha256=sha256,
+        scored_at="2026-01-01T00:00Z",
     )
+
+
+def zero_shot_files(root: Path) -> tuple[Path, str, Path]:
+    """A tiny random CLIP's weights, their sha256 and its architecture file, written in ``root``."""
+    weights = root / "tiny-clip.pt"
+    sha = tiny_weights(weights, seed=1)
+    config = root / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    return weights, sha, config
+
+
+def zero_shot_command(clip_files: tuple[Path, str, Path], *extra: str) -> ModelVersion:
+    """Run ``zero_shot`` with the tiny CLIP; the zero-shot version it made."""
+    weights, sha, config = clip_files
+    call_command(
+        "zero_shot",
+        "--model",
+        "tiny",
+        "--model-config",
+        str(config),
+        "--weights",
+        f"{weights}#sha256={sha}",
+        *extra,
+    )
+    return ModelVersion.objects.filter(kind=ModelVersion.Kind.ZERO_SHOT).latest("pk")
+
+
+def version_scores(version: ModelVersion) -> dict[int, np.ndarray]:
+    """Item id -> the version's stored probabilities."""
+    return {p.item_id: p.probabilities() for p in Prediction.objects.filter(model_version=version)}

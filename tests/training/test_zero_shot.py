@@ -3,7 +3,6 @@ flagging prior labels they doubt. The CLIP is tiny and random (tests/ml/test_zer
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,14 @@ from django.utils import timezone
 from annotate.models import Concept, Item, PriorLabel
 from ml.acquisition import binary_entropy
 from tests.factories import item_with_labels, model_version_with_scores
-from tests.ml.builders import TINY_CLIP, tiny_weights
-from tests.training.builders import TINY_PARAMS, write_mosaic_items
+from tests.ml.builders import TINY_CLIP
+from tests.training.builders import (
+    TINY_PARAMS,
+    version_scores,
+    write_mosaic_items,
+    zero_shot_command,
+    zero_shot_files,
+)
 from training.models import ModelVersion, Prediction, TrainingRun
 from training.selectors import model_version_active
 from training.services.conflicts import item_zero_shot_prior_refresh
@@ -30,37 +35,17 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def clip_files(tmp_path_factory) -> tuple[Path, str, Path]:
-    root = tmp_path_factory.mktemp("zero-shot")
-    weights = root / "tiny-clip.pt"
-    sha = tiny_weights(weights, seed=1)
-    config = root / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    return weights, sha, config
+    return zero_shot_files(tmp_path_factory.mktemp("zero-shot"))
 
 
-def _zero_shot(clip_files, *extra: str) -> ModelVersion:
-    weights, sha, config = clip_files
-    call_command(
-        "zero_shot",
-        "--model",
-        "tiny",
-        "--model-config",
-        str(config),
-        "--weights",
-        f"{weights}#sha256={sha}",
-        *extra,
-    )
-    return ModelVersion.objects.filter(kind=ModelVersion.Kind.ZERO_SHOT).latest("pk")
 
 
-def _scores(version: ModelVersion) -> dict[int, np.ndarray]:
-    return {p.item_id: p.probabilities() for p in Prediction.objects.filter(model_version=version)}
 
 
 def test_the_command_stores_a_zero_shot_version_with_a_prediction_per_pool_item(clip_files, capsys):
     mosaic = write_mosaic_items(12, curated=0)
     Item.objects.filter(pk=mosaic.item_ids[0]).update(image_state=Item.ImageState.CORRUPT)
-    version = _zero_shot(clip_files)
+    version = zero_shot_command(clip_files)
 
     weights, sha, _ = clip_files
     assert version.kind == "zero_shot" and version.status == "candidate"
@@ -71,7 +56,7 @@ def test_the_command_stores_a_zero_shot_version_with_a_prediction_per_pool_item(
         .order_by("position", "key")
         .values_list("key", flat=True)
     )
-    scores = _scores(version)
+    scores = version_scores(version)
     assert set(scores) == set(mosaic.item_ids[1:])
     matrix = np.stack(list(scores.values()))
     assert matrix.shape == (11, len(version.concepts))
@@ -82,7 +67,7 @@ def test_the_command_stores_a_zero_shot_version_with_a_prediction_per_pool_item(
 
 def test_the_stored_scores_are_the_models_and_the_sidecar_keeps_every_prompt(clip_files):
     write_mosaic_items(4, curated=0)
-    version = _zero_shot(clip_files)
+    version = zero_shot_command(clip_files)
     model = zero_shot_model_load(version)
     labels = dict(Concept.objects.values_list("key", "label"))
     assert model.concept_text.shape == (len(version.concepts), TINY_CLIP["embed_dim"])
@@ -93,7 +78,7 @@ def test_the_stored_scores_are_the_models_and_the_sidecar_keeps_every_prompt(cli
     items = list(Item.objects.order_by("pk").values_list("pk", "image_file"))
     result = compute_embeddings(model, [str(image_path(rel)) for _, rel in items])
     expected = model.scores(result.features)
-    stored = _scores(version)
+    stored = version_scores(version)
     np.testing.assert_allclose(np.stack([stored[pk] for pk, _ in items]), expected, atol=1e-6)
 
     from training.services.zero_shot import zero_shot_sidecar
@@ -105,7 +90,7 @@ def test_the_stored_scores_are_the_models_and_the_sidecar_keeps_every_prompt(cli
 
 def test_running_it_again_on_the_same_version_scores_only_new_items(clip_files, capsys):
     write_mosaic_items(5, curated=0)
-    version = _zero_shot(clip_files)
+    version = zero_shot_command(clip_files)
     first = dict(Prediction.objects.filter(model_version=version).values_list("item_id", "scores"))
     write_mosaic_items(3, curated=0, prefix="later")
     call_command("zero_shot", "--model-version", str(version.pk))
@@ -132,7 +117,7 @@ def test_a_changed_sidecar_is_refused_when_the_version_is_used_again(clip_files)
     from django.conf import settings
 
     write_mosaic_items(3, curated=0)
-    version = _zero_shot(clip_files)
+    version = zero_shot_command(clip_files)
     sidecar = Path(settings.ARTIFACT_ROOT) / version.checkpoint_path
     sidecar.write_text(sidecar.read_text().replace("a photo of", "a drawing of"))
     with pytest.raises(CommandError, match="changed"):
@@ -141,7 +126,7 @@ def test_a_changed_sidecar_is_refused_when_the_version_is_used_again(clip_files)
 
 def test_a_zero_shot_version_cannot_be_promoted(clip_files):
     write_mosaic_items(3, curated=0)
-    version = _zero_shot(clip_files)
+    version = zero_shot_command(clip_files)
     with pytest.raises(PromotionError):
         model_version_promote(version=version)
     assert model_version_active() is None
@@ -153,8 +138,8 @@ def _mean_entropy(scores: dict[int, np.ndarray], ids) -> float:
 
 def test_the_cold_start_takes_the_uncertain_varied_images_of_the_zero_shot_scores(clip_files):
     write_mosaic_items(60, curated=0)
-    version = _zero_shot(clip_files)
-    scores = _scores(version)
+    version = zero_shot_command(clip_files)
+    scores = version_scores(version)
 
     result = round_select(size=4, random_share=0.0, seed=3)
     picks = [p.item_id for p in result.picks]
@@ -176,7 +161,7 @@ def test_the_cold_start_takes_the_uncertain_varied_images_of_the_zero_shot_score
 def test_without_a_scored_zero_shot_version_the_cold_start_is_unchanged(clip_files):
     write_mosaic_items(30, curated=0)
     before = round_select(size=5, seed=2)
-    version = _zero_shot(clip_files)
+    version = zero_shot_command(clip_files)
     ModelVersion.objects.filter(pk=version.pk).update(scored_at=None)
     after = round_select(size=5, seed=2)
     assert before.strategy == after.strategy == "typical_diverse"
@@ -188,7 +173,7 @@ def test_a_scored_trained_model_chooses_the_round_not_the_zero_shot_one(
     clip_files, django_capture_on_commit_callbacks
 ):
     write_mosaic_items(40)
-    _zero_shot(clip_files)
+    zero_shot_command(clip_files)
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = training_run_request(trigger="command", params=TINY_PARAMS)
     run.refresh_from_db()
@@ -241,8 +226,8 @@ def test_scoring_the_pool_flags_exactly_the_prior_labels_the_model_doubts(clip_f
         prior_of[item_id] = keys[n % len(keys)]
         PriorLabel.objects.create(item_id=item_id, concept=by_key[prior_of[item_id]])
     settings.MODEL_CONFLICT_CONFIDENCE = 0.5
-    version = _zero_shot(clip_files)
-    scores = _scores(version)
+    version = zero_shot_command(clip_files)
+    scores = version_scores(version)
     column = {k: j for j, k in enumerate(version.concepts)}
     prior_score = {i: float(scores[i][column[k]]) for i, k in prior_of.items()}
 

@@ -4,7 +4,6 @@ the version from counting as scored. The CLIP is tiny and random (tests/ml/test_
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,8 +15,12 @@ from django.db.models import F
 from django.urls import reverse
 
 from annotate.models import Concept, Item, PriorLabel
-from tests.ml.builders import TINY_CLIP, tiny_weights
-from tests.training.builders import write_mosaic_items
+from tests.training.builders import (
+    version_scores,
+    write_mosaic_items,
+    zero_shot_command,
+    zero_shot_files,
+)
 from training.models import ModelVersion, Prediction, ScoringChunk
 from training.services.zero_shot import zero_shot_model_cache_clear, zero_shot_version_latest
 from training.tasks import training_score_chunk
@@ -27,12 +30,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def clip_files(tmp_path_factory) -> tuple[Path, str, Path]:
-    root = tmp_path_factory.mktemp("zero-shot-workers")
-    weights = root / "tiny-clip.pt"
-    sha = tiny_weights(weights, seed=1)
-    config = root / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    return weights, sha, config
+    return zero_shot_files(tmp_path_factory.mktemp("zero-shot-workers"))
 
 
 @pytest.fixture(autouse=True)
@@ -44,23 +42,8 @@ def _fresh_models(settings):
     zero_shot_model_cache_clear()
 
 
-def _zero_shot(clip_files, *extra: str) -> ModelVersion:
-    weights, sha, config = clip_files
-    call_command(
-        "zero_shot",
-        "--model",
-        "tiny",
-        "--model-config",
-        str(config),
-        "--weights",
-        f"{weights}#sha256={sha}",
-        *extra,
-    )
-    return ModelVersion.objects.filter(kind=ModelVersion.Kind.ZERO_SHOT).latest("pk")
 
 
-def _scores(version: ModelVersion) -> dict[int, np.ndarray]:
-    return {p.item_id: p.probabilities() for p in Prediction.objects.filter(model_version=version)}
 
 
 def _stamps(version: ModelVersion) -> dict[int, object]:
@@ -88,12 +71,12 @@ def test_a_pool_scored_in_workers_in_chunks_stores_the_scores_of_the_in_process_
 ):
     mosaic = write_mosaic_items(12, curated=0)
     Item.objects.filter(pk=mosaic.item_ids[3]).update(image_state=Item.ImageState.CORRUPT)
-    here = _zero_shot(clip_files)
+    here = zero_shot_command(clip_files)
     # The workers compute every embedding again instead of reading the first run's.
     shutil.rmtree(Path(django_settings.ARTIFACT_ROOT) / "embeddings")
 
     with django_capture_on_commit_callbacks(execute=True):
-        queued = _zero_shot(clip_files, "--in-workers")
+        queued = zero_shot_command(clip_files, "--in-workers")
 
     assert queued.pk != here.pk and queued.kind == ModelVersion.Kind.ZERO_SHOT
     assert (queued.scoring_chunks, queued.scoring_chunks_done) == (3, 3)
@@ -103,7 +86,7 @@ def test_a_pool_scored_in_workers_in_chunks_stores_the_scores_of_the_in_process_
     assert "3 chunks sent to the train queue; 3/3 chunks done, 0 failed (scored)" in (
         capsys.readouterr().out
     )
-    in_process, in_workers = _scores(here), _scores(queued)
+    in_process, in_workers = version_scores(here), version_scores(queued)
     assert set(in_workers) == set(in_process) == set(mosaic.item_ids) - {mosaic.item_ids[3]}
     for item_id, probs in in_process.items():
         np.testing.assert_allclose(in_workers[item_id], probs, atol=1e-6)
@@ -122,13 +105,13 @@ def test_the_last_chunk_refreshes_the_prior_doubt_flags_like_the_in_process_path
     prior_of = _with_priors(mosaic.item_ids)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        version = _zero_shot(clip_files, "--in-workers")
+        version = zero_shot_command(clip_files, "--in-workers")
     assert version.scored_at is not None and callbacks  # the refresh waits for the commit
     assert _flagged() == set()
     for callback in callbacks:
         callback()
 
-    scores = _scores(version)
+    scores = version_scores(version)
     column = {k: j for j, k in enumerate(version.concepts)}
     expected = {i for i, k in prior_of.items() if scores[i][column[k]] <= 0.5}
     assert 0 < len(expected) < len(mosaic.item_ids)
@@ -138,7 +121,7 @@ def test_the_last_chunk_refreshes_the_prior_doubt_flags_like_the_in_process_path
 def test_a_chunk_run_twice_stores_nothing_twice(clip_files, django_capture_on_commit_callbacks):
     mosaic = write_mosaic_items(12, curated=0)
     with django_capture_on_commit_callbacks(execute=True):
-        version = _zero_shot(clip_files, "--in-workers")
+        version = zero_shot_command(clip_files, "--in-workers")
     stamps = _stamps(version)
     assert len(stamps) == 12
     chunk = ScoringChunk.objects.filter(model_version=version).order_by("index").first()
@@ -190,7 +173,7 @@ def test_a_failing_chunk_is_marked_failed_and_does_not_show_success(
 
     monkeypatch.setattr(ml.embeddings, "compute_embeddings", out_of_memory)
     with django_capture_on_commit_callbacks(execute=True):
-        version = _zero_shot(clip_files, "--in-workers")
+        version = zero_shot_command(clip_files, "--in-workers")
 
     assert "3 chunks sent to the train queue; 2/3 chunks done, 1 failed (not scored" in (
         capsys.readouterr().out
