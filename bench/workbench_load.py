@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anchor import REPO, anchor_tree, compare_header, compare_row  # noqa: E402
 from load_data import DEFAULT_ADMIN_URL, database_url  # noqa: E402
 
 ROUTES = ("review_queue", "review_item")
@@ -104,43 +102,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-only", action="store_true", help="no load runs")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="crowdloop-anchor-") as folder:
-        anchor = Path(folder) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(anchor), args.anchor],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
-        try:
-            (anchor / ".venv").symlink_to(REPO / ".venv")
+    with anchor_tree(args.anchor) as anchor:
+        for side, tree in (("anchor", anchor), ("this", REPO)):
+            alone = single_requests(tree, args)
+            shown = "  ".join(f"{r} {alone[r]:6.1f} ms" for r in ROUTES)
+            print(f"one request at a time, median, {side:6}: {shown}", flush=True)
+        if args.single_only:
+            return
+        runs: dict[str, list[dict[str, float]]] = {"anchor": [], "this": []}
+        for n in range(args.runs):
             for side, tree in (("anchor", anchor), ("this", REPO)):
-                alone = single_requests(tree, args)
-                shown = "  ".join(f"{r} {alone[r]:6.1f} ms" for r in ROUTES)
-                print(f"one request at a time, median, {side:6}: {shown}", flush=True)
-            if args.single_only:
-                return
-            runs: dict[str, list[dict[str, float]]] = {"anchor": [], "this": []}
-            for n in range(args.runs):
-                for side, tree in (("anchor", anchor), ("this", REPO)):
-                    p95 = load_test(tree, args)
-                    runs[side].append(p95)
-                    shown = "  ".join(f"{r} {p95[r]:6.0f} ms" for r in ROUTES)
-                    print(f"run {n + 1} {side:6} p95: {shown}", flush=True)
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(anchor)], cwd=REPO, check=False
-            )
+                p95 = load_test(tree, args)
+                runs[side].append(p95)
+                shown = "  ".join(f"{r} {p95[r]:6.0f} ms" for r in ROUTES)
+                print(f"run {n + 1} {side:6} p95: {shown}", flush=True)
 
     print(f"\n{args.clients} clients, {args.duration} s per route, {args.runs} runs each side, "
           f"alternating; anchor {args.anchor}")  # fmt: skip
-    print(f"{'route':13} {'anchor p95 (median, range)':>30} {'this p95 (median, range)':>30} ratio")
+    print(compare_header(args.anchor, args.runs))
     for route in ROUTES:
-        cells = []
-        for side in ("anchor", "this"):
-            values = [run[route] for run in runs[side]]
-            cells.append((statistics.median(values), min(values), max(values)))
-        (a, a_lo, a_hi), (t, t_lo, t_hi) = cells
-        print(f"{route:13} {a:10.0f} ms ({a_lo:.0f}-{a_hi:.0f}) {'':6} "
-              f"{t:10.0f} ms ({t_lo:.0f}-{t_hi:.0f}) {'':6} {t / a:5.2f}x")  # fmt: skip
+        p95 = {side: [run[route] for run in runs[side]] for side in runs}
+        print(compare_row(f"{route} p95", p95["anchor"], p95["this"], "ms"))
 
 
 if __name__ == "__main__":
