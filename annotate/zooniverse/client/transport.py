@@ -264,8 +264,10 @@ class PanoptesTransport:
 
     def pages(
         self, path: str, slug: str, params: dict[str, Any] | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
-        """A page-numbered listing: every page fetched (and retried) by us via ``next_href``."""
+    ) -> Iterator[list[Any]]:
+        """A page-numbered listing: every page fetched (and retried) by us via ``next_href``.
+
+        The rows are JSON as Panoptes sends it; the caller names their payload type."""
         query = {"page_size": PAGE_SIZE, **(params or {})}
         body = self.get(path, query)
         while True:
