@@ -188,7 +188,7 @@ def round_push(
     items: Sequence[Item],
     priorities: Mapping[int, float] | None = None,
     client: ZooniverseClient | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> PushResult:
     """Push ``items`` (best first) to Zooniverse as the round's subject set, linked to its workflow.
 
