@@ -133,8 +133,9 @@ class PanoptesTransport:
         def request(method: str, url: str, **kwargs: Any) -> requests.Response:
             return self._send(original, method, url, **kwargs)
 
-        request._crowdloop_wrapped = True  # type: ignore[attr-defined]
-        request._crowdloop_original = original  # type: ignore[attr-defined]
+        # Marks on the wrapper function, read back above when a client wraps the same session.
+        request._crowdloop_wrapped = True  # type: ignore[attr-defined]  # a function attribute
+        request._crowdloop_original = original  # type: ignore[attr-defined]  # (same)
         session.request = request
 
     # -- budget ----------------------------------------------------------------------------
