@@ -28,12 +28,14 @@ serve: setup ## Serve the web UI with a Celery worker and beat (the loop runs by
 test: setup ## Run the tests (SQLite unless DATABASE_URL is set)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 0
 	$(BIN)/pytest -q
 
-lint: setup ## ruff check, and lint-imports (ml <- annotate <- training <- review <- loop)
+lint: setup ## ruff check, lint-imports (ml <- annotate <- training <- review <- loop), and mypy
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: setup ## ruff format and fix imports
 	$(BIN)/ruff format .

@@ -131,7 +131,7 @@ class BudgetedRetry(Retry):
 
         def stop() -> MaxRetryError:
             reason = error or ResponseError(f"HTTP {response.status if response else '?'}")
-            return MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]
+            return MaxRetryError(_pool, url or "", reason)  # type: ignore[arg-type]  # _pool may be None, as in urllib3's own increment
 
         if _sent_once.get():
             raise stop() from error

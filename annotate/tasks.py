@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
+
+from celery import Task
 
 from annotate.services.releases import RELEASE_BUILD_TASK, release_build
 from annotate.zooniverse.client import TransientError, policy_from_settings
@@ -23,7 +25,8 @@ from config.task_kinds import at_least_once_task
 
 logger = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _limits() -> tuple[int, int]:
@@ -33,7 +36,7 @@ def _limits() -> tuple[int, int]:
     return soft, soft + 60
 
 
-def zooniverse_task(*, redeliver_on_worker_loss: bool) -> Callable[[F], F]:
+def zooniverse_task(*, redeliver_on_worker_loss: bool) -> Callable[[Callable[P, R]], Task[P, R]]:
     """The kind of Zooniverse tasks: at-least-once delivery, transient errors retried.
 
     ``redeliver_on_worker_loss`` sets ``reject_on_worker_lost``. Without a poison guard a task
@@ -43,7 +46,7 @@ def zooniverse_task(*, redeliver_on_worker_loss: bool) -> Callable[[F], F]:
     """
     soft, hard = _limits()
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[P, R]) -> Task[P, R]:
         # The queue is the app's default ("default"); routing belongs in task_routes.
         return at_least_once_task(
             name=f"annotate.tasks.{func.__name__}",

@@ -9,12 +9,13 @@ else, so that Redis never hands a task that is still running to a second worker.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celery import Task, current_app, shared_task
 from django.conf import settings
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: The longest wait between two tries of a task, whatever the visibility timeout.
 BACKOFF_CAP_S = 600.0
@@ -32,6 +33,40 @@ def backoff_max() -> int:
     return int(max(1.0, min(BACKOFF_CAP_S, visibility_timeout() / 4)))
 
 
+# Typed like celery-types' shared_task: the decorated function becomes a Task whose ``delay``
+# takes the function's own arguments; a bound one (bind=True) also takes the task as its first.
+@overload
+def at_least_once_task(
+    *,
+    name: str,
+    redeliver_on_worker_loss: bool,
+    soft_time_limit: int | None = None,
+    time_limit: int | None = None,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    retry_backoff: int = 30,
+    max_retries: int = 5,
+    ignore_result: bool | None = None,
+    bind: Literal[False] = False,
+    **options: Any,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+@overload
+def at_least_once_task(
+    *,
+    name: str,
+    redeliver_on_worker_loss: bool,
+    soft_time_limit: int | None = None,
+    time_limit: int | None = None,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    retry_backoff: int = 30,
+    max_retries: int = 5,
+    ignore_result: bool | None = None,
+    bind: Literal[True],
+    **options: Any,
+) -> Callable[[Callable[Concatenate[Task[..., Any], P], R]], Task[P, R]]: ...
+
+
 def at_least_once_task(
     *,
     name: str,
@@ -44,7 +79,7 @@ def at_least_once_task(
     ignore_result: bool | None = None,
     bind: bool = False,
     **options: Any,
-) -> Callable[[F], F]:
+) -> Callable[[Callable[..., R]], Task[..., R]]:
     """Declare a task that is acknowledged only when done and retried with a capped back-off.
 
     ``redeliver_on_worker_loss`` sets ``reject_on_worker_lost``: only for tasks with a poison
@@ -66,7 +101,7 @@ def at_least_once_task(
         else {}
     )
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[..., R]) -> Task[..., R]:
         return shared_task(
             name=name,
             acks_late=True,

@@ -15,10 +15,7 @@ from django.db import transaction
 def _refresh(item_ids: list[int] | None) -> None:
     from training.tasks import item_model_conflicts_refresh_task
 
-    # at_least_once_task is typed as returning the function; it returns a celery Task.
-    transaction.on_commit(
-        lambda: item_model_conflicts_refresh_task.delay(item_ids=item_ids)  # type: ignore[attr-defined]  # a Task
-    )
+    transaction.on_commit(lambda: item_model_conflicts_refresh_task.delay(item_ids=item_ids))
 
 
 def on_labels_aggregated(sender: Any, *, item_ids: list[int] | None, **kwargs: Any) -> None:
@@ -43,10 +40,7 @@ def on_prior_labels_changed(sender: Any, *, item_ids: list[int], **kwargs: Any) 
     from training.tasks import item_zero_shot_prior_refresh_task
 
     if item_ids:
-        # at_least_once_task is typed as returning the function; it returns a celery Task.
-        transaction.on_commit(
-            lambda: item_zero_shot_prior_refresh_task.delay(item_ids=item_ids)  # type: ignore[attr-defined]  # a Task
-        )
+        transaction.on_commit(lambda: item_zero_shot_prior_refresh_task.delay(item_ids=item_ids))
 
 
 def connect() -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from celery import Task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -20,7 +21,8 @@ from config.task_kinds import at_least_once_task, backoff_max, visibility_timeou
 
 logger = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 QUEUE = "train"
 
 
@@ -35,7 +37,9 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
+def train_task(
+    *, soft_time_limit: int, time_limit: int
+) -> Callable[[Callable[Concatenate[Task[..., Any], P], R]], Task[P, R]]:
     """The kind of the ``train`` queue's tasks: at least once, requeued on worker loss.
 
     The queue itself comes from ``task_routes`` (``training.tasks.*`` -> ``train`` in
@@ -48,7 +52,7 @@ def train_task(*, soft_time_limit: int, time_limit: int) -> Callable[[F], F]:
     only make every send wait on the result backend when Redis is down (20 reconnects, ~30 s).
     """
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[Concatenate[Task[..., Any], P], R]) -> Task[P, R]:
         return at_least_once_task(
             name=f"training.tasks.{func.__name__}",
             redeliver_on_worker_loss=True,

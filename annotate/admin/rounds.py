@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -9,6 +11,15 @@ from django.utils.html import format_html_join
 
 from annotate.admin.common import ReadOnlyAdminMixin, rounded
 from annotate.models import Round, RoundPick, Subject, Workflow, WorkflowVersion
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class PickCount(TypedDict):
+    """What RoundAdmin's queryset adds to each round."""
+
+    n_picks: int
 
 
 class WorkflowVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -110,8 +121,8 @@ class RoundAdmin(admin.ModelAdmin):
         return super().get_queryset(request).annotate(n_picks=Count("picks"))
 
     @admin.display(description="picks", ordering="n_picks")
-    def n_picks(self, round_: Round) -> int:
-        return round_.n_picks  # type: ignore[attr-defined]
+    def n_picks(self, round_: WithAnnotations[Round, PickCount]) -> int:
+        return round_.n_picks
 
 
 @admin.register(RoundPick)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,6 +16,9 @@ from django.utils.html import format_html, format_html_join
 
 from annotate.admin.common import ReadOnlyAdminMixin, confirmation_page, rounded, shortened, when
 from annotate.models import Classification, Concept, Volunteer, VolunteerExclusion, VolunteerSkill
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 
 class VolunteerSkillInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -63,6 +68,14 @@ class NullsLast(OrderBy):
     def reverse_ordering(self) -> NullsLast:
         self.descending = not self.descending
         return self
+
+
+class SkillAnnotations(TypedDict):
+    """What :func:`volunteer_skills` adds to each volunteer."""
+
+    mean_sensitivity: float | None
+    mean_specificity: float | None
+    skill_votes: int | None
 
 
 def volunteer_skills(queryset: QuerySet[Volunteer]) -> QuerySet[Volunteer]:
@@ -146,25 +159,25 @@ class VolunteerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return shortened(str(volunteer), 28)
 
     @admin.display(description="sensitivity", ordering=NullsLast("mean_sensitivity"))
-    def sensitivity(self, volunteer: Volunteer) -> str:
-        return rounded(volunteer.mean_sensitivity)  # type: ignore[attr-defined]
+    def sensitivity(self, volunteer: WithAnnotations[Volunteer, SkillAnnotations]) -> str:
+        return rounded(volunteer.mean_sensitivity)
 
     @admin.display(description="specificity", ordering=NullsLast("mean_specificity"))
-    def specificity(self, volunteer: Volunteer) -> str:
-        return rounded(volunteer.mean_specificity)  # type: ignore[attr-defined]
+    def specificity(self, volunteer: WithAnnotations[Volunteer, SkillAnnotations]) -> str:
+        return rounded(volunteer.mean_specificity)
 
     @admin.display(description="votes counted", ordering=NullsLast("skill_votes"))
-    def votes(self, volunteer: Volunteer) -> int | str:
-        counted = volunteer.skill_votes  # type: ignore[attr-defined]
+    def votes(self, volunteer: WithAnnotations[Volunteer, SkillAnnotations]) -> int | str:
+        counted = volunteer.skill_votes
         return "–" if counted is None else counted
 
     @admin.display(description="skill (vote-weighted mean over concepts)")
-    def skill(self, volunteer: Volunteer) -> str:
+    def skill(self, volunteer: WithAnnotations[Volunteer, SkillAnnotations]) -> str:
         return format_html(
             "sensitivity {} · specificity {} · {} votes counted at the last full aggregation",
-            rounded(volunteer.mean_sensitivity),  # type: ignore[attr-defined]
-            rounded(volunteer.mean_specificity),  # type: ignore[attr-defined]
-            volunteer.skill_votes or 0,  # type: ignore[attr-defined]
+            rounded(volunteer.mean_sensitivity),
+            rounded(volunteer.mean_specificity),
+            volunteer.skill_votes or 0,
         )
 
     def has_exclude_permission(self, request: HttpRequest) -> bool:

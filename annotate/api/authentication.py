@@ -46,6 +46,12 @@ PREFIX_LENGTH = 8
 class _FailureCounter(SimpleRateThrottle):
     """Failures of one kind for one identity in the cache; blocked past the scope's rate."""
 
+    key: str
+    # Set by SimpleRateThrottle.__init__ from the scope's rate (parse_rate), which the stubs leave
+    # out; None when the scope has no rate, and then never read here.
+    num_requests: int
+    duration: int
+
     def __init__(self, ident: str) -> None:
         super().__init__()
         self.key = self.cache_format % {"scope": self.scope, "ident": ident}

@@ -63,7 +63,7 @@ def api_endpoint_list(
     ``base_url`` is the site's root as the client sees it (scheme, host and script prefix, ending
     in ``/``). A path with parameters keeps them as ``{name}``, a URL template.
     """
-    endpoints = []
+    endpoints: list[Endpoint] = []
     for path, item in sorted(schema.get("paths", {}).items()):
         if not path.startswith(prefix):
             continue
@@ -78,7 +78,7 @@ def api_endpoint_list(
 def api_operation_list(*, schema: dict[str, Any], base_url: str) -> list[Operation]:
     """Every operation of the schema, by path then method, with its whole description as HTML,
     its query parameters, its body's fields, the permission it needs and an example request."""
-    operations = []
+    operations: list[Operation] = []
     for path, item in sorted(schema.get("paths", {}).items()):
         for method in METHODS:
             op = item.get(method)
@@ -200,7 +200,7 @@ def request_body_example(schema: dict[str, Any], body: dict[str, Any]) -> dict[s
 
 def body_fields(schema: dict[str, Any], body: dict[str, Any]) -> list[BodyField]:
     required = set(body.get("required", ()))
-    fields = []
+    fields: list[BodyField] = []
     for name, prop in body.get("properties", {}).items():
         resolved = _resolve(schema, prop)
         if resolved.get("readOnly"):

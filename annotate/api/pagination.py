@@ -9,13 +9,17 @@ filters work as before, so a client that follows ``next`` sees no difference.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from django.db.models import QuerySet
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import PageNumberPagination, remove_query_param, replace_query_param
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+Row = TypeVar("Row")
 
 #: Deeper pages are refused: the OFFSET alone would scan this many pages' rows.
 MAX_PAGE = 1_000_000
@@ -27,8 +31,8 @@ class UncountedPagination(PageNumberPagination):
     template = None  # the browsable API's numbered links need the count
 
     def paginate_queryset(
-        self, queryset: QuerySet, request: Request, view: Any = None
-    ) -> list[Any] | None:
+        self, queryset: QuerySet[Any, Row] | Sequence[Row], request: Request, view: Any = None
+    ) -> list[Row] | None:
         self.request = request
         page_size = self.get_page_size(request)
         if not page_size:
@@ -55,16 +59,20 @@ class UncountedPagination(PageNumberPagination):
         paged["required"] = ["results"]
         return paged
 
+    def _page_url(self) -> str:
+        assert self.request is not None, "links are made after paginate_queryset sets the request"
+        return self.request.build_absolute_uri()
+
     def get_next_link(self) -> str | None:
         if not self.has_next:
             return None
-        url = self.request.build_absolute_uri()
+        url = self._page_url()
         return replace_query_param(url, self.page_query_param, self.number + 1)
 
     def get_previous_link(self) -> str | None:
         if self.number == 1:
             return None
-        url = self.request.build_absolute_uri()
+        url = self._page_url()
         if self.number == 2:
             return remove_query_param(url, self.page_query_param)
         return replace_query_param(url, self.page_query_param, self.number - 1)

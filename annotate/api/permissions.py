@@ -3,7 +3,11 @@ are in ``annotate.roles``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
 
 from annotate import roles
 
@@ -50,6 +54,12 @@ class CanPredict(HasPermission):
     perm = roles.PERM_RETRAIN
 
 
+class _APIView(Protocol):
+    """What :class:`PolicyMixin` uses of the API view it is mixed into."""
+
+    request: Request
+
+
 class PolicyMixin:
     """Each view lists the permission every action needs, in one table the docs read too.
 
@@ -58,10 +68,11 @@ class PolicyMixin:
     reading needs; a method the view does not offer needs reading (so readers get 405, others 403).
     """
 
-    policy: dict[str, type[BasePermission]] = {}
+    policy: Mapping[str, type[BasePermission]] = {}
 
-    def get_permissions(self) -> list[BasePermission]:
-        return [policy_for(self, self.request.method)()]  # type: ignore[attr-defined]
+    def get_permissions(self: _APIView) -> list[BasePermission]:
+        assert self.request.method is not None, "a request DRF dispatches always has a method"
+        return [policy_for(self, self.request.method)()]
 
 
 def policy_for(view, method: str) -> type[BasePermission]:

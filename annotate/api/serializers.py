@@ -45,7 +45,7 @@ class ItemSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Item
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "external_id",
             "title",
@@ -89,7 +89,9 @@ class ItemSerializer(serializers.ModelSerializer):
 
 
 class ItemLabelSerializer(serializers.ModelSerializer):
-    concept = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    concept: serializers.SlugRelatedField[Concept] = serializers.SlugRelatedField(
+        slug_field="key", read_only=True
+    )
 
     class Meta:
         model = AggregatedLabel
@@ -109,7 +111,9 @@ class ItemDetailSerializer(ItemSerializer):
 
 class AggregatedLabelSerializer(serializers.ModelSerializer):
     item_external_id = serializers.CharField(source="item.external_id", read_only=True)
-    concept = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    concept: serializers.SlugRelatedField[Concept] = serializers.SlugRelatedField(
+        slug_field="key", read_only=True
+    )
 
     class Meta:
         model = AggregatedLabel
@@ -150,7 +154,9 @@ class ReviewSerializer(serializers.ModelSerializer):
 
 
 class SkillSerializer(serializers.ModelSerializer):
-    concept = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    concept: serializers.SlugRelatedField[Concept] = serializers.SlugRelatedField(
+        slug_field="key", read_only=True
+    )
 
     class Meta:
         model = VolunteerSkill

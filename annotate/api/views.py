@@ -91,6 +91,7 @@ class ItemViewSet(ReadOnlyViewSet):
 
     def list(self, request: Request, *args, **kwargs) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        assert page is not None, "UncountedPagination with a PAGE_SIZE always returns a page"
         finals = item_final_labels([item.pk for item in page])  # two queries for the page
         context = {**self.get_serializer_context(), "finals": finals}
         return self.get_paginated_response(ItemSerializer(page, many=True, context=context).data)

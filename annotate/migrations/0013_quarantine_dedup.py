@@ -11,12 +11,12 @@ import json
 from django.db import migrations, models
 
 
-def _fingerprint(kind, source, line, record_id, field, reason, raw):  # type: ignore[no-untyped-def]
+def _fingerprint(kind, source, line, record_id, field, reason, raw):
     text = json.dumps([kind, source, line, record_id, field, reason, raw], ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def fingerprint_stored_rows(apps, schema_editor):  # type: ignore[no-untyped-def]
+def fingerprint_stored_rows(apps, schema_editor):
     QuarantinedRow = apps.get_model("annotate", "QuarantinedRow")
     seen: set[str] = set()
     batch = []

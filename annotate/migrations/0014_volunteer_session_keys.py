@@ -16,7 +16,7 @@ def session_key(session: str) -> str:
     return f"anon:not-logged-in-{session[:64]}"
 
 
-def rekey(apps, schema_editor):  # type: ignore[no-untyped-def]
+def rekey(apps, schema_editor):
     Classification = apps.get_model("annotate", "Classification")
     Volunteer = apps.get_model("annotate", "Volunteer")
     votes = (

@@ -79,7 +79,7 @@ def europeana_page(
     timeout: float = 30.0,
 ) -> HarvestPage:
     """Fetch one page of the search; the session's mounted retries (:func:`europeana_retry`)."""
-    params = {
+    params: dict[str, str | int] = {
         "wskey": api_key,
         "query": "*",
         "qf": f'skos_concept:"{concept_uri}"',
@@ -185,7 +185,7 @@ def europeana_harvest(
     url: str | None = None,
     session: requests.Session | None = None,
     batch_size: int = 200,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[ImportReport, ImportCounts]:
     """Harvest up to ``limit`` items per concept into the item table; re-harvesting is a no-op.

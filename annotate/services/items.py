@@ -542,7 +542,7 @@ def items_import(
     path: Path,
     encoding: str = "utf-8",
     batch_size: int = 500,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[ImportReport, ImportCounts]:
     """Import a CSV or JSONL manifest of items; see the module docstring for the format.
 

@@ -4,7 +4,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.services.zooniverse.export_download import EXPORT_KINDS, zooniverse_export_download
+from annotate.services.zooniverse.export_download import (
+    EXPORT_KINDS,
+    ExportKind,
+    zooniverse_export_download,
+)
 from annotate.zooniverse.client import ZooniverseError
 
 
@@ -22,10 +26,10 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, required=True)
         parser.add_argument("--deadline", type=float, default=3600.0, help="seconds to wait")
 
-    def handle(self, *args, kind: str, workflow_id: int, out: Path, **options) -> None:
+    def handle(self, *args, kind: ExportKind, workflow_id: int, out: Path, **options) -> None:
         try:
             path = zooniverse_export_download(
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 workflow_id=workflow_id,
                 out=out,
                 generate=options["generate"],

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 
-from annotate.models import AggregatedLabel, AggregationState, Concept, Subject
+from annotate.models import AggregatedLabel, AggregationState, Concept, Subject, Workflow
 from annotate.services.aggregation.id_filters import _scoped
 from annotate.services.aggregation.labels import _labels_write, _skills_write
 from annotate.services.aggregation.stored_parameters import (
@@ -220,14 +220,14 @@ def labels_aggregate_and_retire(
         subjects = Subject.objects.filter(
             zooniverse_id__in=summary.retire_subject_ids
         ).select_related("round__workflow")
-        by_workflow: dict[int, list[Subject]] = {}
+        by_workflow: dict[int, tuple[Workflow, list[Subject]]] = {}
         for subject in subjects:
-            workflow = subject.round.workflow if subject.round and subject.round.workflow else None
+            workflow = subject.round.workflow if subject.round else None
             if workflow is not None:
-                by_workflow.setdefault(workflow.pk, []).append(subject)
-        for chosen in by_workflow.values():
+                by_workflow.setdefault(workflow.pk, (workflow, []))[1].append(subject)
+        for workflow, chosen in by_workflow.values():
             retired += subjects_retire(
-                workflow=chosen[0].round.workflow,
+                workflow=workflow,
                 subjects=chosen,
                 reason="consensus",
                 client=client,

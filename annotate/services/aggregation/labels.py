@@ -4,6 +4,7 @@ volunteers' skills."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -37,7 +38,7 @@ def _labels_positive_read(scope: np.ndarray | None) -> np.ndarray:
     cost seconds and hundreds of MB.
     """
     table = connection.ops.quote_name(AggregatedLabel._meta.db_table)
-    conditions = [("1 = 1", [])]
+    conditions: list[tuple[str, list[Any]]] = [("1 = 1", [])]
     if scope is not None:
         conditions = list(_id_conditions(AggregatedLabel, "item_id", scope))
     blocks: list[np.ndarray] = []

@@ -46,7 +46,8 @@ def zooniverse_operation(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        client = client_or_connect(kwargs.get("client"))  # type: ignore[arg-type]
+        # P.kwargs values are object to mypy; every decorated service takes client=.
+        client = client_or_connect(kwargs.get("client"))  # type: ignore[arg-type]  # see above
         kwargs["client"] = client
         with client.operation():
             return func(*args, **kwargs)

@@ -29,7 +29,12 @@ from annotate.services.zooniverse.operation import (
     workflow_project_id,
     zooniverse_operation,
 )
-from annotate.zooniverse.client import FatalError, NotFoundError, ZooniverseClient
+from annotate.zooniverse.client import (
+    FatalError,
+    NotFoundError,
+    SubjectPayload,
+    ZooniverseClient,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +126,7 @@ def image_location(item: Item) -> dict[str, str] | None:
 
 
 def _upload(
-    payload: dict[str, Any], image: LocalImage, *, client: ZooniverseClient, fresh: bool
+    payload: SubjectPayload, image: LocalImage, *, client: ZooniverseClient, fresh: bool
 ) -> None:
     """PUT the image's bytes to the upload URL of the subject in ``payload``.
 
@@ -183,7 +188,7 @@ def round_push(
     items: Sequence[Item],
     priorities: Mapping[int, float] | None = None,
     client: ZooniverseClient | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> PushResult:
     """Push ``items`` (best first) to Zooniverse as the round's subject set, linked to its workflow.
 
@@ -256,10 +261,10 @@ def round_push(
 
             def lookup(
                 external_id: str = item.external_id, seen: list[bool] = found_instead
-            ) -> dict[str, Any] | None:
+            ) -> SubjectPayload | None:
                 found = client.subject_find(subject_set_id=set_id, external_id=external_id)
                 seen.append(found is not None)
-                return found  # type: ignore[return-value]
+                return found
 
             payload = client.subject_create(
                 project_id=project_id,

@@ -198,7 +198,8 @@ def workflow_subject_match_set(*, workflow_id: int, match: str) -> tuple[Workflo
     from annotate.services.classifications.subjects import subjects_link_pending
 
     match = match.strip()
-    if len(match) > Workflow._meta.get_field("subject_match").max_length:  # type: ignore[operator]
+    max_length = Workflow._meta.get_field("subject_match").max_length
+    if max_length is not None and len(match) > max_length:
         raise WorkflowConfigError(f"match key too long: {match[:40]!r}...")
     workflow, _ = Workflow.objects.get_or_create(zooniverse_id=workflow_id)
     if workflow.subject_match != match:

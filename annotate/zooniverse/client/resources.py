@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from panoptes_client.panoptes import Panoptes, PanoptesAPIException
 
@@ -45,6 +45,9 @@ from annotate.zooniverse.client.transport import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The payload a create answers with, and its lookup finds.
+PayloadT = TypeVar("PayloadT")
 
 #: Retire, unretire and link calls take at most this many ids each.
 ID_BATCH = 100
@@ -154,7 +157,7 @@ class ZooniverseClient(PanoptesExports):
         versions: list[WorkflowVersionPayload] = []
         params = {"workflow_id": workflow_id}
         for rows in self.pages("/workflow_versions", "workflow_versions", params):
-            versions.extend(rows)  # type: ignore[arg-type]
+            versions.extend(rows)
         return versions
 
     def workflow_link_subject_set(self, *, workflow_id: int, subject_set_id: int) -> bool:
@@ -197,7 +200,7 @@ class ZooniverseClient(PanoptesExports):
             for rows in self.pages(
                 "/subject_workflow_statuses", "subject_workflow_statuses", params
             ):
-                found.extend(rows)  # type: ignore[arg-type]
+                found.extend(rows)
         return found
 
     # -- subject sets and subjects -----------------------------------------------------------
@@ -205,7 +208,7 @@ class ZooniverseClient(PanoptesExports):
     def subject_sets(self, *, project_id: int) -> list[SubjectSetPayload]:
         sets: list[SubjectSetPayload] = []
         for rows in self.pages("/subject_sets", "subject_sets", {"project_id": project_id}):
-            sets.extend(rows)  # type: ignore[arg-type]
+            sets.extend(rows)
         return sets
 
     def subject_set_get(self, subject_set_id: int) -> SubjectSetPayload:
@@ -253,13 +256,13 @@ class ZooniverseClient(PanoptesExports):
             ),
             what=f"subject set {display_name!r}",
         )
-        return created, True  # type: ignore[return-value]
+        return created, True
 
     def subjects_in_set(self, subject_set_id: int) -> list[SubjectPayload]:
         """Every subject of a set: ``GET /subjects?subject_set_id=``, 100 a page."""
         subjects: list[SubjectPayload] = []
         for rows in self.pages("/subjects", "subjects", {"subject_set_id": subject_set_id}):
-            subjects.extend(rows)  # type: ignore[arg-type]
+            subjects.extend(rows)
         return subjects
 
     def subjects_get(self, subject_ids: Sequence[int]) -> list[SubjectPayload]:
@@ -267,7 +270,7 @@ class ZooniverseClient(PanoptesExports):
         found: list[SubjectPayload] = []
         for batch in _batches(subject_ids):
             for rows in self.pages("/subjects", "subjects", {"id": ",".join(batch)}):
-                found.extend(rows)  # type: ignore[arg-type]
+                found.extend(rows)
         return found
 
     def subject_find(self, *, subject_set_id: int, external_id: str) -> SubjectPayload | None:
@@ -284,7 +287,7 @@ class ZooniverseClient(PanoptesExports):
         for rows in self.pages("/subjects", "subjects", params):
             for subject in rows:
                 if str((subject.get("metadata") or {}).get("external_id")) == external_id:
-                    return subject  # type: ignore[return-value]
+                    return subject
         return None
 
     def subject_create(
@@ -315,7 +318,7 @@ class ZooniverseClient(PanoptesExports):
                 "links": {"project": str(project_id), "subject_sets": [str(subject_set_id)]},
             }
         }
-        return self._create_once(  # type: ignore[return-value]
+        return self._create_once(
             "/subjects",
             "subjects",
             body,
@@ -375,9 +378,9 @@ class ZooniverseClient(PanoptesExports):
         slug: str,
         body: dict[str, Any],
         *,
-        lookup: Callable[[], dict[str, Any] | None],
+        lookup: Callable[[], PayloadT | None],
         what: str,
-    ) -> dict[str, Any]:
+    ) -> PayloadT:
         """POST a create; after a transient failure, look before re-sending."""
         attempt = 0
         while True:

@@ -133,8 +133,9 @@ class PanoptesTransport:
         def request(method: str, url: str, **kwargs: Any) -> requests.Response:
             return self._send(original, method, url, **kwargs)
 
-        request._crowdloop_wrapped = True  # type: ignore[attr-defined]
-        request._crowdloop_original = original  # type: ignore[attr-defined]
+        # Marks on the wrapper function, read back above when a client wraps the same session.
+        request._crowdloop_wrapped = True  # type: ignore[attr-defined]  # a function attribute
+        request._crowdloop_original = original  # type: ignore[attr-defined]  # (same)
         session.request = request
 
     # -- budget ----------------------------------------------------------------------------
@@ -264,8 +265,10 @@ class PanoptesTransport:
 
     def pages(
         self, path: str, slug: str, params: dict[str, Any] | None = None
-    ) -> Iterator[list[dict[str, Any]]]:
-        """A page-numbered listing: every page fetched (and retried) by us via ``next_href``."""
+    ) -> Iterator[list[Any]]:
+        """A page-numbered listing: every page fetched (and retried) by us via ``next_href``.
+
+        The rows are JSON as Panoptes sends it; the caller names their payload type."""
         query = {"page_size": PAGE_SIZE, **(params or {})}
         body = self.get(path, query)
         while True:

@@ -6,7 +6,7 @@ import copy
 import re
 import threading
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 FaultKind = Literal[
     "ok",  # pass the request through untouched (a placeholder inside a sequence)
@@ -21,6 +21,10 @@ FaultKind = Literal[
     "export_stale",  # on an export POST: nothing is regenerated; the older export stays "ready"
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+
+
+def is_fault_kind(value: object) -> TypeGuard[FaultKind]:
+    return value in FAULT_KINDS
 
 
 @dataclass
@@ -57,9 +61,9 @@ def fault_action(spec: FaultAction | int | str | dict[str, Any]) -> FaultAction:
     if isinstance(spec, int):
         return FaultAction("status", status=spec)
     if isinstance(spec, str):
-        if spec not in FAULT_KINDS:
+        if not is_fault_kind(spec):
             raise ValueError(f"unknown fault kind {spec!r}; use one of {FAULT_KINDS}")
-        return FaultAction(spec)  # type: ignore[arg-type]
+        return FaultAction(spec)
     if spec.get("kind") not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {spec.get('kind')!r}; use one of {FAULT_KINDS}")
     allowed = {f.name for f in fields(FaultAction)}

@@ -29,7 +29,9 @@ class SandboxServer(ThreadingHTTPServer):
     @property
     def endpoint(self) -> str:
         host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        # Once bound this is the socket's getsockname(), whose IP host is text, never bytes.
+        assert isinstance(host, str), f"an IP server's host is text, not {host!r}"
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 
     def shutdown(self) -> None:
