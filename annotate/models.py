@@ -342,11 +342,11 @@ class RowIdAutoField(models.BigAutoField):
     """A ``BigAutoField`` that on SQLite is the table's plain rowid, without ``AUTOINCREMENT``.
 
     ``AUTOINCREMENT`` keeps ids of deleted rows from ever coming back, at the price of a write to
-    ``sqlite_sequence`` with every insert: about 1 s of the 7 s SQLite spends inserting a million
-    classifications (``bench/import_classifications.py --insert-variants``: 7.27 s with it,
-    6.35 s without). For an append-only table the guarantee buys nothing: a new id is still one
-    more than the largest, and only deleting the newest rows would let their ids return. Other
-    databases keep their own identity columns.
+    ``sqlite_sequence`` with every insert (measured by ``bench/import_classifications.py
+    --insert-variants``, figures in bench/README.md, "Classification import"). For an
+    append-only table the guarantee buys nothing: a new id is still one more than the largest,
+    and only deleting the newest rows would let their ids return. Other databases keep their own
+    identity columns.
     """
 
     def db_type_suffix(self, connection: Any) -> str | None:

@@ -1,16 +1,12 @@
 """The plot registry, and the crowd's plots: server-side PNGs drawn with matplotlib.
 
-Contract: a plot is a function of no argument that returns PNG bytes, registered by name on a
-*board* (a page that shows it) with :func:`plot_register`; :func:`plot_png` draws one by board and
-name (``ValueError`` for any other), and one view (``review.views.plot_png``) serves every board.
-This module registers the crowd's plots on the ``review`` board; ``loop.dashboard_plots``
-registers the dashboard's on ``dashboard`` (with :func:`volunteer_skills_png` itself, not a copy),
-drawn with the helpers here (:data:`ACCENT`, :data:`DPI`, :func:`no_data`, :func:`png`).
-
-Figures are built with the object API (``Figure`` + Agg canvas), never ``pyplot``: pyplot keeps
-global state that is not thread-safe in a web server, and the Agg canvas needs no display. Data
-comes grouped from the selectors, so a plot of millions of labels reads a few hundred rows. With
-no data, each plot says so instead of failing.
+A plot is a function of no argument returning PNG bytes, registered by name on a *board* (a page
+that shows it) with :func:`plot_register`; :func:`plot_png` draws one by board and name
+(``ValueError`` for any other), and one view (``review.views.plot_png``) serves every board. The
+crowd's plots are on ``review``; ``loop.dashboard_plots`` registers the dashboard's on
+``dashboard``, with the helpers here (:data:`ACCENT`, :data:`DPI`, :func:`no_data`, :func:`png`).
+Figures use the object API (``Figure`` + Agg canvas), never ``pyplot``, whose global state is not
+thread-safe in a web server. Data comes grouped from the selectors; with no data a plot says so.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Roles as Django groups: viewer, curator, staff, admin. Each is a set of model permissions.
 
-- viewer: reads everything on the crowd and model side and the loop's log (``view_*``), changes
-  nothing;
-- curator: a viewer who reviews labels (``add_review``, ``change_item`` for the review screens);
-- staff: a curator who runs the loop: rounds, retraining, model versions, dataset releases;
-- admin: every permission of the project's apps and of user management.
-
-The API and the admin check the *permissions*, never the group names, so a deployment can
-compose its own groups; these four are the defaults, created (and brought up to date) by
-``manage.py setup_roles``, and by :func:`roles_setup` after every ``migrate`` (connected in
-``AnnotateConfig.ready``). Nobody registers themselves: accounts are made by an admin, and an
-account with no group sees nothing.
+A viewer reads everything on the crowd and model side and the loop's log (``view_*``); a curator
+also reviews labels (``add_review``, ``change_item``); staff also run the loop (rounds,
+retraining, model versions, dataset releases); an admin holds every permission of the project's
+apps and of user management. The API and the admin check *permissions*, never group names, so a
+deployment can compose its own groups; these four are the defaults, created and brought up to
+date by ``manage.py setup_roles`` and by :func:`roles_setup` after every ``migrate`` (connected in
+``AnnotateConfig.ready``). Accounts are made by an admin; one with no group sees nothing.
 """
 
 from __future__ import annotations

@@ -1,21 +1,16 @@
 """Boundary guards: spreadsheet-safe CSV cells and server-side image fetches that cannot be
-turned against our own network (SSRF).
-
-Both are small on purpose; the rules are in ``reliability.md`` §3 (CSV injection, SSRF).
+turned against our own network (SSRF). The rules are in ``reliability.md`` §3.
 
 The fetch guard, in order, for every hop (the first URL and each redirect target):
 
 1. only ``http`` and ``https``, a host name, no user name or password in the URL;
-2. resolve the host once (every A and AAAA record) and refuse the URL if *any* address is not a
-   public unicast address: private, loopback, link-local (169.254.169.254, the cloud metadata
-   address), shared, reserved, multicast, unspecified, and IPv6 forms that embed an IPv4 address
-   (IPv4-mapped, IPv4-compatible, 6to4, Teredo, NAT64) are all refused;
-3. connect to the address validated in step 2, never resolving again (so a DNS answer that
-   changes between the check and the connection cannot move us: no rebinding); for https the
-   certificate is still checked against the host name, which is also sent as SNI;
-4. never follow redirects automatically: a 3xx is followed by hand, up to ``max_redirects``
-   hops, each one validated from step 1 again;
-5. stream the body with a byte cap and connect/read timeouts plus an overall deadline.
+2. every A and AAAA record of the host must be a public unicast address (:func:`address_refusal`
+   names each refusal: private, loopback, link-local such as 169.254.169.254, shared, reserved,
+   multicast, unspecified, and IPv6 forms that embed an IPv4 address);
+3. connect to the address validated in step 2, never resolving again (no DNS rebinding); for
+   https the certificate is still checked against the host name, which is also sent as SNI;
+4. a 3xx is followed by hand, up to ``max_redirects`` hops, each validated from step 1 again;
+5. the body is streamed under a byte cap, connect/read timeouts and an overall deadline.
 """
 
 from __future__ import annotations

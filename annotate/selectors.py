@@ -238,7 +238,8 @@ def review_queue_neighbours(
     key but the last and a range on it, then the same values on all but the last two and a range
     on the one before, and so on. Each tier is an equality on a prefix of the queue index and a
     range on the next key, a few index entries to read; one OR of them all would walk the index
-    from one end to the item (50 ms at 100,000 items). Usually one query per direction.
+    from one end to the item (bench/README.md, "After: staged label writes, uncounted API pages,
+    the review-queue index"). Usually one query per direction.
     """
     queue = review_queue(filters, **fields)
     values = {

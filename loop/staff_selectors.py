@@ -1,15 +1,11 @@
 """What the staff actions page shows beside each form: that action's recent runs, and their state.
 
-One list per action, newest first, each row in one shape (:class:`RunRow`) with a status of
-``queued``, ``running``, ``retrying``, ``succeeded`` or ``failed`` and, when failed, the reason:
-
-- sync: the pull step's waiting or running request, then its last runs (``LoopEvent``);
-- rounds: the last round requests (``RoundRequest``), which include their push when asked;
-- pushes: the round requests whose push was asked for later (``params["push_requested_at"]``);
-- releases: the last dataset releases.
-
-A fixed handful of queries whatever the size of the database (each list is a sliced, indexed
-query with its foreign keys joined). The page renders :func:`staff_runs` and
+One list per action, newest first, each row a :class:`RunRow` with a status (``queued``,
+``running``, ``retrying``, ``succeeded``, or ``failed`` with the reason): sync shows the pull
+step's waiting or running request, then its last runs (``LoopEvent``); rounds the last round
+requests (``RoundRequest``); pushes the round requests whose push was asked for later
+(``params["push_requested_at"]``); releases the last dataset releases. A fixed handful of
+queries whatever the size of the database. The page renders :func:`staff_runs`, and
 ``loop/static/loop/staff_actions.js`` refreshes it from the same function's JSON.
 """
 

@@ -1,17 +1,14 @@
 """Embedding cache: backbone features computed once per image and per backbone weights.
 
-Features are keyed by the image's content hash (sha256 of the file bytes, see
-:func:`ml.data.source_sha256`) and stored per *model key* (backbone, weights hash, input
-preprocessing): change the weights or the input size and the old features are simply not found.
-Layout under the cache directory::
+Features are keyed by the image's content hash (:func:`ml.data.source_sha256`) under a *model
+key* (backbone, weights hash, input preprocessing), so changed weights or input size simply miss::
 
     <root>/<model_key>/index.json        {"dim": D, "rows": {sha256: [chunk, row]}, "chunks": [...]}
     <root>/<model_key>/chunk-000000.npy  (n, D) float32, opened with mmap_mode="r"
 
-Each batch of newly computed features is appended as a new chunk file, then the index is
-rewritten atomically under a file lock, so two workers filling the same cache never corrupt it
-(at worst both compute the same image once). Reading maps the chunks instead of loading them,
-so a pool of a million items does not need its features in memory.
+New features are appended as a chunk file, then the index is rewritten atomically under a file
+lock: two workers filling one cache never corrupt it (at worst both compute an image once).
+Reads map the chunks, so a pool of a million items needs no features in memory.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """Grad-CAM (Selvaraju et al. 2017) per concept, and PNG maps for the review screens.
 
-The map weighs the last convolutional block's activations by the spatially averaged gradient of
-one concept's logit (the logit, not the sigmoid, whose saturation would flatten the gradient),
-keeps the positive part and scales it to [0, 1]. For a Vision Transformer the "activations" are
-the patch tokens entering its last encoder block, on the patch grid, and the gradient runs back
-through that block (Grad-CAM on the last block's tokens, not attention rollout).
+The map weighs the last convolutional block's activations (for a Vision Transformer, the patch
+tokens entering its last encoder block: Grad-CAM on tokens, not attention rollout) by the
+spatially averaged gradient of one concept's logit (not the sigmoid, whose saturation flattens
+the gradient), keeps the positive part and scales it to [0, 1]. The trunk runs once, without
+autograd, so each concept's map costs one small backward through the pooling and the head. The
+small (h, w) maps are what a cache keeps; :func:`render_png` upsamples one to the size shown.
 
-The trunk runs once, without autograd: the gradient of a logit with respect to the last block's
-activations goes through the pooling and the head only, so every concept's map costs one small
-backward through the head, whatever the backbone. The small (h, w) maps are what a cache keeps;
-:func:`render_png` upsamples one to the size the page shows, with PIL.
-
-This module imports no torchvision (whose first import costs about 1.5 s in a fresh web process):
-:func:`model_input` is the evaluation transform of :func:`ml.data.build_transform`, written with
-``torch.nn.functional.interpolate`` as torchvision calls it.
+Imports no torchvision, whose first import is slow in a fresh web process (bench/README.md,
+"Grad-CAM maps on the item page"): :func:`model_input` is :func:`ml.data.build_transform`'s
+evaluation transform, written with ``torch.nn.functional.interpolate`` as torchvision calls it.
 """
 
 from __future__ import annotations

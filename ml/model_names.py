@@ -1,8 +1,9 @@
 """The names of the models in ``ml.models``' registry, importable without PyTorch.
 
 Web processes check a training request's backbone against these: importing ``ml.models`` there
-would load PyTorch (about 1 GB, 2-3 s) inside the first request of every web worker.
-``tests/ml/test_models.py`` checks that this list and the registry agree.
+would load PyTorch (about 1 GB) inside the first request of every web worker (what that cost:
+bench/README.md, "The "Retrain now" button"). ``tests/ml/test_models.py`` checks that this list
+and the registry agree.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Model registry and factory: backbones with a multi-label head that returns logits.
 
-Every model is a :class:`MultiLabelNet`: a trunk (``features``), global average pooling (with
-the backbone's own pre-logits norm, ConvNeXt's LayerNorm), and a head (linear, or a small MLP with
-dropout so that MC-dropout sampling has something to sample). The split follows timm:
-``forward_features`` gives the last feature map (Grad-CAM hooks onto it), ``forward_head`` pools
-and classifies, ``embed`` gives the pooled (N, D) features that the embedding cache stores. The
-Vision Transformer (:class:`VisionTransformerNet`) has the same split with tokens for the map and
-the class token for the pooled features.
+Every model is a :class:`MultiLabelNet` (a Vision Transformer a :class:`VisionTransformerNet`,
+patch tokens for the map, class token for the features): a trunk, pooling and a linear or MLP
+head (with dropout, for MC-dropout). The split follows timm: ``forward_features`` gives the last
+feature map (Grad-CAM hooks onto it), ``forward_head`` pools and classifies, ``embed`` gives the
+pooled (N, D) features the embedding cache stores. ``forward`` returns raw logits; the sigmoid
+lives only in :func:`predict_proba` (the Europeana pilot applied it twice, before a logits loss).
 
-``forward`` returns raw logits. The Europeana pilot put a sigmoid inside ``forward`` and then fed
-it to ``BCEWithLogitsLoss`` (sigmoid twice); here the loss takes logits and the sigmoid lives only
-in :func:`predict_proba`, at inference.
-
-Nothing is downloaded here: ImageNet weights are used only when a local file is given, read as
-safetensors or as a tensor-only state dict (``torch.load(weights_only=True)``, no fallback).
-``ml.weights`` resolves a weights spec (a torchvision weights name, a URL, a path) to such a file.
+Nothing is downloaded here: ImageNet weights come only from a local safetensors or tensor-only
+file (``torch.load(weights_only=True)``); ``ml.weights`` resolves a spec to such a file.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Training: a dataclass config, small named functions, and ``fit`` for both modes.
 
-Two modes share one loop:
-
-- ``"head"``: a linear or MLP head on cached backbone features (:class:`FeatureSet`), seconds on
-  a CPU; what a nightly retrain on a CPU worker does.
-- ``"finetune"``: the whole network on images (:class:`ml.data.LabelledImages`), on the GPU when
-  there is one (``device="auto"``).
-
-Targets are soft (aggregated posteriors) and samples are weighted by evidence; the loss is
-BCE-with-logits or the asymmetric loss, both on logits. Early stopping watches validation mAP;
-per-concept thresholds are then tuned on validation to maximise F1. Training state is a plain
-dict of tensors and numbers (``torch.load(weights_only=True)`` reads it), handed to a callback
-every ``checkpoint_every`` epochs so that a killed job resumes where it stopped.
+``"head"`` trains a linear or MLP head on cached backbone features (:class:`FeatureSet`; what a
+nightly retrain on a CPU worker does); ``"finetune"`` trains the whole network on images
+(:class:`ml.data.LabelledImages`), on the GPU when there is one (``device="auto"``). Targets are
+soft (aggregated posteriors) and samples weighted by evidence; the loss, BCE-with-logits or the
+asymmetric loss, takes logits. Early stopping watches validation mAP; per-concept thresholds are
+then tuned on validation to maximise F1. Training state is a plain dict of tensors and numbers
+(``torch.load(weights_only=True)`` reads it), handed to a callback every ``checkpoint_every``
+epochs so that a killed job resumes where it stopped.
 """
 
 from __future__ import annotations

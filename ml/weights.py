@@ -1,23 +1,14 @@
 """Pretrained weights by specification: resolve, fetch once into a cache, verify before use.
 
-A weights *spec* says where a backbone's pretrained trunk comes from. It is one of:
+A *spec* is a torchvision weights name of the backbone (``IMAGENET1K_V2``, ``DEFAULT``...: the file
+torchvision would download, under its name, whose sha256 must start with the hex digits in that
+name, as ``torch.hub`` checks it), an ``http(s)`` URL pinned as ``#sha256=<64 hex digits>``, or a
+local path, optionally pinned the same way. A remote file is fetched once into the cache folder.
+Every use verifies the file again (its hash, and that a zip ``.pt`` or ``.safetensors`` file is
+complete): a truncated or tampered file is refused with a message, a missing one that cannot be
+downloaded (offline) with the file to place and the path to place it at.
 
-- a torchvision weights name of that backbone (``IMAGENET1K_V1``, ``IMAGENET1K_V2``,
-  ``DEFAULT``...): the file torchvision would download, fetched once into the cache folder under
-  the same name torchvision gives it (``resnet50-11ad3fa6.pth``) and checked the way
-  ``torch.hub.download_url_to_file`` checks it: the sha256 of the file must start with the hex
-  digits in its name;
-- an ``http(s)`` URL with the file's whole sha256 in the fragment,
-  ``https://host/path/file.pth#sha256=<64 hex digits>``: fetched once into the cache folder, and
-  refused unless its sha256 is exactly that;
-- a local file path, optionally pinned the same way (``/weights/r50.pth#sha256=<hex>``).
-
-Every use verifies the file again (its hash, and for a zip-format ``.pt`` or a ``.safetensors``
-file that it is complete), so a truncated or tampered file is refused with a message rather than
-half-read. A file that is missing and cannot be downloaded (offline) is refused with a message
-naming the file to place and the path to place it at.
-
-This module imports neither torch nor Django: a web process checks a request's spec with it.
+Imports neither torch nor Django: a web process checks a request's spec with it.
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
 """Zero-shot concept scores from an image-text model (CLIP, through open_clip), before any label.
 
-A concept's text embedding is the mean of its prompts' embeddings: each template filled with the
-concept's label and, where the vocabulary has one, its description ("a photo of painting.",
-"a photo of an oil painting on canvas."). A *neutral* embedding is made from the same templates
-filled with "an object". The score rule, independent per concept (multi-label, no softmax over
-the vocabulary):
+Each concept is scored on its own (multi-label, no softmax over the vocabulary):
 
     p_c(image) = sigmoid(scale * (cos(image, concept_c) - cos(image, neutral)))
 
-where ``scale`` is the model's own logit scale (exp of its learned temperature, at most 100). It
-is the two-way softmax "this concept" vs "a generic object": 0.5 when the image is as close to
-the concept as to a generic object, towards 1 when closer to the concept. A "not {label}" prompt
-is not used because CLIP text towers read negations poorly.
-
-Weights are never fetched from a model hub: a local file, or an http(s) URL pinned to the sha256
-it must have, downloaded once into a cache directory (:func:`weights_fetch`, through
-:mod:`ml.weights`). open_clip is imported
-inside the functions that build models, so importing this module stays light.
+``concept_c`` is the mean embedding of the templates filled with the concept's label and its
+description, ``neutral`` the same templates filled with "an object", ``scale`` the model's own
+logit scale (at most 100): 0.5 when the image is as close to the concept as to a generic object.
+No "not {label}" prompt: CLIP text towers read negations poorly. Weights are a local file or a
+sha256-pinned URL (:func:`weights_fetch`, through :mod:`ml.weights`), never a model hub; open_clip
+is imported inside the functions that build models, so importing this module stays light.
 """
 
 from __future__ import annotations

@@ -1,28 +1,14 @@
 """Token authentication that makes guessing tokens pointless (reliability S15, S18).
 
-DRF authenticates before it throttles, so a wrong token would be answered 401 at full speed however
-many times it is tried. Here failed tokens are counted twice in the cache:
-
-* per client address (``auth_failures`` rate). Past it, every token request from that address is
-  answered 429 until the window passes, right or wrong token alike, without the database being
-  asked. Letting a valid token through from a locked address would hand a guesser an oracle (429
-  for a miss, 200 for a hit), so it is not. The price: clients sharing that address (one NAT) wait
-  with it. Nobody else does: the address is ``REMOTE_ADDR``, which the client cannot choose
-  (``config.client_address`` believes ``X-Forwarded-For`` only from ``TRUSTED_PROXIES``), so an
-  attacker can neither dodge the counter with a forged header nor lock out another address.
-* per token prefix, the first ``PREFIX_LENGTH`` characters presented (``auth_prefix_failures``
-  rate). A guesser spread over many addresses, each under its own limit, working on one token's
-  known beginning (a key half-leaked in a screenshot, or guessed a character at a time from
-  response timing) fails against one prefix again and again. Once that prefix is locked, an
-  address that has already failed within the window gets 429 for it without the database being
-  asked, so each address of such a spread guess gets one try per window instead of the address
-  limit. An address that has not failed is still checked: the token's owner, elsewhere, keeps
-  working whatever strangers do with the beginning of their key, so the lock can't be used to
-  shut a user out.
-
-Tokens never reach the logs: a lockout is logged with the client address, or for a prefix with a
-keyed digest (HMAC under ``SECRET_KEY``) that can be matched across log lines but not reversed. The
-cache keys hold the same digest, never token characters.
+DRF authenticates before it throttles, so failed tokens are counted here, in the cache, twice:
+per client address (``auth_failures`` rate: past it every token request from that address gets
+429, right token or wrong, without the database being asked) and per token prefix, the first
+``PREFIX_LENGTH`` characters (``auth_prefix_failures`` rate: past it an address that has already
+failed gets 429 for that prefix, while one that has not, the token's owner, still gets in). The
+address is ``REMOTE_ADDR``, which the client cannot choose (``config.client_address`` believes
+``X-Forwarded-For`` only from ``TRUSTED_PROXIES``). Tokens never reach the logs or the cache
+keys: a prefix appears only as a keyed digest (HMAC under ``SECRET_KEY``). Why each rule is as it
+is: README.md, "Running it for real", on client addresses and lockouts.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Pagination for the big lists: page numbers without ``COUNT(*)``.
 
 DRF's ``PageNumberPagination`` counts the whole filtered table on every page so it can print
-``count``: 157 ms of the 268 ms a page of ``/api/v1/labels/`` took over 2,000,000 labels. Here a
-page reads one row more than it shows, which is enough to know whether there is a next page; the
-response has ``next``, ``previous`` and ``results``, no ``count``. Page numbers, orderings and
-filters work as before, so a client that follows ``next`` sees no difference.
+``count``: over 2,000,000 labels that was most of a ``/api/v1/labels/`` page (bench/README.md,
+"Load: PostgreSQL at 100k items / 1M votes"). Here a page reads one row more than it shows, which
+is enough to know whether there is a next page; the response has ``next``, ``previous`` and
+``results``, no ``count``. Page numbers, orderings and filters work as before, so a client that
+follows ``next`` sees no difference.
 """
 
 from __future__ import annotations

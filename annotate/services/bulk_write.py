@@ -2,10 +2,10 @@
 
 ``bulk_create(update_conflicts=True)`` and ``bulk_update`` send a statement per batch of a few
 thousand rows and rewrite every row, changed or not: writing 2,000,000 aggregated labels that way
-took ~80 s on PostgreSQL, most of an aggregation. Here the rows go into a temporary table in one
-stream (``COPY`` on PostgreSQL, ``executemany`` on SQLite), and a single ``INSERT ... ON
-CONFLICT DO UPDATE ... WHERE`` (or ``UPDATE ... FROM``) writes only the rows whose values
-changed, so a re-run on the same votes touches almost nothing.
+was most of an aggregation (bench/README.md, "Load: PostgreSQL at 100k items / 1M votes"). Here
+the rows go into a temporary table in one stream (``COPY`` on PostgreSQL, ``executemany`` on
+SQLite), and a single ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` (or ``UPDATE ... FROM``)
+writes only the rows whose values changed, so a re-run on the same votes touches almost nothing.
 
 Both databases run the same SQL: SQLite (3.33 and later) has upserts and ``UPDATE ... FROM``.
 Call these inside a transaction; the staging table is dropped before they return.

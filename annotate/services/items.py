@@ -1,17 +1,13 @@
 """Item import from a manifest (CSV or JSONL), streamed and written in bulk.
 
-A manifest row is ``external_id, image[, title, prior_labels, provider, rights, ...]``: ``image`` is
-an http(s) URL or a path relative to the manifest, ``prior_labels`` concept keys separated by ``;``
-(a JSON list in JSONL). Other columns are kept as item metadata. Re-importing a file updates items
-by external id and never duplicates them; a row that cannot be imported is reported with its line
-and the reason, and the rest imports.
-
-Manifests come from outside, so a local image path must lead (symlinks resolved) into the
-manifest's folder or one of ``settings.IMPORT_ROOTS``, and must be a regular file read with the
-``IMAGE_MAX_BYTES`` cap; anything else reads exactly as a missing file does. A manifest is UTF-8
-(a byte order mark is fine) unless another encoding is named; a line that does not decode is
-reported, never imported with replacement characters. JSON is read by ``ml.safe_json``: no deep
-nesting, no ``NaN``, ``Infinity`` or numbers beyond a double.
+A row is ``external_id, image[, title, prior_labels, provider, rights, ...]`` (``image`` a URL or
+a path relative to the manifest, ``prior_labels`` keys separated by ``;``, other columns kept as
+metadata). Re-importing updates items by external id, never duplicates them; a row that cannot be
+imported is reported with its line and reason, and the rest imports. Manifests come from outside:
+a local image must lead (symlinks resolved) into the manifest's folder or ``settings.IMPORT_ROOTS``
+and be a regular file read under ``IMAGE_MAX_BYTES``, else it reads exactly as a missing file; a
+line that does not decode is reported, never imported with replacement characters; JSON is read
+by ``ml.safe_json`` (no deep nesting, ``NaN``, ``Infinity`` or numbers beyond a double).
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Dataset releases: versioned, immutable snapshots of the final labels in every export format.
 
 ``release_request`` writes a ``queued`` row with the next version number and sends the build task
-by name (:data:`RELEASE_BUILD_TASK`) once the transaction commits; ``release_build`` (run by that
-task) writes the files under ``ARTIFACT_ROOT/releases/<id>/`` and publishes them in one step:
-
-1. claim the row with a conditional ``UPDATE ... WHERE status='queued'`` (``claim()`` of
-   :mod:`annotate.jobs`; a redelivered message finds it running or done and returns: the task may
-   run more than once);
-2. stream the items once into all four writers inside a temporary folder next to the final one;
-3. zip the image folder, hash every file, write ``manifest.json``;
-4. rename the folder into place, then save the row as ``succeeded`` with counts, lineage,
-   manifest and content hash. From then on the model refuses any change.
-
-File names are ours (``labels.csv``, ``labels.jsonl``, ``annotations.jsonld``,
-``imagefolder.zip``, ``manifest.json``); downloads go through :func:`release_file_path`, which only
-serves names listed in the manifest and checks the resolved path stays in the release folder.
+(:data:`RELEASE_BUILD_TASK`) once the transaction commits. ``release_build`` claims the row
+(``claim()`` of :mod:`annotate.jobs`: a redelivered message finds it running or done and
+returns, so the task may run more than once), streams the items once into all four writers in a
+temporary folder beside the final one, zips the images, hashes every file into ``manifest.json``,
+renames the folder into ``ARTIFACT_ROOT/releases/<id>/``, then saves the row ``succeeded`` with
+counts, lineage and content hash; from then on the model refuses any change. Downloads go through
+:func:`release_file_path`: only names listed in the manifest (``labels.csv``, ``labels.jsonl``,
+``annotations.jsonld``, ``imagefolder.zip``, ``manifest.json``), inside the release folder.
 """
 
 from __future__ import annotations

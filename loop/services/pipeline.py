@@ -2,17 +2,13 @@
 
 Each step is a :class:`loop.models.LoopStep` row and one Celery task (``loop.tasks``). Triggers
 call :func:`step_request`; the task calls :func:`step_execute`, which claims the step, runs its
-work (:mod:`loop.services.steps`) and records a :class:`loop.models.LoopEvent`. The guarantees:
-
-- ten requests before the task starts send one message (``queued``), and the work runs once;
-- a request that arrives while the step runs sends one more message when the run finishes;
-- a message delivered twice finds nothing to serve (``request_seq`` <= ``served_seq``) or the
-  step busy, and returns;
-- a transient error releases the claim and leaves the request standing for Celery's retry; a
-  final failure is recorded with its reason and consumes the request (the next trigger tries
-  again);
-- a worker killed mid-step leaves the request standing; its redelivered message (same task id)
-  or, once the lease is over, the reconciler runs it again.
+work (:mod:`loop.services.steps`) and records a :class:`loop.models.LoopEvent`. Guarantees: ten
+requests before the task starts send one message and the work runs once; a request during a run
+sends one more message when it finishes; a message delivered twice finds nothing to serve
+(``request_seq`` <= ``served_seq``) or the step busy, and returns; a transient error releases
+the claim for Celery's retry, a final failure is recorded with its reason and consumes the
+request; a worker killed mid-step leaves the request standing for its redelivered message (same
+task id) or, once the lease is over, the reconciler.
 """
 
 from __future__ import annotations

@@ -1,34 +1,15 @@
-"""Vote aggregation (truth inference): turn volunteers' votes into posteriors per item and concept.
+"""Vote aggregation (truth inference): votes in, a posterior per item x concept and skills out.
 
-Volunteers answer a multiple-answer question ("which of these concepts apply?"), so one
-classification is one row of 0/1 flags, one per concept: a ticked concept is a vote *for*, an
-unticked one a vote *against*. Several volunteers see each item. This module turns such votes into
-a posterior probability per item x concept, and estimates each volunteer's skill on the way.
+One classification is one row of 0/1 flags, one per concept (a tick is a vote *for*, no tick a
+vote *against*); votes are assumed deduplicated upstream (crowdloop keeps a volunteer's earliest
+classification of an item). Methods, by name in :data:`AGGREGATORS` (see
+``../shared/docs/aggregation.md``): ``majority_vote``, the baseline, and ``dawid_skene_binary``,
+two-coin Dawid-Skene per concept (:mod:`ml.aggregation.dawid_skene`), whose E-step alone under an
+earlier pass's ``TwoCoinParameters`` (``dawid_skene_binary_posteriors``) is the incremental
+aggregation. The single-answer (one-of-K) counterparts are ``bench/aggregation_categorical.py``.
 
-Methods (see ``../shared/docs/aggregation.md``):
-
-- ``majority_vote``: the vote fraction per item x concept, the baseline.
-- ``dawid_skene_binary``: a two-coin Dawid-Skene model per concept. Each volunteer has a
-  sensitivity (P(tick | concept applies)) and a specificity (P(no tick | it does not)) per concept,
-  shrunk by a Beta prior towards the crowd's average for that concept, scaled by how careful the
-  volunteer is across all concepts; so a volunteer with few votes behaves like an average
-  volunteer, and carefulness learnt on common concepts carries over to rare ones. No skill is
-  more extreme than the rule of succession allows for the volunteer's record, and a clear
-  majority is overruled only on odds of ``OVERRULE_FACTOR`` or more. Volunteers with
-  very few classifications, and any volunteers the caller marks (anonymous ``not-logged-in-*``
-  sessions), can be pooled into one shared "rare" volunteer. Two coins matter because tagging
-  errors are asymmetric: volunteers miss concepts far more often than they invent them.
-- ``dawid_skene_binary_posteriors``: that model's E-step alone, for a subset of items under the
-  fixed parameters (``TwoCoinParameters``) of an earlier full pass: the incremental aggregation.
-
-The single-answer (one-of-K) counterparts, used on the public reference datasets, are
-``bench/aggregation_categorical.py``.
-
-Every EM step is a handful of sparse matrix products over all votes and all concepts at once; the
-only Python loop is over EM iterations. Votes are assumed deduplicated upstream (crowdloop keeps a
-volunteer's earliest classification of an item).
-
-This package is plain numpy/scipy: it must never import django, ``annotate`` or ``training``.
+Plain numpy/scipy, a handful of sparse products per EM step and no Python loop over votes: this
+package must never import django, ``annotate`` or ``training``.
 """
 
 from __future__ import annotations

@@ -52,14 +52,10 @@ tick) of its volunteer for the concept, and the concept's prior odds start them 
 the prior sides with the majority, the dissenters' skills must be clearly better than the
 majority's; where it sides with the dissent, they need not be.
 
-Chosen by evidence (bench/README.md, issue 17). Leaving the prior out cost the two-coin model
-2.4 points on D_Product even at factor 1 (0.939 to 0.915): of its ~590 overrules of a 2-to-1
-majority, ~175 are the prior's doing (matches are rare) and ~73% of those are right. With the
-prior counted, factors 2, 3 and 10 cost 0.6, 0.9 and 3.5 points there (and 10 cost the simulated
-crowd 0.002 micro-F1 at 10 votes). At 1.25 no reference figure drops (D_Product, bluebirds, the
-simulated crowd at 5 and 10 votes; D_Product moves within +-0.001 for factors 1.1 to 1.5 as EM
-settles slightly differently), the small simulated crowds gain, and the rule still stops the
-small-data overrules that EM talks itself into (tests/ml/test_aggregation.py).
+Chosen by evidence (bench/README.md, "Small data is not overfitted", issue 17): leaving the
+prior out of the rule cost accuracy on D_Product, and 1.25 is the largest factor tried at which
+no reference figure drops; it still stops the small-data overrules that EM talks itself into
+(tests/ml/test_aggregation.py).
 """
 
 # Where the rule holds a posterior back, it sits this far (in log-odds) on the majority's side of
@@ -283,11 +279,11 @@ def dawid_skene_binary(
     Anchored (item, concept) pairs have their posterior fixed at 0/1 throughout EM, so curator
     decisions and gold-standard items teach the model how reliable each volunteer is.
 
-    The defaults won on the benchmarks (``bench/README.md``): count-based pooling is off because
-    pooling volunteers with fewer than 20 classifications cost accuracy both on D_Product (0.939
-    to 0.937) and on the simulated crowd (micro-F1 -0.002), where the Beta prior already handles
-    sparse volunteers; pass ``pool_below=20`` to follow the design note literally. Anonymous
-    sessions should still be pooled through ``pool_workers``: they are not one person.
+    The defaults won on the benchmarks (``bench/README.md``, "Vote aggregation"): count-based
+    pooling is off because pooling volunteers with fewer than 20 classifications cost accuracy on
+    D_Product and on the simulated crowd, where the Beta prior already handles sparse
+    volunteers; pass ``pool_below=20`` to follow the design note literally. Anonymous sessions
+    should still be pooled through ``pool_workers``: they are not one person.
 
     Args:
         votes: the multi-label votes.

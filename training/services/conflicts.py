@@ -1,21 +1,14 @@
-"""The model-vs-crowd conflict: where the active model is sure of one answer and the crowd of the
-other.
+"""The model-vs-crowd conflict: the active model is sure of one answer and the crowd of the other.
 
 A concept conflicts on an item when the active model's score is at least
-``MODEL_CONFLICT_CONFIDENCE`` one way (``p >= c`` or ``p <= 1 - c``) and the crowd's posterior,
-backed by votes, is at least ``RETIRE_CONFIDENCE`` the other way (the same "confident crowd" that
-the prior-contradiction flag uses). Either side unsure is no conflict: an unsure crowd is already
-first in the review queue, and an unsure model has no opinion to weigh.
-
-``Item.conflicts_model`` keeps the item-level flag so the queue can filter and sort on it without
-decoding predictions. It follows both sides: a new active version or a finished pool scoring
-refreshes every item, an aggregation refreshes the items it rewrote (``training.receivers``).
-The item screen recomputes the per-concept flags live with :func:`concept_conflicts`.
-
-``Item.zero_shot_contradicts_prior`` is the zero-shot counterpart for curators before any model
-is trained: the latest zero-shot version is confident (``MODEL_CONFLICT_CONFIDENCE``) that a
-concept of the item's prior enrichment does not apply (:func:`item_zero_shot_prior_refresh`,
-run after a zero-shot scoring).
+``MODEL_CONFLICT_CONFIDENCE`` one way and the crowd's posterior, backed by votes, at least
+``RETIRE_CONFIDENCE`` the other way; either side unsure is no conflict (an unsure crowd already
+leads the review queue, an unsure model has no opinion). ``Item.conflicts_model`` keeps the
+item-level flag for the queue: a new active version or a finished pool scoring refreshes every
+item, an aggregation the items it rewrote (``training.receivers``); :func:`concept_conflicts`
+gives the per-concept flags live. ``Item.zero_shot_contradicts_prior`` is the counterpart before
+any model is trained: the latest zero-shot version is confident that a concept of the item's
+prior does not apply (:func:`item_zero_shot_prior_refresh`, after a zero-shot scoring).
 """
 
 from __future__ import annotations

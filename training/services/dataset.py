@@ -1,18 +1,13 @@
 """The training set: final labels as targets, written as a hashed snapshot the run trains on.
 
-Final labels follow the item contract: a curator's decision (review ``accepted`` or ``edited``)
-makes ``curated_concepts`` a hard target; ``rejected`` items are left out; every other item
-trains on the crowd's aggregated posteriors as soft targets, if the crowd said enough about it,
-weighted by how many classifications stand behind them.
-
-The snapshot (JSON under ``ARTIFACT_ROOT/runs/<id>/``) is what the run trains on: a retry after a
-killed worker reads the same snapshot back (its sha256 is on the run) instead of the labels of the
-moment, so a resumed run continues on exactly the data it started with.
-
-Train or validation is drawn from the sha256 of each item's external id
-(:func:`ml.splits.stable_split`), nothing else: as the pool grows, an item never moves between
-the splits. So no version ever trained on a later run's validation items, and the promotion gate
-(:mod:`training.services.gate`) scores the active version on them as fairly as the new one.
+A curator's decision (``accepted`` or ``edited``) makes ``curated_concepts`` a hard target;
+``rejected`` items are left out; every other item trains on the crowd's posteriors as soft
+targets, if the crowd said enough, weighted by the classifications behind them. The snapshot
+(JSON under ``ARTIFACT_ROOT/runs/<id>/``, its sha256 on the run) is what a retry after a killed
+worker reads back, so a resumed run continues on the data it started with. Train or validation
+comes from the sha256 of each item's external id alone (:func:`ml.splits.stable_split`): an item
+never moves between the splits as the pool grows, so the promotion gate
+(:mod:`training.services.gate`) scores the active version on items no version trained on.
 """
 
 from __future__ import annotations

@@ -1,18 +1,16 @@
 """Grad-CAM maps of a model version for the review screens, cached on disk per version.
 
-The first view of an item runs the model once and keeps every concept's small map; each PNG
-(an overlay or a bare map, at one display size) is drawn from those and kept too. Later views
-read the file. Everything lives under ``ARTIFACT_ROOT/explain``::
+An item's first view runs the model once and keeps every concept's small map; each PNG (overlay
+or bare map, at one display size) is drawn from those and kept too. Under
+``ARTIFACT_ROOT/explain``::
 
     v<version>/<item>-<image key>/cams.npz                   every concept's (h, w) map + image size
     v<version>/<item>-<image key>/<concept>-<size>.png       the map blended over the image
     v<version>/<item>-<image key>/<concept>-<size>-map.png   the bare map (transparent)
 
-The version is in the path, so a newly promoted model draws new maps; the image key (the
-image's sha256) is too, so a re-imported picture is never shown with its predecessor's map.
-Files are written to a temporary name and renamed, so a reader sees a whole file or none. The
-folders of versions that are neither active nor among the newest :data:`KEEP_VERSIONS` are
-removed when a version writes its first map (:func:`explain_cache_prune`).
+The version and the image's sha256 are in the path, so a new model or a re-imported picture never
+shows an old map. Files are renamed into place, whole; the folders of versions neither active nor
+among the newest :data:`KEEP_VERSIONS` go when a version writes its first map.
 """
 
 from __future__ import annotations
@@ -285,7 +283,8 @@ def explain_cache_prune(*, keep: int = KEEP_VERSIONS, also: Iterable[int] = ()) 
 
 def explain_warm() -> bool:
     """Import PyTorch and load the active version's model into this process's cache, so that the
-    first evidence map a curator opens does not pay for them (about 1.4 s on a 2-core machine).
+    first evidence map a curator opens does not pay for them (what that costs: bench/README.md,
+    "Grad-CAM maps on the item page").
 
     Called by the web server for each worker as it starts (``gunicorn.conf.py``), in a thread of
     its own. Returns whether a model was loaded; never raises (a bad checkpoint is reported by

@@ -1,17 +1,13 @@
 """The promotion gate: a new version and the active one, scored on the same validation items.
 
-A run's own validation mAP is measured on its own validation split, which grows with the pool;
-the active version's ``val_map`` was measured on an older, smaller split. Comparing those two
-numbers compares different items: on a long-tailed pool a first model whose tiny split happened
-to be easy stayed active through every later retrain. So after a run trains, the active version is
-scored on the candidate's validation items with the same code that scores the pool
-(:func:`training.services.scoring.probabilities`), both mAPs are computed by the same metric
-(:func:`ml.metrics.mean_average_precision`) on the same labels and on the concepts both versions
-know, and the candidate is promoted when it is not worse there.
-
-When the active version cannot be scored (a bare-head checkpoint, a missing or changed file, no
-concept in common, no positive among the shared items), the gate falls back to comparing the two
-recorded validation mAPs, and says why in :attr:`ModelVersion.gate`.
+Each run's own validation mAP is measured on a split that grows with the pool, so two recorded
+mAPs compare different items (on a long-tailed pool, a first model with an easy tiny split stayed
+active through every later retrain). After a run trains, the active version is scored on the
+candidate's validation items by the pool's scoring code
+(:func:`training.services.scoring.probabilities`), both mAPs come from
+:func:`ml.metrics.mean_average_precision` on the concepts both know, and the candidate is
+promoted when it is not worse. When the active version cannot be scored, the gate falls back to
+the two recorded mAPs and says why in :attr:`ModelVersion.gate`.
 """
 
 from __future__ import annotations

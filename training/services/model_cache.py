@@ -1,8 +1,9 @@
 """Verified models of recent versions, kept per process: scoring chunks and map views share them.
 
 A module of its own, apart from the scoring service, because importing that one imports
-torchvision (through the embedding pipeline): about 1.5 s that a web process drawing its first
-Grad-CAM map should not pay. Loading here needs PyTorch and safetensors only.
+torchvision (through the embedding pipeline), which a web process drawing its first Grad-CAM map
+should not pay for (bench/README.md, "Grad-CAM maps on the item page"). Loading here needs
+PyTorch and safetensors only.
 """
 
 from __future__ import annotations

@@ -1,24 +1,15 @@
 """Enrichment proposals: the active model's labels for items that have no final label yet.
 
-A release or export of kind ``proposals`` holds these records; the crowd side's exports and
-releases read them through :data:`annotate.services.datasets.records.RECORD_SOURCES`, where
-``TrainingConfig.ready`` registers :func:`proposal_records`, so that annotate never imports
-training.
-
-The API serves the same proposals as a W3C Web Annotation ``AnnotationCollection`` in
-``AnnotationPage``s (:func:`proposal_collection`, :func:`proposal_page`): one ``tagging``
-annotation per item x proposed concept, shaped as the ``webannotation`` export writes them (concept
-URI as body, item URI as target), with the model's score as ``confidence`` and the model version
-as ``generator``.
-
-Paging never reads the whole collection per request. A page's ``next`` and ``prev`` links carry a
-keyset cursor (``after=`` / ``before=`` the item id and concept key of the annotation next to
-it), so following them reads only the items of that page, and a walk by ``next`` meets every
-annotation once even while the crowd labels items in between. The collection's ``total`` is
-counted once and cached (:func:`proposal_total`) per active version, its scoring progress, the
-vocabulary and the newest crowd label, for at most ``PROPOSALS_TOTAL_CACHE_SECONDS`` (a curator's
-decision on an item without crowd labels shows in it after that). A page asked for by number
-alone (``last``, or typed) is found from the nearer end of the collection.
+Exports and releases of kind ``proposals`` read :func:`proposal_records` through
+:data:`annotate.services.datasets.records.RECORD_SOURCES` (registered by ``TrainingConfig.ready``,
+so annotate never imports training). The API serves the same proposals as a W3C Web Annotation
+``AnnotationCollection`` in ``AnnotationPage``s (:func:`proposal_collection`,
+:func:`proposal_page`): one ``tagging`` annotation per item x proposed concept, shaped as the
+``webannotation`` export writes them, the model's score as ``confidence``, the version as
+``generator``. ``next`` and ``prev`` carry a keyset cursor, so a walk meets every annotation once
+even while the crowd labels items; ``total`` is cached (:func:`proposal_total`) per active
+version, scoring progress, vocabulary and newest crowd label, at most
+``PROPOSALS_TOTAL_CACHE_SECONDS``.
 """
 
 from __future__ import annotations

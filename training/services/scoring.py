@@ -1,17 +1,13 @@
 """Scoring the pool: predictions of a model version for every item with a usable image.
 
-The pool is cut into contiguous id ranges (:class:`ScoringChunk`), one Celery task each, sent
-as a group on the ``train`` queue so that every training worker takes a share. A chunk is
-claimed with a conditional UPDATE that counts its attempts (the poison guard of scoring), its
-predictions are upserted in bulk (a redelivered chunk rewrites the same rows), and it is counted
-done once. A chunk whose scoring raises (other than a transient database error, which the task
-retries) is marked failed with the error; the version is then not scored until a resume
-(``scoring_start(resume=True)``) tries it again. The reconciler re-sends chunks left undone.
-
-Zero-shot versions (``ModelVersion.Kind.ZERO_SHOT``) are scored by the same chunks: their items
-go to :func:`training.services.zero_shot.zero_shot_items_score`, and their last chunk refreshes
-the zero-shot prior-doubt flags instead of announcing ``pool_scored`` (which means "the active
-model scored the pool" to the loop).
+The pool is cut into contiguous id ranges (:class:`ScoringChunk`), one Celery task each on the
+``train`` queue. A chunk is claimed with a conditional UPDATE that counts its attempts (the
+poison guard), upserts its predictions in bulk (a redelivered chunk rewrites the same rows) and
+is counted done once; one that raises (other than a transient database error, retried) is marked
+failed, and the version stays unscored until ``scoring_start(resume=True)``. The reconciler
+re-sends chunks left undone. Zero-shot versions use the same chunks
+(:func:`training.services.zero_shot.zero_shot_items_score`); their last chunk refreshes the
+prior-doubt flags instead of announcing ``pool_scored`` ("the active model scored the pool").
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
 """The active-learning simulation through the product's own services.
 
-``ml.simulation`` measures strategies on cached features with no database; this module runs the
-same kind of campaign through what crowdloop runs in production, so what it measures is the
-product: mosaics of scikit-learn digits (real images, known truth) are imported with
-``items_import``; each round is chosen by ``round_select`` (a cold start first, then the
-strategy, with its random control share and relabel picks); ``ml.simulation.SimulatedCrowd``
-votes on the round (careful, careless and spamming volunteers, heavy-tailed activity) and its
-votes go through ``classifications_ingest``; ``labels_aggregate`` turns them into labels; the
-training service trains a model version on the final labels (``training_run_request`` then
-``training_run_execute``); ``items_score`` scores the pool for the next round. Test mAP on
-held-out mosaics is recorded against the number of classifications spent.
-
-Only the Zooniverse push is stood in for: a round's new picks become subjects directly (the push
-itself is tested against the sandbox elsewhere). Each campaign runs in a transaction that is
-rolled back, with its files in a folder of its own, so nothing is left behind; a campaign holds
-that transaction for its whole length, so run long simulations against a scratch database.
-
-``SimulationConfig.scenario`` picks the images and the crowd from ``ml.scenarios``: "easy" is
-the digit mosaics and the default crowd above; "hard" is the long-tailed, cluttered scenario
-with its noisier crowd (careless volunteers miss small objects, 15% spammers, one to three
-votes per item instead of ``votes``).
+``ml.simulation`` measures strategies on cached features with no database; this module runs a
+campaign through what crowdloop runs in production (``items_import``, ``round_select``,
+``classifications_ingest``, ``labels_aggregate``, the training service, ``items_score``) with
+``ml.simulation.SimulatedCrowd`` voting, and records test mAP on held-out images against the
+classifications spent. Only the Zooniverse push is stood in for: a round's picks become subjects
+directly. Each campaign runs in one transaction, rolled back, with its files in a folder of its
+own; it holds that transaction for its whole length, so run long simulations against a scratch
+database. ``SimulationConfig.scenario`` picks the images and the crowd from ``ml.scenarios``:
+"easy" (digit mosaics, the default crowd) or "hard" (long-tailed, cluttered, a noisier crowd).
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
 """Zero-shot model versions: an image-text model scores the pool before the crowd said anything.
 
-A zero-shot version is a :class:`ModelVersion` of kind ``zero_shot``. Its "checkpoint" is a JSON
-sidecar under ``ARTIFACT_ROOT/zero_shot/`` naming the open_clip architecture, the weights file
-and its sha256, the concepts and every prompt (:mod:`ml.zero_shot` states the score rule); the
-row's ``checkpoint_sha256`` is the sidecar's hash, so a changed prompt or weights file is refused
-on load. Its scores are stored as :class:`Prediction` rows like a trained version's, and the
-image embeddings go to the embedding cache for the cold start's diversity.
-
-A zero-shot version is never made active: the active version is what ``predict``, scoring,
-explanations and later rounds load as a trained network, and a trained model (even a weak one)
-knows this vocabulary as the crowd uses it. It stays a candidate that promotion refuses (its
-sidecar is not a trained checkpoint). It serves two things while no trained model is scored:
-the first round (uncertain and varied images by its scores,
-``training.services.selection``), and the curators' flag "the zero-shot model doubts a prior
-label" (``training.services.conflicts``).
-
-A pool is scored either in this process (:func:`zero_shot_pool_score`, the command's default)
-or in workers (``training.services.scoring.zero_shot_scoring_start``, ``--in-workers``): the
-scoring chunks of trained versions, whose task scores a zero-shot version's chunk with
-:func:`zero_shot_items_score`. Both store the same scores and end with the same
-refresh of the prior-doubt flags.
-
-PyTorch and open_clip are imported inside the functions that score, so the review screens that
-only look up the latest version do not load them.
+A version of kind ``zero_shot`` has a JSON sidecar for checkpoint (``ARTIFACT_ROOT/zero_shot/``:
+architecture, weights file and sha256, concepts, prompts; :mod:`ml.zero_shot` states the score
+rule) whose hash is the row's ``checkpoint_sha256``, so a changed prompt or weights file is
+refused on load. Its scores are :class:`Prediction` rows, its image embeddings go to the embedding
+cache. It is never made active (what loads the active version expects a trained network, and
+even a weak trained model knows the vocabulary as the crowd uses it): until a trained model is
+scored it chooses the first round (``training.services.selection``) and flags doubtful prior
+labels (``training.services.conflicts``). The pool is scored here (:func:`zero_shot_pool_score`)
+or in the workers' scoring chunks (:func:`zero_shot_items_score`), to the same scores and flags;
+PyTorch and open_clip are imported only inside the functions that score.
 """
 
 from __future__ import annotations

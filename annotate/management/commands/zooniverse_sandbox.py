@@ -5,20 +5,10 @@
          --crowd hard]
 
 The first lines of output are ``KEY=value`` pairs a shell or a demo script can read:
-``PANOPTES_ENDPOINT``, ``PANOPTES_PROJECT_ID`` and ``PANOPTES_WORKFLOW_ID``. The sandbox accepts
-any client id, secret, username and password.
-
-``--volunteers-per-minute K`` starts a live crowd that keeps classifying the linked, unretired
-subjects at about K a minute (idle while there are none), so a running app sees new votes arrive
-by themselves; ``--truth`` is a JSON file ``{external_id: [concept keys]}`` for what its careful
-volunteers should see (subjects it does not list fall back to their ``#truth`` metadata); an
-entry may be ``{concept key: size}`` instead, each object's side as a share of the image side,
-for volunteers who miss small objects. ``--crowd hard`` makes the live crowd ``ml.scenarios``'
-hard scenario's (``CrowdConfig.for_scenario``): careful and careless volunteers who miss small
-objects, 15% spammers, one to three votes per subject; ``easy`` (the default) is the sandbox's
-own crowd.
-Ctrl-C (or SIGTERM) stops the crowd and the server. Everything else lives in
-``annotate.zooniverse.sandbox``.
+``PANOPTES_ENDPOINT``, ``PANOPTES_PROJECT_ID`` and ``PANOPTES_WORKFLOW_ID``; any client id,
+secret, username and password is accepted. ``--volunteers-per-minute K`` starts a live crowd
+(each option in ``--help``, the crowd and the truth file in the sandbox's README.md). Ctrl-C (or
+SIGTERM) stops the crowd and the server; everything else lives in ``annotate.zooniverse.sandbox``.
 """
 
 from __future__ import annotations

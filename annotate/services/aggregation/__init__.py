@@ -1,20 +1,13 @@
 """From raw votes to clean labels: the Django side of ``ml.aggregation``.
 
-Reads every counted classification (the earliest per volunteer and subject, mapped to an item),
-builds the vote arrays ``ml.aggregation`` takes, anchors curator decisions and gold-standard
-classifications, runs the chosen method, and writes the results back in bulk: one aggregated label
-per item x concept, one skill per volunteer x concept, and each item's consensus, uncertainty and
-disagreement with its prior labels. Running it twice on the same votes writes the same numbers.
-
-A full pass also stores its crowd-level parameters (``AggregationState``). An incremental pass
-(``item_ids``) reads only those items' votes, scores them with the two-coin E-step under the
-stored volunteer skills and those parameters, and rewrites only those items' labels and states;
-skills wait for the next full pass. Majority vote needs no parameters: an incremental pass
-recomputes the items exactly.
-
-This module runs a pass; the steps, one module each: ``votes`` reads the votes and the anchors,
-``labels`` writes labels, item states and skills, ``stored_parameters`` keeps the crowd-level
-parameters between passes; ``id_filters`` holds the id conditions they share.
+A pass reads every counted classification (each volunteer's earliest of a subject, mapped to an
+item), anchors curator decisions and gold-standard classifications, runs the chosen method and
+writes back in bulk: a label per item x concept, a skill per volunteer x concept, and each item's
+consensus, uncertainty and disagreement with its prior labels. The same votes always write the
+same numbers. A full pass also stores the crowd-level parameters (``AggregationState``); an
+incremental pass (``item_ids``) re-scores only those items with the two-coin E-step under the
+stored skills and parameters (majority vote needs none), and skills wait for the next full pass.
+The steps, one module each: ``votes``, ``labels``, ``stored_parameters``, ``id_filters``.
 """
 
 from __future__ import annotations

@@ -1,31 +1,16 @@
 """The ingestion core for Zooniverse classifications, shared by the export importer and the sync.
 
-Both sources are turned into :class:`ClassificationRecord` objects (or :class:`QuarantineEntry`
-objects for input their parser already refused) and handed to :func:`classifications_ingest`, which
-writes them in batches. Each batch is one transaction and costs a small, fixed number of queries
-whatever its size: versions, volunteers, subjects, items and classifications are all read and
-written in bulk.
-
-Rules it keeps (``reliability.md`` §2, §4.1):
-
-* a classification id is stored once; re-importing or re-syncing is a no-op (B5);
-* answers resolve through the answer map of the record's workflow version: answer indices (API)
-  need the exact version, label strings (exports) may fall back to the ``*`` wildcard version
-  because labels describe themselves (B3); answers that map to no concept are kept in
-  ``invalid_answers`` and counted, never aggregated (B4);
-* a volunteer classifying the same subject twice keeps both rows; the earliest by ``created_at``
-  (then classification id) counts and the later ones are flagged ``is_duplicate``, also when the
-  earlier one arrives in a later batch or import (B6); logged-out volunteers are only compared
-  within one browser session, never by hashed IP alone (B7);
-* a classification of several subjects is quarantined, never attributed to the first (B9);
-* with ``cursor=True`` the sync cursor moves in the same transaction as the batch it covers.
-
-The steps, one module each: ``read`` cuts the input into batches
-(``annotate.zooniverse.classification_records`` holds the record types); ``answers`` resolves
-answers to concepts; ``subjects`` finds or creates subjects and links them to items; ``repeats``
-flags repeat votes; ``store`` writes a batch's rows;
-``counters`` recounts ``n_classifications``; ``sql`` holds the bulk SQL they share. This module
-runs them batch by batch and refuses what fails a check.
+Both hand :class:`ClassificationRecord` objects (or :class:`QuarantineEntry` objects for input
+their parser refused) to :func:`classifications_ingest`, which writes them in batches: one
+transaction and a fixed handful of queries per batch, whatever its size. Rules it keeps
+(``reliability.md`` §2, §4.1): an id is stored once, so a re-import or re-sync is a no-op (B5);
+answer indices (API) resolve through the record's exact workflow version, labels (exports) may
+fall back to the ``*`` version (B3), and answers that map to no concept are counted in
+``invalid_answers``, never aggregated (B4); a volunteer's earliest classification of a subject
+(by ``created_at``, then id) counts and later ones are ``is_duplicate``, across batches and
+imports, logged-out volunteers being compared within one browser session only (B6, B7); a
+classification of several subjects is quarantined (B9). One module per step (``read``,
+``answers``, ``subjects``, ``repeats``, ``store``, ``counters``, ``sql``); this one runs them.
 """
 
 from __future__ import annotations

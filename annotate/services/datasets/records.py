@@ -1,17 +1,13 @@
 """Export records: which items a dataset holds and what each says, streamed in primary-key order.
 
-Contract: :func:`export_records` yields one :class:`ExportRecord` per exported item, a chunk at a
-time (four queries a chunk: the items, their final labels in two, their crowd posteriors), so
-memory stays flat however large the pool. Left out: items a curator rejected, items whose every
-subject was deleted upstream (B10), crowd items with no aggregated label yet. ``source`` is
-``curator`` for accepted or edited items, else ``crowd``; ``labels`` are the final concept keys
-(see ``annotate.selectors``), ``scores`` the crowd's posteriors.
-
-Filters: ``reviewed_only`` keeps curator-labelled items; ``min_confidence=c`` keeps crowd items
-whose every posterior is ``>= c`` or ``<= 1 - c`` (curator items always pass); ``concepts``
-restricts labels, scores and columns to a subset of the vocabulary.
-
-Other kinds of records (the model's ``proposals``) are registered by the app that owns them
+:func:`export_records` yields one :class:`ExportRecord` per exported item, a chunk at a time
+(four queries a chunk), so memory stays flat however large the pool. Left out: items a curator
+rejected, items whose every subject was deleted upstream (B10), crowd items with no aggregated
+label yet. ``source`` is ``curator`` (accepted or edited) or ``crowd``; ``labels`` are the final
+concept keys, ``scores`` the crowd's posteriors. Filters: ``reviewed_only``; ``min_confidence=c``
+keeps crowd items whose every posterior is ``>= c`` or ``<= 1 - c`` (curator items always pass);
+``concepts`` restricts labels, scores and columns to a subset of the vocabulary. Other kinds of
+records (the model's ``proposals``) are registered by the app that owns them
 (:func:`record_source_register`, from ``TrainingConfig.ready``): annotate never imports training.
 """
 

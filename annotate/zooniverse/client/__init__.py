@@ -2,16 +2,11 @@
 
 panoptes-client 1.7.1 sends requests with no timeout, retries only some 5xx, never 429 or a
 paginator's next page, and re-sends a ``Subject.save()`` POST on *any* error (``zooniverse.md``
-§2.2). This package fixes that in one place; import its public names from here:
-
-* ``errors`` — what can go wrong: ``TransientError`` (retry later) or ``FatalError`` (do not);
-* ``payloads`` — the Panoptes JSON shapes, as ``TypedDict``s;
-* ``transport`` — timeouts, retries and the wall budget on every request of the session;
-* ``resources`` — :class:`ZooniverseClient`'s operations and :func:`connect`.
-
-Tokens never reach a log: log lines name the method and the URL path only, never headers, bodies
-or query strings, and ``panoptes_client``'s DEBUG logging (which prints bodies) is left off by the
-settings.
+§2.2). This package fixes that in one place; import its public names from here: ``errors``
+(``TransientError``: retry later; ``FatalError``: do not), ``payloads`` (the Panoptes JSON
+shapes), ``transport`` (timeouts, retries and the wall budget on every request), ``resources``
+(:class:`ZooniverseClient`, :func:`connect`). Tokens never reach a log: log lines name the method
+and the URL path only, and ``panoptes_client``'s DEBUG logging (which prints bodies) stays off.
 """
 
 from annotate.zooniverse.client.errors import (

@@ -1,16 +1,15 @@
 """The Panoptes resources crowdloop uses, as methods of :class:`ZooniverseClient`.
 
 * Creates that must not be repeated blindly (subjects, subject sets) go out as one attempt each;
-  after a transient failure the object is first looked up by the id crowdloop put in its metadata
-  and only re-sent when it is not there (:meth:`ZooniverseClient.subject_create`).
-  ``Subject.save()`` is never used.
+  after a transient failure the object is looked up by the id crowdloop put in its metadata and
+  re-sent only when absent (:meth:`ZooniverseClient.subject_create`); no ``Subject.save()``.
 * Classifications are paged by keyset from a ``last_id`` the caller stores
   (:meth:`ZooniverseClient.classifications_page`), never through the library iterator.
 * Exports are requested, awaited and downloaded by the methods it inherits from
   :class:`~annotate.zooniverse.client.data_exports.PanoptesExports`.
 
-Payloads come back as Panoptes sends them (string ids); ids become ``int`` only where a method
-says so. :func:`connect` builds a client from arguments or settings and logs it in.
+Payloads come back as Panoptes sends them (string ids) unless a method says otherwise;
+:func:`connect` builds a client from arguments or settings and logs it in.
 """
 
 from __future__ import annotations

@@ -3,16 +3,12 @@
     python manage.py demo --reset [--serve] [--port 8000] [--sandbox-port 8765]
 
 It starts the Zooniverse stand-in (``zooniverse_sandbox``) and a Celery worker as child
-processes, runs the scripted rounds against them (this process pushes, asks the simulated
-volunteers and pulls; the worker aggregates, retires, trains and writes the release), and with
-``--serve`` then starts the web server, beat and a worker with ``AUTO_ROUNDS=1`` and turns on the
-stand-in's live crowd: new votes arrive every few seconds, beat pulls them, labels settle,
-subjects retire, a retrain starts after ``TRAIN_AFTER_NEW_LABELS`` labels and the next round goes
-out by itself. Ctrl-C stops every process it started.
-
-``--scenario hard`` takes the items and the volunteers from ``ml.scenarios``' hard scenario:
-long-tailed digits among clutter at random scales, and its noisier crowd (volunteers who miss
-small digits, spammers, one to three votes per subject), in the scripted rounds and live.
+processes and runs the scripted rounds against them (this process pushes, asks the simulated
+volunteers and pulls; the worker aggregates, retires, trains and writes the release). With
+``--serve`` it then starts the web server, beat and a worker with ``AUTO_ROUNDS=1`` and turns on
+the stand-in's live crowd, so the loop goes on by itself; ``--scenario hard`` takes the items and
+the volunteers from ``ml.scenarios``' hard scenario. Ctrl-C stops every process it started. What
+a run shows: README.md, "The loop, and what ``make demo`` shows".
 """
 
 from __future__ import annotations
