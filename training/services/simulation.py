@@ -4,8 +4,8 @@
 same kind of campaign through what crowdloop runs in production, so what it measures is the
 product: mosaics of scikit-learn digits (real images, known truth) are imported with
 ``items_import``; each round is chosen by ``round_select`` (a cold start first, then the
-strategy, with its random control share and relabel picks); ``ml.simulation.SimulatedCrowd``
-votes on the round (careful, careless and spamming volunteers, heavy-tailed activity) and its
+strategy, with its random control share and relabel picks); ``ml.crowd.SimulatedCrowd`` votes
+on the round (careful, careless and spamming volunteers, heavy-tailed activity) and its
 votes go through ``classifications_ingest``; ``labels_aggregate`` turns them into labels; the
 training service trains a model version on the final labels (``training_run_request`` then
 ``training_run_execute``); ``items_score`` scores the pool for the next round. Test mAP on
@@ -37,10 +37,11 @@ from django.db import transaction
 from django.test.utils import override_settings
 from PIL import Image
 
+from ml.crowd import DEFAULT_CROWD, SimulatedCrowd
 from ml.metrics import mean_average_precision
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary
 from ml.scenarios import scenario_crowd, scenario_pool
-from ml.simulation import DEFAULT_CROWD, Curve, SimulatedCrowd, budget_to_reach
+from ml.simulation import Curve, budget_to_reach
 
 #: The workflow version the simulated classifications claim; answers are concept keys, which the
 #: wildcard answer map of ``workflow_configure`` resolves for any version.
