@@ -15,8 +15,8 @@ volunteers should see (subjects it does not list fall back to their ``#truth`` m
 entry may be ``{concept key: size}`` instead, each object's side as a share of the image side,
 for volunteers who miss small objects. ``--crowd hard`` makes the live crowd ``ml.scenarios``'
 hard scenario's (``CrowdConfig.for_scenario``): careful and careless volunteers who miss small
-objects, 15% spammers, one to three votes per subject; ``easy`` (the default) is the sandbox's
-own crowd.
+objects, 15% spammers, one to three votes per subject; ``easy`` (the default) is the default
+crowd of ``ml.crowd``.
 Ctrl-C (or SIGTERM) stops the crowd and the server. Everything else lives in
 ``annotate.zooniverse.sandbox``.
 """
