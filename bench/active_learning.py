@@ -1,12 +1,12 @@
 """Does active learning save volunteers' effort? A simulated campaign per strategy and seed.
 
 The task is real images (2x2 mosaics of scikit-learn's handwritten digits; labels = the digits
-shown) with simulated volunteers (careful, careless, 10% spammers, heavy-tailed activity). Each
-campaign starts from a random seed round, then runs rounds of K items with V votes each, chosen by
-the strategy (with the default 15% random control share); votes are aggregated with two-coin
-Dawid-Skene and a head is retrained on the posteriors each round. The random strategy is the
-anchor: the figures are how many classifications each strategy needs to reach random's final
-mAP and 95% of the full-data mAP.
+shown) with simulated volunteers (``ml.crowd``'s default crowd: careful, careless, 10% spammers,
+heavy-tailed activity). Each campaign starts from a random seed round, then runs rounds of K
+items with V votes each, chosen by the strategy (with the default 15% random control share);
+votes are aggregated with two-coin Dawid-Skene and a head is retrained on the posteriors each
+round. The random strategy is the anchor: the figures are how many classifications each
+strategy needs to reach random's final mAP and 95% of the full-data mAP.
 
     .venv/bin/python bench/active_learning.py [--seeds 3] [--rounds 8] [--quick]
         [--scenario easy|hard]

@@ -47,7 +47,10 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from load_data import DEFAULT_ADMIN_URL, database_url, django_setup, say  # noqa: E402
+from load_data import DEFAULT_ADMIN_URL, crowd_draw, database_url, django_setup, say  # noqa: E402
+
+# load_data has put the repository on the path.
+from ml.crowd import SimulatedCrowd, tick_probability  # noqa: E402
 
 T = TypeVar("T")
 GOAL_S = 5.0
@@ -65,30 +68,25 @@ def timed(call: Callable[[], T]) -> tuple[T, float]:
 class FillCrowd:
     """The simulated crowd behind a ``bench/load_data.py fill`` database, drawn again.
 
-    ``crowd_simulate`` does not store its volunteers' skills, so this repeats its first draws
-    with the fill's seed and sizes: each item's true concepts, each volunteer's sensitivity,
-    false-positive rate and activity. The new votes then come from the crowd that made the
-    database. ``agreement`` (the share of item x concept labels on which the stored crowd labels
-    match this truth) is printed as the check that the two still draw alike.
+    ``crowd_simulate`` does not store its volunteers, so this calls its ``crowd_draw`` again
+    with the fill's seed and sizes: each item's true concepts and the same ``ml.crowd``
+    volunteers (profiles, skills and activity). The new votes then come from the crowd that made
+    the database. ``agreement`` (the share of item x concept labels on which the stored crowd
+    labels match this truth) is printed as the check that the two still draw alike.
     """
 
     truth: np.ndarray  # (n_items, n_concepts) bool
-    sensitivity: np.ndarray  # (n_volunteers,)
-    false_positive: np.ndarray  # (n_volunteers,)
-    activity: np.ndarray  # (n_volunteers,), sums to 1
+    volunteers: SimulatedCrowd  # the fill's volunteers
 
     @classmethod
     def draw(cls, *, seed: int, n_items: int, n_volunteers: int, n_concepts: int) -> FillCrowd:
-        # The same calls, in the same order, as the head of load_data.crowd_simulate.
-        rng = np.random.default_rng(seed)
-        prevalence = rng.uniform(0.03, 0.3, n_concepts)
-        truth = rng.random((n_items, n_concepts)) < prevalence
-        sensitivity = rng.beta(8, 2, n_volunteers)
-        false_positive = rng.beta(1, 12, n_volunteers)
-        spammer = rng.random(n_volunteers) < 0.1
-        sensitivity[spammer] = false_positive[spammer] = rng.uniform(0.05, 0.4, int(spammer.sum()))
-        activity = rng.lognormal(0.0, 1.5, n_volunteers)
-        return cls(truth, sensitivity, false_positive, activity / activity.sum())
+        truth, volunteers = crowd_draw(
+            np.random.default_rng(seed),
+            n_items=n_items,
+            n_volunteers=n_volunteers,
+            n_concepts=n_concepts,
+        )
+        return cls(truth, volunteers)
 
 
 def new_votes_ingest(
@@ -98,8 +96,9 @@ def new_votes_ingest(
 
     Subjects are drawn from the open ones (unretired, active), volunteers by the fill's activity
     (90%; logged-out ones come back as ``not-logged-in-*`` sessions, which the import keys as
-    new anonymous volunteers) or as newcomers the stored skills do not know (10%, skills from
-    the fill's Beta(8, 2) and Beta(1, 12)). Ticks follow the items' true concepts.
+    new anonymous volunteers) or as newcomers the stored skills do not know (10%, a profile of
+    the fill's crowd drawn by its shares). Ticks follow the items' true concepts, by
+    ``ml.crowd``'s rule.
     """
     from django.db.models import Max
     from django.utils import timezone
@@ -134,23 +133,27 @@ def new_votes_ingest(
         )
     )
     first_id = (Classification.objects.aggregate(top=Max("zooniverse_id"))["top"] or 0) + 1
-    n_volunteers = len(crowd.activity)
+    volunteers = crowd.volunteers
+    n_volunteers = volunteers.n_volunteers
+    kinds = list(volunteers.mix)
+    shares = np.array([volunteers.mix[k][0] for k in kinds])
     now = timezone.now()
     records = []
     for k, subject_id in enumerate(rng.choice(open_subjects, n_votes).tolist()):
         truth = crowd.truth[subject_id - 90_000_000]
         user_id: int | None
         if rng.random() < 0.9:
-            v = int(rng.choice(n_volunteers, p=crowd.activity))
-            sensitivity, false_positive = crowd.sensitivity[v], crowd.false_positive[v]
+            v = int(rng.choice(n_volunteers, p=volunteers.activity))
+            sensitivity, false_positive = volunteers.sensitivity[v], volunteers.false_positive[v]
             anonymous = f"not-logged-in-{v:020x}"
             user_id, user_name = (
                 (None, anonymous) if anonymous in logged_out else (1_000_000 + v, "")
             )
         else:
-            sensitivity, false_positive = rng.beta(8, 2), rng.beta(1, 12)
+            _, profile = volunteers.mix[kinds[rng.choice(len(kinds), p=shares / shares.sum())]]
+            sensitivity, false_positive = profile.sensitivity, profile.false_positive
             user_id, user_name = 50_000_000 + first_id + k, ""
-        p_tick = np.where(truth, sensitivity, false_positive)
+        p_tick = tick_probability(truth, sensitivity, false_positive)
         ticked = np.flatnonzero(rng.random(len(truth)) < p_tick).tolist()
         records.append(
             ClassificationRecord(

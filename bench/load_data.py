@@ -16,10 +16,11 @@ votes is the real code path: ``annotate.services.aggregation.labels_aggregate`` 
 votes into 2,000,000 aggregated labels and 100,000 volunteer skills, and curator decisions go
 through ``annotate.services.review.review_record``.
 
-The simulated crowd: concept prevalences U(0.03, 0.3); volunteers with sensitivity Beta(8, 2) and
-false-positive rate Beta(1, 12), 10% spammers ticking at random; lognormal activity (a few
-volunteers do most of the work); about a third logged out; 10 votes per item, items classified set
-by set over 60 days; repeats of a volunteer on a subject flagged as duplicates (earliest counts).
+The simulated crowd: concept prevalences U(0.03, 0.3); the volunteers are ``ml.crowd``'s default
+crowd (``SimulatedCrowd``: 60% careful, 30% careless, 10% spammers by ``DEFAULT_MIX``, their
+profiles' rates, Pareto activity, so a few volunteers do most of the work), and they tick by its
+rule, drawn chunk by chunk; about a third logged out; 10 votes per item, items classified set by
+set over 60 days; repeats of a volunteer on a subject flagged as duplicates (earliest counts).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from typing import Any
 
 import numpy as np
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ml.crowd import SimulatedCrowd  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -163,36 +168,40 @@ def ids_in_order(model: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def crowd_draw(
+    rng: np.random.Generator, *, n_items: int, n_volunteers: int, n_concepts: int
+) -> tuple[np.ndarray, SimulatedCrowd]:
+    """The items' true concepts (n_items, n_concepts) and the volunteers: ``ml.crowd``'s default
+    crowd, seeded from ``rng``. ``bench/aggregate_incremental.py`` calls it again with the
+    fill's seed to meet the same crowd."""
+    prevalence = rng.uniform(0.03, 0.3, n_concepts)
+    truth = rng.random((n_items, n_concepts)) < prevalence  # (items, concepts)
+    crowd = SimulatedCrowd(n_volunteers=n_volunteers, seed=int(rng.integers(2**32)))
+    return truth, crowd
+
+
 def crowd_simulate(
     rng: np.random.Generator, *, n_items: int, n_volunteers: int, n_votes: int, n_concepts: int
 ) -> dict[str, np.ndarray]:
     """Votes as arrays: item, volunteer, time rank, ticks (n_votes, n_concepts), duplicate flag."""
-    prevalence = rng.uniform(0.03, 0.3, n_concepts)
-    truth = rng.random((n_items, n_concepts)) < prevalence  # (items, concepts)
-    sensitivity = rng.beta(8, 2, n_volunteers)
-    false_positive = rng.beta(1, 12, n_volunteers)
-    spammer = rng.random(n_volunteers) < 0.1
-    sensitivity[spammer] = false_positive[spammer] = rng.uniform(0.05, 0.4, int(spammer.sum()))
-    activity = rng.lognormal(0.0, 1.5, n_volunteers)
-    activity /= activity.sum()
+    truth, crowd = crowd_draw(
+        rng, n_items=n_items, n_volunteers=n_volunteers, n_concepts=n_concepts
+    )
 
     per_item = max(1, n_votes // n_items)
     item = np.repeat(np.arange(n_items), per_item)[:n_votes]
     if item.size < n_votes:  # the remainder goes to random items
         item = np.concatenate([item, rng.integers(0, n_items, n_votes - item.size)])
-    volunteer = rng.choice(n_volunteers, size=n_votes, p=activity)
+    volunteer = rng.choice(n_volunteers, size=n_votes, p=crowd.activity)
     # Items are classified set by set (2,000 subjects each), in random order within a set.
     rank = np.lexsort((rng.random(n_votes), item // 2000))
     order = np.empty(n_votes, dtype=np.int64)
     order[rank] = np.arange(n_votes)
 
     ticks = np.empty((n_votes, n_concepts), dtype=bool)
-    for start in range(0, n_votes, 200_000):  # bounded memory: 200k x 20 float32 at a time
-        stop = min(n_votes, start + 200_000)
-        u = rng.random((stop - start, n_concepts), dtype=np.float32)
-        w = volunteer[start:stop]
-        present = truth[item[start:stop]]
-        ticks[start:stop] = np.where(present, u < sensitivity[w, None], u < false_positive[w, None])
+    for start in range(0, n_votes, 100_000):  # bounded memory: 100k x 20 float64 draws at a time
+        stop = min(n_votes, start + 100_000)
+        ticks[start:stop] = crowd.ticks(truth[item[start:stop]], volunteer[start:stop])
 
     # Repeats of a volunteer on the same item: all but the earliest are duplicates.
     by_pair = np.lexsort((order, volunteer, item))

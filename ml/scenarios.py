@@ -18,9 +18,9 @@ concepts (the same vocabulary) and makes the images look more like a real collec
   Poisson with mean ``clutter_mean``) is drawn in a random order with the digits, so either may
   cover the other; an instance is partly hidden by an occluding patch with ``occlusion_rate``;
   the background has a gradient and a coarse texture, and pixel noise is added on top.
-- **A noisier crowd** (:data:`HARD_CROWD`, for ``ml.simulation.SimulatedCrowd``): careless
-  volunteers miss small objects (their chance of seeing an object falls with its size), 15%
-  spammers answer at random, and an item gets one to three votes (:data:`HARD_VOTES`).
+- **A noisier crowd** (:data:`HARD_CROWD`, of ``ml.crowd``'s profiles): careless volunteers
+  miss small objects (their chance of seeing an object falls with its size), 15% spammers answer
+  at random, and an item gets one to three votes (:data:`HARD_VOTES`).
 
 Pure numpy and PIL; the same seed gives the same pool.
 """
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ml.crowd import CrowdProfile
 from ml.mosaics import DIGIT_KEYS, make_mosaics
-from ml.simulation import CrowdProfile
 
 #: The scenarios by name; "easy" is the digit mosaics of ``ml.mosaics``.
 SCENARIOS: tuple[str, ...] = ("easy", "hard")
@@ -165,9 +165,9 @@ def scenario_pool(name: str, n: int, *, seed: int, size: int = 64) -> ScenarioPo
 
 @dataclass(frozen=True)
 class ScenarioCrowd:
-    """How a scenario's volunteers behave, as ``ml.simulation`` takes it."""
+    """How a scenario's volunteers behave, as ``ml.crowd.SimulatedCrowd`` takes it."""
 
-    mix: dict[str, tuple[float, CrowdProfile]] | None = None  # None: the default crowd
+    mix: dict[str, tuple[float, CrowdProfile]] | None = None  # None: ml.crowd.DEFAULT_CROWD
     votes: tuple[int, int] | None = None  # None: the campaign's fixed votes per item
 
 

@@ -1,9 +1,10 @@
 """A simulated crowdsourcing + active-learning loop, to measure what a strategy saves.
 
-The loop is the one crowdloop runs, with the same parts: simulated volunteers vote on the items a
-strategy picks (``ml.acquisition``), the votes are aggregated with two-coin Dawid-Skene
-(``ml.aggregation``), a head is trained on the posteriors (``ml.train``), and the model scores the
-pool for the next round. Test mAP is recorded against the number of classifications spent.
+The loop is the one crowdloop runs, with the same parts: simulated volunteers (``ml.crowd``) vote
+on the items a strategy picks (``ml.acquisition``), the votes are aggregated with two-coin
+Dawid-Skene (``ml.aggregation``), a head is trained on the posteriors (``ml.train``), and the
+model scores the pool for the next round. Test mAP is recorded against the number of
+classifications spent.
 """
 
 from __future__ import annotations
@@ -16,103 +17,9 @@ import numpy as np
 import torch
 
 from ml import acquisition, aggregation
+from ml.crowd import DEFAULT_CROWD, CrowdProfile, SimulatedCrowd
 from ml.metrics import average_precision, mean_average_precision
 from ml.train import FeatureSet, TrainConfig, fit
-
-
-@dataclass(frozen=True)
-class CrowdProfile:
-    """A kind of volunteer: chance of ticking a present concept, and an absent one.
-
-    With ``half_seen_scale`` > 0 the volunteer also misses small objects: an object whose side
-    is ``s`` (a share of the image side) is seen with probability
-    ``s**k / (s**k + half_seen_scale**k)``, ``k`` = ``size_steepness``, so half of the objects
-    of side ``half_seen_scale`` are missed, fewer of the bigger ones and more of the smaller
-    ones; a seen object is ticked with ``sensitivity``. Each volunteer's own half-seen scale is
-    the profile's times a log-normal factor (sigma 0.25). Needs the objects' sizes
-    (``SimulatedCrowd.classify(scale=...)``); without them size makes no difference.
-    """
-
-    sensitivity: float
-    false_positive: float
-    half_seen_scale: float = 0.0
-    size_steepness: float = 4.0
-
-
-DEFAULT_CROWD: dict[str, tuple[float, CrowdProfile]] = {
-    "careful": (0.6, CrowdProfile(0.92, 0.02)),
-    "careless": (0.3, CrowdProfile(0.65, 0.08)),
-    "spammer": (0.1, CrowdProfile(0.5, 0.5)),
-}
-
-
-@dataclass
-class SimulatedCrowd:
-    """Volunteers with hidden skills and heavy-tailed activity."""
-
-    n_volunteers: int = 200
-    mix: dict[str, tuple[float, CrowdProfile]] = field(default_factory=lambda: dict(DEFAULT_CROWD))
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        rng = np.random.default_rng(self.seed)
-        names = list(self.mix)
-        shares = np.array([self.mix[n][0] for n in names])
-        kinds = rng.choice(len(names), size=self.n_volunteers, p=shares / shares.sum())
-        self.sensitivity = np.array([self.mix[names[k]][1].sensitivity for k in kinds])
-        self.false_positive = np.array([self.mix[names[k]][1].false_positive for k in kinds])
-        activity = rng.pareto(1.2, size=self.n_volunteers) + 1  # a few volunteers do most work
-        self.activity = activity / activity.sum()
-        self.half_seen = np.array([self.mix[names[k]][1].half_seen_scale for k in kinds])
-        self.steepness = np.array([self.mix[names[k]][1].size_steepness for k in kinds])
-        if self.half_seen.any():  # drawn only then, so that a crowd without it keeps its votes
-            self.half_seen = self.half_seen * rng.lognormal(0.0, 0.25, size=self.n_volunteers)
-        self.rng = rng
-
-    def classify(
-        self,
-        truth: np.ndarray,
-        items: np.ndarray,
-        votes_each: int | tuple[int, int],
-        *,
-        scale: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, ...]:
-        """Votes on ``items`` (indices into ``truth``): item, volunteer and tick arrays.
-
-        Args:
-            truth: (n, C) bool, the concepts present.
-            items: indices into ``truth`` to vote on.
-            votes_each: votes per item, or (low, high): each item gets low..high votes,
-                uniformly.
-            scale: (n, C) size of each present object (a share of the image side, NaN where
-                absent), for the volunteers who miss small objects.
-        """
-        items = np.asarray(items)
-        if isinstance(votes_each, tuple):
-            low, high = votes_each
-            item_idx = np.repeat(items, self.rng.integers(low, high + 1, size=len(items)))
-        else:
-            item_idx = np.repeat(items, votes_each)
-        workers = self.rng.choice(self.n_volunteers, size=len(item_idx), p=self.activity)
-        present = truth[item_idx]
-        seen: float | np.ndarray = 1.0
-        if scale is not None:
-            seen = self.seen_probability(scale[item_idx], workers)
-        p_tick = np.where(
-            present, self.sensitivity[workers, None] * seen, self.false_positive[workers, None]
-        )
-        ticks = (self.rng.random(present.shape) < p_tick).astype(np.uint8)
-        return item_idx, workers, ticks
-
-    def seen_probability(self, scale: np.ndarray, workers: np.ndarray) -> np.ndarray:
-        """(V, C) chance that each vote's volunteer sees each object of size ``scale`` (V, C);
-        1 where the object is absent (NaN) or the volunteer's profile ignores size."""
-        half = self.half_seen[workers, None]
-        k = self.steepness[workers, None]
-        s = np.nan_to_num(np.asarray(scale, dtype=np.float64), nan=1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            seen = s**k / (s**k + half**k)
-        return np.where(half > 0, seen, 1.0)
 
 
 @dataclass(frozen=True)
@@ -206,8 +113,9 @@ def run_loop(
 ) -> Curve:
     """One simulated campaign: a seed round, then ``rounds`` rounds by ``strategy``.
 
-    ``crowd_mix`` replaces the default crowd (``DEFAULT_CROWD``); ``pool_scale`` (pool, C) is
-    the size of each present object, for volunteers who miss small ones (``CrowdProfile``).
+    ``crowd_mix`` replaces the default crowd (``ml.crowd.DEFAULT_CROWD``); ``pool_scale``
+    (pool, C) is the size of each present object, for volunteers who miss small ones
+    (``ml.crowd.CrowdProfile``).
     ``zero_shot_scores`` (pool, C) are concept probabilities from a model that has seen no
     campaign label, for ``config.cold_start == "zero_shot"``. The rarity the rare-concept
     strategies weigh by is the share of positive posteriors among the classified items.

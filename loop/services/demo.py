@@ -190,11 +190,11 @@ def demo_crowd_text(config: DemoLoopConfig) -> str:
     kinds = []
     for name, weight in crowd.mix.items():
         profile = crowd.profiles[name]
-        if profile.ignores_truth:
-            how = f"tick any digit with {profile.false_positive_rate:.0%}, whatever they see"
+        if profile.ignores_subject:
+            how = f"tick any digit with {profile.false_positive:.0%}, whatever they see"
         else:
             how = (f"tick {profile.sensitivity:.0%} of the digits they see, "
-                   f"{profile.false_positive_rate:.0%} of the others")
+                   f"{profile.false_positive:.0%} of the others")
             if profile.half_seen_scale > 0:
                 how += (f"; miss half of those {profile.half_seen_scale:.0%} of the image side, "
                         "more of the smaller")

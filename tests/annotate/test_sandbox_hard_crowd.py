@@ -23,17 +23,15 @@ import requests
 from django.core.management import CommandError, call_command
 
 from annotate.zooniverse.sandbox import (
-    PROFILES,
     ClassificationRecord,
     CrowdConfig,
     Sandbox,
     SandboxServer,
-    VolunteerProfile,
     eyesight,
     serve,
 )
+from ml.crowd import DEFAULT_MIX, PROFILES, CrowdProfile, SimulatedCrowd
 from ml.scenarios import HARD_CROWD, HARD_VOTES, scenario_crowd
-from ml.simulation import CrowdProfile, SimulatedCrowd
 
 VOCABULARY = ["painting", "drawing", "map", "photograph"]
 KEYS = ["painting", "drawing", "map", "photo"]
@@ -83,16 +81,8 @@ def test_the_hard_crowd_is_the_benches_hard_crowd() -> None:
     assert crowd.votes_per_subject == HARD_VOTES == (1, 3)
     assert crowd.mix == {name: share for name, (share, _) in HARD_CROWD.items()}
     for name, (_, profile) in HARD_CROWD.items():
-        mine = crowd.profiles[name]
-        assert (mine.sensitivity, mine.false_positive_rate) == (
-            profile.sensitivity,
-            profile.false_positive,
-        )
-        assert (mine.half_seen_scale, mine.size_steepness) == (
-            profile.half_seen_scale,
-            profile.size_steepness,
-        )
-        assert mine.ignores_truth is (name == "spammer")
+        assert crowd.profiles[name] is profile  # the same profiles, not copies
+        assert profile.ignores_subject is (name == "spammer")
     assert crowd.profiles["expert"] == PROFILES["expert"]  # gold standard still works
     assert (crowd.n_volunteers, crowd.seed) == (40, 7)
 
@@ -100,6 +90,7 @@ def test_the_hard_crowd_is_the_benches_hard_crowd() -> None:
 def test_the_easy_scenarios_crowd_is_the_sandboxs_default_one() -> None:
     assert scenario_crowd("easy").mix is None and scenario_crowd("easy").votes is None
     assert CrowdConfig.for_scenario("easy", seed=3) == CrowdConfig(seed=3)
+    assert CrowdConfig().mix == DEFAULT_MIX and CrowdConfig().profiles == PROFILES
     with pytest.raises(ValueError, match="unknown scenario"):
         CrowdConfig.for_scenario("medium")
 
@@ -110,12 +101,40 @@ def test_a_sandbox_volunteer_sees_an_object_as_the_benches_simulated_volunteer_d
     simulated.half_seen[:] = 0.18 * 1.3  # a volunteer with a 1.3 eyesight factor
     scales = np.array([0.02, 0.08, 0.12, 0.18, 0.25, 0.45, 0.9])
     theirs = simulated.seen_probability(scales[:, None], np.zeros(len(scales), dtype=int))[:, 0]
-    mine = VolunteerProfile.from_simulation("careless", profile)
-    ours = [mine.seen_probability(float(s), eyesight=1.3) for s in scales]
+    ours = [profile.seen_probability(float(s), eyesight=1.3) for s in scales]
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
     assert ours[3] < 0.5 < ours[4]  # half of the objects at 1.3 x 0.18 are seen
-    assert mine.seen_probability(None, eyesight=1.3) == 1.0  # a size not given: seen
+    assert profile.seen_probability(None, eyesight=1.3) == 1.0  # a size not given: seen
     assert PROFILES["careless"].seen_probability(0.01) == 1.0  # the default crowd sees all
+
+
+def test_the_sandboxs_volunteers_tick_as_often_as_the_benches_crowd_for_one_profile_and_size() -> (
+    None
+):
+    """The same profile, the same sizes: the sandbox's per-answer draws (each volunteer's eyesight
+    from their name) and the vectorised crowd's (eyesight drawn by seed) tick alike."""
+    profile = HARD_CROWD["careless"][1]
+    sizes = [SMALL, 0.18, BIG]
+    sandbox = Sandbox(VOCABULARY, keys=KEYS)
+    sandbox.set_retirement(sandbox.workflow_id, None)
+    truth = [{"map": sizes[i % 3], "painting": None} for i in range(45)]
+    subjects(sandbox, truth)
+    crowd = CrowdConfig(n_volunteers=80, mix={"careless": 1}, profiles={"careless": profile})
+    made = sandbox.run_volunteers(crowd=crowd).classifications
+    simulated = SimulatedCrowd(n_volunteers=2000, mix={"careless": (1.0, profile)}, seed=2)
+    present = np.zeros((45, 4), dtype=bool)
+    present[:, [0, 2]] = True  # painting (size unknown) and map
+    scale = np.full((45, 4), np.nan)
+    scale[:, 2] = [sizes[i % 3] for i in range(45)]
+    item, _, theirs = simulated.classify(present, np.arange(45), 200, scale=scale)
+    for k, size in enumerate(sizes):
+        ours = [2 in ticks(c) for c in made if (c.subject_ids[0] - 100001) % 3 == k]
+        rate = float(theirs[item % 3 == k, 2].mean())
+        assert len(ours) == 80 * 15 and abs(sum(ours) / len(ours) - rate) < 0.06, (size, rate)
+    for answer, expected in ((0, profile.sensitivity), (1, profile.false_positive)):
+        ours_rate = sum(answer in ticks(c) for c in made) / len(made)
+        theirs_rate = float(theirs[:, answer].mean())
+        assert abs(ours_rate - expected) < 0.03 and abs(theirs_rate - expected) < 0.01
 
 
 def test_each_volunteer_keeps_their_own_eyesight_around_one() -> None:
@@ -310,13 +329,55 @@ def test_a_profile_sent_in_part_keeps_the_rest_of_the_sandboxs_profile_of_that_n
             "mix": {"careless": 1, "sloppy": 1},
             "profiles": {
                 "careless": {"half_seen_scale": 0.18},
-                "sloppy": {"sensitivity": 0.6, "false_positive_rate": 0.1},
+                "sloppy": {"sensitivity": 0.6, "false_positive": 0.1},
             },
         }
     )
     assert crowd.profiles["careless"] == replace(PROFILES["careless"], half_seen_scale=0.18)
-    assert crowd.profiles["sloppy"] == VolunteerProfile("sloppy", 0.6, 0.1)
+    assert crowd.profiles["sloppy"] == CrowdProfile(0.6, 0.1)
     assert crowd.profiles["careful"] == PROFILES["careful"]
+
+
+def test_a_profile_given_with_the_older_field_names_reads_as_the_same_profile() -> None:
+    crowd = CrowdConfig.from_json(
+        {
+            "profiles": {
+                "sloppy": {"sensitivity": 0.6, "false_positive_rate": 0.1},
+                "noisy": {"sensitivity": 0.0, "false_positive_rate": 0.3, "ignores_truth": True},
+                "spammer": {"false_positive_rate": 0.2},  # a spammer stays one
+                "careless": {"ignores_truth": False, "half_seen_scale": 0.1},
+            }
+        }
+    )
+    assert crowd.profiles["sloppy"] == CrowdProfile(0.6, 0.1)
+    assert crowd.profiles["noisy"] == CrowdProfile(0.3, 0.3)
+    assert crowd.profiles["spammer"] == CrowdProfile(0.2, 0.2)
+    assert crowd.profiles["careless"] == replace(PROFILES["careless"], half_seen_scale=0.1)
+    assert crowd.to_json()["profiles"]["sloppy"] == {
+        "sensitivity": 0.6,
+        "false_positive": 0.1,
+        "half_seen_scale": 0.0,
+        "size_steepness": 4.0,
+    }
+    assert CrowdConfig.from_json(crowd.to_json()) == crowd
+
+
+@pytest.mark.parametrize(
+    ("profile", "problem"),
+    [
+        ({"false_positive": 0.1, "false_positive_rate": 0.1}, "not both"),
+        ({"ignores_truth": "yes"}, "ignores_truth must be true or false"),
+        ({"false_positive": 0.1, "sensitivity": 0.1, "ignores_truth": False}, "is false"),
+        ({"size_steepness": 0}, "size_steepness must be above 0"),
+        ({"half_seen_scale": -1}, "half_seen_scale must be >= 0"),
+        ({"sensitivity": True}, "sensitivity must be a number"),
+    ],
+)
+def test_a_bad_profile_is_refused_with_its_name_and_field(
+    profile: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=f"profile 'careless'.*{problem}"):
+        CrowdConfig.from_json({"profiles": {"careless": profile}})
 
 
 @pytest.fixture
@@ -374,7 +435,7 @@ def test_the_admin_routes_take_the_hard_crowd_and_truth_with_sizes(server: Sandb
         ({"crowd": {"profiles": {"careless": {"sensitivity": 1.5}}}}, "sensitivity"),
         ({"crowd": {"profiles": {"careless": {"eyes": 2}}}}, "unknown fields"),
         ({"crowd": {"profiles": ["careless"]}}, "profiles must be an object"),
-        ({"crowd": {"profiles": {"sloppy": {"sensitivity": 0.5}}}}, "needs false_positive_rate"),
+        ({"crowd": {"profiles": {"sloppy": {"sensitivity": 0.5}}}}, "needs false_positive"),
         ({"crowd": {"votes_per_subject": [0, 3]}}, "votes_per_subject"),
         ({"truth": {"s-0": {"map": -0.1}}}, "size of 'map'"),
         ({"truth": {"s-0": {"map": "small"}}}, "size of 'map'"),

@@ -88,7 +88,7 @@ def test_the_hard_demo_asks_the_stand_in_for_the_hard_scenarios_crowd():
     assert crowd.votes_per_subject == HARD_VOTES
     careless = HARD_CROWD["careless"][1]
     assert crowd.profiles["careless"].half_seen_scale == careless.half_seen_scale
-    assert crowd.profiles["spammer"].ignores_truth
+    assert crowd.profiles["spammer"].ignores_subject
     text = demo_crowd_text(config)
     assert text.startswith("the hard scenario's crowd (ml.scenarios.HARD_CROWD, HARD_VOTES)")
     assert "35% careless" in text and "15% spammers" in text and "1 to 3 votes" in text

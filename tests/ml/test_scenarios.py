@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml.crowd import SimulatedCrowd
 from ml.scenarios import (
     HARD_CROWD,
     HARD_VOTES,
@@ -13,7 +14,6 @@ from ml.scenarios import (
     scenario_crowd,
     scenario_pool,
 )
-from ml.simulation import SimulatedCrowd
 
 SMALL = HardScenario(size=32)
 
@@ -102,14 +102,8 @@ def _hard_votes(pool, seed: int = 0):  # type: ignore[no-untyped-def]
     crowd = SimulatedCrowd(n_volunteers=300, mix=dict(HARD_CROWD), seed=seed)
     items = np.arange(len(pool.labels))
     item_idx, workers, ticks = crowd.classify(pool.labels, items, HARD_VOTES, scale=pool.scale)
-    kinds = np.array(list(HARD_CROWD))
-    shares = np.array([share for share, _ in HARD_CROWD.values()])
-    # which profile each volunteer has, recovered from the crowd's own draws
-    profile = np.array([
-        kinds[np.argmin([abs(crowd.false_positive[w] - p.false_positive) for _, p in
-                         HARD_CROWD.values()])] for w in range(crowd.n_volunteers)
-    ])  # fmt: skip
-    assert abs(np.mean(profile == "careless") - shares[1]) < 0.1
+    profile = crowd.kind  # which profile each volunteer has
+    assert abs(np.mean(profile == "careless") - HARD_CROWD["careless"][0]) < 0.1
     return item_idx, workers, ticks.astype(bool), profile
 
 

@@ -3,7 +3,7 @@
 ``ml.simulation`` measures strategies on cached features with no database; this module runs a
 campaign through what crowdloop runs in production (``items_import``, ``round_select``,
 ``classifications_ingest``, ``labels_aggregate``, the training service, ``items_score``) with
-``ml.simulation.SimulatedCrowd`` voting, and records test mAP on held-out images against the
+``ml.crowd.SimulatedCrowd`` voting, and records test mAP on held-out images against the
 classifications spent. Only the Zooniverse push is stood in for: a round's picks become subjects
 directly. Each campaign runs in one transaction, rolled back, with its files in a folder of its
 own; it holds that transaction for its whole length, so run long simulations against a scratch

@@ -46,7 +46,7 @@ from .server import LOOPBACK_HOSTS, SandboxServer, serve
 from .store import DEFAULT_QUESTION, RETIREMENT_REASONS, Store
 from .tasks import TASK_TYPES, choice_codes, task_type_of
 from .truth import Truth, TruthFn
-from .volunteers import EYESIGHT_SIGMA, PROFILES, CrowdConfig, VolunteerProfile, eyesight
+from .volunteers import CrowdConfig, eyesight, profile_from_json, profile_to_json
 from .wire import (
     JSONAPI_MEDIA_TYPE,
     ApiError,
@@ -66,7 +66,6 @@ __all__ = [
     "DEFAULT_QUESTION",
     "DEFAULT_RETIREMENT_COUNT",
     "EXPORT_TYPES",
-    "EYESIGHT_SIGMA",
     "ExportRecord",
     "FAULT_KINDS",
     "FaultAction",
@@ -79,7 +78,6 @@ __all__ = [
     "LIVE_JITTER",
     "LOOPBACK_HOSTS",
     "LiveCrowdStatus",
-    "PROFILES",
     "ProjectRecord",
     "RETIREMENT_REASONS",
     "Request",
@@ -99,7 +97,6 @@ __all__ = [
     "Truth",
     "TruthFn",
     "UserRecord",
-    "VolunteerProfile",
     "VolunteerRecord",
     "WORKFLOW_EXPORT_COLUMNS",
     "WorkflowRecord",
@@ -111,6 +108,8 @@ __all__ = [
     "eyesight",
     "iso",
     "parse_iso",
+    "profile_from_json",
+    "profile_to_json",
     "serve",
     "task_type_of",
 ]

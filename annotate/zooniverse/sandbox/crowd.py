@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ml.crowd import PROFILES, CrowdProfile
+
 from .formats import iso
 from .records import ClassificationRecord, SetMemberSubjectRecord, VolunteerRecord, WorkflowRecord
 from .store import Store
 from .tasks import AnswerIndex, api_value, task_type_of
 from .truth import Truth, TruthFn, truth_function, truth_indices, truth_sizes
-from .volunteers import PROFILES, CrowdConfig, VolunteerProfile, eyesight
+from .volunteers import CrowdConfig, eyesight
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Crowd:
         sizes = truth_sizes(turns.truth(subject_id, subject.metadata), turns.answer_index)
         true_idx = set(sizes)
         sees: dict[int, float] | None = None
-        if profile.half_seen_scale > 0 and not profile.ignores_truth:
+        if profile.half_seen_scale > 0 and not profile.ignores_subject:
             own = eyesight(volunteer.name)
             sees = {i: profile.seen_probability(s, own) for i, s in sizes.items()}
         n_answers = len(turns.answer_index.labels)
@@ -400,7 +402,7 @@ def _next_subject(
 
 
 def _answer_one(
-    profile: VolunteerProfile,
+    profile: CrowdProfile,
     true_idx: set[int],
     n: int,
     rng: random.Random,
@@ -410,28 +412,26 @@ def _answer_one(
     the chance to see the biggest true object, with ``sees``), else another at random (any
     answer for a volunteer who ignores the subject)."""
     p_true = profile.sensitivity * (max(sees.values(), default=1.0) if sees else 1.0)
-    if true_idx and not profile.ignores_truth and rng.random() < p_true:
+    if true_idx and not profile.ignores_subject and rng.random() < p_true:
         return [rng.choice(sorted(true_idx))]
     others = [i for i in range(n) if i not in true_idx] or list(range(n))
-    return [rng.choice(others if not profile.ignores_truth else list(range(n)))]
+    return [rng.choice(others if not profile.ignores_subject else list(range(n)))]
 
 
 def _answer(
-    profile: VolunteerProfile,
+    profile: CrowdProfile,
     true_idx: set[int],
     n: int,
     rng: random.Random,
     sees: Mapping[int, float] | None = None,
 ) -> list[int]:
-    """The answers ticked: each true one with the sensitivity times the chance to see it
-    (``sees``: answer index -> probability; 1 when left out), each other one with the false
-    positive rate; one draw per answer either way, so sizes change no other draw."""
+    """The answers ticked, each with the profile's ``tick_probability``: a true one with the
+    sensitivity times the chance to see it (``sees``: answer index -> probability; 1 when left
+    out), each other one with the false positive rate; one draw per answer either way, so sizes
+    change no other draw."""
     ticked = []
     for i in range(n):
-        if profile.ignores_truth or i not in true_idx:
-            p = profile.false_positive_rate
-        else:
-            p = profile.sensitivity * (sees.get(i, 1.0) if sees else 1.0)
+        p = profile.tick_probability(i in true_idx, sees.get(i, 1.0) if sees else 1.0)
         if rng.random() < p:
             ticked.append(i)
     return ticked

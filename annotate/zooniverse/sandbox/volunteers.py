@@ -1,119 +1,77 @@
-"""Who classifies in the simulated crowd: volunteer profiles and the crowd's configuration."""
+"""Who classifies in the simulated crowd: the crowd's configuration, and its profiles as JSON.
+
+The volunteers are ``ml.crowd``'s: ``CrowdProfile`` (a kind of volunteer), ``PROFILES`` (careful,
+careless, spammer, expert), the default mix and the eyesight sigma, so that the sandbox's crowd
+answers as the benches' simulated one does. Over JSON a profile is an object of its fields,
+``sensitivity``, ``false_positive``, ``half_seen_scale`` and ``size_steepness``; the older names
+are still read: ``false_positive_rate`` for ``false_positive``, and ``ignores_truth: true`` for a
+volunteer who ticks every answer at the false-positive rate (``sensitivity`` set to
+``false_positive``, whatever ``sensitivity`` says).
+"""
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ml.crowd import DEFAULT_MIX, EYESIGHT_SIGMA, PROFILES, CrowdProfile
 
-@dataclass(frozen=True)
-class VolunteerProfile:
-    """How one kind of volunteer answers a multiple-answer task.
+#: JSON field names read for ``CrowdProfile`` fields besides their own.
+_OLD_NAMES = {"false_positive_rate": "false_positive"}
 
-    ``sensitivity``: chance to tick an answer that is true for the subject (and that they see).
-    ``false_positive_rate``: chance to tick an answer that is not.
-    ``ignores_truth``: ticks every answer with ``false_positive_rate`` whatever the subject shows.
-    ``half_seen_scale``: above 0, the volunteer misses small objects, as
-    ``ml.simulation.CrowdProfile`` does: an object whose side is ``s`` (a share of the image
-    side, given by the truth: see "Object sizes" above) is seen with probability
-    ``s**k / (s**k + h**k)``, ``k`` = ``size_steepness``, ``h`` the profile's
-    ``half_seen_scale`` times the volunteer's own eyesight factor; an object they do not see is
-    never ticked. An answer whose truth gives no size is seen.
-    """
 
-    name: str
-    sensitivity: float
-    false_positive_rate: float
-    ignores_truth: bool = False
-    half_seen_scale: float = 0.0
-    size_steepness: float = 4.0
-
-    def __post_init__(self) -> None:
-        for attr in ("sensitivity", "false_positive_rate"):
-            value = getattr(self, attr)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ValueError(f"profile {self.name!r}: {attr} must be in [0, 1], got {value!r}")
-        if not isinstance(self.ignores_truth, bool):
-            raise ValueError(f"profile {self.name!r}: ignores_truth must be true or false")
-        for attr in ("half_seen_scale", "size_steepness"):
-            value = getattr(self, attr)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value >= 0)
-            ):
-                raise ValueError(f"profile {self.name!r}: {attr} must be a number >= 0")
-        if self.size_steepness <= 0:
-            raise ValueError(f"profile {self.name!r}: size_steepness must be above 0")
-
-    def seen_probability(self, scale: float | None, eyesight: float = 1.0) -> float:
-        """Chance to see an object of side ``scale`` (None: unknown size, always seen), for a
-        volunteer whose half-seen scale is the profile's times ``eyesight``."""
-        half = self.half_seen_scale * eyesight
-        if half <= 0 or scale is None:
-            return 1.0
-        k = self.size_steepness
-        return scale**k / (scale**k + half**k)
-
-    @classmethod
-    def from_simulation(cls, name: str, profile: Any) -> VolunteerProfile:
-        """The sandbox's form of an ``ml.simulation.CrowdProfile`` (``sensitivity``,
-        ``false_positive``, ``half_seen_scale``, ``size_steepness``). A profile that ticks a
-        present concept as often as an absent one ignores the subject: a spammer."""
-        sensitivity = float(profile.sensitivity)
-        false_positive = float(profile.false_positive)
-        return cls(
-            name,
-            sensitivity=sensitivity,
-            false_positive_rate=false_positive,
-            ignores_truth=math.isclose(sensitivity, false_positive),
-            half_seen_scale=float(profile.half_seen_scale),
-            size_steepness=float(profile.size_steepness),
-        )
-
-    @classmethod
-    def from_json(cls, name: str, data: Any) -> VolunteerProfile:
-        """A profile from its JSON fields; for a name ``PROFILES`` knows, the fields left out
-        keep that profile's (``{"careless": {"half_seen_scale": 0.18}}``)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"profile {name!r} must be an object of VolunteerProfile fields")
-        allowed = {f.name for f in fields(cls)} - {"name"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            known = ", ".join(sorted(allowed))
-            raise ValueError(f"profile {name!r}: unknown fields {unknown}; known: {known}")
-        base = PROFILES.get(name)
-        if base is not None:
-            return replace(base, **data)
-        missing = [f for f in ("sensitivity", "false_positive_rate") if f not in data]
+def profile_from_json(name: str, data: Any) -> CrowdProfile:
+    """A profile from its JSON fields; for a name ``PROFILES`` knows, the fields left out keep
+    that profile's (``{"careless": {"half_seen_scale": 0.18}}``; a spammer given only another
+    ``false_positive`` still ignores the subject). Errors name the profile and the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {name!r} must be an object of CrowdProfile fields")
+    own = {f.name for f in fields(CrowdProfile)}
+    allowed = own | set(_OLD_NAMES) | {"ignores_truth"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed))
+        raise ValueError(f"profile {name!r}: unknown fields {unknown}; known: {known}")
+    values = {k: v for k, v in data.items() if k in own}
+    for old, new in _OLD_NAMES.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"profile {name!r}: give {new} or {old}, not both")
+            values[new] = data[old]
+    ignores = data.get("ignores_truth")
+    if ignores is not None and not isinstance(ignores, bool):
+        raise ValueError(f"profile {name!r}: ignores_truth must be true or false")
+    base = PROFILES.get(name)
+    if base is None:
+        needed = ("false_positive",) if ignores else ("sensitivity", "false_positive")
+        missing = [f for f in needed if f not in values]
         if missing:
             raise ValueError(f"profile {name!r} is new: it needs {' and '.join(missing)}")
-        return cls(name, **data)
+    elif ignores is None and "sensitivity" not in values:
+        ignores = base.ignores_subject or None  # a spammer given another rate stays a spammer
+    if ignores:  # every answer at false_positive: a sensitivity given is not used, as before
+        values["sensitivity"] = values.get("false_positive", base.false_positive if base else 0)
+    try:
+        profile = replace(base, **values) if base is not None else CrowdProfile(**values)
+    except ValueError as error:
+        raise ValueError(f"profile {name!r}: {error}") from None
+    if ignores is False and profile.ignores_subject:
+        raise ValueError(
+            f"profile {name!r}: ignores_truth is false, but sensitivity equals false_positive"
+        )
+    return profile
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "name"}
 
-
-PROFILES: dict[str, VolunteerProfile] = {
-    "careful": VolunteerProfile("careful", sensitivity=0.95, false_positive_rate=0.01),
-    "careless": VolunteerProfile("careless", sensitivity=0.7, false_positive_rate=0.08),
-    "spammer": VolunteerProfile(
-        "spammer", sensitivity=0.0, false_positive_rate=0.15, ignores_truth=True
-    ),
-    "expert": VolunteerProfile("expert", sensitivity=1.0, false_positive_rate=0.0),
-}
-
-#: How much volunteers' eyes differ within a profile: each volunteer's half-seen scale is the
-#: profile's times a log-normal factor with this sigma, as ``ml.simulation.SimulatedCrowd`` draws.
-EYESIGHT_SIGMA = 0.25
+def profile_to_json(profile: CrowdProfile) -> dict[str, Any]:
+    """The profile's fields, as ``profile_from_json`` reads them."""
+    return asdict(profile)
 
 
 def eyesight(volunteer_name: str) -> float:
-    """A volunteer's own factor on their profile's half-seen scale: log-normal, median 1, drawn
-    from their name, so the same volunteer keeps it across runs, restarts and live crowds."""
+    """A volunteer's own factor on their profile's half-seen scale: log-normal, median 1, sigma
+    ``ml.crowd.EYESIGHT_SIGMA``, drawn from their name, so the same volunteer keeps it across
+    runs, restarts and live crowds."""
     return random.Random(f"eyesight:{volunteer_name}").lognormvariate(0.0, EYESIGHT_SIGMA)
 
 
@@ -126,9 +84,10 @@ class CrowdConfig:
     and does not show them subjects they have already classified. Use another prefix for a new
     crowd.
 
-    ``profiles`` maps the names ``mix`` uses to ``VolunteerProfile``; over JSON, ``{"careless":
-    {"sensitivity": 0.85, "false_positive_rate": 0.06, "half_seen_scale": 0.18}}`` replaces or
-    adds profiles, the others keep ``PROFILES``. ``votes_per_subject`` ``(low, high)``: each
+    ``mix`` weighs profile names (default ``ml.crowd.DEFAULT_MIX``); ``profiles`` maps them to
+    ``ml.crowd.CrowdProfile`` (default ``ml.crowd.PROFILES``); over JSON, ``{"careless":
+    {"sensitivity": 0.85, "false_positive": 0.06, "half_seen_scale": 0.18}}`` replaces or adds
+    profiles, the others keep ``PROFILES``. ``votes_per_subject`` ``(low, high)``: each
     subject gets a number of votes drawn uniformly from low..high, then retires (see
     ``Sandbox.run_volunteers``); None: the workflow's retirement count alone decides.
     ``for_scenario("hard")`` is the crowd of ``ml.scenarios``' hard scenario.
@@ -136,9 +95,7 @@ class CrowdConfig:
 
     n_volunteers: int = 20
     # Profile name -> weight; counts are split by largest remainder, then shuffled by the seed.
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"careful": 0.6, "careless": 0.3, "spammer": 0.1}
-    )
+    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     anonymous_share: float = 0.2  # share of volunteers who are not logged in
     repeat_rate: float = 0.0  # chance a turn re-classifies a subject the volunteer already saw
     gold_share: float = (
@@ -146,7 +103,7 @@ class CrowdConfig:
     )
     seed: int = 0
     name_prefix: str = "volunteer-"
-    profiles: dict[str, VolunteerProfile] = field(default_factory=lambda: dict(PROFILES))
+    profiles: dict[str, CrowdProfile] = field(default_factory=lambda: dict(PROFILES))
     votes_per_subject: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -173,10 +130,10 @@ class CrowdConfig:
         profiles = data.get("profiles")
         if profiles is not None:
             if not isinstance(profiles, dict):
-                raise ValueError("profiles must be an object {name: {VolunteerProfile fields}}")
+                raise ValueError("profiles must be an object {name: {CrowdProfile fields}}")
             config["profiles"] = {
                 **PROFILES,
-                **{str(n): VolunteerProfile.from_json(str(n), p) for n, p in profiles.items()},
+                **{str(n): profile_from_json(str(n), p) for n, p in profiles.items()},
             }
         return cls(**config)
 
@@ -188,7 +145,7 @@ class CrowdConfig:
             if f.name not in ("profiles", "votes_per_subject")
         }
         data["mix"] = dict(self.mix)
-        profiles = {n: p.to_json() for n, p in self.profiles.items() if PROFILES.get(n) != p}
+        profiles = {n: profile_to_json(p) for n, p in self.profiles.items() if PROFILES.get(n) != p}
         if profiles:
             data["profiles"] = profiles
         if self.votes_per_subject is not None:
@@ -196,39 +153,26 @@ class CrowdConfig:
         return data
 
     @classmethod
-    def from_simulation(
-        cls,
-        mix: Mapping[str, tuple[float, Any]],
-        *,
-        votes: tuple[int, int] | None = None,
-        **config: Any,
-    ) -> CrowdConfig:
-        """A crowd of ``ml.simulation``'s kind: ``{name: (share, CrowdProfile)}`` and its votes
-        per item, so that the sandbox's volunteers behave as the benches' simulated ones."""
-        profiles = {name: VolunteerProfile.from_simulation(name, p) for name, (_, p) in mix.items()}
-        return cls(
-            mix={name: float(share) for name, (share, _) in mix.items()},
-            profiles={**PROFILES, **profiles},
-            votes_per_subject=votes,
-            **config,
-        )
-
-    @classmethod
     def for_scenario(cls, name: str, **config: Any) -> CrowdConfig:
-        """The crowd of ``ml.scenarios``' scenario ``name``: "easy" is the sandbox's default
-        crowd (``PROFILES``), "hard" is ``ml.scenarios.HARD_CROWD`` with ``HARD_VOTES`` (careful
-        and careless volunteers who miss small objects, 15% spammers, one to three votes per
-        subject). ``config``: the other fields (n_volunteers, seed, ...)."""
+        """The crowd of ``ml.scenarios``' scenario ``name``: "easy" is the default crowd
+        (``ml.crowd.DEFAULT_CROWD``), "hard" is ``ml.scenarios.HARD_CROWD`` with ``HARD_VOTES``
+        (careful and careless volunteers who miss small objects, 15% spammers, one to three votes
+        per subject). ``config``: the other fields (n_volunteers, seed, ...)."""
         if name == "easy":
-            # ml.scenarios' easy crowd is the default one (no mix, no votes range): the
-            # sandbox's own, with no need to import ml (seconds: numpy, torch, scikit-learn).
+            # ml.scenarios' easy crowd is the default one (no mix, no votes range), with no
+            # need to import ml.scenarios (PIL, and scikit-learn's digits for its pools).
             return cls(**config)
         from ml.scenarios import scenario_crowd
 
         scenario = scenario_crowd(name)
         if scenario.mix is None:
             return cls(votes_per_subject=scenario.votes, **config)
-        return cls.from_simulation(scenario.mix, votes=scenario.votes, **config)
+        return cls(
+            mix={n: share for n, (share, _) in scenario.mix.items()},
+            profiles={**PROFILES, **{n: profile for n, (_, profile) in scenario.mix.items()}},
+            votes_per_subject=scenario.votes,
+            **config,
+        )
 
     def votes_for(self, workflow_id: int, subject_id: int) -> int | None:
         """The votes the crowd gives a subject before it retires (None: no limit of its own).
