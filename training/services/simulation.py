@@ -26,10 +26,11 @@ from django.db import transaction
 from django.test.utils import override_settings
 from PIL import Image
 
+from ml.crowd import DEFAULT_CROWD, SimulatedCrowd
 from ml.metrics import mean_average_precision
 from ml.mosaics import DIGIT_KEYS, digit_vocabulary
 from ml.scenarios import scenario_crowd, scenario_pool
-from ml.simulation import DEFAULT_CROWD, Curve, SimulatedCrowd, budget_to_reach
+from ml.simulation import Curve, budget_to_reach
 
 #: The workflow version the simulated classifications claim; answers are concept keys, which the
 #: wildcard answer map of ``workflow_configure`` resolves for any version.
