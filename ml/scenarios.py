@@ -1,28 +1,11 @@
 """Scenarios for the loop's simulations and the demo: the easy digit mosaics and a hard pool.
 
-The easy scenario is ``ml.mosaics``: every digit in about a third of the images, four fixed
-tiles, one scale; a small CNN and a head on its features both reach test mAP 1.000 there, so
-nothing can be told apart. The hard scenario keeps the ten digits of scikit-learn's scans as the
-concepts (the same vocabulary) and makes the images look more like a real collection:
-
-- **Long-tailed concepts.** Concept of rank ``k`` (1 = commonest; rank k is digit k-1) is present
-  in an image independently with probability ``p_k = top * k ** -s``, a Zipf law whose exponent
-  ``s = ln(top / rarest) / ln(C)`` makes the rarest of the ``C`` concepts present in ``rarest``
-  of the images. Defaults: ``top`` 0.40, ``rarest`` 0.015, C = 10, so s = 1.426 and the
-  prevalences are 0.400, 0.149, 0.083, 0.055, 0.040, 0.031, 0.025, 0.020, 0.018, 0.015; about
-  38% of the images show no concept at all, only clutter (as many real images do).
-- **Harder images.** Each instance sits at a random place, at a random scale (side
-  log-uniform between ``min_scale`` and ``max_scale`` of the image), turned by up to
-  ``max_rotation`` degrees; a present concept shows a second instance with ``repeat_rate``.
-  Clutter that is no concept (strokes, scribbles, rings, blobs and boxes in the same inks,
-  Poisson with mean ``clutter_mean``) is drawn in a random order with the digits, so either may
-  cover the other; an instance is partly hidden by an occluding patch with ``occlusion_rate``;
-  the background has a gradient and a coarse texture, and pixel noise is added on top.
-- **A noisier crowd** (:data:`HARD_CROWD`, of ``ml.crowd``'s profiles): careless volunteers
-  miss small objects (their chance of seeing an object falls with its size), 15% spammers answer
-  at random, and an item gets one to three votes (:data:`HARD_VOTES`).
-
-Pure numpy and PIL; the same seed gives the same pool.
+"easy" is ``ml.mosaics`` with the default crowd of ``ml.crowd``. "hard" keeps the ten digits as
+the concepts but draws them Zipf-tailed (``HardScenario.prevalence``), at random places, scales
+and angles, among clutter, occlusion and noise, with a noisier crowd (:data:`HARD_CROWD`: some
+volunteers miss small objects, 15% spammers) giving one to three votes an item
+(:data:`HARD_VOTES`). The law, the defaults and what they give are in bench/README.md, "The
+hard scenario". Pure numpy and PIL; the same seed gives the same pool.
 """
 
 from __future__ import annotations
