@@ -6,7 +6,6 @@ class AnnotateConfig(AppConfig):
     verbose_name = "Crowd labels"
 
     def ready(self) -> None:
-        from annotate import tasks  # noqa: F401 - registers the tasks services send by name
         from annotate.roles import connect_post_migrate
 
         connect_post_migrate()  # the viewer, curator, staff and admin groups always exist

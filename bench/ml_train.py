@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.data import LabelledImages, build_transform, collate_skip_broken, normalize  # noqa: E402
 from ml.embeddings import EmbeddingCache, compute_embeddings, model_key  # noqa: E402
+from ml.losses import WeightedBCE  # noqa: E402
 from ml.metrics import f1_scores, mean_average_precision  # noqa: E402
 from ml.models import MultiLabelNet, create_model  # noqa: E402
 from ml.mosaics import make_mosaics  # noqa: E402
 from ml.train import (  # noqa: E402
     FeatureSet,
     TrainConfig,
-    WeightedBCE,
     evaluate,
     fit,
     get_lr,

@@ -120,7 +120,13 @@ def at_least_once_task(
 
 def task_named(name: str) -> Task:
     """The registered task called ``name``, for a service to send without importing its tasks
-    module: tasks call services, services never import tasks (no import circle)."""
+    module: tasks call services, services never import tasks (no import circle).
+
+    The tasks modules are imported the first time a name is missing, by Celery's own
+    autodiscovery (as a worker does when it starts), so that a command that sends no task does
+    not pay for importing them at start-up."""
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()
     return current_app.tasks[name]
 
 

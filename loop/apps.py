@@ -7,6 +7,6 @@ class LoopConfig(AppConfig):
     verbose_name = "Loop"
 
     def ready(self) -> None:
-        from loop import receivers, tasks  # noqa: F401 - registers the tasks sent by name
+        from loop import receivers
 
         receivers.connect()

@@ -23,7 +23,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ml.data import (
@@ -34,8 +33,10 @@ from ml.data import (
     collate_skip_broken,
     normalize,
 )
+from ml.losses import AsymmetricLoss, WeightedBCE, balanced_pos_weight
 from ml.metrics import f1_scores, mean_average_precision, multilabel_report
 from ml.models import Head, MultiLabelNet, create_model
+from ml.thresholds import tune_thresholds
 
 
 @dataclass
@@ -170,56 +171,6 @@ class FitResult:
 # ---------------------------------------------------------------------------- losses
 
 
-class WeightedBCE(nn.Module):
-    """BCE with logits on soft targets, averaged over concepts, weighted per sample."""
-
-    pos_weight: torch.Tensor | None  # a buffer
-
-    def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.register_buffer("pos_weight", pos_weight)
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
-                ) -> torch.Tensor:
-        per_item = F.binary_cross_entropy_with_logits(
-            logits, targets, pos_weight=self.pos_weight, reduction="none"
-        ).mean(dim=1)  # (B, C) -> (B,)
-        return (weights * per_item).sum() / len(per_item)
-
-
-class AsymmetricLoss(nn.Module):
-    """Asymmetric loss (Ridnik et al., ICCV 2021) on logits, with soft targets.
-
-    Negatives are down-weighted by ``p_m ** gamma_neg`` where ``p_m = max(p - clip, 0)``, so easy
-    negatives (the many concepts absent from an image) stop dominating; positives by
-    ``(1 - p) ** gamma_pos``. A soft target mixes the two terms.
-    """
-
-    pos_weight: torch.Tensor | None  # a buffer
-
-    def __init__(self, *, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
-                 pos_weight: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.gamma_neg, self.gamma_pos, self.clip = gamma_neg, gamma_pos, clip
-        self.register_buffer("pos_weight", pos_weight)
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
-                ) -> torch.Tensor:
-        p = torch.sigmoid(logits)
-        log_p = F.logsigmoid(logits)
-        if self.clip > 0:
-            p_neg = (p - self.clip).clamp(min=0)
-            log_1m_p = torch.log((1 - p_neg).clamp(min=1e-8))  # 1 - p_neg >= clip: no log(0)
-        else:
-            p_neg, log_1m_p = p, F.logsigmoid(-logits)
-        pos = (1 - p).pow(self.gamma_pos) * log_p
-        if self.pos_weight is not None:
-            pos = pos * self.pos_weight
-        neg = p_neg.pow(self.gamma_neg) * log_1m_p
-        per_item = -(targets * pos + (1 - targets) * neg).mean(dim=1)  # (B, C) -> (B,)
-        return (weights * per_item).sum() / len(per_item)
-
-
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "bce": lambda config, pos_weight: WeightedBCE(pos_weight),
     "asl": lambda config, pos_weight: AsymmetricLoss(
@@ -231,20 +182,6 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
 def create_loss(config: TrainConfig, pos_weight: torch.Tensor | None = None) -> nn.Module:
     """The loss named by ``config.loss``; it takes ``(logits, targets, weights)``."""
     return LOSSES[config.loss](config, pos_weight)
-
-
-def balanced_pos_weight(targets: torch.Tensor, weights: torch.Tensor, *, cap: float
-                        ) -> torch.Tensor:
-    """Per-concept weight of the positive term: evidence-weighted negatives / positives.
-
-    Clipped to [1, cap]: balancing never down-weights positives, and a concept with a handful
-    of positives does not get a weight in the hundreds.
-    """
-    w = weights[:, None]
-    pos = (w * targets).sum(0)
-    neg = (w * (1 - targets)).sum(0)
-    ratio = torch.where(pos > 0, neg / pos.clamp(min=1e-12), torch.ones_like(pos))
-    return ratio.clamp(1.0, cap)
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -264,58 +201,6 @@ def get_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, total_step
     ratio = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return min_lr + coeff * (lr - min_lr)
-
-
-# ---------------------------------------------------------------------------- thresholds
-
-
-def _best_f1_cut(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, the threshold maximising F1 of ``probs >= t`` and that F1. (N, C) -> (C,)."""
-    n = len(probs)
-    order = np.argsort(-probs, axis=0, kind="stable")
-    p_sorted = np.take_along_axis(probs, order, axis=0)
-    tp = np.cumsum(np.take_along_axis(y, order, axis=0), axis=0)  # (N, C)
-    f1 = 2 * tp / (y.sum(0) + np.arange(1, n + 1)[:, None])  # predicted positives = k + 1
-    # Only cut between distinct scores: a tie group is all in or all out.
-    ends = np.ones_like(f1, dtype=bool)
-    ends[:-1] = p_sorted[:-1] != p_sorted[1:]
-    best = np.where(ends, f1, -1.0).argmax(axis=0)
-    cols = np.arange(probs.shape[1])
-    below = np.where(best + 1 < n, p_sorted[np.minimum(best + 1, n - 1), cols], 0.0)
-    # Midway to the next lower score generalises better than the exact score.
-    return (p_sorted[best, cols] + below) / 2, f1[best, cols]
-
-
-def tune_thresholds(
-    probs: np.ndarray, y_true: np.ndarray, *, min_positives: int = 3, fallback: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-concept thresholds maximising validation F1.
-
-    A concept with fewer than ``min_positives`` validation positives gets the global threshold
-    (the one maximising micro F1 over all concepts pooled), or ``fallback`` when the pooled
-    data has fewer than ``min_positives`` positives too.
-
-    Args:
-        probs: (N, C) validation probabilities.
-        y_true: (N, C) validation labels (bool).
-        min_positives: positives a concept needs for its own threshold.
-        fallback: threshold when nothing can be tuned.
-
-    Returns:
-        ``(thresholds (C,), tuned (C,) bool)``.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(y_true).astype(bool)
-    if len(probs) == 0:
-        c = probs.shape[1]
-        return np.full(c, fallback), np.zeros(c, dtype=bool)
-    tuned = y.sum(0) >= min_positives
-    per_concept, _ = _best_f1_cut(probs, y)
-    if y.sum() >= min_positives:
-        global_t = float(_best_f1_cut(probs.reshape(-1, 1), y.reshape(-1, 1))[0][0])
-    else:
-        global_t = fallback
-    return np.where(tuned, per_concept, global_t), tuned
 
 
 # ---------------------------------------------------------------------------- loops
@@ -704,7 +589,6 @@ def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
 
 
 __all__ = [
-    "LOSSES", "AsymmetricLoss", "EvalOutput", "FeatureSet", "FitResult", "TrainConfig",
-    "WeightedBCE", "balanced_pos_weight", "create_loss", "evaluate", "feature_batches", "fit",
-    "get_lr", "resolve_device", "train_one_epoch", "tune_thresholds",
+    "LOSSES", "EvalOutput", "FeatureSet", "FitResult", "TrainConfig", "create_loss", "evaluate",
+    "feature_batches", "fit", "get_lr", "resolve_device", "train_one_epoch",
 ]

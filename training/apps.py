@@ -8,9 +8,7 @@ class TrainingConfig(AppConfig):
     def ready(self) -> None:
         from annotate.services.datasets.export import lineage_model_register
         from annotate.services.datasets.records import record_source_register
-
-        # checks registers system checks; tasks registers the tasks services send by name
-        from training import checks, receivers, tasks  # noqa: F401
+        from training import checks, receivers  # noqa: F401 - checks registers system checks
         from training.selectors import model_version_lineage
         from training.services.proposals import proposal_records
 

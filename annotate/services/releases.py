@@ -134,13 +134,14 @@ def _enqueue(release_id: int) -> None:
     """Send the build; if the broker is unreachable, say so on the row instead of leaving it
     queued with no message behind it (reliability F1): a new release is the retry.
 
-    The task is looked up by its name in the Celery app's registry (``AnnotateConfig.ready``
-    imports ``annotate.tasks``), so that this module never imports the tasks that call it."""
-    from celery import current_app
+    The task is looked up by its name (``config.task_kinds.task_named``), so that this module
+    never imports the tasks that call it."""
     from kombu.exceptions import OperationalError
 
+    from config.task_kinds import task_named
+
     try:
-        current_app.tasks[RELEASE_BUILD_TASK].delay(release_id=release_id)
+        task_named(RELEASE_BUILD_TASK).delay(release_id=release_id)
     except (OperationalError, ConnectionError, OSError) as exc:
         logger.error("release %s: could not enqueue the build: %s", release_id, exc)
         DatasetRelease.objects.filter(pk=release_id, status=DatasetRelease.Status.QUEUED).finish(

@@ -12,18 +12,11 @@ from PIL import Image
 
 from ml.checkpoint import load_train_state, save_train_state
 from ml.data import LabelledImages
+from ml.losses import AsymmetricLoss, WeightedBCE, balanced_pos_weight
 from ml.models import create_model
 from ml.mosaics import make_mosaics
-from ml.train import (
-    AsymmetricLoss,
-    FeatureSet,
-    TrainConfig,
-    WeightedBCE,
-    balanced_pos_weight,
-    fit,
-    get_lr,
-    tune_thresholds,
-)
+from ml.thresholds import tune_thresholds
+from ml.train import FeatureSet, TrainConfig, fit, get_lr
 
 
 def separable_features(n: int, seed: int, *, d: int = 16, c: int = 4) -> FeatureSet:

@@ -48,6 +48,7 @@ def test_messages_carry_only_json_ids():
 def test_the_beat_schedule_names_registered_tasks():
     from training.schedule import BEAT_SCHEDULE
 
+    app.loader.import_default_modules()
     registered = set(app.tasks)
     for entry in BEAT_SCHEDULE.values():
         assert entry["task"] in registered

@@ -21,12 +21,12 @@ import numpy as np
 from django.conf import settings
 
 from annotate.models import AggregatedLabel, AggregationState, Concept, Subject, Workflow
-from annotate.services.aggregation.id_filters import _scoped
-from annotate.services.aggregation.labels import _labels_write, _skills_write
+from annotate.services.aggregation.id_filters import queries_scoped
+from annotate.services.aggregation.labels import labels_write, skills_write
 from annotate.services.aggregation.stored_parameters import (
-    _parameters_load,
-    _state_record,
     aggregation_state_for,
+    aggregation_state_record,
+    parameters_load,
 )
 from annotate.services.aggregation.votes import anchors_build, votes_load
 from annotate.signals import labels_aggregated
@@ -127,7 +127,7 @@ def labels_aggregate(
     say(f"aggregating {data.votes.n_votes} classifications ({method})")
     if scope is not None and method == "dawid_skene":
         assert state is not None
-        parameters = _parameters_load(data, state)
+        parameters = parameters_load(data, state)
         result = aggregation.dawid_skene_binary_posteriors(
             data.votes, parameters, anchors, pool_workers=data.anonymous
         )
@@ -142,12 +142,12 @@ def labels_aggregate(
         min_votes=min_votes,
     )
     say("writing labels")
-    contradicts, changed = _labels_write(
+    contradicts, changed = labels_write(
         data, result, concepts=concepts, method=method, settled=decision.settled, scope=scope
     )
     if scope is None:
-        _skills_write(data, result)
-    _state_record(
+        skills_write(data, result)
+    aggregation_state_record(
         method=method,
         concepts=concepts,
         result=result if scope is None else None,
@@ -161,7 +161,9 @@ def labels_aggregate(
     open_subjects = Subject.objects.filter(
         item__isnull=False, retired_at__isnull=True, upstream_state=Subject.Upstream.ACTIVE
     ).values_list("zooniverse_id", "item_id")
-    queries = _scoped(open_subjects, Subject, "item_id", None if scope is None else retire_items)
+    queries = queries_scoped(
+        open_subjects, Subject, "item_id", None if scope is None else retire_items
+    )
     subject_items = np.array([row for query in queries for row in query], dtype=np.int64)
     subject_items = subject_items.reshape(-1, 2)
     retire_subjects = subject_items[np.isin(subject_items[:, 1], retire_items), 0].tolist()

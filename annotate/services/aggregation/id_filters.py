@@ -16,7 +16,7 @@ from django.db.models.expressions import RawSQL
 _IN_CHUNK = 500
 
 
-def _id_conditions(model: type[Model], column: str, ids: np.ndarray) -> Iterator[tuple[str, list]]:
+def id_conditions(model: type[Model], column: str, ids: np.ndarray) -> Iterator[tuple[str, list]]:
     """SQL conditions ``table.column IN ids``, as ``(sql, params)``, that together cover ``ids``.
 
     SQLite caps a statement's parameters (999 in Django's eyes) and binding thousands of values
@@ -39,12 +39,14 @@ def _id_conditions(model: type[Model], column: str, ids: np.ndarray) -> Iterator
 
 
 def _id_filters(model: type[Model], column: str, ids: np.ndarray) -> Iterator[RawSQL]:
-    """``_id_conditions`` as expressions for ``QuerySet.filter``."""
-    for sql, params in _id_conditions(model, column, ids):
+    """``id_conditions`` as expressions for ``QuerySet.filter``."""
+    for sql, params in id_conditions(model, column, ids):
         yield RawSQL(sql, params, output_field=BooleanField())
 
 
-def _scoped(query: Any, model: type[Model], column: str, scope: np.ndarray | None) -> list[Any]:
+def queries_scoped(
+    query: Any, model: type[Model], column: str, scope: np.ndarray | None
+) -> list[Any]:
     """``query`` itself (no scope), or one query per id condition that covers ``scope``."""
     if scope is None:
         return [query]

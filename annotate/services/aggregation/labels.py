@@ -21,7 +21,7 @@ from annotate.models import (
     Subject,
     VolunteerSkill,
 )
-from annotate.services.aggregation.id_filters import _id_conditions, _scoped
+from annotate.services.aggregation.id_filters import id_conditions, queries_scoped
 from annotate.services.aggregation.votes import VoteData
 from annotate.services.bulk_write import rows_update, rows_upsert
 from annotate.services.classifications import counters
@@ -40,7 +40,7 @@ def _labels_positive_read(scope: np.ndarray | None) -> np.ndarray:
     table = connection.ops.quote_name(AggregatedLabel._meta.db_table)
     conditions: list[tuple[str, list[Any]]] = [("1 = 1", [])]
     if scope is not None:
-        conditions = list(_id_conditions(AggregatedLabel, "item_id", scope))
+        conditions = list(id_conditions(AggregatedLabel, "item_id", scope))
     blocks: list[np.ndarray] = []
     with connection.cursor() as cursor:
         for condition, params in conditions:
@@ -69,7 +69,7 @@ def _labels_changed(data: VoteData, posteriors: np.ndarray, stored: np.ndarray) 
     return int((before != (posteriors > 0.5)).sum())
 
 
-def _labels_write(
+def labels_write(
     data: VoteData,
     result: aggregation.AggregationResult,
     *,
@@ -97,7 +97,7 @@ def _labels_write(
     row_of = {pk: i for i, pk in enumerate(data.item_ids.tolist())}
     col_of = {pk: j for j, pk in enumerate(data.concept_ids.tolist())}
     prior_labels = PriorLabel.objects.values_list("item_id", "concept_id")
-    for query in _scoped(
+    for query in queries_scoped(
         prior_labels, PriorLabel, "item_id", None if scope is None else data.item_ids
     ):
         for item_pk, concept_pk in query.iterator(chunk_size=20_000):
@@ -141,7 +141,8 @@ def _labels_write(
         # nested loop once it no longer fits in work_mem.
         # Two statements, not one OR: the OR would keep PostgreSQL from the anti-join.
         has_votes = Exists(counted.filter(item_id=OuterRef("item_id")))
-        for labels in _scoped(AggregatedLabel.objects.all(), AggregatedLabel, "item_id", scope):
+        every_label = AggregatedLabel.objects.all()
+        for labels in queries_scoped(every_label, AggregatedLabel, "item_id", scope):
             labels.exclude(concept_id__in=concept_pks).delete()
             labels.filter(~has_votes).delete()
 
@@ -158,12 +159,12 @@ def _labels_write(
         unvoted = Item.objects.filter(~Exists(counted.filter(item_id=OuterRef("pk")))).exclude(
             Q(consensus=Item.Consensus.NONE) & Q(uncertainty=0) & Q(contradicts_prior=False)
         )
-        for subset in _scoped(unvoted, Item, "id", scope):
+        for subset in queries_scoped(unvoted, Item, "id", scope):
             subset.update(consensus=Item.Consensus.NONE, uncertainty=0.0, contradicts_prior=False)
     return int(contradicts.sum()), changed
 
 
-def _skills_write(data: VoteData, result: aggregation.AggregationResult) -> None:
+def skills_write(data: VoteData, result: aggregation.AggregationResult) -> None:
     n_workers, n_concepts = len(data.volunteer_ids), len(data.concept_ids)
     with transaction.atomic():
         # Worker-major, concept-minor, like the (n_workers, n_concepts) result arrays.

@@ -9,7 +9,7 @@ import numpy as np
 from django.db import transaction
 
 from annotate.models import AggregationState, Concept, VolunteerSkill
-from annotate.services.aggregation.id_filters import _scoped
+from annotate.services.aggregation.id_filters import queries_scoped
 from annotate.services.aggregation.votes import VoteData
 from ml import aggregation
 
@@ -36,7 +36,7 @@ def aggregation_state_for(*, method: str, concepts: list[Concept]) -> Aggregatio
     return state
 
 
-def _parameters_load(data: VoteData, state: AggregationState) -> aggregation.TwoCoinParameters:
+def parameters_load(data: VoteData, state: AggregationState) -> aggregation.TwoCoinParameters:
     """The stored skills of ``data``'s volunteers (NaN where none) and the crowd parameters."""
     n_workers, n_concepts = len(data.volunteer_ids), len(data.concept_ids)
     sensitivity = np.full((n_workers, n_concepts), np.nan)
@@ -46,7 +46,7 @@ def _parameters_load(data: VoteData, state: AggregationState) -> aggregation.Two
     )
     rows = [
         row
-        for query in _scoped(skills, VolunteerSkill, "volunteer_id", data.volunteer_ids)
+        for query in queries_scoped(skills, VolunteerSkill, "volunteer_id", data.volunteer_ids)
         for row in query.iterator(chunk_size=20_000)
     ]
     if rows:
@@ -73,7 +73,7 @@ def _parameters_load(data: VoteData, state: AggregationState) -> aggregation.Two
     )
 
 
-def _state_record(
+def aggregation_state_record(
     *,
     method: str,
     concepts: list[Concept],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotate.models import Classification, Concept, Item, Subject, Volunteer
-from annotate.services.aggregation.id_filters import _scoped
+from annotate.services.aggregation.id_filters import queries_scoped
 from annotate.services.classifications import counters
 from annotate.services.zooniverse.workflows import workflow_versions_asked
 from ml import aggregation
@@ -61,7 +61,7 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
     versions: dict[tuple[int, str], int] = {}
     lengths: list[int] = []
     flat: list[int] = []
-    for rows in _scoped(counted, Classification, "item_id", item_ids):
+    for rows in queries_scoped(counted, Classification, "item_id", item_ids):
         for item_id, volunteer_id, ticked, gold, workflow_id, version in rows.iterator(
             chunk_size=20_000
         ):
@@ -97,7 +97,9 @@ def votes_load(*, concepts: list[Concept], item_ids: np.ndarray | None = None) -
         anonymous_pks = list(anonymous)
     else:
         anonymous_pks = [
-            pk for query in _scoped(anonymous, Volunteer, "id", volunteer_pks) for pk in query
+            pk
+            for query in queries_scoped(anonymous, Volunteer, "id", volunteer_pks)
+            for pk in query
         ]
     return VoteData(
         votes=aggregation.VoteMatrix.from_arrays(
@@ -139,7 +141,7 @@ def anchors_build(
     curated = Item.objects.curated().values_list("pk", "curated_concepts")
     # Of an incremental pass's items, only those with counted votes can be anchored.
     scope = None if item_ids is None else data.item_ids
-    for query in _scoped(curated, Item, "id", scope):
+    for query in queries_scoped(curated, Item, "id", scope):
         for item_pk, keys in query.iterator(chunk_size=5000):
             row = position.get(item_pk)
             if row is None:  # reviewed, but no counted vote: nothing to anchor
