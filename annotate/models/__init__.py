@@ -15,6 +15,7 @@ from annotate.models.imports import ImportReport, ItemIdentityChange, Quarantine
 from annotate.models.labels import AggregatedLabel, AggregationState, Review, VolunteerSkill
 from annotate.models.releases import DatasetRelease, ReleaseImmutableError
 from annotate.models.votes import (
+    AppendOnly,
     AppendOnlyError,
     Classification,
     RowIdAutoField,
@@ -46,6 +47,7 @@ __all__ = [
     "RoundPick",
     "Subject",
     "SyncCursor",
+    "AppendOnly",
     "AppendOnlyError",
     "Volunteer",
     "VolunteerExclusion",

@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from annotate.models.catalogue import Concept, Item
-from annotate.models.votes import AppendOnlyError, Volunteer
+from annotate.models.votes import AppendOnly, Volunteer
 
 
 class AggregatedLabel(models.Model):
@@ -86,8 +86,10 @@ class AggregationState(models.Model):
         return f"{self.method} {kind} pass, {self.n_votes} votes"
 
 
-class Review(models.Model):
+class Review(AppendOnly):
     """A curator's decision on an item: append-only audit of who, when, before, after and why."""
+
+    append_only = ("Reviews", "write a new review instead")
 
     class Action(models.TextChoices):
         ACCEPT = "accept", "accept"
@@ -142,10 +144,3 @@ class Review(models.Model):
     def __str__(self) -> str:
         return f"{self.action} by {self.curator_id}"
 
-    def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
-            raise AppendOnlyError("Reviews are append-only: write a new review instead.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Reviews are append-only and cannot be deleted.")

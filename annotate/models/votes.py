@@ -15,6 +15,25 @@ class AppendOnlyError(Exception):
     """Raised when code tries to change or delete an audit record."""
 
 
+class AppendOnly(models.Model):
+    """An audit record: written once, never changed, never deleted. ``append_only`` names the
+    records and what to do instead of changing one, for the errors."""
+
+    append_only: tuple[str, str] = ("Records", "write a new one instead")
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            records, instead = self.append_only
+            raise AppendOnlyError(f"{records} are append-only: {instead}.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError(f"{self.append_only[0]} are append-only and cannot be deleted.")
+
+
 class Volunteer(models.Model):
     """A Zooniverse volunteer; logged-out volunteers are keyed by their stable anonymous name."""
 
@@ -34,8 +53,10 @@ class Volunteer(models.Model):
         return self.user_name or self.key
 
 
-class VolunteerExclusion(models.Model):
+class VolunteerExclusion(AppendOnly):
     """Audit of excluding a volunteer from aggregation, or taking them back: append-only."""
+
+    append_only = ("Exclusions", "record a new one instead")
 
     volunteer = models.ForeignKey(Volunteer, on_delete=models.PROTECT, related_name="exclusions")
     excluded = models.BooleanField(help_text="True: excluded; False: taken back.")
@@ -50,13 +71,6 @@ class VolunteerExclusion(models.Model):
         verb = "excluded" if self.excluded else "taken back"
         return f"{self.volunteer} {verb} by {self.by} on {self.created_at:%Y-%m-%d %H:%M}"
 
-    def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
-            raise AppendOnlyError("Exclusions are append-only: record a new one instead.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise AppendOnlyError("Exclusions are append-only and cannot be deleted.")
 
 
 class RowIdAutoField(models.BigAutoField):
